@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that building, testing and running tiercache
+# need. Idempotent: when everything is present it is a no-op and touches no
+# network; apt-get update runs only when something is missing.
+set -euo pipefail
+
+pkgs=(
+    build-essential cmake pkg-config clang-format
+    libevent-dev libhiredis-dev liblmdb-dev libssl-dev
+    libjansson-dev libxxhash-dev libcriterion-dev libinih-dev
+    redis-server redis-tools lmdb-utils curl
+)
+# Benchmark peers are only needed by bench/ scripts, never by the tests.
+if [ "${TC_DEPS_BENCH:-0}" = 1 ]; then
+    pkgs+=(wrk nginx-light varnish)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "deps: installing ${missing[*]}" >&2
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,238 @@
+#include "tiers/item.h"
+
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+static const uint64_t T0 = 1700000000000ull; /* an arbitrary "now", in ms */
+
+static size_t make_record(uint8_t *buf, const struct tc_item_hdr *h, const void *val)
+{
+    cr_assert_eq(tc_item_hdr_encode(h, buf), TC_OK);
+    memcpy(buf + TC_ITEM_HDR_SIZE, val, h->value_len);
+    return TC_ITEM_HDR_SIZE + h->value_len;
+}
+
+Test(item, round_trip_every_encoding_and_flag)
+{
+    static const uint8_t encs[] = {TC_ENC_STRING, TC_ENC_JSON, TC_ENC_BINARY};
+    static const uint8_t flags[] = {0, TC_ITEM_F_ENCRYPTED, TC_ITEM_F_COMPRESSED,
+                                    TC_ITEM_F_ENCRYPTED | TC_ITEM_F_COMPRESSED};
+    uint8_t buf[TC_ITEM_HDR_SIZE + 5];
+    for (size_t e = 0; e < sizeof(encs); e++) {
+        for (size_t f = 0; f < sizeof(flags); f++) {
+            struct tc_item_hdr in = {encs[e], flags[f], T0 + e, T0 + 60000 + f, 5}, out;
+            size_t n = make_record(buf, &in, "a\0b\0c");
+            cr_assert_eq(tc_item_hdr_decode(buf, n, &out), TC_OK);
+            cr_assert_eq(out.encoding, in.encoding);
+            cr_assert_eq(out.flags, in.flags);
+            cr_assert_eq(out.created_ms, in.created_ms);
+            cr_assert_eq(out.expire_ms, in.expire_ms);
+            cr_assert_eq(out.value_len, 5);
+        }
+    }
+}
+
+Test(item, byte_order_is_fixed_big_endian)
+{
+    struct tc_item_hdr h = {TC_ENC_BINARY, 0, 0x0102030405060708ull, 0x1112131415161718ull,
+                            0x21222324};
+    uint8_t b[TC_ITEM_HDR_SIZE];
+    cr_assert_eq(tc_item_hdr_encode(&h, b), TC_OK);
+    static const uint8_t want[] = {'t',  'C',  1,    32,   3,    0,    0,    0,    1,    2,
+                                   3,    4,    5,    6,    7,    8,    0x11, 0x12, 0x13, 0x14,
+                                   0x15, 0x16, 0x17, 0x18, 0x21, 0x22, 0x23, 0x24};
+    cr_assert_arr_eq(b, want, sizeof(want));
+}
+
+Test(item, max_and_zero_values_round_trip)
+{
+    uint8_t b[TC_ITEM_HDR_SIZE];
+    struct tc_item_hdr h = {TC_ENC_JSON, 0, UINT64_MAX, UINT64_MAX, 0}, out;
+    cr_assert_eq(tc_item_hdr_encode(&h, b), TC_OK);
+    cr_assert_eq(tc_item_hdr_decode(b, sizeof(b), &out), TC_OK);
+    cr_assert_eq(out.expire_ms, UINT64_MAX);
+    cr_assert_eq(out.value_len, 0);
+}
+
+Test(item, encode_refuses_unknown_encoding_or_flags)
+{
+    uint8_t b[TC_ITEM_HDR_SIZE];
+    struct tc_item_hdr h = {0, 0, T0, 0, 0};
+    cr_assert_eq(tc_item_hdr_encode(&h, b), TC_EINVAL);
+    h.encoding = 4;
+    cr_assert_eq(tc_item_hdr_encode(&h, b), TC_EINVAL);
+    h.encoding = TC_ENC_STRING;
+    h.flags = 0x80;
+    cr_assert_eq(tc_item_hdr_encode(&h, b), TC_EINVAL);
+}
+
+Test(item, every_truncation_is_refused)
+{
+    uint8_t buf[TC_ITEM_HDR_SIZE + 10];
+    struct tc_item_hdr h = {TC_ENC_BINARY, 0, T0, T0 + 1000, 10}, out;
+    size_t n = make_record(buf, &h, "0123456789");
+    for (size_t len = 0; len < n; len++) {
+        /* A fresh heap copy of exactly len bytes, so ASan catches any read past it. */
+        uint8_t *copy = malloc(len ? len : 1);
+        memcpy(copy, buf, len);
+        cr_assert_eq(tc_item_hdr_decode(copy, len, &out), TC_ECORRUPT, "length %zu accepted", len);
+        free(copy);
+    }
+    cr_assert_eq(tc_item_hdr_decode(NULL, 0, &out), TC_ECORRUPT);
+}
+
+Test(item, trailing_bytes_are_refused)
+{
+    uint8_t buf[TC_ITEM_HDR_SIZE + 4];
+    struct tc_item_hdr h = {TC_ENC_BINARY, 0, T0, 0, 3}, out;
+    make_record(buf, &h, "abc");
+    cr_assert_eq(tc_item_hdr_decode(buf, TC_ITEM_HDR_SIZE + 4, &out), TC_ECORRUPT);
+}
+
+Test(item, every_single_bit_flip_is_refused)
+{
+    uint8_t buf[TC_ITEM_HDR_SIZE + 3];
+    struct tc_item_hdr h = {TC_ENC_STRING, 0, T0, T0 + 5, 3}, out;
+    size_t n = make_record(buf, &h, "xyz");
+    for (size_t bit = 0; bit < TC_ITEM_HDR_SIZE * 8; bit++) {
+        buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+        cr_assert_neq(tc_item_hdr_decode(buf, n, &out), TC_OK, "flip of bit %zu accepted", bit);
+        buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+    }
+    cr_assert_eq(tc_item_hdr_decode(buf, n, &out), TC_OK);
+}
+
+/* Builds a header that is intact but for one field, with a valid checksum. */
+static void reseal(uint8_t *b)
+{
+    uint32_t c = XXH32(b, 28, 0);
+    b[28] = (uint8_t)(c >> 24);
+    b[29] = (uint8_t)(c >> 16);
+    b[30] = (uint8_t)(c >> 8);
+    b[31] = (uint8_t)c;
+}
+
+Test(item, other_version_and_unknown_flags_are_version_errors)
+{
+    uint8_t b[TC_ITEM_HDR_SIZE];
+    struct tc_item_hdr h = {TC_ENC_STRING, 0, T0, 0, 0}, out;
+    cr_assert_eq(tc_item_hdr_encode(&h, b), TC_OK);
+    b[2] = 2;
+    reseal(b);
+    cr_assert_eq(tc_item_hdr_decode(b, sizeof(b), &out), TC_EVERSION);
+    b[2] = 1;
+    b[5] = 0x40;
+    reseal(b);
+    cr_assert_eq(tc_item_hdr_decode(b, sizeof(b), &out), TC_EVERSION);
+    b[5] = 0;
+    b[4] = 9;
+    reseal(b);
+    cr_assert_eq(tc_item_hdr_decode(b, sizeof(b), &out), TC_ECORRUPT);
+    b[4] = TC_ENC_STRING;
+    b[24] = 0xff; /* value_len far past the buffer */
+    reseal(b);
+    cr_assert_eq(tc_item_hdr_decode(b, sizeof(b), &out), TC_ECORRUPT);
+}
+
+Test(item, random_bytes_never_decode_out_of_bounds)
+{
+    uint64_t s = 88172645463325252ull;
+    for (int round = 0; round < 200000; round++) {
+        size_t len = (size_t)(round % 80);
+        uint8_t *b = malloc(len ? len : 1);
+        for (size_t i = 0; i < len; i++) {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            b[i] = (uint8_t)s;
+        }
+        if (len >= 2 && (round & 1)) {
+            b[0] = TC_ITEM_MAGIC0; /* half the rounds get past the magic check */
+            b[1] = TC_ITEM_MAGIC1;
+        }
+        struct tc_item_hdr out;
+        enum tc_status st = tc_item_hdr_decode(b, len, &out);
+        if (st == TC_OK) {
+            cr_assert_leq(out.value_len + (size_t)TC_ITEM_HDR_SIZE, len);
+        }
+        free(b);
+    }
+}
+
+/* ---- TTL arithmetic ---- */
+
+Test(ttl, ratio_one_keeps_full_time)
+{
+    cr_assert_eq(tc_item_local_expiry(T0, T0 + 60000, 1.0, 0), T0 + 60000);
+}
+
+Test(ttl, ratio_half_halves_remaining)
+{
+    cr_assert_eq(tc_item_local_expiry(T0, T0 + 60000, 0.5, 0), T0 + 30000);
+    /* Back-fill later: uses the remaining 20 s, not the original 60 s. */
+    cr_assert_eq(tc_item_local_expiry(T0 + 40000, T0 + 60000, 0.5, 0), T0 + 50000);
+}
+
+Test(ttl, repeated_backfill_never_drifts_past_E)
+{
+    uint64_t E = T0 + 3600000, now = T0;
+    for (int i = 0; i < 1000; i++) {
+        uint64_t local = tc_item_local_expiry(now, E, 0.9, 0);
+        cr_assert_leq(local, E);
+        cr_assert_gt(local, now);
+        now = local - 1; /* the next back-fill happens just before the local copy expires */
+        if (now <= T0) {
+            break;
+        }
+    }
+}
+
+Test(ttl, tiny_ratio_still_stores_at_least_one_ms)
+{
+    cr_assert_eq(tc_item_local_expiry(T0, T0 + 1000, 1e-12, 0), T0 + 1);
+    cr_assert_eq(tc_item_local_expiry(T0, T0 + 1, 1e-3, 0), T0 + 1);
+    cr_assert_eq(tc_item_local_expiry(T0, T0 + 1000000, 0.001, 0), T0 + 1000);
+}
+
+Test(ttl, max_ttl_caps)
+{
+    cr_assert_eq(tc_item_local_expiry(T0, T0 + 3600000, 0.5, 60000), T0 + 60000);
+    cr_assert_eq(tc_item_local_expiry(T0, T0 + 10000, 1.0, 60000), T0 + 10000);
+}
+
+Test(ttl, no_expiry_only_capped_by_max_ttl)
+{
+    cr_assert_eq(tc_item_local_expiry(T0, 0, 0.5, 0), 0);
+    cr_assert_eq(tc_item_local_expiry(T0, 0, 0.5, 5000), T0 + 5000);
+    cr_assert_eq(tc_item_local_expiry(UINT64_MAX - 10, 0, 1.0, 5000), UINT64_MAX);
+}
+
+Test(ttl, E_past_or_now_is_expired)
+{
+    uint64_t l = tc_item_local_expiry(T0, T0 - 1, 1.0, 0);
+    cr_assert_leq(l, T0);
+    l = tc_item_local_expiry(T0, T0, 0.5, 1000);
+    cr_assert_leq(l, T0);
+    cr_assert(tc_item_expired(T0, T0));
+    cr_assert(tc_item_expired(T0 - 1, T0));
+    cr_assert_not(tc_item_expired(T0 + 1, T0));
+    cr_assert_not(tc_item_expired(0, T0));
+}
+
+Test(ttl, huge_values_do_not_overflow)
+{
+    uint64_t l = tc_item_local_expiry(1, UINT64_MAX, 0.999999999, 0);
+    cr_assert_leq(l, UINT64_MAX);
+    cr_assert_gt(l, 1);
+    cr_assert_eq(tc_item_local_expiry(0, UINT64_MAX, 1.0, 0), UINT64_MAX);
+}
+
+Test(item, encoding_names)
+{
+    cr_assert_str_eq(tc_item_encoding_name(TC_ENC_STRING), "string");
+    cr_assert_str_eq(tc_item_encoding_name(TC_ENC_JSON), "json");
+    cr_assert_str_eq(tc_item_encoding_name(TC_ENC_BINARY), "binary");
+    cr_assert_null(tc_item_encoding_name(0));
+}

@@ -1,0 +1,137 @@
+#include "tiers/item.h"
+
+#include <string.h>
+#include <xxhash.h>
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+    put_be32(p, (uint32_t)(v >> 32));
+    put_be32(p + 4, (uint32_t)v);
+}
+
+static uint32_t get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+    return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
+}
+
+static int encoding_valid(unsigned enc)
+{
+    return enc == TC_ENC_STRING || enc == TC_ENC_JSON || enc == TC_ENC_BINARY;
+}
+
+const char *tc_item_encoding_name(unsigned encoding)
+{
+    switch (encoding) {
+    case TC_ENC_STRING:
+        return "string";
+    case TC_ENC_JSON:
+        return "json";
+    case TC_ENC_BINARY:
+        return "binary";
+    }
+    return NULL;
+}
+
+enum tc_status tc_item_hdr_encode(const struct tc_item_hdr *h, uint8_t out[TC_ITEM_HDR_SIZE])
+{
+    if (!encoding_valid(h->encoding) || (h->flags & ~TC_ITEM_F_KNOWN) != 0) {
+        return TC_EINVAL;
+    }
+    out[0] = TC_ITEM_MAGIC0;
+    out[1] = TC_ITEM_MAGIC1;
+    out[2] = TC_ITEM_VERSION;
+    out[3] = TC_ITEM_HDR_SIZE;
+    out[4] = h->encoding;
+    out[5] = h->flags;
+    out[6] = 0;
+    out[7] = 0;
+    put_be64(out + 8, h->created_ms);
+    put_be64(out + 16, h->expire_ms);
+    put_be32(out + 24, h->value_len);
+    put_be32(out + 28, XXH32(out, 28, 0));
+    return TC_OK;
+}
+
+enum tc_status tc_item_hdr_decode(const void *buf, size_t len, struct tc_item_hdr *h)
+{
+    const uint8_t *p = buf;
+
+    if (buf == NULL || len < TC_ITEM_HDR_SIZE) {
+        return TC_ECORRUPT;
+    }
+    if (p[0] != TC_ITEM_MAGIC0 || p[1] != TC_ITEM_MAGIC1) {
+        return TC_ECORRUPT;
+    }
+    if (get_be32(p + 28) != XXH32(p, 28, 0)) {
+        return TC_ECORRUPT;
+    }
+    /* Checked after the checksum: a version byte is only meaningful in a
+     * header that is otherwise intact. */
+    if (p[2] != TC_ITEM_VERSION || p[3] != TC_ITEM_HDR_SIZE) {
+        return TC_EVERSION;
+    }
+    if (!encoding_valid(p[4]) || p[6] != 0 || p[7] != 0) {
+        return TC_ECORRUPT;
+    }
+    if ((p[5] & ~TC_ITEM_F_KNOWN) != 0) {
+        return TC_EVERSION;
+    }
+    uint32_t vlen = get_be32(p + 24);
+    if ((uint64_t)vlen != (uint64_t)(len - TC_ITEM_HDR_SIZE)) {
+        return TC_ECORRUPT;
+    }
+    h->encoding = p[4];
+    h->flags = p[5];
+    h->created_ms = get_be64(p + 8);
+    h->expire_ms = get_be64(p + 16);
+    h->value_len = vlen;
+    return TC_OK;
+}
+
+uint64_t tc_item_local_expiry(uint64_t now_ms, uint64_t expire_ms, double ratio,
+                              uint64_t max_ttl_ms)
+{
+    uint64_t span;
+
+    if (expire_ms == 0) {
+        /* No authoritative expiry: only the tier's cap can bound it. */
+        if (max_ttl_ms == 0) {
+            return 0;
+        }
+        return now_ms > UINT64_MAX - max_ttl_ms ? UINT64_MAX : now_ms + max_ttl_ms;
+    }
+    if (expire_ms <= now_ms) {
+        return expire_ms;
+    }
+    uint64_t remaining = expire_ms - now_ms;
+    if (!(ratio > 0.0) || ratio >= 1.0) {
+        /* r = 1 (and, defensively, an out-of-range r) keeps the full time;
+         * the registry refuses r outside (0, 1] before we get here. */
+        span = remaining;
+    } else {
+        double d = (double)remaining * ratio;
+        /* d < remaining mathematically, but rounding near 2^64 could reach
+         * it; converting a double >= 2^64 to uint64_t is undefined. */
+        span = d >= (double)remaining ? remaining : (uint64_t)d;
+    }
+    if (span == 0) {
+        span = 1;
+    }
+    if (max_ttl_ms != 0 && span > max_ttl_ms) {
+        span = max_ttl_ms;
+    }
+    return now_ms + span; /* span <= remaining, so this is <= E: no overflow */
+}

@@ -1,0 +1,107 @@
+/*
+ * The item header: the few bytes that travel in front of every value, the
+ * same in every tier, and the TTL-ratio arithmetic (DESIGN.md "The item").
+ *
+ * Wire layout, 32 bytes, all integers big-endian:
+ *
+ *    0      2    3    4    5    6      8                16               24      28      32
+ *    +------+----+----+----+----+------+----------------+----------------+-------+-------+
+ *    | 't' 'C' | ver| hl | enc| flg| rsvd |  created_ms    |  expire_ms (E) | vlen  | check |
+ *    +------+----+----+----+----+------+----------------+----------------+-------+-------+
+ *
+ *  ver    format version (TC_ITEM_VERSION); another version is refused.
+ *  hl     header length in bytes (32); lets a future version append fields.
+ *  enc    enum tc_item_encoding.
+ *  flg    TC_ITEM_F_* bits; an unknown bit is refused (we could not honour it).
+ *  rsvd   zero.
+ *  E      authoritative expiry, absolute ms since the Unix epoch; 0 = never.
+ *  vlen   length of the value that follows the header.
+ *  check  XXH32 (seed 0) of bytes 0..27, so that garbage which happens to start
+ *         with the magic is still refused.
+ *
+ * Everything decoded here may come from another program (Redis, a shared LMDB
+ * file, a shm segment): the decoder checks every byte it relies on and never
+ * reads past the buffer it is given.
+ */
+#ifndef TC_TIERS_ITEM_H
+#define TC_TIERS_ITEM_H
+
+#include "shm/status.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TC_ITEM_HDR_SIZE 32u
+#define TC_ITEM_VERSION  1u
+#define TC_ITEM_MAGIC0   0x74u /* 't' */
+#define TC_ITEM_MAGIC1   0x43u /* 'C' */
+
+/** Largest value an item can describe (vlen is 32 bits). */
+#define TC_ITEM_VALUE_MAX UINT32_MAX
+
+/** How the value bytes are to be interpreted by the HTTP layer. */
+enum tc_item_encoding {
+    TC_ENC_STRING = 1, /* UTF-8 text, returned as a JSON string */
+    TC_ENC_JSON = 2,   /* serialized JSON text, returned as the same JSON value */
+    TC_ENC_BINARY = 3, /* opaque bytes, returned base64 or raw */
+};
+
+#define TC_ITEM_F_ENCRYPTED  0x01u
+#define TC_ITEM_F_COMPRESSED 0x02u
+#define TC_ITEM_F_KNOWN      (TC_ITEM_F_ENCRYPTED | TC_ITEM_F_COMPRESSED)
+
+/** The decoded header. Plain data; copy freely. */
+struct tc_item_hdr {
+    uint8_t encoding;    /* enum tc_item_encoding */
+    uint8_t flags;       /* TC_ITEM_F_* */
+    uint64_t created_ms; /* when the client wrote it */
+    uint64_t expire_ms;  /* authoritative expiry E; 0 = never */
+    uint32_t value_len;  /* bytes of value following the header */
+};
+
+/**
+ * Encodes @p h into exactly TC_ITEM_HDR_SIZE bytes at @p out.
+ * @return TC_OK; TC_EINVAL if the encoding is unknown or flags has unknown bits.
+ */
+enum tc_status tc_item_hdr_encode(const struct tc_item_hdr *h, uint8_t out[TC_ITEM_HDR_SIZE]);
+
+/**
+ * Decodes the header at the start of @p buf (@p len bytes available).
+ * On success fills @p h and guarantees value_len <= len - TC_ITEM_HDR_SIZE,
+ * so the value is at buf + TC_ITEM_HDR_SIZE with h->value_len bytes (trailing
+ * bytes beyond that are refused too: a record is exactly header + value).
+ * @return TC_OK; TC_ECORRUPT for truncated, short, mismatched-length or
+ *         garbage bytes; TC_EVERSION for another format version or unknown
+ *         flag bits. Never reads outside [buf, buf+len).
+ */
+enum tc_status tc_item_hdr_decode(const void *buf, size_t len, struct tc_item_hdr *h);
+
+/**
+ * Local expiry for a tier with ratio @p ratio (0 < r <= 1) and cap
+ * @p max_ttl_ms (0 = no cap), for an item with authoritative expiry
+ * @p expire_ms (0 = never) at time @p now_ms:
+ *
+ *     local = now + min((E - now) * r, max_ttl)      never past E
+ *
+ * The same rule serves the first write (E = t + T) and every back-fill (the
+ * remaining time shrinks, so TTLs never drift upward). A positive remaining
+ * time always yields at least 1 ms, so a tiny ratio still stores the item
+ * briefly rather than writing it already expired.
+ *
+ * @return the absolute local expiry in ms; 0 means "never" (E = 0 and no
+ *         cap); a value <= now_ms means the item is already expired and
+ *         should not be stored.
+ */
+uint64_t tc_item_local_expiry(uint64_t now_ms, uint64_t expire_ms, double ratio,
+                              uint64_t max_ttl_ms);
+
+/** True if an item whose expiry is @p expire_ms (0 = never) is expired at @p now_ms. */
+static inline int tc_item_expired(uint64_t expire_ms, uint64_t now_ms)
+{
+    return expire_ms != 0 && expire_ms <= now_ms;
+}
+
+/** Returns "string", "json", "binary", or NULL for an unknown encoding. */
+const char *tc_item_encoding_name(unsigned encoding);
+
+#endif

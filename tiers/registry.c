@@ -1,0 +1,779 @@
+/*
+ * Scheme registry and URI parsing. A tier URI is parsed once here with
+ * uriparser; the common parameters (ttl_ratio, max_ttl) are consumed here and
+ * every other parameter is checked against the backend's declared list, so
+ * that every backend reports unknown parameters the same way.
+ */
+#include "tiers/tier.h"
+#include "tiers/tier_impl.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <uriparser/Uri.h>
+
+extern const struct tc_tier_ops tc_tier_mem_ops;
+
+/* The built-in backends (STYLE R8). */
+static const struct tc_tier_ops *const builtin_tiers[] = {
+    &tc_tier_mem_ops,
+    NULL,
+};
+
+static const char *const common_params[] = {"ttl_ratio", "max_ttl", NULL};
+
+struct tc_tier_registry {
+    const struct tc_tier_ops **ops;
+    size_t n, cap;
+};
+
+struct tc_param {
+    char *name;
+    char *value;
+};
+
+struct tc_tier_params {
+    char *scheme;
+    char *target;
+    char *host;
+    unsigned port;
+    char *path;
+    char *user;
+    char *password;
+    struct tc_param *params;
+    size_t nparams;
+};
+
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err == NULL || errlen == 0) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- registry ----------------------------------------------------------- */
+
+static int scheme_valid(const char *s)
+{
+    if (s == NULL || !islower((unsigned char)s[0])) {
+        return 0;
+    }
+    for (; *s; s++) {
+        if (!islower((unsigned char)*s) && !isdigit((unsigned char)*s) && *s != '+' && *s != '-' &&
+            *s != '.') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+struct tc_tier_registry *tc_tier_registry_create(void)
+{
+    struct tc_tier_registry *reg = calloc(1, sizeof(*reg));
+    if (reg == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; builtin_tiers[i] != NULL; i++) {
+        if (tc_tier_register(reg, builtin_tiers[i]) != TC_OK) {
+            tc_tier_registry_destroy(reg);
+            return NULL;
+        }
+    }
+    return reg;
+}
+
+void tc_tier_registry_destroy(struct tc_tier_registry *reg)
+{
+    if (reg == NULL) {
+        return;
+    }
+    free(reg->ops);
+    free(reg);
+}
+
+const struct tc_tier_ops *tc_tier_registry_find(const struct tc_tier_registry *reg,
+                                                const char *scheme)
+{
+    if (reg == NULL) {
+        for (size_t i = 0; builtin_tiers[i] != NULL; i++) {
+            if (strcmp(builtin_tiers[i]->scheme, scheme) == 0) {
+                return builtin_tiers[i];
+            }
+        }
+        return NULL;
+    }
+    for (size_t i = 0; i < reg->n; i++) {
+        if (strcmp(reg->ops[i]->scheme, scheme) == 0) {
+            return reg->ops[i];
+        }
+    }
+    return NULL;
+}
+
+enum tc_status tc_tier_register(struct tc_tier_registry *reg, const struct tc_tier_ops *ops)
+{
+    if (reg == NULL || ops == NULL) {
+        return TC_EINVAL;
+    }
+    if (ops->abi_version != TC_TIER_ABI_VERSION) {
+        return TC_EVERSION;
+    }
+    if (!scheme_valid(ops->scheme) || ops->open == NULL || ops->close == NULL ||
+        ops->ctx_init == NULL || ops->ctx_dispose == NULL || ops->get == NULL || ops->set == NULL ||
+        ops->del == NULL) {
+        return TC_EINVAL;
+    }
+    if (tc_tier_registry_find(reg, ops->scheme) != NULL) {
+        return TC_EEXIST;
+    }
+    if (reg->n == reg->cap) {
+        size_t cap = reg->cap ? reg->cap * 2 : 8;
+        const struct tc_tier_ops **p = realloc(reg->ops, cap * sizeof(*p));
+        if (p == NULL) {
+            return TC_ENOMEM;
+        }
+        reg->ops = p;
+        reg->cap = cap;
+    }
+    /* Kept sorted by scheme so that listings are stable. */
+    size_t at = reg->n;
+    while (at > 0 && strcmp(reg->ops[at - 1]->scheme, ops->scheme) > 0) {
+        reg->ops[at] = reg->ops[at - 1];
+        at--;
+    }
+    reg->ops[at] = ops;
+    reg->n++;
+    return TC_OK;
+}
+
+void tc_tier_registry_schemes(const struct tc_tier_registry *reg, char *out, size_t len)
+{
+    const struct tc_tier_ops *const *list = reg ? reg->ops : builtin_tiers;
+    size_t n = 0;
+    if (len == 0) {
+        return;
+    }
+    out[0] = '\0';
+    if (reg != NULL) {
+        n = reg->n;
+    } else {
+        while (builtin_tiers[n] != NULL) {
+            n++;
+        }
+    }
+    size_t used = 0;
+    for (size_t i = 0; i < n && used < len; i++) {
+        int w = snprintf(out + used, len - used, "%s%s", i ? ", " : "", list[i]->scheme);
+        if (w < 0) {
+            break;
+        }
+        used += (size_t)w;
+    }
+}
+
+/* ---- URI parsing ---------------------------------------------------------- */
+
+static char *range_dup(const UriTextRangeA *r, int decode)
+{
+    if (r->first == NULL || r->afterLast == NULL) {
+        return strdup("");
+    }
+    size_t n = (size_t)(r->afterLast - r->first);
+    char *s = malloc(n + 1);
+    if (s == NULL) {
+        return NULL;
+    }
+    memcpy(s, r->first, n);
+    s[n] = '\0';
+    if (decode) {
+        uriUnescapeInPlaceExA(s, URI_FALSE, URI_BR_DONT_TOUCH);
+    }
+    return s;
+}
+
+static void params_free(struct tc_tier_params *p)
+{
+    free(p->scheme);
+    free(p->target);
+    free(p->host);
+    free(p->path);
+    free(p->user);
+    free(p->password);
+    for (size_t i = 0; i < p->nparams; i++) {
+        free(p->params[i].name);
+        free(p->params[i].value);
+    }
+    free(p->params);
+}
+
+static int name_in(const char *name, const char *const *list)
+{
+    for (size_t i = 0; list != NULL && list[i] != NULL; i++) {
+        if (strcmp(list[i], name) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void valid_list(const struct tc_tier_ops *ops, char *out, size_t len)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    const char *const *lists[2] = {ops->params, common_params};
+    for (int l = 0; l < 2; l++) {
+        for (size_t i = 0; lists[l] != NULL && lists[l][i] != NULL && used < len; i++) {
+            int w = snprintf(out + used, len - used, "%s%s", used ? ", " : "", lists[l][i]);
+            if (w < 0) {
+                return;
+            }
+            used += (size_t)w;
+        }
+    }
+}
+
+/* Builds the URI text with any password replaced by "***", for logs. */
+static char *redact(const char *uri, const UriUriA *u)
+{
+    if (u->userInfo.first == NULL) {
+        return strdup(uri);
+    }
+    const char *colon =
+        memchr(u->userInfo.first, ':', (size_t)(u->userInfo.afterLast - u->userInfo.first));
+    if (colon == NULL) {
+        return strdup(uri);
+    }
+    size_t head = (size_t)(colon + 1 - uri);
+    size_t tail = strlen(u->userInfo.afterLast);
+    char *s = malloc(head + 3 + tail + 1);
+    if (s == NULL) {
+        return NULL;
+    }
+    memcpy(s, uri, head);
+    memcpy(s + head, "***", 3);
+    memcpy(s + head + 3, u->userInfo.afterLast, tail + 1);
+    return s;
+}
+
+static enum tc_status parse_uri(const struct tc_tier_registry *reg, const char *uri,
+                                struct tc_tier_params *p, const struct tc_tier_ops **opsp,
+                                char **redacted, char *err, size_t errlen)
+{
+    UriUriA u;
+    const char *errpos = NULL;
+    enum tc_status st = TC_ENOMEM;
+    UriQueryListA *qlist = NULL;
+    char valid[512];
+
+    memset(p, 0, sizeof(*p));
+    if (uriParseSingleUriA(&u, uri, &errpos) != URI_SUCCESS) {
+        errf(err, errlen,
+             "malformed tier URI '%s' at offset %zu (expected SCHEME://TARGET?k=v&...)", uri,
+             errpos ? (size_t)(errpos - uri) : 0);
+        return TC_EINVAL;
+    }
+    if (u.scheme.first == NULL) {
+        errf(err, errlen, "tier URI '%s' has no scheme (expected SCHEME://TARGET?k=v&...)", uri);
+        st = TC_EINVAL;
+        goto out;
+    }
+    if ((p->scheme = range_dup(&u.scheme, 0)) == NULL) {
+        goto out;
+    }
+    for (char *c = p->scheme; *c; c++) {
+        *c = (char)tolower((unsigned char)*c);
+    }
+    const struct tc_tier_ops *ops = tc_tier_registry_find(reg, p->scheme);
+    if (ops == NULL) {
+        char schemes[256];
+        tc_tier_registry_schemes(reg, schemes, sizeof(schemes));
+        errf(err, errlen, "unknown tier scheme '%s' in '%s' (valid: %s)", p->scheme, uri, schemes);
+        st = TC_EINVAL;
+        goto out;
+    }
+    if (u.fragment.first != NULL) {
+        errf(err, errlen, "tier URI '%s' has a fragment ('#...'); %s:// takes none", uri,
+             p->scheme);
+        st = TC_EINVAL;
+        goto out;
+    }
+
+    /* Target: everything between "://" and '?', as written, decoded. */
+    const char *t0 = strstr(uri, "://");
+    t0 = t0 ? t0 + 3 : uri + strlen(p->scheme) + 1;
+    const char *t1 = t0 + strcspn(t0, "?#");
+    UriTextRangeA tr = {t0, t1};
+    if ((p->target = range_dup(&tr, 1)) == NULL || (p->host = range_dup(&u.hostText, 1)) == NULL) {
+        goto out;
+    }
+    if (u.portText.first != NULL && u.portText.afterLast > u.portText.first) {
+        char *port = range_dup(&u.portText, 0);
+        if (port == NULL) {
+            goto out;
+        }
+        char *end;
+        errno = 0;
+        unsigned long v = strtoul(port, &end, 10);
+        int bad = errno != 0 || *end != '\0' || v == 0 || v > 65535;
+        if (bad) {
+            errf(err, errlen, "bad port '%s' in '%s' (expected 1..65535)", port, uri);
+        }
+        free(port);
+        if (bad) {
+            st = TC_EINVAL;
+            goto out;
+        }
+        p->port = (unsigned)v;
+    }
+    /* Path: the segments joined; a leading '/' when there is an authority or
+     * the path is absolute ("lmdb:///abs" gives "/abs"). */
+    {
+        size_t n = 2;
+        for (UriPathSegmentA *s = u.pathHead; s != NULL; s = s->next) {
+            n += (size_t)(s->text.afterLast - s->text.first) + 1;
+        }
+        if ((p->path = malloc(n)) == NULL) {
+            goto out;
+        }
+        size_t used = 0;
+        for (UriPathSegmentA *s = u.pathHead; s != NULL; s = s->next) {
+            if (used > 0 || u.absolutePath || u.hostText.first != NULL) {
+                p->path[used++] = '/';
+            }
+            size_t len = (size_t)(s->text.afterLast - s->text.first);
+            memcpy(p->path + used, s->text.first, len);
+            used += len;
+        }
+        p->path[used] = '\0';
+        uriUnescapeInPlaceExA(p->path, URI_FALSE, URI_BR_DONT_TOUCH);
+    }
+    if (u.userInfo.first != NULL) {
+        char *ui = range_dup(&u.userInfo, 0);
+        if (ui == NULL) {
+            goto out;
+        }
+        char *colon = strchr(ui, ':');
+        if (colon != NULL) {
+            *colon = '\0';
+            p->password = strdup(colon + 1);
+            if (p->password == NULL) {
+                free(ui);
+                goto out;
+            }
+            uriUnescapeInPlaceExA(p->password, URI_FALSE, URI_BR_DONT_TOUCH);
+        }
+        uriUnescapeInPlaceExA(ui, URI_FALSE, URI_BR_DONT_TOUCH);
+        if (ui[0] == '\0') {
+            free(ui);
+        } else {
+            p->user = ui;
+        }
+    }
+
+    if (u.query.first != NULL && u.query.afterLast > u.query.first) {
+        int count = 0;
+        if (uriDissectQueryMallocExA(&qlist, &count, u.query.first, u.query.afterLast, URI_FALSE,
+                                     URI_BR_DONT_TOUCH) != URI_SUCCESS) {
+            errf(err, errlen, "malformed query in tier URI '%s'", uri);
+            st = TC_EINVAL;
+            goto out;
+        }
+        if ((p->params = calloc((size_t)count, sizeof(*p->params))) == NULL) {
+            goto out;
+        }
+        for (UriQueryListA *q = qlist; q != NULL; q = q->next) {
+            if (q->key == NULL || q->key[0] == '\0') {
+                errf(err, errlen, "empty parameter name in tier URI '%s'", uri);
+                st = TC_EINVAL;
+                goto out;
+            }
+            if (!name_in(q->key, ops->params) && !name_in(q->key, common_params)) {
+                valid_list(ops, valid, sizeof(valid));
+                errf(err, errlen, "unknown parameter '%s' for %s:// (valid: %s)", q->key, p->scheme,
+                     valid);
+                st = TC_EINVAL;
+                goto out;
+            }
+            if (q->value == NULL) {
+                errf(err, errlen, "parameter '%s' for %s:// has no value (write %s=VALUE)", q->key,
+                     p->scheme, q->key);
+                st = TC_EINVAL;
+                goto out;
+            }
+            if (tc_tier_params_get(p, q->key) != NULL) {
+                errf(err, errlen, "parameter '%s' given twice in '%s'", q->key, uri);
+                st = TC_EINVAL;
+                goto out;
+            }
+            struct tc_param *pp = &p->params[p->nparams];
+            pp->name = strdup(q->key);
+            pp->value = strdup(q->value);
+            if (pp->name == NULL || pp->value == NULL) {
+                free(pp->name);
+                free(pp->value);
+                goto out;
+            }
+            p->nparams++;
+        }
+    }
+    if ((*redacted = redact(uri, &u)) == NULL) {
+        goto out;
+    }
+    *opsp = ops;
+    st = TC_OK;
+out:
+    if (st == TC_ENOMEM) {
+        errf(err, errlen, "out of memory parsing tier URI");
+    }
+    if (qlist != NULL) {
+        uriFreeQueryListA(qlist);
+    }
+    uriFreeUriMembersA(&u);
+    if (st != TC_OK) {
+        params_free(p);
+        memset(p, 0, sizeof(*p));
+    }
+    return st;
+}
+
+enum tc_status tc_tier_open(const struct tc_tier_registry *reg, const char *uri,
+                            struct tc_tier **out, char *err, size_t errlen)
+{
+    struct tc_tier_params p;
+    const struct tc_tier_ops *ops = NULL;
+    char *redacted = NULL;
+    double ratio;
+    uint64_t max_ttl;
+    struct tc_tier *t = NULL;
+
+    if (err != NULL && errlen > 0) {
+        err[0] = '\0';
+    }
+    if (uri == NULL || out == NULL) {
+        errf(err, errlen, "no tier URI given");
+        return TC_EINVAL;
+    }
+    enum tc_status st = parse_uri(reg, uri, &p, &ops, &redacted, err, errlen);
+    if (st != TC_OK) {
+        return st;
+    }
+    st = tc_tier_params_double(&p, "ttl_ratio", 1.0, 0.0, 1, 1.0, &ratio, err, errlen);
+    if (st == TC_OK) {
+        st = tc_tier_params_duration(&p, "max_ttl", 1000, 0, 1, UINT64_MAX / 4, &max_ttl, err,
+                                     errlen);
+    }
+    if (st == TC_OK) {
+        st = ops->open(&p, &t, err, errlen);
+        if (st == TC_OK && t == NULL) {
+            st = TC_EIO;
+        }
+    }
+    if (st == TC_OK) {
+        char *scheme = strdup(ops->scheme);
+        if (scheme == NULL || pthread_mutex_init(&t->_lock, NULL) != 0) {
+            free(scheme);
+            ops->close(t);
+            t = NULL;
+            st = TC_ENOMEM;
+            errf(err, errlen, "out of memory opening '%s'", uri);
+        } else {
+            t->ops = ops;
+            t->uri = redacted;
+            redacted = NULL;
+            t->scheme = scheme;
+            t->ttl_ratio = ratio;
+            t->max_ttl_ms = max_ttl;
+            if (t->max_key == 0 || t->max_key > TC_KEY_MAX) {
+                t->max_key = TC_KEY_MAX;
+            }
+            t->_ctxs = NULL;
+#define TC_X(name) atomic_init(&t->_retired.name, 0);
+            TC_TIER_COUNTERS(TC_X)
+#undef TC_X
+        }
+    }
+    free(redacted);
+    params_free(&p);
+    if (st == TC_OK) {
+        *out = t;
+    }
+    return st;
+}
+
+/* ---- parameter helpers -------------------------------------------------- */
+
+const char *tc_tier_params_scheme(const struct tc_tier_params *p)
+{
+    return p->scheme;
+}
+
+const char *tc_tier_params_target(const struct tc_tier_params *p)
+{
+    return p->target;
+}
+
+const char *tc_tier_params_host(const struct tc_tier_params *p)
+{
+    return p->host;
+}
+
+unsigned tc_tier_params_port(const struct tc_tier_params *p)
+{
+    return p->port;
+}
+
+const char *tc_tier_params_path(const struct tc_tier_params *p)
+{
+    return p->path;
+}
+
+const char *tc_tier_params_user(const struct tc_tier_params *p)
+{
+    return p->user;
+}
+
+const char *tc_tier_params_password(const struct tc_tier_params *p)
+{
+    return p->password;
+}
+
+const char *tc_tier_params_get(const struct tc_tier_params *p, const char *name)
+{
+    for (size_t i = 0; i < p->nparams; i++) {
+        if (strcmp(p->params[i].name, name) == 0) {
+            return p->params[i].value;
+        }
+    }
+    return NULL;
+}
+
+/* Parses a decimal number (digits, optional fraction) at the start of s. */
+static int parse_number(const char *s, double *v, const char **end)
+{
+    if (!isdigit((unsigned char)*s)) {
+        return 0;
+    }
+    char *e;
+    errno = 0;
+    *v = strtod(s, &e);
+    if (errno != 0 || !isfinite(*v)) {
+        return 0;
+    }
+    *end = e;
+    return 1;
+}
+
+enum tc_status tc_parse_size(const char *s, uint64_t *out)
+{
+    double v;
+    const char *e;
+    if (s == NULL || !parse_number(s, &v, &e)) {
+        return TC_EINVAL;
+    }
+    double mult = 1;
+    switch (toupper((unsigned char)*e)) {
+    case 'K':
+        mult = 1024.0;
+        e++;
+        break;
+    case 'M':
+        mult = 1024.0 * 1024;
+        e++;
+        break;
+    case 'G':
+        mult = 1024.0 * 1024 * 1024;
+        e++;
+        break;
+    case 'T':
+        mult = 1024.0 * 1024 * 1024 * 1024;
+        e++;
+        break;
+    }
+    if (mult > 1 && (*e == 'i' || *e == 'I')) {
+        e++;
+    }
+    if (*e == 'B' || *e == 'b') {
+        e++;
+    }
+    if (*e != '\0') {
+        return TC_EINVAL;
+    }
+    v *= mult;
+    if (v != floor(v) || v >= 18446744073709551616.0) {
+        return TC_EINVAL;
+    }
+    *out = (uint64_t)v;
+    return TC_OK;
+}
+
+enum tc_status tc_parse_duration(const char *s, uint64_t bare_unit_ms, uint64_t *out)
+{
+    double v;
+    const char *e;
+    if (s == NULL || !parse_number(s, &v, &e)) {
+        return TC_EINVAL;
+    }
+    double mult;
+    if (*e == '\0') {
+        mult = (double)bare_unit_ms;
+    } else if (strcmp(e, "ms") == 0) {
+        mult = 1;
+    } else if (strcmp(e, "s") == 0) {
+        mult = 1000;
+    } else if (strcmp(e, "m") == 0) {
+        mult = 60000;
+    } else if (strcmp(e, "h") == 0) {
+        mult = 3600000;
+    } else if (strcmp(e, "d") == 0) {
+        mult = 86400000;
+    } else {
+        return TC_EINVAL;
+    }
+    v *= mult;
+    if (v != floor(v) || v >= 18446744073709551616.0) {
+        return TC_EINVAL;
+    }
+    *out = (uint64_t)v;
+    return TC_OK;
+}
+
+enum tc_status tc_tier_params_size(const struct tc_tier_params *p, const char *name, uint64_t def,
+                                   uint64_t min, uint64_t max, uint64_t *out, char *err,
+                                   size_t errlen)
+{
+    const char *s = tc_tier_params_get(p, name);
+    uint64_t v;
+    if (s == NULL) {
+        *out = def;
+        return TC_OK;
+    }
+    if (tc_parse_size(s, &v) != TC_OK || v < min || v > max) {
+        errf(err, errlen,
+             "bad value '%s' for %s in %s:// (expected a size from %llu to %llu bytes, "
+             "e.g. 64M or 4G)",
+             s, name, p->scheme, (unsigned long long)min, (unsigned long long)max);
+        return TC_EINVAL;
+    }
+    *out = v;
+    return TC_OK;
+}
+
+enum tc_status tc_tier_params_uint(const struct tc_tier_params *p, const char *name, int base,
+                                   uint64_t def, uint64_t min, uint64_t max, uint64_t *out,
+                                   char *err, size_t errlen)
+{
+    const char *s = tc_tier_params_get(p, name);
+    if (s == NULL) {
+        *out = def;
+        return TC_OK;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, base);
+    if (!isdigit((unsigned char)s[0]) || errno != 0 || *end != '\0' || v < min || v > max) {
+        errf(err, errlen, "bad value '%s' for %s in %s:// (expected an integer from %llu to %llu)",
+             s, name, p->scheme, (unsigned long long)min, (unsigned long long)max);
+        return TC_EINVAL;
+    }
+    *out = v;
+    return TC_OK;
+}
+
+enum tc_status tc_tier_params_duration(const struct tc_tier_params *p, const char *name,
+                                       uint64_t bare_unit_ms, uint64_t def, uint64_t min,
+                                       uint64_t max, uint64_t *out, char *err, size_t errlen)
+{
+    const char *s = tc_tier_params_get(p, name);
+    uint64_t v;
+    if (s == NULL) {
+        *out = def;
+        return TC_OK;
+    }
+    if (tc_parse_duration(s, bare_unit_ms, &v) != TC_OK || v < min || v > max) {
+        errf(err, errlen,
+             "bad value '%s' for %s in %s:// (expected a duration like %s, 500ms, 30s, 5m, 1h; "
+             "a bare number is %s)",
+             s, name, p->scheme, bare_unit_ms == 1 ? "250" : "60",
+             bare_unit_ms == 1 ? "milliseconds" : "seconds");
+        return TC_EINVAL;
+    }
+    *out = v;
+    return TC_OK;
+}
+
+enum tc_status tc_tier_params_double(const struct tc_tier_params *p, const char *name, double def,
+                                     double lo, int lo_open, double hi, double *out, char *err,
+                                     size_t errlen)
+{
+    const char *s = tc_tier_params_get(p, name);
+    if (s == NULL) {
+        *out = def;
+        return TC_OK;
+    }
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    int ok = s[0] != '\0' && *end == '\0' && errno == 0 && isfinite(v) && v <= hi &&
+             (lo_open ? v > lo : v >= lo);
+    if (!ok) {
+        errf(err, errlen, "bad value '%s' for %s in %s:// (expected a number in %c%g, %g])", s,
+             name, p->scheme, lo_open ? '(' : '[', lo, hi);
+        return TC_EINVAL;
+    }
+    *out = v;
+    return TC_OK;
+}
+
+enum tc_status tc_tier_params_choice(const struct tc_tier_params *p, const char *name,
+                                     const char *const *choices, int def, int *out, char *err,
+                                     size_t errlen)
+{
+    const char *s = tc_tier_params_get(p, name);
+    if (s == NULL) {
+        *out = def;
+        return TC_OK;
+    }
+    for (int i = 0; choices[i] != NULL; i++) {
+        if (strcmp(choices[i], s) == 0) {
+            *out = i;
+            return TC_OK;
+        }
+    }
+    char list[256];
+    size_t used = 0;
+    list[0] = '\0';
+    for (int i = 0; choices[i] != NULL && used < sizeof(list); i++) {
+        int w = snprintf(list + used, sizeof(list) - used, "%s%s", i ? ", " : "", choices[i]);
+        if (w < 0) {
+            break;
+        }
+        used += (size_t)w;
+    }
+    errf(err, errlen, "bad value '%s' for %s in %s:// (valid: %s)", s, name, p->scheme, list);
+    return TC_EINVAL;
+}
+
+enum tc_status tc_tier_params_bool(const struct tc_tier_params *p, const char *name, int def,
+                                   int *out, char *err, size_t errlen)
+{
+    static const char *const choices[] = {"false", "true", "no", "yes", "off",
+                                          "on",    "0",    "1",  NULL};
+    int i;
+    enum tc_status st = tc_tier_params_choice(p, name, choices, def, &i, err, errlen);
+    if (st == TC_OK) {
+        *out = tc_tier_params_get(p, name) == NULL ? def : (i & 1);
+    }
+    return st;
+}

@@ -1,0 +1,261 @@
+/*
+ * The tier interface: one API over every cache backend (shm ring, LMDB,
+ * Redis, in-process memory, or a scheme an embedding program registers).
+ *
+ *    tc_tier_registry ──open(URI)──▶ tc_tier (shared by all threads)
+ *                                       │  ctx_init(base) on each worker thread
+ *                                       ▼
+ *                                   tc_tier_ctx (one thread) ──get/set/del/clear(req)
+ *                                                                   │
+ *                      returns TC_OK / error ◀── completed now ─────┤
+ *                      returns TC_EINPROGRESS ── req->done(req) later, once,
+ *                                                on the ctx's event_base thread
+ *
+ * Completion model. Local tiers answer synchronously. A tier that must wait
+ * (network I/O, a group commit) returns TC_EINPROGRESS and later calls
+ * req->done exactly once, on the thread running the event_base the ctx was
+ * created with, including on shutdown (status TC_EUNAVAIL). A ctx created
+ * with a NULL event_base never returns TC_EINPROGRESS: every operation
+ * completes before returning (an async tier then blocks; meant for tools, the
+ * bench and tests, never for a worker thread).
+ *
+ * The stack applies TTL ratios here, in one place: a set carries the
+ * authoritative expiry E in req->hdr.expire_ms, and tc_tier_set computes the
+ * tier's local expiry (tiers/item.h) before the backend sees the request.
+ *
+ * Thread safety: a struct tc_tier may be used from any thread for ctx_init,
+ * sweep, stats, health and accessors. A struct tc_tier_ctx belongs to the
+ * thread that created it. Close a tier only after disposing of all its ctxs.
+ */
+#ifndef TC_TIERS_TIER_H
+#define TC_TIERS_TIER_H
+
+#include "shm/status.h"
+#include "tiers/buf.h"
+#include "tiers/item.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Only the name of libevent's loop type, so that this header does not pull in
+ * libevent (STYLE R1, R0): remote tiers attach to the caller's event_base. */
+struct event_base;
+
+struct tc_tier;          /* an open tier; backends see its layout in tier_impl.h */
+struct tc_tier_ctx;      /* per-thread context of a tier */
+struct tc_tier_registry; /* scheme -> backend table */
+struct tc_tier_req;
+
+/** Bumped whenever struct tc_tier_ops or struct tc_tier_req changes shape. */
+#define TC_TIER_ABI_VERSION 1u
+
+/** Capability bits of a backend (struct tc_tier_ops.caps). */
+#define TC_TIER_CAP_PERSISTENT 0x01u /* data survives a restart of the process and host */
+#define TC_TIER_CAP_SHARED     0x02u /* several processes on the host see the same data */
+#define TC_TIER_CAP_ASYNC      0x04u /* operations may return TC_EINPROGRESS */
+#define TC_TIER_CAP_REMOTE     0x08u /* data lives across a network; may be slow or down */
+
+/** Longest key any tier accepts (bytes). A backend may accept less. */
+#define TC_KEY_MAX 1024u
+
+typedef void (*tc_tier_done_fn)(struct tc_tier_req *req);
+
+/**
+ * One operation. Caller-owned; after TC_EINPROGRESS it (and everything it
+ * points to) must stay valid and untouched until req->done has run.
+ * Members starting with '_' belong to the tier layer.
+ */
+struct tc_tier_req {
+    /* In: all operations. */
+    const void *key; /* get/set/del: the key; clear: the prefix (key_len 0 = everything) */
+    size_t key_len;
+    uint64_t now_ms; /* the caller's clock (STYLE R17) */
+
+    /* set: in. hdr.expire_ms is E (0 = never); hdr.value_len is filled in. */
+    const void *value;
+    size_t value_len;
+
+    /* get: out. The value (without header) replaces out->len bytes of *out. */
+    struct tc_buf *out;
+
+    /* get: out (decoded header); set: in (encoding, flags, created_ms, E). */
+    struct tc_item_hdr hdr;
+
+    /* set: the local expiry computed from E and the tier's ratio (0 = never);
+     * get: out, the local expiry the tier holds for the item (0 = never). */
+    uint64_t local_expire_ms;
+
+    /* clear: out, the number of keys removed (best effort for remote tiers). */
+    uint64_t count;
+
+    /* Out: the final status; valid when the call returns anything but
+     * TC_EINPROGRESS, and inside done(). TC_ENOTFOUND is a miss. */
+    enum tc_status status;
+
+    /* Completion for TC_EINPROGRESS; may be NULL only with a NULL event_base. */
+    tc_tier_done_fn done;
+    void *arg; /* for the caller; the tier never reads it */
+
+    /* Tier-layer private. */
+    struct tc_tier_ctx *_ctx;
+    int _op;
+};
+
+/** Health of a tier as the stack sees it. */
+enum tc_tier_health {
+    TC_HEALTH_OK = 0,
+    TC_HEALTH_DEGRADED = 1, /* serving, but with errors or a circuit half-open */
+    TC_HEALTH_DOWN = 2,     /* not serving; the stack skips it */
+};
+
+/** Kind of a stat passed to a tc_tier_stat_fn. */
+enum tc_stat_kind {
+    TC_STAT_COUNTER = 0, /* monotonically increasing */
+    TC_STAT_GAUGE = 1,   /* current value */
+};
+
+/** Receives one stat: a name of [a-z0-9_] characters and its value. */
+typedef void (*tc_tier_stat_fn)(void *arg, const char *name, uint64_t value,
+                                enum tc_stat_kind kind);
+
+/* ---- registry --------------------------------------------------------- */
+
+struct tc_tier_ops; /* tier_impl.h */
+
+/**
+ * Creates a registry holding every built-in scheme. Returns NULL only when
+ * out of memory. Destroy with tc_tier_registry_destroy(); tiers opened
+ * through it do not depend on it afterwards.
+ */
+struct tc_tier_registry *tc_tier_registry_create(void);
+
+/** Destroys @p reg. NULL is a no-op. */
+void tc_tier_registry_destroy(struct tc_tier_registry *reg);
+
+/**
+ * Adds a backend so that URIs with its scheme open through it. @p ops must
+ * outlive the registry and every tier opened from it.
+ * @return TC_OK; TC_EEXIST if the scheme is taken; TC_EVERSION if
+ *         ops->abi_version != TC_TIER_ABI_VERSION; TC_EINVAL if a required
+ *         member is missing or the scheme has characters outside [a-z0-9+.-];
+ *         TC_ENOMEM.
+ */
+enum tc_status tc_tier_register(struct tc_tier_registry *reg, const struct tc_tier_ops *ops);
+
+/** Returns the backend registered for @p scheme, or NULL. */
+const struct tc_tier_ops *tc_tier_registry_find(const struct tc_tier_registry *reg,
+                                                const char *scheme);
+
+/**
+ * Writes the registered schemes, comma-separated ("lmdb, mem, redis, ..."),
+ * into @p out (always NUL-terminated when @p len > 0).
+ */
+void tc_tier_registry_schemes(const struct tc_tier_registry *reg, char *out, size_t len);
+
+/**
+ * Opens a tier from @p uri (see README "Configuring tiers"). @p reg may be
+ * NULL for the built-in schemes only. The common parameters ttl_ratio
+ * (0 < r <= 1, default 1) and max_ttl (a duration: 60, 60s, 500ms, 5m, 1h;
+ * default none) are handled here; every other parameter must be one the
+ * backend declares.
+ *
+ * @param[out] out  the open tier, owned by the caller (tc_tier_close()).
+ * @param[out] err  on failure, a message naming the bad part and what is
+ *                  valid, e.g. "unknown parameter 'mapsize' for lmdb://
+ *                  (valid: map_size, sync, ...)"; may be NULL.
+ * @return TC_OK; TC_EINVAL for a malformed URI, unknown scheme or parameter,
+ *         or bad value; otherwise the backend's open status.
+ */
+enum tc_status tc_tier_open(const struct tc_tier_registry *reg, const char *uri,
+                            struct tc_tier **out, char *err, size_t errlen);
+
+/** Closes @p t and frees it. All its ctxs must be disposed of first. NULL is a no-op. */
+void tc_tier_close(struct tc_tier *t);
+
+/* ---- accessors (thread-safe) ------------------------------------------ */
+
+/** The URI the tier was opened with, passwords replaced by "***". */
+const char *tc_tier_uri(const struct tc_tier *t);
+/** The scheme ("shm", "lmdb", ...). */
+const char *tc_tier_scheme(const struct tc_tier *t);
+/** TC_TIER_CAP_* bits. */
+unsigned tc_tier_caps(const struct tc_tier *t);
+double tc_tier_ttl_ratio(const struct tc_tier *t);
+/** 0 = no cap. */
+uint64_t tc_tier_max_ttl_ms(const struct tc_tier *t);
+/** Largest key and value (payload, without header) the tier accepts. */
+size_t tc_tier_max_key(const struct tc_tier *t);
+size_t tc_tier_max_value(const struct tc_tier *t);
+
+/* ---- per-thread contexts ---------------------------------------------- */
+
+/**
+ * Creates the calling thread's context for @p t. Async completions will run
+ * on @p base (NULL: every call completes synchronously, see above).
+ * @return TC_OK with *out set, or the backend's error (TC_ENOMEM, TC_EIO...).
+ */
+enum tc_status tc_tier_ctx_init(struct tc_tier *t, struct event_base *base,
+                                struct tc_tier_ctx **out);
+
+/**
+ * Disposes of @p c on its own thread. Operations still in flight complete
+ * first with TC_EUNAVAIL (their done() runs before this returns). NULL is a
+ * no-op.
+ */
+void tc_tier_ctx_dispose(struct tc_tier_ctx *c);
+
+/** The tier @p c belongs to. */
+struct tc_tier *tc_tier_ctx_tier(const struct tc_tier_ctx *c);
+
+/* ---- operations (on the ctx's thread) --------------------------------- */
+
+/**
+ * Looks a key up. On TC_OK the value is in req->out, the header in req->hdr
+ * and the tier's local expiry in req->local_expire_ms. An item past its local
+ * expiry or its authoritative expiry E is a miss (TC_ENOTFOUND).
+ * @return TC_OK, TC_ENOTFOUND, TC_EINPROGRESS, TC_EINVAL (empty key),
+ *         TC_ETOOBIG (key too long), TC_ENOMEM, or a tier error.
+ */
+enum tc_status tc_tier_get(struct tc_tier_ctx *c, struct tc_tier_req *req);
+
+/**
+ * Stores a key with req->hdr (E = hdr.expire_ms) at local expiry
+ * tc_item_local_expiry(now, E, ratio, max_ttl). A write whose E has already
+ * passed deletes the key instead. A value larger than tc_tier_max_value() is
+ * refused with TC_ETOOBIG and nothing is stored; the tier keeps any older
+ * value, so a caller that writes through several tiers deletes the key from
+ * the tiers that refused it (the stack does).
+ */
+enum tc_status tc_tier_set(struct tc_tier_ctx *c, struct tc_tier_req *req);
+
+/** Deletes a key. Idempotent: a missing key is TC_OK. */
+enum tc_status tc_tier_del(struct tc_tier_ctx *c, struct tc_tier_req *req);
+
+/** Removes every key starting with req->key (all keys when key_len is 0). */
+enum tc_status tc_tier_clear(struct tc_tier_ctx *c, struct tc_tier_req *req);
+
+/* ---- maintenance (any thread) ----------------------------------------- */
+
+/**
+ * Does at most @p budget units of expiry work (one unit ~ one index slot or
+ * record examined) and adds the number of entries it removed to *removed.
+ * @return TC_OK when a full pass has completed, TC_EAGAIN when work remains,
+ *         TC_ENOTSUP for tiers that expire on their own (Redis), or an error.
+ */
+enum tc_status tc_tier_sweep(struct tc_tier *t, uint64_t now_ms, size_t budget, uint64_t *removed);
+
+/**
+ * Reports the tier's stats through @p emit: the common counters kept by this
+ * layer ("gets", "hits", "misses", "sets", "deletes", "clears", "errors",
+ * "too_big") and whatever the backend adds ("items", "bytes_used",
+ * "evictions", ...).
+ */
+void tc_tier_stats(struct tc_tier *t, tc_tier_stat_fn emit, void *arg);
+
+/** Current health; @p detail (may be NULL) receives a short reason. */
+enum tc_tier_health tc_tier_health(struct tc_tier *t, char *detail, size_t len);
+
+/** "ok", "degraded" or "down". */
+const char *tc_tier_health_name(enum tc_tier_health h);
+
+#endif

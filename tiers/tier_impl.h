@@ -1,0 +1,176 @@
+/*
+ * For backend authors: the layouts of struct tc_tier and struct tc_tier_ctx,
+ * the backend vtable, and the URI parameter helpers.
+ *
+ * A backend embeds struct tc_tier as the first member of its own tier struct
+ * and struct tc_tier_ctx as the first member of its ctx struct, and converts
+ * back with a cast (the C idiom for "derived" structs; the first member is
+ * at offset 0 by the standard). Its open() allocates and fills its own
+ * members plus max_key/max_value; the registry then fills the rest.
+ *
+ * The tier layer (tier.c) validates requests before a backend sees them:
+ * key_len in 1..max_key, value_len <= max_value, req->out non-NULL for get,
+ * local_expire_ms computed for set and never already past. It also keeps the
+ * common counters and checks E on every hit, so backends need not.
+ */
+#ifndef TC_TIERS_TIER_IMPL_H
+#define TC_TIERS_TIER_IMPL_H
+
+#include "tiers/tier.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+/** Counters kept per ctx by the tier layer: one writer (the ctx's thread),
+ * read by stats with relaxed loads, so a hit never writes a shared line. */
+#define TC_TIER_COUNTERS(X)                                                                        \
+    X(gets)                                                                                        \
+    X(hits)                                                                                        \
+    X(misses)                                                                                      \
+    X(sets)                                                                                        \
+    X(deletes)                                                                                     \
+    X(clears)                                                                                      \
+    X(errors)                                                                                      \
+    X(too_big)
+
+struct tc_tier_counters {
+#define TC_X(name) _Atomic uint64_t name;
+    TC_TIER_COUNTERS(TC_X)
+#undef TC_X
+};
+
+struct tc_tier_ctx {
+    struct tc_tier *tier;
+    struct event_base *base; /* NULL: synchronous mode */
+    struct tc_tier_counters counters;
+    struct tc_tier_ctx *_next, *_prev; /* tier's list of live ctxs, under tier->_lock */
+};
+
+struct tc_tier {
+    const struct tc_tier_ops *ops;
+    /* Set by the backend's open(). */
+    size_t max_key;   /* <= TC_KEY_MAX */
+    size_t max_value; /* payload bytes, without the item header */
+    /* Set by the registry after open(). */
+    char *uri;    /* redacted */
+    char *scheme; /* lower case */
+    double ttl_ratio;
+    uint64_t max_ttl_ms;
+    /* Tier layer private. */
+    pthread_mutex_t _lock;            /* guards _ctxs and _retired */
+    struct tc_tier_ctx *_ctxs;        /* live contexts */
+    struct tc_tier_counters _retired; /* folded in from disposed ctxs */
+};
+
+/** The parsed URI a backend's open() receives. Opaque; use the helpers. */
+struct tc_tier_params;
+
+/**
+ * A backend. One const instance per scheme; the registry keeps a pointer.
+ * Every function pointer is required except clear, sweep, stats and health.
+ */
+struct tc_tier_ops {
+    const char *scheme;        /* lower case, e.g. "lmdb" */
+    unsigned abi_version;      /* TC_TIER_ABI_VERSION */
+    unsigned caps;             /* TC_TIER_CAP_* */
+    const char *const *params; /* NULL-terminated names of the backend's own parameters */
+    const char *usage;         /* e.g. "lmdb://PATH?map_size=4G&sync=periodic" */
+
+    /**
+     * Opens the backend. On failure writes a message to @p err (naming the
+     * parameter or path at fault) and returns non-TC_OK with nothing to free.
+     */
+    enum tc_status (*open)(const struct tc_tier_params *p, struct tc_tier **out, char *err,
+                           size_t errlen);
+    /** Frees everything open() made, including @p t itself. */
+    void (*close)(struct tc_tier *t);
+
+    /** Makes a per-thread ctx (embedding struct tc_tier_ctx first). */
+    enum tc_status (*ctx_init)(struct tc_tier *t, struct event_base *base,
+                               struct tc_tier_ctx **out);
+    /** Completes in-flight requests with TC_EUNAVAIL, then frees @p c. */
+    void (*ctx_dispose)(struct tc_tier_ctx *c);
+
+    /* Operations: see tier.h. A backend sets req->status before returning
+     * anything but TC_EINPROGRESS, and before calling req->done otherwise. */
+    enum tc_status (*get)(struct tc_tier_ctx *c, struct tc_tier_req *req);
+    enum tc_status (*set)(struct tc_tier_ctx *c, struct tc_tier_req *req);
+    enum tc_status (*del)(struct tc_tier_ctx *c, struct tc_tier_req *req);
+    enum tc_status (*clear)(struct tc_tier_ctx *c, struct tc_tier_req *req);
+
+    enum tc_status (*sweep)(struct tc_tier *t, uint64_t now_ms, size_t budget, uint64_t *removed);
+    /** Emits backend-specific stats only; the tier layer adds the common ones. */
+    void (*stats)(struct tc_tier *t, tc_tier_stat_fn emit, void *arg);
+    enum tc_tier_health (*health)(struct tc_tier *t, char *detail, size_t len);
+};
+
+/**
+ * Completes an asynchronous request: records @p st in req->status and calls
+ * the tier layer's completion, which counts it and runs the caller's done().
+ * Call it exactly once per TC_EINPROGRESS, on the ctx's event_base thread.
+ */
+void tc_tier_complete(struct tc_tier_req *req, enum tc_status st);
+
+/**
+ * Initialises the tier-layer part of a backend's ctx. Backends call it from
+ * ctx_init before returning the ctx.
+ */
+void tc_tier_ctx_base_init(struct tc_tier_ctx *c, struct tc_tier *t, struct event_base *base);
+
+/* ---- URI parameters ----------------------------------------------------- */
+
+/** The scheme, lower case. */
+const char *tc_tier_params_scheme(const struct tc_tier_params *p);
+/** Authority and path joined as written: "tiercache", "./data/l2", "/abs/dir",
+ * "127.0.0.1:6379/0". Percent-decoded. Never NULL (may be ""). */
+const char *tc_tier_params_target(const struct tc_tier_params *p);
+/** Host ("" if none), port (0 if none), path ("" if none; decoded, with
+ * its leading '/'), userinfo user and password (NULL if none; decoded). */
+const char *tc_tier_params_host(const struct tc_tier_params *p);
+unsigned tc_tier_params_port(const struct tc_tier_params *p);
+const char *tc_tier_params_path(const struct tc_tier_params *p);
+const char *tc_tier_params_user(const struct tc_tier_params *p);
+const char *tc_tier_params_password(const struct tc_tier_params *p);
+
+/** The decoded value of query parameter @p name, or NULL if absent. */
+const char *tc_tier_params_get(const struct tc_tier_params *p, const char *name);
+
+/*
+ * Typed getters. Each leaves *out = def when the parameter is absent, and on
+ * a bad value writes "bad value 'X' for NAME in SCHEME:// (expected ...)"
+ * to err and returns TC_EINVAL.
+ */
+
+/** Sizes: a number with an optional K, M, G or T suffix (powers of 1024, an
+ * optional trailing 'B' or 'iB'), within [min, max]. */
+enum tc_status tc_tier_params_size(const struct tc_tier_params *p, const char *name, uint64_t def,
+                                   uint64_t min, uint64_t max, uint64_t *out, char *err,
+                                   size_t errlen);
+/** Plain unsigned integers in [min, max]; "0x" hex and leading "0" octal accepted
+ * only when @p base is 0 (as strtoull). */
+enum tc_status tc_tier_params_uint(const struct tc_tier_params *p, const char *name, int base,
+                                   uint64_t def, uint64_t min, uint64_t max, uint64_t *out,
+                                   char *err, size_t errlen);
+/** Durations in ms: "250ms", "2s", "5m", "1h", "1d"; a bare number is in
+ * @p bare_unit_ms units (1000 for seconds, 1 for milliseconds). */
+enum tc_status tc_tier_params_duration(const struct tc_tier_params *p, const char *name,
+                                       uint64_t bare_unit_ms, uint64_t def, uint64_t min,
+                                       uint64_t max, uint64_t *out, char *err, size_t errlen);
+/** Finite doubles in the interval (lo, hi] when @p lo_open, else [lo, hi]. */
+enum tc_status tc_tier_params_double(const struct tc_tier_params *p, const char *name, double def,
+                                     double lo, int lo_open, double hi, double *out, char *err,
+                                     size_t errlen);
+/** One of @p choices (NULL-terminated); *out is the index. */
+enum tc_status tc_tier_params_choice(const struct tc_tier_params *p, const char *name,
+                                     const char *const *choices, int def, int *out, char *err,
+                                     size_t errlen);
+/** true/false, yes/no, on/off, 1/0. */
+enum tc_status tc_tier_params_bool(const struct tc_tier_params *p, const char *name, int def,
+                                   int *out, char *err, size_t errlen);
+
+/** Parses a size string alone (as tc_tier_params_size); TC_EINVAL if bad. */
+enum tc_status tc_parse_size(const char *s, uint64_t *out);
+/** Parses a duration string alone (as tc_tier_params_duration). */
+enum tc_status tc_parse_duration(const char *s, uint64_t bare_unit_ms, uint64_t *out);
+
+#endif

@@ -1,0 +1,356 @@
+/*
+ * mem:// — an in-process tier: one pthread mutex over a chained hash table
+ * and an exact LRU list, with a byte budget. It is the simplest correct
+ * backend: the reference the conformance suite is proven against, and the
+ * "ref-mutex" baseline tiercache-bench measures the shm ring against.
+ *
+ *   mem://?size=64M&max_item=1M
+ *
+ * Bytes charged per item: the entry struct, the key and the value, so that a
+ * byte budget here compares honestly with the same budget in the shm ring.
+ */
+#include "tiers/tier_impl.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+struct mem_entry {
+    struct mem_entry *hnext;         /* hash chain */
+    struct mem_entry *lprev, *lnext; /* LRU list, most recent at head */
+    uint64_t hash;
+    uint64_t local_expire_ms; /* 0 = never */
+    struct tc_item_hdr hdr;
+    size_t key_len, value_len;
+    unsigned char data[]; /* key, then value */
+};
+
+struct mem_tier {
+    struct tc_tier base;
+    pthread_mutex_t lock;
+    struct mem_entry **buckets;
+    size_t nbuckets; /* power of two */
+    struct mem_entry *lru_head, *lru_tail;
+    uint64_t capacity, used, items;
+    uint64_t evictions, expired;
+    size_t sweep_cursor;
+};
+
+struct mem_ctx {
+    struct tc_tier_ctx base;
+};
+
+static const char *const mem_params[] = {"size", "max_item", NULL};
+
+static size_t entry_cost(size_t klen, size_t vlen)
+{
+    return sizeof(struct mem_entry) + klen + vlen;
+}
+
+static void lru_unlink(struct mem_tier *m, struct mem_entry *e)
+{
+    if (e->lprev != NULL) {
+        e->lprev->lnext = e->lnext;
+    } else {
+        m->lru_head = e->lnext;
+    }
+    if (e->lnext != NULL) {
+        e->lnext->lprev = e->lprev;
+    } else {
+        m->lru_tail = e->lprev;
+    }
+    e->lprev = e->lnext = NULL;
+}
+
+static void lru_push_head(struct mem_tier *m, struct mem_entry *e)
+{
+    e->lprev = NULL;
+    e->lnext = m->lru_head;
+    if (m->lru_head != NULL) {
+        m->lru_head->lprev = e;
+    }
+    m->lru_head = e;
+    if (m->lru_tail == NULL) {
+        m->lru_tail = e;
+    }
+}
+
+/* Returns the link that points at the entry for key, or at the chain's NULL end. */
+static struct mem_entry **find_link(struct mem_tier *m, uint64_t h, const void *key, size_t klen)
+{
+    struct mem_entry **pp = &m->buckets[h & (m->nbuckets - 1)];
+    for (; *pp != NULL; pp = &(*pp)->hnext) {
+        struct mem_entry *e = *pp;
+        if (e->hash == h && e->key_len == klen && memcmp(e->data, key, klen) == 0) {
+            break;
+        }
+    }
+    return pp;
+}
+
+static void remove_entry(struct mem_tier *m, struct mem_entry **link)
+{
+    struct mem_entry *e = *link;
+    *link = e->hnext;
+    lru_unlink(m, e);
+    m->used -= entry_cost(e->key_len, e->value_len);
+    m->items--;
+    free(e);
+}
+
+static void evict_one(struct mem_tier *m)
+{
+    struct mem_entry *e = m->lru_tail;
+    remove_entry(m, find_link(m, e->hash, e->data, e->key_len));
+    m->evictions++;
+}
+
+static int entry_expired(const struct mem_entry *e, uint64_t now_ms)
+{
+    return e->local_expire_ms != 0 && e->local_expire_ms <= now_ms;
+}
+
+static enum tc_status mem_open(const struct tc_tier_params *p, struct tc_tier **out, char *err,
+                               size_t errlen)
+{
+    uint64_t size, max_item;
+    enum tc_status st =
+        tc_tier_params_size(p, "size", 64ull << 20, 64u << 10, 1ull << 40, &size, err, errlen);
+    if (st != TC_OK) {
+        return st;
+    }
+    uint64_t def_item = size / 16 < (1u << 20) ? size / 16 : (1u << 20);
+    st = tc_tier_params_size(p, "max_item", def_item, 0, size / 2, &max_item, err, errlen);
+    if (st != TC_OK) {
+        return st;
+    }
+    struct mem_tier *m = calloc(1, sizeof(*m));
+    if (m == NULL) {
+        return TC_ENOMEM;
+    }
+    /* One bucket per ~256 budgeted bytes keeps chains short for small items. */
+    m->nbuckets = 1024;
+    while (m->nbuckets < size / 256 && m->nbuckets < (1u << 24)) {
+        m->nbuckets *= 2;
+    }
+    m->buckets = calloc(m->nbuckets, sizeof(*m->buckets));
+    if (m->buckets == NULL || pthread_mutex_init(&m->lock, NULL) != 0) {
+        free(m->buckets);
+        free(m);
+        return TC_ENOMEM;
+    }
+    m->capacity = size;
+    m->base.max_key = TC_KEY_MAX;
+    m->base.max_value = (size_t)max_item;
+    *out = &m->base;
+    return TC_OK;
+}
+
+static void mem_close(struct tc_tier *t)
+{
+    struct mem_tier *m = (struct mem_tier *)t;
+    for (size_t i = 0; i < m->nbuckets; i++) {
+        struct mem_entry *e = m->buckets[i];
+        while (e != NULL) {
+            struct mem_entry *next = e->hnext;
+            free(e);
+            e = next;
+        }
+    }
+    free(m->buckets);
+    pthread_mutex_destroy(&m->lock);
+    free(m);
+}
+
+static enum tc_status mem_ctx_init(struct tc_tier *t, struct event_base *base,
+                                   struct tc_tier_ctx **out)
+{
+    struct mem_ctx *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        return TC_ENOMEM;
+    }
+    tc_tier_ctx_base_init(&c->base, t, base);
+    *out = &c->base;
+    return TC_OK;
+}
+
+static void mem_ctx_dispose(struct tc_tier_ctx *c)
+{
+    free(c);
+}
+
+static enum tc_status mem_get(struct tc_tier_ctx *c, struct tc_tier_req *req)
+{
+    struct mem_tier *m = (struct mem_tier *)c->tier;
+    uint64_t h = XXH3_64bits(req->key, req->key_len);
+    enum tc_status st = TC_ENOTFOUND;
+
+    pthread_mutex_lock(&m->lock);
+    struct mem_entry **link = find_link(m, h, req->key, req->key_len);
+    struct mem_entry *e = *link;
+    if (e != NULL && entry_expired(e, req->now_ms)) {
+        remove_entry(m, link);
+        m->expired++;
+    } else if (e != NULL) {
+        st = tc_buf_set(req->out, e->data + e->key_len, e->value_len);
+        if (st == TC_OK) {
+            req->hdr = e->hdr;
+            req->local_expire_ms = e->local_expire_ms;
+            lru_unlink(m, e);
+            lru_push_head(m, e);
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    req->status = st;
+    return st;
+}
+
+static enum tc_status mem_set(struct tc_tier_ctx *c, struct tc_tier_req *req)
+{
+    struct mem_tier *m = (struct mem_tier *)c->tier;
+    uint64_t h = XXH3_64bits(req->key, req->key_len);
+    size_t cost = entry_cost(req->key_len, req->value_len);
+
+    if (cost > m->capacity) {
+        req->status = TC_ETOOBIG;
+        return TC_ETOOBIG;
+    }
+    struct mem_entry *e = malloc(sizeof(*e) + req->key_len + req->value_len);
+    if (e == NULL) {
+        req->status = TC_ENOMEM;
+        return TC_ENOMEM;
+    }
+    e->hash = h;
+    e->local_expire_ms = req->local_expire_ms;
+    e->hdr = req->hdr;
+    e->key_len = req->key_len;
+    e->value_len = req->value_len;
+    memcpy(e->data, req->key, req->key_len);
+    if (req->value_len > 0) {
+        memcpy(e->data + req->key_len, req->value, req->value_len);
+    }
+    pthread_mutex_lock(&m->lock);
+    struct mem_entry **link = find_link(m, h, req->key, req->key_len);
+    if (*link != NULL) {
+        remove_entry(m, link);
+    }
+    while (m->used + cost > m->capacity && m->lru_tail != NULL) {
+        evict_one(m);
+    }
+    link = &m->buckets[h & (m->nbuckets - 1)];
+    e->hnext = *link;
+    *link = e;
+    lru_push_head(m, e);
+    m->used += cost;
+    m->items++;
+    pthread_mutex_unlock(&m->lock);
+    req->status = TC_OK;
+    return TC_OK;
+}
+
+static enum tc_status mem_del(struct tc_tier_ctx *c, struct tc_tier_req *req)
+{
+    struct mem_tier *m = (struct mem_tier *)c->tier;
+    uint64_t h = XXH3_64bits(req->key, req->key_len);
+    enum tc_status st = TC_ENOTFOUND;
+
+    pthread_mutex_lock(&m->lock);
+    struct mem_entry **link = find_link(m, h, req->key, req->key_len);
+    if (*link != NULL) {
+        remove_entry(m, link);
+        st = TC_OK;
+    }
+    pthread_mutex_unlock(&m->lock);
+    req->status = st;
+    return st;
+}
+
+static enum tc_status mem_clear(struct tc_tier_ctx *c, struct tc_tier_req *req)
+{
+    struct mem_tier *m = (struct mem_tier *)c->tier;
+    uint64_t n = 0;
+
+    pthread_mutex_lock(&m->lock);
+    for (size_t i = 0; i < m->nbuckets; i++) {
+        struct mem_entry **link = &m->buckets[i];
+        while (*link != NULL) {
+            struct mem_entry *e = *link;
+            if (e->key_len >= req->key_len && memcmp(e->data, req->key, req->key_len) == 0) {
+                remove_entry(m, link);
+                n++;
+            } else {
+                link = &e->hnext;
+            }
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    req->count = n;
+    req->status = TC_OK;
+    return TC_OK;
+}
+
+static enum tc_status mem_sweep(struct tc_tier *t, uint64_t now_ms, size_t budget,
+                                uint64_t *removed)
+{
+    struct mem_tier *m = (struct mem_tier *)t;
+    uint64_t n = 0;
+    enum tc_status st = TC_EAGAIN;
+
+    pthread_mutex_lock(&m->lock);
+    while (budget > 0) {
+        struct mem_entry **link = &m->buckets[m->sweep_cursor];
+        while (*link != NULL) {
+            budget = budget > 0 ? budget - 1 : 0;
+            if (entry_expired(*link, now_ms)) {
+                remove_entry(m, link);
+                m->expired++;
+                n++;
+            } else {
+                link = &(*link)->hnext;
+            }
+        }
+        budget = budget > 0 ? budget - 1 : 0; /* an empty bucket costs a unit too */
+        if (++m->sweep_cursor == m->nbuckets) {
+            m->sweep_cursor = 0;
+            st = TC_OK;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (removed != NULL) {
+        *removed += n;
+    }
+    return st;
+}
+
+static void mem_stats(struct tc_tier *t, tc_tier_stat_fn emit, void *arg)
+{
+    struct mem_tier *m = (struct mem_tier *)t;
+    pthread_mutex_lock(&m->lock);
+    uint64_t items = m->items, used = m->used, ev = m->evictions, ex = m->expired;
+    pthread_mutex_unlock(&m->lock);
+    emit(arg, "items", items, TC_STAT_GAUGE);
+    emit(arg, "bytes_used", used, TC_STAT_GAUGE);
+    emit(arg, "bytes_capacity", m->capacity, TC_STAT_GAUGE);
+    emit(arg, "evictions", ev, TC_STAT_COUNTER);
+    emit(arg, "expired", ex, TC_STAT_COUNTER);
+}
+
+const struct tc_tier_ops tc_tier_mem_ops = {
+    .scheme = "mem",
+    .abi_version = TC_TIER_ABI_VERSION,
+    .caps = 0,
+    .params = mem_params,
+    .usage = "mem://?size=64M&max_item=1M",
+    .open = mem_open,
+    .close = mem_close,
+    .ctx_init = mem_ctx_init,
+    .ctx_dispose = mem_ctx_dispose,
+    .get = mem_get,
+    .set = mem_set,
+    .del = mem_del,
+    .clear = mem_clear,
+    .sweep = mem_sweep,
+    .stats = mem_stats,
+    .health = NULL,
+};
