@@ -17,10 +17,12 @@
 #include <strings.h>
 #include <uriparser/Uri.h>
 
+extern const struct tc_tier_ops tc_tier_lmdb_ops;
 extern const struct tc_tier_ops tc_tier_mem_ops;
 
 /* The built-in backends (STYLE R8). */
 static const struct tc_tier_ops *const builtin_tiers[] = {
+    &tc_tier_lmdb_ops,
     &tc_tier_mem_ops,
     NULL,
 };

@@ -1,0 +1,1319 @@
+/*
+ * lmdb:// — the persistent, host-shared L2 tier (DESIGN.md "L2: LMDB").
+ *
+ *   lmdb://PATH?map_size=1G&sync=periodic&sync_interval_ms=1000
+ *              &high_water=0.90&low_water=0.80&max_item=1M&batch=1024&max_readers=256
+ *
+ * One LMDB environment in directory PATH (created if missing) holds two
+ * named databases, always changed together in one write transaction:
+ *
+ *   tc_data : dkey                       -> record (below)
+ *   tc_exp  : be64(local expiry) ‖ dkey  -> ""      (0 = never is stored as
+ *                                                    UINT64_MAX: sorts last)
+ *
+ * so that sweeping expired records and evicting the earliest-expiring ones
+ * walk tc_exp from its start: O(removed), never O(all keys).
+ *
+ * dkey is the key itself when it is at most RAW_MAX bytes (so that 8 + dkey
+ * fits LMDB's key limit in tc_exp). A longer key is stored under exactly
+ * RAW_MAX + 1 bytes: its first RAW_MAX + 1 - 32 bytes, then the SHA-256 of
+ * the whole key. Raw and digested dkeys therefore never collide (different
+ * lengths), keep prefix order for clear-by-prefix, and the record keeps the
+ * full key, compared on every read.
+ *
+ * Record (all integers big-endian; everything read back is untrusted and
+ * bounds-checked, a record that fails is a counted miss):
+ *
+ *   0        8       10          10+fk                 10+fk+32
+ *   +--------+-------+-----------+---------------------+-----------+
+ *   | local  | fk    | full key  | item header         | value     |
+ *   | expiry | (u16) | (fk bytes;| (tiers/item.h)      | (vlen)    |
+ *   |        |       | 0 if raw) |                     |           |
+ *   +--------+-------+-----------+---------------------+-----------+
+ *
+ * Reads run on the caller's thread in a per-ctx read-only transaction made
+ * once (MDB_NOTLS) and reset/renewed around every get, so a reader never
+ * blocks the writer and never pins an old snapshot between gets.
+ *
+ * Writes (set, del, clear, sweep) go to one writer thread per open tier:
+ *
+ *   ctx thread ──wop──▶ queue ──▶ writer: take up to `batch` ops,
+ *                                  one write txn, commit (+fsync if sync=always)
+ *   ◀── pipe byte + event (ctx with an event_base) ──┘ or
+ *   ◀── condition variable (ctx without one: the caller waits)
+ *
+ * While one commit runs, new ops queue up and ride the next one: that is the
+ * group commit, and why a worker on an event loop never waits for an fsync.
+ *
+ * Space: before a batch, if the pages in use pass high_water of the map, the
+ * writer deletes earliest-expiry records (in small transactions, so freed
+ * pages become reusable) until low_water. If a commit still meets
+ * MDB_MAP_FULL (free pages pinned by readers, fragmentation for large
+ * values) it evicts harder and retries; a user sees an error only when
+ * nothing is left to evict.
+ *
+ * Processes: any number may open the same PATH at once (LMDB's lock file
+ * serialises their writers). Reader slots left by killed processes are
+ * cleared at open and every few seconds (mdb_reader_check). Caveats (LMDB's
+ * own): one process must not open the same PATH twice at once, an open tier
+ * must not be used in a fork()ed child, and every process should use the
+ * same map_size.
+ *
+ * Thread safety: the tier may be used from any thread (sweep, stats, health,
+ * ctx_init); each ctx belongs to the thread that made it (tier.h).
+ */
+#include "tiers/tier_impl.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define REC_FIXED      10u /* local expiry + full-key length */
+#define DIGEST_LEN     32u /* SHA-256 */
+#define KEYBUF_MAX     (TC_KEY_MAX + 8u)
+#define EVICT_CHUNK    256u /* records deleted per eviction transaction */
+#define READER_CHECK_S 5    /* seconds between mdb_reader_check runs */
+#define MAX_FULL_TRIES 12   /* MDB_MAP_FULL retries of one batch */
+
+enum sync_mode { SYNC_ALWAYS = 0, SYNC_PERIODIC = 1, SYNC_NONE = 2 };
+static const char *const sync_names[] = {"always", "periodic", "none", NULL};
+
+enum wop_kind { W_SET = 1, W_DEL, W_CLEAR, W_SWEEP };
+
+struct lmdb_ctx;
+
+/* One queued write. For a ctx with an event_base it comes from the ctx's
+ * free list and the request it points to stays valid until completion
+ * (tier.h); for a synchronous caller it lives on the caller's stack. */
+struct wop {
+    struct wop *next;
+    struct lmdb_ctx *ctx; /* NULL: a synchronous waiter */
+    struct tc_tier_req *req;
+    enum wop_kind kind;
+    enum tc_status st;
+    int done; /* synchronous waiters: set under the writer lock */
+    /* sweep only */
+    uint64_t now_ms;
+    size_t budget;
+    uint64_t removed;
+};
+
+#define LMDB_STATS(X)                                                                              \
+    X(commit_batches)                                                                              \
+    X(commit_ops)                                                                                  \
+    X(commit_errors)                                                                               \
+    X(evictions)                                                                                   \
+    X(expired)                                                                                     \
+    X(sweeps)                                                                                      \
+    X(map_full_retries)                                                                            \
+    X(corrupt)                                                                                     \
+    X(syncs)                                                                                       \
+    X(stale_readers_cleared)
+
+struct lmdb_stats {
+#define TC_X(name) _Atomic uint64_t name;
+    LMDB_STATS(TC_X)
+#undef TC_X
+};
+
+struct lmdb_tier {
+    struct tc_tier base;
+    MDB_env *env;
+    MDB_dbi data, exp;
+    char *path;
+    uint64_t map_size;
+    int sync;
+    uint64_t sync_interval_ms;
+    double high_water, low_water;
+    size_t batch_max;
+    size_t raw_max; /* longest key stored as itself */
+    struct lmdb_stats stats;
+    _Atomic int last_error; /* last commit's enum tc_status, for health */
+
+    /* Writer. Everything below is guarded by lock. */
+    pthread_mutex_t lock;
+    pthread_cond_t wake; /* writer: work queued or stopping */
+    pthread_cond_t done; /* synchronous waiters and disposing ctxs */
+    struct wop *q_head, *q_tail;
+    int stopping;
+    pthread_t writer;
+};
+
+struct lmdb_ctx {
+    struct tc_tier_ctx base;
+    MDB_txn *rtxn; /* reset between gets */
+    /* Async only (base.base != NULL). */
+    int pipe_rd, pipe_wr;
+    struct event *ev;
+    struct wop *free_wops; /* ctx thread only */
+    /* Guarded by the tier lock. */
+    struct wop *done_head, *done_tail;
+    size_t at_writer; /* ops queued or being applied */
+    int notified;     /* a byte is in the pipe and not yet drained */
+};
+
+static const char *const lmdb_params[] = {"map_size",   "sync",        "sync_interval_ms",
+                                          "high_water", "low_water",   "max_item",
+                                          "batch",      "max_readers", NULL};
+
+#define STAT_ADD(m, name, n) atomic_fetch_add_explicit(&(m)->stats.name, (n), memory_order_relaxed)
+
+/* ---- helpers --------------------------------------------------------------- */
+
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err == NULL || errlen == 0) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static void put_be64(unsigned char *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (unsigned char)v;
+        v >>= 8;
+    }
+}
+
+static uint64_t get_be64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) {
+        v = (v << 8) | p[i];
+    }
+    return v;
+}
+
+/* LMDB and errno codes stop here (STYLE R6). */
+static enum tc_status map_rc(int rc)
+{
+    switch (rc) {
+    case 0:
+        return TC_OK;
+    case MDB_NOTFOUND:
+        return TC_ENOTFOUND;
+    case MDB_MAP_FULL:
+        return TC_ENOMEM;
+    case ENOMEM:
+        return TC_ENOMEM;
+    case MDB_CORRUPTED:
+    case MDB_INVALID:
+    case MDB_PAGE_NOTFOUND:
+        return TC_ECORRUPT;
+    case MDB_VERSION_MISMATCH:
+        return TC_EVERSION;
+    case MDB_READERS_FULL:
+    case MDB_MAP_RESIZED:
+    case EAGAIN:
+    case EBUSY:
+        return TC_EAGAIN;
+    case MDB_BAD_VALSIZE:
+        return TC_ETOOBIG;
+    case EINVAL:
+        return TC_EINVAL;
+    default:
+        return TC_EIO;
+    }
+}
+
+/* The dkey of a key (see the file comment). Points at the key itself when it
+ * is short, else at buf, which must hold raw_max + 1 bytes. */
+static MDB_val dkey_of(const struct lmdb_tier *m, const void *key, size_t klen, unsigned char *buf)
+{
+    MDB_val v;
+    if (klen <= m->raw_max) {
+        v.mv_data = (void *)(uintptr_t)key;
+        v.mv_size = klen;
+        return v;
+    }
+    size_t keep = m->raw_max + 1 - DIGEST_LEN;
+    memcpy(buf, key, keep);
+    unsigned int dl = DIGEST_LEN;
+    /* EVP_Digest with SHA-256 cannot fail short of memory corruption; a zero
+     * digest would still be caught by the full-key compare on read. */
+    if (EVP_Digest(key, klen, buf + keep, &dl, EVP_sha256(), NULL) != 1) {
+        memset(buf + keep, 0, DIGEST_LEN);
+    }
+    v.mv_data = buf;
+    v.mv_size = m->raw_max + 1;
+    return v;
+}
+
+/* tc_exp key: big-endian expiry (0 = never -> UINT64_MAX) then the dkey. */
+static MDB_val expkey_of(uint64_t local_exp, const MDB_val *dk, unsigned char *buf)
+{
+    put_be64(buf, local_exp == 0 ? UINT64_MAX : local_exp);
+    memcpy(buf + 8, dk->mv_data, dk->mv_size);
+    MDB_val v = {dk->mv_size + 8, buf};
+    return v;
+}
+
+/* A decoded record; pointers into the map, valid only inside the txn. */
+struct rec {
+    uint64_t local_exp;
+    const unsigned char *fullkey; /* NULL when the dkey is the key */
+    size_t fk_len;
+    struct tc_item_hdr hdr;
+    const unsigned char *value;
+};
+
+/* Validates a record read from the map. dk_len tells whether a full key
+ * must be present. */
+static enum tc_status rec_decode(const struct lmdb_tier *m, const MDB_val *v, size_t dk_len,
+                                 struct rec *r)
+{
+    const unsigned char *p = v->mv_data;
+    if (v->mv_size < REC_FIXED + TC_ITEM_HDR_SIZE) {
+        return TC_ECORRUPT;
+    }
+    r->local_exp = get_be64(p);
+    size_t fk = ((size_t)p[8] << 8) | p[9];
+    if (fk > v->mv_size - REC_FIXED - TC_ITEM_HDR_SIZE || fk > TC_KEY_MAX) {
+        return TC_ECORRUPT;
+    }
+    if ((dk_len > m->raw_max) != (fk > m->raw_max) || (dk_len <= m->raw_max && fk != 0)) {
+        return TC_ECORRUPT;
+    }
+    r->fk_len = fk;
+    r->fullkey = fk ? p + REC_FIXED : NULL;
+    enum tc_status st =
+        tc_item_hdr_decode(p + REC_FIXED + fk, v->mv_size - REC_FIXED - fk, &r->hdr);
+    if (st != TC_OK) {
+        return st == TC_EVERSION ? TC_EVERSION : TC_ECORRUPT;
+    }
+    r->value = p + REC_FIXED + fk + TC_ITEM_HDR_SIZE;
+    return TC_OK;
+}
+
+/* The local expiry stored in a record, if it has at least that much. */
+static int rec_local_exp(const MDB_val *v, uint64_t *le)
+{
+    if (v->mv_size < 8) {
+        return 0;
+    }
+    *le = get_be64(v->mv_data);
+    return 1;
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* ---- write operations (writer thread, inside a write txn) ----------------- */
+
+/* Removes the record under dk and its tc_exp entry. MDB_NOTFOUND if absent. */
+static int del_record(struct lmdb_tier *m, MDB_txn *txn, const MDB_val *dk)
+{
+    MDB_val old;
+    unsigned char ebuf[KEYBUF_MAX];
+    int rc = mdb_get(txn, m->data, (MDB_val *)dk, &old);
+    if (rc != 0) {
+        return rc;
+    }
+    uint64_t le;
+    if (rec_local_exp(&old, &le)) {
+        MDB_val ek = expkey_of(le, dk, ebuf);
+        rc = mdb_del(txn, m->exp, &ek, NULL);
+        if (rc != 0 && rc != MDB_NOTFOUND) {
+            return rc;
+        }
+    }
+    /* A record too short to name its expiry leaves an orphan tc_exp entry at
+     * worst; the sweep drops entries whose record does not match. */
+    return mdb_del(txn, m->data, (MDB_val *)dk, NULL);
+}
+
+static int apply_set(struct lmdb_tier *m, MDB_txn *txn, struct tc_tier_req *req)
+{
+    unsigned char kbuf[KEYBUF_MAX], ebuf[KEYBUF_MAX];
+    MDB_val dk = dkey_of(m, req->key, req->key_len, kbuf);
+    int rc = del_record(m, txn, &dk);
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        return rc;
+    }
+    size_t fk = dk.mv_size > m->raw_max ? req->key_len : 0;
+    MDB_val v = {REC_FIXED + fk + TC_ITEM_HDR_SIZE + req->value_len, NULL};
+    rc = mdb_put(txn, m->data, &dk, &v, MDB_RESERVE);
+    if (rc != 0) {
+        return rc;
+    }
+    unsigned char *p = v.mv_data;
+    put_be64(p, req->local_expire_ms);
+    p[8] = (unsigned char)(fk >> 8);
+    p[9] = (unsigned char)fk;
+    if (fk) {
+        memcpy(p + REC_FIXED, req->key, fk);
+    }
+    if (tc_item_hdr_encode(&req->hdr, p + REC_FIXED + fk) != TC_OK) {
+        return EINVAL; /* the caller's header; aborts only this op's batch try */
+    }
+    if (req->value_len > 0) {
+        memcpy(p + REC_FIXED + fk + TC_ITEM_HDR_SIZE, req->value, req->value_len);
+    }
+    MDB_val ek = expkey_of(req->local_expire_ms, &dk, ebuf);
+    MDB_val empty = {0, NULL};
+    return mdb_put(txn, m->exp, &ek, &empty, 0);
+}
+
+/* The full key of a record found at dk (for prefix matching). */
+static int record_key(const struct lmdb_tier *m, const MDB_val *dk, const MDB_val *v,
+                      const unsigned char **key, size_t *klen)
+{
+    if (dk->mv_size <= m->raw_max) {
+        *key = dk->mv_data;
+        *klen = dk->mv_size;
+        return 1;
+    }
+    struct rec r;
+    if (rec_decode(m, v, dk->mv_size, &r) != TC_OK) {
+        return 0;
+    }
+    *key = r.fullkey;
+    *klen = r.fk_len;
+    return 1;
+}
+
+static int apply_clear(struct lmdb_tier *m, MDB_txn *txn, struct tc_tier_req *req)
+{
+    MDB_stat s;
+    int rc;
+    if (req->key_len == 0) {
+        if ((rc = mdb_stat(txn, m->data, &s)) != 0) {
+            return rc;
+        }
+        if ((rc = mdb_drop(txn, m->data, 0)) != 0 || (rc = mdb_drop(txn, m->exp, 0)) != 0) {
+            return rc;
+        }
+        req->count = s.ms_entries;
+        return 0;
+    }
+    /* Digested dkeys keep the key's first bytes, so a range scan over the
+     * shorter of (prefix, kept bytes) finds every candidate; the full key
+     * decides. */
+    size_t keep = m->raw_max + 1 - DIGEST_LEN;
+    size_t scan_len = req->key_len < keep ? req->key_len : keep;
+    MDB_cursor *cur;
+    if ((rc = mdb_cursor_open(txn, m->data, &cur)) != 0) {
+        return rc;
+    }
+    MDB_val k = {scan_len, (void *)(uintptr_t)req->key}, v;
+    uint64_t n = 0;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    while (rc == 0) {
+        if (k.mv_size < scan_len || memcmp(k.mv_data, req->key, scan_len) != 0) {
+            break;
+        }
+        const unsigned char *fk;
+        size_t fkl;
+        int match = record_key(m, &k, &v, &fk, &fkl) && fkl >= req->key_len &&
+                    memcmp(fk, req->key, req->key_len) == 0;
+        if (match) {
+            uint64_t le;
+            unsigned char ebuf[KEYBUF_MAX];
+            if (rec_local_exp(&v, &le)) {
+                MDB_val ek = expkey_of(le, &k, ebuf);
+                int r2 = mdb_del(txn, m->exp, &ek, NULL);
+                if (r2 != 0 && r2 != MDB_NOTFOUND) {
+                    rc = r2;
+                    break;
+                }
+            }
+            if ((rc = mdb_cursor_del(cur, 0)) != 0) {
+                break;
+            }
+            n++;
+            /* After a delete, MDB_NEXT yields the record that followed. */
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+            continue;
+        }
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    if (rc != MDB_NOTFOUND && rc != 0) {
+        return rc;
+    }
+    req->count = n;
+    return 0;
+}
+
+/*
+ * Deletes up to @p budget tc_exp entries from the front (earliest expiry),
+ * only those expiring at or before @p until (UINT64_MAX: any). A front entry
+ * whose record is gone or holds another expiry is an orphan and just goes.
+ * Sets *more when entries due remain.
+ */
+static int drop_front(struct lmdb_tier *m, MDB_txn *txn, uint64_t until, size_t budget,
+                      uint64_t *removed, int *more)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, m->exp, &cur);
+    if (rc != 0) {
+        return rc;
+    }
+    MDB_val k, v;
+    *more = 0;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    while (rc == 0) {
+        if (k.mv_size < 9) {
+            /* Foreign or corrupt entry: drop it, it indexes nothing. */
+            if ((rc = mdb_cursor_del(cur, 0)) != 0) {
+                break;
+            }
+            rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+            continue;
+        }
+        uint64_t e = get_be64(k.mv_data);
+        if (until != UINT64_MAX && (e == UINT64_MAX || e > until)) {
+            break;
+        }
+        if (budget == 0) {
+            *more = 1;
+            break;
+        }
+        budget--;
+        MDB_val dk = {k.mv_size - 8, (unsigned char *)k.mv_data + 8}, rv;
+        int r2 = mdb_get(txn, m->data, &dk, &rv);
+        uint64_t le;
+        if (r2 == 0 && rec_local_exp(&rv, &le) && (le == 0 ? UINT64_MAX : le) == e) {
+            if ((r2 = mdb_del(txn, m->data, &dk, NULL)) != 0) {
+                rc = r2;
+                break;
+            }
+            (*removed)++;
+        } else if (r2 != 0 && r2 != MDB_NOTFOUND) {
+            rc = r2;
+            break;
+        }
+        if ((rc = mdb_cursor_del(cur, 0)) != 0) {
+            break;
+        }
+        /* Always the front: everything before it is gone. */
+        rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Pages held by the trees (not the free list). */
+static size_t used_pages(struct lmdb_tier *m, MDB_txn *txn)
+{
+    MDB_dbi dbis[4] = {m->data, m->exp, 0 /* FREE_DBI */, 1 /* MAIN_DBI */};
+    size_t n = 0;
+    for (int i = 0; i < 4; i++) {
+        MDB_stat s;
+        if (mdb_stat(txn, dbis[i], &s) == 0) {
+            n += s.ms_branch_pages + s.ms_leaf_pages + s.ms_overflow_pages;
+        }
+    }
+    return n;
+}
+
+static size_t map_pages(struct lmdb_tier *m)
+{
+    MDB_envinfo info;
+    MDB_stat s;
+    mdb_env_info(m->env, &info);
+    mdb_env_stat(m->env, &s);
+    return info.me_mapsize / s.ms_psize;
+}
+
+/*
+ * Evicts earliest-expiry records until the trees use at most @p frac of the
+ * map and at least @p min_records went. Small transactions: pages freed by
+ * one become reusable a commit or two later. Returns the number evicted.
+ */
+static uint64_t evict(struct lmdb_tier *m, double frac, uint64_t min_records)
+{
+    size_t limit = (size_t)(frac * (double)map_pages(m));
+    uint64_t total = 0;
+    for (;;) {
+        MDB_txn *txn;
+        if (mdb_txn_begin(m->env, NULL, 0, &txn) != 0) {
+            break;
+        }
+        if (used_pages(m, txn) <= limit && total >= min_records) {
+            mdb_txn_abort(txn);
+            break;
+        }
+        uint64_t n = 0;
+        int more;
+        int rc = drop_front(m, txn, UINT64_MAX, EVICT_CHUNK, &n, &more);
+        if (rc != 0 || !more) {
+            /* Error, or the index is empty after this chunk. */
+            if (rc == 0 && mdb_txn_commit(txn) == 0) {
+                total += n;
+            } else if (rc != 0) {
+                mdb_txn_abort(txn);
+            }
+            break;
+        }
+        if (mdb_txn_commit(txn) != 0) {
+            break;
+        }
+        total += n;
+    }
+    STAT_ADD(m, evictions, total);
+    return total;
+}
+
+static int apply_one(struct lmdb_tier *m, MDB_txn *txn, struct wop *op)
+{
+    int rc;
+    switch (op->kind) {
+    case W_SET:
+        rc = apply_set(m, txn, op->req);
+        op->st = TC_OK;
+        return rc;
+    case W_DEL: {
+        unsigned char kbuf[KEYBUF_MAX];
+        MDB_val dk = dkey_of(m, op->req->key, op->req->key_len, kbuf);
+        rc = del_record(m, txn, &dk);
+        op->st = rc == MDB_NOTFOUND ? TC_ENOTFOUND : TC_OK;
+        return rc == MDB_NOTFOUND ? 0 : rc;
+    }
+    case W_CLEAR:
+        rc = apply_clear(m, txn, op->req);
+        op->st = TC_OK;
+        return rc;
+    case W_SWEEP: {
+        int more;
+        op->removed = 0;
+        rc = drop_front(m, txn, op->now_ms, op->budget, &op->removed, &more);
+        op->st = more ? TC_EAGAIN : TC_OK;
+        return rc;
+    }
+    }
+    return EINVAL;
+}
+
+/* One write txn over ops[0..n); 0 or the LMDB error that aborted it. */
+static int try_batch(struct lmdb_tier *m, struct wop **ops, size_t n)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(m->env, NULL, 0, &txn);
+    if (rc != 0) {
+        return rc;
+    }
+    size_t limit = (size_t)(m->high_water * (double)map_pages(m));
+    if (used_pages(m, txn) > limit) {
+        mdb_txn_abort(txn);
+        evict(m, m->low_water, 1);
+        if ((rc = mdb_txn_begin(m->env, NULL, 0, &txn)) != 0) {
+            return rc;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((rc = apply_one(m, txn, ops[i])) != 0) {
+            mdb_txn_abort(txn);
+            return rc;
+        }
+    }
+    return mdb_txn_commit(txn);
+}
+
+/* Applies a batch, evicting on MDB_MAP_FULL; isolates a failing op. */
+static void run_batch(struct lmdb_tier *m, struct wop **ops, size_t n)
+{
+    int rc = 0;
+    for (int attempt = 0; attempt < MAX_FULL_TRIES; attempt++) {
+        rc = try_batch(m, ops, n);
+        if (rc != MDB_MAP_FULL) {
+            break;
+        }
+        STAT_ADD(m, map_full_retries, 1);
+        /* Harder each time: lower target, and at least a growing share. */
+        double frac = m->low_water - 0.05 * attempt;
+        if (frac < 0.05) {
+            frac = 0.05;
+        }
+        if (evict(m, frac, (uint64_t)EVICT_CHUNK << (attempt < 8 ? attempt : 8)) == 0) {
+            break; /* nothing left to evict */
+        }
+    }
+    if (rc == 0) {
+        STAT_ADD(m, commit_batches, 1);
+        STAT_ADD(m, commit_ops, n);
+        atomic_store_explicit(&m->last_error, TC_OK, memory_order_relaxed);
+        return;
+    }
+    if (n > 1) {
+        for (size_t i = 0; i < n; i++) {
+            run_batch(m, &ops[i], 1);
+        }
+        return;
+    }
+    STAT_ADD(m, commit_errors, 1);
+    enum tc_status st = map_rc(rc);
+    if (st == TC_ENOTFOUND) {
+        st = TC_EIO;
+    }
+    atomic_store_explicit(&m->last_error, st, memory_order_relaxed);
+    ops[0]->st = st;
+}
+
+/* Hands finished ops back. Called with m->lock held. */
+static void complete_locked(struct lmdb_tier *m, struct wop **ops, size_t n)
+{
+    int wake_sync = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct wop *op = ops[i];
+        struct lmdb_ctx *c = op->ctx;
+        if (c == NULL) {
+            op->done = 1;
+            wake_sync = 1;
+            continue;
+        }
+        op->next = NULL;
+        if (c->done_tail != NULL) {
+            c->done_tail->next = op;
+        } else {
+            c->done_head = op;
+        }
+        c->done_tail = op;
+        c->at_writer--;
+        if (c->at_writer == 0) {
+            wake_sync = 1; /* a disposing ctx may wait for this */
+        }
+        if (!c->notified) {
+            /* Under the lock: ctx_dispose cannot close the pipe meanwhile.
+             * A full pipe already holds a wakeup, so EAGAIN is harmless. */
+            c->notified = 1;
+            char b = 1;
+            ssize_t w = write(c->pipe_wr, &b, 1);
+            (void)w;
+        }
+    }
+    if (wake_sync) {
+        pthread_cond_broadcast(&m->done);
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    struct lmdb_tier *m = arg;
+    size_t cap = m->batch_max;
+    struct wop **ops = malloc(cap * sizeof(*ops));
+    uint64_t next_sync = mono_ms() + m->sync_interval_ms;
+    uint64_t next_check = mono_ms() + READER_CHECK_S * 1000u;
+    int dirty = 0;
+
+    pthread_mutex_lock(&m->lock);
+    for (;;) {
+        if (m->q_head == NULL) {
+            if (m->stopping) {
+                break;
+            }
+            uint64_t now = mono_ms();
+            uint64_t until = next_check;
+            if (m->sync == SYNC_PERIODIC && dirty && next_sync < until) {
+                until = next_sync;
+            }
+            if (now < until) {
+                struct timespec ts;
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                uint64_t ns = (uint64_t)ts.tv_nsec + (until - now) * 1000000u;
+                ts.tv_sec += (time_t)(ns / 1000000000u);
+                ts.tv_nsec = (long)(ns % 1000000000u);
+                pthread_cond_timedwait(&m->wake, &m->lock, &ts);
+            }
+        }
+        uint64_t now = mono_ms();
+        if ((m->sync == SYNC_PERIODIC && dirty && now >= next_sync) || now >= next_check) {
+            int do_sync = m->sync == SYNC_PERIODIC && dirty && now >= next_sync;
+            int do_check = now >= next_check;
+            pthread_mutex_unlock(&m->lock);
+            if (do_sync) {
+                if (mdb_env_sync(m->env, 1) == 0) {
+                    STAT_ADD(m, syncs, 1);
+                }
+                dirty = 0;
+                next_sync = now + m->sync_interval_ms;
+            }
+            if (do_check) {
+                int dead = 0;
+                mdb_reader_check(m->env, &dead);
+                STAT_ADD(m, stale_readers_cleared, (uint64_t)dead);
+                next_check = now + READER_CHECK_S * 1000u;
+            }
+            pthread_mutex_lock(&m->lock);
+        }
+        size_t n = 0;
+        while (m->q_head != NULL && n < cap) {
+            ops[n++] = m->q_head;
+            m->q_head = m->q_head->next;
+        }
+        if (m->q_head == NULL) {
+            m->q_tail = NULL;
+        }
+        if (n == 0) {
+            continue;
+        }
+        pthread_mutex_unlock(&m->lock);
+        run_batch(m, ops, n);
+        dirty = 1;
+        if (m->sync == SYNC_PERIODIC && now >= next_sync) {
+            next_sync = now + m->sync_interval_ms; /* first commit after a quiet spell */
+        }
+        pthread_mutex_lock(&m->lock);
+        complete_locked(m, ops, n);
+    }
+    pthread_mutex_unlock(&m->lock);
+    free(ops);
+    return NULL;
+}
+
+/* Queues op; the writer owns it until it comes back through completion. */
+static void enqueue(struct lmdb_tier *m, struct wop *op)
+{
+    op->next = NULL;
+    pthread_mutex_lock(&m->lock);
+    if (op->ctx != NULL) {
+        op->ctx->at_writer++;
+    }
+    if (m->q_tail != NULL) {
+        m->q_tail->next = op;
+    } else {
+        m->q_head = op;
+    }
+    m->q_tail = op;
+    pthread_cond_signal(&m->wake);
+    pthread_mutex_unlock(&m->lock);
+}
+
+/* Runs op through the writer and waits for it (synchronous callers). */
+static enum tc_status run_sync(struct lmdb_tier *m, struct wop *op)
+{
+    op->ctx = NULL;
+    op->done = 0;
+    enqueue(m, op);
+    pthread_mutex_lock(&m->lock);
+    while (!op->done) {
+        pthread_cond_wait(&m->done, &m->lock);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return op->st;
+}
+
+/* ---- async completion (ctx thread) ---------------------------------------- */
+
+static void ctx_on_pipe(evutil_socket_t fd, short what, void *arg)
+{
+    struct lmdb_ctx *c = arg;
+    struct lmdb_tier *m = (struct lmdb_tier *)c->base.tier;
+    char buf[64];
+    (void)what;
+    /* Drain first, then take the list: a wakeup written after the drain
+     * belongs to ops pushed after we took it, so none is lost. */
+    while (read(fd, buf, sizeof(buf)) > 0) {
+    }
+    pthread_mutex_lock(&m->lock);
+    c->notified = 0;
+    struct wop *op = c->done_head;
+    c->done_head = c->done_tail = NULL;
+    pthread_mutex_unlock(&m->lock);
+    while (op != NULL) {
+        struct wop *next = op->next;
+        struct tc_tier_req *req = op->req;
+        enum tc_status st = op->st;
+        op->next = c->free_wops;
+        c->free_wops = op;
+        tc_tier_complete(req, st);
+        op = next;
+    }
+}
+
+/* Starts a write: async for a ctx with an event_base, else waits. */
+static enum tc_status submit(struct tc_tier_ctx *cb, struct tc_tier_req *req, enum wop_kind kind)
+{
+    struct lmdb_ctx *c = (struct lmdb_ctx *)cb;
+    struct lmdb_tier *m = (struct lmdb_tier *)cb->tier;
+    if (cb->base == NULL) {
+        struct wop op = {.req = req, .kind = kind};
+        enum tc_status st = run_sync(m, &op);
+        req->status = st;
+        return st;
+    }
+    struct wop *op = c->free_wops;
+    if (op != NULL) {
+        c->free_wops = op->next;
+    } else if ((op = calloc(1, sizeof(*op))) == NULL) {
+        req->status = TC_ENOMEM;
+        return TC_ENOMEM;
+    }
+    memset(op, 0, sizeof(*op));
+    op->ctx = c;
+    op->req = req;
+    op->kind = kind;
+    enqueue(m, op);
+    return TC_EINPROGRESS;
+}
+
+/* ---- tier ops ------------------------------------------------------------ */
+
+static enum tc_status make_dir(const char *path, char *err, size_t errlen)
+{
+    char *p = strdup(path);
+    if (p == NULL) {
+        return TC_ENOMEM;
+    }
+    /* mkdir -p: each prefix ending before a '/', then the whole path. */
+    for (char *s = p + 1;; s++) {
+        if (*s == '/' || *s == '\0') {
+            char c = *s;
+            *s = '\0';
+            if (mkdir(p, 0750) != 0 && errno != EEXIST) {
+                errf(err, errlen, "lmdb://%s: cannot create directory '%s': %s", path, p,
+                     strerror(errno));
+                free(p);
+                return TC_EINVAL;
+            }
+            *s = c;
+            if (c == '\0') {
+                break;
+            }
+        }
+    }
+    free(p);
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        errf(err, errlen, "lmdb://%s: '%s' is not a directory", path, path);
+        return TC_EINVAL;
+    }
+    if (access(path, R_OK | W_OK | X_OK) != 0) {
+        errf(err, errlen, "lmdb://%s: directory '%s' is not writable: %s", path, path,
+             strerror(errno));
+        return TC_EINVAL;
+    }
+    return TC_OK;
+}
+
+static void lmdb_close(struct tc_tier *t);
+
+static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier **out, char *err,
+                                size_t errlen)
+{
+    uint64_t map_size, max_item, interval, batch, max_readers;
+    double high, low;
+    int sync;
+    enum tc_status st;
+    const char *path = tc_tier_params_target(p);
+
+    if (path[0] == '\0') {
+        errf(err, errlen, "lmdb:// needs a directory: lmdb://PATH (e.g. lmdb://./data/l2)");
+        return TC_EINVAL;
+    }
+    if ((st = tc_tier_params_size(p, "map_size", 1ull << 30, 1ull << 20, 1ull << 44, &map_size, err,
+                                  errlen)) != TC_OK ||
+        (st = tc_tier_params_choice(p, "sync", sync_names, SYNC_PERIODIC, &sync, err, errlen)) !=
+            TC_OK ||
+        (st = tc_tier_params_duration(p, "sync_interval_ms", 1, 1000, 1, 3600000, &interval, err,
+                                      errlen)) != TC_OK ||
+        (st = tc_tier_params_double(p, "high_water", 0.90, 0.0, 1, 0.99, &high, err, errlen)) !=
+            TC_OK ||
+        (st = tc_tier_params_double(p, "low_water", 0.80, 0.0, 1, 0.99, &low, err, errlen)) !=
+            TC_OK) {
+        return st;
+    }
+    uint64_t def_item = map_size / 16 < (1u << 20) ? map_size / 16 : (1u << 20);
+    if ((st = tc_tier_params_size(p, "max_item", def_item, 0, map_size / 4, &max_item, err,
+                                  errlen)) != TC_OK ||
+        (st = tc_tier_params_uint(p, "batch", 10, 1024, 1, 1u << 20, &batch, err, errlen)) !=
+            TC_OK ||
+        (st = tc_tier_params_uint(p, "max_readers", 10, 256, 8, 65536, &max_readers, err,
+                                  errlen)) != TC_OK) {
+        return st;
+    }
+    if (low >= high) {
+        errf(err, errlen, "lmdb://%s: low_water (%g) must be below high_water (%g)", path, low,
+             high);
+        return TC_EINVAL;
+    }
+    if ((st = make_dir(path, err, errlen)) != TC_OK) {
+        return st;
+    }
+
+    struct lmdb_tier *m = calloc(1, sizeof(*m));
+    if (m == NULL || (m->path = strdup(path)) == NULL) {
+        free(m);
+        errf(err, errlen, "out of memory opening lmdb://%s", path);
+        return TC_ENOMEM;
+    }
+    m->map_size = map_size;
+    m->sync = sync;
+    m->sync_interval_ms = interval;
+    m->high_water = high;
+    m->low_water = low;
+    m->batch_max = (size_t)batch;
+#define TC_X(name) atomic_init(&m->stats.name, 0);
+    LMDB_STATS(TC_X)
+#undef TC_X
+    atomic_init(&m->last_error, TC_OK);
+
+    int rc = mdb_env_create(&m->env);
+    const char *what = "mdb_env_create";
+    if (rc == 0) {
+        what = "mdb_env_set_mapsize";
+        rc = mdb_env_set_mapsize(m->env, (size_t)map_size);
+    }
+    if (rc == 0) {
+        what = "mdb_env_set_maxdbs";
+        rc = mdb_env_set_maxdbs(m->env, 4);
+    }
+    if (rc == 0) {
+        what = "mdb_env_set_maxreaders";
+        rc = mdb_env_set_maxreaders(m->env, (unsigned)max_readers);
+    }
+    if (rc == 0) {
+        /* NOTLS: read txns belong to ctxs, not threads, and are reset/renewed
+         * (a thread may own several ctxs). NORDAHEAD: random access to a
+         * cache larger than RAM gains nothing from readahead. */
+        unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
+        if (sync != SYNC_ALWAYS) {
+            flags |= MDB_NOSYNC;
+        }
+        what = "mdb_env_open";
+        rc = mdb_env_open(m->env, path, flags, 0640);
+    }
+    if (rc != 0) {
+        st = map_rc(rc);
+        if (st == TC_ENOTFOUND || st == TC_EINVAL) {
+            st = TC_EIO;
+        }
+        errf(err, errlen, "lmdb://%s: %s failed: %s", path, what, mdb_strerror(rc));
+        goto fail;
+    }
+    int dead = 0;
+    mdb_reader_check(m->env, &dead);
+    STAT_ADD(m, stale_readers_cleared, (uint64_t)dead);
+
+    size_t maxkey = (size_t)mdb_env_get_maxkeysize(m->env);
+    if (maxkey < 8 + DIGEST_LEN + 16) {
+        errf(err, errlen, "lmdb://%s: LMDB key limit %zu is too small", path, maxkey);
+        st = TC_EVERSION;
+        goto fail;
+    }
+    /* tc_exp keys are 8 + dkey; digested dkeys are raw_max + 1 bytes. */
+    m->raw_max = maxkey - 8 - 1;
+
+    MDB_txn *txn;
+    if ((rc = mdb_txn_begin(m->env, NULL, 0, &txn)) == 0) {
+        rc = mdb_dbi_open(txn, "tc_data", MDB_CREATE, &m->data);
+        if (rc == 0) {
+            rc = mdb_dbi_open(txn, "tc_exp", MDB_CREATE, &m->exp);
+        }
+        rc = rc == 0 ? mdb_txn_commit(txn) : (mdb_txn_abort(txn), rc);
+    }
+    if (rc != 0) {
+        st = map_rc(rc);
+        if (st == TC_ENOTFOUND || st == TC_EINVAL) {
+            st = TC_ECORRUPT;
+        }
+        errf(err, errlen, "lmdb://%s: opening the tiercache databases failed: %s", path,
+             mdb_strerror(rc));
+        goto fail;
+    }
+
+    pthread_condattr_t ca;
+    if (pthread_mutex_init(&m->lock, NULL) != 0 || pthread_condattr_init(&ca) != 0) {
+        st = TC_ENOMEM;
+        goto fail;
+    }
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&m->wake, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_cond_init(&m->done, NULL);
+    if (pthread_create(&m->writer, NULL, writer_main, m) != 0) {
+        pthread_cond_destroy(&m->wake);
+        pthread_cond_destroy(&m->done);
+        pthread_mutex_destroy(&m->lock);
+        errf(err, errlen, "lmdb://%s: cannot start the writer thread", path);
+        st = TC_ENOMEM;
+        goto fail;
+    }
+    m->base.max_key = TC_KEY_MAX;
+    m->base.max_value = (size_t)max_item;
+    *out = &m->base;
+    return TC_OK;
+
+fail:
+    if (m->env != NULL) {
+        mdb_env_close(m->env);
+    }
+    free(m->path);
+    free(m);
+    return st;
+}
+
+static void lmdb_close(struct tc_tier *t)
+{
+    struct lmdb_tier *m = (struct lmdb_tier *)t;
+    pthread_mutex_lock(&m->lock);
+    m->stopping = 1;
+    pthread_cond_signal(&m->wake);
+    pthread_mutex_unlock(&m->lock);
+    pthread_join(m->writer, NULL);
+    if (m->sync != SYNC_ALWAYS) {
+        mdb_env_sync(m->env, 1); /* a clean close loses nothing in any mode */
+    }
+    mdb_env_close(m->env);
+    pthread_cond_destroy(&m->wake);
+    pthread_cond_destroy(&m->done);
+    pthread_mutex_destroy(&m->lock);
+    free(m->path);
+    free(m);
+}
+
+static enum tc_status lmdb_ctx_init(struct tc_tier *t, struct event_base *base,
+                                    struct tc_tier_ctx **out)
+{
+    struct lmdb_tier *m = (struct lmdb_tier *)t;
+    struct lmdb_ctx *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        return TC_ENOMEM;
+    }
+    c->pipe_rd = c->pipe_wr = -1;
+    int rc = mdb_txn_begin(m->env, NULL, MDB_RDONLY, &c->rtxn);
+    if (rc != 0) {
+        free(c);
+        return map_rc(rc) == TC_EAGAIN ? TC_EAGAIN : TC_EIO;
+    }
+    mdb_txn_reset(c->rtxn);
+    if (base != NULL) {
+        int fds[2];
+        if (pipe(fds) != 0) {
+            mdb_txn_abort(c->rtxn);
+            free(c);
+            return TC_EIO;
+        }
+        c->pipe_rd = fds[0];
+        c->pipe_wr = fds[1];
+        for (int i = 0; i < 2; i++) {
+            fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
+            fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+        }
+        c->ev = event_new(base, c->pipe_rd, EV_READ | EV_PERSIST, ctx_on_pipe, c);
+        if (c->ev == NULL || event_add(c->ev, NULL) != 0) {
+            if (c->ev != NULL) {
+                event_free(c->ev);
+            }
+            close(fds[0]);
+            close(fds[1]);
+            mdb_txn_abort(c->rtxn);
+            free(c);
+            return TC_ENOMEM;
+        }
+    }
+    tc_tier_ctx_base_init(&c->base, t, base);
+    *out = &c->base;
+    return TC_OK;
+}
+
+static void lmdb_ctx_dispose(struct tc_tier_ctx *cb)
+{
+    struct lmdb_ctx *c = (struct lmdb_ctx *)cb;
+    struct lmdb_tier *m = (struct lmdb_tier *)cb->tier;
+    struct wop *cancelled = NULL, **tail = &cancelled;
+
+    if (cb->base != NULL) {
+        /* Ops the writer has not taken yet are cancelled (TC_EUNAVAIL); ops
+         * it is applying finish with their real result. Either way every
+         * done() runs once, here, on this thread. */
+        pthread_mutex_lock(&m->lock);
+        struct wop **pp = &m->q_head, *prev = NULL;
+        while (*pp != NULL) {
+            struct wop *op = *pp;
+            if (op->ctx == c) {
+                *pp = op->next;
+                op->next = NULL;
+                *tail = op;
+                tail = &op->next;
+                c->at_writer--;
+            } else {
+                prev = op;
+                pp = &op->next;
+            }
+        }
+        m->q_tail = prev;
+        while (c->at_writer > 0) {
+            pthread_cond_wait(&m->done, &m->lock);
+        }
+        struct wop *finished = c->done_head;
+        c->done_head = c->done_tail = NULL;
+        pthread_mutex_unlock(&m->lock);
+        for (struct wop *op = cancelled; op != NULL;) {
+            struct wop *next = op->next;
+            tc_tier_complete(op->req, TC_EUNAVAIL);
+            free(op);
+            op = next;
+        }
+        for (struct wop *op = finished; op != NULL;) {
+            struct wop *next = op->next;
+            tc_tier_complete(op->req, op->st);
+            free(op);
+            op = next;
+        }
+        event_free(c->ev);
+        close(c->pipe_rd);
+        close(c->pipe_wr);
+        while (c->free_wops != NULL) {
+            struct wop *next = c->free_wops->next;
+            free(c->free_wops);
+            c->free_wops = next;
+        }
+    }
+    mdb_txn_abort(c->rtxn);
+    free(c);
+}
+
+static enum tc_status lmdb_get(struct tc_tier_ctx *cb, struct tc_tier_req *req)
+{
+    struct lmdb_ctx *c = (struct lmdb_ctx *)cb;
+    struct lmdb_tier *m = (struct lmdb_tier *)cb->tier;
+    unsigned char kbuf[KEYBUF_MAX];
+    MDB_val dk = dkey_of(m, req->key, req->key_len, kbuf), v;
+    enum tc_status st;
+
+    int rc = mdb_txn_renew(c->rtxn);
+    if (rc != 0) {
+        st = map_rc(rc) == TC_EAGAIN ? TC_EAGAIN : TC_EIO;
+        req->status = st;
+        return st;
+    }
+    rc = mdb_get(c->rtxn, m->data, &dk, &v);
+    if (rc != 0) {
+        st = rc == MDB_NOTFOUND ? TC_ENOTFOUND : map_rc(rc);
+    } else {
+        struct rec r;
+        st = rec_decode(m, &v, dk.mv_size, &r);
+        if (st == TC_OK && r.fullkey != NULL &&
+            (r.fk_len != req->key_len || memcmp(r.fullkey, req->key, r.fk_len) != 0)) {
+            st = TC_ENOTFOUND; /* another key with the same prefix and digest: no */
+        } else if (st == TC_OK && tc_item_expired(r.local_exp, req->now_ms)) {
+            st = TC_ENOTFOUND; /* the sweep will remove it; readers never write */
+        } else if (st == TC_OK) {
+            st = tc_buf_set(req->out, r.value, r.hdr.value_len);
+            if (st == TC_OK) {
+                req->hdr = r.hdr;
+                req->local_expire_ms = r.local_exp;
+            }
+        } else {
+            STAT_ADD(m, corrupt, 1);
+            st = TC_ENOTFOUND; /* a bad record is a miss, never a crash */
+        }
+    }
+    /* No pointer into the map survives this reset (STYLE R7). */
+    mdb_txn_reset(c->rtxn);
+    req->status = st;
+    return st;
+}
+
+static enum tc_status lmdb_set(struct tc_tier_ctx *c, struct tc_tier_req *req)
+{
+    return submit(c, req, W_SET);
+}
+
+static enum tc_status lmdb_del(struct tc_tier_ctx *c, struct tc_tier_req *req)
+{
+    return submit(c, req, W_DEL);
+}
+
+static enum tc_status lmdb_clear(struct tc_tier_ctx *c, struct tc_tier_req *req)
+{
+    return submit(c, req, W_CLEAR);
+}
+
+static enum tc_status lmdb_sweep(struct tc_tier *t, uint64_t now_ms, size_t budget,
+                                 uint64_t *removed)
+{
+    struct lmdb_tier *m = (struct lmdb_tier *)t;
+    struct wop op = {.kind = W_SWEEP, .now_ms = now_ms, .budget = budget ? budget : 1};
+    enum tc_status st = run_sync(m, &op);
+    STAT_ADD(m, sweeps, 1);
+    STAT_ADD(m, expired, op.removed);
+    if (removed != NULL) {
+        *removed += op.removed;
+    }
+    return st;
+}
+
+static void lmdb_stats(struct tc_tier *t, tc_tier_stat_fn emit, void *arg)
+{
+    struct lmdb_tier *m = (struct lmdb_tier *)t;
+    MDB_txn *txn;
+    uint64_t records = 0, used = 0;
+    MDB_stat es;
+    mdb_env_stat(m->env, &es);
+    if (mdb_txn_begin(m->env, NULL, MDB_RDONLY, &txn) == 0) {
+        MDB_stat s;
+        if (mdb_stat(txn, m->data, &s) == 0) {
+            records = s.ms_entries;
+        }
+        used = (uint64_t)used_pages(m, txn) * es.ms_psize;
+        mdb_txn_abort(txn);
+    }
+    MDB_envinfo info;
+    mdb_env_info(m->env, &info);
+    emit(arg, "items", records, TC_STAT_GAUGE);
+    emit(arg, "bytes_used", used, TC_STAT_GAUGE);
+    emit(arg, "bytes_capacity", info.me_mapsize, TC_STAT_GAUGE);
+    emit(arg, "readers", info.me_numreaders, TC_STAT_GAUGE);
+#define TC_X(name)                                                                                 \
+    emit(arg, #name, atomic_load_explicit(&m->stats.name, memory_order_relaxed), TC_STAT_COUNTER);
+    LMDB_STATS(TC_X)
+#undef TC_X
+    uint64_t b = atomic_load_explicit(&m->stats.commit_batches, memory_order_relaxed);
+    uint64_t o = atomic_load_explicit(&m->stats.commit_ops, memory_order_relaxed);
+    emit(arg, "commit_batch_mean", b ? (o + b / 2) / b : 0, TC_STAT_GAUGE);
+}
+
+static enum tc_tier_health lmdb_health(struct tc_tier *t, char *detail, size_t len)
+{
+    struct lmdb_tier *m = (struct lmdb_tier *)t;
+    int e = atomic_load_explicit(&m->last_error, memory_order_relaxed);
+    if (e != TC_OK) {
+        if (detail != NULL && len > 0) {
+            snprintf(detail, len, "last commit failed: %s", tc_strerror((enum tc_status)e));
+        }
+        return TC_HEALTH_DEGRADED;
+    }
+    return TC_HEALTH_OK;
+}
+
+const struct tc_tier_ops tc_tier_lmdb_ops = {
+    .scheme = "lmdb",
+    .abi_version = TC_TIER_ABI_VERSION,
+    .caps = TC_TIER_CAP_PERSISTENT | TC_TIER_CAP_SHARED | TC_TIER_CAP_ASYNC,
+    .params = lmdb_params,
+    .usage = "lmdb://PATH?map_size=1G&sync=periodic&sync_interval_ms=1000&high_water=0.90"
+             "&low_water=0.80&max_item=1M&batch=1024",
+    .open = lmdb_open,
+    .close = lmdb_close,
+    .ctx_init = lmdb_ctx_init,
+    .ctx_dispose = lmdb_ctx_dispose,
+    .get = lmdb_get,
+    .set = lmdb_set,
+    .del = lmdb_del,
+    .clear = lmdb_clear,
+    .sweep = lmdb_sweep,
+    .stats = lmdb_stats,
+    .health = lmdb_health,
+};
