@@ -1,0 +1,604 @@
+/*
+ * tests for tiers/tier_lmdb.c beyond the shared conformance suite: large
+ * values, keys around LMDB's key limit, eviction of a full map, the sweep,
+ * the asynchronous (event_base) path, bad URIs and corrupt records. Each
+ * test gets a fresh environment in a temp dir. The multi-process cases
+ * (kill -9, two writers) live in stress_tier_lmdb.c: they fork and run
+ * threads, which Criterion cannot host under TSan (Snaipe/Criterion#274).
+ */
+#include "tests/support/backends.h"
+#include "tiers/tier.h"
+
+#include <criterion/criterion.h>
+#include <event2/event.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static char dir[256];
+static char uri[1024];
+static struct tc_tier *tier;
+static struct tc_tier_ctx *ctx;
+static struct tc_buf out;
+static uint64_t t0;
+
+static void rm_dir(void)
+{
+    char p[512];
+    if (dir[0] == '\0') {
+        return;
+    }
+    snprintf(p, sizeof(p), "%s/data.mdb", dir);
+    unlink(p);
+    snprintf(p, sizeof(p), "%s/lock.mdb", dir);
+    unlink(p);
+    rmdir(dir);
+}
+
+static void open_with(const char *params)
+{
+    char err[512];
+    snprintf(uri, sizeof(uri), "lmdb://%s?%s", dir, params);
+    enum tc_status st = tc_tier_open(NULL, uri, &tier, err, sizeof(err));
+    cr_assert_eq(st, TC_OK, "open %s: %s", uri, err);
+    cr_assert_eq(tc_tier_ctx_init(tier, NULL, &ctx), TC_OK);
+}
+
+static void close_tier(void)
+{
+    tc_tier_ctx_dispose(ctx);
+    ctx = NULL;
+    tc_tier_close(tier);
+    tier = NULL;
+}
+
+static void setup(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    t0 = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    snprintf(dir, sizeof(dir), "/tmp/tc-lmdb-test-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    tc_buf_init(&out);
+}
+
+static void teardown(void)
+{
+    if (tier != NULL) {
+        close_tier();
+    }
+    tc_buf_deinit(&out);
+    rm_dir();
+}
+
+TestSuite(tier_lmdb, .init = setup, .fini = teardown, .timeout = 60);
+
+static enum tc_status put_e(const void *k, size_t kl, const void *v, size_t vl, uint64_t E)
+{
+    struct tc_tier_req r = {.key = k, .key_len = kl, .value = v, .value_len = vl, .now_ms = t0};
+    r.hdr.encoding = TC_ENC_BINARY;
+    r.hdr.created_ms = t0;
+    r.hdr.expire_ms = E;
+    return tc_tier_set(ctx, &r);
+}
+
+static enum tc_status get_at(const void *k, size_t kl, uint64_t now)
+{
+    struct tc_tier_req r = {.key = k, .key_len = kl, .out = &out, .now_ms = now};
+    return tc_tier_get(ctx, &r);
+}
+
+struct stat_pick {
+    const char *name;
+    uint64_t v;
+};
+
+static void pick(void *arg, const char *name, uint64_t v, enum tc_stat_kind kind)
+{
+    struct stat_pick *p = arg;
+    (void)kind;
+    if (strcmp(name, p->name) == 0) {
+        p->v = v;
+    }
+}
+
+static uint64_t stat_of(const char *name)
+{
+    struct stat_pick p = {name, UINT64_MAX};
+    tc_tier_stats(tier, pick, &p);
+    cr_assert_neq(p.v, UINT64_MAX, "no stat named %s", name);
+    return p.v;
+}
+
+/* ---- values and keys ------------------------------------------------------ */
+
+Test(tier_lmdb, large_values_round_trip_through_overflow_pages)
+{
+    open_with("map_size=128M&max_item=8M&sync=none");
+    cr_assert_eq(tc_tier_max_value(tier), 8u << 20);
+    static const size_t sizes[] = {3u << 20, (5u << 20) + 17, 8u << 20};
+    unsigned char *v = malloc((8u << 20) + 1);
+    for (size_t i = 0; i < (8u << 20); i++) {
+        v[i] = (unsigned char)(i * 2654435761u >> 13);
+    }
+    for (size_t i = 0; i < 3; i++) {
+        char k[8];
+        snprintf(k, sizeof(k), "big%zu", i);
+        cr_assert_eq(put_e(k, strlen(k), v + i, sizes[i] - i, 0), TC_OK);
+    }
+    for (size_t i = 0; i < 3; i++) {
+        char k[8];
+        snprintf(k, sizeof(k), "big%zu", i);
+        cr_assert_eq(get_at(k, strlen(k), t0), TC_OK);
+        cr_assert_eq(out.len, sizes[i] - i);
+        cr_assert(memcmp(out.data, v + i, out.len) == 0, "%s corrupted", k);
+    }
+    /* Shrinking in place and growing again keep exactly the new bytes. */
+    cr_assert_eq(put_e("big0", 4, "tiny", 4, 0), TC_OK);
+    cr_assert_eq(get_at("big0", 4, t0), TC_OK);
+    cr_assert_eq(out.len, 4);
+    cr_assert_eq(put_e("big0", 4, v, 6u << 20, 0), TC_OK);
+    cr_assert_eq(get_at("big0", 4, t0), TC_OK);
+    cr_assert_eq(out.len, 6u << 20);
+    cr_assert(memcmp(out.data, v, out.len) == 0);
+    cr_assert_eq(put_e("over", 4, v, (8u << 20) + 1, 0), TC_ETOOBIG);
+    cr_assert_eq(get_at("over", 4, t0), TC_ENOTFOUND, "a refused value is not stored");
+    free(v);
+    cr_assert_eq(stat_of("items"), 3);
+}
+
+/* Keys of every length around the raw/digest boundary: LMDB's own limit is
+ * mdb_env_get_maxkeysize() (511 on Debian) and the expiry index needs 8
+ * more bytes, so 502 is the longest raw key and 503+ are digested. */
+Test(tier_lmdb, keys_at_and_beyond_the_lmdb_key_limit)
+{
+    open_with("map_size=64M&sync=none");
+    cr_assert_eq(tc_tier_max_key(tier), TC_KEY_MAX);
+    static const size_t lens[] = {1, 255, 501, 502, 503, 504, 510, 511, 512, 513, 700, 1023, 1024};
+    const size_t n = sizeof(lens) / sizeof(lens[0]);
+    char *k = malloc(TC_KEY_MAX);
+    memset(k, 'L', TC_KEY_MAX); /* every key is a prefix of the longer ones */
+    for (size_t i = 0; i < n; i++) {
+        char v[32];
+        int vl = snprintf(v, sizeof(v), "len=%zu", lens[i]);
+        cr_assert_eq(put_e(k, lens[i], v, (size_t)vl, 0), TC_OK, "len %zu", lens[i]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        char v[32];
+        int vl = snprintf(v, sizeof(v), "len=%zu", lens[i]);
+        cr_assert_eq(get_at(k, lens[i], t0), TC_OK, "len %zu", lens[i]);
+        cr_assert_eq(out.len, (size_t)vl);
+        cr_assert(memcmp(out.data, v, (size_t)vl) == 0, "len %zu read %.*s", lens[i], (int)out.len,
+                  out.data);
+    }
+    cr_assert_eq(stat_of("items"), n);
+    cr_assert_eq(get_at(k, 505, t0), TC_ENOTFOUND, "never written");
+
+    /* Two long keys sharing a long prefix: same first 471 dkey bytes, the
+     * digest tells them apart, and the stored full key is checked. */
+    char *a = malloc(1000), *b = malloc(1000);
+    memset(a, 'p', 1000);
+    memset(b, 'p', 1000);
+    a[999] = 'A';
+    b[999] = 'B';
+    cr_assert_eq(put_e(a, 1000, "A", 1, 0), TC_OK);
+    cr_assert_eq(put_e(b, 1000, "B", 1, 0), TC_OK);
+    cr_assert_eq(get_at(a, 1000, t0), TC_OK);
+    cr_assert_eq(out.data[0], 'A');
+    cr_assert_eq(get_at(b, 1000, t0), TC_OK);
+    cr_assert_eq(out.data[0], 'B');
+    struct tc_tier_req d = {.key = a, .key_len = 1000, .now_ms = t0};
+    cr_assert_eq(tc_tier_del(ctx, &d), TC_OK);
+    cr_assert_eq(get_at(a, 1000, t0), TC_ENOTFOUND);
+    cr_assert_eq(get_at(b, 1000, t0), TC_OK, "deleting a neighbour must not touch b");
+
+    /* Clear by a prefix longer than the digested keys keep: the full key
+     * decides. 'p'*999 matches b only; 'L'*600 matches the 3 longest L keys. */
+    cr_assert_eq(put_e(a, 1000, "A", 1, 0), TC_OK);
+    a[999] = 'C';
+    struct tc_tier_req c = {.key = b, .key_len = 1000, .now_ms = t0};
+    cr_assert_eq(tc_tier_clear(ctx, &c), TC_OK);
+    cr_assert_eq(c.count, 1);
+    a[999] = 'A';
+    cr_assert_eq(get_at(a, 1000, t0), TC_OK);
+    cr_assert_eq(get_at(b, 1000, t0), TC_ENOTFOUND);
+    struct tc_tier_req c2 = {.key = k, .key_len = 600, .now_ms = t0};
+    cr_assert_eq(tc_tier_clear(ctx, &c2), TC_OK);
+    cr_assert_eq(c2.count, 3, "cleared %llu", (unsigned long long)c2.count);
+    cr_assert_eq(get_at(k, 513, t0), TC_OK);
+    cr_assert_eq(get_at(k, 700, t0), TC_ENOTFOUND);
+    free(a);
+    free(b);
+    free(k);
+}
+
+/* ---- space ------------------------------------------------------------------ */
+
+/* An 8 MiB map written with ~40 MiB: every write succeeds, and what goes is
+ * always what expires first. Phase 1 stores records with shuffled expiries
+ * (plus a few that never expire); phase 2 writes later-expiring filler until
+ * far past the map size. */
+Test(tier_lmdb, full_map_evicts_earliest_expiry_and_never_fails)
+{
+    open_with("map_size=8M&sync=none&max_item=64K");
+    enum { P1 = 600, VAL = 3000, FILL = 13000 };
+    static unsigned char v[VAL];
+    memset(v, 'f', sizeof(v));
+    char k[32];
+    for (int i = 0; i < P1; i++) {
+        uint64_t E = t0 + 3600000u + (uint64_t)((i * 7919) % P1) * 1000u;
+        snprintf(k, sizeof(k), "p1:%d", i);
+        cr_assert_eq(put_e(k, strlen(k), v, VAL, i < 5 ? 0 : E), TC_OK);
+    }
+    int fill = 0;
+    /* Until the first evictions have happened, then a little more. */
+    while (stat_of("evictions") == 0 && fill < FILL) {
+        snprintf(k, sizeof(k), "fill:%d", fill);
+        cr_assert_eq(put_e(k, strlen(k), v, VAL, t0 + 36000000u + (uint64_t)fill), TC_OK);
+        fill++;
+    }
+    cr_assert_gt(stat_of("evictions"), 0, "8 MiB never filled up");
+    /* Phase-1 survivors are exactly those expiring after every evicted one. */
+    uint64_t max_gone = 0, min_kept = UINT64_MAX;
+    for (int i = 5; i < P1; i++) {
+        uint64_t E = t0 + 3600000u + (uint64_t)((i * 7919) % P1) * 1000u;
+        snprintf(k, sizeof(k), "p1:%d", i);
+        if (get_at(k, strlen(k), t0) == TC_OK) {
+            min_kept = E < min_kept ? E : min_kept;
+        } else {
+            max_gone = E > max_gone ? E : max_gone;
+        }
+    }
+    cr_assert_gt(max_gone, 0, "nothing of phase 1 was evicted");
+    cr_assert(max_gone < min_kept, "evicted a record expiring at +%llu but kept one at +%llu",
+              (unsigned long long)(max_gone - t0), (unsigned long long)(min_kept - t0));
+    for (int i = 0; i < fill; i++) {
+        snprintf(k, sizeof(k), "fill:%d", i);
+        cr_assert_eq(get_at(k, strlen(k), t0), TC_OK, "filler %d evicted before phase 1", i);
+    }
+    /* Far past the map: still no failure. */
+    for (; fill < FILL; fill++) {
+        snprintf(k, sizeof(k), "fill:%d", fill);
+        cr_assert_eq(put_e(k, strlen(k), v, VAL, t0 + 36000000u + (uint64_t)fill), TC_OK,
+                     "write %d failed", fill);
+    }
+    /* Fillers expire in write order, so the survivors are the newest ones. */
+    int first_kept = -1;
+    for (int i = 0; i < FILL; i++) {
+        snprintf(k, sizeof(k), "fill:%d", i);
+        int hit = get_at(k, strlen(k), t0) == TC_OK;
+        if (hit && first_kept < 0) {
+            first_kept = i;
+        }
+        cr_assert(!(first_kept >= 0 && !hit), "fill:%d gone but fill:%d kept", i, first_kept);
+    }
+    cr_assert(first_kept > 0 && first_kept < FILL - 100, "kept from %d", first_kept);
+    for (int i = 0; i < 5; i++) {
+        snprintf(k, sizeof(k), "p1:%d", i);
+        cr_assert_eq(get_at(k, strlen(k), t0), TC_OK, "a never-expiring record went first");
+    }
+    cr_assert_lt(stat_of("bytes_used"), 8u << 20);
+    cr_assert_eq(stat_of("errors"), 0);
+}
+
+/* ---- expiry ----------------------------------------------------------------- */
+
+Test(tier_lmdb, sweep_removes_exactly_the_expired)
+{
+    open_with("map_size=32M&sync=none&ttl_ratio=0.5");
+    char k[16];
+    for (int i = 0; i < 300; i++) {
+        snprintf(k, sizeof(k), "s%d", i);
+        /* Local expiry is half the TTL: t0+100, t0+200, never. */
+        uint64_t E = i < 100 ? t0 + 200 : i < 200 ? t0 + 400 : 0;
+        cr_assert_eq(put_e(k, strlen(k), "v", 1, E), TC_OK);
+    }
+    /* Before any sweep a reader already misses what is past local expiry. */
+    for (int i = 0; i < 300; i++) {
+        snprintf(k, sizeof(k), "s%d", i);
+        cr_assert_eq(get_at(k, strlen(k), t0 + 150), i < 100 ? TC_ENOTFOUND : TC_OK, "%s", k);
+    }
+    uint64_t removed = 0;
+    enum tc_status st;
+    int rounds = 0;
+    while ((st = tc_tier_sweep(tier, t0 + 150, 7, &removed)) == TC_EAGAIN) {
+        rounds++;
+    }
+    cr_assert_eq(st, TC_OK);
+    cr_assert_eq(removed, 100);
+    cr_assert_geq(rounds, 100 / 7, "the budget bounds each call");
+    cr_assert_eq(stat_of("items"), 200);
+    removed = 0;
+    cr_assert_eq(tc_tier_sweep(tier, t0 + 150, 1000, &removed), TC_OK);
+    cr_assert_eq(removed, 0, "a second pass finds nothing");
+    cr_assert_eq(tc_tier_sweep(tier, t0 + 10000000, 1000, &removed), TC_OK);
+    cr_assert_eq(removed, 100);
+    for (int i = 200; i < 300; i++) {
+        snprintf(k, sizeof(k), "s%d", i);
+        cr_assert_eq(get_at(k, strlen(k), t0 + 10000000), TC_OK, "never-expiring %s swept", k);
+    }
+    cr_assert_eq(stat_of("expired"), 200);
+    /* An overwrite moves the expiry: the old index entry must not sweep it. */
+    cr_assert_eq(put_e("m", 1, "v", 1, t0 + 200), TC_OK);
+    cr_assert_eq(put_e("m", 1, "v", 1, t0 + 2000000), TC_OK);
+    cr_assert_eq(tc_tier_sweep(tier, t0 + 500, 1000, &removed), TC_OK);
+    cr_assert_eq(get_at("m", 1, t0 + 500), TC_OK);
+}
+
+/* ---- asynchronous path -------------------------------------------------------- */
+
+struct async_req {
+    struct tc_tier_req req;
+    char key[16];
+    int calls;
+    pthread_t thread;
+};
+
+static void on_done(struct tc_tier_req *req)
+{
+    struct async_req *a = req->arg;
+    a->calls++;
+    a->thread = pthread_self();
+}
+
+static void issue_sets(struct async_req *rs, int n, enum tc_status *first)
+{
+    for (int i = 0; i < n; i++) {
+        struct async_req *a = &rs[i];
+        memset(a, 0, sizeof(*a));
+        snprintf(a->key, sizeof(a->key), "a%d", i);
+        a->req.key = a->key;
+        a->req.key_len = strlen(a->key);
+        a->req.value = a->key;
+        a->req.value_len = strlen(a->key);
+        a->req.now_ms = t0;
+        a->req.hdr.encoding = TC_ENC_STRING;
+        a->req.done = on_done;
+        a->req.arg = a;
+        enum tc_status st = tc_tier_set(ctx, &a->req);
+        if (i == 0) {
+            *first = st;
+        }
+        cr_assert_eq(st, TC_EINPROGRESS, "set %d returned %s", i, tc_status_name(st));
+    }
+}
+
+Test(tier_lmdb, async_sets_complete_on_the_loop_thread)
+{
+    open_with("map_size=32M&sync=always");
+    tc_tier_ctx_dispose(ctx);
+    struct event_base *base = event_base_new();
+    cr_assert_not_null(base);
+    cr_assert_eq(tc_tier_ctx_init(tier, base, &ctx), TC_OK);
+    enum { N = 300 };
+    struct async_req *rs = calloc(N, sizeof(*rs));
+    enum tc_status first;
+    issue_sets(rs, N, &first);
+    int done = 0;
+    for (int spins = 0; done < N && spins < 100000; spins++) {
+        event_base_loop(base, EVLOOP_ONCE);
+        done = 0;
+        for (int i = 0; i < N; i++) {
+            done += rs[i].calls;
+        }
+    }
+    cr_assert_eq(done, N);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(rs[i].calls, 1, "done() ran %d times for %d", rs[i].calls, i);
+        cr_assert_eq(rs[i].req.status, TC_OK);
+        cr_assert(pthread_equal(rs[i].thread, pthread_self()), "completed off the loop thread");
+    }
+    /* Gets on an async ctx answer at once; they never wait for the writer
+     * (done is still required on an async ctx: tier.h). */
+    struct tc_tier_req g = {
+        .key = "a7", .key_len = 2, .out = &out, .now_ms = t0, .done = on_done, .arg = &rs[0]};
+    cr_assert_eq(tc_tier_get(ctx, &g), TC_OK);
+    cr_assert_eq(out.len, 2);
+    /* Group commit: far fewer transactions than sets. */
+    cr_assert_lt(stat_of("commit_batches"), N);
+    tc_tier_ctx_dispose(ctx);
+    ctx = NULL;
+    event_base_free(base);
+    tc_tier_close(tier);
+    tier = NULL;
+    free(rs);
+}
+
+Test(tier_lmdb, dispose_with_requests_in_flight_completes_each_once)
+{
+    open_with("map_size=32M&sync=always");
+    struct tc_tier_ctx *sync_ctx = ctx;
+    struct event_base *base = event_base_new();
+    cr_assert_eq(tc_tier_ctx_init(tier, base, &ctx), TC_OK);
+    enum { N = 2000 };
+    struct async_req *rs = calloc(N, sizeof(*rs));
+    enum tc_status first;
+    issue_sets(rs, N, &first);
+    tc_tier_ctx_dispose(ctx); /* the loop never ran */
+    ctx = sync_ctx;
+    int ok = 0, cancelled = 0;
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(rs[i].calls, 1, "done() ran %d times for %d", rs[i].calls, i);
+        cr_assert(rs[i].req.status == TC_OK || rs[i].req.status == TC_EUNAVAIL, "%d: %s", i,
+                  tc_status_name(rs[i].req.status));
+        if (rs[i].req.status == TC_OK) {
+            ok++;
+            cr_assert_eq(get_at(rs[i].key, strlen(rs[i].key), t0), TC_OK,
+                         "%s acknowledged but missing", rs[i].key);
+        } else {
+            cancelled++;
+        }
+    }
+    cr_assert_eq(ok + cancelled, N);
+    event_base_free(base);
+    free(rs);
+}
+
+/* ---- bad input --------------------------------------------------------------- */
+
+static void expect_open_error(const char *u, enum tc_status want, const char *needle)
+{
+    char err[512] = "";
+    struct tc_tier *t = NULL;
+    enum tc_status st = tc_tier_open(NULL, u, &t, err, sizeof(err));
+    cr_assert_eq(st, want, "%s: %s (%s)", u, tc_status_name(st), err);
+    cr_assert_null(t);
+    cr_assert(strstr(err, needle) != NULL, "%s: message '%s' does not name '%s'", u, err, needle);
+}
+
+Test(tier_lmdb, bad_uris_are_refused_with_a_clear_message)
+{
+    char u[600], file[300];
+    snprintf(file, sizeof(file), "%s/plainfile", dir);
+    FILE *f = fopen(file, "w");
+    cr_assert_not_null(f);
+    fclose(f);
+    snprintf(u, sizeof(u), "lmdb://%s", file);
+    expect_open_error(u, TC_EINVAL, file);
+    snprintf(u, sizeof(u), "lmdb://%s/sub", file);
+    expect_open_error(u, TC_EINVAL, "plainfile");
+    expect_open_error("lmdb://", TC_EINVAL, "directory");
+    snprintf(u, sizeof(u), "lmdb://%s/x?sync=sometimes", dir);
+    expect_open_error(u, TC_EINVAL, "sync");
+    snprintf(u, sizeof(u), "lmdb://%s/x?high_water=0.5&low_water=0.6", dir);
+    expect_open_error(u, TC_EINVAL, "low_water");
+    snprintf(u, sizeof(u), "lmdb://%s/x?map_size=8M&max_item=4M", dir);
+    expect_open_error(u, TC_EINVAL, "max_item");
+    snprintf(u, sizeof(u), "lmdb://%s/x?batch=0", dir);
+    expect_open_error(u, TC_EINVAL, "batch");
+    snprintf(u, sizeof(u), "lmdb://%s/x?map_size=10", dir);
+    expect_open_error(u, TC_EINVAL, "map_size");
+    unlink(file);
+    /* The directory is created when missing, parents included. */
+    snprintf(u, sizeof(u), "lmdb://%s/new/deeper?map_size=8M", dir);
+    char err[512];
+    cr_assert_eq(tc_tier_open(NULL, u, &tier, err, sizeof(err)), TC_OK, "%s", err);
+    cr_assert_eq(tc_tier_ctx_init(tier, NULL, &ctx), TC_OK);
+    close_tier();
+    char p[600];
+    snprintf(p, sizeof(p), "%s/new/deeper/data.mdb", dir);
+    unlink(p);
+    snprintf(p, sizeof(p), "%s/new/deeper/lock.mdb", dir);
+    unlink(p);
+    snprintf(p, sizeof(p), "%s/new/deeper", dir);
+    rmdir(p);
+    snprintf(p, sizeof(p), "%s/new", dir);
+    rmdir(p);
+}
+
+/* Bytes in the file are untrusted: a record that does not decode is a miss,
+ * counted, never a crash, and the key can be written again. */
+Test(tier_lmdb, corrupt_records_are_counted_misses)
+{
+    open_with("map_size=16M&sync=none");
+    char longk[800];
+    memset(longk, 'z', sizeof(longk));
+    cr_assert_eq(put_e("a", 1, "va", 2, 0), TC_OK);
+    cr_assert_eq(put_e("b", 1, "vb", 2, 0), TC_OK);
+    cr_assert_eq(put_e("c", 1, "vc", 2, 0), TC_OK);
+    cr_assert_eq(put_e(longk, sizeof(longk), "vz", 2, 0), TC_OK);
+    close_tier();
+
+    /* Damage the records behind the tier's back. */
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    cr_assert_eq(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 4);
+    mdb_env_set_mapsize(env, 16u << 20);
+    cr_assert_eq(mdb_env_open(env, dir, 0, 0640), 0);
+    cr_assert_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    cr_assert_eq(mdb_dbi_open(txn, "tc_data", 0, &dbi), 0);
+    MDB_val k = {1, "a"}, v = {5, "short"};
+    cr_assert_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
+    /* b: a plausible prefix, then a header with a flipped byte. */
+    MDB_val kb = {1, "b"}, vb;
+    cr_assert_eq(mdb_get(txn, dbi, &kb, &vb), 0);
+    unsigned char *copy = malloc(vb.mv_size);
+    memcpy(copy, vb.mv_data, vb.mv_size);
+    copy[10 + 5] ^= 0x40;
+    MDB_val vb2 = {vb.mv_size, copy};
+    cr_assert_eq(mdb_put(txn, dbi, &kb, &vb2, 0), 0);
+    /* c: claims a full key longer than the record. */
+    MDB_val kc = {1, "c"}, vc;
+    cr_assert_eq(mdb_get(txn, dbi, &kc, &vc), 0);
+    unsigned char *copy2 = malloc(vc.mv_size);
+    memcpy(copy2, vc.mv_data, vc.mv_size);
+    copy2[8] = 0xff;
+    copy2[9] = 0xff;
+    MDB_val vc2 = {vc.mv_size, copy2};
+    cr_assert_eq(mdb_put(txn, dbi, &kc, &vc2, 0), 0);
+    /* The long key: its stored full key no longer matches. */
+    MDB_cursor *cur;
+    cr_assert_eq(mdb_cursor_open(txn, dbi, &cur), 0);
+    MDB_val ck, cv;
+    unsigned char *copy3 = NULL, ckey[600];
+    size_t cklen = 0;
+    MDB_cursor_op op = MDB_FIRST;
+    while (mdb_cursor_get(cur, &ck, &cv, op) == 0) {
+        op = MDB_NEXT;
+        if (ck.mv_size > 100 && ck.mv_size <= sizeof(ckey)) {
+            copy3 = malloc(cv.mv_size);
+            memcpy(copy3, cv.mv_data, cv.mv_size);
+            copy3[10 + 400] = 'y';
+            memcpy(ckey, ck.mv_data, ck.mv_size);
+            cklen = ck.mv_size;
+            break;
+        }
+    }
+    mdb_cursor_close(cur);
+    cr_assert_not_null(copy3, "no digested record found");
+    MDB_val ck2 = {cklen, ckey}, cv2 = {cv.mv_size, copy3};
+    cr_assert_eq(mdb_put(txn, dbi, &ck2, &cv2, 0), 0);
+    cr_assert_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    free(copy);
+    free(copy2);
+    free(copy3);
+
+    char err[512];
+    cr_assert_eq(tc_tier_open(NULL, uri, &tier, err, sizeof(err)), TC_OK, "%s", err);
+    cr_assert_eq(tc_tier_ctx_init(tier, NULL, &ctx), TC_OK);
+    cr_assert_eq(get_at("a", 1, t0), TC_ENOTFOUND);
+    cr_assert_eq(get_at("b", 1, t0), TC_ENOTFOUND);
+    cr_assert_eq(get_at("c", 1, t0), TC_ENOTFOUND);
+    cr_assert_eq(get_at(longk, sizeof(longk), t0), TC_ENOTFOUND);
+    cr_assert_geq(stat_of("corrupt"), 3);
+    /* Writable again, and a full sweep copes with what is left. */
+    cr_assert_eq(put_e("a", 1, "new", 3, 0), TC_OK);
+    cr_assert_eq(get_at("a", 1, t0), TC_OK);
+    cr_assert_eq(out.len, 3);
+    uint64_t removed = 0;
+    cr_assert_eq(tc_tier_sweep(tier, t0, 1000, &removed), TC_OK);
+    struct tc_tier_req del = {.key = "b", .key_len = 1, .now_ms = t0};
+    cr_assert_eq(tc_tier_del(ctx, &del), TC_OK);
+}
+
+Test(tier_lmdb, stats_and_health)
+{
+    open_with("map_size=16M&sync=periodic&sync_interval_ms=10");
+    char k[16];
+    for (int i = 0; i < 50; i++) {
+        snprintf(k, sizeof(k), "k%d", i);
+        cr_assert_eq(put_e(k, strlen(k), "v", 1, 0), TC_OK);
+    }
+    cr_assert_eq(stat_of("items"), 50);
+    cr_assert_eq(stat_of("bytes_capacity"), 16u << 20);
+    cr_assert_gt(stat_of("bytes_used"), 0);
+    cr_assert_geq(stat_of("commit_ops"), 50);
+    cr_assert_gt(stat_of("commit_batches"), 0);
+    cr_assert_geq(stat_of("commit_batch_mean"), 1);
+    cr_assert_eq(stat_of("evictions"), 0);
+    char detail[128];
+    cr_assert_eq(tc_tier_health(tier, detail, sizeof(detail)), TC_HEALTH_OK, "%s", detail);
+    /* sync=periodic really syncs on its interval. */
+    for (int i = 0; i < 200 && stat_of("syncs") == 0; i++) {
+        struct timespec ms5 = {0, 5000000};
+        nanosleep(&ms5, NULL);
+    }
+    cr_assert_gt(stat_of("syncs"), 0);
+}
