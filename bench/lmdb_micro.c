@@ -64,6 +64,7 @@ struct setter {
     int sequential;
     uint64_t seed;
     uint64_t deadline_ns;
+    uint64_t ttl_ms; /* 0: items never expire */
     uint64_t acked, failed;
     int outstanding;
     int stop;
@@ -113,6 +114,7 @@ static void issue(struct slot *s)
     s->req.value_len = w->vsize;
     s->req.hdr.encoding = TC_ENC_BINARY;
     s->req.now_ms = wall_ms();
+    s->req.hdr.expire_ms = w->ttl_ms ? s->req.now_ms + w->ttl_ms : 0;
     s->req.done = on_done;
     s->req.arg = s;
     w->outstanding++;
@@ -125,6 +127,16 @@ static void issue(struct slot *s)
         } else {
             w->failed++;
         }
+    }
+}
+
+static void print_stat(void *arg, const char *name, uint64_t v, enum tc_stat_kind kind)
+{
+    (void)arg;
+    (void)kind;
+    if (strcmp(name, "commit_batch_mean") == 0 || strcmp(name, "commit_batches") == 0 ||
+        strcmp(name, "evictions") == 0 || strcmp(name, "syncs") == 0) {
+        printf(" %s=%llu", name, (unsigned long long)v);
     }
 }
 
@@ -156,7 +168,7 @@ static void *setter_main(void *arg)
 /* Runs `threads` setters; returns acknowledged sets per second. */
 static double run_setters(struct tc_tier *t, int threads, int inflight, unsigned long keys,
                           const char *value, size_t vsize, double seconds, int prefill,
-                          uint64_t *failed)
+                          uint64_t ttl_ms, uint64_t *failed)
 {
     pthread_t th[64];
     struct setter w[64];
@@ -173,6 +185,7 @@ static double run_setters(struct tc_tier *t, int threads, int inflight, unsigned
         w[i].seed = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1);
         w[i].deadline_ns = start + (uint64_t)(seconds * 1e9);
         w[i].outstanding = inflight;
+        w[i].ttl_ms = ttl_ms;
         pthread_create(&th[i], NULL, setter_main, &w[i]);
     }
     uint64_t acked = 0;
@@ -188,20 +201,16 @@ static double run_setters(struct tc_tier *t, int threads, int inflight, unsigned
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"tier", required_argument, NULL, 't'},
-        {"mode", required_argument, NULL, 'm'},
-        {"keys", required_argument, NULL, 'k'},
-        {"value-size", required_argument, NULL, 'v'},
-        {"threads", required_argument, NULL, 'T'},
-        {"inflight", required_argument, NULL, 'i'},
-        {"seconds", required_argument, NULL, 's'},
-        {"no-prefill", no_argument, NULL, 'n'},
-        {NULL, 0, NULL, 0},
+        {"tier", required_argument, NULL, 't'},    {"mode", required_argument, NULL, 'm'},
+        {"keys", required_argument, NULL, 'k'},    {"value-size", required_argument, NULL, 'v'},
+        {"threads", required_argument, NULL, 'T'}, {"inflight", required_argument, NULL, 'i'},
+        {"seconds", required_argument, NULL, 's'}, {"no-prefill", no_argument, NULL, 'n'},
+        {"ttl", required_argument, NULL, 'L'},     {NULL, 0, NULL, 0},
     };
     const char *uri = NULL, *mode = "get";
     unsigned long keys = 1000000, vsize = 100;
     int threads = 1, inflight = 64, opt, prefill = 1;
-    double seconds = 3;
+    double seconds = 3, ttl_s = 3600;
     while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (opt) {
         case 't':
@@ -228,9 +237,13 @@ int main(int argc, char **argv)
         case 'n':
             prefill = 0;
             break;
+        case 'L':
+            ttl_s = strtod(optarg, NULL);
+            break;
         default:
             fprintf(stderr, "usage: lmdb-micro --tier URI [--mode get|set] [--keys N] "
-                            "[--value-size B] [--threads T] [--inflight N] [--seconds S]\n");
+                            "[--value-size B] [--threads T] [--inflight N] [--seconds S] "
+                            "[--ttl S (0: never)] [--no-prefill]\n");
             return 2;
         }
     }
@@ -248,12 +261,14 @@ int main(int argc, char **argv)
     memset(value, 'v', vsize);
     uint64_t failed = 0;
     if (strcmp(mode, "set") == 0) {
-        double r = run_setters(t, threads, inflight, keys, value, vsize, seconds, 0, &failed);
+        double r = run_setters(t, threads, inflight, keys, value, vsize, seconds, 0,
+                               (uint64_t)(ttl_s * 1000), &failed);
         printf("%s: set %.0f acked/s (threads=%d inflight=%d, %llu failed)\n", tc_tier_uri(t), r,
                threads, inflight, (unsigned long long)failed);
     } else {
         if (prefill) {
-            double r = run_setters(t, 1, 256, keys, value, vsize, 0, 1, &failed);
+            double r =
+                run_setters(t, 1, 256, keys, value, vsize, 0, 1, (uint64_t)(ttl_s * 1000), &failed);
             fprintf(stderr, "prefill: %lu keys at %.0f sets/s (%llu failed)\n", keys, r,
                     (unsigned long long)failed);
         }
@@ -284,6 +299,9 @@ int main(int argc, char **argv)
         tc_buf_deinit(&out);
         tc_tier_ctx_dispose(c);
     }
+    printf("  stats:");
+    tc_tier_stats(t, print_stat, NULL);
+    printf("\n");
     free(value);
     tc_tier_close(t);
     return failed ? 1 : 0;

@@ -320,25 +320,45 @@ static uint64_t mono_ms(void)
 
 /* ---- write operations (writer thread, inside a write txn) ----------------- */
 
-/* Removes the record under dk and its tc_exp entry. MDB_NOTFOUND if absent. */
-static int del_record(struct lmdb_tier *m, MDB_txn *txn, const MDB_val *dk)
+/*
+ * Looks up the record under dk and removes its tc_exp entry, unless that
+ * entry is the one for @p keep_exp (a set with an unchanged expiry keeps
+ * it). *had_exp tells whether the kept entry exists. MDB_NOTFOUND if there
+ * is no record.
+ */
+static int unindex_record(struct lmdb_tier *m, MDB_txn *txn, const MDB_val *dk, uint64_t keep_exp,
+                          int *had_exp)
 {
     MDB_val old;
     unsigned char ebuf[KEYBUF_MAX];
+    *had_exp = 0;
     int rc = mdb_get(txn, m->data, (MDB_val *)dk, &old);
     if (rc != 0) {
         return rc;
     }
     uint64_t le;
-    if (rec_local_exp(&old, &le)) {
-        MDB_val ek = expkey_of(le, dk, ebuf);
-        rc = mdb_del(txn, m->exp, &ek, NULL);
-        if (rc != 0 && rc != MDB_NOTFOUND) {
-            return rc;
-        }
+    if (!rec_local_exp(&old, &le)) {
+        /* Too short to name its expiry: an orphan tc_exp entry may remain;
+         * sweeps and eviction drop entries whose record does not match. */
+        return 0;
     }
-    /* A record too short to name its expiry leaves an orphan tc_exp entry at
-     * worst; the sweep drops entries whose record does not match. */
+    if ((le == 0 ? UINT64_MAX : le) == keep_exp) {
+        *had_exp = 1;
+        return 0;
+    }
+    MDB_val ek = expkey_of(le, dk, ebuf);
+    rc = mdb_del(txn, m->exp, &ek, NULL);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Removes the record under dk and its tc_exp entry. MDB_NOTFOUND if absent. */
+static int del_record(struct lmdb_tier *m, MDB_txn *txn, const MDB_val *dk)
+{
+    int had;
+    int rc = unindex_record(m, txn, dk, 0 /* no tc_exp key is 0 */, &had);
+    if (rc != 0) {
+        return rc;
+    }
     return mdb_del(txn, m->data, (MDB_val *)dk, NULL);
 }
 
@@ -346,7 +366,11 @@ static int apply_set(struct lmdb_tier *m, MDB_txn *txn, struct tc_tier_req *req)
 {
     unsigned char kbuf[KEYBUF_MAX], ebuf[KEYBUF_MAX];
     MDB_val dk = dkey_of(m, req->key, req->key_len, kbuf);
-    int rc = del_record(m, txn, &dk);
+    uint64_t e = req->local_expire_ms == 0 ? UINT64_MAX : req->local_expire_ms;
+    int had_exp;
+    /* An overwrite replaces the record in place (one tree operation) and
+     * moves the index entry only when the expiry changed. */
+    int rc = unindex_record(m, txn, &dk, e, &had_exp);
     if (rc != 0 && rc != MDB_NOTFOUND) {
         return rc;
     }
@@ -368,6 +392,9 @@ static int apply_set(struct lmdb_tier *m, MDB_txn *txn, struct tc_tier_req *req)
     }
     if (req->value_len > 0) {
         memcpy(p + REC_FIXED + fk + TC_ITEM_HDR_SIZE, req->value, req->value_len);
+    }
+    if (had_exp) {
+        return 0;
     }
     MDB_val ek = expkey_of(req->local_expire_ms, &dk, ebuf);
     MDB_val empty = {0, NULL};
