@@ -80,7 +80,9 @@
 #define REC_FIXED      10u /* local expiry + full-key length */
 #define DIGEST_LEN     32u /* SHA-256 */
 #define KEYBUF_MAX     (TC_KEY_MAX + 8u)
-#define EVICT_CHUNK    256u /* records deleted per eviction transaction */
+#define FORMAT_KEY     "tiercache_format"
+#define FORMAT_VALUE   "tc-lmdb-1"
+#define EVICT_CHUNK    256u /* most records deleted per eviction transaction */
 #define READER_CHECK_S 5    /* seconds between mdb_reader_check runs */
 #define MAX_FULL_TRIES 12   /* MDB_MAP_FULL retries of one batch */
 
@@ -135,7 +137,10 @@ struct lmdb_tier {
     uint64_t sync_interval_ms;
     double high_water, low_water;
     size_t batch_max;
-    size_t raw_max; /* longest key stored as itself */
+    size_t raw_max;     /* longest key stored as itself */
+    size_t psize;       /* LMDB page size */
+    size_t evict_chunk; /* records per eviction txn: a few pages each must fit */
+    size_t txn_pages;   /* most pages one write txn should dirty */
     struct lmdb_stats stats;
     _Atomic int last_error; /* last commit's enum tc_status, for health */
 
@@ -557,46 +562,93 @@ static size_t used_pages(struct lmdb_tier *m, MDB_txn *txn)
 static size_t map_pages(struct lmdb_tier *m)
 {
     MDB_envinfo info;
-    MDB_stat s;
     mdb_env_info(m->env, &info);
-    mdb_env_stat(m->env, &s);
-    return info.me_mapsize / s.ms_psize;
+    /* Another process may have opened the file with a larger map. */
+    return info.me_mapsize / m->psize;
 }
 
 /*
- * Evicts earliest-expiry records until the trees use at most @p frac of the
- * map and at least @p min_records went. Small transactions: pages freed by
- * one become reusable a commit or two later. Returns the number evicted.
+ * Pages a write may dirty: copy-on-write of the data and expiry leaves it
+ * lands in (their branches are shared by a batch), plus the overflow pages
+ * of a record too big for a leaf. An estimate, used to keep each write
+ * transaction well inside the room left above high_water.
  */
-static uint64_t evict(struct lmdb_tier *m, double frac, uint64_t min_records)
+static size_t op_pages(const struct lmdb_tier *m, const struct wop *op)
 {
-    size_t limit = (size_t)(frac * (double)map_pages(m));
+    if (op->kind != W_SET) {
+        return 3;
+    }
+    size_t rec = REC_FIXED + TC_ITEM_HDR_SIZE + op->req->value_len +
+                 (op->req->key_len > m->raw_max ? op->req->key_len : 0);
+    if (rec <= m->psize / 4) {
+        return 3;
+    }
+    return 3 + (rec + 64 + m->psize - 1) / m->psize;
+}
+
+/*
+ * Commits a write that changes nothing of ours. LMDB reuses pages freed by
+ * transaction N only from N + 2 on, so after freeing room one more commit
+ * makes that room usable by the next batch. The record is the format
+ * marker, rewritten with the same bytes.
+ */
+static void advance(struct lmdb_tier *m)
+{
+    MDB_txn *txn;
+    MDB_dbi main_dbi;
+    if (mdb_txn_begin(m->env, NULL, 0, &txn) != 0) {
+        return;
+    }
+    MDB_val k = {sizeof(FORMAT_KEY) - 1, (void *)(uintptr_t)FORMAT_KEY};
+    MDB_val v = {sizeof(FORMAT_VALUE) - 1, (void *)(uintptr_t)FORMAT_VALUE};
+    if (mdb_dbi_open(txn, NULL, 0, &main_dbi) != 0 || mdb_put(txn, main_dbi, &k, &v, 0) != 0) {
+        mdb_txn_abort(txn);
+        return;
+    }
+    mdb_txn_commit(txn); /* frees txn either way; a failure only delays reuse */
+}
+
+/*
+ * Evicts earliest-expiry records until the trees use at most @p target
+ * pages and at least @p min_records went. Small transactions, so that pages
+ * freed by one are reusable a commit or two later, and smaller still when
+ * even a delete meets a full map. Returns the number evicted.
+ */
+static uint64_t evict(struct lmdb_tier *m, size_t target, uint64_t min_records)
+{
     uint64_t total = 0;
-    for (;;) {
+    size_t chunk = m->evict_chunk;
+    while (chunk > 0) {
         MDB_txn *txn;
         if (mdb_txn_begin(m->env, NULL, 0, &txn) != 0) {
             break;
         }
-        if (used_pages(m, txn) <= limit && total >= min_records) {
+        if (used_pages(m, txn) <= target && total >= min_records) {
             mdb_txn_abort(txn);
             break;
         }
         uint64_t n = 0;
         int more;
-        int rc = drop_front(m, txn, UINT64_MAX, EVICT_CHUNK, &n, &more);
-        if (rc != 0 || !more) {
-            /* Error, or the index is empty after this chunk. */
-            if (rc == 0 && mdb_txn_commit(txn) == 0) {
-                total += n;
-            } else if (rc != 0) {
-                mdb_txn_abort(txn);
-            }
-            break;
+        int rc = drop_front(m, txn, UINT64_MAX, chunk, &n, &more);
+        if (rc == 0) {
+            rc = mdb_txn_commit(txn);
+        } else {
+            mdb_txn_abort(txn);
         }
-        if (mdb_txn_commit(txn) != 0) {
+        if (rc == MDB_MAP_FULL) {
+            chunk /= 2;
+            continue;
+        }
+        if (rc != 0) {
             break;
         }
         total += n;
+        if (!more || n == 0) {
+            break; /* the index is empty */
+        }
+    }
+    if (total > 0) {
+        advance(m);
     }
     STAT_ADD(m, evictions, total);
     return total;
@@ -622,9 +674,12 @@ static int apply_one(struct lmdb_tier *m, MDB_txn *txn, struct wop *op)
         op->st = TC_OK;
         return rc;
     case W_SWEEP: {
+        /* Bounded by the eviction chunk too: a sweep must fit in a nearly
+         * full map. Doing less than the budget just means TC_EAGAIN. */
         int more;
+        size_t budget = op->budget < m->evict_chunk ? op->budget : m->evict_chunk;
         op->removed = 0;
-        rc = drop_front(m, txn, op->now_ms, op->budget, &op->removed, &more);
+        rc = drop_front(m, txn, op->now_ms, budget, &op->removed, &more);
         op->st = more ? TC_EAGAIN : TC_OK;
         return rc;
     }
@@ -632,18 +687,22 @@ static int apply_one(struct lmdb_tier *m, MDB_txn *txn, struct wop *op)
     return EINVAL;
 }
 
-/* One write txn over ops[0..n); 0 or the LMDB error that aborted it. */
-static int try_batch(struct lmdb_tier *m, struct wop **ops, size_t n)
+/* One write txn over ops[0..n) expected to dirty @p need pages; 0 or the
+ * LMDB error that aborted it. Makes room first when the trees plus this
+ * batch would pass high_water. */
+static int try_batch(struct lmdb_tier *m, struct wop **ops, size_t n, size_t need)
 {
     MDB_txn *txn;
     int rc = mdb_txn_begin(m->env, NULL, 0, &txn);
     if (rc != 0) {
         return rc;
     }
-    size_t limit = (size_t)(m->high_water * (double)map_pages(m));
-    if (used_pages(m, txn) > limit) {
+    size_t max = map_pages(m);
+    size_t high = (size_t)(m->high_water * (double)max);
+    if (used_pages(m, txn) + need > high) {
         mdb_txn_abort(txn);
-        evict(m, m->low_water, 1);
+        size_t low = (size_t)(m->low_water * (double)max);
+        evict(m, need < high && high - need < low ? high - need : low, 1);
         if ((rc = mdb_txn_begin(m->env, NULL, 0, &txn)) != 0) {
             return rc;
         }
@@ -657,22 +716,38 @@ static int try_batch(struct lmdb_tier *m, struct wop **ops, size_t n)
     return mdb_txn_commit(txn);
 }
 
-/* Applies a batch, evicting on MDB_MAP_FULL; isolates a failing op. */
+static size_t batch_pages(const struct lmdb_tier *m, struct wop **ops, size_t n)
+{
+    size_t need = 0;
+    for (size_t i = 0; i < n; i++) {
+        need += op_pages(m, ops[i]);
+    }
+    return need;
+}
+
+/*
+ * Applies a batch. On MDB_MAP_FULL (freed pages still pinned by readers, or
+ * no contiguous run for a large value) it evicts harder and retries, then
+ * splits the batch, so that one op fails (TC_ENOMEM) only when nothing is
+ * left to evict.
+ */
 static void run_batch(struct lmdb_tier *m, struct wop **ops, size_t n)
 {
+    size_t need = batch_pages(m, ops, n);
     int rc = 0;
     for (int attempt = 0; attempt < MAX_FULL_TRIES; attempt++) {
-        rc = try_batch(m, ops, n);
+        rc = try_batch(m, ops, n, need);
         if (rc != MDB_MAP_FULL) {
             break;
         }
         STAT_ADD(m, map_full_retries, 1);
-        /* Harder each time: lower target, and at least a growing share. */
-        double frac = m->low_water - 0.05 * attempt;
-        if (frac < 0.05) {
-            frac = 0.05;
+        if (n > 1) {
+            break; /* split first: half a batch needs half the room */
         }
-        if (evict(m, frac, (uint64_t)EVICT_CHUNK << (attempt < 8 ? attempt : 8)) == 0) {
+        /* Harder each time: a lower target and a growing minimum. */
+        double frac = m->low_water - 0.1 * (attempt + 1);
+        size_t target = frac > 0 ? (size_t)(frac * (double)map_pages(m)) : 0;
+        if (evict(m, target, (uint64_t)m->evict_chunk << (attempt < 10 ? attempt : 10)) == 0) {
             break; /* nothing left to evict */
         }
     }
@@ -683,9 +758,8 @@ static void run_batch(struct lmdb_tier *m, struct wop **ops, size_t n)
         return;
     }
     if (n > 1) {
-        for (size_t i = 0; i < n; i++) {
-            run_batch(m, &ops[i], 1);
-        }
+        run_batch(m, ops, n / 2);
+        run_batch(m, ops + n / 2, n - n / 2);
         return;
     }
     STAT_ADD(m, commit_errors, 1);
@@ -783,8 +857,15 @@ static void *writer_main(void *arg)
             }
             pthread_mutex_lock(&m->lock);
         }
-        size_t n = 0;
+        size_t n = 0, pages = 0;
         while (m->q_head != NULL && n < cap) {
+            /* A transaction stays well inside the room above high_water
+             * (it matters for small maps only). */
+            size_t p = op_pages(m, m->q_head);
+            if (n > 0 && pages + p > m->txn_pages) {
+                break;
+            }
+            pages += p;
             ops[n++] = m->q_head;
             m->q_head = m->q_head->next;
         }
@@ -1040,10 +1121,36 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
     }
     /* tc_exp keys are 8 + dkey; digested dkeys are raw_max + 1 bytes. */
     m->raw_max = maxkey - 8 - 1;
+    MDB_stat es;
+    mdb_env_stat(m->env, &es);
+    m->psize = es.ms_psize;
+    /* The band between high and low water is the room eviction keeps free;
+     * one transaction (a batch, or an eviction chunk at ~3 pages a record)
+     * dirties at most half of it, so it cannot run the map full. */
+    size_t band = (size_t)((high - low) * (double)(map_size / m->psize));
+    m->txn_pages = band / 2 > 16 ? band / 2 : 16;
+    m->evict_chunk = band / 6 > EVICT_CHUNK ? EVICT_CHUNK : band / 6 > 0 ? band / 6 : 1;
 
     MDB_txn *txn;
     if ((rc = mdb_txn_begin(m->env, NULL, 0, &txn)) == 0) {
-        rc = mdb_dbi_open(txn, "tc_data", MDB_CREATE, &m->data);
+        /* The format marker: written by the first opener, checked by the
+         * rest, so that a future record layout is refused, not misread. */
+        MDB_dbi main_dbi;
+        MDB_val fk = {sizeof(FORMAT_KEY) - 1, (void *)(uintptr_t)FORMAT_KEY};
+        MDB_val fv = {sizeof(FORMAT_VALUE) - 1, (void *)(uintptr_t)FORMAT_VALUE}, got;
+        rc = mdb_dbi_open(txn, NULL, 0, &main_dbi);
+        if (rc == 0) {
+            rc = mdb_get(txn, main_dbi, &fk, &got);
+            if (rc == MDB_NOTFOUND) {
+                rc = mdb_put(txn, main_dbi, &fk, &fv, 0);
+            } else if (rc == 0 &&
+                       (got.mv_size != fv.mv_size || memcmp(got.mv_data, fv.mv_data, fv.mv_size))) {
+                rc = MDB_VERSION_MISMATCH;
+            }
+        }
+        if (rc == 0) {
+            rc = mdb_dbi_open(txn, "tc_data", MDB_CREATE, &m->data);
+        }
         if (rc == 0) {
             rc = mdb_dbi_open(txn, "tc_exp", MDB_CREATE, &m->exp);
         }
@@ -1055,7 +1162,8 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
             st = TC_ECORRUPT;
         }
         errf(err, errlen, "lmdb://%s: opening the tiercache databases failed: %s", path,
-             mdb_strerror(rc));
+             rc == MDB_VERSION_MISMATCH ? "written by another tiercache record format"
+                                        : mdb_strerror(rc));
         goto fail;
     }
 
