@@ -285,6 +285,102 @@ Test(tier_lmdb, full_map_evicts_earliest_expiry_and_never_fails)
     cr_assert_eq(stat_of("errors"), 0);
 }
 
+/* Many writers in flight through the event loop, tiny and huge values: the
+ * shapes that ran an 8 MiB map full before eviction could act (a batch of
+ * random inserts larger than the room above high_water; values that need a
+ * long contiguous run of pages). No write may fail. */
+struct fill_loop {
+    struct event_base *base;
+    struct tc_tier_ctx *actx;
+    const unsigned char *value;
+    size_t vsize;
+    int next, total, outstanding, failed;
+    struct fill_slot {
+        struct tc_tier_req req;
+        char key[24];
+        struct fill_loop *loop;
+    } slots[64];
+};
+
+static void fill_issue(struct fill_slot *s);
+
+static void fill_done(struct tc_tier_req *req)
+{
+    struct fill_slot *s = req->arg;
+    s->loop->outstanding--;
+    if (req->status != TC_OK) {
+        s->loop->failed++;
+    }
+    fill_issue(s);
+}
+
+static void fill_issue(struct fill_slot *s)
+{
+    struct fill_loop *l = s->loop;
+    if (l->next >= l->total) {
+        return;
+    }
+    int i = l->next++;
+    snprintf(s->key, sizeof(s->key), "f:%d", i);
+    memset(&s->req, 0, sizeof(s->req));
+    s->req.key = s->key;
+    s->req.key_len = strlen(s->key);
+    s->req.value = l->value;
+    s->req.value_len = l->vsize;
+    s->req.now_ms = t0;
+    s->req.hdr.encoding = TC_ENC_BINARY;
+    s->req.hdr.expire_ms = t0 + 3600000u + (uint64_t)i; /* write order = expiry order */
+    s->req.done = fill_done;
+    s->req.arg = s;
+    l->outstanding++;
+    if (tc_tier_set(l->actx, &s->req) != TC_EINPROGRESS) {
+        l->outstanding--;
+        l->failed++;
+    }
+}
+
+static void fill_async(size_t vsize, int total, int inflight)
+{
+    struct fill_loop *l = calloc(1, sizeof(*l));
+    unsigned char *v = malloc(vsize);
+    memset(v, 'x', vsize);
+    l->base = event_base_new();
+    cr_assert_eq(tc_tier_ctx_init(tier, l->base, &l->actx), TC_OK);
+    l->value = v;
+    l->vsize = vsize;
+    l->total = total;
+    for (int i = 0; i < inflight; i++) {
+        l->slots[i].loop = l;
+        fill_issue(&l->slots[i]);
+    }
+    while (l->outstanding > 0) {
+        event_base_loop(l->base, EVLOOP_ONCE);
+    }
+    tc_tier_ctx_dispose(l->actx);
+    event_base_free(l->base);
+    cr_assert_eq(l->failed, 0, "%d of %d writes of %zu bytes failed", l->failed, total, vsize);
+    free(v);
+    free(l);
+}
+
+Test(tier_lmdb, full_map_with_writes_in_flight_small_and_huge_values)
+{
+    open_with("map_size=8M&sync=none&max_item=2M");
+    /* ~60 MiB of 100-byte records, then values of 1 MiB and of the 2 MiB
+     * maximum (a quarter of the map, one contiguous run of pages each). */
+    fill_async(100, 250000, 64);
+    cr_assert_gt(stat_of("evictions"), 0);
+    char k[24];
+    snprintf(k, sizeof(k), "f:%d", 250000 - 1);
+    cr_assert_eq(get_at(k, strlen(k), t0), TC_OK, "the newest write was evicted");
+    cr_assert_eq(get_at("f:0", 3, t0), TC_ENOTFOUND, "the earliest expiry survived");
+    fill_async(1u << 20, 40, 8);
+    fill_async(2u << 20, 20, 4);
+    cr_assert_eq(get_at("f:19", 4, t0), TC_OK);
+    cr_assert_eq(out.len, 2u << 20);
+    cr_assert_eq(stat_of("commit_errors"), 0);
+}
+
 /* ---- expiry ----------------------------------------------------------------- */
 
 Test(tier_lmdb, sweep_removes_exactly_the_expired)
