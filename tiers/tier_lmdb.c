@@ -151,6 +151,7 @@ struct lmdb_tier {
     struct wop *q_head, *q_tail;
     int stopping;
     pthread_t writer;
+    struct wop **batch; /* the writer's batch, batch_max slots */
 };
 
 struct lmdb_ctx {
@@ -812,7 +813,7 @@ static void *writer_main(void *arg)
 {
     struct lmdb_tier *m = arg;
     size_t cap = m->batch_max;
-    struct wop **ops = malloc(cap * sizeof(*ops));
+    struct wop **ops = m->batch;
     uint64_t next_sync = mono_ms() + m->sync_interval_ms;
     uint64_t next_check = mono_ms() + READER_CHECK_S * 1000u;
     int dirty = 0;
@@ -885,7 +886,6 @@ static void *writer_main(void *arg)
         complete_locked(m, ops, n);
     }
     pthread_mutex_unlock(&m->lock);
-    free(ops);
     return NULL;
 }
 
@@ -1071,6 +1071,12 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
     m->high_water = high;
     m->low_water = low;
     m->batch_max = (size_t)batch;
+    if ((m->batch = calloc(m->batch_max, sizeof(*m->batch))) == NULL) {
+        free(m->path);
+        free(m);
+        errf(err, errlen, "out of memory opening lmdb://%s", path);
+        return TC_ENOMEM;
+    }
 #define TC_X(name) atomic_init(&m->stats.name, 0);
     LMDB_STATS(TC_X)
 #undef TC_X
@@ -1193,6 +1199,7 @@ fail:
     if (m->env != NULL) {
         mdb_env_close(m->env);
     }
+    free(m->batch);
     free(m->path);
     free(m);
     return st;
@@ -1213,6 +1220,7 @@ static void lmdb_close(struct tc_tier *t)
     pthread_cond_destroy(&m->wake);
     pthread_cond_destroy(&m->done);
     pthread_mutex_destroy(&m->lock);
+    free(m->batch);
     free(m->path);
     free(m);
 }
