@@ -45,12 +45,18 @@
  * While one commit runs, new ops queue up and ride the next one: that is the
  * group commit, and why a worker on an event loop never waits for an fsync.
  *
- * Space: before a batch, if the pages in use pass high_water of the map, the
- * writer deletes earliest-expiry records (in small transactions, so freed
- * pages become reusable) until low_water. If a commit still meets
- * MDB_MAP_FULL (free pages pinned by readers, fragmentation for large
- * values) it evicts harder and retries; a user sees an error only when
+ * Space: "in use" is the pages held by the B-trees. Before a batch, if in
+ * use plus what the batch may dirty passes high_water of the map, the writer
+ * deletes earliest-expiry records (in small transactions, so freed pages
+ * become reusable) until low_water. Every transaction is sized to dirty at
+ * most half the high/low band, so even a nearly full map has room for the
+ * deletes that make room. If a commit still meets MDB_MAP_FULL (free pages
+ * pinned by readers, no contiguous run for a large value) the writer evicts
+ * harder, splits the batch and retries; a user sees an error only when
  * nothing is left to evict.
+ *
+ * Readers never write: a record past its local expiry is a miss at once and
+ * goes with the next sweep (or eviction) through the expiry index.
  *
  * Processes: any number may open the same PATH at once (LMDB's lock file
  * serialises their writers). Reader slots left by killed processes are
@@ -526,7 +532,11 @@ static int drop_front(struct lmdb_tier *m, MDB_txn *txn, uint64_t until, size_t 
         MDB_val dk = {k.mv_size - 8, (unsigned char *)k.mv_data + 8}, rv;
         int r2 = mdb_get(txn, m->data, &dk, &rv);
         uint64_t le;
-        if (r2 == 0 && rec_local_exp(&rv, &le) && (le == 0 ? UINT64_MAX : le) == e) {
+        /* Ours: the record holds this expiry. Garbage too short to name one
+         * goes as well, or nothing would ever index it again. A record with
+         * another expiry was rewritten and has its own entry. */
+        int short_rec = r2 == 0 && !rec_local_exp(&rv, &le);
+        if (r2 == 0 && (short_rec || (le == 0 ? UINT64_MAX : le) == e)) {
             if ((r2 = mdb_del(txn, m->data, &dk, NULL)) != 0) {
                 rc = r2;
                 break;
@@ -1349,7 +1359,10 @@ static enum tc_status lmdb_get(struct tc_tier_ctx *cb, struct tc_tier_req *req)
         st = rec_decode(m, &v, dk.mv_size, &r);
         if (st == TC_OK && r.fullkey != NULL &&
             (r.fk_len != req->key_len || memcmp(r.fullkey, req->key, r.fk_len) != 0)) {
-            st = TC_ENOTFOUND; /* another key with the same prefix and digest: no */
+            /* Same prefix and SHA-256 but another full key: not a collision
+             * anyone will meet, so the record is damaged. */
+            STAT_ADD(m, corrupt, 1);
+            st = TC_ENOTFOUND;
         } else if (st == TC_OK && tc_item_expired(r.local_exp, req->now_ms)) {
             st = TC_ENOTFOUND; /* the sweep will remove it; readers never write */
         } else if (st == TC_OK) {

@@ -663,7 +663,7 @@ Test(tier_lmdb, corrupt_records_are_counted_misses)
     cr_assert_eq(get_at("b", 1, t0), TC_ENOTFOUND);
     cr_assert_eq(get_at("c", 1, t0), TC_ENOTFOUND);
     cr_assert_eq(get_at(longk, sizeof(longk), t0), TC_ENOTFOUND);
-    cr_assert_geq(stat_of("corrupt"), 3);
+    cr_assert_eq(stat_of("corrupt"), 4);
     /* Writable again, and a full sweep copes with what is left. */
     cr_assert_eq(put_e("a", 1, "new", 3, 0), TC_OK);
     cr_assert_eq(get_at("a", 1, t0), TC_OK);
