@@ -504,6 +504,52 @@ Test(tier_lmdb, async_sets_complete_on_the_loop_thread)
     free(rs);
 }
 
+/* An async ctx keeps its read snapshot between gets; it must still see
+ * every commit made since, by this process's writer or by anyone. */
+Test(tier_lmdb, async_ctx_gets_see_every_commit)
+{
+    open_with("map_size=32M&sync=none");
+    struct tc_tier_ctx *sync_ctx = ctx;
+    struct event_base *base = event_base_new();
+    struct tc_tier_ctx *actx;
+    cr_assert_eq(tc_tier_ctx_init(tier, base, &actx), TC_OK);
+    struct async_req a;
+    memset(&a, 0, sizeof(a));
+    for (int round = 0; round < 50; round++) {
+        char v[16];
+        int vl = snprintf(v, sizeof(v), "v%d", round);
+        struct tc_tier_req g = {
+            .key = "k", .key_len = 1, .out = &out, .now_ms = t0, .done = on_done, .arg = &a};
+        enum tc_status st = tc_tier_get(actx, &g);
+        if (round == 0) {
+            cr_assert_eq(st, TC_ENOTFOUND);
+        } else {
+            char prev[16];
+            int pl = snprintf(prev, sizeof(prev), "v%d", round - 1);
+            cr_assert_eq(st, TC_OK, "round %d", round);
+            cr_assert(out.len == (size_t)pl && memcmp(out.data, prev, out.len) == 0,
+                      "round %d read a stale value", round);
+        }
+        /* Written through the other ctx, synchronously: committed now. */
+        ctx = sync_ctx;
+        cr_assert_eq(put_e("k", 1, v, (size_t)vl, 0), TC_OK);
+        struct tc_tier_req g2 = {
+            .key = "k", .key_len = 1, .out = &out, .now_ms = t0, .done = on_done, .arg = &a};
+        cr_assert_eq(tc_tier_get(actx, &g2), TC_OK);
+        cr_assert(out.len == (size_t)vl && memcmp(out.data, v, out.len) == 0,
+                  "round %d: a get after the commit read an old snapshot", round);
+    }
+    /* Idle: the loop's timer releases the snapshot; gets still work after. */
+    struct timeval tv = {0, 30000};
+    event_base_loopexit(base, &tv);
+    event_base_dispatch(base);
+    struct tc_tier_req g3 = {
+        .key = "k", .key_len = 1, .out = &out, .now_ms = t0, .done = on_done, .arg = &a};
+    cr_assert_eq(tc_tier_get(actx, &g3), TC_OK);
+    tc_tier_ctx_dispose(actx);
+    event_base_free(base);
+}
+
 Test(tier_lmdb, dispose_with_requests_in_flight_completes_each_once)
 {
     open_with("map_size=32M&sync=always");
