@@ -3,6 +3,7 @@
  *
  *   lmdb://PATH?map_size=1G&sync=periodic&sync_interval_ms=1000
  *              &high_water=0.90&low_water=0.80&max_item=1M&batch=1024&max_readers=256
+ *              &writemap=off
  *
  * One LMDB environment in directory PATH (created if missing) holds two
  * named databases, always changed together in one write transaction:
@@ -177,9 +178,9 @@ struct lmdb_ctx {
     int notified;     /* a byte is in the pipe and not yet drained */
 };
 
-static const char *const lmdb_params[] = {"map_size",   "sync",        "sync_interval_ms",
-                                          "high_water", "low_water",   "max_item",
-                                          "batch",      "max_readers", NULL};
+static const char *const lmdb_params[] = {
+    "map_size", "sync",  "sync_interval_ms", "high_water", "low_water",
+    "max_item", "batch", "max_readers",      "writemap",   NULL};
 
 #define STAT_ADD(m, name, n) atomic_fetch_add_explicit(&(m)->stats.name, (n), memory_order_relaxed)
 
@@ -1047,7 +1048,7 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
 {
     uint64_t map_size, max_item, interval, batch, max_readers;
     double high, low;
-    int sync;
+    int sync, writemap;
     enum tc_status st;
     const char *path = tc_tier_params_target(p);
 
@@ -1073,7 +1074,8 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
         (st = tc_tier_params_uint(p, "batch", 10, 1024, 1, 1u << 20, &batch, err, errlen)) !=
             TC_OK ||
         (st = tc_tier_params_uint(p, "max_readers", 10, 256, 8, 65536, &max_readers, err,
-                                  errlen)) != TC_OK) {
+                                  errlen)) != TC_OK ||
+        (st = tc_tier_params_bool(p, "writemap", 0, &writemap, err, errlen)) != TC_OK) {
         return st;
     }
     if (low >= high) {
@@ -1129,6 +1131,13 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
         unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
         if (sync != SYNC_ALWAYS) {
             flags |= MDB_NOSYNC;
+        }
+        if (writemap) {
+            /* Commits write into the shared mapping instead of pwrite()ing
+             * each dirty page: about 3x the write throughput, at the cost
+             * of LMDB's protection against stray writes by this process
+             * (the map is then writable). Off unless asked for. */
+            flags |= MDB_WRITEMAP;
         }
         what = "mdb_env_open";
         rc = mdb_env_open(m->env, path, flags, 0640);
@@ -1512,7 +1521,7 @@ const struct tc_tier_ops tc_tier_lmdb_ops = {
     .caps = TC_TIER_CAP_PERSISTENT | TC_TIER_CAP_SHARED | TC_TIER_CAP_ASYNC,
     .params = lmdb_params,
     .usage = "lmdb://PATH?map_size=1G&sync=periodic&sync_interval_ms=1000&high_water=0.90"
-             "&low_water=0.80&max_item=1M&batch=1024",
+             "&low_water=0.80&max_item=1M&batch=1024&writemap=off",
     .open = lmdb_open,
     .close = lmdb_close,
     .ctx_init = lmdb_ctx_init,

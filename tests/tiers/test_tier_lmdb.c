@@ -363,9 +363,8 @@ static void fill_async(size_t vsize, int total, int inflight)
     free(l);
 }
 
-Test(tier_lmdb, full_map_with_writes_in_flight_small_and_huge_values)
+static void full_map_in_flight(void)
 {
-    open_with("map_size=8M&sync=none&max_item=2M");
     /* ~60 MiB of 100-byte records, then values of 1 MiB and of the 2 MiB
      * maximum (a quarter of the map, one contiguous run of pages each). */
     fill_async(100, 250000, 64);
@@ -379,6 +378,23 @@ Test(tier_lmdb, full_map_with_writes_in_flight_small_and_huge_values)
     cr_assert_eq(get_at("f:19", 4, t0), TC_OK);
     cr_assert_eq(out.len, 2u << 20);
     cr_assert_eq(stat_of("commit_errors"), 0);
+}
+
+Test(tier_lmdb, full_map_with_writes_in_flight_small_and_huge_values)
+{
+    open_with("map_size=8M&sync=none&max_item=2M");
+    full_map_in_flight();
+}
+
+/* The same through a writable map (MDB_WRITEMAP), then a reopen. */
+Test(tier_lmdb, writemap_full_map_and_reopen)
+{
+    open_with("map_size=8M&sync=periodic&max_item=2M&writemap=on");
+    full_map_in_flight();
+    close_tier();
+    open_with("map_size=8M&sync=periodic&max_item=2M&writemap=on");
+    cr_assert_eq(get_at("f:19", 4, t0), TC_OK, "lost across a clean close");
+    cr_assert_eq(out.len, 2u << 20);
 }
 
 /* ---- expiry ----------------------------------------------------------------- */
