@@ -89,10 +89,11 @@
 #define KEYBUF_MAX     (TC_KEY_MAX + 8u)
 #define FORMAT_KEY     "tiercache_format"
 #define FORMAT_VALUE   "tc-lmdb-1"
-#define EVICT_CHUNK    256u /* most records deleted per eviction transaction */
-#define READER_CHECK_S 5    /* seconds between mdb_reader_check runs */
-#define MAX_FULL_TRIES 12   /* MDB_MAP_FULL retries of one batch */
-#define READ_HOLD_MS   10   /* longest an idle async ctx keeps its snapshot */
+#define EVICT_CHUNK    256u   /* most records deleted per eviction transaction */
+#define READER_CHECK_S 5      /* seconds between mdb_reader_check runs */
+#define MAX_FULL_TRIES 12     /* MDB_MAP_FULL retries of one batch */
+#define MAX_QUEUE      65536u /* async writes queued before TC_EAGAIN */
+#define READ_HOLD_MS   10     /* longest an idle async ctx keeps its snapshot */
 
 enum sync_mode { SYNC_ALWAYS = 0, SYNC_PERIODIC = 1, SYNC_NONE = 2 };
 static const char *const sync_names[] = {"always", "periodic", "none", NULL};
@@ -157,6 +158,7 @@ struct lmdb_tier {
     pthread_cond_t wake; /* writer: work queued or stopping */
     pthread_cond_t done; /* synchronous waiters and disposing ctxs */
     struct wop *q_head, *q_tail;
+    size_t q_len;
     int stopping;
     pthread_t writer;
     struct wop **batch; /* the writer's batch, batch_max slots */
@@ -884,6 +886,7 @@ static void *writer_main(void *arg)
             pages += p;
             ops[n++] = m->q_head;
             m->q_head = m->q_head->next;
+            m->q_len--;
         }
         if (m->q_head == NULL) {
             m->q_tail = NULL;
@@ -905,13 +908,20 @@ static void *writer_main(void *arg)
 }
 
 /* Queues op; the writer owns it until it comes back through completion. */
-static void enqueue(struct lmdb_tier *m, struct wop *op)
+static int enqueue(struct lmdb_tier *m, struct wop *op)
 {
     op->next = NULL;
     pthread_mutex_lock(&m->lock);
     if (op->ctx != NULL) {
+        /* Loops that outrun the disk get TC_EAGAIN instead of growing the
+         * queue without bound; synchronous callers wait, one op each. */
+        if (m->q_len >= MAX_QUEUE) {
+            pthread_mutex_unlock(&m->lock);
+            return -1;
+        }
         op->ctx->at_writer++;
     }
+    m->q_len++;
     if (m->q_tail != NULL) {
         m->q_tail->next = op;
     } else {
@@ -920,6 +930,7 @@ static void enqueue(struct lmdb_tier *m, struct wop *op)
     m->q_tail = op;
     pthread_cond_signal(&m->wake);
     pthread_mutex_unlock(&m->lock);
+    return 0;
 }
 
 /* Runs op through the writer and waits for it (synchronous callers). */
@@ -927,7 +938,7 @@ static enum tc_status run_sync(struct lmdb_tier *m, struct wop *op)
 {
     op->ctx = NULL;
     op->done = 0;
-    enqueue(m, op);
+    (void)enqueue(m, op); /* never refused: op->ctx is NULL */
     pthread_mutex_lock(&m->lock);
     while (!op->done) {
         pthread_cond_wait(&m->done, &m->lock);
@@ -998,7 +1009,12 @@ static enum tc_status submit(struct tc_tier_ctx *cb, struct tc_tier_req *req, en
     op->ctx = c;
     op->req = req;
     op->kind = kind;
-    enqueue(m, op);
+    if (enqueue(m, op) != 0) {
+        op->next = c->free_wops;
+        c->free_wops = op;
+        req->status = TC_EAGAIN;
+        return TC_EAGAIN;
+    }
     return TC_EINPROGRESS;
 }
 
@@ -1329,6 +1345,7 @@ static void lmdb_ctx_dispose(struct tc_tier_ctx *cb)
                 *tail = op;
                 tail = &op->next;
                 c->at_writer--;
+                m->q_len--;
             } else {
                 prev = op;
                 pp = &op->next;

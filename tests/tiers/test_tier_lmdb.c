@@ -596,6 +596,47 @@ Test(tier_lmdb, dispose_with_requests_in_flight_completes_each_once)
     free(rs);
 }
 
+/* A loop that outruns the disk is told to back off (TC_EAGAIN) instead of
+ * queueing without bound; what was accepted still completes once. */
+Test(tier_lmdb, a_full_write_queue_answers_eagain)
+{
+    open_with("map_size=64M&sync=always");
+    struct tc_tier_ctx *sync_ctx = ctx;
+    struct event_base *base = event_base_new();
+    cr_assert_eq(tc_tier_ctx_init(tier, base, &ctx), TC_OK);
+    enum { N = 100000 };
+    struct async_req *rs = calloc(N, sizeof(*rs));
+    int accepted = 0, refused = 0;
+    for (int i = 0; i < N; i++) {
+        struct async_req *a = &rs[i];
+        snprintf(a->key, sizeof(a->key), "q%d", i);
+        a->req.key = a->key;
+        a->req.key_len = strlen(a->key);
+        a->req.value = "v";
+        a->req.value_len = 1;
+        a->req.now_ms = t0;
+        a->req.hdr.encoding = TC_ENC_BINARY;
+        a->req.done = on_done;
+        a->req.arg = a;
+        enum tc_status st = tc_tier_set(ctx, &a->req);
+        if (st == TC_EINPROGRESS) {
+            accepted++;
+        } else {
+            cr_assert_eq(st, TC_EAGAIN, "%d: %s", i, tc_status_name(st));
+            refused++;
+        }
+    }
+    cr_assert_gt(refused, 0, "100000 writes queued faster than fsyncs and none refused");
+    tc_tier_ctx_dispose(ctx);
+    ctx = sync_ctx;
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(rs[i].calls, rs[i].req.status == TC_EAGAIN ? 0 : 1, "%d ran done() %d times",
+                     i, rs[i].calls);
+    }
+    event_base_free(base);
+    free(rs);
+}
+
 /* ---- bad input --------------------------------------------------------------- */
 
 static void expect_open_error(const char *u, enum tc_status want, const char *needle)
