@@ -93,7 +93,6 @@
 #define READER_CHECK_S 5      /* seconds between mdb_reader_check runs */
 #define MAX_FULL_TRIES 12     /* MDB_MAP_FULL retries of one batch */
 #define MAX_QUEUE      65536u /* async writes queued before TC_EAGAIN */
-#define READ_HOLD_MS   10     /* longest an idle async ctx keeps its snapshot */
 
 enum sync_mode { SYNC_ALWAYS = 0, SYNC_PERIODIC = 1, SYNC_NONE = 2 };
 static const char *const sync_names[] = {"always", "periodic", "none", NULL};
@@ -166,13 +165,10 @@ struct lmdb_tier {
 
 struct lmdb_ctx {
     struct tc_tier_ctx base;
-    MDB_txn *rtxn;  /* see lmdb_get for when it is reset */
-    int rtxn_live;  /* renewed and not reset: holds a snapshot */
-    int idle_armed; /* idle_ev pending */
+    MDB_txn *rtxn; /* reset between gets */
     /* Async only (base.base != NULL). */
     int pipe_rd, pipe_wr;
     struct event *ev;
-    struct event *idle_ev; /* resets rtxn after READ_HOLD_MS without a get */
     struct wop *free_wops; /* ctx thread only */
     /* Guarded by the tier lock. */
     struct wop *done_head, *done_tail;
@@ -949,18 +945,6 @@ static enum tc_status run_sync(struct lmdb_tier *m, struct wop *op)
 
 /* ---- async completion (ctx thread) ---------------------------------------- */
 
-static void ctx_on_idle(evutil_socket_t fd, short what, void *arg)
-{
-    struct lmdb_ctx *c = arg;
-    (void)fd;
-    (void)what;
-    c->idle_armed = 0;
-    if (c->rtxn_live) {
-        mdb_txn_reset(c->rtxn);
-        c->rtxn_live = 0;
-    }
-}
-
 static void ctx_on_pipe(evutil_socket_t fd, short what, void *arg)
 {
     struct lmdb_ctx *c = arg;
@@ -1305,13 +1289,9 @@ static enum tc_status lmdb_ctx_init(struct tc_tier *t, struct event_base *base,
             fcntl(fds[i], F_SETFD, FD_CLOEXEC);
         }
         c->ev = event_new(base, c->pipe_rd, EV_READ | EV_PERSIST, ctx_on_pipe, c);
-        c->idle_ev = evtimer_new(base, ctx_on_idle, c);
-        if (c->ev == NULL || c->idle_ev == NULL || event_add(c->ev, NULL) != 0) {
+        if (c->ev == NULL || event_add(c->ev, NULL) != 0) {
             if (c->ev != NULL) {
                 event_free(c->ev);
-            }
-            if (c->idle_ev != NULL) {
-                event_free(c->idle_ev);
             }
             close(fds[0]);
             close(fds[1]);
@@ -1371,7 +1351,6 @@ static void lmdb_ctx_dispose(struct tc_tier_ctx *cb)
             op = next;
         }
         event_free(c->ev);
-        event_free(c->idle_ev);
         close(c->pipe_rd);
         close(c->pipe_wr);
         while (c->free_wops != NULL) {
@@ -1392,31 +1371,11 @@ static enum tc_status lmdb_get(struct tc_tier_ctx *cb, struct tc_tier_req *req)
     MDB_val dk = dkey_of(m, req->key, req->key_len, kbuf), v;
     enum tc_status st;
 
-    /*
-     * Snapshot reuse. A ctx on an event loop keeps its read txn across gets
-     * while nothing newer was committed (checked on every get, so a get
-     * always reads the latest commit), and an idle timer resets it within
-     * READ_HOLD_MS, so an idle worker never pins old pages for long. That
-     * skips LMDB's renew (reader slot update, named-DB lookup) on most
-     * gets of a read-mostly load. A ctx without a loop has no timer: it
-     * resets after every get.
-     */
-    int rc;
-    if (c->rtxn_live) {
-        MDB_envinfo info;
-        mdb_env_info(m->env, &info);
-        if (info.me_last_txnid != mdb_txn_id(c->rtxn)) {
-            mdb_txn_reset(c->rtxn);
-            c->rtxn_live = 0;
-        }
-    }
-    if (!c->rtxn_live) {
-        if ((rc = mdb_txn_renew(c->rtxn)) != 0) {
-            st = map_rc(rc) == TC_EAGAIN ? TC_EAGAIN : TC_EIO;
-            req->status = st;
-            return st;
-        }
-        c->rtxn_live = 1;
+    int rc = mdb_txn_renew(c->rtxn);
+    if (rc != 0) {
+        st = map_rc(rc) == TC_EAGAIN ? TC_EAGAIN : TC_EIO;
+        req->status = st;
+        return st;
     }
     rc = mdb_get(c->rtxn, m->data, &dk, &v);
     if (rc != 0) {
@@ -1443,19 +1402,8 @@ static enum tc_status lmdb_get(struct tc_tier_ctx *cb, struct tc_tier_req *req)
             st = TC_ENOTFOUND; /* a bad record is a miss, never a crash */
         }
     }
-    /* No pointer into the map survives this call (STYLE R7): the value was
-     * copied out, and a later commit makes the next get renew. */
-    if (cb->base == NULL) {
-        mdb_txn_reset(c->rtxn);
-        c->rtxn_live = 0;
-    } else if (!c->idle_armed) {
-        struct timeval tv = {0, READ_HOLD_MS * 1000};
-        c->idle_armed = evtimer_add(c->idle_ev, &tv) == 0;
-        if (!c->idle_armed) {
-            mdb_txn_reset(c->rtxn); /* no timer: do not hold it */
-            c->rtxn_live = 0;
-        }
-    }
+    /* No pointer into the map survives this reset (STYLE R7). */
+    mdb_txn_reset(c->rtxn);
     req->status = st;
     return st;
 }
