@@ -755,6 +755,17 @@ static void run_batch(struct lmdb_tier *m, struct wop **ops, size_t n)
             break;
         }
         STAT_ADD(m, map_full_retries, 1);
+        /* Freed pages may be pinned: by a dead process's reader slot (clear
+         * it now, not at the next periodic check), or by a reader inside a
+         * get (or another process's long read), so later tries wait a
+         * little instead of evicting everything at once. */
+        int dead = 0;
+        mdb_reader_check(m->env, &dead);
+        STAT_ADD(m, stale_readers_cleared, (uint64_t)dead);
+        if (attempt > 0) {
+            struct timespec pause = {0, 2000000};
+            nanosleep(&pause, NULL);
+        }
         if (n > 1) {
             break; /* split first: half a batch needs half the room */
         }
