@@ -773,7 +773,10 @@ static void run_batch(struct lmdb_tier *m, struct wop **ops, size_t n)
         double frac = m->low_water - 0.1 * (attempt + 1);
         size_t target = frac > 0 ? (size_t)(frac * (double)map_pages(m)) : 0;
         if (evict(m, target, (uint64_t)m->evict_chunk << (attempt < 10 ? attempt : 10)) == 0) {
-            break; /* nothing left to evict */
+            /* Nothing left to evict, but pages freed by the last commits
+             * may still be waiting to become reusable: age the free list
+             * and try again until the tries run out. */
+            advance(m);
         }
     }
     if (rc == 0) {

@@ -295,6 +295,7 @@ struct fill_loop {
     const unsigned char *value;
     size_t vsize;
     int next, total, outstanding, failed;
+    enum tc_status last_fail;
     struct fill_slot {
         struct tc_tier_req req;
         char key[24];
@@ -310,6 +311,7 @@ static void fill_done(struct tc_tier_req *req)
     s->loop->outstanding--;
     if (req->status != TC_OK) {
         s->loop->failed++;
+        s->loop->last_fail = req->status;
     }
     fill_issue(s);
 }
@@ -321,6 +323,23 @@ static void fill_issue(struct fill_slot *s)
         return;
     }
     int i = l->next++;
+    if (i > 0 && (i & 1)) {
+        /* Reads between the writes: readers must not starve eviction. */
+        struct tc_buf b = TC_BUF_INIT;
+        snprintf(s->key, sizeof(s->key), "f:%d", i / 2);
+        struct tc_tier_req g = {.key = s->key,
+                                .key_len = strlen(s->key),
+                                .out = &b,
+                                .now_ms = t0,
+                                .done = fill_done,
+                                .arg = s};
+        enum tc_status st = tc_tier_get(l->actx, &g);
+        if (st != TC_OK && st != TC_ENOTFOUND) {
+            l->failed++;
+            l->last_fail = st;
+        }
+        tc_buf_deinit(&b);
+    }
     snprintf(s->key, sizeof(s->key), "f:%d", i);
     memset(&s->req, 0, sizeof(s->req));
     s->req.key = s->key;
@@ -358,7 +377,8 @@ static void fill_async(size_t vsize, int total, int inflight)
     }
     tc_tier_ctx_dispose(l->actx);
     event_base_free(l->base);
-    cr_assert_eq(l->failed, 0, "%d of %d writes of %zu bytes failed", l->failed, total, vsize);
+    cr_assert_eq(l->failed, 0, "%d of %d operations (values of %zu bytes) failed, last with %s",
+                 l->failed, total, vsize, tc_status_name(l->last_fail));
     free(v);
     free(l);
 }
