@@ -1471,7 +1471,7 @@ static void lmdb_stats(struct tc_tier *t, tc_tier_stat_fn emit, void *arg)
     emit(arg, "items", records, TC_STAT_GAUGE);
     emit(arg, "bytes_used", used, TC_STAT_GAUGE);
     emit(arg, "bytes_capacity", info.me_mapsize, TC_STAT_GAUGE);
-    emit(arg, "readers", info.me_numreaders, TC_STAT_GAUGE);
+    emit(arg, "reader_slots", info.me_numreaders, TC_STAT_GAUGE);
 #define TC_X(name)                                                                                 \
     emit(arg, #name, atomic_load_explicit(&m->stats.name, memory_order_relaxed), TC_STAT_COUNTER);
     LMDB_STATS(TC_X)
