@@ -13,6 +13,8 @@
  *              process has it open, LMDB resets the whole reader table).
  *   two_procs  two forked processes write and read the same environment at
  *              once; no error, no torn value, no lost acknowledged write.
+ *   two_procs_fill  two processes write 12 MiB into one 8 MiB map while
+ *              reading: both evict, no write fails.
  *   async      two threads, each with its own event_base, keep 32 writes in
  *              flight: every done() runs once, on its own loop thread.
  *
@@ -477,6 +479,79 @@ static void test_two_procs(void)
     tc_tier_close(t);
 }
 
+/* ---- two processes filling a small map ----------------------------------------------- */
+
+/* Each writes ~6 MiB into one 8 MiB map while reading: both evict, and no
+ * write of either may fail. */
+enum { FILL_WRITES = 6000 };
+static int fill_child(int me)
+{
+    struct tc_tier *t = open_tier("map_size=8M&sync=none");
+    struct tc_tier_ctx *c;
+    if (t == NULL || tc_tier_ctx_init(t, NULL, &c) != TC_OK) {
+        return 2;
+    }
+    static char val[1000];
+    memset(val, 'a' + me, sizeof(val));
+    struct tc_buf b = TC_BUF_INIT;
+    int errors = 0;
+    for (int i = 0; i < FILL_WRITES; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "fill:%d:%d", me, i);
+        struct tc_tier_req r = {.key = key,
+                                .key_len = strlen(key),
+                                .value = val,
+                                .value_len = sizeof(val),
+                                .now_ms = wall_ms()};
+        r.hdr.encoding = TC_ENC_BINARY;
+        r.hdr.expire_ms = r.now_ms + 3600000 + (uint64_t)i;
+        if (tc_tier_set(c, &r) != TC_OK) {
+            if (errors++ == 0) {
+                fprintf(stderr, "fill child %d: write %d: %s\n", me, i, tc_status_name(r.status));
+            }
+        }
+        if (i % 4 == 0) {
+            snprintf(key, sizeof(key), "fill:%d:%d", 1 - me, i / 2);
+            enum tc_status st = get(c, key, &b);
+            errors += st != TC_OK && st != TC_ENOTFOUND;
+        }
+    }
+    tc_buf_deinit(&b);
+    tc_tier_ctx_dispose(c);
+    tc_tier_close(t);
+    return errors == 0 ? 0 : 1;
+}
+
+static void test_two_procs_fill(void)
+{
+    pid_t pids[2];
+    for (int i = 0; i < 2; i++) {
+        pids[i] = fork();
+        if (pids[i] == 0) {
+            _exit(fill_child(i));
+        }
+        CHECK(pids[i] > 0, "fork: %s", strerror(errno));
+    }
+    for (int i = 0; i < 2; i++) {
+        int status = -1;
+        if (pids[i] > 0) {
+            waitpid(pids[i], &status, 0);
+        }
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "fill child %d: a write failed in a shared full map (status %d)", i, status);
+    }
+    struct tc_tier *t = open_tier("map_size=8M");
+    CHECK(t != NULL, "reopen after the fill");
+    if (t != NULL) {
+        uint64_t items = stat_of(t, "items");
+        CHECK(items > 1000 && items < 8000, "%llu items left in an 8 MiB map",
+              (unsigned long long)items);
+        printf("two_procs_fill: 2 x %d writes of 1000 bytes into 8 MiB, %llu kept\n", FILL_WRITES,
+               (unsigned long long)items);
+        tc_tier_close(t);
+    }
+}
+
 /* ---- async, two loop threads ------------------------------------------------------- */
 
 enum { AS_INFLIGHT = 32, AS_OPS = 3000 };
@@ -627,8 +702,8 @@ int main(void)
 {
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
     static void (*const cases[])(void) = {test_kill9, test_stale_readers, test_two_procs,
-                                          test_async};
-    static const char *const names[] = {"kill9", "stale", "two_procs", "async"};
+                                          test_two_procs_fill, test_async};
+    static const char *const names[] = {"kill9", "stale", "two_procs", "two_procs_fill", "async"};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         snprintf(dir, sizeof(dir), "/tmp/tc-lmdb-stress-XXXXXX");
         if (mkdtemp(dir) == NULL) {
