@@ -657,8 +657,8 @@ static uint64_t evict(struct lmdb_tier *m, size_t target, uint64_t min_records)
             break;
         }
         total += n;
-        if (!more || n == 0) {
-            break; /* the index is empty */
+        if (!more) {
+            break; /* the index is empty (a chunk of orphans still counts as progress) */
         }
     }
     if (total > 0) {
@@ -1424,6 +1424,14 @@ static enum tc_status lmdb_get(struct tc_tier_ctx *cb, struct tc_tier_req *req)
 
 static enum tc_status lmdb_set(struct tc_tier_ctx *c, struct tc_tier_req *req)
 {
+    /* A header the codec refuses (unknown encoding or flag) is the
+     * caller's error: answer it here, before it can fail a whole batch
+     * and mark the tier degraded. */
+    uint8_t probe[TC_ITEM_HDR_SIZE];
+    if (tc_item_hdr_encode(&req->hdr, probe) != TC_OK) {
+        req->status = TC_EINVAL;
+        return TC_EINVAL;
+    }
     return submit(c, req, W_SET);
 }
 

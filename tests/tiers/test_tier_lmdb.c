@@ -692,6 +692,24 @@ Test(tier_lmdb, bad_uris_are_refused_with_a_clear_message)
     snprintf(u, sizeof(u), "lmdb://%s/x?map_size=10", dir);
     expect_open_error(u, TC_EINVAL, "map_size");
     unlink(file);
+    /* A header the item codec refuses fails that set only, synchronously,
+     * and leaves the tier healthy. */
+    snprintf(u, sizeof(u), "lmdb://%s/hdr?map_size=8M", dir);
+    char err0[512];
+    cr_assert_eq(tc_tier_open(NULL, u, &tier, err0, sizeof(err0)), TC_OK, "%s", err0);
+    cr_assert_eq(tc_tier_ctx_init(tier, NULL, &ctx), TC_OK);
+    struct tc_tier_req bad = {.key = "h", .key_len = 1, .value = "v", .value_len = 1, .now_ms = t0};
+    bad.hdr.encoding = 99;
+    cr_assert_eq(tc_tier_set(ctx, &bad), TC_EINVAL);
+    cr_assert_eq(get_at("h", 1, t0), TC_ENOTFOUND);
+    cr_assert_eq(tc_tier_health(tier, NULL, 0), TC_HEALTH_OK);
+    close_tier();
+    snprintf(u, sizeof(u), "%s/hdr/data.mdb", dir);
+    unlink(u);
+    snprintf(u, sizeof(u), "%s/hdr/lock.mdb", dir);
+    unlink(u);
+    snprintf(u, sizeof(u), "%s/hdr", dir);
+    rmdir(u);
     /* The directory is created when missing, parents included. */
     snprintf(u, sizeof(u), "lmdb://%s/new/deeper?map_size=8M", dir);
     char err[512];
