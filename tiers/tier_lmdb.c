@@ -127,6 +127,7 @@ struct wop {
     X(map_full_retries)                                                                            \
     X(corrupt)                                                                                     \
     X(syncs)                                                                                       \
+    X(queue_full)                                                                                  \
     X(stale_readers_cleared)
 
 struct lmdb_stats {
@@ -1008,6 +1009,7 @@ static enum tc_status submit(struct tc_tier_ctx *cb, struct tc_tier_req *req, en
     op->req = req;
     op->kind = kind;
     if (enqueue(m, op) != 0) {
+        STAT_ADD(m, queue_full, 1);
         op->next = c->free_wops;
         c->free_wops = op;
         req->status = TC_EAGAIN;
@@ -1476,7 +1478,11 @@ static void lmdb_stats(struct tc_tier *t, tc_tier_stat_fn emit, void *arg)
     }
     MDB_envinfo info;
     mdb_env_info(m->env, &info);
+    pthread_mutex_lock(&m->lock);
+    uint64_t queued = m->q_len;
+    pthread_mutex_unlock(&m->lock);
     emit(arg, "items", records, TC_STAT_GAUGE);
+    emit(arg, "write_queue", queued, TC_STAT_GAUGE);
     emit(arg, "bytes_used", used, TC_STAT_GAUGE);
     emit(arg, "bytes_capacity", info.me_mapsize, TC_STAT_GAUGE);
     emit(arg, "reader_slots", info.me_numreaders, TC_STAT_GAUGE);

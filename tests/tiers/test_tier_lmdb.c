@@ -647,6 +647,8 @@ Test(tier_lmdb, a_full_write_queue_answers_eagain)
         }
     }
     cr_assert_gt(refused, 0, "100000 writes queued faster than fsyncs and none refused");
+    cr_assert_eq(stat_of("queue_full"), (uint64_t)refused);
+    cr_assert_leq(stat_of("write_queue"), 65536); /* reported; its value depends on the disk */
     tc_tier_ctx_dispose(ctx);
     ctx = sync_ctx;
     for (int i = 0; i < N; i++) {
