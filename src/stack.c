@@ -16,7 +16,7 @@ struct tc_stack_ctx {
     struct tc_stack *stack;
     struct tc_tier_ctx *ctx[TC_STACK_MAX_TIERS];
     struct tc_hist hist[TC_STACK_MAX_TIERS][3];
-    int closing; /* set while disposing: completions start no new requests */
+    int closing;                  /* set while disposing: completions start no new requests */
     struct tc_stack_op *free_ops; /* recycled ops: a request allocates nothing */
     unsigned nfree;
 };
