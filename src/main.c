@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static const char *const default_tiers[] = {
@@ -78,6 +79,24 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     }
     char detail[512];
     tc_stack_check_health(srv->stack, detail, sizeof(detail));
+}
+
+/* Lets max-connections actually be reached: the default soft limit on file
+ * descriptors (often 1024) is raised toward the hard limit. */
+static void raise_fd_limit(uint64_t want)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want) {
+        return;
+    }
+    rlim_t old = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? (rlim_t)want : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < want) {
+        tc_log(TC_LOG_WARN,
+               "open files limited to %llu (was %llu); max-connections %llu cannot all be open",
+               (unsigned long long)rl.rlim_cur, (unsigned long long)old,
+               (unsigned long long)want - 256);
+    }
 }
 
 static int open_tiers(const struct tc_conf *conf, struct tc_tier **tiers, size_t *n)
@@ -145,6 +164,7 @@ int main(int argc, char **argv)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit(conf.max_connections + 256);
     if (evthread_use_pthreads() != 0) {
         tc_log(TC_LOG_CRIT, "evthread_use_pthreads failed");
         return 1;
@@ -184,6 +204,13 @@ int main(int argc, char **argv)
     m.srv = &srv;
     char detail[512];
     tc_stack_check_health(srv.stack, detail, sizeof(detail));
+    /* Signals first: a SIGTERM that arrives while workers start is kept and
+     * handled once the loop runs, instead of killing the process. */
+    static const int sigs[3] = {SIGTERM, SIGINT, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        sig_ev[i] = evsignal_new(m.base, sigs[i], on_signal, &m);
+        event_add(sig_ev[i], NULL);
+    }
     if (tc_workers_start(&srv) != TC_OK) {
         tc_log(TC_LOG_CRIT, "could not start the workers on %s", conf.listen);
         fprintf(stderr, "tiercache: could not listen on %s (see the log above)\n", conf.listen);
@@ -194,11 +221,6 @@ int main(int argc, char **argv)
     tc_log(TC_LOG_INFO, "listening on %s:%u with %zu workers", conf.listen_host, srv.port,
            srv.nworkers);
 
-    static const int sigs[3] = {SIGTERM, SIGINT, SIGHUP};
-    for (int i = 0; i < 3; i++) {
-        sig_ev[i] = evsignal_new(m.base, sigs[i], on_signal, &m);
-        event_add(sig_ev[i], NULL);
-    }
     m.sweep_ev = event_new(m.base, -1, EV_PERSIST, on_sweep, &m);
     struct timeval iv = {(time_t)(conf.sweep_interval_ms / 1000),
                          (suseconds_t)(conf.sweep_interval_ms % 1000) * 1000};
@@ -209,10 +231,12 @@ int main(int argc, char **argv)
     rc = 0;
     tc_log(TC_LOG_INFO, "stopped");
     event_free(m.sweep_ev);
-    for (int i = 0; i < 3; i++) {
-        event_free(sig_ev[i]);
-    }
 out_stack:
+    for (int i = 0; i < 3; i++) {
+        if (sig_ev[i] != NULL) {
+            event_free(sig_ev[i]);
+        }
+    }
     if (m.base != NULL) {
         event_base_free(m.base);
     }
