@@ -13,7 +13,7 @@
  *              process has it open, LMDB resets the whole reader table).
  *   two_procs  two forked processes write and read the same environment at
  *              once; no error, no torn value, no lost acknowledged write.
- *   two_procs_fill  two processes write 12 MiB into one 8 MiB map while
+ *   two_procs_fill  two processes write 10 MiB into one 8 MiB map while
  *              reading: both evict, no write fails.
  *   async      two threads, each with its own event_base, keep 32 writes in
  *              flight: every done() runs once, on its own loop thread.
@@ -207,6 +207,7 @@ static void test_kill9(void)
             CHECK(0, "pipe: %s", strerror(errno));
             return;
         }
+        fflush(NULL); /* or the child could print our buffered lines again */
         pid_t pid = fork();
         if (pid == 0) {
             close(fds[0]);
@@ -306,6 +307,7 @@ static pid_t start_holder(void)
     if (pipe(fds) != 0) {
         return -1;
     }
+    fflush(NULL); /* or the child could print our buffered lines again */
     pid_t pid = fork();
     if (pid == 0) {
         close(fds[0]);
@@ -349,7 +351,7 @@ static void test_stale_readers(void)
 
 /* ---- two processes -------------------------------------------------------------- */
 
-enum { TP_KEYS = 1500 };
+enum { TP_KEYS = 1000 };
 
 struct tp_reader {
     struct tc_tier *tier;
@@ -393,6 +395,10 @@ static void *tp_read(void *p)
                 r->errors++;
             }
         }
+        /* Leave the writers some CPU: this box may have two cores for all
+         * four threads (and TSan makes each of them slower). */
+        struct timespec pause = {0, 50000};
+        nanosleep(&pause, NULL);
     }
     tc_buf_deinit(&b);
     tc_tier_ctx_dispose(c);
@@ -442,6 +448,7 @@ static void test_two_procs(void)
 {
     pid_t pids[2];
     for (int i = 0; i < 2; i++) {
+        fflush(NULL); /* or the child could print our buffered lines again */
         pids[i] = fork();
         if (pids[i] == 0) {
             _exit(tp_child(i));
@@ -481,9 +488,9 @@ static void test_two_procs(void)
 
 /* ---- two processes filling a small map ----------------------------------------------- */
 
-/* Each writes ~6 MiB into one 8 MiB map while reading: both evict, and no
+/* Each writes ~5 MiB into one 8 MiB map while reading: both evict, and no
  * write of either may fail. */
-enum { FILL_WRITES = 6000 };
+enum { FILL_WRITES = 5000 };
 static int fill_child(int me)
 {
     struct tc_tier *t = open_tier("map_size=8M&sync=none");
@@ -526,6 +533,7 @@ static void test_two_procs_fill(void)
 {
     pid_t pids[2];
     for (int i = 0; i < 2; i++) {
+        fflush(NULL); /* or the child could print our buffered lines again */
         pids[i] = fork();
         if (pids[i] == 0) {
             _exit(fill_child(i));
