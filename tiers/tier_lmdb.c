@@ -15,9 +15,13 @@
  * so that sweeping expired records and evicting the earliest-expiring ones
  * walk tc_exp from its start: O(removed), never O(all keys).
  *
- * dkey is the key itself when it is at most RAW_MAX bytes (so that 8 + dkey
- * fits LMDB's key limit in tc_exp). A longer key is stored under exactly
- * RAW_MAX + 1 bytes: its first RAW_MAX + 1 - 32 bytes, then the SHA-256 of
+ * The unnamed main database holds only those two and a format marker
+ * ("tiercache_format"), checked at open.
+ *
+ * dkey is the key itself when it is at most raw_max bytes, raw_max being
+ * mdb_env_get_maxkeysize() - 9 (502 on Debian), so that 8 + dkey fits
+ * LMDB's key limit in tc_exp. A longer key is stored under exactly
+ * raw_max + 1 bytes: its first raw_max + 1 - 32 bytes, then the SHA-256 of
  * the whole key. Raw and digested dkeys therefore never collide (different
  * lengths), keep prefix order for clear-by-prefix, and the record keeps the
  * full key, compared on every read.
@@ -45,6 +49,10 @@
  *
  * While one commit runs, new ops queue up and ride the next one: that is the
  * group commit, and why a worker on an event loop never waits for an fsync.
+ * Async ops beyond MAX_QUEUE queued are refused with TC_EAGAIN. A sync
+ * caller's op lives on its stack; an async op comes from its ctx's free
+ * list and points at the caller's request, which tier.h keeps valid until
+ * done() has run.
  *
  * Space: "in use" is the pages held by the B-trees. Before a batch, if in
  * use plus what the batch may dirty passes high_water of the map, the writer
