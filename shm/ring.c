@@ -65,6 +65,12 @@ _Static_assert(TC_RING_NCOUNTERS ==
 #define DEF_PROMOTE    40u
 #define DEF_SMALL      10u
 #define DEF_TIMEOUT_MS 2000u
+#ifndef IDX_DIV
+#define IDX_DIV 10u
+#endif
+#ifndef GHOST_PCT
+#define GHOST_PCT 900u
+#endif
 
 enum {
     C_GETS,
@@ -105,6 +111,9 @@ struct tc_ring {
     uint64_t cap[TC_RING_NLOGS], words[TC_RING_NLOGS];
     uint64_t seed, max_rec, max_item, seg_size;
     uint64_t promote_age; /* main-log age past which a read re-appends */
+    /* A dead slot remembers its key only this long (bytes written since),
+     * like S3-FIFO's bounded ghost queue: older comebacks are new keys. */
+    uint64_t ghost_age[TC_RING_NLOGS];
     uint64_t pid;
     struct tc_ring_ctx ctxs[TC_RING_MAX_CTX];
 };
@@ -234,20 +243,40 @@ static void cur_store(struct wcur *c, uint64_t v)
     }
 }
 
-/* Copies n bytes out of the log (the record's padding makes whole words). */
-static void cur_read(struct wcur *c, void *dst, size_t n)
+/* Copies n bytes starting at word w of log L (the record's padding makes
+ * whole words). The common case does not wrap and runs without the check. */
+static void log_read(const struct tc_ring *r, unsigned L, uint64_t w, void *dst, size_t n)
 {
+    _Atomic uint64_t *log = r->log[L];
+    uint64_t words = r->words[L];
     uint8_t *d = dst;
-    while (n >= 8) {
-        uint64_t v = cur_load(c);
-        memcpy(d, &v, 8);
-        d += 8;
-        n -= 8;
+    size_t full = n / 8, tail = n % 8;
+    if (w + full + (tail != 0) <= words) {
+        for (size_t i = 0; i < full; i++) {
+            uint64_t v = atomic_load_explicit(&log[w + i], memory_order_relaxed);
+            memcpy(d + 8 * i, &v, 8);
+        }
+        if (tail != 0) {
+            uint64_t v = atomic_load_explicit(&log[w + full], memory_order_relaxed);
+            memcpy(d + 8 * full, &v, tail);
+        }
+        return;
     }
-    if (n > 0) {
-        uint64_t v = cur_load(c);
-        memcpy(d, &v, n);
+    struct wcur c = {log, words, w};
+    for (size_t i = 0; i < full; i++) {
+        uint64_t v = cur_load(&c);
+        memcpy(d + 8 * i, &v, 8);
     }
+    if (tail != 0) {
+        uint64_t v = cur_load(&c);
+        memcpy(d + 8 * full, &v, tail);
+    }
+}
+
+static uint64_t word_add(const struct tc_ring *r, unsigned L, uint64_t w, uint64_t n)
+{
+    w += n;
+    return w >= r->words[L] ? w - r->words[L] : w;
 }
 
 /* Streams bytes into words; pads the last word with zeros on flush. */
@@ -318,12 +347,12 @@ struct found {
     uint64_t slot, pos, head;
     unsigned L;
     struct tc_ring_rec rec;
-    struct wcur after; /* cursor at the value (P_MATCH) */
+    uint64_t wkey; /* word index of the key in log L */
 };
 
 /* Resolves slot s and reads its record header. P_DEAD: overwritten; P_BAD:
  * header fails validation (garbage or a lapped writer); otherwise the header
- * is plausible and f->after points at the key. */
+ * is plausible and f->wkey locates the key. */
 static enum probe read_header(const struct tc_ring *r, uint64_t s, struct found *f)
 {
     f->slot = s;
@@ -333,12 +362,19 @@ static enum probe read_header(const struct tc_ring *r, uint64_t s, struct found 
     if (!intact(r, f->L, f->pos, f->head)) {
         return P_DEAD;
     }
-    f->after = cur_at(r, f->L, f->pos);
+    uint64_t w0 = (f->pos % r->cap[f->L]) / 8;
     uint64_t w[4];
-    for (int i = 0; i < 4; i++) {
-        w[i] = cur_load(&f->after);
-    }
-    memcpy(&f->rec, w, sizeof(w));
+    log_read(r, f->L, w0, w, sizeof(w));
+    /* Word 2 is key_len | flags << 16 | val_len << 32 (host order, as the
+     * struct lays it out on the little-endian hosts we build for and as
+     * append() writes it on any host). */
+    f->rec.stamp = w[0];
+    f->rec.expire_ms = w[1];
+    f->rec.key_len = (uint16_t)w[2];
+    f->rec.flags = (uint16_t)(w[2] >> 16);
+    f->rec.val_len = (uint32_t)(w[2] >> 32);
+    f->rec.check = w[3];
+    f->wkey = word_add(r, f->L, w0, 4);
     uint64_t len = rec_len(f->rec.key_len, f->rec.val_len);
     if (f->rec.stamp != f->pos || f->rec.key_len == 0 || f->rec.key_len > TC_RING_KEY_MAX ||
         len > r->max_rec || f->head - f->pos < len) {
@@ -358,9 +394,20 @@ static enum probe probe(const struct tc_ring *r, uint64_t s, const struct wkey *
         return P_OTHER;
     }
     size_t nw = (size_t)pad8(k->klen) / 8;
-    for (size_t i = 0; i < nw; i++) {
-        if (cur_load(&f->after) != k->w[i]) {
-            return P_OTHER;
+    _Atomic uint64_t *log = r->log[f->L];
+    uint64_t w = f->wkey;
+    if (w + nw <= r->words[f->L]) {
+        for (size_t i = 0; i < nw; i++) {
+            if (atomic_load_explicit(&log[w + i], memory_order_relaxed) != k->w[i]) {
+                return P_OTHER;
+            }
+        }
+    } else {
+        struct wcur c = {log, r->words[f->L], w};
+        for (size_t i = 0; i < nw; i++) {
+            if (cur_load(&c) != k->w[i]) {
+                return P_OTHER;
+            }
         }
     }
     return P_MATCH;
@@ -407,8 +454,9 @@ static uint64_t append(struct tc_ring *r, unsigned L, const struct wkey *k,
         h.check = XXH3_64bits_digest(&st);
     }
     struct wstream ws = {cur_at(r, L, pos), 0, 0};
-    uint64_t hw[4];
-    memcpy(hw, &h, sizeof(hw));
+    uint64_t hw[4] = {h.stamp, h.expire_ms,
+                      (uint64_t)h.key_len | (uint64_t)h.flags << 16 | (uint64_t)h.val_len << 32,
+                      h.check};
     for (int i = 0; i < 4; i++) {
         cur_store(&ws.c, hw[i]);
     }
@@ -606,7 +654,7 @@ enum tc_status tc_ring_get(struct tc_ring_ctx *c, const void *key, size_t klen, 
             }
             break;
         }
-        cur_read(&f.after, buf, vlen);
+        log_read(r, f.L, word_add(r, f.L, f.wkey, pad8(f.rec.key_len) / 8), buf, vlen);
         uint64_t sum = XXH3_64bits_withSeed(buf, vlen, check_seed(k.hash, &f.rec));
         if (!still_intact(r, f.L, f.pos)) {
             bump(c, C_TORN);
@@ -665,15 +713,18 @@ enum tc_status tc_ring_setv(struct tc_ring_ctx *c, const void *key, size_t klen,
      * was here until recently (a ghost: tag match, record overwritten), has
      * proved it comes back; it goes to the main log. New keys go to probation. */
     unsigned L = TC_RING_LOG_SMALL;
+    if (head_of(r, TC_RING_LOG_MAIN) + rec_len(klen, vlen) <= r->cap[TC_RING_LOG_MAIN]) {
+        L = TC_RING_LOG_MAIN; /* never lapped: nothing to protect yet, evict nothing */
+    }
     struct tc_ring_bucket *b = &r->index[k.hash & r->bucket_mask];
-    for (unsigned i = 0; i < TC_RING_BUCKET_W; i++) {
+    for (unsigned i = 0; i < TC_RING_BUCKET_W && L == TC_RING_LOG_SMALL; i++) {
         uint64_t s = atomic_load_explicit(&b->slot[i], memory_order_acquire); /* as in get */
         if (s >> TC_RING_TAG_SHIFT != k.tag) {
             continue;
         }
         struct found f;
         enum probe p = probe(r, s, &k, &f);
-        if (p == P_MATCH || p == P_DEAD) {
+        if (p == P_MATCH || (p == P_DEAD && f.head - f.pos <= r->ghost_age[f.L])) {
             L = TC_RING_LOG_MAIN;
             break;
         }
@@ -741,7 +792,7 @@ enum tc_status tc_ring_clear(struct tc_ring_ctx *c, const void *prefix, size_t p
         if (f.rec.key_len < plen) {
             continue;
         }
-        cur_read(&f.after, kbuf, f.rec.key_len);
+        log_read(r, f.L, f.wkey, kbuf, f.rec.key_len);
         if (!still_intact(r, f.L, f.pos) || (plen > 0 && memcmp(kbuf, prefix, plen) != 0)) {
             continue;
         }
@@ -962,7 +1013,9 @@ static enum tc_status plan(const struct tc_ring_options *o, struct geometry *g, 
     uint64_t nb = o->buckets;
     if (nb == 0) {
         nb = 1;
-        while (nb * 2 * TC_RING_CACHELINE <= avail / 16) {
+        /* ~1 slot per 100 log bytes: records of small values are ~150-200
+         * bytes, so the index rarely drops a live item for want of a slot. */
+        while (nb * 2 * TC_RING_CACHELINE <= avail / IDX_DIV) {
             nb *= 2;
         }
     }
@@ -1248,6 +1301,9 @@ enum tc_status tc_ring_open(const char *name, const struct tc_ring_options *opt,
     }
     unsigned pp = o.promote_pct ? o.promote_pct : DEF_PROMOTE;
     r->promote_age = r->cap[TC_RING_LOG_MAIN] / 100 * (100 - pp);
+    for (unsigned L = 0; L < TC_RING_NLOGS; L++) {
+        r->ghost_age[L] = r->cap[L] + r->cap[L] * GHOST_PCT / 100;
+    }
     r->pid = (uint64_t)getpid();
     *out = r;
     return TC_OK;

@@ -31,12 +31,13 @@ struct shm_ctx {
     struct tc_ring_ctx *rc;
 };
 
-static const char *const shm_params[] = {"size", "mode", "max_item", NULL};
+static const char *const shm_params[] = {"size",      "mode",        "max_item",
+                                         "small_pct", "promote_pct", NULL};
 
 static enum tc_status shm_open_tier(const struct tc_tier_params *p, struct tc_tier **out, char *err,
                                     size_t errlen)
 {
-    uint64_t size, mode, max_item;
+    uint64_t size, mode, max_item, small_pct, promote_pct;
     enum tc_status st =
         tc_tier_params_size(p, "size", 64ull << 20, 256u << 10, 1ull << 44, &size, err, errlen);
     if (st == TC_OK) {
@@ -46,6 +47,12 @@ static enum tc_status shm_open_tier(const struct tc_tier_params *p, struct tc_ti
         uint64_t def_item = size / 16 < (1u << 20) ? size / 16 : (1u << 20);
         st = tc_tier_params_size(p, "max_item", def_item, 1, size / 4, &max_item, err, errlen);
     }
+    if (st == TC_OK) {
+        st = tc_tier_params_uint(p, "small_pct", 10, 0, 1, 50, &small_pct, err, errlen);
+    }
+    if (st == TC_OK) {
+        st = tc_tier_params_uint(p, "promote_pct", 10, 0, 1, 100, &promote_pct, err, errlen);
+    }
     if (st != TC_OK) {
         return st;
     }
@@ -54,8 +61,11 @@ static enum tc_status shm_open_tier(const struct tc_tier_params *p, struct tc_ti
         return TC_ENOMEM;
     }
     /* The ring's max item counts the item header we put in front. */
-    struct tc_ring_options o = {
-        .size = size, .mode = (unsigned)mode, .max_item = max_item + TC_ITEM_HDR_SIZE};
+    struct tc_ring_options o = {.size = size,
+                                .mode = (unsigned)mode,
+                                .max_item = max_item + TC_ITEM_HDR_SIZE,
+                                .small_pct = (unsigned)small_pct,
+                                .promote_pct = (unsigned)promote_pct};
     st = tc_ring_open(tc_tier_params_target(p), &o, &s->ring, err, errlen);
     if (st != TC_OK) {
         free(s);
