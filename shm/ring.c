@@ -1033,7 +1033,8 @@ static enum tc_status plan(const struct tc_ring_options *o, struct geometry *g, 
     }
     uint64_t want_item = o->max_item ? o->max_item : default_max_item(size);
     uint64_t small = logs * pct / 100;
-    uint64_t need = 2 * pad8(want_item + rec_overhead());
+    uint64_t need = (2 * pad8(want_item + rec_overhead()) + TC_RING_CACHELINE - 1) &
+                    ~(uint64_t)(TC_RING_CACHELINE - 1);
     if (small < need) {
         small = need;
     }
