@@ -111,6 +111,7 @@ struct tc_ring {
     uint64_t cap[TC_RING_NLOGS], words[TC_RING_NLOGS];
     uint64_t seed, max_rec, max_item, seg_size;
     uint64_t promote_age; /* main-log age past which a read re-appends */
+    uint64_t inplace_age; /* main-log age below which a same-size set rewrites in place */
     /* A dead slot remembers its key only this long (bytes written since),
      * like S3-FIFO's bounded ghost queue: older comebacks are new keys. */
     uint64_t ghost_age[TC_RING_NLOGS];
@@ -192,7 +193,7 @@ static uint64_t head_of(const struct tc_ring *r, unsigned L)
 /* Full position of a slot's 47-bit position relative to the current head. */
 static uint64_t slot_pos(uint64_t s, uint64_t head)
 {
-    return head - ((head - (s & TC_RING_POS_MASK)) & TC_RING_POS_MASK);
+    return head - ((head - (s & TC_RING_POS_MASK & ~7ull)) & TC_RING_POS_MASK);
 }
 
 static unsigned slot_log(uint64_t s)
@@ -363,6 +364,13 @@ static enum probe read_header(const struct tc_ring *r, uint64_t s, struct found 
         return P_DEAD;
     }
     uint64_t w0 = (f->pos % r->cap[f->L]) / 8;
+    /* The record's first lines miss together instead of one after another:
+     * a get is two dependent cache misses (bucket, record) at best. */
+    if (w0 + 32 <= r->words[f->L]) {
+        __builtin_prefetch(&r->log[f->L][w0 + 8]);
+        __builtin_prefetch(&r->log[f->L][w0 + 16]);
+        __builtin_prefetch(&r->log[f->L][w0 + 24]);
+    }
     uint64_t w[4];
     log_read(r, f->L, w0, w, sizeof(w));
     /* Word 2 is key_len | flags << 16 | val_len << 32 (host order, as the
@@ -421,27 +429,18 @@ static int clear_slot(_Atomic uint64_t *slot, uint64_t seen)
                                                    memory_order_relaxed);
 }
 
-/* Reserves and writes a record; returns its position. */
-static uint64_t append(struct tc_ring *r, unsigned L, const struct wkey *k,
-                       const struct tc_ring_iov *iov, size_t iovcnt, size_t vlen,
-                       uint64_t expire_ms, unsigned flags, const uint64_t *check_or_null)
+/* Writes a whole record at pos of log L with relaxed word stores. */
+static void write_record(struct tc_ring *r, unsigned L, uint64_t pos, const struct wkey *k,
+                         const struct tc_ring_iov *iov, size_t iovcnt, size_t vlen,
+                         uint64_t expire_ms, unsigned flags)
 {
-    uint64_t len = rec_len(k->klen, vlen);
-    /* Relaxed: the release fence below orders it before our stores. */
-    uint64_t pos = atomic_fetch_add_explicit(r->head[L], len, memory_order_relaxed);
-    /* Pairs with the fence(acquire) in still_intact(): a reader that sees
-     * any of the bytes below also sees this reservation. */
-    atomic_thread_fence(memory_order_release);
-
     struct tc_ring_rec h = {.stamp = pos,
                             .expire_ms = expire_ms,
                             .key_len = (uint16_t)k->klen,
                             .flags = (uint16_t)flags,
                             .val_len = (uint32_t)vlen};
     uint64_t seed = check_seed(k->hash, &h);
-    if (check_or_null != NULL) {
-        h.check = *check_or_null;
-    } else if (iovcnt == 1) {
+    if (iovcnt == 1) {
         h.check = XXH3_64bits_withSeed(iov[0].base, iov[0].len, seed);
     } else {
         XXH3_state_t st;
@@ -460,6 +459,10 @@ static uint64_t append(struct tc_ring *r, unsigned L, const struct wkey *k,
     for (int i = 0; i < 4; i++) {
         cur_store(&ws.c, hw[i]);
     }
+    /* Header before value: pairs with the fence(acquire) a reader runs
+     * (still_intact) before header_unchanged(), so one that saw new value
+     * bytes of an in-place rewrite also sees its new header. */
+    atomic_thread_fence(memory_order_release);
     for (size_t i = 0; i < (size_t)pad8(k->klen) / 8; i++) {
         cur_store(&ws.c, k->w[i]);
     }
@@ -469,7 +472,41 @@ static uint64_t append(struct tc_ring *r, unsigned L, const struct wkey *k,
         }
     }
     ws_flush(&ws);
+}
+
+/* Reserves and writes a record; returns its position. */
+static uint64_t append(struct tc_ring *r, unsigned L, const struct wkey *k,
+                       const struct tc_ring_iov *iov, size_t iovcnt, size_t vlen,
+                       uint64_t expire_ms, unsigned flags)
+{
+    uint64_t len = rec_len(k->klen, vlen);
+    /* Relaxed: the release fence below orders it before our stores. */
+    uint64_t pos = atomic_fetch_add_explicit(r->head[L], len, memory_order_relaxed);
+    /* Pairs with the fence(acquire) in still_intact(): a reader that sees
+     * any of the bytes below also sees this reservation. */
+    atomic_thread_fence(memory_order_release);
+    write_record(r, L, pos, k, iov, iovcnt, vlen, expire_ms, flags);
     return pos;
+}
+
+/* Takes the BUSY bit of a slot that still holds exactly what we saw.
+ * Acq_rel: our record stores after it cannot move before it, and we see the
+ * record as the last releaser of the slot left it. */
+static int take_busy(_Atomic uint64_t *slot, uint64_t seen)
+{
+    return (seen & TC_RING_SLOT_BUSY) == 0 &&
+           atomic_compare_exchange_strong_explicit(slot, &seen, seen | TC_RING_SLOT_BUSY,
+                                                   memory_order_acq_rel, memory_order_relaxed);
+}
+
+/* True if the record header at f still reads as probed (nobody rewrote it). */
+static int header_unchanged(const struct tc_ring *r, const struct found *f)
+{
+    uint64_t w[4];
+    log_read(r, f->L, (f->pos % r->cap[f->L]) / 8, w, sizeof(w));
+    return w[0] == f->rec.stamp && w[1] == f->rec.expire_ms && w[3] == f->rec.check &&
+           w[2] == ((uint64_t)f->rec.key_len | (uint64_t)f->rec.flags << 16 |
+                    (uint64_t)f->rec.val_len << 32);
 }
 
 static uint64_t make_slot(uint64_t tag, unsigned L, uint64_t pos)
@@ -480,7 +517,7 @@ static uint64_t make_slot(uint64_t tag, unsigned L, uint64_t pos)
 #define DEAD_AGE (UINT64_MAX - 1)
 
 /* Age of a slot relative to its log's capacity, scaled to 2^16, for picking
- * the oldest victim across two logs of different sizes. */
+ * the victim in a full bucket across two logs of different sizes. */
 static uint64_t slot_age(const struct tc_ring *r, uint64_t s)
 {
     unsigned L = slot_log(s);
@@ -489,7 +526,9 @@ static uint64_t slot_age(const struct tc_ring *r, uint64_t s)
     if (age > r->cap[L]) {
         return DEAD_AGE;
     }
-    return (age << 16) / r->cap[L];
+    /* A full bucket drops a probationary item before any main-log one: the
+     * main log holds the keys that proved they come back. */
+    return (age << 16) / r->cap[L] + (L == TC_RING_LOG_SMALL ? 1ull << 20 : 0);
 }
 
 /* Publishes (L, pos) for key k in its bucket. Of two concurrent inserts of
@@ -585,22 +624,67 @@ static enum tc_status check_key(const void *key, size_t klen)
     return TC_OK;
 }
 
+/* Re-appends a record read near the tail (or in probation) to the main log.
+ * Under the slot's BUSY bit, so that an in-place rewrite cannot slip between
+ * our copy and our CAS (the slot value would be the same again: ABA). */
 static void promote(struct tc_ring_ctx *c, const struct wkey *k, _Atomic uint64_t *slot,
                     const struct found *f, const void *value)
 {
     struct tc_ring *r = c->ring;
-    struct tc_ring_iov iov = {value, f->rec.val_len};
-    uint64_t pos = append(r, TC_RING_LOG_MAIN, k, &iov, 1, f->rec.val_len, f->rec.expire_ms,
-                          f->rec.flags, NULL);
     uint64_t seen = f->slot;
-    /* Only over exactly the slot we read: a set that replaced it meanwhile
-     * is newer than our copy and must win. Release: as in publish(). */
-    if (intact(r, TC_RING_LOG_MAIN, pos, head_of(r, TC_RING_LOG_MAIN)) &&
-        atomic_compare_exchange_strong_explicit(slot, &seen,
-                                                make_slot(k->tag, TC_RING_LOG_MAIN, pos),
-                                                memory_order_release, memory_order_relaxed)) {
+    if (!take_busy(slot, seen)) {
+        return;
+    }
+    if (!header_unchanged(r, f) || !still_intact(r, f->L, f->pos)) {
+        /* Rewritten since we copied it: our copy is stale. Release: we wrote
+         * nothing, but every slot store releases. */
+        uint64_t b = seen | TC_RING_SLOT_BUSY;
+        atomic_compare_exchange_strong_explicit(slot, &b, seen, memory_order_release,
+                                                memory_order_relaxed);
+        return;
+    }
+    struct tc_ring_iov iov = {value, f->rec.val_len};
+    uint64_t pos =
+        append(r, TC_RING_LOG_MAIN, k, &iov, 1, f->rec.val_len, f->rec.expire_ms, f->rec.flags);
+    uint64_t b = seen | TC_RING_SLOT_BUSY;
+    uint64_t next = intact(r, TC_RING_LOG_MAIN, pos, head_of(r, TC_RING_LOG_MAIN))
+                        ? make_slot(k->tag, TC_RING_LOG_MAIN, pos)
+                        : seen;
+    /* Only over our own BUSY slot: a set or delete that replaced it is newer
+     * than our copy and wins. Release: pairs with readers' acquire load. */
+    if (atomic_compare_exchange_strong_explicit(slot, &b, next, memory_order_release,
+                                                memory_order_relaxed) &&
+        next != seen) {
         bump(c, C_PROMOTIONS);
     }
+}
+
+/* Rewrites a live main-log record of the same length where it lies, so that
+ * updating a hot key does not fill the log with its dead versions. Readers
+ * copying it meanwhile see the checksum fail (a miss). Returns 1 if done. */
+static int rewrite_in_place(struct tc_ring_ctx *c, const struct wkey *k, _Atomic uint64_t *slot,
+                            const struct found *f, const struct tc_ring_iov *iov, size_t iovcnt,
+                            size_t vlen, uint64_t expire_ms, unsigned flags)
+{
+    struct tc_ring *r = c->ring;
+    uint64_t seen = f->slot;
+    if (!take_busy(slot, seen)) {
+        return 0;
+    }
+    uint64_t b = seen | TC_RING_SLOT_BUSY;
+    if (!still_intact(r, f->L, f->pos) || head_of(r, f->L) - f->pos > r->inplace_age) {
+        /* Too close to the tail now: an append is safer. Release: as below. */
+        atomic_compare_exchange_strong_explicit(slot, &b, seen, memory_order_release,
+                                                memory_order_relaxed);
+        return 0;
+    }
+    write_record(r, f->L, f->pos, k, iov, iovcnt, vlen, expire_ms, flags);
+    /* Release: pairs with readers' acquire load of the slot; a reader that
+     * sees the slot un-BUSY sees the whole new record. If the CAS fails, a
+     * set or delete replaced the slot meanwhile and is the newer write. */
+    atomic_compare_exchange_strong_explicit(slot, &b, seen, memory_order_release,
+                                            memory_order_relaxed);
+    return 1;
 }
 
 enum tc_status tc_ring_get(struct tc_ring_ctx *c, const void *key, size_t klen, uint64_t now_ms,
@@ -661,10 +745,15 @@ enum tc_status tc_ring_get(struct tc_ring_ctx *c, const void *key, size_t klen, 
             break;
         }
         if (sum != f.rec.check) {
-            /* Intact by the head, yet the bytes disagree: a lapped writer or
-             * a scribbler mixed them. Never serve it. */
-            bump(c, C_CORRUPT);
-            clear_slot(&b->slot[i], s);
+            /* Never served. A record being rewritten in place changes its
+             * header first (then the value), so an unchanged header over
+             * disagreeing bytes means a lapped writer or a scribbler. */
+            if ((s & TC_RING_SLOT_BUSY) == 0 && header_unchanged(r, &f)) {
+                bump(c, C_CORRUPT);
+                clear_slot(&b->slot[i], s);
+            } else {
+                bump(c, C_TORN);
+            }
             continue;
         }
         bump(c, C_HITS);
@@ -711,25 +800,36 @@ enum tc_status tc_ring_setv(struct tc_ring_ctx *c, const void *key, size_t klen,
     wkey_init(r, &k, key, klen);
     /* Which log: a key already live, or one whose slot still remembers it
      * was here until recently (a ghost: tag match, record overwritten), has
-     * proved it comes back; it goes to the main log. New keys go to probation. */
+     * proved it comes back; it goes to the main log. New keys go to probation,
+     * except while the main log has never lapped (nothing to protect yet). */
     unsigned L = TC_RING_LOG_SMALL;
     if (head_of(r, TC_RING_LOG_MAIN) + rec_len(klen, vlen) <= r->cap[TC_RING_LOG_MAIN]) {
-        L = TC_RING_LOG_MAIN; /* never lapped: nothing to protect yet, evict nothing */
+        L = TC_RING_LOG_MAIN;
     }
     struct tc_ring_bucket *b = &r->index[k.hash & r->bucket_mask];
-    for (unsigned i = 0; i < TC_RING_BUCKET_W && L == TC_RING_LOG_SMALL; i++) {
+    for (unsigned i = 0; i < TC_RING_BUCKET_W; i++) {
         uint64_t s = atomic_load_explicit(&b->slot[i], memory_order_acquire); /* as in get */
         if (s >> TC_RING_TAG_SHIFT != k.tag) {
             continue;
         }
         struct found f;
         enum probe p = probe(r, s, &k, &f);
-        if (p == P_MATCH || (p == P_DEAD && f.head - f.pos <= r->ghost_age[f.L])) {
+        if (p == P_MATCH) {
+            if (f.L == TC_RING_LOG_MAIN && rec_len(klen, vlen) == rec_len(klen, f.rec.val_len) &&
+                f.head - f.pos <= r->inplace_age &&
+                rewrite_in_place(c, &k, &b->slot[i], &f, iov, iovcnt, vlen, expire_ms, flags)) {
+                bump(c, C_SETS);
+                return TC_OK;
+            }
+            L = TC_RING_LOG_MAIN;
+            break;
+        }
+        if (p == P_DEAD && f.head - f.pos <= r->ghost_age[f.L]) {
             L = TC_RING_LOG_MAIN;
             break;
         }
     }
-    uint64_t pos = append(r, L, &k, iov, iovcnt, vlen, expire_ms, flags, NULL);
+    uint64_t pos = append(r, L, &k, iov, iovcnt, vlen, expire_ms, flags);
     publish(c, &k, L, pos);
     bump(c, C_SETS);
     return TC_OK;
@@ -1302,6 +1402,12 @@ enum tc_status tc_ring_open(const char *name, const struct tc_ring_options *opt,
     }
     unsigned pp = o.promote_pct ? o.promote_pct : DEF_PROMOTE;
     r->promote_age = r->cap[TC_RING_LOG_MAIN] / 100 * (100 - pp);
+    /* Far from the tail, so that a rewrite is not lapped while it writes
+     * (the checksum would catch it, but it would cost the newer record). */
+    r->inplace_age = r->cap[TC_RING_LOG_MAIN] / 2;
+    if (r->inplace_age > r->promote_age) {
+        r->inplace_age = r->promote_age;
+    }
     for (unsigned L = 0; L < TC_RING_NLOGS; L++) {
         r->ghost_age[L] = r->cap[L] + r->cap[L] * GHOST_PCT / 100;
     }

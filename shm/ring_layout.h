@@ -21,7 +21,7 @@
  *
  *    63          48 47  46                                          0
  *   +--------------+---+---------------------------------------------+
- *   |  tag (!= 0)  | L |  log position of the record, low 47 bits    |
+ *   |  tag (!= 0)  | L |  log position, low 47 bits (bit 0: BUSY)    |
  *   +--------------+---+---------------------------------------------+
  *
  * Record in log L at position pos (8-byte aligned, may wrap the ring's end):
@@ -63,6 +63,10 @@ _Static_assert(sizeof(_Atomic uint64_t) == 8, "atomic u64 must have the size of 
 #define TC_RING_POS_MASK  ((1ull << TC_RING_POS_BITS) - 1)
 #define TC_RING_LOG_BIT   (1ull << TC_RING_POS_BITS)
 #define TC_RING_TAG_SHIFT 48u
+/* Positions are multiples of 8, so the low bits of the position field are
+ * free: bit 0 marks a slot whose record is being rewritten in place or
+ * copied by a promotion (one at a time; readers still read it). */
+#define TC_RING_SLOT_BUSY 1ull
 
 /* Counters per stat slot: the list is TC_RING_STATS_COUNTERS in ring.h. */
 #define TC_RING_NCOUNTERS 13u

@@ -173,6 +173,7 @@ static void *work(void *p)
 
 static pid_t spawn(struct worker *w)
 {
+    fflush(stdout); /* or the child's exit may print our buffer again */
     pid_t pid = fork();
     if (pid == 0) {
         work(w);
