@@ -9,13 +9,15 @@
  * hostile process; ring.c copies the geometry once at attach, after checking
  * it, and bounds-checks everything else on every read.
  *
- *  offset 0                4096            4096+16K          index_off+64*nb
- *  +----------------------+---------------+-----------------+------------------+-------------------+
- *  | header (magic last)  | stat slots    | index buckets   | log 0 (probation)| log 1 (main) | |
- * geometry, seed,      | 128 x 128 B,  | 8 x u64 slots   | byte ring,       | byte ring,        |
- *  | heads (own lines),   | one per       | per 64 B line   | new keys land    | re-referenced | |
- * retired counters     | ring ctx      |                 | here             | keys live here    |
- *  +----------------------+---------------+-----------------+------------------+-------------------+
+ *   offset                      what
+ *   0                           header: magic (stored last), version, fingerprint, geometry,
+ *                               seed; head[0], head[1] and the retired counters each on their
+ *                               own cache lines
+ *   4096                        stat slots: 128 x 128 B, one per ring ctx (thread) in any process
+ *   index_off  = 4096 + 16 KiB  index: nbuckets x 64 B buckets of 8 u64 slots
+ *   log_off[0]                  log 0, probation: byte ring where new keys land
+ *   log_off[1]                  log 1, main: keys read again, or written again soon
+ *   seg_size                    end
  *
  * Index slot (64 bits), 0 = empty:
  *
