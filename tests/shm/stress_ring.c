@@ -60,6 +60,7 @@ struct worker {
     struct shared *sh;
     int id, writer;
     unsigned big; /* writers: largest value */
+    int fixed;    /* writers: every value big bytes, so sets rewrite records in place */
     double seconds;
 };
 
@@ -136,7 +137,7 @@ static void *work(void *p)
         char key[16];
         snprintf(key, sizeof(key), "k%u", (unsigned)(rnd(&seed) % KEYS));
         if (w->writer) {
-            size_t len = (size_t)(rnd(&seed) % w->big);
+            size_t len = w->fixed ? w->big : (size_t)(rnd(&seed) % w->big);
             size_t n = make_value(v, key, w->id, ver++, len);
             enum tc_status st = rnd(&seed) % 32 == 0
                                     ? tc_ring_del(c, key, strlen(key), 1)
@@ -214,7 +215,8 @@ static void phase_processes(const char *name)
     struct worker w[4];
     pid_t pids[4];
     for (int i = 0; i < 4; i++) {
-        w[i] = (struct worker){name, NULL, sh, i, i < 2, 9000, 2.0};
+        /* Writer 1 keeps one length: its sets mostly rewrite in place. */
+        w[i] = (struct worker){name, NULL, sh, i, i < 2, i == 1 ? 200 : 9000, i == 1, 2.0};
         pids[i] = spawn(&w[i]);
         CHECK(pids[i] > 0, "fork");
     }
@@ -247,14 +249,15 @@ static void phase_crash(const char *name)
     }
     struct shared *sh = shared_area();
     /* Survivors run until told to stop; victims would run for 10 s. */
-    struct worker reader = {name, NULL, sh, 0, 0, 0, 60.0};
-    struct worker writer = {name, NULL, sh, 1, 1, 3000, 60.0};
+    struct worker reader = {name, NULL, sh, 0, 0, 0, 0, 60.0};
+    struct worker writer = {name, NULL, sh, 1, 1, 3000, 0, 60.0};
     pid_t rp = spawn(&reader), wp = spawn(&writer);
     CHECK(rp > 0 && wp > 0, "fork");
     uint64_t seed = (uint64_t)getpid() * 0x2545F4914F6CDD1Dull;
     int killed = 0;
     for (int i = 0; i < 50; i++) {
-        struct worker victim = {name, NULL, sh, 2, 1, 60000, 10.0};
+        /* Odd victims rewrite in place, so some die holding a BUSY bit. */
+        struct worker victim = {name, NULL, sh, 2, 1, i % 2 ? 100 : 60000, i % 2, 10.0};
         pid_t vp = spawn(&victim);
         if (vp <= 0) {
             continue;
@@ -322,7 +325,7 @@ static void phase_threads(const char *name)
     pthread_t th[4];
     int started = 0;
     for (int i = 0; i < 4; i++) {
-        w[i] = (struct worker){name, r, sh, i, i < 2, 9000, 1.0};
+        w[i] = (struct worker){name, r, sh, i, i < 2, i == 1 ? 200 : 9000, i == 1, 1.0};
         if (pthread_create(&th[i], NULL, work, &w[i]) == 0) {
             started++;
         }
