@@ -110,6 +110,10 @@ struct tc_ring {
     _Atomic uint64_t *head[TC_RING_NLOGS];
     uint64_t cap[TC_RING_NLOGS], words[TC_RING_NLOGS];
     uint64_t seed, max_rec, max_item, seg_size;
+    /* A multiple of cap[L] near the head, so that most positions map to the
+     * ring without a 64-bit division (tens of cycles on the read path).
+     * Threads of this process share it; it moves once per lap. */
+    _Atomic uint64_t lap_base[TC_RING_NLOGS];
     uint64_t promote_age; /* main-log age past which a read re-appends */
     uint64_t inplace_age; /* main-log age below which a same-size set rewrites in place */
     /* A dead slot remembers its key only this long (bytes written since),
@@ -158,7 +162,7 @@ static void bump(struct tc_ring_ctx *c, unsigned i)
     }
 }
 
-static uint64_t key_hash(const struct tc_ring *r, const void *key, size_t klen)
+static uint64_t key_hash(struct tc_ring *r, const void *key, size_t klen)
 {
     return XXH3_64bits_withSeed(key, klen, r->seed);
 }
@@ -185,7 +189,7 @@ static int expired(uint64_t expire_ms, uint64_t now_ms)
 
 /* Loads the head of log L. Relaxed: the value is only a hint until the
  * fence(acquire) + reload in still_intact(). */
-static uint64_t head_of(const struct tc_ring *r, unsigned L)
+static uint64_t head_of(struct tc_ring *r, unsigned L)
 {
     return atomic_load_explicit(r->head[L], memory_order_relaxed);
 }
@@ -202,13 +206,13 @@ static unsigned slot_log(uint64_t s)
 }
 
 /* A record at pos is intact while no reservation has reached past pos + cap. */
-static int intact(const struct tc_ring *r, unsigned L, uint64_t pos, uint64_t head)
+static int intact(struct tc_ring *r, unsigned L, uint64_t pos, uint64_t head)
 {
     return head - pos <= r->cap[L];
 }
 
 /* Called after copying: proves no writer reserved over the copied bytes. */
-static int still_intact(const struct tc_ring *r, unsigned L, uint64_t pos)
+static int still_intact(struct tc_ring *r, unsigned L, uint64_t pos)
 {
     /* Pairs with the writer's fence(release) after its fetch-add: if any
      * byte we loaded came from a newer writer, its fetch-add is visible now. */
@@ -216,14 +220,31 @@ static int still_intact(const struct tc_ring *r, unsigned L, uint64_t pos)
     return intact(r, L, pos, head_of(r, L));
 }
 
+/* Word index in log L of position pos. */
+static uint64_t phys_word(struct tc_ring *r, unsigned L, uint64_t pos)
+{
+    /* Relaxed: a stale base only costs the slow path; it orders nothing. */
+    uint64_t base = atomic_load_explicit(&r->lap_base[L], memory_order_relaxed);
+    uint64_t d = pos - base, cap = r->cap[L];
+    if (d < cap) {
+        return d / 8;
+    }
+    if (d < 2 * cap) {
+        return (d - cap) / 8;
+    }
+    uint64_t m = pos % cap;
+    atomic_store_explicit(&r->lap_base[L], pos - m, memory_order_relaxed);
+    return m / 8;
+}
+
 struct wcur {
     _Atomic uint64_t *log;
     uint64_t words, w; /* ring size in words; current word index */
 };
 
-static struct wcur cur_at(const struct tc_ring *r, unsigned L, uint64_t pos)
+static struct wcur cur_at(struct tc_ring *r, unsigned L, uint64_t pos)
 {
-    struct wcur c = {r->log[L], r->words[L], (pos % r->cap[L]) / 8};
+    struct wcur c = {r->log[L], r->words[L], phys_word(r, L, pos)};
     return c;
 }
 
@@ -246,7 +267,7 @@ static void cur_store(struct wcur *c, uint64_t v)
 
 /* Copies n bytes starting at word w of log L (the record's padding makes
  * whole words). The common case does not wrap and runs without the check. */
-static void log_read(const struct tc_ring *r, unsigned L, uint64_t w, void *dst, size_t n)
+static void log_read(struct tc_ring *r, unsigned L, uint64_t w, void *dst, size_t n)
 {
     _Atomic uint64_t *log = r->log[L];
     uint64_t words = r->words[L];
@@ -274,7 +295,7 @@ static void log_read(const struct tc_ring *r, unsigned L, uint64_t w, void *dst,
     }
 }
 
-static uint64_t word_add(const struct tc_ring *r, unsigned L, uint64_t w, uint64_t n)
+static uint64_t word_add(struct tc_ring *r, unsigned L, uint64_t w, uint64_t n)
 {
     w += n;
     return w >= r->words[L] ? w - r->words[L] : w;
@@ -331,7 +352,7 @@ struct wkey {
     uint64_t w[TC_RING_KEY_MAX / 8 + 1];
 };
 
-static void wkey_init(const struct tc_ring *r, struct wkey *k, const void *key, size_t klen)
+static void wkey_init(struct tc_ring *r, struct wkey *k, const void *key, size_t klen)
 {
     k->key = key;
     k->klen = klen;
@@ -354,7 +375,7 @@ struct found {
 /* Resolves slot s and reads its record header. P_DEAD: overwritten; P_BAD:
  * header fails validation (garbage or a lapped writer); otherwise the header
  * is plausible and f->wkey locates the key. */
-static enum probe read_header(const struct tc_ring *r, uint64_t s, struct found *f)
+static enum probe read_header(struct tc_ring *r, uint64_t s, struct found *f)
 {
     f->slot = s;
     f->L = slot_log(s);
@@ -363,7 +384,7 @@ static enum probe read_header(const struct tc_ring *r, uint64_t s, struct found 
     if (!intact(r, f->L, f->pos, f->head)) {
         return P_DEAD;
     }
-    uint64_t w0 = (f->pos % r->cap[f->L]) / 8;
+    uint64_t w0 = phys_word(r, f->L, f->pos);
     /* The record's first lines miss together instead of one after another:
      * a get is two dependent cache misses (bucket, record) at best. */
     if (w0 + 32 <= r->words[f->L]) {
@@ -392,7 +413,7 @@ static enum probe read_header(const struct tc_ring *r, uint64_t s, struct found 
 }
 
 /* Reads slot s's header and compares its key with k. */
-static enum probe probe(const struct tc_ring *r, uint64_t s, const struct wkey *k, struct found *f)
+static enum probe probe(struct tc_ring *r, uint64_t s, const struct wkey *k, struct found *f)
 {
     enum probe p = read_header(r, s, f);
     if (p != P_OTHER) {
@@ -500,10 +521,10 @@ static int take_busy(_Atomic uint64_t *slot, uint64_t seen)
 }
 
 /* True if the record header at f still reads as probed (nobody rewrote it). */
-static int header_unchanged(const struct tc_ring *r, const struct found *f)
+static int header_unchanged(struct tc_ring *r, const struct found *f)
 {
     uint64_t w[4];
-    log_read(r, f->L, (f->pos % r->cap[f->L]) / 8, w, sizeof(w));
+    log_read(r, f->L, phys_word(r, f->L, f->pos), w, sizeof(w));
     return w[0] == f->rec.stamp && w[1] == f->rec.expire_ms && w[3] == f->rec.check &&
            w[2] == ((uint64_t)f->rec.key_len | (uint64_t)f->rec.flags << 16 |
                     (uint64_t)f->rec.val_len << 32);
@@ -518,7 +539,7 @@ static uint64_t make_slot(uint64_t tag, unsigned L, uint64_t pos)
 
 /* Age of a slot relative to its log's capacity, scaled to 2^16, for picking
  * the victim in a full bucket across two logs of different sizes. */
-static uint64_t slot_age(const struct tc_ring *r, uint64_t s)
+static uint64_t slot_age(struct tc_ring *r, uint64_t s)
 {
     unsigned L = slot_log(s);
     uint64_t h = head_of(r, L);
