@@ -69,10 +69,10 @@ struct tc_ring_options {
     uint64_t max_item;
     /** Index buckets when creating, a power of two (default: ~1/16 of size). */
     uint64_t buckets;
-    /** Percent of the log used for probation when creating (default 10). */
+    /** Percent of the log used for probation when creating (default 20). */
     unsigned small_pct;
     /** A main-log item read in the oldest promote_pct percent of the log is
-     * re-appended (default 40; 100 = on every read, like LRU). */
+     * re-appended (default 15; 100 = on every read, like LRU). */
     unsigned promote_pct;
     /** How long to wait for another process to finish creating (default 2000). */
     unsigned attach_timeout_ms;

@@ -28,10 +28,10 @@
  *
  * Record in log L at position pos (8-byte aligned, may wrap the ring's end):
  *
- *   +--------+-----------+------+------+------+-------+----------------+------------------+
- *   | stamp  | expire_ms | klen | flags| vlen | check | key, 0-padded  | value, 0-padded  |
- *   | u64=pos| u64       | u16  | u16  | u32  | u64   | to 8 bytes     | to 8 bytes       |
- *   +--------+-----------+------+------+------+-------+----------------+------------------+
+ *   +-------------------+---------------------------+-------+--------------------------------+
+ *   | expire_ms : 44    | key_len : 11              | check | key bytes, then value bytes,   |
+ *   | pos/8 mod 2^20: 20| flags : 16, val_len : 32  | u64   | zero-padded together to 8      |
+ *   +-------------------+---------------------------+-------+--------------------------------+
  *
  * Byte order is the host's: a segment never leaves its host.
  */
@@ -112,14 +112,16 @@ struct tc_ring_hdr {
                   sizeof(struct tc_ring_stat_slot)];
 };
 
+/* Record header: three words. */
 struct tc_ring_rec {
-    uint64_t stamp; /* the record's own log position */
-    uint64_t expire_ms;
-    uint16_t key_len;
-    uint16_t flags;
-    uint32_t val_len;
-    uint64_t check; /* XXH3(value, seed ^ mix(key hash, stamp, expire, lens, flags)) */
+    uint64_t expire_stamp; /* bits 0-43 expire_ms (0 = never); 44-63: (pos >> 3) mod 2^20 */
+    uint64_t lens;         /* bits 0-10 key_len; 11-26 flags; 27-58 val_len; 59-63 zero */
+    uint64_t check;        /* XXH3(value, seed ^ mix(key hash, pos, expire_stamp, lens)) */
 };
+
+#define TC_RING_EXPIRE_BITS 44u
+#define TC_RING_EXPIRE_MAX  ((1ull << TC_RING_EXPIRE_BITS) - 1)
+#define TC_RING_STAMP_MASK  ((1ull << (64 - TC_RING_EXPIRE_BITS)) - 1)
 
 _Static_assert(sizeof(struct tc_ring_stat_slot) == 128, "stat slot is two cache lines");
 _Static_assert(sizeof(struct tc_ring_bucket) == TC_RING_CACHELINE, "a bucket is one line");
@@ -127,8 +129,8 @@ _Static_assert(sizeof(struct tc_ring_line) == TC_RING_CACHELINE, "a line is a li
 _Static_assert(sizeof(struct tc_ring_hdr) == TC_RING_HDR_SIZE, "header is one page");
 _Static_assert(offsetof(struct tc_ring_hdr, head) == 2 * TC_RING_CACHELINE, "heads on own lines");
 _Static_assert(offsetof(struct tc_ring_hdr, retired) % TC_RING_CACHELINE == 0, "aligned");
-_Static_assert(sizeof(struct tc_ring_rec) == 32, "record header is 32 bytes");
-_Static_assert(offsetof(struct tc_ring_rec, check) == 24, "record layout");
+_Static_assert(sizeof(struct tc_ring_rec) == 24, "record header is 24 bytes");
+_Static_assert(offsetof(struct tc_ring_rec, check) == 16, "record layout");
 
 /** Folds the sizes and alignments of every shared struct into one number, so
  * that a build with another layout is refused even at the same version. */

@@ -48,6 +48,7 @@ static enum tc_status shm_open_tier(const struct tc_tier_params *p, struct tc_ti
         st = tc_tier_params_size(p, "max_item", def_item, 1, size / 4, &max_item, err, errlen);
     }
     if (st == TC_OK) {
+        /* Base 10; absent leaves 0, which means the ring's own default. */
         st = tc_tier_params_uint(p, "small_pct", 10, 0, 1, 50, &small_pct, err, errlen);
     }
     if (st == TC_OK) {

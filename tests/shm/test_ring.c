@@ -500,13 +500,15 @@ Test(ring, garbage_segment_never_crashes)
                 uint64_t pos = (head - h->log_cap[L] / 2 + rnd(&seed) % 4096 * 8) & ~7ull;
                 uint64_t *log = (uint64_t *)((uint8_t *)h + h->log_off[L]);
                 uint64_t words = h->log_cap[L] / 8, w = (pos % h->log_cap[L]) / 8;
-                uint64_t vlen = variant == 3 ? rnd(&seed) : rnd(&seed) % 64;
-                log[w] = pos;
-                log[(w + 2) % words] = (uint64_t)n | (vlen << 32);
+                uint64_t vlen = variant == 3 ? rnd(&seed) >> 32 : rnd(&seed) % 64;
+                /* Header: no expiry, the right stamp bits, the key's length;
+                 * then the key; the checksum (word 2) stays random. */
+                log[w] = ((pos >> 3) & TC_RING_STAMP_MASK) << TC_RING_EXPIRE_BITS;
+                log[(w + 1) % words] = (uint64_t)n | (vlen << 27);
                 uint64_t kw[4] = {0};
                 memcpy(kw, k, (size_t)n);
                 for (unsigned j = 0; j < 4; j++) {
-                    log[(w + 4 + j) % words] = kw[j];
+                    log[(w + 3 + j) % words] = kw[j];
                 }
                 idx[kh & (h->nbuckets - 1)].slot[rnd(&seed) % TC_RING_BUCKET_W] =
                     tag << TC_RING_TAG_SHIFT | (L ? TC_RING_LOG_BIT : 0) | (pos & TC_RING_POS_MASK);
