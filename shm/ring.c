@@ -1365,9 +1365,10 @@ enum tc_status tc_ring_open(const char *name, const struct tc_ring_options *opt,
     }
     uint64_t seg_size;
     if (created) {
-        if (ftruncate(fd, (off_t)o.size) != 0) {
-            errf(err, errlen, "ftruncate(%s, %llu): %s", path, (unsigned long long)o.size,
-                 strerror(errno));
+        /* shm_open applied the umask; the configured mode is what was asked for. */
+        if (fchmod(fd, (mode_t)o.mode) != 0 || ftruncate(fd, (off_t)o.size) != 0) {
+            errf(err, errlen, "fchmod(%s, %o) or ftruncate(%s, %llu): %s", path, o.mode, path,
+                 (unsigned long long)o.size, strerror(errno));
             shm_unlink(path);
             st = TC_EIO;
             goto fail;
