@@ -24,14 +24,14 @@
  * that release fence, the fence pair makes the fetch-add visible to the
  * reader's head re-read, so the overlap is detected.
  *
- * The head check alone misses one case: a writer that reserved its bytes,
- * then stalled (or was stopped) for longer than a whole lap of the log, and
- * resumes writing into bytes that a newer record now owns. Nothing re-reads
- * the head for that newer record's sake, so the checksum over header, key
- * hash and value is what catches the mix. Records that a killed writer left
- * half-written are never published; a garbage slot pointing at them fails
- * the stamp (20 bits of the record's own position) or the checksum, which
- * covers the full position.
+ * The head check alone misses two writers that never move the head over the
+ * bytes they touch: one that reserved its bytes, then stalled (or was
+ * stopped) for longer than a whole lap of the log and resumes writing into
+ * bytes a newer record now owns; and an in-place rewrite of a live record
+ * (rewrite_in_place(), under the slot's BUSY bit). For both, the checksum
+ * over header, full position, key hash and value is what catches the mix. Records that a killed
+ * writer left half-written are never published; a garbage slot pointing at them fails the stamp (20
+ * bits of the record's own position) or the checksum, which covers the full position.
  */
 #include "shm/ring.h"
 #include "shm/ring_layout.h"

@@ -12,6 +12,10 @@
  *                                                                   │
  *                         bytes reserved over while copying? ──yes──▶ miss
  *
+ * A set of a live key whose record keeps its size rewrites the record in
+ * place (under a BUSY bit in its slot) instead of appending, so hot keys that
+ * are updated often do not fill the log with their dead versions.
+ *
  * Two logs share the byte budget: new keys land in a small probation log; a
  * key read again while there, or written again soon after it fell out, moves
  * to the main log, where an item read in the oldest part of the log is
@@ -33,7 +37,9 @@
  *  - Lossy by design: a set may be dropped (index bucket full, log lapped
  *    while the write was in progress); callers keep a slower tier behind it.
  *  - Crash mid-write: the reserved bytes stay in the log as garbage until
- *    overwritten; readers reject them (stamp, key, checksum).
+ *    overwritten; readers reject them (stamp, key, checksum). A writer
+ *    killed while rewriting a record in place (same-size set of a live key)
+ *    leaves that key a miss until it is set again; nobody waits for it.
  *  - fork(): a child must not use its parent's struct tc_ring or ctxs (their
  *    stat slots belong to the parent's pid); it calls tc_ring_open again.
  *  - Everything read from the segment is untrusted: a scribbled segment gives
