@@ -892,7 +892,7 @@ enum tc_status tc_ring_setv(struct tc_ring_ctx *c, const void *key, size_t klen,
         enum probe p = probe(r, s, &k, &f);
         if (p == P_MATCH) {
             if (f.L == TC_RING_LOG_MAIN && rec_len(klen, vlen) == rec_len(klen, f.rec.val_len) &&
-                f.head - f.pos <= r->inplace_age &&
+                f.head - f.pos <= r->inplace_age && !expired(f.rec.expire_ms, now_ms) &&
                 rewrite_in_place(c, &k, &b->slot[i], &f, iov, iovcnt, vlen, expire_ms, flags)) {
                 bump(c, C_SETS);
                 return TC_OK;
