@@ -184,7 +184,8 @@ struct tc_ring_iov {
 
 /**
  * Stores @p key -> the concatenation of @p iov[0..iovcnt) with local expiry
- * @p expire_ms (0 = never) and @p flags. Replaces any older value; of two
+ * @p expire_ms (0 = never; anything past 2^44-1 ms, the year 2527, is stored
+ * as 2^44-1) and @p flags. Replaces any older value; of two
  * concurrent sets of one key one value survives whole, never a mix.
  * @return TC_OK (the ring may still drop it later, or at once if the log was
  *         lapped during the write: it is a cache); TC_EINVAL (empty key,

@@ -108,6 +108,63 @@ Test(ring, set_get_delete_overwrite)
     cr_assert_eq(s.items, 1, "items %llu", (unsigned long long)s.items);
 }
 
+Test(ring, same_size_overwrite_rewrites_in_place)
+{
+    char v[64];
+    memset(v, 'a', sizeof(v));
+    cr_assert_eq(put("hot", v, sizeof(v), 0), TC_OK);
+    struct tc_ring_stats s0, s1;
+    tc_ring_stats(ring, &s0);
+    for (int i = 0; i < 1000; i++) {
+        memset(v, 'a' + i % 26, sizeof(v));
+        cr_assert_eq(put("hot", v, sizeof(v), (uint64_t)i + 2000), TC_OK);
+    }
+    tc_ring_stats(ring, &s1);
+    cr_assert_eq(s1.bytes_used, s0.bytes_used, "same-size sets must not append");
+    cr_assert_eq(get("hot"), TC_OK);
+    cr_assert_eq(item.value_len, sizeof(v));
+    cr_assert_eq(buf[0], 'a' + 999 % 26);
+    cr_assert_eq(item.expire_ms, 999 + 2000);
+    /* Another size appends. */
+    cr_assert_eq(put("hot", v, 200, 0), TC_OK);
+    tc_ring_stats(ring, &s1);
+    cr_assert_gt(s1.bytes_used, s0.bytes_used);
+    cr_assert_eq(s1.items, 1);
+}
+
+Test(ring, probation_hit_promotes_and_keeps_the_value)
+{
+    /* Fill the main log once, so that new keys go to probation. */
+    char k[32], v[200];
+    for (int i = 0; i < 30000; i++) {
+        snprintf(k, sizeof(k), "fill%d", i);
+        memset(v, 'f', sizeof(v));
+        cr_assert_eq(put(k, v, sizeof(v), 0), TC_OK);
+    }
+    memset(v, 'p', sizeof(v));
+    cr_assert_eq(put("probe", v, sizeof(v), 0), TC_OK);
+    struct tc_ring_stats s0, s1;
+    tc_ring_stats(ring, &s0);
+    cr_assert_eq(get("probe"), TC_OK);
+    tc_ring_stats(ring, &s1);
+    cr_assert_eq(s1.promotions, s0.promotions + 1, "a probation hit moves the key");
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(get("probe"), TC_OK);
+        cr_assert(item.value_len == sizeof(v) && memcmp(buf, v, sizeof(v)) == 0);
+    }
+    tc_ring_stats(ring, &s1);
+    cr_assert_eq(s1.promotions, s0.promotions + 1, "a young main-log item stays put");
+}
+
+Test(ring, far_expiry_is_clamped_not_wrapped)
+{
+    cr_assert_eq(put("far", "v", 1, UINT64_MAX), TC_OK);
+    cr_assert_eq(get_at("far", UINT64_MAX / 2), TC_ENOTFOUND, "clamped to the year 2527");
+    cr_assert_eq(put("far", "v", 1, UINT64_MAX), TC_OK);
+    cr_assert_eq(get_at("far", 1700000000000ull), TC_OK);
+    cr_assert_eq(item.expire_ms, TC_RING_EXPIRE_MAX);
+}
+
 Test(ring, flags_and_expiry_through_injected_clock)
 {
     cr_assert_eq(tc_ring_set(ctx, "e", 1, "v", 1, 5000, 0xabcd, 1000), TC_OK);
