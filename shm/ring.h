@@ -43,7 +43,9 @@
  *  - fork(): a child must not use its parent's struct tc_ring or ctxs (their
  *    stat slots belong to the parent's pid); it calls tc_ring_open again.
  *  - Everything read from the segment is untrusted: a scribbled segment gives
- *    misses, never a crash or an out-of-bounds access.
+ *    misses, never a crash or an out-of-bounds access. Shrinking the segment
+ *    file under attached processes is another matter: their next access past
+ *    the new end faults (SIGBUS), as with any shared mapping.
  */
 #ifndef TC_SHM_RING_H
 #define TC_SHM_RING_H
