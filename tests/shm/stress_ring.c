@@ -288,14 +288,27 @@ static void phase_crash(const char *name)
     CHECK(waitpid(wp, &status, 0) == wp && WIFEXITED(status) && WEXITSTATUS(status) == 0,
           "writer did not exit cleanly");
     CHECK(killed == 50, "only %d victims were killed", killed);
-    /* A newcomer attaches, gets a stat slot (the dead ones are reclaimed)
-     * and works. */
-    struct tc_ring_ctx *cs[TC_RING_MAX_CTX];
-    int got = 0;
+    /* Newcomers attach and take every stat slot in the segment (128, two
+     * rings' worth of ctxs): that works only if the slots of the 50 killed
+     * writers are reclaimed from their dead pids. */
+    struct tc_ring *r2;
+    struct tc_ring_options o2 = {.size = SEG_SIZE};
+    CHECK(tc_ring_open(name, &o2, &r2, NULL, 0) == TC_OK, "second attach");
+    struct tc_ring_ctx *cs[TC_RING_MAX_CTX], *cs2[TC_RING_MAX_CTX];
+    int got = 0, got2 = 0;
     for (unsigned i = 0; i < TC_RING_MAX_CTX; i++) {
         got += tc_ring_ctx_create(r, &cs[i]) == TC_OK;
+        got2 += tc_ring_ctx_create(r2, &cs2[i]) == TC_OK;
     }
-    CHECK(got == TC_RING_MAX_CTX, "ctxs after the crashes: %d", got);
+    CHECK(got == TC_RING_MAX_CTX && got2 == TC_RING_MAX_CTX, "ctxs after the crashes: %d + %d", got,
+          got2);
+    struct tc_ring_stats rs;
+    tc_ring_stats(r, &rs);
+    CHECK(rs.ctxs == 2 * TC_RING_MAX_CTX, "stat slots owned: %llu (dead ones not reclaimed?)",
+          (unsigned long long)rs.ctxs);
+    CHECK(rs.sets >= sh->sets, "counters of dead writers lost: %llu < %llu",
+          (unsigned long long)rs.sets, (unsigned long long)sh->sets);
+    tc_ring_close(r2);
     CHECK(tc_ring_set(cs[0], "after", 5, "ok", 2, 0, 0, 1) == TC_OK, "set after the crashes");
     char b[8];
     struct tc_ring_item it;
