@@ -340,6 +340,9 @@ static void log_read(struct tc_ring *r, unsigned L, uint64_t w, void *dst, size_
 /* Copies n bytes starting off bytes past word w of log L. */
 static void log_read_at(struct tc_ring *r, unsigned L, uint64_t w, size_t off, void *dst, size_t n)
 {
+    if (n == 0) {
+        return; /* dst may be NULL for an empty value */
+    }
     w += off / 8;
     if (w >= r->words[L]) {
         w -= r->words[L];
