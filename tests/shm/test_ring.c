@@ -183,6 +183,11 @@ Test(ring, empty_binary_and_max_size_values)
     cr_assert_eq(put("empty", "", 0, 0), TC_OK);
     cr_assert_eq(get("empty"), TC_OK);
     cr_assert_eq(item.value_len, 0);
+    /* No buffer at all is fine for an empty value; too small for any other. */
+    cr_assert_eq(tc_ring_get(ctx, "empty", 5, 1, NULL, 0, &item), TC_OK);
+    cr_assert_eq(put("1b", "x", 1, 0), TC_OK);
+    cr_assert_eq(tc_ring_get(ctx, "1b", 2, 1, NULL, 0, &item), TC_ETOOBIG);
+    cr_assert_eq(item.value_len, 1);
 
     static const char bin[] = "\0\x01\0\xff\0";
     static const char bkey[] = "k\0ey";
