@@ -477,6 +477,16 @@ Test(ring, size_and_version_mismatch_refused_with_message)
     cr_assert(strstr(err, how) != NULL, "%s", err);
     munmap(h, len);
 
+    /* A creator that died before even sizing the segment. */
+    cr_assert_eq(tc_ring_unlink(name, NULL, 0), TC_OK);
+    char path[80];
+    snprintf(path, sizeof(path), "/%s", name);
+    int fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    cr_assert_eq(tc_ring_open(name, &o, &r2, err, sizeof(err)), TC_ETIMEOUT);
+    cr_assert(strstr(err, "never sized") != NULL && strstr(err, how) != NULL, "%s", err);
+
     struct tc_ring_options none = {.size = 0};
     cr_assert_eq(tc_ring_open("tc-test-no-such-segment", &none, &r2, err, sizeof(err)),
                  TC_ENOTFOUND);
