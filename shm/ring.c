@@ -1314,7 +1314,7 @@ enum tc_status tc_ring_open(const char *name, const struct tc_ring_options *opt,
     static const struct tc_ring_options defaults = {0};
     struct tc_ring_options o = opt != NULL ? *opt : defaults;
     char path[NAME_MAX_LEN + 2];
-    struct geometry g;
+    struct geometry g = {0}; /* plan() fills it whenever the segment is created */
     enum tc_status st = shm_path(name, path, sizeof(path), err, errlen);
     if (st != TC_OK) {
         return st;
