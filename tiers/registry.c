@@ -18,10 +18,14 @@
 #include <uriparser/Uri.h>
 
 extern const struct tc_tier_ops tc_tier_mem_ops;
+extern const struct tc_tier_ops tc_tier_redis_ops;
+extern const struct tc_tier_ops tc_tier_redis_unix_ops;
 
 /* The built-in backends (STYLE R8). */
 static const struct tc_tier_ops *const builtin_tiers[] = {
     &tc_tier_mem_ops,
+    &tc_tier_redis_ops,
+    &tc_tier_redis_unix_ops,
     NULL,
 };
 
