@@ -2011,7 +2011,7 @@ static enum tc_status redis_open_common(const struct tc_tier_params *p, int unix
     make_id(rt->id);
     st = TC_ENOMEM;
     if (unix_socket) {
-        if (path[0] != '/') {
+        if (path[0] != '/' || tc_tier_params_host(p)[0] != '\0') {
             errf(err, errlen, "%s:// needs an absolute socket path: redis+unix:///path/to/sock",
                  scheme);
             st = TC_EINVAL;

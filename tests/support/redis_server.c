@@ -104,10 +104,16 @@ static int spawn(struct tc_redis_server *s)
         argv[n++] = s->requirepass;
     }
     if (s->acl_user != NULL) {
-        snprintf(user, sizeof(user), "%s on >%s ~* &* +@all", s->acl_user,
-                 s->acl_password ? s->acl_password : "");
+        /* One word per argument: redis-server joins them into one config
+         * line, and a single quoted argument would be read as the name. */
+        snprintf(user, sizeof(user), ">%s", s->acl_password ? s->acl_password : "");
         argv[n++] = "--user";
+        argv[n++] = s->acl_user;
+        argv[n++] = "on";
         argv[n++] = user;
+        argv[n++] = "~*";
+        argv[n++] = "&*";
+        argv[n++] = "+@all";
     }
     argv[n] = NULL;
 
