@@ -576,7 +576,9 @@ static void sync_failed(struct redis_ctx *c)
     } else {
         COUNT(rt, failures);
     }
-    if (++c->fails >= rt->breaker_failures || c->sc == NULL) {
+    /* A dropped connection is re-made by the next operation; only repeated
+     * failures (or a failed reconnect, in sync_ready) open the circuit. */
+    if (++c->fails >= rt->breaker_failures) {
         sync_trip(c);
     }
 }

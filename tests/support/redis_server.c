@@ -205,6 +205,7 @@ static void reap(struct tc_redis_server *s, int sig, int wait_ms)
         return;
     }
     kill(s->pid, sig);
+    kill(s->pid, SIGCONT); /* a paused server acts on SIGTERM only once thawed */
     for (int waited = 0;; waited += 10) {
         int status;
         pid_t r = waitpid(s->pid, &status, WNOHANG);
@@ -224,6 +225,20 @@ static void reap(struct tc_redis_server *s, int sig, int wait_ms)
 void tc_redis_server_kill(struct tc_redis_server *s)
 {
     reap(s, SIGKILL, 2000);
+}
+
+void tc_redis_server_pause(struct tc_redis_server *s)
+{
+    if (s->pid > 0) {
+        kill(s->pid, SIGSTOP);
+    }
+}
+
+void tc_redis_server_resume(struct tc_redis_server *s)
+{
+    if (s->pid > 0) {
+        kill(s->pid, SIGCONT);
+    }
 }
 
 void tc_redis_server_stop(struct tc_redis_server *s)

@@ -35,6 +35,12 @@ const char *tc_redis_server_socket(const struct tc_redis_server *s);
 /** Kills the server with SIGKILL (a crash) and reaps it; the port stays reserved by nobody. */
 void tc_redis_server_kill(struct tc_redis_server *s);
 
+/** Freezes the server (SIGSTOP): connections stay open, nothing answers. */
+void tc_redis_server_pause(struct tc_redis_server *s);
+
+/** Thaws a paused server (SIGCONT). */
+void tc_redis_server_resume(struct tc_redis_server *s);
+
 /** Stops the server with SIGTERM (SIGKILL after 2 s) and reaps it. */
 void tc_redis_server_stop(struct tc_redis_server *s);
 
