@@ -328,6 +328,7 @@ static void test_fault(void)
 
     /* A frozen server: connections stay up and nothing answers, so only
      * the deadlines and the breaker keep the loop moving. */
+    load_deinit(&l);
     load_init(&l, ctx, timeout, 7);
     run_for(base, &l, 100);
     tc_redis_server_pause(srv);
