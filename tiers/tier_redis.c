@@ -1058,16 +1058,18 @@ static enum tc_status async_connect(struct redis_ctx *c);
 
 static void async_trip(struct redis_ctx *c)
 {
+    if (c->brk != BRK_OPEN || !evtimer_pending(c->retry, NULL)) {
+        /* Open before dropping: dropping runs the pending requests'
+         * completions, whose done() may send again and must fail fast
+         * rather than reconnect behind the breaker's back. */
+        brk_set(c, BRK_OPEN);
+        struct timeval tv = ms_tv(backoff_delay(c->rt, c->backoff_k, &c->rng));
+        if (c->backoff_k < 30) {
+            c->backoff_k++;
+        }
+        evtimer_add(c->retry, &tv);
+    }
     async_drop(c);
-    if (c->brk == BRK_OPEN && evtimer_pending(c->retry, NULL)) {
-        return; /* already tripped; keep the backoff running */
-    }
-    brk_set(c, BRK_OPEN);
-    struct timeval tv = ms_tv(backoff_delay(c->rt, c->backoff_k, &c->rng));
-    if (c->backoff_k < 30) {
-        c->backoff_k++;
-    }
-    evtimer_add(c->retry, &tv);
 }
 
 static void retry_cb(evutil_socket_t fd, short what, void *arg)
