@@ -8,6 +8,7 @@ pkgs=(
     build-essential cmake pkg-config clang-format
     libevent-dev libhiredis-dev liblmdb-dev libssl-dev
     libjansson-dev libxxhash-dev libcriterion-dev libinih-dev
+    liburiparser-dev libhttp-parser-dev
     redis-server redis-tools lmdb-utils curl
 )
 # Benchmark peers are only needed by bench/ scripts, never by the tests.

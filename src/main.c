@@ -1,157 +1,227 @@
 /*
- * tiercache: the server binary. For now it parses its options, opens the
- * configured tier stack, reports it, and exits; the HTTP worker pool comes
- * with the server issue.
+ * tiercache: set-up in dependency order, serve, tear down in exactly the
+ * reverse order (STYLE R5):
+ *
+ *   conf → log → tiers (registry) → stack → workers → signals/sweeper loop
  */
-#define _GNU_SOURCE /* getopt_long */
+#include "src/conf.h"
+#include "src/log.h"
+#include "src/server.h"
+#include "src/stats.h"
 #include "tiers/tier.h"
 
-#include <getopt.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#ifndef TC_VERSION
-#define TC_VERSION "0.0.0"
-#endif
-
-#define TC_MAX_TIERS 8
+#include <unistd.h>
 
 static const char *const default_tiers[] = {
     "shm://tiercache?size=64M",
     "lmdb://./data/l2",
 };
 
-static void usage(FILE *out)
+struct main_ctx {
+    struct tc_server *srv;
+    struct event_base *base;
+    struct event *sweep_ev;
+    int stopping;
+};
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
-    fprintf(out,
-            "Usage: tiercache [OPTIONS]\n"
-            "\n"
-            "A multi-tier caching proxy: HTTP/JSON API over a stack of cache tiers.\n"
-            "\n"
-            "Options:\n"
-            "  --listen ADDR:PORT   address to listen on (default 127.0.0.1:8080)\n"
-            "  --tier URI           add a tier, fastest first (repeatable, up to %d);\n"
-            "                       default: %s + %s\n"
-            "  --workers N          worker threads (default: number of cores)\n"
-            "  --default-ttl SECS   TTL for writes that give none (default 3600)\n"
-            "  --max-value BYTES    largest value accepted (default 16M)\n"
-            "  --config FILE        read settings from an INI file (command line wins)\n"
-            "  --log-level LEVEL    crit, warn, notice, info, debug (default info)\n"
-            "  --list-tiers         list the tier schemes this build knows, and exit\n"
-            "  --help               show this help and exit\n"
-            "  --version            print the version and exit\n"
-            "\n"
-            "Tier URIs (common parameters: ttl_ratio=(0,1], max_ttl=DURATION):\n",
-            TC_MAX_TIERS, default_tiers[0], default_tiers[1]);
+    struct main_ctx *m = arg;
+    (void)what;
+    if (sig == SIGHUP) {
+        tc_log_reopen();
+        tc_log(TC_LOG_INFO, "SIGHUP: log files reopened");
+        return;
+    }
+    if (m->stopping) {
+        return;
+    }
+    m->stopping = 1;
+    tc_log(TC_LOG_INFO, "%s: stopping (finishing in-flight requests)",
+           sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    tc_workers_stop(m->srv);
+    event_base_loopexit(m->base, NULL);
+}
+
+/* The sweeper: bounded expiry work on every tier, then a health check that
+ * lets the stack skip tiers that are down. Runs on the main thread, never on
+ * a worker, so a sweep cannot stall a request. */
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    struct main_ctx *m = arg;
+    struct tc_server *srv = m->srv;
+    (void)fd;
+    (void)what;
+    uint64_t now = tc_now_ms();
+    for (size_t i = 0; i < tc_stack_ntiers(srv->stack); i++) {
+        uint64_t removed = 0;
+        uint64_t t0 = tc_now_ns();
+        enum tc_status st =
+            tc_tier_sweep(tc_stack_tier(srv->stack, i), now, srv->conf->sweep_budget, &removed);
+        if (st == TC_ENOTSUP) {
+            continue;
+        }
+        atomic_fetch_add(&srv->sweeps[i], 1);
+        atomic_fetch_add(&srv->swept[i], removed);
+        if (st != TC_OK && st != TC_EAGAIN) {
+            tc_log(TC_LOG_WARN, "sweep of tier l%zu failed: %s", i + 1, tc_strerror(st));
+        } else if (removed > 0) {
+            tc_log(TC_LOG_DEBUG, "sweep of tier l%zu removed %llu in %llu us", i + 1,
+                   (unsigned long long)removed, (unsigned long long)(tc_now_ns() - t0) / 1000);
+        }
+    }
+    char detail[512];
+    tc_stack_check_health(srv->stack, detail, sizeof(detail));
+}
+
+static int open_tiers(const struct tc_conf *conf, struct tc_tier **tiers, size_t *n)
+{
     struct tc_tier_registry *reg = tc_tier_registry_create();
-    char schemes[256];
-    tc_tier_registry_schemes(reg, schemes, sizeof(schemes));
-    fprintf(out, "  schemes: %s\n", schemes);
+    const char *uris[TC_CONF_MAX_TIERS];
+    size_t nuris = 0;
+    if (reg == NULL) {
+        tc_log(TC_LOG_CRIT, "out of memory");
+        return -1;
+    }
+    if (conf->ntiers > 0) {
+        for (size_t i = 0; i < conf->ntiers; i++) {
+            uris[nuris++] = conf->tiers[i];
+        }
+    } else {
+        for (size_t i = 0; i < sizeof(default_tiers) / sizeof(default_tiers[0]); i++) {
+            char scheme[16];
+            if (sscanf(default_tiers[i], "%15[a-z+]", scheme) != 1 ||
+                tc_tier_registry_find(reg, scheme) == NULL) {
+                tc_log(TC_LOG_WARN, "default tier %s is not in this build, skipped",
+                       default_tiers[i]);
+                continue;
+            }
+            uris[nuris++] = default_tiers[i];
+        }
+        if (nuris == 0) {
+            uris[nuris++] = "mem://?size=64M";
+            tc_log(TC_LOG_WARN, "no default tier is in this build; using %s", uris[0]);
+        }
+    }
+    *n = 0;
+    for (size_t i = 0; i < nuris; i++) {
+        char err[512];
+        enum tc_status st = tc_tier_open(reg, uris[i], &tiers[i], err, sizeof(err));
+        if (st != TC_OK) {
+            tc_log(TC_LOG_CRIT, "--tier '%s': %s", uris[i], err[0] ? err : tc_strerror(st));
+            fprintf(stderr, "tiercache: --tier '%s': %s\n", uris[i],
+                    err[0] ? err : tc_strerror(st));
+            for (size_t k = i; k-- > 0;) {
+                tc_tier_close(tiers[k]);
+            }
+            tc_tier_registry_destroy(reg);
+            return -1;
+        }
+        tc_log(TC_LOG_INFO, "tier l%zu: %s (ttl_ratio=%g, max_ttl=%llums, max value %zu bytes)",
+               i + 1, tc_tier_uri(tiers[i]), tc_tier_ttl_ratio(tiers[i]),
+               (unsigned long long)tc_tier_max_ttl_ms(tiers[i]), tc_tier_max_value(tiers[i]));
+        (*n)++;
+    }
     tc_tier_registry_destroy(reg);
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"listen", required_argument, NULL, 'l'},
-        {"tier", required_argument, NULL, 't'},
-        {"workers", required_argument, NULL, 'w'},
-        {"default-ttl", required_argument, NULL, 'T'},
-        {"max-value", required_argument, NULL, 'm'},
-        {"config", required_argument, NULL, 'c'},
-        {"log-level", required_argument, NULL, 'L'},
-        {"list-tiers", no_argument, NULL, 's'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *tiers[TC_MAX_TIERS];
-    size_t ntiers = 0;
-    const char *listen = "127.0.0.1:8080";
-    int opt;
-
-    while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        switch (opt) {
-        case 'l':
-            listen = optarg;
-            break;
-        case 't':
-            if (ntiers == TC_MAX_TIERS) {
-                fprintf(stderr, "tiercache: too many --tier options (at most %d)\n", TC_MAX_TIERS);
-                return 2;
-            }
-            tiers[ntiers++] = optarg;
-            break;
-        case 'w':
-        case 'T':
-        case 'm':
-        case 'c':
-        case 'L':
-            break; /* accepted now, used by the server */
-        case 's': {
-            struct tc_tier_registry *reg = tc_tier_registry_create();
-            char schemes[256];
-            tc_tier_registry_schemes(reg, schemes, sizeof(schemes));
-            printf("%s\n", schemes);
-            tc_tier_registry_destroy(reg);
-            return 0;
-        }
-        case 'h':
-            usage(stdout);
-            return 0;
-        case 'V':
-            printf("tiercache %s\n", TC_VERSION);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
-        }
+    struct tc_conf conf;
+    enum tc_conf_result cr = tc_conf_load(&conf, argc, argv);
+    if (cr != TC_CONF_RUN) {
+        tc_conf_deinit(&conf);
+        return cr == TC_CONF_EXIT ? 0 : 2;
     }
-    if (optind < argc) {
-        fprintf(stderr, "tiercache: unexpected argument '%s' (see --help)\n", argv[optind]);
-        return 2;
-    }
-    struct tc_tier_registry *reg = tc_tier_registry_create();
-    if (reg == NULL) {
-        fprintf(stderr, "tiercache: out of memory\n");
+    if (tc_log_setup((enum tc_log_level)conf.log_level, conf.log_file, conf.access_log) != TC_OK) {
+        tc_conf_deinit(&conf);
         return 1;
     }
-    if (ntiers == 0) {
-        for (size_t i = 0; i < sizeof(default_tiers) / sizeof(default_tiers[0]); i++) {
-            char scheme[16];
-            sscanf(default_tiers[i], "%15[a-z+]", scheme);
-            if (tc_tier_registry_find(reg, scheme) == NULL) {
-                /* A backend still to be built; the default stack skips it. */
-                fprintf(stderr, "tiercache: default tier %s:// not in this build, skipped\n",
-                        scheme);
-                continue;
-            }
-            tiers[ntiers++] = default_tiers[i];
+    signal(SIGPIPE, SIG_IGN);
+    if (evthread_use_pthreads() != 0) {
+        tc_log(TC_LOG_CRIT, "evthread_use_pthreads failed");
+        return 1;
+    }
+
+    int rc = 1;
+    struct tc_tier *tiers[TC_CONF_MAX_TIERS];
+    size_t ntiers = 0;
+    struct tc_server srv;
+    struct main_ctx m = {0};
+    struct event *sig_ev[3] = {0};
+    memset(&srv, 0, sizeof(srv));
+    pthread_mutex_init(&srv.done_lock, NULL);
+    pthread_cond_init(&srv.done_cond, NULL);
+    srv.conf = &conf;
+    srv.start_ms = tc_now_ms();
+
+    if (open_tiers(&conf, tiers, &ntiers) != 0) {
+        goto out_conf;
+    }
+    srv.stack = tc_stack_create(tiers, ntiers);
+    if (srv.stack == NULL) {
+        for (size_t k = ntiers; k-- > 0;) {
+            tc_tier_close(tiers[k]);
         }
+        tc_log(TC_LOG_CRIT, "out of memory");
+        goto out_conf;
     }
-    struct tc_tier *open_tiers[TC_MAX_TIERS] = {0};
-    int rc = 0;
-    for (size_t i = 0; i < ntiers; i++) {
-        char err[512];
-        enum tc_status st = tc_tier_open(reg, tiers[i], &open_tiers[i], err, sizeof(err));
-        if (st != TC_OK) {
-            fprintf(stderr, "tiercache: --tier '%s': %s\n", tiers[i],
-                    err[0] ? err : tc_strerror(st));
-            rc = 1;
-            break;
-        }
-        fprintf(stderr, "tiercache: L%zu %s (ttl_ratio=%g, max_ttl=%llums)\n", i + 1,
-                tc_tier_uri(open_tiers[i]), tc_tier_ttl_ratio(open_tiers[i]),
-                (unsigned long long)tc_tier_max_ttl_ms(open_tiers[i]));
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    srv.nworkers = conf.workers ? (size_t)conf.workers : (size_t)(cores > 0 ? cores : 1);
+    srv.workers = calloc(srv.nworkers, sizeof(*srv.workers));
+    m.base = event_base_new();
+    if (srv.workers == NULL || m.base == NULL) {
+        tc_log(TC_LOG_CRIT, "out of memory");
+        goto out_stack;
     }
-    if (rc == 0) {
-        fprintf(stderr, "tiercache: stack opened; the HTTP server (%s) is not built yet, exiting\n",
-                listen);
+    m.srv = &srv;
+    char detail[512];
+    tc_stack_check_health(srv.stack, detail, sizeof(detail));
+    if (tc_workers_start(&srv) != TC_OK) {
+        tc_log(TC_LOG_CRIT, "could not start the workers on %s", conf.listen);
+        fprintf(stderr, "tiercache: could not listen on %s (see the log above)\n", conf.listen);
+        tc_workers_stop(&srv);
+        tc_workers_join(&srv);
+        goto out_stack;
     }
-    for (size_t i = ntiers; i-- > 0;) {
-        tc_tier_close(open_tiers[i]);
+    tc_log(TC_LOG_INFO, "listening on %s:%u with %zu workers", conf.listen_host, srv.port,
+           srv.nworkers);
+
+    static const int sigs[3] = {SIGTERM, SIGINT, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        sig_ev[i] = evsignal_new(m.base, sigs[i], on_signal, &m);
+        event_add(sig_ev[i], NULL);
     }
-    tc_tier_registry_destroy(reg);
+    m.sweep_ev = event_new(m.base, -1, EV_PERSIST, on_sweep, &m);
+    struct timeval iv = {(time_t)(conf.sweep_interval_ms / 1000),
+                         (suseconds_t)(conf.sweep_interval_ms % 1000) * 1000};
+    event_add(m.sweep_ev, &iv);
+    event_base_dispatch(m.base);
+
+    tc_workers_join(&srv);
+    rc = 0;
+    tc_log(TC_LOG_INFO, "stopped");
+    event_free(m.sweep_ev);
+    for (int i = 0; i < 3; i++) {
+        event_free(sig_ev[i]);
+    }
+out_stack:
+    if (m.base != NULL) {
+        event_base_free(m.base);
+    }
+    free(srv.workers);
+    tc_stack_destroy(srv.stack); /* closes the tiers: flushes LMDB, detaches shm */
+out_conf:
+    pthread_cond_destroy(&srv.done_cond);
+    pthread_mutex_destroy(&srv.done_lock);
+    tc_log_teardown();
+    tc_conf_deinit(&conf);
     return rc;
 }

@@ -108,6 +108,10 @@ struct tc_tier_ops {
     enum tc_status (*on_invalidate)(struct tc_tier *t, tc_tier_invalidate_fn fn, void *arg);
 };
 
+/** The mem:// backend, for programs that register it under another name
+ * (tiercache-bench registers it as "ref-mutex"). */
+extern const struct tc_tier_ops tc_tier_mem_ops;
+
 /**
  * Completes an asynchronous request: records @p st in req->status and calls
  * the tier layer's completion, which counts it and runs the caller's done().

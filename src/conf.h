@@ -1,0 +1,97 @@
+/*
+ * Server configuration: every option is one row of TC_CONF_OPTIONS (STYLE
+ * R11). The row drives the defaults, the command line (--NAME VALUE), the
+ * config file (NAME = VALUE in INI form, any section; '-' and '_' are the
+ * same), validation, --help and --describe-config. The command line wins over
+ * the file. The result is immutable after tc_conf_load() returns.
+ */
+#ifndef TC_SRC_CONF_H
+#define TC_SRC_CONF_H
+
+#include "shm/status.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TC_CONF_MAX_TIERS 8
+
+enum tc_conf_type {
+    TC_CONF_STR,      /* free text */
+    TC_CONF_UINT,     /* unsigned integer in [min, max] */
+    TC_CONF_SIZE,     /* bytes with K/M/G suffixes, in [min, max] */
+    TC_CONF_DURATION, /* ms; a bare number is seconds; in [min, max] */
+    TC_CONF_LEVEL,    /* log level name */
+    TC_CONF_TIERS,    /* repeatable tier URI */
+};
+
+/*    name                 field             type              default        min   max description
+ */
+#define TC_CONF_OPTIONS(X)                                                                         \
+    X("listen", listen, TC_CONF_STR, "127.0.0.1:8080", 0, 0,                                       \
+      "address:port to listen on ([::1]:8080 for IPv6)")                                           \
+    X("tier", tiers, TC_CONF_TIERS, NULL, 0, 0,                                                    \
+      "a tier URI, fastest first; repeatable (default: shm L1 64M + LMDB L2 in ./data)")           \
+    X("workers", workers, TC_CONF_UINT, "0", 0, 256, "worker threads; 0 = number of cores")        \
+    X("default-ttl", default_ttl_ms, TC_CONF_DURATION, "3600", 0, 3153600000000ull,                \
+      "TTL for writes that give none; 0 = never expires")                                          \
+    X("max-ttl", max_ttl_ms, TC_CONF_DURATION, "365d", 1000, 3153600000000ull,                     \
+      "largest TTL a client may ask for")                                                          \
+    X("max-value", max_value, TC_CONF_SIZE, "16M", 1, 1ull << 31, "largest value stored")          \
+    X("max-header-size", max_header_size, TC_CONF_SIZE, "16K", 1024, 1u << 20,                     \
+      "largest request line plus headers")                                                         \
+    X("max-connections", max_connections, TC_CONF_UINT, "20000", 1, 1000000,                       \
+      "open client connections at most; further ones get 503 and are closed")                      \
+    X("idle-timeout", idle_timeout_ms, TC_CONF_DURATION, "60", 100, 86400000,                      \
+      "close a keep-alive connection idle this long")                                              \
+    X("shutdown-timeout", shutdown_timeout_ms, TC_CONF_DURATION, "5", 0, 600000,                   \
+      "on SIGTERM, wait this long for in-flight requests")                                         \
+    X("sweep-interval", sweep_interval_ms, TC_CONF_DURATION, "1", 10, 86400000,                    \
+      "how often the sweeper visits each local tier")                                              \
+    X("sweep-budget", sweep_budget, TC_CONF_UINT, "20000", 1, 100000000,                           \
+      "entries a sweep examines per tier per visit")                                               \
+    X("log-level", log_level, TC_CONF_LEVEL, "info", 0, 0, "crit, warn, notice, info or debug")    \
+    X("log-file", log_file, TC_CONF_STR, "", 0, 0, "log to this file instead of stderr")           \
+    X("access-log", access_log, TC_CONF_STR, "", 0, 0, "write one line per request to this file")
+
+struct tc_conf {
+    const char *listen;
+    const char *tiers[TC_CONF_MAX_TIERS];
+    size_t ntiers;
+    uint64_t workers;
+    uint64_t default_ttl_ms;
+    uint64_t max_ttl_ms;
+    uint64_t max_value;
+    uint64_t max_header_size;
+    uint64_t max_connections;
+    uint64_t idle_timeout_ms;
+    uint64_t shutdown_timeout_ms;
+    uint64_t sweep_interval_ms;
+    uint64_t sweep_budget;
+    int log_level;
+    const char *log_file;
+    const char *access_log;
+    /* Derived. */
+    char listen_host[256];
+    unsigned listen_port;
+    /* Storage for strings (owned). */
+    char *_strings[64];
+    size_t _nstrings;
+};
+
+enum tc_conf_result {
+    TC_CONF_RUN = 0,  /* start the server */
+    TC_CONF_EXIT = 1, /* --help, --version, ... printed; exit 0 */
+    TC_CONF_ERROR = 2 /* message printed; exit 2 */
+};
+
+/**
+ * Fills @p c from the defaults, the config file (--config FILE) and the
+ * command line. Prints errors naming the option, the value and what is
+ * valid. On TC_CONF_RUN the caller owns @p c (tc_conf_deinit()).
+ */
+enum tc_conf_result tc_conf_load(struct tc_conf *c, int argc, char **argv);
+
+/** Frees what tc_conf_load() allocated. */
+void tc_conf_deinit(struct tc_conf *c);
+
+#endif

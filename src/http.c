@@ -1,0 +1,750 @@
+#define _GNU_SOURCE /* SO_REUSEPORT, SOCK_NONBLOCK, SOCK_CLOEXEC */
+#include "src/http.h"
+#include "src/log.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <http_parser.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+enum conn_state { ST_READING, ST_ANSWERING, ST_CLOSING };
+
+struct tc_http_conn {
+    struct tc_http_server *srv;
+    struct bufferevent *bev;
+    http_parser parser;
+    struct tc_http_req *req; /* being parsed or answered; NULL between requests */
+    enum conn_state state;
+    size_t header_bytes;
+    int in_feed; /* inside feed(): a synchronous reply must not re-enter it */
+    int error;   /* an HTTP status to answer with, set by a parser callback */
+    const char *error_msg;
+    int close_after; /* close once the current response is written */
+    struct tc_http_conn *prev, *next;
+};
+
+struct tc_http_server {
+    struct event_base *base;
+    struct evconnlistener *listener;
+    struct tc_http_limits limits;
+    tc_http_handler_fn handler;
+    void *arg;
+    struct tc_http_conn *conns;
+    size_t busy;
+    struct tc_http_counters counters;
+    http_parser_settings settings;
+};
+
+#define BUMP(s, f)                                                                                 \
+    atomic_store_explicit(&(s)->counters.f,                                                        \
+                          atomic_load_explicit(&(s)->counters.f, memory_order_relaxed) + 1,        \
+                          memory_order_relaxed)
+#define DROP(s, f)                                                                                 \
+    atomic_store_explicit(&(s)->counters.f,                                                        \
+                          atomic_load_explicit(&(s)->counters.f, memory_order_relaxed) - 1,        \
+                          memory_order_relaxed)
+
+static void feed(struct tc_http_conn *c);
+static void conn_free(struct tc_http_conn *c);
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+const char *tc_http_reason(int status)
+{
+    switch (status) {
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    }
+    return "Unknown";
+}
+
+const char *tc_http_header(const struct tc_http_req *r, const char *name)
+{
+    for (unsigned i = 0; i < r->_nhdrs; i++) {
+        if (strcmp((const char *)r->_hdrs.data + r->_hoff[i][0], name) == 0) {
+            return (const char *)r->_hdrs.data + r->_hoff[i][1];
+        }
+    }
+    return NULL;
+}
+
+/* ---- requests --------------------------------------------------------------- */
+
+static void req_free(struct tc_http_req *r)
+{
+    tc_buf_deinit(&r->body);
+    tc_buf_deinit(&r->_target);
+    tc_buf_deinit(&r->_hdrs);
+    free(r);
+}
+
+static int fail(struct tc_http_conn *c, int status, const char *msg)
+{
+    if (c->error == 0) {
+        c->error = status;
+        c->error_msg = msg;
+    }
+    return -1; /* stops http_parser_execute with HPE_CB_* */
+}
+
+static int count_header_bytes(struct tc_http_conn *c, size_t n)
+{
+    c->header_bytes += n;
+    if (c->header_bytes > c->srv->limits.max_header_size) {
+        return fail(c, c->req && c->req->_hdrs.len == 0 && !c->req->_in_value ? 414 : 431,
+                    c->req && c->req->_hdrs.len == 0 ? "request line too long"
+                                                     : "request headers too large");
+    }
+    return 0;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    struct tc_http_conn *c = p->data;
+    c->header_bytes = 0;
+    c->req = calloc(1, sizeof(*c->req));
+    if (c->req == NULL) {
+        return fail(c, 503, "out of memory");
+    }
+    c->req->_conn = c;
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    struct tc_http_conn *c = p->data;
+    if (count_header_bytes(c, len) != 0) {
+        return -1;
+    }
+    if (tc_buf_append(&c->req->_target, at, len) != TC_OK) {
+        return fail(c, 503, "out of memory");
+    }
+    return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    struct tc_http_conn *c = p->data;
+    struct tc_http_req *r = c->req;
+    if (count_header_bytes(c, len) != 0) {
+        return -1;
+    }
+    if (r->_in_value || r->_nhdrs == 0) {
+        /* A new header starts: finish the previous value. */
+        if (r->_in_value && tc_buf_append(&r->_hdrs, "", 1) != TC_OK) {
+            return fail(c, 503, "out of memory");
+        }
+        if (r->_nhdrs == TC_HTTP_MAX_HEADERS) {
+            return fail(c, 431, "too many request headers");
+        }
+        r->_hoff[r->_nhdrs][0] = (uint32_t)r->_hdrs.len;
+        r->_hoff[r->_nhdrs][1] = UINT32_MAX;
+        r->_nhdrs++;
+        r->_in_value = 0;
+    }
+    size_t at_len = r->_hdrs.len;
+    if (tc_buf_append(&r->_hdrs, at, len) != TC_OK) {
+        return fail(c, 503, "out of memory");
+    }
+    for (size_t i = at_len; i < r->_hdrs.len; i++) {
+        uint8_t ch = r->_hdrs.data[i];
+        if (ch >= 'A' && ch <= 'Z') {
+            r->_hdrs.data[i] = (uint8_t)(ch + 32);
+        }
+    }
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    struct tc_http_conn *c = p->data;
+    struct tc_http_req *r = c->req;
+    if (count_header_bytes(c, len) != 0) {
+        return -1;
+    }
+    if (!r->_in_value) {
+        if (tc_buf_append(&r->_hdrs, "", 1) != TC_OK) {
+            return fail(c, 503, "out of memory");
+        }
+        r->_hoff[r->_nhdrs - 1][1] = (uint32_t)r->_hdrs.len;
+        r->_in_value = 1;
+    }
+    if (tc_buf_append(&r->_hdrs, at, len) != TC_OK) {
+        return fail(c, 503, "out of memory");
+    }
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    struct tc_http_conn *c = p->data;
+    struct tc_http_req *r = c->req;
+    struct tc_http_server *s = c->srv;
+
+    /* Terminate the last header (a name without value gets ""). */
+    if (r->_nhdrs > 0) {
+        if (!r->_in_value) {
+            if (tc_buf_append(&r->_hdrs, "", 1) != TC_OK) {
+                return fail(c, 503, "out of memory");
+            }
+            r->_hoff[r->_nhdrs - 1][1] = (uint32_t)r->_hdrs.len;
+        }
+        if (tc_buf_append(&r->_hdrs, "", 1) != TC_OK) {
+            return fail(c, 503, "out of memory");
+        }
+    }
+    if (tc_buf_append(&r->_target, "", 1) != TC_OK) {
+        return fail(c, 503, "out of memory");
+    }
+    switch (p->method) {
+    case HTTP_GET:
+        r->method = TC_HTTP_GET;
+        break;
+    case HTTP_HEAD:
+        r->method = TC_HTTP_HEAD;
+        break;
+    case HTTP_PUT:
+        r->method = TC_HTTP_PUT;
+        break;
+    case HTTP_DELETE:
+        r->method = TC_HTTP_DELETE;
+        break;
+    case HTTP_POST:
+        r->method = TC_HTTP_POST;
+        break;
+    default:
+        r->method = TC_HTTP_OTHER;
+        break;
+    }
+    r->method_name = http_method_str((enum http_method)p->method);
+    r->keep_alive = http_should_keep_alive(p);
+
+    const char *cl = tc_http_header(r, "content-length");
+    int chunked = (p->flags & F_CHUNKED) != 0;
+    if ((r->method == TC_HTTP_PUT || r->method == TC_HTTP_POST) && cl == NULL && !chunked) {
+        return fail(c, 411, "a PUT or POST needs Content-Length or chunked encoding");
+    }
+    if (cl != NULL && p->content_length > s->limits.max_body) {
+        return fail(c, 413, "request body larger than the server accepts");
+    }
+    const char *expect = tc_http_header(r, "expect");
+    if (expect != NULL && strcasecmp(expect, "100-continue") == 0) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        bufferevent_write(c->bev, cont, sizeof(cont) - 1);
+    }
+    if (cl != NULL && p->content_length > 0 &&
+        tc_buf_reserve(&r->body, (size_t)p->content_length) != TC_OK) {
+        return fail(c, 503, "out of memory");
+    }
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    struct tc_http_conn *c = p->data;
+    struct tc_http_req *r = c->req;
+    if (r->body.len + len > c->srv->limits.max_body) {
+        return fail(c, 413, "request body larger than the server accepts");
+    }
+    if (tc_buf_append(&r->body, at, len) != TC_OK) {
+        return fail(c, 503, "out of memory");
+    }
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    struct tc_http_conn *c = p->data;
+    /* Stop here: the next pipelined request is parsed after this one is
+     * answered, so that responses go out in order. */
+    http_parser_pause(p, 1);
+    c->state = ST_ANSWERING;
+    return 0;
+}
+
+/* ---- responses -------------------------------------------------------------------- */
+
+static size_t fmt_u64(char *buf, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++) {
+        buf[i] = tmp[n - 1 - i];
+    }
+    return n;
+}
+
+static void append(char *buf, size_t *n, size_t cap, const char *s, size_t len)
+{
+    if (*n + len <= cap) {
+        memcpy(buf + *n, s, len);
+        *n += len;
+    }
+}
+
+#define APPEND_LIT(buf, n, cap, lit) append(buf, n, cap, lit, sizeof(lit) - 1)
+
+/* Writes status line, headers and body to the connection's output. */
+static void write_response(struct tc_http_conn *c, int status, const char *ctype, const void *body,
+                           size_t len, const char *headers, int head_only, int keep_alive)
+{
+    char h[1024];
+    size_t n = 0;
+    char num[24];
+    const char *reason = tc_http_reason(status);
+
+    APPEND_LIT(h, &n, sizeof(h), "HTTP/1.1 ");
+    append(h, &n, sizeof(h), num, fmt_u64(num, (uint64_t)status));
+    APPEND_LIT(h, &n, sizeof(h), " ");
+    append(h, &n, sizeof(h), reason, strlen(reason));
+    APPEND_LIT(h, &n, sizeof(h), "\r\nServer: tiercache\r\nContent-Type: ");
+    append(h, &n, sizeof(h), ctype, strlen(ctype));
+    APPEND_LIT(h, &n, sizeof(h), "\r\nContent-Length: ");
+    append(h, &n, sizeof(h), num, fmt_u64(num, len));
+    APPEND_LIT(h, &n, sizeof(h), "\r\n");
+    if (!keep_alive) {
+        APPEND_LIT(h, &n, sizeof(h), "Connection: close\r\n");
+    }
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (headers != NULL) {
+        size_t hl = strlen(headers);
+        if (n + hl + 2 <= sizeof(h)) {
+            memcpy(h + n, headers, hl);
+            n += hl;
+        } else {
+            evbuffer_add(out, h, n);
+            evbuffer_add(out, headers, hl);
+            n = 0;
+        }
+    }
+    APPEND_LIT(h, &n, sizeof(h), "\r\n");
+    evbuffer_add(out, h, n);
+    if (!head_only && len > 0) {
+        evbuffer_add(out, body, len);
+    }
+}
+
+static void close_when_written(struct tc_http_conn *c)
+{
+    c->state = ST_CLOSING;
+    bufferevent_disable(c->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        conn_free(c);
+    }
+    /* Otherwise write_cb frees it once the output has drained. */
+}
+
+static void access_log(struct tc_http_req *r, int status, size_t len)
+{
+    char line[512];
+    int n =
+        snprintf(line, sizeof(line), "%s %.*s%s%s %d %zu %.3fms", r->method_name,
+                 (int)(r->path_len > 256 ? 256 : r->path_len), r->path, r->query ? "?" : "",
+                 r->query ? r->query : "", status, len, (double)(mono_ns() - r->start_ns) / 1e6);
+    if (n > 0) {
+        tc_log_access(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+    }
+}
+
+void tc_http_respond(struct tc_http_req *r, int status, const char *ctype, const void *body,
+                     size_t len, const char *headers)
+{
+    struct tc_http_conn *c = r->_conn;
+    if (tc_log_access_enabled()) {
+        access_log(r, status, len);
+    }
+    if (c == NULL) {
+        /* The connection is gone (shutdown); nothing to send. */
+        req_free(r);
+        return;
+    }
+    struct tc_http_server *s = c->srv;
+    int keep = r->keep_alive && !c->close_after;
+    write_response(c, status, ctype, body, len, headers, r->method == TC_HTTP_HEAD, keep);
+    req_free(r);
+    c->req = NULL;
+    s->busy--;
+    if (!keep) {
+        close_when_written(c);
+        return;
+    }
+    c->state = ST_READING;
+    http_parser_pause(&c->parser, 0);
+    bufferevent_enable(c->bev, EV_READ);
+    if (!c->in_feed) {
+        feed(c);
+    }
+}
+
+static void respond_error(struct tc_http_conn *c, int status, const char *msg)
+{
+    static const char *const codes[][2] = {
+        {"400", "bad_request"},  {"411", "length_required"},   {"413", "payload_too_large"},
+        {"414", "uri_too_long"}, {"431", "headers_too_large"}, {"503", "unavailable"},
+    };
+    const char *code = "bad_request";
+    char st[8];
+    snprintf(st, sizeof(st), "%d", status);
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+        if (strcmp(codes[i][0], st) == 0) {
+            code = codes[i][1];
+        }
+    }
+    char body[256];
+    /* msg is one of this file's constant strings: no JSON escaping needed. */
+    int n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"message\":\"%s\"}", code, msg);
+    write_response(c, status, "application/json", body, (size_t)n, NULL, 0, 0);
+    BUMP(c->srv, parse_errors);
+    if (c->req != NULL) {
+        req_free(c->req);
+        c->req = NULL;
+    }
+    close_when_written(c);
+}
+
+/* ---- connections --------------------------------------------------------------------- */
+
+static void dispatch(struct tc_http_conn *c)
+{
+    struct tc_http_req *r = c->req;
+    struct tc_http_server *s = c->srv;
+    char *t = (char *)r->_target.data;
+    char *q = strchr(t, '?');
+    if (q != NULL) {
+        *q = '\0';
+        r->query = q + 1;
+    }
+    r->path = t;
+    r->path_len = strlen(t);
+    r->start_ns = mono_ns();
+    s->busy++;
+    BUMP(s, requests);
+    /* Nothing is read while the request is answered (see the state diagram). */
+    bufferevent_disable(c->bev, EV_READ);
+    s->handler(r, s->arg);
+}
+
+static void feed(struct tc_http_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    c->in_feed = 1;
+    while (c->state == ST_READING && evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1) {
+            break;
+        }
+        size_t n = http_parser_execute(&c->parser, &c->srv->settings, v.iov_base, v.iov_len);
+        evbuffer_drain(in, n);
+        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        if (c->state == ST_ANSWERING) {
+            /* Paused at message complete. */
+            dispatch(c);
+            if (c->state == ST_CLOSING) {
+                /* The reply is queued; write_cb frees c once it is sent. */
+                c->in_feed = 0;
+                return;
+            }
+            continue; /* a synchronous reply set ST_READING again */
+        }
+        if (e != HPE_OK) {
+            if (c->error == 0) {
+                c->error = e == HPE_HEADER_OVERFLOW ? 431 : 400;
+                c->error_msg = e == HPE_HEADER_OVERFLOW ? "request headers too large"
+                                                        : "malformed HTTP request";
+            }
+            c->in_feed = 0;
+            respond_error(c, c->error, c->error_msg);
+            return;
+        }
+        if (n < v.iov_len) {
+            break; /* the parser wants no more now */
+        }
+    }
+    c->in_feed = 0;
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    feed(arg);
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    struct tc_http_conn *c = arg;
+    if (c->state == ST_CLOSING && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+        conn_free(c);
+    }
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct tc_http_conn *c = arg;
+    (void)bev;
+    if (c->state == ST_ANSWERING) {
+        /* The handler still owns the request; it will find no connection. */
+        c->req->_conn = NULL;
+        c->req = NULL;
+        c->srv->busy--;
+    }
+    if (what & BEV_EVENT_TIMEOUT) {
+        tc_log(TC_LOG_DEBUG, "http: closing a connection idle too long");
+    }
+    conn_free(c);
+}
+
+static void conn_free(struct tc_http_conn *c)
+{
+    struct tc_http_server *s = c->srv;
+    if (c->req != NULL) {
+        if (c->state == ST_ANSWERING) {
+            c->req->_conn = NULL; /* its handler frees it when it responds */
+            s->busy--;
+        } else {
+            req_free(c->req);
+        }
+    }
+    if (c->prev != NULL) {
+        c->prev->next = c->next;
+    } else {
+        s->conns = c->next;
+    }
+    if (c->next != NULL) {
+        c->next->prev = c->prev;
+    }
+    bufferevent_free(c->bev);
+    free(c);
+    DROP(s, active);
+    atomic_fetch_sub_explicit(s->limits.conn_count, 1, memory_order_relaxed);
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                      void *arg)
+{
+    struct tc_http_server *s = arg;
+    (void)l;
+    (void)sa;
+    (void)salen;
+    /* One shared counter across workers, touched only on connect and close. */
+    uint64_t n = atomic_fetch_add_explicit(s->limits.conn_count, 1, memory_order_relaxed);
+    if (n >= s->limits.max_connections) {
+        static const char body[] =
+            "{\"error\":\"unavailable\",\"message\":\"too many open connections\"}";
+        char busy[256];
+        int len = snprintf(busy, sizeof(busy),
+                           "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                           "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                           sizeof(body) - 1, body);
+        ssize_t w = send(fd, busy, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        (void)w; /* best effort: the client is refused either way */
+        evutil_closesocket(fd);
+        atomic_fetch_sub_explicit(s->limits.conn_count, 1, memory_order_relaxed);
+        BUMP(s, refused);
+        return;
+    }
+    struct tc_http_conn *c = calloc(1, sizeof(*c));
+    struct bufferevent *bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (c == NULL || bev == NULL) {
+        tc_log(TC_LOG_WARN, "http: out of memory accepting a connection");
+        free(c);
+        if (bev != NULL) {
+            bufferevent_free(bev);
+        } else {
+            evutil_closesocket(fd);
+        }
+        atomic_fetch_sub_explicit(s->limits.conn_count, 1, memory_order_relaxed);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->srv = s;
+    c->bev = bev;
+    c->state = ST_READING;
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    c->next = s->conns;
+    if (s->conns != NULL) {
+        s->conns->prev = c;
+    }
+    s->conns = c;
+    BUMP(s, accepted);
+    BUMP(s, active);
+    struct timeval idle = {(time_t)(s->limits.idle_timeout_ms / 1000),
+                           (suseconds_t)(s->limits.idle_timeout_ms % 1000) * 1000};
+    bufferevent_set_timeouts(bev, &idle, &idle);
+    bufferevent_setcb(bev, read_cb, write_cb, event_cb, c);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    (void)l;
+    (void)arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    tc_log(TC_LOG_WARN, "http: accept() failed: %s", evutil_socket_error_to_string(err));
+}
+
+struct tc_http_server *tc_http_server_create(struct event_base *base, int fd,
+                                             const struct tc_http_limits *limits,
+                                             tc_http_handler_fn handler, void *arg)
+{
+    struct tc_http_server *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        close(fd);
+        return NULL;
+    }
+    s->base = base;
+    s->limits = *limits;
+    s->handler = handler;
+    s->arg = arg;
+    s->settings.on_message_begin = on_message_begin;
+    s->settings.on_url = on_url;
+    s->settings.on_header_field = on_header_field;
+    s->settings.on_header_value = on_header_value;
+    s->settings.on_headers_complete = on_headers_complete;
+    s->settings.on_body = on_body;
+    s->settings.on_message_complete = on_message_complete;
+    s->listener = evconnlistener_new(base, accept_cb, s, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    if (s->listener == NULL) {
+        close(fd);
+        free(s);
+        return NULL;
+    }
+    evconnlistener_set_error_cb(s->listener, accept_error_cb);
+    return s;
+}
+
+void tc_http_server_stop_accepting(struct tc_http_server *s)
+{
+    if (s->listener != NULL) {
+        evconnlistener_free(s->listener);
+        s->listener = NULL;
+    }
+}
+
+size_t tc_http_server_busy(const struct tc_http_server *s)
+{
+    return s->busy;
+}
+
+const struct tc_http_counters *tc_http_server_counters(const struct tc_http_server *s)
+{
+    return &s->counters;
+}
+
+void tc_http_server_destroy(struct tc_http_server *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    tc_http_server_stop_accepting(s);
+    while (s->conns != NULL) {
+        conn_free(s->conns);
+    }
+    free(s);
+}
+
+int tc_http_listen(const char *host, unsigned port, unsigned *bound_port)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    char portstr[8];
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    snprintf(portstr, sizeof(portstr), "%u", port);
+    int rc = getaddrinfo(host, portstr, &hints, &res);
+    if (rc != 0) {
+        tc_log(TC_LOG_CRIT, "getaddrinfo(%s, %s) failed: %s", host, portstr, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(res->ai_family, res->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        tc_log(TC_LOG_CRIT, "socket() failed: %s", strerror(errno));
+        freeaddrinfo(res);
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    /* Each worker binds its own socket to the same port; the kernel spreads
+     * new connections over them without a shared accept queue lock. */
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+        tc_log(TC_LOG_CRIT, "setsockopt(SO_REUSEPORT) failed: %s", strerror(errno));
+        close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0) {
+        tc_log(TC_LOG_CRIT, "bind(%s:%u) failed: %s", host, port, strerror(errno));
+        close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    freeaddrinfo(res);
+    if (listen(fd, 4096) != 0) {
+        tc_log(TC_LOG_CRIT, "listen(%s:%u) failed: %s", host, port, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        *bound_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                     : ((struct sockaddr_in *)&ss)->sin_port);
+    }
+    return fd;
+}

@@ -1,0 +1,138 @@
+#include "src/log.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The log sink: the globals STYLE R10 allows. */
+int tc_log_level_current = TC_LOG_INFO;
+static FILE *log_fp;
+static FILE *access_fp;
+static char *log_path;
+static char *access_path;
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static const char *const level_names[] = {"crit", "warn", "notice", "info", "debug"};
+
+int tc_log_level_parse(const char *s)
+{
+    for (int i = 0; i < (int)(sizeof(level_names) / sizeof(level_names[0])); i++) {
+        if (strcasecmp(s, level_names[i]) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+void tc_log_write(enum tc_log_level level, const char *fmt, ...)
+{
+    char line[1024];
+    struct timeval tv;
+    struct tm tm;
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    int n = (int)strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
+    n += snprintf(line + n, sizeof(line) - (size_t)n, ".%03dZ %s [%d] ", (int)(tv.tv_usec / 1000),
+                  level_names[level], (int)getpid());
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+    va_end(ap);
+    size_t len = (size_t)n + (w < 0 ? 0 : (size_t)w);
+    if (len >= sizeof(line) - 1) {
+        len = sizeof(line) - 2;
+    }
+    line[len++] = '\n';
+    pthread_mutex_lock(&log_lock);
+    FILE *fp = log_fp ? log_fp : stderr;
+    fwrite(line, 1, len, fp);
+    fflush(fp);
+    pthread_mutex_unlock(&log_lock);
+}
+
+static FILE *open_append(const char *path)
+{
+    FILE *fp = fopen(path, "a");
+    if (fp != NULL) {
+        setvbuf(fp, NULL, _IOLBF, 0);
+    }
+    return fp;
+}
+
+enum tc_status tc_log_setup(enum tc_log_level level, const char *lpath, const char *apath)
+{
+    tc_log_level_current = (int)level;
+    if (lpath != NULL && lpath[0] != '\0') {
+        if ((log_fp = open_append(lpath)) == NULL) {
+            fprintf(stderr, "tiercache: cannot open log file '%s': %m\n", lpath);
+            return TC_EIO;
+        }
+        log_path = strdup(lpath);
+    }
+    if (apath != NULL && apath[0] != '\0') {
+        if ((access_fp = open_append(apath)) == NULL) {
+            fprintf(stderr, "tiercache: cannot open access log '%s': %m\n", apath);
+            return TC_EIO;
+        }
+        access_path = strdup(apath);
+    }
+    return TC_OK;
+}
+
+void tc_log_reopen(void)
+{
+    pthread_mutex_lock(&log_lock);
+    if (log_path != NULL) {
+        FILE *fp = open_append(log_path);
+        if (fp != NULL) {
+            fclose(log_fp);
+            log_fp = fp;
+        }
+    }
+    if (access_path != NULL) {
+        FILE *fp = open_append(access_path);
+        if (fp != NULL) {
+            fclose(access_fp);
+            access_fp = fp;
+        }
+    }
+    pthread_mutex_unlock(&log_lock);
+}
+
+void tc_log_teardown(void)
+{
+    pthread_mutex_lock(&log_lock);
+    if (log_fp != NULL) {
+        fclose(log_fp);
+        log_fp = NULL;
+    }
+    if (access_fp != NULL) {
+        fclose(access_fp);
+        access_fp = NULL;
+    }
+    free(log_path);
+    free(access_path);
+    log_path = access_path = NULL;
+    pthread_mutex_unlock(&log_lock);
+}
+
+int tc_log_access_enabled(void)
+{
+    return access_fp != NULL;
+}
+
+void tc_log_access(const char *line, size_t len)
+{
+    pthread_mutex_lock(&log_lock);
+    if (access_fp != NULL) {
+        fwrite(line, 1, len, access_fp);
+        fputc('\n', access_fp);
+    }
+    pthread_mutex_unlock(&log_lock);
+}

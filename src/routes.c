@@ -1,0 +1,858 @@
+/*
+ * HTTP API v1: the route table and its handlers (STYLE R12).
+ *
+ *   GET|HEAD /cache/{key}   200 {"key","value","ttl"} + X-Cache, X-Cache-Tier | 404
+ *   PUT      /cache/{key}   {"value": JSON, "ttl"|"timeout": s} or octet-stream + ?ttl=
+ *   DELETE   /cache/{key}   200, idempotent
+ *   GET      /health        200 ok | 200 degraded | 503
+ *   GET      /stats         JSON
+ *   GET      /metrics       Prometheus text
+ *
+ * Handlers return TC_OK once they have answered or will answer; any other
+ * status is answered here through status_to_http(), the one place that maps
+ * tiercache statuses to HTTP codes.
+ */
+#include "src/log.h"
+#include "src/server.h"
+#include "tiers/tier_impl.h"
+
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+#include <math.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/queue.h>
+
+#define CACHE_PREFIX     "/cache/"
+#define CACHE_PREFIX_LEN (sizeof(CACHE_PREFIX) - 1)
+
+typedef enum tc_status (*route_fn)(struct tc_worker *w, struct tc_http_req *r);
+
+struct route {
+    const char *path;
+    int prefix; /* path is a prefix (the rest is the key) */
+    unsigned methods;
+    const char *allow; /* for 405 */
+    route_fn fn;
+};
+
+static enum tc_status api_cache(struct tc_worker *w, struct tc_http_req *r);
+static enum tc_status api_health(struct tc_worker *w, struct tc_http_req *r);
+static enum tc_status api_stats(struct tc_worker *w, struct tc_http_req *r);
+static enum tc_status api_metrics(struct tc_worker *w, struct tc_http_req *r);
+
+static const struct route routes[] = {
+    {CACHE_PREFIX, 1, TC_HTTP_GET | TC_HTTP_HEAD | TC_HTTP_PUT | TC_HTTP_DELETE,
+     "GET, HEAD, PUT, DELETE", api_cache},
+    {"/health", 0, TC_HTTP_GET | TC_HTTP_HEAD, "GET, HEAD", api_health},
+    {"/stats", 0, TC_HTTP_GET | TC_HTTP_HEAD, "GET, HEAD", api_stats},
+    {"/metrics", 0, TC_HTTP_GET | TC_HTTP_HEAD, "GET, HEAD", api_metrics},
+};
+
+/* ---- responses ------------------------------------------------------------------- */
+
+static void respond(struct tc_worker *w, struct tc_http_req *r, int status, const char *ctype,
+                    const void *body, size_t len, const char *headers)
+{
+    tc_worker_count_status(w, status);
+    tc_http_respond(r, status, ctype, body, len, headers);
+}
+
+static void respond_json(struct tc_worker *w, struct tc_http_req *r, int status, json_t *j,
+                         const char *headers)
+{
+    char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(j);
+    if (s == NULL) {
+        static const char oom[] = "{\"error\":\"unavailable\",\"message\":\"out of memory\"}";
+        respond(w, r, 503, "application/json", oom, sizeof(oom) - 1, NULL);
+        return;
+    }
+    respond(w, r, status, "application/json", s, strlen(s), headers);
+    free(s);
+}
+
+/* {"error": code, "message": printf(...)} */
+static void respond_error(struct tc_worker *w, struct tc_http_req *r, int status, const char *code,
+                          const char *headers, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+static void respond_error(struct tc_worker *w, struct tc_http_req *r, int status, const char *code,
+                          const char *headers, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    json_t *j = json_object();
+    json_object_set_new(j, "error", json_string(code));
+    /* The message may quote client bytes: keep it valid UTF-8 for JSON. */
+    json_t *m = json_string(msg);
+    json_object_set_new(j, "message", m ? m : json_string("(message not valid UTF-8)"));
+    tc_log(TC_LOG_DEBUG, "%d %s: %s", status, code, msg);
+    respond_json(w, r, status, j, headers);
+}
+
+static int status_to_http(enum tc_status st, const char **code)
+{
+    switch (st) {
+    case TC_ENOTFOUND:
+        *code = "not_found";
+        return 404;
+    case TC_ETOOBIG:
+        *code = "payload_too_large";
+        return 413;
+    case TC_EINVAL:
+        *code = "bad_request";
+        return 400;
+    case TC_ETIMEOUT:
+        *code = "timeout";
+        return 504;
+    default:
+        *code = "unavailable";
+        return 503;
+    }
+}
+
+static void respond_status(struct tc_worker *w, struct tc_http_req *r, enum tc_status st)
+{
+    const char *code;
+    int http = status_to_http(st, &code);
+    respond_error(w, r, http, code, NULL, "%s", tc_strerror(st));
+}
+
+/* ---- routing ------------------------------------------------------------------------ */
+
+void tc_routes_handle(struct tc_http_req *r, void *arg)
+{
+    struct tc_worker *w = arg;
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        const struct route *rt = &routes[i];
+        size_t n = strlen(rt->path);
+        int match = rt->prefix ? strncmp(r->path, rt->path, n) == 0
+                               : (r->path_len == n && memcmp(r->path, rt->path, n) == 0);
+        if (!match) {
+            continue;
+        }
+        if (!(r->method & rt->methods)) {
+            char allow[96];
+            snprintf(allow, sizeof(allow), "Allow: %s\r\n", rt->allow);
+            respond_error(w, r, 405, "method_not_allowed", allow,
+                          "%s is not allowed on %s (allowed: %s)", r->method_name, rt->path,
+                          rt->allow);
+            return;
+        }
+        enum tc_status st = rt->fn(w, r);
+        if (st != TC_OK) {
+            respond_status(w, r, st);
+        }
+        return;
+    }
+    if (r->path_len + 1 == CACHE_PREFIX_LEN && memcmp(r->path, CACHE_PREFIX, r->path_len) == 0) {
+        respond_error(w, r, 400, "bad_key", NULL, "the key is empty: use /cache/{key}");
+        return;
+    }
+    respond_error(w, r, 404, "not_found", NULL,
+                  "no such path (the API is /cache/{key}, /health, /stats, /metrics)");
+}
+
+/* ---- /cache/{key} ---------------------------------------------------------------------- */
+
+struct cache_call {
+    struct tc_worker *w;
+    struct tc_http_req *r;
+    json_t *key; /* the key as a JSON string */
+};
+
+static const char *query_param(struct tc_http_req *r, const char *name, struct evkeyvalq *q)
+{
+    if (r->query == NULL) {
+        return NULL;
+    }
+    if (TAILQ_EMPTY(q) && evhttp_parse_query_str(r->query, q) != 0) {
+        return NULL;
+    }
+    return evhttp_find_header(q, name);
+}
+
+/* Parses a TTL in seconds (integer or fraction) into ms within the limits. */
+static int parse_ttl(struct tc_worker *w, struct tc_http_req *r, json_t *v, const char *text,
+                     const char *what, uint64_t *ttl_ms)
+{
+    double secs;
+    if (v != NULL) {
+        if (!json_is_number(v)) {
+            respond_error(w, r, 400, "bad_ttl", NULL, "%s must be a number of seconds", what);
+            return -1;
+        }
+        secs = json_number_value(v);
+    } else {
+        char *end;
+        secs = strtod(text, &end);
+        if (text[0] == '\0' || *end != '\0') {
+            respond_error(w, r, 400, "bad_ttl", NULL, "%s must be a number of seconds, not '%s'",
+                          what, text);
+            return -1;
+        }
+    }
+    if (!isfinite(secs) || secs < 0) {
+        respond_error(w, r, 400, "bad_ttl", NULL, "%s must be 0 (never expires) or positive", what);
+        return -1;
+    }
+    double max = (double)w->srv->conf->max_ttl_ms / 1000.0;
+    if (secs > max) {
+        respond_error(w, r, 400, "bad_ttl", NULL, "%s %.17g is above the largest allowed, %.0f s",
+                      what, secs, max);
+        return -1;
+    }
+    *ttl_ms = (uint64_t)llround(secs * 1000.0);
+    return 0;
+}
+
+static void call_free(struct cache_call *cc)
+{
+    json_decref(cc->key);
+    free(cc);
+}
+
+static const char *tier_label(int i)
+{
+    static const char *const labels[] = {"l1", "l2", "l3", "l4", "l5", "l6", "l7", "l8"};
+    return i >= 0 && i < 8 ? labels[i] : "l?";
+}
+
+/* Builds the JSON body of a hit into out: {"key":..,"value":..,["encoding":"base64",]"ttl":..} */
+static enum tc_status hit_body(const struct cache_call *cc, const struct tc_stack_op *op,
+                               struct tc_buf *out)
+{
+    char *key = json_dumps(cc->key, JSON_ENCODE_ANY);
+    if (key == NULL) {
+        return TC_ENOMEM;
+    }
+    enum tc_status st = tc_buf_append(out, "{\"key\":", 7);
+    if (st == TC_OK) {
+        st = tc_buf_append(out, key, strlen(key));
+    }
+    free(key);
+    if (st == TC_OK) {
+        st = tc_buf_append(out, ",\"value\":", 9);
+    }
+    if (st != TC_OK) {
+        return st;
+    }
+    switch (op->hdr.encoding) {
+    case TC_ENC_JSON:
+        /* Stored as serialized JSON: spliced back as the same value. */
+        st = tc_buf_append(out, op->value.data, op->value.len);
+        break;
+    case TC_ENC_STRING: {
+        json_t *s = json_stringn((const char *)op->value.data, op->value.len);
+        char *text = s ? json_dumps(s, JSON_ENCODE_ANY) : NULL;
+        json_decref(s);
+        if (text == NULL) {
+            return TC_ECORRUPT; /* not UTF-8: not what a PUT stores */
+        }
+        st = tc_buf_append(out, text, strlen(text));
+        free(text);
+        break;
+    }
+    default: {
+        size_t n = 4 * ((op->value.len + 2) / 3);
+        size_t at = out->len;
+        st = tc_buf_reserve(out, at + n + 32);
+        if (st == TC_OK) {
+            out->data[at] = '"';
+            EVP_EncodeBlock(out->data + at + 1, op->value.data, (int)op->value.len);
+            out->len = at + 1 + n;
+            st = tc_buf_append(out, "\",\"encoding\":\"base64\"", 21);
+        }
+        break;
+    }
+    }
+    if (st != TC_OK) {
+        return st;
+    }
+    char ttl[48];
+    int n;
+    if (op->hdr.expire_ms == 0) {
+        n = snprintf(ttl, sizeof(ttl), ",\"ttl\":null}");
+    } else {
+        uint64_t left = op->hdr.expire_ms > op->now_ms ? op->hdr.expire_ms - op->now_ms : 0;
+        n = snprintf(ttl, sizeof(ttl), ",\"ttl\":%llu}", (unsigned long long)((left + 999) / 1000));
+    }
+    return tc_buf_append(out, ttl, (size_t)n);
+}
+
+static void get_done(struct tc_stack_op *op)
+{
+    struct cache_call *cc = op->arg;
+    struct tc_worker *w = cc->w;
+    struct tc_http_req *r = cc->r;
+    if (op->status != TC_OK) {
+        if (op->status == TC_ENOTFOUND) {
+            respond_error(w, r, 404, "not_found", "X-Cache: MISS\r\n", "no value for this key");
+        } else {
+            respond_status(w, r, op->status);
+        }
+        goto out;
+    }
+    char headers[64];
+    snprintf(headers, sizeof(headers), "X-Cache: HIT\r\nX-Cache-Tier: %s\r\n",
+             tier_label(op->hit_tier));
+    const char *accept = tc_http_header(r, "accept");
+    if (accept != NULL && strstr(accept, "application/octet-stream") != NULL &&
+        strstr(accept, "application/json") == NULL) {
+        respond(w, r, 200, "application/octet-stream", op->value.data, op->value.len, headers);
+        goto out;
+    }
+    struct tc_buf body = TC_BUF_INIT;
+    enum tc_status st = hit_body(cc, op, &body);
+    if (st == TC_OK) {
+        respond(w, r, 200, "application/json", body.data, body.len, headers);
+    } else {
+        tc_log(TC_LOG_WARN, "cannot render a hit from %s: %s", tier_label(op->hit_tier),
+               tc_strerror(st));
+        respond_status(w, r, st == TC_ECORRUPT ? TC_EIO : st);
+    }
+    tc_buf_deinit(&body);
+out:
+    call_free(cc);
+    tc_stack_op_release(op);
+}
+
+static void write_done(struct tc_stack_op *op)
+{
+    struct cache_call *cc = op->arg;
+    struct tc_worker *w = cc->w;
+    struct tc_http_req *r = cc->r;
+    if (op->status == TC_OK) {
+        static const char ok[] = "{\"ok\":true}";
+        respond(w, r, 200, "application/json", ok, sizeof(ok) - 1, NULL);
+    } else if (op->status == TC_ETOOBIG) {
+        respond_error(w, r, 413, "payload_too_large", NULL,
+                      "the value (%zu bytes) is larger than any tier accepts", op->value.len);
+    } else {
+        char failed[128];
+        size_t used = 0;
+        failed[0] = '\0';
+        for (size_t i = 0; i < TC_STACK_MAX_TIERS && used < sizeof(failed); i++) {
+            if (op->failed_mask & (1u << i)) {
+                int n = snprintf(failed + used, sizeof(failed) - used, "%s%s", used ? ", " : "",
+                                 tier_label((int)i));
+                used += n > 0 ? (size_t)n : 0;
+            }
+        }
+        respond_error(w, r, 503, "unavailable", NULL, "%s failed on tiers: %s",
+                      op->_kind == TC_STACK_SET ? "storing" : "deleting", failed);
+    }
+    call_free(cc);
+    tc_stack_op_release(op);
+}
+
+/* Content-Type without parameters, lower case compare. */
+static int ctype_is(const char *ct, const char *want)
+{
+    size_t n = strlen(want);
+    if (strncasecmp(ct, want, n) != 0) {
+        return 0;
+    }
+    ct += n;
+    while (*ct == ' ' || *ct == '\t') {
+        ct++;
+    }
+    return *ct == '\0' || *ct == ';';
+}
+
+static enum tc_status cache_put(struct cache_call *cc, struct tc_stack_op *op, struct evkeyvalq *q)
+{
+    struct tc_worker *w = cc->w;
+    struct tc_http_req *r = cc->r;
+    const struct tc_conf *conf = w->srv->conf;
+    const char *ct = tc_http_header(r, "content-type");
+    uint64_t ttl_ms = conf->default_ttl_ms;
+    const char *qttl = query_param(r, "ttl", q);
+
+    if (qttl != NULL && parse_ttl(w, r, NULL, qttl, "ttl", &ttl_ms) != 0) {
+        return TC_EEXIST; /* answered */
+    }
+    if (ct != NULL && ctype_is(ct, "application/octet-stream")) {
+        if (r->body.len > conf->max_value) {
+            respond_error(w, r, 413, "payload_too_large", NULL,
+                          "the value is %zu bytes; the largest accepted is %llu", r->body.len,
+                          (unsigned long long)conf->max_value);
+            return TC_EEXIST;
+        }
+        /* The body buffer moves into the op: no copy of large values. */
+        op->value = r->body;
+        tc_buf_init(&r->body);
+        op->hdr.encoding = TC_ENC_BINARY;
+    } else if (ct == NULL || ctype_is(ct, "application/json")) {
+        json_error_t err;
+        json_t *doc = json_loadb((const char *)r->body.data, r->body.len,
+                                 JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
+        if (doc == NULL) {
+            respond_error(w, r, 400, "bad_json", NULL,
+                          "malformed JSON body: %s (line %d, column %d)", err.text, err.line,
+                          err.column);
+            return TC_EEXIST;
+        }
+        json_t *value = json_is_object(doc) ? json_object_get(doc, "value") : NULL;
+        if (!json_is_object(doc)) {
+            json_decref(doc);
+            respond_error(w, r, 400, "bad_json", NULL,
+                          "the body must be a JSON object like {\"value\": ..., \"ttl\": 60}");
+            return TC_EEXIST;
+        }
+        if (value == NULL) {
+            json_decref(doc);
+            respond_error(w, r, 400, "missing_value", NULL,
+                          "the JSON body has no \"value\" member");
+            return TC_EEXIST;
+        }
+        json_t *ttl = json_object_get(doc, "ttl");
+        json_t *timeout = json_object_get(doc, "timeout");
+        if (ttl != NULL && timeout != NULL) {
+            json_decref(doc);
+            respond_error(w, r, 400, "bad_ttl", NULL,
+                          "give \"ttl\" or its alias \"timeout\", not both");
+            return TC_EEXIST;
+        }
+        json_t *t = ttl ? ttl : timeout;
+        if (t != NULL && !json_is_null(t) &&
+            parse_ttl(w, r, t, NULL, ttl ? "ttl" : "timeout", &ttl_ms) != 0) {
+            json_decref(doc);
+            return TC_EEXIST;
+        }
+        enum tc_status st;
+        if (json_is_string(value)) {
+            op->hdr.encoding = TC_ENC_STRING;
+            st = tc_buf_set(&op->value, json_string_value(value), json_string_length(value));
+        } else {
+            op->hdr.encoding = TC_ENC_JSON;
+            char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+            st = text ? tc_buf_set(&op->value, text, strlen(text)) : TC_ENOMEM;
+            free(text);
+        }
+        json_decref(doc);
+        if (st != TC_OK) {
+            return st;
+        }
+        if (op->value.len > conf->max_value) {
+            respond_error(w, r, 413, "payload_too_large", NULL,
+                          "the value is %zu bytes; the largest accepted is %llu", op->value.len,
+                          (unsigned long long)conf->max_value);
+            return TC_EEXIST;
+        }
+    } else {
+        respond_error(w, r, 415, "unsupported_media_type", NULL,
+                      "Content-Type '%s' is not accepted (use application/json or "
+                      "application/octet-stream)",
+                      ct);
+        return TC_EEXIST;
+    }
+    op->hdr.created_ms = op->now_ms;
+    op->hdr.expire_ms = ttl_ms == 0 ? 0 : op->now_ms + ttl_ms;
+    tc_stack_set(op, write_done, cc);
+    return TC_OK;
+}
+
+static enum tc_status api_cache(struct tc_worker *w, struct tc_http_req *r)
+{
+    const char *raw = r->path + CACHE_PREFIX_LEN;
+    size_t klen = 0;
+    if (raw[0] == '\0') {
+        respond_error(w, r, 400, "bad_key", NULL, "the key is empty: use /cache/{key}");
+        return TC_OK;
+    }
+    if (strlen(raw) > TC_KEY_MAX * 3) {
+        respond_error(w, r, 414, "key_too_long", NULL, "the key is longer than %u bytes",
+                      TC_KEY_MAX);
+        return TC_OK;
+    }
+    char *key = evhttp_uridecode(raw, 0, &klen);
+    if (key == NULL) {
+        return TC_ENOMEM;
+    }
+    if (klen == 0 || klen > TC_KEY_MAX) {
+        respond_error(w, r, klen ? 414 : 400, klen ? "key_too_long" : "bad_key", NULL,
+                      "the key must be 1 to %u bytes after percent-decoding (it is %zu)",
+                      TC_KEY_MAX, klen);
+        free(key);
+        return TC_OK;
+    }
+    struct cache_call *cc = calloc(1, sizeof(*cc));
+    json_t *jkey = json_stringn(key, klen);
+    if (jkey == NULL || cc == NULL) {
+        free(key);
+        free(cc);
+        if (jkey == NULL) {
+            json_decref(jkey);
+            respond_error(w, r, 400, "bad_key", NULL,
+                          "the key must be valid UTF-8 after percent-decoding");
+            return TC_OK;
+        }
+        return TC_ENOMEM;
+    }
+    cc->w = w;
+    cc->r = r;
+    cc->key = jkey;
+    struct tc_stack_op *op = tc_stack_op_create(w->sc, key, klen, tc_now_ms());
+    free(key);
+    if (op == NULL) {
+        call_free(cc);
+        return TC_ENOMEM;
+    }
+    struct evkeyvalq q;
+    TAILQ_INIT(&q);
+    enum tc_status st = TC_OK;
+    switch (r->method) {
+    case TC_HTTP_GET:
+    case TC_HTTP_HEAD:
+        tc_stack_get(op, get_done, cc);
+        break;
+    case TC_HTTP_DELETE:
+        tc_stack_del(op, write_done, cc);
+        break;
+    case TC_HTTP_PUT:
+        st = cache_put(cc, op, &q);
+        if (st != TC_OK) {
+            call_free(cc);
+            tc_stack_op_release(op);
+            st = st == TC_EEXIST ? TC_OK : st; /* TC_EEXIST: already answered */
+        }
+        break;
+    default:
+        st = TC_EINVAL;
+        call_free(cc);
+        tc_stack_op_release(op);
+        break;
+    }
+    evhttp_clear_headers(&q);
+    return st;
+}
+
+/* ---- /health ------------------------------------------------------------------------------ */
+
+static enum tc_status api_health(struct tc_worker *w, struct tc_http_req *r)
+{
+    struct tc_stack *s = w->srv->stack;
+    json_t *j = json_object();
+    json_t *tiers = json_array();
+    json_t *failing = json_array();
+    size_t down = 0, bad = 0, n = tc_stack_ntiers(s);
+    for (size_t i = 0; i < n; i++) {
+        char why[256];
+        struct tc_tier *t = tc_stack_tier(s, i);
+        enum tc_tier_health h = tc_tier_health(t, why, sizeof(why));
+        json_t *o = json_object();
+        json_object_set_new(o, "tier", json_string(tier_label((int)i)));
+        json_object_set_new(o, "uri", json_string(tc_tier_uri(t)));
+        json_object_set_new(o, "status", json_string(tc_tier_health_name(h)));
+        if (why[0]) {
+            json_object_set_new(o, "detail", json_string(why));
+        }
+        json_array_append_new(tiers, o);
+        if (h != TC_HEALTH_OK) {
+            bad++;
+            down += h == TC_HEALTH_DOWN;
+            json_array_append_new(failing, json_string(tier_label((int)i)));
+        }
+    }
+    int status = 200;
+    const char *word = "ok";
+    if (n == 0 || down == n) {
+        status = 503;
+        word = "down";
+    } else if (bad > 0) {
+        word = "degraded";
+    }
+    json_object_set_new(j, "status", json_string(word));
+    if (bad > 0) {
+        json_object_set_new(j, "failing", failing);
+    } else {
+        json_decref(failing);
+    }
+    json_object_set_new(j, "tiers", tiers);
+    respond_json(w, r, status, j, NULL);
+    return TC_OK;
+}
+
+/* ---- /stats and /metrics ---------------------------------------------------------------- */
+
+struct stat_row {
+    char name[64];
+    uint64_t value;
+    enum tc_stat_kind kind;
+};
+
+struct stat_list {
+    struct stat_row rows[96];
+    size_t n;
+};
+
+static void collect_stat(void *arg, const char *name, uint64_t v, enum tc_stat_kind kind)
+{
+    struct stat_list *l = arg;
+    if (l->n < sizeof(l->rows) / sizeof(l->rows[0])) {
+        snprintf(l->rows[l->n].name, sizeof(l->rows[l->n].name), "%s", name);
+        l->rows[l->n].value = v;
+        l->rows[l->n].kind = kind;
+        l->n++;
+    }
+}
+
+static const char *const op_names[] = {"get", "set", "del"};
+
+static void tier_hist(const struct tc_server *srv, size_t i, int kind, struct tc_hist_snap *snap)
+{
+    memset(snap, 0, sizeof(*snap));
+    for (size_t k = 0; k < srv->nworkers; k++) {
+        const struct tc_worker *w = &srv->workers[k];
+        if (w->sc != NULL) {
+            tc_hist_snap_add(snap, tc_stack_ctx_hist(w->sc, i, kind));
+        }
+    }
+}
+
+static uint64_t conn_counter(const struct tc_server *srv, size_t off)
+{
+    uint64_t sum = 0;
+    for (size_t k = 0; k < srv->nworkers; k++) {
+        const struct tc_worker *w = &srv->workers[k];
+        if (w->http != NULL) {
+            const _Atomic uint64_t *p =
+                (const _Atomic uint64_t *)((const char *)tc_http_server_counters(w->http) + off);
+            sum += atomic_load_explicit(p, memory_order_relaxed);
+        }
+    }
+    return sum;
+}
+
+static uint64_t status_count(const struct tc_server *srv, int code)
+{
+    uint64_t sum = 0;
+    for (size_t k = 0; k < srv->nworkers; k++) {
+        sum += atomic_load_explicit(&srv->workers[k].by_status[code], memory_order_relaxed);
+    }
+    return sum;
+}
+
+static enum tc_status api_stats(struct tc_worker *w, struct tc_http_req *r)
+{
+    struct tc_server *srv = w->srv;
+    json_t *j = json_object();
+    uint64_t now = tc_now_ms();
+    json_object_set_new(j, "uptime_s", json_real((double)(now - srv->start_ms) / 1000.0));
+    json_object_set_new(j, "workers", json_integer((json_int_t)srv->nworkers));
+
+    json_t *conns = json_object();
+    json_object_set_new(
+        conns, "active",
+        json_integer((json_int_t)atomic_load_explicit(&srv->conn_count, memory_order_relaxed)));
+    json_object_set_new(
+        conns, "accepted",
+        json_integer((json_int_t)conn_counter(srv, offsetof(struct tc_http_counters, accepted))));
+    json_object_set_new(
+        conns, "refused",
+        json_integer((json_int_t)conn_counter(srv, offsetof(struct tc_http_counters, refused))));
+    json_object_set_new(j, "connections", conns);
+
+    json_t *req = json_object();
+    json_t *by = json_object();
+    uint64_t total = 0;
+    for (int code = 0; code < TC_STATUS_CODES; code++) {
+        uint64_t n = status_count(srv, code);
+        if (n > 0) {
+            char k[8];
+            snprintf(k, sizeof(k), "%d", code);
+            json_object_set_new(by, k, json_integer((json_int_t)n));
+            total += n;
+        }
+    }
+    json_object_set_new(req, "total", json_integer((json_int_t)total));
+    json_object_set_new(req, "by_status", by);
+    json_object_set_new(j, "requests", req);
+
+    json_t *tiers = json_array();
+    for (size_t i = 0; i < tc_stack_ntiers(srv->stack); i++) {
+        struct tc_tier *t = tc_stack_tier(srv->stack, i);
+        json_t *o = json_object();
+        json_object_set_new(o, "tier", json_string(tier_label((int)i)));
+        json_object_set_new(o, "uri", json_string(tc_tier_uri(t)));
+        json_object_set_new(o, "ttl_ratio", json_real(tc_tier_ttl_ratio(t)));
+        json_object_set_new(o, "health",
+                            json_string(tc_tier_health_name(tc_tier_health(t, NULL, 0))));
+        struct stat_list l;
+        l.n = 0;
+        tc_tier_stats(t, collect_stat, &l);
+        for (size_t k = 0; k < l.n; k++) {
+            json_object_set_new(o, l.rows[k].name, json_integer((json_int_t)l.rows[k].value));
+        }
+        json_object_set_new(o, "sweeps", json_integer((json_int_t)atomic_load(&srv->sweeps[i])));
+        json_object_set_new(o, "swept", json_integer((json_int_t)atomic_load(&srv->swept[i])));
+        json_t *lat = json_object();
+        for (int kind = 0; kind < 3; kind++) {
+            struct tc_hist_snap snap;
+            tier_hist(srv, i, kind, &snap);
+            json_t *q = json_object();
+            json_object_set_new(q, "count", json_integer((json_int_t)snap.count));
+            json_object_set_new(q, "p50_ns",
+                                json_integer((json_int_t)tc_hist_snap_quantile(&snap, 0.50)));
+            json_object_set_new(q, "p99_ns",
+                                json_integer((json_int_t)tc_hist_snap_quantile(&snap, 0.99)));
+            json_object_set_new(lat, op_names[kind], q);
+        }
+        json_object_set_new(o, "latency", lat);
+        json_array_append_new(tiers, o);
+    }
+    json_object_set_new(j, "tiers", tiers);
+    respond_json(w, r, 200, j, NULL);
+    return TC_OK;
+}
+
+static void prom_family(struct tc_buf *b, const char *name, const char *type, const char *help)
+{
+    char line[256];
+    int n = snprintf(line, sizeof(line), "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    tc_buf_append(b, line, (size_t)n);
+}
+
+static void prom_line(struct tc_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void prom_line(struct tc_buf *b, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n > 0) {
+        tc_buf_append(b, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+    }
+}
+
+static enum tc_status api_metrics(struct tc_worker *w, struct tc_http_req *r)
+{
+    struct tc_server *srv = w->srv;
+    struct tc_buf b = TC_BUF_INIT;
+    size_t nt = tc_stack_ntiers(srv->stack);
+
+    prom_family(&b, "tiercache_uptime_seconds", "gauge", "Seconds since the server started.");
+    prom_line(&b, "tiercache_uptime_seconds %.3f\n", (double)(tc_now_ms() - srv->start_ms) / 1e3);
+    prom_family(&b, "tiercache_connections", "gauge", "Open client connections.");
+    prom_line(&b, "tiercache_connections %llu\n",
+              (unsigned long long)atomic_load_explicit(&srv->conn_count, memory_order_relaxed));
+    prom_family(&b, "tiercache_connections_accepted_total", "counter", "Connections accepted.");
+    prom_line(&b, "tiercache_connections_accepted_total %llu\n",
+              (unsigned long long)conn_counter(srv, offsetof(struct tc_http_counters, accepted)));
+    prom_family(&b, "tiercache_connections_refused_total", "counter",
+                "Connections refused over max-connections.");
+    prom_line(&b, "tiercache_connections_refused_total %llu\n",
+              (unsigned long long)conn_counter(srv, offsetof(struct tc_http_counters, refused)));
+    prom_family(&b, "tiercache_requests_total", "counter", "HTTP responses by status code.");
+    for (int code = 0; code < TC_STATUS_CODES; code++) {
+        uint64_t n = status_count(srv, code);
+        if (n > 0) {
+            prom_line(&b, "tiercache_requests_total{code=\"%d\"} %llu\n", code,
+                      (unsigned long long)n);
+        }
+    }
+
+    /* Tier stats: grouped by name across tiers, as the format requires. */
+    struct stat_list *lists = calloc(nt ? nt : 1, sizeof(*lists));
+    if (lists == NULL) {
+        tc_buf_deinit(&b);
+        return TC_ENOMEM;
+    }
+    for (size_t i = 0; i < nt; i++) {
+        tc_tier_stats(tc_stack_tier(srv->stack, i), collect_stat, &lists[i]);
+    }
+    for (size_t i = 0; i < nt; i++) {
+        for (size_t k = 0; k < lists[i].n; k++) {
+            const struct stat_row *row = &lists[i].rows[k];
+            int seen = 0;
+            for (size_t pi = 0; pi <= i && !seen; pi++) {
+                for (size_t pk = 0; pk < (pi == i ? k : lists[pi].n); pk++) {
+                    if (strcmp(lists[pi].rows[pk].name, row->name) == 0) {
+                        seen = 1;
+                        break;
+                    }
+                }
+            }
+            if (seen) {
+                continue; /* already written with its family */
+            }
+            char fam[128], help[160];
+            int counter = row->kind == TC_STAT_COUNTER;
+            snprintf(fam, sizeof(fam), "tiercache_tier_%s%s", row->name, counter ? "_total" : "");
+            snprintf(help, sizeof(help), "Tier stat '%s'.", row->name);
+            prom_family(&b, fam, counter ? "counter" : "gauge", help);
+            for (size_t ti = i; ti < nt; ti++) {
+                for (size_t tk = 0; tk < lists[ti].n; tk++) {
+                    if (strcmp(lists[ti].rows[tk].name, row->name) == 0) {
+                        prom_line(&b, "%s{tier=\"%s\",scheme=\"%s\"} %llu\n", fam,
+                                  tier_label((int)ti),
+                                  tc_tier_scheme(tc_stack_tier(srv->stack, ti)),
+                                  (unsigned long long)lists[ti].rows[tk].value);
+                    }
+                }
+            }
+        }
+    }
+    free(lists);
+
+    prom_family(&b, "tiercache_tier_up", "gauge", "1 if the tier is serving (ok or degraded).");
+    for (size_t i = 0; i < nt; i++) {
+        struct tc_tier *t = tc_stack_tier(srv->stack, i);
+        prom_line(&b, "tiercache_tier_up{tier=\"%s\",scheme=\"%s\"} %d\n", tier_label((int)i),
+                  tc_tier_scheme(t), tc_tier_health(t, NULL, 0) != TC_HEALTH_DOWN);
+    }
+    prom_family(&b, "tiercache_sweeps_total", "counter", "Sweeper visits per tier.");
+    for (size_t i = 0; i < nt; i++) {
+        prom_line(&b, "tiercache_sweeps_total{tier=\"%s\"} %llu\n", tier_label((int)i),
+                  (unsigned long long)atomic_load(&srv->sweeps[i]));
+    }
+    prom_family(&b, "tiercache_swept_total", "counter", "Expired entries removed by the sweeper.");
+    for (size_t i = 0; i < nt; i++) {
+        prom_line(&b, "tiercache_swept_total{tier=\"%s\"} %llu\n", tier_label((int)i),
+                  (unsigned long long)atomic_load(&srv->swept[i]));
+    }
+    prom_family(&b, "tiercache_tier_op_duration_seconds", "histogram",
+                "Latency of tier operations as the stack sees them.");
+    for (size_t i = 0; i < nt; i++) {
+        for (int kind = 0; kind < 3; kind++) {
+            struct tc_hist_snap snap;
+            tier_hist(srv, i, kind, &snap);
+            uint64_t cum = 0;
+            for (int bk = 0; bk < TC_HIST_NB; bk++) {
+                cum += snap.b[bk];
+                if (bk == TC_HIST_NB - 1) {
+                    prom_line(&b,
+                              "tiercache_tier_op_duration_seconds_bucket{tier=\"%s\",op=\"%s\","
+                              "le=\"+Inf\"} %llu\n",
+                              tier_label((int)i), op_names[kind], (unsigned long long)cum);
+                } else {
+                    prom_line(&b,
+                              "tiercache_tier_op_duration_seconds_bucket{tier=\"%s\",op=\"%s\","
+                              "le=\"%g\"} %llu\n",
+                              tier_label((int)i), op_names[kind], (double)tc_hist_le_ns[bk] / 1e9,
+                              (unsigned long long)cum);
+                }
+            }
+            prom_line(&b, "tiercache_tier_op_duration_seconds_sum{tier=\"%s\",op=\"%s\"} %.9f\n",
+                      tier_label((int)i), op_names[kind], (double)snap.sum_ns / 1e9);
+            prom_line(&b, "tiercache_tier_op_duration_seconds_count{tier=\"%s\",op=\"%s\"} %llu\n",
+                      tier_label((int)i), op_names[kind], (unsigned long long)snap.count);
+        }
+    }
+    respond(w, r, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len, NULL);
+    tc_buf_deinit(&b);
+    return TC_OK;
+}

@@ -1,0 +1,192 @@
+/*
+ * Worker threads: each owns an event_base, an HTTP server on its own
+ * SO_REUSEPORT socket and a stack ctx (its own remote-tier connections), so
+ * that nothing on the request path is shared between workers.
+ */
+#include "src/log.h"
+#include "src/server.h"
+
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+void tc_worker_count_status(struct tc_worker *w, int status)
+{
+    if (status < 0 || status >= TC_STATUS_CODES) {
+        status = 0;
+    }
+    atomic_store_explicit(&w->by_status[status],
+                          atomic_load_explicit(&w->by_status[status], memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+static void drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct tc_worker *w = arg;
+    (void)fd;
+    (void)what;
+    if (tc_http_server_busy(w->http) == 0 || tc_now_ns() >= w->stop_deadline_ns) {
+        if (tc_http_server_busy(w->http) != 0) {
+            tc_log(TC_LOG_WARN, "worker %d: %zu requests still in flight at shutdown", w->id,
+                   tc_http_server_busy(w->http));
+        }
+        event_base_loopexit(w->base, NULL);
+        return;
+    }
+    struct timeval tv = {0, 10000};
+    event_add(w->drain_ev, &tv);
+}
+
+static void stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct tc_worker *w = arg;
+    (void)fd;
+    (void)what;
+    tc_http_server_stop_accepting(w->http);
+    w->stop_deadline_ns = tc_now_ns() + w->srv->conf->shutdown_timeout_ms * 1000000u;
+    drain_cb(-1, 0, w);
+}
+
+static void *worker_main(void *arg)
+{
+    struct tc_worker *w = arg;
+    struct tc_server *srv = w->srv;
+    const struct tc_conf *c = srv->conf;
+    struct tc_http_limits limits = {
+        .max_header_size = c->max_header_size,
+        /* A JSON body may escape bytes (\u00XX), so allow room beyond max-value. */
+        .max_body = c->max_value * 2 + 65536,
+        .idle_timeout_ms = c->idle_timeout_ms,
+        .max_connections = c->max_connections,
+        .conn_count = &srv->conn_count,
+    };
+
+    w->base = event_base_new();
+    if (w->base == NULL) {
+        tc_log(TC_LOG_CRIT, "worker %d: event_base_new failed", w->id);
+        goto fail;
+    }
+    if (tc_stack_ctx_init(srv->stack, w->base, &w->sc) != TC_OK) {
+        goto fail;
+    }
+    w->http = tc_http_server_create(w->base, w->fd, &limits, tc_routes_handle, w);
+    w->fd = -1; /* taken over, even on failure */
+    w->stop_ev = event_new(w->base, -1, 0, stop_cb, w);
+    w->drain_ev = evtimer_new(w->base, drain_cb, w);
+    if (w->http == NULL || w->stop_ev == NULL || w->drain_ev == NULL) {
+        tc_log(TC_LOG_CRIT, "worker %d: cannot start its HTTP server", w->id);
+        goto fail;
+    }
+    atomic_store(&w->ready, 1);
+    event_base_dispatch(w->base);
+    pthread_mutex_lock(&srv->done_lock);
+    srv->done++;
+    pthread_cond_broadcast(&srv->done_cond);
+    while (srv->done < srv->nworkers) {
+        pthread_cond_wait(&srv->done_cond, &srv->done_lock);
+    }
+    pthread_mutex_unlock(&srv->done_lock);
+    tc_http_server_destroy(w->http);
+    w->http = NULL;
+    tc_stack_ctx_dispose(w->sc);
+    w->sc = NULL;
+    event_free(w->stop_ev);
+    event_free(w->drain_ev);
+    event_base_free(w->base);
+    w->base = NULL;
+    return NULL;
+fail:
+    if (w->fd >= 0) {
+        close(w->fd);
+        w->fd = -1;
+    }
+    tc_http_server_destroy(w->http);
+    w->http = NULL;
+    tc_stack_ctx_dispose(w->sc);
+    w->sc = NULL;
+    if (w->stop_ev != NULL) {
+        event_free(w->stop_ev);
+    }
+    if (w->drain_ev != NULL) {
+        event_free(w->drain_ev);
+    }
+    if (w->base != NULL) {
+        event_base_free(w->base);
+        w->base = NULL;
+    }
+    pthread_mutex_lock(&srv->done_lock);
+    srv->done++;
+    pthread_cond_broadcast(&srv->done_cond);
+    pthread_mutex_unlock(&srv->done_lock);
+    atomic_store(&w->ready, -1);
+    return NULL;
+}
+
+enum tc_status tc_workers_start(struct tc_server *srv)
+{
+    const struct tc_conf *c = srv->conf;
+    unsigned port = c->listen_port;
+    for (size_t i = 0; i < srv->nworkers; i++) {
+        srv->workers[i].srv = srv;
+        srv->workers[i].id = (int)i;
+        srv->workers[i].fd = -1;
+    }
+    for (size_t i = 0; i < srv->nworkers; i++) {
+        struct tc_worker *w = &srv->workers[i];
+        /* The first socket fixes the port (port 0 picks one); the others join it. */
+        w->fd = tc_http_listen(c->listen_host, port, &port);
+        if (w->fd < 0) {
+            for (size_t k = 0; k < i; k++) {
+                close(srv->workers[k].fd);
+                srv->workers[k].fd = -1;
+            }
+            return TC_EIO;
+        }
+    }
+    srv->port = port;
+    for (size_t i = 0; i < srv->nworkers; i++) {
+        struct tc_worker *w = &srv->workers[i];
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            tc_log(TC_LOG_CRIT, "pthread_create failed for worker %zu", i);
+            atomic_store(&w->ready, -1);
+            close(w->fd);
+            w->fd = -1;
+            pthread_mutex_lock(&srv->done_lock);
+            srv->done++;
+            pthread_mutex_unlock(&srv->done_lock);
+            continue;
+        }
+        w->started = 1;
+    }
+    int failed = 0;
+    for (size_t i = 0; i < srv->nworkers; i++) {
+        while (atomic_load(&srv->workers[i].ready) == 0) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+        failed |= atomic_load(&srv->workers[i].ready) < 0;
+    }
+    return failed ? TC_EIO : TC_OK;
+}
+
+void tc_workers_stop(struct tc_server *srv)
+{
+    for (size_t i = 0; i < srv->nworkers; i++) {
+        struct tc_worker *w = &srv->workers[i];
+        if (atomic_load(&w->ready) == 1) {
+            /* Thread-safe because main() called evthread_use_pthreads(). */
+            event_active(w->stop_ev, EV_READ, 0);
+        }
+    }
+}
+
+void tc_workers_join(struct tc_server *srv)
+{
+    for (size_t i = 0; i < srv->nworkers; i++) {
+        if (srv->workers[i].started) {
+            pthread_join(srv->workers[i].thread, NULL);
+        }
+    }
+}
