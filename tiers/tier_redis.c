@@ -88,7 +88,6 @@ enum { INVALIDATE_NONE = 0, INVALIDATE_PUBSUB = 1 };
 #define SCAN_COUNT     "512"
 #define ROP_CACHE      256 /* freed rops kept per ctx */
 #define ERR_TEXT       160
-#define SUB_WAIT_MS    2000 /* how long open() waits for the first SUBSCRIBE */
 #define CLEAR_MAX_KEYS 4096 /* keys per UNLINK */
 
 struct redis_tier {
@@ -124,7 +123,8 @@ struct redis_tier {
     int sub_pipe[2]; /* close() writes to [1] to stop the thread */
     struct event_base *sub_base;
     struct event *sub_stop_ev, *sub_retry_ev;
-    redisAsyncContext *sub_ac; /* sub thread only */
+    struct event *sub_check_ev; /* connect + SUBSCRIBE deadline */
+    redisAsyncContext *sub_ac;  /* sub thread only */
     unsigned sub_backoff_k;
     int sub_lost; /* sub thread only: a subscription was lost since the last one */
     int sub_ever; /* sub thread only: a connection was attempted before */
@@ -1633,6 +1633,7 @@ static void redis_ctx_dispose(struct tc_tier_ctx *base)
 /* ---- the subscriber thread ------------------------------------------------------------------ */
 
 static void sub_connect(struct redis_tier *rt);
+static void sub_check_cb(evutil_socket_t fd, short what, void *arg);
 
 static void sub_retry_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -1750,6 +1751,10 @@ static void sub_connect(struct redis_tier *rt)
         sub_schedule(rt);
         return;
     }
+    /* The subscriber only reads; TCP keepalive is what notices a peer host
+     * that vanished (a frozen but live Redis still goes unnoticed here;
+     * the data connections' deadlines see it). */
+    redisEnableKeepAlive(&ac->c);
     if (rt->sub_ever) {
         COUNT(rt, sub_reconnects);
     }
@@ -1777,7 +1782,27 @@ static void sub_connect(struct redis_tier *rt)
         rt->sub_ac = NULL;
         redisAsyncFree(ac);
         sub_schedule(rt);
+        return;
     }
+    /* hiredis 0.14 has no async connect timeout: a host that drops SYNs
+     * would hold the subscriber for minutes. */
+    struct timeval tv = ms_tv(rt->connect_timeout_ms);
+    evtimer_add(rt->sub_check_ev, &tv);
+}
+
+static void sub_check_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_tier *rt = arg;
+    char tgt[160];
+    (void)fd;
+    (void)what;
+    if (rt->sub_ac == NULL || atomic_load(&rt->subscribed)) {
+        return;
+    }
+    /* Freeing runs sub_cb with a NULL reply, which schedules the retry. */
+    set_error(rt, "subscriber %s: no SUBSCRIBE answer within %llu ms",
+              target_name(rt, tgt, sizeof(tgt)), (unsigned long long)rt->connect_timeout_ms);
+    redisAsyncFree(rt->sub_ac);
 }
 
 static void sub_stop_cb(evutil_socket_t fd, short what, void *arg)
@@ -1814,7 +1839,8 @@ static enum tc_status sub_start(struct redis_tier *rt, char *err, size_t errlen)
     }
     rt->sub_stop_ev = event_new(rt->sub_base, rt->sub_pipe[0], EV_READ, sub_stop_cb, rt);
     rt->sub_retry_ev = evtimer_new(rt->sub_base, sub_retry_cb, rt);
-    if (rt->sub_stop_ev == NULL || rt->sub_retry_ev == NULL ||
+    rt->sub_check_ev = evtimer_new(rt->sub_base, sub_check_cb, rt);
+    if (rt->sub_stop_ev == NULL || rt->sub_retry_ev == NULL || rt->sub_check_ev == NULL ||
         event_add(rt->sub_stop_ev, NULL) != 0) {
         return TC_ENOMEM;
     }
@@ -1827,7 +1853,12 @@ static enum tc_status sub_start(struct redis_tier *rt, char *err, size_t errlen)
      * right after open are not missed when Redis is up. */
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += SUB_WAIT_MS / 1000;
+    until.tv_sec += (time_t)(rt->connect_timeout_ms / 1000);
+    until.tv_nsec += (long)(rt->connect_timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
     pthread_mutex_lock(&rt->sub_lock);
     while (!rt->sub_first_done) {
         if (pthread_cond_timedwait(&rt->sub_cond, &rt->sub_lock, &until) != 0) {
@@ -1851,6 +1882,9 @@ static void sub_stop(struct redis_tier *rt)
     }
     if (rt->sub_stop_ev != NULL) {
         event_free(rt->sub_stop_ev);
+    }
+    if (rt->sub_check_ev != NULL) {
+        event_free(rt->sub_check_ev);
     }
     if (rt->sub_retry_ev != NULL) {
         event_free(rt->sub_retry_ev);
