@@ -12,6 +12,8 @@
  *   invalidation: two tier instances ("hosts") on one Redis; a set or delete
  *                 on one reaches the other's callback within 100 ms; nobody
  *                 hears their own messages; a lost subscription is reported.
+ *   processes:    a forked child with its own tier (own pid, own instance id)
+ *                 writes; this process hears the set and delete within 100 ms.
  *   threads:      four workers, each with its own event_base and ctx, 50
  *                 operations in flight each, values checked.
  */
@@ -24,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -507,6 +510,90 @@ static void test_invalidation(void)
     tc_redis_server_destroy(srv);
 }
 
+/* ---- invalidation between two processes ------------------------------------------ */
+
+/* The child is forked before this process opens anything (no threads yet),
+ * opens its own tier (its own instance id, its own pid), and reports the
+ * monotonic time of each write, which is system-wide, through a pipe. */
+static void child_writer(unsigned port, int go_fd, int report_fd)
+{
+    char b;
+    if (read(go_fd, &b, 1) != 1) {
+        _exit(2);
+    }
+    char uri[256], err[256];
+    snprintf(uri, sizeof(uri), "redis://127.0.0.1:%u/0?timeout_ms=2000&invalidate=pubsub", port);
+    struct tc_tier *t;
+    struct tc_tier_ctx *c;
+    if (tc_tier_open(NULL, uri, &t, err, sizeof(err)) != TC_OK ||
+        tc_tier_ctx_init(t, NULL, &c) != TC_OK) {
+        _exit(3);
+    }
+    uint64_t at[2];
+    at[0] = mono_ms();
+    int ok = sync_write(c, "from-child", 0) == TC_OK;
+    at[1] = mono_ms();
+    ok &= sync_write(c, "from-child-del", 1) == TC_OK;
+    if (write(report_fd, at, sizeof(at)) != (ssize_t)sizeof(at)) {
+        ok = 0;
+    }
+    tc_tier_ctx_dispose(c);
+    tc_tier_close(t);
+    _exit(ok ? 0 : 4);
+}
+
+static void test_processes(void)
+{
+    struct tc_redis_server *srv;
+    if (tc_redis_server_start(NULL, &srv) != 0) {
+        CHECK(0, "cannot start redis-server");
+        return;
+    }
+    int go[2], report[2];
+    if (pipe(go) != 0 || pipe(report) != 0) {
+        CHECK(0, "pipe");
+        tc_redis_server_destroy(srv);
+        return;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(go[1]);
+        close(report[0]);
+        child_writer(tc_redis_server_port(srv), go[0], report[1]);
+    }
+    close(go[0]);
+    close(report[1]);
+    struct tc_tier *t = open_tier("redis://127.0.0.1:%u/0?timeout_ms=2000&connect_timeout_ms=2000",
+                                  tc_redis_server_port(srv));
+    struct heard h = {.n = 0};
+    pthread_mutex_init(&h.lock, NULL);
+    if (t != NULL) {
+        CHECK(tc_tier_on_invalidate(t, on_invalidate, &h) == TC_OK, "register");
+    }
+    char b = 1;
+    CHECK(write(go[1], &b, 1) == 1, "start the child");
+    uint64_t at[2] = {0, 0};
+    CHECK(read(report[0], at, sizeof(at)) == (ssize_t)sizeof(at), "child's report");
+    if (t != NULL) {
+        long a = wait_heard(&h, "from-child", 1000), d = wait_heard(&h, "from-child-del", 1000);
+        uint64_t now = mono_ms();
+        CHECK(a >= 0 && d >= 0, "heard the other process's set and delete");
+        /* An upper bound: both were heard by now, and now - at is their age. */
+        CHECK(a >= 0 && now - at[0] <= 100, "set heard %llu ms after it was written",
+              (unsigned long long)(now - at[0]));
+        printf("processes: other process's set and delete heard within %llu ms\n",
+               (unsigned long long)(now - at[0]));
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child exit status %d", status);
+    close(go[1]);
+    close(report[0]);
+    tc_tier_close(t);
+    pthread_mutex_destroy(&h.lock);
+    tc_redis_server_destroy(srv);
+}
+
 /* ---- async workers on several threads ------------------------------------------- */
 
 struct worker {
@@ -578,6 +665,10 @@ static void test_threads(void)
 int main(int argc, char **argv)
 {
     const char *only = argc > 1 ? argv[1] : NULL;
+    /* First, while this process has no threads: it forks. */
+    if (only == NULL || strcmp(only, "processes") == 0) {
+        test_processes();
+    }
     if (only == NULL || strcmp(only, "fault") == 0) {
         test_fault();
     }
