@@ -1077,7 +1077,18 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
     struct redis_ctx *c = arg;
     (void)fd;
     (void)what;
-    if (c->brk != BRK_OPEN || c->disposing) {
+    if (c->disposing) {
+        return;
+    }
+    if (c->brk == BRK_CLOSED) {
+        /* Reconnect after an idle connection was closed, so that a dead
+         * Redis shows in health before the next request finds it. */
+        if (c->ac == NULL && async_connect(c) != TC_OK) {
+            async_trip(c);
+        }
+        return;
+    }
+    if (c->brk != BRK_OPEN) {
         return;
     }
     brk_set(c, BRK_HALF_OPEN);
@@ -1127,9 +1138,13 @@ static void disconnect_cb(const redisAsyncContext *ac, int status)
     struct redis_ctx *c = ac->data;
     (void)status;
     if (c != NULL && c->ac == ac) {
-        /* An idle connection closed (server restart, idle timeout): the
-         * next operation reconnects. */
+        /* An idle connection closed (server restart, idle timeout): make a
+         * new one from the loop, not from inside hiredis' teardown. */
         conn_lost(c, ac);
+        if (c->brk == BRK_CLOSED && !c->disposing) {
+            struct timeval now = {0, 0};
+            evtimer_add(c->retry, &now);
+        }
     }
 }
 
