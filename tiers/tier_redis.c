@@ -84,11 +84,13 @@ enum conn_state { CONN_NONE = 0, CONN_CONNECTING, CONN_READY };
 enum rop_kind { ROP_HANDSHAKE = 1, ROP_GET, ROP_WRITE, ROP_CLEAR };
 enum { INVALIDATE_NONE = 0, INVALIDATE_PUBSUB = 1 };
 
-#define ID_LEN         16 /* hex digits of the instance id */
-#define SCAN_COUNT     "512"
-#define ROP_CACHE      256 /* freed rops kept per ctx */
-#define ERR_TEXT       160
-#define CLEAR_MAX_KEYS 4096 /* keys per UNLINK */
+#define ID_LEN     16 /* hex digits of the instance id */
+#define SCAN_COUNT "512"
+#define ROP_CACHE  256 /* freed rops kept per ctx */
+#define ERR_TEXT   160
+/* Keys in one UNLINK: what one SCAN returned (about SCAN_COUNT), as long as
+ * it fits hiredis' int argc; the reply holding them is already in memory. */
+#define CLEAR_MAX_KEYS (1u << 20)
 
 struct redis_tier {
     struct tc_tier base;
@@ -779,8 +781,14 @@ static int scan_reply_ok(const redisReply *r)
 {
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len == 0 ||
-        r->element[0]->len > 24 || r->element[1]->type != REDIS_REPLY_ARRAY) {
-        return 0;
+        r->element[0]->len > 24 || r->element[1]->type != REDIS_REPLY_ARRAY ||
+        r->element[1]->elements > CLEAR_MAX_KEYS) {
+        return 0; /* an untrusted reply: refused rather than partly applied */
+    }
+    for (size_t i = 0; i < r->element[0]->len; i++) {
+        if (r->element[0]->str[i] < '0' || r->element[0]->str[i] > '9') {
+            return 0;
+        }
     }
     for (size_t i = 0; i < r->element[1]->elements; i++) {
         if (r->element[1]->element[i]->type != REDIS_REPLY_STRING) {
@@ -838,12 +846,12 @@ static enum tc_status sync_clear(struct redis_ctx *c, struct tc_tier_req *req)
             break;
         }
         if (!scan_reply_ok(r)) {
+            st = r->type == REDIS_REPLY_ERROR ? TC_EIO : TC_ECORRUPT;
             freeReplyObject(r);
-            st = TC_ECORRUPT;
             break;
         }
         const redisReply *keys = r->element[1];
-        if (keys->elements > 0 && keys->elements <= CLEAR_MAX_KEYS) {
+        if (keys->elements > 0) {
             const char **uargv;
             size_t *uargvlen;
             if ((st = unlink_args(keys, &uargv, &uargvlen)) != TC_OK) {
@@ -1457,7 +1465,7 @@ static void clear_scan_cb(redisAsyncContext *ac, void *reply, void *privdata)
         }
     } else if (o->req != NULL && o->st == TC_OK && c != NULL && c->ac == ac) {
         const redisReply *keys = r->element[1];
-        if (keys->elements > 0 && keys->elements <= CLEAR_MAX_KEYS) {
+        if (keys->elements > 0) {
             const char **argv;
             size_t *argvlen;
             if (unlink_args(keys, &argv, &argvlen) != TC_OK) {

@@ -364,6 +364,37 @@ static void test_fault(void)
            (unsigned long long)stat(t, "timeouts"), (unsigned long long)l.max_latency,
            (unsigned long long)healthy_after, detail);
 
+    /* Idle: no request in flight when Redis dies; health must still say
+     * so (the closed connection is re-made at once, and that fails). */
+    drain(base, &l);
+    uint64_t killed = mono_ms(), down_after = 0;
+    tc_redis_server_kill(srv);
+    while (mono_ms() - killed < 3000) {
+        struct timeval tick = {0, 5000};
+        event_base_loopexit(base, &tick);
+        event_base_dispatch(base);
+        if (tc_tier_health(t, NULL, 0) == TC_HEALTH_DOWN) {
+            down_after = mono_ms() - killed;
+            break;
+        }
+    }
+    CHECK(down_after > 0, "an idle tier notices a dead Redis");
+    CHECK(tc_redis_server_restart(srv) == 0, "restart");
+    uint64_t back = mono_ms(), ok_after = 0;
+    while (mono_ms() - back < 5000) {
+        struct timeval tick = {0, 5000};
+        event_base_loopexit(base, &tick);
+        event_base_dispatch(base);
+        if (tc_tier_health(t, NULL, 0) == TC_HEALTH_OK) {
+            ok_after = mono_ms() - back;
+            break;
+        }
+    }
+    CHECK(ok_after > 0 && ok_after <= cap + 200 + SLACK_MS,
+          "idle tier healthy %llu ms after the restart", (unsigned long long)ok_after);
+    printf("fault: idle: down %llu ms after the kill, ok %llu ms after the restart\n",
+           (unsigned long long)down_after, (unsigned long long)ok_after);
+
     tc_tier_ctx_dispose(ctx);
     load_deinit(&l);
     event_base_free(base);
