@@ -164,6 +164,24 @@ Test(redis, acl_user_auth)
     cr_assert_eq(stat("subscribed"), 1, "the subscriber authenticates as alice too");
 }
 
+Test(redis, requirepass_over_the_unix_socket)
+{
+    struct tc_redis_server_opts o = {.requirepass = "unix-pw"};
+    start_server(&o);
+    char uri[512], err[512];
+    snprintf(uri, sizeof(uri), "redis+unix://:unix-pw@%s?db=3&timeout_ms=2000",
+             tc_redis_server_socket(srv));
+    cr_assert_eq(tc_tier_open(NULL, uri, &tier, err, sizeof(err)), TC_OK, "%s", err);
+    cr_assert_null(strstr(tc_tier_uri(tier), "unix-pw"));
+    cr_assert_eq(tc_tier_ctx_init(tier, NULL, &ctx), TC_OK);
+    cr_assert_eq(put("u", "1"), TC_OK);
+    cr_assert_eq(get("u"), TC_OK);
+    redisContext *c = raw("unix-pw");
+    freeReplyObject(redisCommand(c, "SELECT 3"));
+    cr_assert_eq(raw_int(c, "EXISTS %s", "tc:u"), 1);
+    redisFree(c);
+}
+
 Test(redis, wrong_password_fails_at_open_with_a_clear_error)
 {
     struct tc_redis_server_opts o = {.requirepass = "right-pw"};
