@@ -28,7 +28,7 @@
  *            breaker_failures consecutive failures,
  *   CLOSED ── or a connect/handshake failure ─────────▶ OPEN ◀──────┐
  *     ▲                                                 │ backoff   │ probe
- *     │ handshake (AUTH, SELECT, PING) answered         ▼ elapsed   │ failed
+ *     │ handshake (AUTH, SELECT) answered               ▼ elapsed   │ failed
  *     └─────────────────────────────────────────── HALF_OPEN ───────┘
  *
  * While OPEN or HALF_OPEN, operations fail fast without touching the network:
@@ -36,8 +36,12 @@
  * doubles from backoff_ms up to backoff_max_ms (with up to 25% jitter
  * downwards) and resets when a probe succeeds. Async ctxs probe from a timer
  * on their base; blocking ctxs probe on the first operation after the
- * backoff. A connection lost while CLOSED is re-made by the next operation,
- * whose request then waits behind the handshake.
+ * backoff. A connection lost while CLOSED is re-made at once (async: from
+ * the retry timer when it was idle, or by the next operation, whose request
+ * then waits behind the handshake; blocking: by the next operation).
+ *
+ * Caveat: a done() callback must not dispose of its own ctx (completions run
+ * inside hiredis' and the deadline timer's loops over the ctx's state).
  *
  * Invalidation (invalidate=pubsub, the default). Every set and delete also
  * PUBLISHes, in the same round trip, "<16 hex instance id><op><key>" on the
