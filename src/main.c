@@ -184,6 +184,13 @@ int main(int argc, char **argv)
     m.srv = &srv;
     char detail[512];
     tc_stack_check_health(srv.stack, detail, sizeof(detail));
+    /* Signals first: a SIGTERM that arrives while workers start is kept and
+     * handled once the loop runs, instead of killing the process. */
+    static const int sigs[3] = {SIGTERM, SIGINT, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        sig_ev[i] = evsignal_new(m.base, sigs[i], on_signal, &m);
+        event_add(sig_ev[i], NULL);
+    }
     if (tc_workers_start(&srv) != TC_OK) {
         tc_log(TC_LOG_CRIT, "could not start the workers on %s", conf.listen);
         fprintf(stderr, "tiercache: could not listen on %s (see the log above)\n", conf.listen);
@@ -194,11 +201,6 @@ int main(int argc, char **argv)
     tc_log(TC_LOG_INFO, "listening on %s:%u with %zu workers", conf.listen_host, srv.port,
            srv.nworkers);
 
-    static const int sigs[3] = {SIGTERM, SIGINT, SIGHUP};
-    for (int i = 0; i < 3; i++) {
-        sig_ev[i] = evsignal_new(m.base, sigs[i], on_signal, &m);
-        event_add(sig_ev[i], NULL);
-    }
     m.sweep_ev = event_new(m.base, -1, EV_PERSIST, on_sweep, &m);
     struct timeval iv = {(time_t)(conf.sweep_interval_ms / 1000),
                          (suseconds_t)(conf.sweep_interval_ms % 1000) * 1000};
@@ -209,10 +211,12 @@ int main(int argc, char **argv)
     rc = 0;
     tc_log(TC_LOG_INFO, "stopped");
     event_free(m.sweep_ev);
-    for (int i = 0; i < 3; i++) {
-        event_free(sig_ev[i]);
-    }
 out_stack:
+    for (int i = 0; i < 3; i++) {
+        if (sig_ev[i] != NULL) {
+            event_free(sig_ev[i]);
+        }
+    }
     if (m.base != NULL) {
         event_base_free(m.base);
     }

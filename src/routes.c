@@ -253,7 +253,7 @@ static enum tc_status hit_body(const struct cache_call *cc, const struct tc_stac
         st = tc_buf_append(out, op->value.data, op->value.len);
         break;
     case TC_ENC_STRING: {
-        json_t *s = json_stringn((const char *)op->value.data, op->value.len);
+        json_t *s = json_stringn(op->value.len ? (const char *)op->value.data : "", op->value.len);
         char *text = s ? json_dumps(s, JSON_ENCODE_ANY) : NULL;
         json_decref(s);
         if (text == NULL) {

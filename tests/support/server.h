@@ -1,0 +1,59 @@
+/*
+ * Test support: run the real tiercache binary on a free loopback port and
+ * talk HTTP/1.1 to it. The binary's path comes from TC_SERVER_BIN (set by
+ * CMake); the port is read from its "listening on" log line (--listen
+ * 127.0.0.1:0 lets the kernel pick a free one).
+ */
+#ifndef TC_TESTS_SUPPORT_SERVER_H
+#define TC_TESTS_SUPPORT_SERVER_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+struct tc_test_server {
+    pid_t pid;
+    unsigned port;
+    int log_fd; /* read end of the server's stderr */
+    char log[65536];
+    size_t log_len;
+};
+
+/**
+ * Starts tiercache with @p args (NULL-terminated; --listen is added) and
+ * waits up to 10 s for it to listen. Returns 0, or -1 with the log in s->log.
+ */
+int tc_test_server_start(struct tc_test_server *s, const char *const *args);
+
+/** Sends @p sig and waits up to 10 s; returns the exit status (waitpid form), -1 on timeout. */
+int tc_test_server_stop(struct tc_test_server *s, int sig);
+
+/** Reads whatever the server logged so far into s->log. */
+void tc_test_server_drain_log(struct tc_test_server *s);
+
+struct tc_test_resp {
+    int status;
+    char content_type[128];
+    char x_cache[32];
+    char x_cache_tier[16];
+    char allow[64];
+    char *body; /* NUL-terminated; free with tc_test_resp_free */
+    size_t body_len;
+};
+
+/**
+ * One request on a new connection. @p headers: extra lines, each ending in
+ * "\r\n", or NULL. Returns 0 on a complete response, -1 otherwise.
+ */
+int tc_test_http(unsigned port, const char *method, const char *target, const char *headers,
+                 const void *body, size_t body_len, struct tc_test_resp *resp);
+
+/** Same, on an open connection @p fd (keep-alive). */
+int tc_test_http_fd(int fd, const char *method, const char *target, const char *headers,
+                    const void *body, size_t body_len, struct tc_test_resp *resp);
+
+/** Opens a TCP connection to 127.0.0.1:port; -1 on failure. */
+int tc_test_connect(unsigned port);
+
+void tc_test_resp_free(struct tc_test_resp *r);
+
+#endif
