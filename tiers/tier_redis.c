@@ -184,6 +184,15 @@ struct redis_ctx {
     struct rop *cache;
     size_t ncache;
     struct expired *expired; /* scratch for the deadline walk */
+    /* Results known at once (circuit open, connection gone) complete from
+     * the loop, not inside the call: a caller that issues again from done()
+     * would otherwise spin without ever letting the probe timer run. */
+    struct event *defer_ev;
+    struct defq {
+        struct expired *v;
+        size_t len, cap;
+    } dq[2];
+    int dq_cur, defer_armed;
     size_t expired_cap;
 
     int conn; /* enum conn_state */
@@ -1528,12 +1537,61 @@ static enum tc_status async_clear(struct redis_ctx *c, struct tc_tier_req *req)
     return TC_EINPROGRESS;
 }
 
+/* ---- async mode: results known at once -------------------------------------------------- */
+
+static void defer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_ctx *c = arg;
+    (void)fd;
+    (void)what;
+    c->defer_armed = 0;
+    /* Completions may defer more; those go to the other queue and run on
+     * the next loop turn. */
+    struct defq *q = &c->dq[c->dq_cur];
+    c->dq_cur ^= 1;
+    for (size_t i = 0; i < q->len; i++) {
+        tc_tier_complete(q->v[i].req, q->v[i].st);
+    }
+    q->len = 0;
+}
+
+/* Turns an immediate result on an async ctx into a completion from the
+ * loop. Falls back to returning it when disposing or out of memory. */
+static enum tc_status async_result(struct redis_ctx *c, struct tc_tier_req *req, enum tc_status st)
+{
+    if (st == TC_EINPROGRESS || c->disposing) {
+        return st;
+    }
+    struct defq *q = &c->dq[c->dq_cur];
+    if (q->len == q->cap) {
+        size_t cap = q->cap ? q->cap * 2 : 64;
+        struct expired *v = realloc(q->v, cap * sizeof(*v));
+        if (v == NULL) {
+            return st;
+        }
+        q->v = v;
+        q->cap = cap;
+    }
+    q->v[q->len].req = req;
+    q->v[q->len++].st = st;
+    if (!c->defer_armed) {
+        /* A zero timer, not event_active(): libevent runs events activated
+         * during its active-queue pass in the same pass, so a done() that
+         * issues again would keep the loop there forever; timers run once
+         * per loop turn, after I/O and the other timers. */
+        struct timeval now = {0, 0};
+        evtimer_add(c->defer_ev, &now);
+        c->defer_armed = 1;
+    }
+    return TC_EINPROGRESS;
+}
+
 /* ---- vtable: operations ----------------------------------------------------------------- */
 
 static enum tc_status redis_get(struct tc_tier_ctx *base, struct tc_tier_req *req)
 {
     struct redis_ctx *c = (struct redis_ctx *)base;
-    enum tc_status st = base->base ? async_get(c, req) : sync_get(c, req);
+    enum tc_status st = base->base ? async_result(c, req, async_get(c, req)) : sync_get(c, req);
     req->status = st;
     return st;
 }
@@ -1541,7 +1599,8 @@ static enum tc_status redis_get(struct tc_tier_ctx *base, struct tc_tier_req *re
 static enum tc_status redis_set(struct tc_tier_ctx *base, struct tc_tier_req *req)
 {
     struct redis_ctx *c = (struct redis_ctx *)base;
-    enum tc_status st = base->base ? async_write(c, req, 1) : sync_write(c, req, 1);
+    enum tc_status st =
+        base->base ? async_result(c, req, async_write(c, req, 1)) : sync_write(c, req, 1);
     req->status = st;
     return st;
 }
@@ -1549,7 +1608,8 @@ static enum tc_status redis_set(struct tc_tier_ctx *base, struct tc_tier_req *re
 static enum tc_status redis_del(struct tc_tier_ctx *base, struct tc_tier_req *req)
 {
     struct redis_ctx *c = (struct redis_ctx *)base;
-    enum tc_status st = base->base ? async_write(c, req, 0) : sync_write(c, req, 0);
+    enum tc_status st =
+        base->base ? async_result(c, req, async_write(c, req, 0)) : sync_write(c, req, 0);
     req->status = st;
     return st;
 }
@@ -1563,6 +1623,9 @@ static enum tc_status redis_clear(struct tc_tier_ctx *base, struct tc_tier_req *
         st = TC_EINVAL;
     } else {
         st = base->base ? async_clear(c, req) : sync_clear(c, req);
+    }
+    if (base->base != NULL) {
+        st = async_result(c, req, st);
     }
     req->status = st;
     return st;
@@ -1587,12 +1650,16 @@ static enum tc_status redis_ctx_init(struct tc_tier *t, struct event_base *base,
     if (base != NULL) {
         c->timer = evtimer_new(base, deadline_cb, c);
         c->retry = evtimer_new(base, retry_cb, c);
-        if (c->timer == NULL || c->retry == NULL) {
+        c->defer_ev = evtimer_new(base, defer_cb, c);
+        if (c->timer == NULL || c->retry == NULL || c->defer_ev == NULL) {
             if (c->timer != NULL) {
                 event_free(c->timer);
             }
             if (c->retry != NULL) {
                 event_free(c->retry);
+            }
+            if (c->defer_ev != NULL) {
+                event_free(c->defer_ev);
             }
             free(c);
             return TC_ENOMEM;
@@ -1618,6 +1685,12 @@ static void redis_ctx_dispose(struct tc_tier_ctx *base)
     } else {
         /* Every request still in flight completes now with TC_EUNAVAIL (its
          * done() may not start new work on this ctx: disposing refuses it). */
+        for (int q = 0; q < 2; q++) {
+            for (size_t i = 0; i < c->dq[q].len; i++) {
+                tc_tier_complete(c->dq[q].v[i].req, TC_EUNAVAIL);
+            }
+            c->dq[q].len = 0;
+        }
         for (;;) {
             struct rop *o = c->rops.next;
             while (o != &c->rops && o->req == NULL) {
@@ -1642,6 +1715,9 @@ static void redis_ctx_dispose(struct tc_tier_ctx *base)
         async_drop(c);
         event_free(c->timer);
         event_free(c->retry);
+        event_free(c->defer_ev);
+        free(c->dq[0].v);
+        free(c->dq[1].v);
     }
     brk_set(c, BRK_CLOSED);
     conn_set(c, CONN_NONE);
