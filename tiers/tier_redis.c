@@ -31,6 +31,10 @@
  *     │ handshake (AUTH, SELECT) answered               ▼ elapsed   │ failed
  *     └─────────────────────────────────────────── HALF_OPEN ───────┘
  *
+ * A failure is an error reply, or a stall: the requests that expire in one
+ * deadline sweep count once. A lost connection is not counted per request;
+ * it is re-made at once and the breaker judges the reconnect.
+ *
  * While OPEN or HALF_OPEN, operations fail fast without touching the network:
  * gets are misses ("skipped"), sets and deletes TC_EUNAVAIL. The backoff
  * doubles from backoff_ms up to backoff_max_ms (with up to 25% jitter
@@ -990,6 +994,16 @@ static void async_failed(struct redis_ctx *c)
     }
 }
 
+/* Only an error reply is a failure of its own for the breaker: a lost
+ * connection (TC_EUNAVAIL) fails every request in flight at once, and is
+ * judged by whether the reconnect that follows succeeds. */
+static void breaker_count(struct redis_ctx *c, enum tc_status st)
+{
+    if (st == TC_EIO) {
+        async_failed(c);
+    }
+}
+
 /* A NULL reply: the connection died under this rop. */
 static void conn_lost(struct redis_ctx *c, const redisAsyncContext *ac)
 {
@@ -1054,9 +1068,14 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
         atomic_store(&rt->reachable, 0);
         async_trip(c);
     }
+    /* Requests that expire in one sweep are one stall of the connection,
+     * one failure for the breaker: with 50 in flight, a single 50 ms hiccup
+     * must not open the circuit on its own. */
+    if (n > 0) {
+        async_failed(c);
+    }
     for (size_t i = 0; i < n; i++) {
         COUNT(rt, timeouts);
-        async_failed(c);
         tc_tier_complete(c->expired[i].req, c->expired[i].st);
     }
     /* Re-arm for the earliest live deadline. */
@@ -1287,7 +1306,7 @@ static void get_cb(redisAsyncContext *ac, void *reply, void *privdata)
     }
     if (st == TC_EUNAVAIL || st == TC_EIO) {
         COUNT(c->rt, failures);
-        async_failed(c);
+        breaker_count(c, st);
     } else if (c != NULL) {
         c->fails = 0;
     }
@@ -1320,7 +1339,7 @@ static void write_cb(redisAsyncContext *ac, void *reply, void *privdata)
     }
     if (st == TC_EUNAVAIL || st == TC_EIO) {
         COUNT(c->rt, failures);
-        async_failed(c);
+        breaker_count(c, st);
     } else if (c != NULL) {
         c->fails = 0;
     }
@@ -1441,7 +1460,7 @@ static void clear_maybe_done(struct rop *o)
     }
     if (st == TC_EUNAVAIL || st == TC_EIO) {
         COUNT(c->rt, failures);
-        async_failed(c);
+        breaker_count(c, st);
     }
     tc_tier_complete(req, st);
 }
