@@ -20,8 +20,17 @@ static void nothing(void)
  * fault tests set their own. */
 static struct tc_redis_server *redis;
 
+static void redis_teardown(void);
+
 static int redis_start(void)
 {
+    static int registered;
+    if (!registered) {
+        /* cr_skip_test() ends the test process without the suite's .fini;
+         * exit handlers still run, so the server's temp dir goes too. */
+        atexit(redis_teardown);
+        registered = 1;
+    }
     if (redis == NULL && tc_redis_server_start(NULL, &redis) != 0) {
         return -1;
     }
