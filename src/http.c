@@ -4,13 +4,13 @@
 
 #include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <http_parser.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/uio.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +23,12 @@ enum conn_state { ST_READING, ST_ANSWERING, ST_CLOSING };
 
 struct tc_http_conn {
     struct tc_http_server *srv;
-    struct bufferevent *bev;
+    int fd;
+    struct event *rev; /* EV_READ|EV_PERSIST with the idle timeout */
+    struct event *wev; /* EV_WRITE, added only while output is pending */
+    struct tc_buf in;  /* unparsed input left over (pipelined); usually empty */
+    struct tc_buf out; /* output the socket did not take yet */
+    size_t out_off;
     http_parser parser;
     struct tc_http_req *req; /* being parsed or answered; NULL between requests */
     enum conn_state state;
@@ -37,6 +42,8 @@ struct tc_http_conn {
 
 struct tc_http_server {
     struct event_base *base;
+    struct tc_buf scratch; /* responses are built here, then written at once */
+    char rbuf[65536];      /* reads land here; only leftovers are copied to a conn */
     struct evconnlistener *listener;
     struct tc_http_limits limits;
     tc_http_handler_fn handler;
@@ -58,6 +65,8 @@ struct tc_http_server {
 
 static void feed(struct tc_http_conn *c);
 static void conn_free(struct tc_http_conn *c);
+static void conn_write(struct tc_http_conn *c, const void *a, size_t alen, const void *b,
+                       size_t blen);
 
 static uint64_t mono_ns(void)
 {
@@ -281,7 +290,7 @@ static int on_headers_complete(http_parser *p)
     const char *expect = tc_http_header(r, "expect");
     if (expect != NULL && strcasecmp(expect, "100-continue") == 0) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        bufferevent_write(c->bev, cont, sizeof(cont) - 1);
+        conn_write(c, cont, sizeof(cont) - 1, NULL, 0);
     }
     if (cl != NULL && p->content_length > 0 &&
         tc_buf_reserve(&r->body, (size_t)p->content_length) != TC_OK) {
@@ -339,7 +348,60 @@ static void append(char *buf, size_t *n, size_t cap, const char *s, size_t len)
 
 #define APPEND_LIT(buf, n, cap, lit) append(buf, n, cap, lit, sizeof(lit) - 1)
 
-/* Writes status line, headers and body to the connection's output. */
+/* Sends bytes now if the socket takes them; what it does not take waits in
+ * c->out for write_cb. Nothing is registered with epoll on the common path. */
+static void conn_write(struct tc_http_conn *c, const void *a, size_t alen, const void *b,
+                       size_t blen)
+{
+    if (c->out.len > c->out_off) {
+        /* Earlier output still waits: keep the order. */
+        if (tc_buf_append(&c->out, a, alen) != TC_OK || tc_buf_append(&c->out, b, blen) != TC_OK) {
+            c->close_after = 1;
+        }
+        return;
+    }
+    struct iovec iov[2] = {{(void *)a, alen}, {(void *)b, blen}};
+    ssize_t w;
+    do {
+        w = writev(c->fd, iov, blen ? 2 : 1);
+    } while (w < 0 && errno == EINTR);
+    if (w < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            c->close_after = 1; /* the peer is gone; close once answered */
+            c->out.len = c->out_off = 0;
+            return;
+        }
+        w = 0;
+    }
+    size_t done = (size_t)w;
+    if (done >= alen + blen) {
+        return;
+    }
+    c->out.len = c->out_off = 0;
+    enum tc_status st = TC_OK;
+    if (done < alen) {
+        st = tc_buf_append(&c->out, (const char *)a + done, alen - done);
+        done = 0;
+    } else {
+        done -= alen;
+    }
+    if (st == TC_OK) {
+        st = tc_buf_append(&c->out, (const char *)b + done, blen - done);
+    }
+    if (st != TC_OK) {
+        c->close_after = 1;
+        return;
+    }
+    event_add(c->wev, NULL);
+}
+
+static int output_pending(const struct tc_http_conn *c)
+{
+    return c->out.len > c->out_off;
+}
+
+/* Builds status line and headers in the server's scratch buffer and sends
+ * them with the body in one writev. */
 static void write_response(struct tc_http_conn *c, int status, const char *ctype, const void *body,
                            size_t len, const char *headers, int head_only, int keep_alive)
 {
@@ -360,33 +422,33 @@ static void write_response(struct tc_http_conn *c, int status, const char *ctype
     if (!keep_alive) {
         APPEND_LIT(h, &n, sizeof(h), "Connection: close\r\n");
     }
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    if (headers != NULL) {
-        size_t hl = strlen(headers);
-        if (n + hl + 2 <= sizeof(h)) {
-            memcpy(h + n, headers, hl);
-            n += hl;
-        } else {
-            evbuffer_add(out, h, n);
-            evbuffer_add(out, headers, hl);
-            n = 0;
-        }
+    struct tc_buf *sb = &c->srv->scratch;
+    sb->len = 0;
+    if (tc_buf_append(sb, h, n) != TC_OK ||
+        (headers != NULL && tc_buf_append(sb, headers, strlen(headers)) != TC_OK) ||
+        tc_buf_append(sb, "\r\n", 2) != TC_OK) {
+        c->close_after = 1;
+        return;
     }
-    APPEND_LIT(h, &n, sizeof(h), "\r\n");
-    evbuffer_add(out, h, n);
-    if (!head_only && len > 0) {
-        evbuffer_add(out, body, len);
+    if (head_only) {
+        len = 0;
     }
+    /* Small bodies ride in the same buffer; large ones go by reference. */
+    if (len > 0 && len <= 4096 && tc_buf_append(sb, body, len) == TC_OK) {
+        len = 0;
+    }
+    conn_write(c, sb->data, sb->len, body, len);
 }
 
 static void close_when_written(struct tc_http_conn *c)
 {
     c->state = ST_CLOSING;
-    bufferevent_disable(c->bev, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+    event_del(c->rev);
+    if (!output_pending(c) && !c->in_feed) {
         conn_free(c);
     }
-    /* Otherwise write_cb frees it once the output has drained. */
+    /* Otherwise write_cb frees it once the output has drained, or the
+     * parse loop that is running frees it when it returns (finish_feed). */
 }
 
 static void access_log(struct tc_http_req *r, int status, size_t len)
@@ -419,14 +481,17 @@ void tc_http_respond(struct tc_http_req *r, int status, const char *ctype, const
     req_free(r);
     c->req = NULL;
     s->busy--;
-    if (!keep) {
+    if (!keep || c->close_after) {
         close_when_written(c);
         return;
     }
     c->state = ST_READING;
     http_parser_pause(&c->parser, 0);
-    bufferevent_enable(c->bev, EV_READ);
     if (!c->in_feed) {
+        /* Answered asynchronously: reading was stopped (see dispatch). */
+        struct timeval idle = {(time_t)(s->limits.idle_timeout_ms / 1000),
+                               (suseconds_t)(s->limits.idle_timeout_ms % 1000) * 1000};
+        event_add(c->rev, &idle);
         feed(c);
     }
 }
@@ -474,32 +539,21 @@ static void dispatch(struct tc_http_conn *c)
     r->start_ns = mono_ns();
     s->busy++;
     BUMP(s, requests);
-    /* Nothing is read while the request is answered (see the state diagram). */
-    bufferevent_disable(c->bev, EV_READ);
     s->handler(r, s->arg);
 }
 
-static void feed(struct tc_http_conn *c)
+/* Parses bytes; returns how many were consumed. Dispatches complete requests. */
+static size_t parse(struct tc_http_conn *c, const char *data, size_t len)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
-    c->in_feed = 1;
-    while (c->state == ST_READING && evbuffer_get_length(in) > 0) {
-        struct evbuffer_iovec v;
-        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1) {
-            break;
-        }
-        size_t n = http_parser_execute(&c->parser, &c->srv->settings, v.iov_base, v.iov_len);
-        evbuffer_drain(in, n);
+    size_t used = 0;
+    while (used < len && c->state == ST_READING) {
+        size_t n = http_parser_execute(&c->parser, &c->srv->settings, data + used, len - used);
+        used += n;
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         if (c->state == ST_ANSWERING) {
-            /* Paused at message complete. */
+            /* Paused at message complete: answer before parsing further. */
             dispatch(c);
-            if (c->state == ST_CLOSING) {
-                /* The reply is queued; write_cb frees c once it is sent. */
-                c->in_feed = 0;
-                return;
-            }
-            continue; /* a synchronous reply set ST_READING again */
+            continue; /* a synchronous reply has set ST_READING again */
         }
         if (e != HPE_OK) {
             if (c->error == 0) {
@@ -507,45 +561,121 @@ static void feed(struct tc_http_conn *c)
                 c->error_msg = e == HPE_HEADER_OVERFLOW ? "request headers too large"
                                                         : "malformed HTTP request";
             }
-            c->in_feed = 0;
             respond_error(c, c->error, c->error_msg);
-            return;
+            return len;
         }
-        if (n < v.iov_len) {
-            break; /* the parser wants no more now */
+        if (n == 0) {
+            break;
         }
     }
+    return used;
+}
+
+/* After a parse loop: frees a connection closed inside it. Returns 1 if
+ * the connection is closing (and must not be touched by the caller). */
+static int finish_feed(struct tc_http_conn *c)
+{
     c->in_feed = 0;
-}
-
-static void read_cb(struct bufferevent *bev, void *arg)
-{
-    (void)bev;
-    feed(arg);
-}
-
-static void write_cb(struct bufferevent *bev, void *arg)
-{
-    struct tc_http_conn *c = arg;
-    if (c->state == ST_CLOSING && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+    if (c->state != ST_CLOSING) {
+        return 0;
+    }
+    if (!output_pending(c)) {
         conn_free(c);
     }
+    return 1;
 }
 
-static void event_cb(struct bufferevent *bev, short what, void *arg)
+/* Parses what is buffered on the connection (pipelined leftovers). */
+static void feed(struct tc_http_conn *c)
+{
+    c->in_feed = 1;
+    size_t n = parse(c, (const char *)c->in.data, c->in.len);
+    if (finish_feed(c)) {
+        return;
+    }
+    if (n >= c->in.len) {
+        tc_buf_deinit(&c->in); /* an idle connection holds no buffer */
+    } else if (n > 0) {
+        memmove(c->in.data, c->in.data + n, c->in.len - n);
+        c->in.len -= n;
+    }
+    if (c->state == ST_ANSWERING) {
+        event_del(c->rev); /* read nothing while answering asynchronously */
+    }
+}
+
+static void read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct tc_http_conn *c = arg;
-    (void)bev;
-    if (c->state == ST_ANSWERING) {
-        /* The handler still owns the request; it will find no connection. */
-        c->req->_conn = NULL;
-        c->req = NULL;
-        c->srv->busy--;
-    }
-    if (what & BEV_EVENT_TIMEOUT) {
+    struct tc_http_server *s = c->srv;
+    if (what & EV_TIMEOUT) {
         tc_log(TC_LOG_DEBUG, "http: closing a connection idle too long");
+        conn_free(c);
+        return;
     }
-    conn_free(c);
+    ssize_t got;
+    do {
+        got = read(fd, s->rbuf, sizeof(s->rbuf));
+    } while (got < 0 && errno == EINTR);
+    if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+        conn_free(c);
+        return;
+    }
+    if (got < 0) {
+        return;
+    }
+    if (c->in.len > 0) {
+        /* Leftovers first, to keep the byte order. */
+        if (tc_buf_append(&c->in, s->rbuf, (size_t)got) != TC_OK) {
+            conn_free(c);
+            return;
+        }
+        feed(c);
+        return;
+    }
+    c->in_feed = 1;
+    size_t n = parse(c, s->rbuf, (size_t)got);
+    if (finish_feed(c)) {
+        return;
+    }
+    if (n < (size_t)got && tc_buf_set(&c->in, s->rbuf + n, (size_t)got - n) != TC_OK) {
+        conn_free(c);
+        return;
+    }
+    if (c->state == ST_ANSWERING) {
+        event_del(c->rev);
+    }
+}
+
+static void write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct tc_http_conn *c = arg;
+    (void)what;
+    ssize_t w;
+    do {
+        w = write(fd, c->out.data + c->out_off, c->out.len - c->out_off);
+    } while (w < 0 && errno == EINTR);
+    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        if (c->state == ST_ANSWERING) {
+            c->close_after = 1; /* the handler still owns the request */
+            c->out.len = c->out_off = 0;
+            return;
+        }
+        conn_free(c);
+        return;
+    }
+    if (w > 0) {
+        c->out_off += (size_t)w;
+    }
+    if (output_pending(c)) {
+        event_add(c->wev, NULL);
+        return;
+    }
+    tc_buf_deinit(&c->out);
+    c->out_off = 0;
+    if (c->state == ST_CLOSING) {
+        conn_free(c);
+    }
 }
 
 static void conn_free(struct tc_http_conn *c)
@@ -567,7 +697,11 @@ static void conn_free(struct tc_http_conn *c)
     if (c->next != NULL) {
         c->next->prev = c->prev;
     }
-    bufferevent_free(c->bev);
+    event_free(c->rev);
+    event_free(c->wev);
+    close(c->fd);
+    tc_buf_deinit(&c->in);
+    tc_buf_deinit(&c->out);
     free(c);
     DROP(s, active);
     atomic_fetch_sub_explicit(s->limits.conn_count, 1, memory_order_relaxed);
@@ -598,22 +732,30 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     struct tc_http_conn *c = calloc(1, sizeof(*c));
-    struct bufferevent *bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (c == NULL || bev == NULL) {
+    if (c != NULL) {
+        c->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, read_cb, c);
+        c->wev = event_new(s->base, fd, EV_WRITE, write_cb, c);
+    }
+    if (c == NULL || c->rev == NULL || c->wev == NULL) {
         tc_log(TC_LOG_WARN, "http: out of memory accepting a connection");
-        free(c);
-        if (bev != NULL) {
-            bufferevent_free(bev);
-        } else {
-            evutil_closesocket(fd);
+        if (c != NULL) {
+            if (c->rev != NULL) {
+                event_free(c->rev);
+            }
+            if (c->wev != NULL) {
+                event_free(c->wev);
+            }
+            free(c);
         }
+        evutil_closesocket(fd);
         atomic_fetch_sub_explicit(s->limits.conn_count, 1, memory_order_relaxed);
         return;
     }
+    evutil_make_socket_nonblocking(fd);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->srv = s;
-    c->bev = bev;
+    c->fd = fd;
     c->state = ST_READING;
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
@@ -624,11 +766,10 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     s->conns = c;
     BUMP(s, accepted);
     BUMP(s, active);
+    /* A persistent read event's timeout restarts at every read: an idle timer. */
     struct timeval idle = {(time_t)(s->limits.idle_timeout_ms / 1000),
                            (suseconds_t)(s->limits.idle_timeout_ms % 1000) * 1000};
-    bufferevent_set_timeouts(bev, &idle, &idle);
-    bufferevent_setcb(bev, read_cb, write_cb, event_cb, c);
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    event_add(c->rev, &idle);
 }
 
 static void accept_error_cb(struct evconnlistener *l, void *arg)
@@ -696,6 +837,7 @@ void tc_http_server_destroy(struct tc_http_server *s)
     while (s->conns != NULL) {
         conn_free(s->conns);
     }
+    tc_buf_deinit(&s->scratch);
     free(s);
 }
 

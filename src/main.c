@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static const char *const default_tiers[] = {
@@ -78,6 +79,24 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     }
     char detail[512];
     tc_stack_check_health(srv->stack, detail, sizeof(detail));
+}
+
+/* Lets max-connections actually be reached: the default soft limit on file
+ * descriptors (often 1024) is raised toward the hard limit. */
+static void raise_fd_limit(uint64_t want)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want) {
+        return;
+    }
+    rlim_t old = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? (rlim_t)want : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < want) {
+        tc_log(TC_LOG_WARN,
+               "open files limited to %llu (was %llu); max-connections %llu cannot all be open",
+               (unsigned long long)rl.rlim_cur, (unsigned long long)old,
+               (unsigned long long)want - 256);
+    }
 }
 
 static int open_tiers(const struct tc_conf *conf, struct tc_tier **tiers, size_t *n)
@@ -145,6 +164,7 @@ int main(int argc, char **argv)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit(conf.max_connections + 256);
     if (evthread_use_pthreads() != 0) {
         tc_log(TC_LOG_CRIT, "evthread_use_pthreads failed");
         return 1;

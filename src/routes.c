@@ -168,8 +168,54 @@ void tc_routes_handle(struct tc_http_req *r, void *arg)
 struct cache_call {
     struct tc_worker *w;
     struct tc_http_req *r;
-    json_t *key; /* the key as a JSON string */
 };
+
+/* Printable ASCII other than '"' and '\\' is its own JSON string body: the
+ * common case of keys and values needs no trip through jansson. */
+static int plain_ascii(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Appends s as a JSON string; TC_EINVAL if it is not valid UTF-8. */
+static enum tc_status append_json_string(struct tc_buf *out, const char *s, size_t n)
+{
+    if (plain_ascii(s, n)) {
+        enum tc_status st = tc_buf_append(out, "\"", 1);
+        if (st == TC_OK) {
+            st = tc_buf_append(out, s, n);
+        }
+        return st == TC_OK ? tc_buf_append(out, "\"", 1) : st;
+    }
+    json_t *j = json_stringn(n ? s : "", n);
+    if (j == NULL) {
+        return TC_EINVAL;
+    }
+    char *text = json_dumps(j, JSON_ENCODE_ANY);
+    json_decref(j);
+    if (text == NULL) {
+        return TC_ENOMEM;
+    }
+    enum tc_status st = tc_buf_append(out, text, strlen(text));
+    free(text);
+    return st;
+}
+
+static int valid_utf8(const char *s, size_t n)
+{
+    if (plain_ascii(s, n)) {
+        return 1;
+    }
+    json_t *j = json_stringn(n ? s : "", n);
+    json_decref(j);
+    return j != NULL;
+}
 
 static const char *query_param(struct tc_http_req *r, const char *name, struct evkeyvalq *q)
 {
@@ -218,7 +264,6 @@ static int parse_ttl(struct tc_worker *w, struct tc_http_req *r, json_t *v, cons
 
 static void call_free(struct cache_call *cc)
 {
-    json_decref(cc->key);
     free(cc);
 }
 
@@ -232,15 +277,11 @@ static const char *tier_label(int i)
 static enum tc_status hit_body(const struct cache_call *cc, const struct tc_stack_op *op,
                                struct tc_buf *out)
 {
-    char *key = json_dumps(cc->key, JSON_ENCODE_ANY);
-    if (key == NULL) {
-        return TC_ENOMEM;
-    }
+    (void)cc;
     enum tc_status st = tc_buf_append(out, "{\"key\":", 7);
     if (st == TC_OK) {
-        st = tc_buf_append(out, key, strlen(key));
+        st = append_json_string(out, (const char *)op->key, op->key_len);
     }
-    free(key);
     if (st == TC_OK) {
         st = tc_buf_append(out, ",\"value\":", 9);
     }
@@ -252,17 +293,12 @@ static enum tc_status hit_body(const struct cache_call *cc, const struct tc_stac
         /* Stored as serialized JSON: spliced back as the same value. */
         st = tc_buf_append(out, op->value.data, op->value.len);
         break;
-    case TC_ENC_STRING: {
-        json_t *s = json_stringn(op->value.len ? (const char *)op->value.data : "", op->value.len);
-        char *text = s ? json_dumps(s, JSON_ENCODE_ANY) : NULL;
-        json_decref(s);
-        if (text == NULL) {
+    case TC_ENC_STRING:
+        st = append_json_string(out, (const char *)op->value.data, op->value.len);
+        if (st == TC_EINVAL) {
             return TC_ECORRUPT; /* not UTF-8: not what a PUT stores */
         }
-        st = tc_buf_append(out, text, strlen(text));
-        free(text);
         break;
-    }
     default: {
         size_t n = 4 * ((op->value.len + 2) / 3);
         size_t at = out->len;
@@ -390,6 +426,7 @@ static enum tc_status cache_put(struct cache_call *cc, struct tc_stack_op *op, s
             return TC_EEXIST;
         }
         /* The body buffer moves into the op: no copy of large values. */
+        tc_buf_deinit(&op->value);
         op->value = r->body;
         tc_buf_init(&r->body);
         op->hdr.encoding = TC_ENC_BINARY;
@@ -476,39 +513,40 @@ static enum tc_status api_cache(struct tc_worker *w, struct tc_http_req *r)
                       TC_KEY_MAX);
         return TC_OK;
     }
-    char *key = evhttp_uridecode(raw, 0, &klen);
-    if (key == NULL) {
-        return TC_ENOMEM;
+    /* Most keys have no escapes: no decoding copy for them. */
+    char *decoded = NULL;
+    const char *key = raw;
+    if (strchr(raw, '%') != NULL) {
+        decoded = evhttp_uridecode(raw, 0, &klen);
+        if (decoded == NULL) {
+            return TC_ENOMEM;
+        }
+        key = decoded;
+    } else {
+        klen = strlen(raw);
     }
     if (klen == 0 || klen > TC_KEY_MAX) {
         respond_error(w, r, klen ? 414 : 400, klen ? "key_too_long" : "bad_key", NULL,
                       "the key must be 1 to %u bytes after percent-decoding (it is %zu)",
                       TC_KEY_MAX, klen);
-        free(key);
+        free(decoded);
         return TC_OK;
     }
-    struct cache_call *cc = calloc(1, sizeof(*cc));
-    json_t *jkey = json_stringn(key, klen);
-    if (jkey == NULL || cc == NULL) {
-        free(key);
+    if (!valid_utf8(key, klen)) {
+        free(decoded);
+        respond_error(w, r, 400, "bad_key", NULL,
+                      "the key must be valid UTF-8 after percent-decoding");
+        return TC_OK;
+    }
+    struct cache_call *cc = malloc(sizeof(*cc));
+    struct tc_stack_op *op = cc ? tc_stack_op_create(w->sc, key, klen, tc_now_ms()) : NULL;
+    free(decoded);
+    if (op == NULL) {
         free(cc);
-        if (jkey == NULL) {
-            json_decref(jkey);
-            respond_error(w, r, 400, "bad_key", NULL,
-                          "the key must be valid UTF-8 after percent-decoding");
-            return TC_OK;
-        }
         return TC_ENOMEM;
     }
     cc->w = w;
     cc->r = r;
-    cc->key = jkey;
-    struct tc_stack_op *op = tc_stack_op_create(w->sc, key, klen, tc_now_ms());
-    free(key);
-    if (op == NULL) {
-        call_free(cc);
-        return TC_ENOMEM;
-    }
     struct evkeyvalq q;
     TAILQ_INIT(&q);
     enum tc_status st = TC_OK;

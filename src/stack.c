@@ -1,6 +1,7 @@
 #include "src/stack.h"
 #include "src/log.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,8 +16,12 @@ struct tc_stack_ctx {
     struct tc_stack *stack;
     struct tc_tier_ctx *ctx[TC_STACK_MAX_TIERS];
     struct tc_hist hist[TC_STACK_MAX_TIERS][3];
-    int closing; /* set while disposing: completions start no new requests */
+    int closing;                  /* set while disposing: completions start no new requests */
+    struct tc_stack_op *free_ops; /* recycled ops: a request allocates nothing */
+    unsigned nfree;
 };
+
+#define MAX_FREE_OPS 256
 
 /* What a tier request of an op is doing (op->_phase[i]). */
 enum { PH_NONE = 0, PH_LOOKUP, PH_FILL, PH_WRITE, PH_CLEANUP, PH_DELETE };
@@ -131,6 +136,12 @@ void tc_stack_ctx_dispose(struct tc_stack_ctx *sc)
         tc_tier_ctx_dispose(sc->ctx[i]);
         sc->ctx[i] = NULL;
     }
+    while (sc->free_ops != NULL) {
+        struct tc_stack_op *op = sc->free_ops;
+        sc->free_ops = op->_next_free;
+        tc_buf_deinit(&op->value);
+        free(op);
+    }
     free(sc);
 }
 
@@ -142,12 +153,26 @@ const struct tc_hist *tc_stack_ctx_hist(const struct tc_stack_ctx *sc, size_t i,
 struct tc_stack_op *tc_stack_op_create(struct tc_stack_ctx *sc, const void *key, size_t key_len,
                                        uint64_t now_ms)
 {
-    struct tc_stack_op *op = calloc(1, sizeof(*op));
-    if (op == NULL) {
-        return NULL;
+    struct tc_stack_op *op = sc->free_ops;
+    struct tc_buf keep = TC_BUF_INIT;
+    if (op != NULL) {
+        sc->free_ops = op->_next_free;
+        sc->nfree--;
+        keep = op->value; /* reuse its storage */
+        keep.len = 0;
+        /* The tier requests are reset by prep() before each use. */
+        memset(op, 0, offsetof(struct tc_stack_op, _req));
+    } else {
+        op = calloc(1, sizeof(*op));
+        if (op == NULL) {
+            return NULL;
+        }
     }
-    op->key = malloc(key_len ? key_len : 1);
-    if (op->key == NULL) {
+    op->value = keep;
+    if (key_len <= sizeof(op->_keybuf)) {
+        op->key = op->_keybuf;
+    } else if ((op->key = malloc(key_len)) == NULL) {
+        tc_buf_deinit(&op->value);
         free(op);
         return NULL;
     }
@@ -162,11 +187,24 @@ struct tc_stack_op *tc_stack_op_create(struct tc_stack_ctx *sc, const void *key,
 
 static void op_unref(struct tc_stack_op *op)
 {
-    if (--op->_refs == 0) {
-        tc_buf_deinit(&op->value);
-        free(op->key);
-        free(op);
+    if (--op->_refs != 0) {
+        return;
     }
+    struct tc_stack_ctx *sc = op->_sc;
+    if (op->key != op->_keybuf) {
+        free(op->key);
+    }
+    if (!sc->closing && sc->nfree < MAX_FREE_OPS) {
+        if (op->value.cap > 16384) {
+            tc_buf_deinit(&op->value); /* keep recycled ops small */
+        }
+        op->_next_free = sc->free_ops;
+        sc->free_ops = op;
+        sc->nfree++;
+        return;
+    }
+    tc_buf_deinit(&op->value);
+    free(op);
 }
 
 void tc_stack_op_release(struct tc_stack_op *op)

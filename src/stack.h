@@ -68,6 +68,8 @@ struct tc_stack_op {
     struct tc_tier_req _req[TC_STACK_MAX_TIERS];
     uint64_t _t0[TC_STACK_MAX_TIERS];
     uint8_t _phase[TC_STACK_MAX_TIERS];
+    struct tc_stack_op *_next_free;
+    uint8_t _keybuf[64]; /* short keys live here: no allocation */
 };
 
 /**
