@@ -1,5 +1,6 @@
 #include "tests/support/backends.h"
 #include "shm/ring.h"
+#include "tests/support/redis_server.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,9 +43,60 @@ static int shm_setup(char *uri, size_t n, const char *extra)
     return 0;
 }
 
+/* One private redis-server per setup (a fresh, empty instance); generous
+ * deadlines because sanitizer builds on a busy machine are slow, and the
+ * fault tests set their own. */
+static struct tc_redis_server *redis;
+
+static void redis_teardown(void);
+
+static int redis_start(void)
+{
+    static int registered;
+    if (!registered) {
+        /* cr_skip_test() ends the test process without the suite's .fini;
+         * exit handlers still run, so the server's temp dir goes too. */
+        atexit(redis_teardown);
+        registered = 1;
+    }
+    if (redis == NULL && tc_redis_server_start(NULL, &redis) != 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static int redis_setup(char *uri, size_t n, const char *extra)
+{
+    if (redis_start() != 0) {
+        return -1;
+    }
+    snprintf(uri, n, "redis://127.0.0.1:%u/0?timeout_ms=2000&connect_timeout_ms=2000%s%s",
+             tc_redis_server_port(redis), extra[0] ? "&" : "", extra);
+    return 0;
+}
+
+static int redis_unix_setup(char *uri, size_t n, const char *extra)
+{
+    if (redis_start() != 0) {
+        return -1;
+    }
+    snprintf(uri, n, "redis+unix://%s?db=0&timeout_ms=2000&connect_timeout_ms=2000%s%s",
+             tc_redis_server_socket(redis), extra[0] ? "&" : "", extra);
+    return 0;
+}
+
+static void redis_teardown(void)
+{
+    tc_redis_server_destroy(redis);
+    redis = NULL;
+}
+
 static const struct tc_test_backend backends[] = {
     {"mem", mem_setup, nothing},
     {"shm", shm_setup, shm_teardown},
+    {"redis", redis_setup, redis_teardown},
+    {"redis+unix", redis_unix_setup, redis_teardown},
+    {"redis_unix", redis_unix_setup, redis_teardown}, /* for CTest names */
 };
 
 const struct tc_test_backend *tc_test_backend_from_env(void)
