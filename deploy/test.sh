@@ -13,6 +13,10 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:strict_strin
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
 
+echo "== build: Release (what deploy/run.sh builds: -O3 warnings differ)"
+cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release -DTC_BUILD_TESTS=OFF >/dev/null
+cmake --build build-rel -j"$jobs"
+
 echo "== build: ASan + UBSan"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTC_SANITIZE=address,undefined >/dev/null
 cmake --build build-asan -j"$jobs"

@@ -9,8 +9,10 @@
 #include "src/server.h"
 #include "src/stats.h"
 #include "tiers/tier.h"
+#include "shm/ring.h"
 
 #include <event2/event.h>
+#include <jansson.h>
 #include <event2/thread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -151,8 +153,62 @@ static int open_tiers(const struct tc_conf *conf, struct tc_tier **tiers, size_t
     return 0;
 }
 
+/* `tiercache shm stats NAME` and `tiercache shm unlink NAME`: inspection of
+ * an L1 segment from outside any server, through the ring library alone. */
+static int shm_command(int argc, char **argv)
+{
+    char err[512] = "";
+    if (argc != 4 || (strcmp(argv[2], "stats") != 0 && strcmp(argv[2], "unlink") != 0)) {
+        fprintf(stderr, "Usage: tiercache shm stats NAME   print a segment's state as JSON\n"
+                        "       tiercache shm unlink NAME  remove a segment\n");
+        return 2;
+    }
+    const char *name = argv[3];
+    if (strcmp(argv[2], "unlink") == 0) {
+        enum tc_status st = tc_ring_unlink(name, err, sizeof(err));
+        if (st != TC_OK) {
+            fprintf(stderr, "tiercache: shm unlink %s: %s\n", name, err[0] ? err : tc_strerror(st));
+            return 1;
+        }
+        return 0;
+    }
+    struct tc_ring *ring;
+    struct tc_ring_options o = {.size = 0, .attach_timeout_ms = 500}; /* attach only, any size */
+    enum tc_status st = tc_ring_open(name, &o, &ring, err, sizeof(err));
+    if (st != TC_OK) {
+        fprintf(stderr, "tiercache: shm stats %s: %s\n", name, err[0] ? err : tc_strerror(st));
+        return 1;
+    }
+    struct tc_ring_stats rs;
+    tc_ring_stats(ring, &rs);
+    tc_ring_close(ring);
+    json_t *j = json_object();
+    json_object_set_new(j, "name", json_string(name));
+    json_object_set_new(j, "layout", json_sprintf("%u.%u", rs.layout_major, rs.layout_minor));
+    json_object_set_new(j, "creator_pid", json_integer((json_int_t)rs.creator_pid));
+    json_object_set_new(j, "capacity", json_integer((json_int_t)rs.seg_size));
+    json_object_set_new(j, "log_capacity", json_integer((json_int_t)rs.log_capacity));
+    json_object_set_new(j, "bytes_used", json_integer((json_int_t)rs.bytes_used));
+    json_object_set_new(j, "items", json_integer((json_int_t)rs.items));
+    json_object_set_new(j, "index_slots", json_integer((json_int_t)rs.slots));
+    json_object_set_new(j, "attached_ctxs", json_integer((json_int_t)rs.ctxs));
+#define TC_RING_X(field, i) json_object_set_new(j, #field, json_integer((json_int_t)rs.field));
+    TC_RING_STATS_COUNTERS(TC_RING_X)
+#undef TC_RING_X
+    uint64_t lookups = rs.hits + rs.misses;
+    json_object_set_new(j, "hit_ratio",
+                        json_real(lookups ? (double)rs.hits / (double)lookups : 0.0));
+    json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    fputc('\n', stdout);
+    json_decref(j);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "shm") == 0) {
+        return shm_command(argc, argv); /* a tool, before any server set-up */
+    }
     struct tc_conf conf;
     enum tc_conf_result cr = tc_conf_load(&conf, argc, argv);
     if (cr != TC_CONF_RUN) {

@@ -717,6 +717,12 @@ static enum tc_status api_stats(struct tc_worker *w, struct tc_http_req *r)
     json_object_set_new(req, "total", json_integer((json_int_t)total));
     json_object_set_new(req, "by_status", by);
     json_object_set_new(j, "requests", req);
+    uint64_t lost;
+    uint64_t inval = tc_stack_invalidations(srv->stack, &lost);
+    json_t *iv = json_object();
+    json_object_set_new(iv, "applied", json_integer((json_int_t)inval));
+    json_object_set_new(iv, "subscription_lost", json_integer((json_int_t)lost));
+    json_object_set_new(j, "invalidations", iv);
 
     json_t *tiers = json_array();
     for (size_t i = 0; i < tc_stack_ntiers(srv->stack); i++) {
@@ -846,6 +852,15 @@ static enum tc_status api_metrics(struct tc_worker *w, struct tc_http_req *r)
     }
     free(lists);
 
+    uint64_t lost;
+    uint64_t inval = tc_stack_invalidations(srv->stack, &lost);
+    prom_family(&b, "tiercache_invalidations_total", "counter",
+                "Keys removed here because another host wrote or deleted them.");
+    prom_line(&b, "tiercache_invalidations_total %llu\n", (unsigned long long)inval);
+    prom_family(&b, "tiercache_invalidation_subscription_lost_total", "counter",
+                "Times the invalidation subscription was lost (messages may be missed).");
+    prom_line(&b, "tiercache_invalidation_subscription_lost_total %llu\n",
+              (unsigned long long)lost);
     prom_family(&b, "tiercache_tier_up", "gauge", "1 if the tier is serving (ok or degraded).");
     for (size_t i = 0; i < nt; i++) {
         struct tc_tier *t = tc_stack_tier(srv->stack, i);

@@ -6,11 +6,65 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Cross-host invalidation: when another tiercache process writes or deletes
+ * a key through shared remote tier `remote`, the key is removed from every
+ * faster tier here. The callback runs on the remote tier's own subscriber
+ * thread, which gets its own synchronous (NULL event_base) tier ctxs. */
+struct stack_inval {
+    struct tc_stack *s;
+    size_t remote;
+    struct tc_tier_ctx *ctx[TC_STACK_MAX_TIERS]; /* made on first use, on that thread */
+    _Atomic uint64_t applied, lost;
+};
+
 struct tc_stack {
     struct tc_tier *tiers[TC_STACK_MAX_TIERS];
     size_t n;
     _Atomic int down[TC_STACK_MAX_TIERS]; /* written by the sweeper, read by workers */
+    struct stack_inval *inval[TC_STACK_MAX_TIERS];
 };
+
+static void on_invalidate(void *arg, const void *key, size_t key_len)
+{
+    struct stack_inval *iv = arg;
+    struct tc_stack *s = iv->s;
+    if (key == NULL) {
+        /* The subscription was lost for a while: messages may be missed.
+         * Staleness stays bounded by the faster tiers' own TTLs (ttl_ratio,
+         * max_ttl); clearing whole tiers here would cost more than it saves. */
+        atomic_fetch_add_explicit(&iv->lost, 1, memory_order_relaxed);
+        tc_log(TC_LOG_WARN, "invalidations from l%zu may have been missed (subscription lost)",
+               iv->remote + 1);
+        return;
+    }
+    for (size_t i = 0; i < iv->remote; i++) {
+        if (iv->ctx[i] == NULL && tc_tier_ctx_init(s->tiers[i], NULL, &iv->ctx[i]) != TC_OK) {
+            iv->ctx[i] = NULL;
+            continue;
+        }
+        struct tc_tier_req r = {.key = key, .key_len = key_len, .now_ms = tc_now_ms()};
+        enum tc_status st = tc_tier_del(iv->ctx[i], &r);
+        if (st != TC_OK) {
+            tc_log(TC_LOG_WARN, "invalidation of a key in l%zu failed: %s", i + 1, tc_strerror(st));
+        }
+    }
+    atomic_fetch_add_explicit(&iv->applied, 1, memory_order_relaxed);
+}
+
+uint64_t tc_stack_invalidations(const struct tc_stack *s, uint64_t *lost)
+{
+    uint64_t n = 0, l = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->inval[i] != NULL) {
+            n += atomic_load_explicit(&s->inval[i]->applied, memory_order_relaxed);
+            l += atomic_load_explicit(&s->inval[i]->lost, memory_order_relaxed);
+        }
+    }
+    if (lost != NULL) {
+        *lost = l;
+    }
+    return n;
+}
 
 struct tc_stack_ctx {
     struct tc_stack *stack;
@@ -40,6 +94,25 @@ struct tc_stack *tc_stack_create(struct tc_tier **tiers, size_t n)
         atomic_init(&s->down[i], 0);
     }
     s->n = n;
+    for (size_t i = 1; i < n; i++) {
+        /* Only a tier shared with other hosts can tell us about their writes,
+         * and only faster tiers below it need cleaning. */
+        if (!(tc_tier_caps(tiers[i]) & TC_TIER_CAP_REMOTE)) {
+            continue;
+        }
+        struct stack_inval *iv = calloc(1, sizeof(*iv));
+        if (iv == NULL) {
+            continue;
+        }
+        iv->s = s;
+        iv->remote = i;
+        if (tc_tier_on_invalidate(tiers[i], on_invalidate, iv) == TC_OK) {
+            s->inval[i] = iv;
+            tc_log(TC_LOG_INFO, "l%zu: writes by other hosts invalidate l1..l%zu here", i + 1, i);
+        } else {
+            free(iv);
+        }
+    }
     return s;
 }
 
@@ -47,6 +120,18 @@ void tc_stack_destroy(struct tc_stack *s)
 {
     if (s == NULL) {
         return;
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        struct stack_inval *iv = s->inval[i];
+        if (iv == NULL) {
+            continue;
+        }
+        /* After this returns the callback neither runs nor will run. */
+        tc_tier_on_invalidate(s->tiers[i], NULL, NULL);
+        for (size_t k = 0; k < iv->remote; k++) {
+            tc_tier_ctx_dispose(iv->ctx[k]);
+        }
+        free(iv);
     }
     for (size_t i = s->n; i-- > 0;) {
         tc_tier_close(s->tiers[i]);

@@ -93,6 +93,12 @@ int tc_stack_tier_down(const struct tc_stack *s, size_t i);
  */
 enum tc_tier_health tc_stack_check_health(struct tc_stack *s, char *detail, size_t len);
 
+/**
+ * Invalidations applied on behalf of other hosts (writes they made through a
+ * shared remote tier), and in *lost the times the subscription was lost.
+ */
+uint64_t tc_stack_invalidations(const struct tc_stack *s, uint64_t *lost);
+
 /** Makes the calling worker's context; @p base receives async completions. */
 enum tc_status tc_stack_ctx_init(struct tc_stack *s, struct event_base *base,
                                  struct tc_stack_ctx **out);

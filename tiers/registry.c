@@ -19,12 +19,14 @@
 
 extern const struct tc_tier_ops tc_tier_lmdb_ops;
 extern const struct tc_tier_ops tc_tier_mem_ops;
+extern const struct tc_tier_ops tc_tier_shm_ops;
+extern const struct tc_tier_ops tc_tier_redis_ops;
+extern const struct tc_tier_ops tc_tier_redis_unix_ops;
 
 /* The built-in backends (STYLE R8). */
 static const struct tc_tier_ops *const builtin_tiers[] = {
-    &tc_tier_lmdb_ops,
-    &tc_tier_mem_ops,
-    NULL,
+    &tc_tier_lmdb_ops,  &tc_tier_mem_ops,        &tc_tier_shm_ops,
+    &tc_tier_redis_ops, &tc_tier_redis_unix_ops, NULL,
 };
 
 static const char *const common_params[] = {"ttl_ratio", "max_ttl", NULL};

@@ -328,6 +328,14 @@ enum tc_tier_health tc_tier_health(struct tc_tier *t, char *detail, size_t len)
     return t->ops->health(t, detail, len);
 }
 
+enum tc_status tc_tier_on_invalidate(struct tc_tier *t, tc_tier_invalidate_fn fn, void *arg)
+{
+    if (t->ops->on_invalidate == NULL) {
+        return TC_ENOTSUP;
+    }
+    return t->ops->on_invalidate(t, fn, arg);
+}
+
 void tc_tier_close(struct tc_tier *t)
 {
     if (t == NULL) {

@@ -47,7 +47,7 @@ struct tc_tier_registry; /* scheme -> backend table */
 struct tc_tier_req;
 
 /** Bumped whenever struct tc_tier_ops or struct tc_tier_req changes shape. */
-#define TC_TIER_ABI_VERSION 1u
+#define TC_TIER_ABI_VERSION 2u
 
 /** Capability bits of a backend (struct tc_tier_ops.caps). */
 #define TC_TIER_CAP_PERSISTENT 0x01u /* data survives a restart of the process and host */
@@ -251,6 +251,32 @@ enum tc_status tc_tier_sweep(struct tc_tier *t, uint64_t now_ms, size_t budget, 
  * "evictions", ...).
  */
 void tc_tier_stats(struct tc_tier *t, tc_tier_stat_fn emit, void *arg);
+
+/* ---- cross-process invalidation --------------------------------------- */
+
+/**
+ * Receives a key that another process set or deleted in a shared tier, so
+ * that the caller can drop it from its own faster tiers. @p key is only
+ * valid during the call. key == NULL with key_len 0 means "notifications
+ * may have been lost" (the subscription was down and is back): any key may
+ * be stale, so drop what cannot wait for its local expiry.
+ */
+typedef void (*tc_tier_invalidate_fn)(void *arg, const void *key, size_t key_len);
+
+/**
+ * Registers @p fn (NULL unregisters) to be called when another process
+ * publishes a set or delete through this tier. At most one callback per tier;
+ * a new registration replaces the old one.
+ *
+ * Threading: @p fn runs on a thread the tier owns (never on a worker thread
+ * and never concurrently with itself), so it must be thread-safe and quick
+ * and must not call back into tc_tier_on_invalidate() or close the tier.
+ * After this function returns, the previous callback is neither running nor
+ * called again. Thread-safe.
+ * @return TC_OK; TC_ENOTSUP when the tier has no cross-process invalidation
+ *         (a local tier, or redis with invalidate=none).
+ */
+enum tc_status tc_tier_on_invalidate(struct tc_tier *t, tc_tier_invalidate_fn fn, void *arg);
 
 /** Current health; @p detail (may be NULL) receives a short reason. */
 enum tc_tier_health tc_tier_health(struct tc_tier *t, char *detail, size_t len);

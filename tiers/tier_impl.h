@@ -67,7 +67,8 @@ struct tc_tier_params;
 
 /**
  * A backend. One const instance per scheme; the registry keeps a pointer.
- * Every function pointer is required except clear, sweep, stats and health.
+ * Every function pointer is required except clear, sweep, stats, health and
+ * on_invalidate.
  */
 struct tc_tier_ops {
     const char *scheme;        /* lower case, e.g. "lmdb" */
@@ -102,6 +103,9 @@ struct tc_tier_ops {
     /** Emits backend-specific stats only; the tier layer adds the common ones. */
     void (*stats)(struct tc_tier *t, tc_tier_stat_fn emit, void *arg);
     enum tc_tier_health (*health)(struct tc_tier *t, char *detail, size_t len);
+
+    /* Added in ABI 2; optional (NULL: TC_ENOTSUP). See tc_tier_on_invalidate(). */
+    enum tc_status (*on_invalidate)(struct tc_tier *t, tc_tier_invalidate_fn fn, void *arg);
 };
 
 /** The mem:// backend, for programs that register it under another name

@@ -1,0 +1,1535 @@
+/*
+ * The shm ring (see ring.h for the contract, ring_layout.h and LAYOUT.md for
+ * the bytes).
+ *
+ * Why every access to the logs is an atomic word access: a reader copies a
+ * record optimistically while a writer may be overwriting it (a seqlock
+ * read). With plain memcpy that is a data race, undefined behaviour in C11
+ * and a report under ThreadSanitizer. Relaxed 8-byte atomic loads and stores
+ * compile to plain moves on x86-64 and arm64, make the race defined, and let
+ * TSan reason about it without annotations. Records are 8-byte aligned and
+ * the log capacity is a multiple of 8, so a word never straddles the wrap.
+ *
+ * The validation protocol (reader side, per hit):
+ *
+ *   s    = load(slot, acquire)          pairs with the publishing CAS (release)
+ *   pos  = position from s and head[L]; head - pos > cap  => overwritten, miss
+ *   copy header, key, value             relaxed word loads
+ *   sum  = XXH3(value, seed(key hash, header)); must equal the stored check
+ *   fence(acquire); head' = load(head[L])
+ *   head' - pos > cap => a writer reserved over the bytes while we copied: miss
+ *
+ * The writer: pos = fetch_add(head[L], len); fence(release); relaxed word
+ * stores; CAS(slot, release). If a reader's copy saw any byte stored after
+ * that release fence, the fence pair makes the fetch-add visible to the
+ * reader's head re-read, so the overlap is detected.
+ *
+ * The head check alone misses two writers that never move the head over the
+ * bytes they touch: one that reserved its bytes, then stalled (or was
+ * stopped) for longer than a whole lap of the log and resumes writing into
+ * bytes a newer record now owns; and an in-place rewrite of a live record
+ * (rewrite_in_place(), under the slot's BUSY bit). For both, the checksum
+ * over header, full position, key hash and value is what catches the mix. Records that a killed
+ * writer left half-written are never published; a garbage slot pointing at them fails the stamp (20
+ * bits of the record's own position) or the checksum, which covers the full position.
+ */
+#include "shm/ring.h"
+#include "shm/ring_layout.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+/* XXH3_state_t on the stack (a gathered write's checksum without malloc) needs
+ * the state's layout, which xxhash only shows under this macro. */
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
+
+_Static_assert(TC_RING_NCOUNTERS ==
+#define TC_RING_X(name, i) +1
+                   (0 TC_RING_STATS_COUNTERS(TC_RING_X)),
+#undef TC_RING_X
+               "ring.h counters and ring_layout.h slots disagree");
+
+#define MIN_SEG_SIZE  (256u << 10)
+#define MAX_SEG_SIZE  (1ull << 44)
+#define NAME_MAX_LEN  200u
+#define REC_HDR       ((uint64_t)sizeof(struct tc_ring_rec))
+#define PUBLISH_TRIES 16
+/* Defaults measured with a deterministic replay of tiercache-bench's Zipf
+ * 0.99 trace (1M keys, 16 MiB): the hit ratio is flat within 0.1 point for
+ * small 20-25% and promote 15-25%, and falls off past promote 60%. */
+#define DEF_PROMOTE    15u
+#define DEF_SMALL      20u
+#define DEF_TIMEOUT_MS 2000u
+/* Index bytes ~ 1/IDX_DIV of the segment (rounded down to a power of two of
+ * buckets): about one slot per 100 log bytes, so that records of small
+ * values (~150-200 bytes) rarely lose their slot to a full bucket. */
+#define IDX_DIV 10u
+/* A dead slot counts as a ghost (the key was here recently: it goes to the
+ * main log when written again) while its log has written less than
+ * (1 + GHOST_PCT/100) laps since. Measured on Zipf 0.99: 100% is too short
+ * (one-pass hit ratio -0.3 points), beyond ~3 laps it no longer matters. */
+#define GHOST_PCT 900u
+
+enum {
+    C_GETS,
+    C_HITS,
+    C_MISSES,
+    C_SETS,
+    C_DELETES,
+    C_TOO_BIG,
+    C_EVICTIONS,
+    C_PROMOTIONS,
+    C_EXPIRED,
+    C_TORN,
+    C_CORRUPT,
+    C_SWEPT,
+    C_LOST_SETS
+};
+
+struct tc_ring_ctx {
+    struct tc_ring *ring;
+    struct tc_ring_stat_slot *st;
+    int shared; /* st is the segment's retired slot, shared: use atomic adds */
+    atomic_int in_use;
+    uint64_t sweep_cursor; /* next index slot the sweep examines */
+};
+
+struct tc_ring {
+    uint8_t *base;
+    size_t map_len;
+    struct tc_ring_hdr *hdr;
+    /* Geometry copied from the header once, after validation: the header may
+     * be scribbled later, these may not. */
+    struct tc_ring_stat_slot *stats;
+    uint64_t nstat;
+    struct tc_ring_bucket *index;
+    uint64_t bucket_mask, nslots;
+    _Atomic uint64_t *log[TC_RING_NLOGS];
+    _Atomic uint64_t *head[TC_RING_NLOGS];
+    uint64_t cap[TC_RING_NLOGS], words[TC_RING_NLOGS];
+    uint64_t seed, max_rec, max_item, seg_size;
+    /* A multiple of cap[L] near the head, so that most positions map to the
+     * ring without a 64-bit division (tens of cycles on the read path).
+     * Threads of this process share it; it moves once per lap. */
+    _Atomic uint64_t lap_base[TC_RING_NLOGS];
+    uint64_t promote_age; /* main-log age past which a read re-appends */
+    uint64_t inplace_age; /* main-log age below which a same-size set rewrites in place */
+    /* A dead slot remembers its key only this long (bytes written since),
+     * like S3-FIFO's bounded ghost queue: older comebacks are new keys. */
+    uint64_t ghost_age[TC_RING_NLOGS];
+    uint64_t pid;
+    struct tc_ring_ctx ctxs[TC_RING_MAX_CTX];
+};
+
+/* ---- small helpers ------------------------------------------------------------------ */
+
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err == NULL || errlen == 0) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static uint64_t pad8(uint64_t n)
+{
+    return (n + 7) & ~7ull;
+}
+
+/* Key and value are stored back to back and padded together. */
+static uint64_t rec_len(uint64_t klen, uint64_t vlen)
+{
+    return REC_HDR + pad8(klen + vlen);
+}
+
+/* The record header, decoded into process memory. */
+struct rec {
+    uint64_t w0, w1;    /* as stored: expire | stamp bits; lengths and flags */
+    uint64_t expire_ms; /* 0 = never */
+    uint64_t check;
+    uint32_t val_len;
+    uint16_t key_len, flags;
+};
+
+static uint64_t enc_w0(uint64_t pos, uint64_t expire_ms)
+{
+    if (expire_ms > TC_RING_EXPIRE_MAX) {
+        expire_ms = TC_RING_EXPIRE_MAX; /* year 2527: as good as never */
+    }
+    return expire_ms | ((pos >> 3) & TC_RING_STAMP_MASK) << TC_RING_EXPIRE_BITS;
+}
+
+static uint64_t enc_w1(uint64_t klen, uint64_t flags, uint64_t vlen)
+{
+    return klen | flags << 11 | vlen << 27;
+}
+
+static void dec_rec(struct rec *h, uint64_t w0, uint64_t w1, uint64_t check)
+{
+    h->w0 = w0;
+    h->w1 = w1;
+    h->expire_ms = w0 & TC_RING_EXPIRE_MAX;
+    h->check = check;
+    h->key_len = (uint16_t)(w1 & 0x7ff);
+    h->flags = (uint16_t)(w1 >> 11);
+    h->val_len = (uint32_t)(w1 >> 27);
+}
+
+/* The owner is the ctx's only writer: a relaxed load + store avoids a locked
+ * RMW. Stat readers use relaxed loads (counters order nothing else). */
+static void bump(struct tc_ring_ctx *c, unsigned i)
+{
+    _Atomic uint64_t *p = &c->st->c[i];
+    if (c->shared) {
+        atomic_fetch_add_explicit(p, 1, memory_order_relaxed);
+    } else {
+        atomic_store_explicit(p, atomic_load_explicit(p, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+    }
+}
+
+static uint64_t key_hash(struct tc_ring *r, const void *key, size_t klen)
+{
+    return XXH3_64bits_withSeed(key, klen, r->seed);
+}
+
+static uint64_t tag_of(uint64_t h)
+{
+    uint64_t t = h >> TC_RING_TAG_SHIFT;
+    return t != 0 ? t : 1; /* 0 would make a slot look empty */
+}
+
+/* The checksum's seed covers the key (by its hash: readers compare the key
+ * bytes themselves), the record's full position and both header words. */
+static uint64_t check_seed(uint64_t khash, uint64_t pos, uint64_t w0, uint64_t w1)
+{
+    return khash ^ (pos * 0x9E3779B97F4A7C15ull) ^ (w0 * 0xC2B2AE3D27D4EB4Full) ^
+           (w1 * 0x165667B19E3779F9ull);
+}
+
+static int expired(uint64_t expire_ms, uint64_t now_ms)
+{
+    return expire_ms != 0 && expire_ms <= now_ms;
+}
+
+/* ---- log word I/O ------------------------------------------------------------------- */
+
+/* Loads the head of log L. Relaxed: the value is only a hint until the
+ * fence(acquire) + reload in still_intact(). */
+static uint64_t head_of(struct tc_ring *r, unsigned L)
+{
+    return atomic_load_explicit(r->head[L], memory_order_relaxed);
+}
+
+/* Full position of a slot's 47-bit position relative to the current head. */
+static uint64_t slot_pos(uint64_t s, uint64_t head)
+{
+    return head - ((head - (s & TC_RING_POS_MASK & ~7ull)) & TC_RING_POS_MASK);
+}
+
+static unsigned slot_log(uint64_t s)
+{
+    return (s & TC_RING_LOG_BIT) ? 1u : 0u;
+}
+
+/* A record at pos is intact while no reservation has reached past pos + cap. */
+static int intact(struct tc_ring *r, unsigned L, uint64_t pos, uint64_t head)
+{
+    return head - pos <= r->cap[L];
+}
+
+/* Called after copying: proves no writer reserved over the copied bytes. */
+static int still_intact(struct tc_ring *r, unsigned L, uint64_t pos)
+{
+    /* Pairs with the writer's fence(release) after its fetch-add: if any
+     * byte we loaded came from a newer writer, its fetch-add is visible now. */
+    atomic_thread_fence(memory_order_acquire);
+    return intact(r, L, pos, head_of(r, L));
+}
+
+/* Word index in log L of position pos. */
+static uint64_t phys_word(struct tc_ring *r, unsigned L, uint64_t pos)
+{
+    /* Relaxed: a stale base only costs the slow path; it orders nothing. */
+    uint64_t base = atomic_load_explicit(&r->lap_base[L], memory_order_relaxed);
+    uint64_t d = pos - base, cap = r->cap[L];
+    if (d < cap) {
+        return d / 8;
+    }
+    if (d < 2 * cap) {
+        return (d - cap) / 8;
+    }
+    uint64_t m = pos % cap;
+    atomic_store_explicit(&r->lap_base[L], pos - m, memory_order_relaxed);
+    return m / 8;
+}
+
+struct wcur {
+    _Atomic uint64_t *log;
+    uint64_t words, w; /* ring size in words; current word index */
+};
+
+static struct wcur cur_at(struct tc_ring *r, unsigned L, uint64_t pos)
+{
+    struct wcur c = {r->log[L], r->words[L], phys_word(r, L, pos)};
+    return c;
+}
+
+static uint64_t cur_load(struct wcur *c)
+{
+    uint64_t v = atomic_load_explicit(&c->log[c->w], memory_order_relaxed);
+    if (++c->w == c->words) {
+        c->w = 0;
+    }
+    return v;
+}
+
+static void cur_store(struct wcur *c, uint64_t v)
+{
+    atomic_store_explicit(&c->log[c->w], v, memory_order_relaxed);
+    if (++c->w == c->words) {
+        c->w = 0;
+    }
+}
+
+/* Copies n bytes starting at word w of log L (the record's padding makes
+ * whole words). The common case does not wrap and runs without the check. */
+static void log_read(struct tc_ring *r, unsigned L, uint64_t w, void *dst, size_t n)
+{
+    _Atomic uint64_t *log = r->log[L];
+    uint64_t words = r->words[L];
+    uint8_t *d = dst;
+    size_t full = n / 8, tail = n % 8;
+    if (w + full + (tail != 0) <= words) {
+        for (size_t i = 0; i < full; i++) {
+            uint64_t v = atomic_load_explicit(&log[w + i], memory_order_relaxed);
+            memcpy(d + 8 * i, &v, 8);
+        }
+        if (tail != 0) {
+            uint64_t v = atomic_load_explicit(&log[w + full], memory_order_relaxed);
+            memcpy(d + 8 * full, &v, tail);
+        }
+        return;
+    }
+    struct wcur c = {log, words, w};
+    for (size_t i = 0; i < full; i++) {
+        uint64_t v = cur_load(&c);
+        memcpy(d + 8 * i, &v, 8);
+    }
+    if (tail != 0) {
+        uint64_t v = cur_load(&c);
+        memcpy(d + 8 * full, &v, tail);
+    }
+}
+
+/* Copies n bytes starting off bytes past word w of log L. */
+static void log_read_at(struct tc_ring *r, unsigned L, uint64_t w, size_t off, void *dst, size_t n)
+{
+    if (n == 0) {
+        return; /* dst may be NULL for an empty value */
+    }
+    w += off / 8;
+    if (w >= r->words[L]) {
+        w -= r->words[L];
+    }
+    off %= 8;
+    if (off == 0) {
+        log_read(r, L, w, dst, n);
+        return;
+    }
+    struct wcur c = {r->log[L], r->words[L], w};
+    uint8_t *d = dst;
+    uint64_t v = cur_load(&c);
+    size_t take = 8 - off < n ? 8 - off : n;
+    memcpy(d, (uint8_t *)&v + off, take);
+    d += take;
+    n -= take;
+    while (n >= 8) {
+        v = cur_load(&c);
+        memcpy(d, &v, 8);
+        d += 8;
+        n -= 8;
+    }
+    if (n > 0) {
+        v = cur_load(&c);
+        memcpy(d, &v, n);
+    }
+}
+
+static uint64_t word_add(struct tc_ring *r, unsigned L, uint64_t w, uint64_t n)
+{
+    w += n;
+    return w >= r->words[L] ? w - r->words[L] : w;
+}
+
+/* Streams bytes into words; pads the last word with zeros on flush. */
+struct wstream {
+    struct wcur c;
+    uint64_t acc;
+    unsigned fill;
+};
+
+static void ws_put(struct wstream *s, const void *src, size_t n)
+{
+    const uint8_t *p = src;
+    while (n > 0) {
+        if (s->fill == 0 && n >= 8) {
+            uint64_t v;
+            memcpy(&v, p, 8);
+            cur_store(&s->c, v);
+            p += 8;
+            n -= 8;
+            continue;
+        }
+        size_t take = 8 - s->fill < n ? 8 - s->fill : n;
+        memcpy((uint8_t *)&s->acc + s->fill, p, take);
+        s->fill += (unsigned)take;
+        p += take;
+        n -= take;
+        if (s->fill == 8) {
+            cur_store(&s->c, s->acc);
+            s->fill = 0;
+            s->acc = 0;
+        }
+    }
+}
+
+static void ws_flush(struct wstream *s)
+{
+    if (s->fill > 0) {
+        cur_store(&s->c, s->acc);
+        s->fill = 0;
+        s->acc = 0;
+    }
+}
+
+/* ---- records -------------------------------------------------------------------------- */
+
+/* The caller's key, zero-padded to whole words, for word-wise comparison. */
+struct wkey {
+    const void *key;
+    size_t klen;
+    uint64_t hash, tag;
+    uint64_t w[TC_RING_KEY_MAX / 8 + 1];
+};
+
+static void wkey_init(struct tc_ring *r, struct wkey *k, const void *key, size_t klen)
+{
+    k->key = key;
+    k->klen = klen;
+    k->hash = key_hash(r, key, klen);
+    k->tag = tag_of(k->hash);
+    size_t nw = (size_t)pad8(klen) / 8;
+    k->w[nw - 1] = 0;
+    memcpy(k->w, key, klen);
+}
+
+enum probe { P_DEAD, P_BAD, P_OTHER, P_MATCH };
+
+struct found {
+    uint64_t slot, pos, head;
+    unsigned L;
+    struct rec rec;
+    uint64_t wkey; /* word index of the key in log L */
+};
+
+/* Resolves slot s and reads its record header. P_DEAD: overwritten; P_BAD:
+ * header fails validation (garbage or a lapped writer); otherwise the header
+ * is plausible and f->wkey locates the key. */
+static enum probe read_header(struct tc_ring *r, uint64_t s, struct found *f)
+{
+    f->slot = s;
+    f->L = slot_log(s);
+    f->head = head_of(r, f->L);
+    f->pos = slot_pos(s, f->head);
+    if (!intact(r, f->L, f->pos, f->head)) {
+        return P_DEAD;
+    }
+    uint64_t w0 = phys_word(r, f->L, f->pos);
+    /* The record's first lines miss together instead of one after another:
+     * a get is two dependent cache misses (bucket, record) at best. */
+    if (w0 + 32 <= r->words[f->L]) {
+        __builtin_prefetch(&r->log[f->L][w0 + 8]);
+        __builtin_prefetch(&r->log[f->L][w0 + 16]);
+        __builtin_prefetch(&r->log[f->L][w0 + 24]);
+    }
+    uint64_t w[3];
+    log_read(r, f->L, w0, w, sizeof(w));
+    dec_rec(&f->rec, w[0], w[1], w[2]);
+    f->wkey = word_add(r, f->L, w0, 3);
+    uint64_t len = rec_len(f->rec.key_len, f->rec.val_len);
+    if (((w[0] >> TC_RING_EXPIRE_BITS) & TC_RING_STAMP_MASK) !=
+            ((f->pos >> 3) & TC_RING_STAMP_MASK) ||
+        (w[1] >> 59) != 0 || f->rec.key_len == 0 || f->rec.key_len > TC_RING_KEY_MAX ||
+        len > r->max_rec || f->head - f->pos < len) {
+        return P_BAD;
+    }
+    return P_OTHER;
+}
+
+/* Reads slot s's header and compares its key with k. */
+static enum probe probe(struct tc_ring *r, uint64_t s, const struct wkey *k, struct found *f)
+{
+    enum probe p = read_header(r, s, f);
+    if (p != P_OTHER) {
+        return p;
+    }
+    if (f->rec.key_len != k->klen) {
+        return P_OTHER;
+    }
+    /* Whole words, then the tail bytes (the value follows in the same word). */
+    size_t full = k->klen / 8, tail = k->klen % 8;
+    _Atomic uint64_t *log = r->log[f->L];
+    struct wcur c = {log, r->words[f->L], f->wkey};
+    for (size_t i = 0; i < full; i++) {
+        if (cur_load(&c) != k->w[i]) {
+            return P_OTHER;
+        }
+    }
+    if (tail != 0) {
+        uint64_t v = cur_load(&c);
+        if (memcmp(&v, &k->w[full], tail) != 0) {
+            return P_OTHER;
+        }
+    }
+    return P_MATCH;
+}
+
+/* Clears slot s if it still holds what we saw. Release: orders nothing we
+ * wrote, but keeps one convention for every slot store (readers acquire). */
+static int clear_slot(_Atomic uint64_t *slot, uint64_t seen)
+{
+    return atomic_compare_exchange_strong_explicit(slot, &seen, 0, memory_order_release,
+                                                   memory_order_relaxed);
+}
+
+/* Writes a whole record at pos of log L with relaxed word stores. */
+static void write_record(struct tc_ring *r, unsigned L, uint64_t pos, const struct wkey *k,
+                         const struct tc_ring_iov *iov, size_t iovcnt, size_t vlen,
+                         uint64_t expire_ms, unsigned flags)
+{
+    uint64_t w0 = enc_w0(pos, expire_ms), w1 = enc_w1(k->klen, flags, vlen);
+    uint64_t seed = check_seed(k->hash, pos, w0, w1), check;
+    if (iovcnt == 1) {
+        check = XXH3_64bits_withSeed(iov[0].base, iov[0].len, seed);
+    } else {
+        XXH3_state_t st;
+        XXH3_64bits_reset_withSeed(&st, seed);
+        for (size_t i = 0; i < iovcnt; i++) {
+            if (iov[i].len > 0) {
+                XXH3_64bits_update(&st, iov[i].base, iov[i].len);
+            }
+        }
+        check = XXH3_64bits_digest(&st);
+    }
+    struct wstream ws = {cur_at(r, L, pos), 0, 0};
+    cur_store(&ws.c, w0);
+    cur_store(&ws.c, w1);
+    cur_store(&ws.c, check);
+    /* Header before value: pairs with the fence(acquire) a reader runs
+     * (still_intact) before header_unchanged(), so one that saw new value
+     * bytes of an in-place rewrite also sees its new header. */
+    atomic_thread_fence(memory_order_release);
+    ws_put(&ws, k->key, k->klen);
+    for (size_t i = 0; i < iovcnt; i++) {
+        if (iov[i].len > 0) {
+            ws_put(&ws, iov[i].base, iov[i].len);
+        }
+    }
+    ws_flush(&ws);
+}
+
+/* Reserves and writes a record; returns its position. */
+static uint64_t append(struct tc_ring *r, unsigned L, const struct wkey *k,
+                       const struct tc_ring_iov *iov, size_t iovcnt, size_t vlen,
+                       uint64_t expire_ms, unsigned flags)
+{
+    uint64_t len = rec_len(k->klen, vlen);
+    /* Relaxed: the release fence below orders it before our stores. */
+    uint64_t pos = atomic_fetch_add_explicit(r->head[L], len, memory_order_relaxed);
+    /* Pairs with the fence(acquire) in still_intact(): a reader that sees
+     * any of the bytes below also sees this reservation. */
+    atomic_thread_fence(memory_order_release);
+    write_record(r, L, pos, k, iov, iovcnt, vlen, expire_ms, flags);
+    return pos;
+}
+
+/* Takes the BUSY bit of a slot that still holds exactly what we saw.
+ * Acq_rel: our record stores after it cannot move before it, and we see the
+ * record as the last releaser of the slot left it. */
+static int take_busy(_Atomic uint64_t *slot, uint64_t seen)
+{
+    return (seen & TC_RING_SLOT_BUSY) == 0 &&
+           atomic_compare_exchange_strong_explicit(slot, &seen, seen | TC_RING_SLOT_BUSY,
+                                                   memory_order_acq_rel, memory_order_relaxed);
+}
+
+/* True if the record header at f still reads as probed (nobody rewrote it). */
+static int header_unchanged(struct tc_ring *r, const struct found *f)
+{
+    uint64_t w[3];
+    log_read(r, f->L, phys_word(r, f->L, f->pos), w, sizeof(w));
+    return w[0] == f->rec.w0 && w[1] == f->rec.w1 && w[2] == f->rec.check;
+}
+
+static uint64_t make_slot(uint64_t tag, unsigned L, uint64_t pos)
+{
+    return tag << TC_RING_TAG_SHIFT | (L ? TC_RING_LOG_BIT : 0) | (pos & TC_RING_POS_MASK);
+}
+
+#define DEAD_AGE (UINT64_MAX - 1)
+
+/* Age of a slot relative to its log's capacity, scaled to 2^16, for picking
+ * the victim in a full bucket across two logs of different sizes. */
+static uint64_t slot_age(struct tc_ring *r, uint64_t s)
+{
+    unsigned L = slot_log(s);
+    uint64_t h = head_of(r, L);
+    uint64_t age = h - slot_pos(s, h);
+    if (age > r->cap[L]) {
+        return DEAD_AGE;
+    }
+    /* A full bucket drops a probationary item before any main-log one: the
+     * main log holds the keys that proved they come back. */
+    return (age << 16) / r->cap[L] + (L == TC_RING_LOG_SMALL ? 1ull << 20 : 0);
+}
+
+/* Publishes (L, pos) for key k in its bucket. Of two concurrent inserts of
+ * one key, the record with the larger (pos, L) survives in both writers' view. */
+static void publish(struct tc_ring_ctx *c, const struct wkey *k, unsigned L, uint64_t pos)
+{
+    struct tc_ring *r = c->ring;
+    struct tc_ring_bucket *b = &r->index[k->hash & r->bucket_mask];
+    uint64_t mine = make_slot(k->tag, L, pos);
+
+    for (int attempt = 0; attempt < PUBLISH_TRIES; attempt++) {
+        if (!intact(r, L, pos, head_of(r, L))) {
+            /* Lapped before we published: the bytes belong to someone else. */
+            bump(c, C_LOST_SETS);
+            return;
+        }
+        int victim = 0, match = -1;
+        uint64_t vseen = 0, vscore = 0, mseen = 0;
+        for (unsigned i = 0; i < TC_RING_BUCKET_W; i++) {
+            /* Acquire: pairs with the CAS (release) that published it, so
+             * the record's bytes are visible to probe(). */
+            uint64_t s = atomic_load_explicit(&b->slot[i], memory_order_acquire);
+            if (s != 0 && s >> TC_RING_TAG_SHIFT == k->tag) {
+                struct found f;
+                if (probe(r, s, k, &f) == P_MATCH) {
+                    match = (int)i;
+                    mseen = s;
+                    break;
+                }
+            }
+            /* Victim: an empty slot, else an overwritten one, else the oldest. */
+            uint64_t score = s == 0 ? UINT64_MAX : slot_age(r, s);
+            if (i == 0 || score > vscore) {
+                victim = (int)i;
+                vseen = s;
+                vscore = score;
+            }
+        }
+        _Atomic uint64_t *slot;
+        uint64_t seen;
+        if (match >= 0) {
+            slot = &b->slot[match];
+            seen = mseen;
+        } else {
+            slot = &b->slot[victim];
+            seen = vseen;
+        }
+        /* Release: pairs with readers' acquire load of the slot, making the
+         * record's bytes (relaxed stores above) visible before its slot. */
+        if (!atomic_compare_exchange_strong_explicit(slot, &seen, mine, memory_order_release,
+                                                     memory_order_relaxed)) {
+            continue;
+        }
+        if (match < 0 && seen != 0 && vscore != DEAD_AGE) {
+            bump(c, C_EVICTIONS); /* a live item lost its slot: the bucket was full */
+        }
+        if (match >= 0) {
+            return;
+        }
+        /* We took a fresh slot: another writer may have done the same for
+         * this key. Keep the larger (pos, L) in both writers' view. */
+        uint64_t my_rank = pos << 1 | L;
+        for (unsigned i = 0; i < TC_RING_BUCKET_W; i++) {
+            uint64_t s = atomic_load_explicit(&b->slot[i], memory_order_acquire);
+            if (&b->slot[i] == slot || s >> TC_RING_TAG_SHIFT != k->tag) {
+                continue;
+            }
+            struct found f;
+            if (probe(r, s, k, &f) != P_MATCH) {
+                continue;
+            }
+            if ((f.pos << 1 | f.L) > my_rank) {
+                clear_slot(slot, mine);
+                return;
+            }
+            clear_slot(&b->slot[i], s);
+        }
+        return;
+    }
+    bump(c, C_LOST_SETS); /* lost every race: heavy contention on one bucket */
+}
+
+/* ---- operations --------------------------------------------------------------------------- */
+
+static enum tc_status check_key(const void *key, size_t klen)
+{
+    if (key == NULL || klen == 0) {
+        return TC_EINVAL;
+    }
+    if (klen > TC_RING_KEY_MAX) {
+        return TC_ETOOBIG;
+    }
+    return TC_OK;
+}
+
+/* Re-appends a record read near the tail (or in probation) to the main log.
+ * Under the slot's BUSY bit, so that an in-place rewrite cannot slip between
+ * our copy and our CAS (the slot value would be the same again: ABA). */
+static void promote(struct tc_ring_ctx *c, const struct wkey *k, _Atomic uint64_t *slot,
+                    const struct found *f, const void *value)
+{
+    struct tc_ring *r = c->ring;
+    uint64_t seen = f->slot;
+    if (!take_busy(slot, seen)) {
+        return;
+    }
+    if (!header_unchanged(r, f) || !still_intact(r, f->L, f->pos)) {
+        /* Rewritten since we copied it: our copy is stale. Release: we wrote
+         * nothing, but every slot store releases. */
+        uint64_t b = seen | TC_RING_SLOT_BUSY;
+        atomic_compare_exchange_strong_explicit(slot, &b, seen, memory_order_release,
+                                                memory_order_relaxed);
+        return;
+    }
+    struct tc_ring_iov iov = {value, f->rec.val_len};
+    uint64_t pos =
+        append(r, TC_RING_LOG_MAIN, k, &iov, 1, f->rec.val_len, f->rec.expire_ms, f->rec.flags);
+    uint64_t b = seen | TC_RING_SLOT_BUSY;
+    uint64_t next = intact(r, TC_RING_LOG_MAIN, pos, head_of(r, TC_RING_LOG_MAIN))
+                        ? make_slot(k->tag, TC_RING_LOG_MAIN, pos)
+                        : seen;
+    /* Only over our own BUSY slot: a set or delete that replaced it is newer
+     * than our copy and wins. Release: pairs with readers' acquire load. */
+    if (atomic_compare_exchange_strong_explicit(slot, &b, next, memory_order_release,
+                                                memory_order_relaxed) &&
+        next != seen) {
+        bump(c, C_PROMOTIONS);
+    }
+}
+
+/* Rewrites a live main-log record of the same length where it lies, so that
+ * updating a hot key does not fill the log with its dead versions. Readers
+ * copying it meanwhile see the checksum fail (a miss). Returns 1 if done. */
+static int rewrite_in_place(struct tc_ring_ctx *c, const struct wkey *k, _Atomic uint64_t *slot,
+                            const struct found *f, const struct tc_ring_iov *iov, size_t iovcnt,
+                            size_t vlen, uint64_t expire_ms, unsigned flags)
+{
+    struct tc_ring *r = c->ring;
+    uint64_t seen = f->slot;
+    if (!take_busy(slot, seen)) {
+        return 0;
+    }
+    uint64_t b = seen | TC_RING_SLOT_BUSY;
+    if (!still_intact(r, f->L, f->pos) || head_of(r, f->L) - f->pos > r->inplace_age) {
+        /* Too close to the tail now: an append is safer. Release: as below. */
+        atomic_compare_exchange_strong_explicit(slot, &b, seen, memory_order_release,
+                                                memory_order_relaxed);
+        return 0;
+    }
+    write_record(r, f->L, f->pos, k, iov, iovcnt, vlen, expire_ms, flags);
+    /* Release: pairs with readers' acquire load of the slot; a reader that
+     * sees the slot un-BUSY sees the whole new record. If the CAS fails, a
+     * set or delete replaced the slot meanwhile and is the newer write. */
+    atomic_compare_exchange_strong_explicit(slot, &b, seen, memory_order_release,
+                                            memory_order_relaxed);
+    return 1;
+}
+
+enum tc_status tc_ring_get(struct tc_ring_ctx *c, const void *key, size_t klen, uint64_t now_ms,
+                           void *buf, size_t cap, struct tc_ring_item *item)
+{
+    struct tc_ring *r = c->ring;
+    enum tc_status st = check_key(key, klen);
+    if (st == TC_OK && buf == NULL && cap > 0) {
+        st = TC_EINVAL;
+    }
+    if (st != TC_OK) {
+        return st;
+    }
+    bump(c, C_GETS);
+    struct wkey k;
+    wkey_init(r, &k, key, klen);
+    struct tc_ring_bucket *b = &r->index[k.hash & r->bucket_mask];
+    for (unsigned i = 0; i < TC_RING_BUCKET_W; i++) {
+        /* Acquire: pairs with the publishing CAS (release) in publish(). */
+        uint64_t s = atomic_load_explicit(&b->slot[i], memory_order_acquire);
+        if (s >> TC_RING_TAG_SHIFT != k.tag) {
+            continue;
+        }
+        struct found f;
+        enum probe p = probe(r, s, &k, &f);
+        if (p == P_BAD) {
+            if (still_intact(r, f.L, f.pos)) {
+                bump(c, C_CORRUPT); /* a stable bad header: garbage, drop it */
+                clear_slot(&b->slot[i], s);
+            }
+            continue;
+        }
+        if (p != P_MATCH) {
+            continue;
+        }
+        if (expired(f.rec.expire_ms, now_ms)) {
+            if (still_intact(r, f.L, f.pos) && clear_slot(&b->slot[i], s)) {
+                bump(c, C_EXPIRED);
+            }
+            break;
+        }
+        size_t vlen = f.rec.val_len;
+        if (item != NULL) {
+            item->value_len = vlen;
+            item->expire_ms = f.rec.expire_ms;
+            item->flags = f.rec.flags;
+        }
+        if (vlen > cap) {
+            if (still_intact(r, f.L, f.pos)) {
+                return TC_ETOOBIG;
+            }
+            break;
+        }
+        log_read_at(r, f.L, f.wkey, f.rec.key_len, buf, vlen);
+        uint64_t sum =
+            XXH3_64bits_withSeed(buf, vlen, check_seed(k.hash, f.pos, f.rec.w0, f.rec.w1));
+        if (!still_intact(r, f.L, f.pos)) {
+            bump(c, C_TORN);
+            break;
+        }
+        if (sum != f.rec.check) {
+            /* Never served. A record being rewritten in place changes its
+             * header first (then the value), so an unchanged header over
+             * disagreeing bytes means a lapped writer or a scribbler. */
+            if ((s & TC_RING_SLOT_BUSY) == 0 && header_unchanged(r, &f)) {
+                bump(c, C_CORRUPT);
+                clear_slot(&b->slot[i], s);
+            } else {
+                bump(c, C_TORN);
+            }
+            continue;
+        }
+        bump(c, C_HITS);
+        if (f.L == TC_RING_LOG_SMALL || f.head - f.pos > r->promote_age) {
+            promote(c, &k, &b->slot[i], &f, buf);
+        }
+        return TC_OK;
+    }
+    bump(c, C_MISSES);
+    if (item != NULL) {
+        item->value_len = 0;
+    }
+    return TC_ENOTFOUND;
+}
+
+enum tc_status tc_ring_setv(struct tc_ring_ctx *c, const void *key, size_t klen,
+                            const struct tc_ring_iov *iov, size_t iovcnt, uint64_t expire_ms,
+                            unsigned flags, uint64_t now_ms)
+{
+    struct tc_ring *r = c->ring;
+    enum tc_status st = check_key(key, klen);
+    size_t vlen = 0;
+    for (size_t i = 0; st == TC_OK && i < iovcnt; i++) {
+        if (iov[i].len > 0 && iov[i].base == NULL) {
+            st = TC_EINVAL;
+        }
+        vlen += iov[i].len;
+        if (vlen > r->max_item || iov[i].len > r->max_item) {
+            st = TC_ETOOBIG;
+        }
+    }
+    if (st == TC_OK && flags > TC_RING_FLAGS_MAX) {
+        st = TC_EINVAL;
+    }
+    if (st != TC_OK) {
+        if (st == TC_ETOOBIG) {
+            bump(c, C_TOO_BIG);
+        }
+        return st;
+    }
+    /* Heartbeat: the ctx's own line, so it costs no sharing. */
+    atomic_store_explicit(&c->st->heartbeat_ms, now_ms, memory_order_relaxed);
+    struct wkey k;
+    wkey_init(r, &k, key, klen);
+    /* Which log: a key already live, or one whose slot still remembers it
+     * was here until recently (a ghost: tag match, record overwritten), has
+     * proved it comes back; it goes to the main log. New keys go to probation,
+     * except while the main log has never lapped (nothing to protect yet). */
+    unsigned L = TC_RING_LOG_SMALL;
+    if (head_of(r, TC_RING_LOG_MAIN) + rec_len(klen, vlen) <= r->cap[TC_RING_LOG_MAIN]) {
+        L = TC_RING_LOG_MAIN;
+    }
+    struct tc_ring_bucket *b = &r->index[k.hash & r->bucket_mask];
+    for (unsigned i = 0; i < TC_RING_BUCKET_W; i++) {
+        uint64_t s = atomic_load_explicit(&b->slot[i], memory_order_acquire); /* as in get */
+        if (s >> TC_RING_TAG_SHIFT != k.tag) {
+            continue;
+        }
+        struct found f;
+        enum probe p = probe(r, s, &k, &f);
+        if (p == P_MATCH) {
+            if (f.L == TC_RING_LOG_MAIN && rec_len(klen, vlen) == rec_len(klen, f.rec.val_len) &&
+                f.head - f.pos <= r->inplace_age && !expired(f.rec.expire_ms, now_ms) &&
+                rewrite_in_place(c, &k, &b->slot[i], &f, iov, iovcnt, vlen, expire_ms, flags)) {
+                bump(c, C_SETS);
+                return TC_OK;
+            }
+            L = TC_RING_LOG_MAIN;
+            break;
+        }
+        if (p == P_DEAD && f.head - f.pos <= r->ghost_age[f.L]) {
+            L = TC_RING_LOG_MAIN;
+            break;
+        }
+    }
+    uint64_t pos = append(r, L, &k, iov, iovcnt, vlen, expire_ms, flags);
+    publish(c, &k, L, pos);
+    bump(c, C_SETS);
+    return TC_OK;
+}
+
+enum tc_status tc_ring_set(struct tc_ring_ctx *c, const void *key, size_t klen, const void *value,
+                           size_t vlen, uint64_t expire_ms, unsigned flags, uint64_t now_ms)
+{
+    struct tc_ring_iov iov = {value, vlen};
+    return tc_ring_setv(c, key, klen, &iov, 1, expire_ms, flags, now_ms);
+}
+
+enum tc_status tc_ring_del(struct tc_ring_ctx *c, const void *key, size_t klen, uint64_t now_ms)
+{
+    struct tc_ring *r = c->ring;
+    enum tc_status st = check_key(key, klen);
+    if (st != TC_OK) {
+        return st;
+    }
+    struct wkey k;
+    wkey_init(r, &k, key, klen);
+    struct tc_ring_bucket *b = &r->index[k.hash & r->bucket_mask];
+    st = TC_ENOTFOUND;
+    for (unsigned i = 0; i < TC_RING_BUCKET_W; i++) {
+        uint64_t s = atomic_load_explicit(&b->slot[i], memory_order_acquire); /* as in get */
+        if (s >> TC_RING_TAG_SHIFT != k.tag) {
+            continue;
+        }
+        struct found f;
+        if (probe(r, s, &k, &f) == P_MATCH && clear_slot(&b->slot[i], s) &&
+            !expired(f.rec.expire_ms, now_ms)) {
+            st = TC_OK;
+        }
+    }
+    if (st == TC_OK) {
+        bump(c, C_DELETES);
+    }
+    return st;
+}
+
+enum tc_status tc_ring_clear(struct tc_ring_ctx *c, const void *prefix, size_t plen,
+                             uint64_t now_ms, uint64_t *removed)
+{
+    struct tc_ring *r = c->ring;
+    if ((prefix == NULL && plen > 0) || plen > TC_RING_KEY_MAX) {
+        return TC_EINVAL;
+    }
+    uint64_t n = 0;
+    uint8_t kbuf[TC_RING_KEY_MAX + 8];
+    for (uint64_t i = 0; i < r->nslots; i++) {
+        _Atomic uint64_t *slot = &r->index[i / TC_RING_BUCKET_W].slot[i % TC_RING_BUCKET_W];
+        uint64_t s = atomic_load_explicit(slot, memory_order_acquire); /* as in get */
+        if (s == 0) {
+            continue;
+        }
+        struct found f;
+        if (read_header(r, s, &f) != P_OTHER) {
+            continue;
+        }
+        if (f.rec.key_len < plen) {
+            continue;
+        }
+        log_read(r, f.L, f.wkey, kbuf, f.rec.key_len);
+        if (!still_intact(r, f.L, f.pos) || (plen > 0 && memcmp(kbuf, prefix, plen) != 0)) {
+            continue;
+        }
+        if (clear_slot(slot, s) && !expired(f.rec.expire_ms, now_ms)) {
+            n++;
+        }
+    }
+    if (removed != NULL) {
+        *removed += n;
+    }
+    return TC_OK;
+}
+
+enum tc_status tc_ring_sweep(struct tc_ring_ctx *c, uint64_t now_ms, size_t budget,
+                             uint64_t *cleared)
+{
+    struct tc_ring *r = c->ring;
+    uint64_t n = 0;
+    enum tc_status st = TC_EAGAIN;
+    while (budget-- > 0) {
+        uint64_t i = c->sweep_cursor;
+        if (i >= r->nslots) {
+            i = 0;
+        }
+        _Atomic uint64_t *slot = &r->index[i / TC_RING_BUCKET_W].slot[i % TC_RING_BUCKET_W];
+        uint64_t s = atomic_load_explicit(slot, memory_order_acquire); /* as in get */
+        if (s != 0) {
+            struct found f;
+            enum probe p = read_header(r, s, &f);
+            int drop = p == P_DEAD;
+            if (p == P_BAD || (p == P_OTHER && expired(f.rec.expire_ms, now_ms))) {
+                /* Only a header that stayed put while we read it is evidence. */
+                drop = still_intact(r, f.L, f.pos);
+            }
+            if (drop && clear_slot(slot, s)) {
+                n++;
+                bump(c, p == P_DEAD ? C_EVICTIONS : p == P_BAD ? C_CORRUPT : C_EXPIRED);
+            }
+        }
+        c->sweep_cursor = i + 1;
+        if (i + 1 == r->nslots) {
+            c->sweep_cursor = 0;
+            st = TC_OK;
+            break;
+        }
+    }
+    for (uint64_t j = 0; j < n; j++) {
+        bump(c, C_SWEPT);
+    }
+    if (cleared != NULL) {
+        *cleared += n;
+    }
+    return st;
+}
+
+/* ---- ctxs and stats ---------------------------------------------------------------------------
+ */
+
+static void fold_slot(struct tc_ring *r, struct tc_ring_stat_slot *s)
+{
+    for (unsigned i = 0; i < TC_RING_NCOUNTERS; i++) {
+        uint64_t v = atomic_exchange_explicit(&s->c[i], 0, memory_order_relaxed);
+        if (v != 0) {
+            atomic_fetch_add_explicit(&r->hdr->retired.c[i], v, memory_order_relaxed);
+        }
+    }
+}
+
+static int pid_gone(uint64_t pid)
+{
+    return pid > 0 && pid <= INT32_MAX && kill((pid_t)pid, 0) == -1 && errno == ESRCH;
+}
+
+enum tc_status tc_ring_ctx_create(struct tc_ring *r, struct tc_ring_ctx **out)
+{
+    struct tc_ring_ctx *c = NULL;
+    for (unsigned i = 0; i < TC_RING_MAX_CTX && c == NULL; i++) {
+        int expect = 0;
+        if (atomic_compare_exchange_strong(&r->ctxs[i].in_use, &expect, 1)) {
+            c = &r->ctxs[i];
+        }
+    }
+    if (c == NULL) {
+        return TC_EAGAIN;
+    }
+    c->ring = r;
+    c->sweep_cursor = 0;
+    c->shared = 0;
+    c->st = NULL;
+    /* A free slot, else one whose process is gone (its counters folded into
+     * the retired totals first), else share the retired slot itself. */
+    for (int pass = 0; pass < 2 && c->st == NULL; pass++) {
+        for (uint64_t i = 0; i < r->nstat && c->st == NULL; i++) {
+            struct tc_ring_stat_slot *s = &r->stats[i];
+            uint64_t o = atomic_load_explicit(&s->owner_pid, memory_order_relaxed);
+            if ((pass == 0 && o != 0) || (pass == 1 && !pid_gone(o))) {
+                continue;
+            }
+            if (atomic_compare_exchange_strong(&s->owner_pid, &o, r->pid)) {
+                if (pass == 1) {
+                    fold_slot(r, s);
+                }
+                c->st = s;
+            }
+        }
+    }
+    if (c->st == NULL) {
+        c->st = &r->hdr->retired;
+        c->shared = 1;
+    }
+    *out = c;
+    return TC_OK;
+}
+
+void tc_ring_ctx_destroy(struct tc_ring_ctx *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    if (!c->shared) {
+        fold_slot(c->ring, c->st);
+        /* Release: the folded counters are in place before the slot is free. */
+        atomic_store_explicit(&c->st->owner_pid, 0, memory_order_release);
+    }
+    atomic_store(&c->in_use, 0);
+}
+
+void tc_ring_stats(struct tc_ring *r, struct tc_ring_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->seg_size = r->seg_size;
+    out->log_capacity = r->cap[0] + r->cap[1];
+    out->slots = r->nslots;
+    out->max_item = r->max_item;
+    out->layout_major = r->hdr->major;
+    out->layout_minor = r->hdr->minor;
+    out->creator_pid = r->hdr->creator_pid;
+    for (unsigned L = 0; L < TC_RING_NLOGS; L++) {
+        uint64_t h = head_of(r, L);
+        out->bytes_used += h < r->cap[L] ? h : r->cap[L];
+    }
+    uint64_t sum[TC_RING_NCOUNTERS];
+    for (unsigned i = 0; i < TC_RING_NCOUNTERS; i++) {
+        sum[i] = atomic_load_explicit(&r->hdr->retired.c[i], memory_order_relaxed);
+    }
+    for (uint64_t s = 0; s < r->nstat; s++) {
+        if (atomic_load_explicit(&r->stats[s].owner_pid, memory_order_relaxed) != 0) {
+            out->ctxs++;
+        }
+        for (unsigned i = 0; i < TC_RING_NCOUNTERS; i++) {
+            sum[i] += atomic_load_explicit(&r->stats[s].c[i], memory_order_relaxed);
+        }
+    }
+#define TC_RING_X(name, i) out->name = sum[i];
+    TC_RING_STATS_COUNTERS(TC_RING_X)
+#undef TC_RING_X
+    for (uint64_t i = 0; i < r->nslots; i++) {
+        uint64_t s =
+            atomic_load_explicit(&r->index[i / TC_RING_BUCKET_W].slot[i % TC_RING_BUCKET_W],
+                                 memory_order_relaxed); /* a count, orders nothing */
+        if (s != 0) {
+            unsigned L = slot_log(s);
+            uint64_t h = head_of(r, L);
+            out->items += intact(r, L, slot_pos(s, h), h);
+        }
+    }
+}
+
+uint64_t tc_ring_max_item(const struct tc_ring *r)
+{
+    return r->max_item;
+}
+
+/* ---- open / close -------------------------------------------------------------------------------
+ */
+
+static enum tc_status shm_path(const char *name, char *path, size_t n, char *err, size_t errlen)
+{
+    size_t len = name != NULL ? strlen(name) : 0;
+    if (len == 0 || len > NAME_MAX_LEN || strchr(name, '/') != NULL || strcmp(name, ".") == 0 ||
+        strcmp(name, "..") == 0) {
+        errf(err, errlen, "bad shm segment name '%s' (1..%u characters, no '/')",
+             name != NULL ? name : "(null)", NAME_MAX_LEN);
+        return TC_EINVAL;
+    }
+    snprintf(path, n, "/%s", name);
+    return TC_OK;
+}
+
+struct geometry {
+    uint64_t stat_off, nstat, index_off, nbuckets, log_off[TC_RING_NLOGS], log_cap[TC_RING_NLOGS],
+        max_rec;
+};
+
+static uint64_t default_max_item(uint64_t size)
+{
+    return size / 16 < (1u << 20) ? size / 16 : (1u << 20);
+}
+
+static uint64_t rec_overhead(void)
+{
+    return REC_HDR + TC_RING_KEY_MAX + 8;
+}
+
+static enum tc_status plan(const struct tc_ring_options *o, struct geometry *g, char *err,
+                           size_t errlen)
+{
+    uint64_t size = o->size;
+    if (size < MIN_SEG_SIZE || size > MAX_SEG_SIZE) {
+        errf(err, errlen, "shm size %llu out of range (%u to %llu bytes)", (unsigned long long)size,
+             MIN_SEG_SIZE, (unsigned long long)MAX_SEG_SIZE);
+        return TC_EINVAL;
+    }
+    g->stat_off = TC_RING_HDR_SIZE;
+    g->nstat = TC_RING_STAT_SLOTS;
+    g->index_off = g->stat_off + g->nstat * sizeof(struct tc_ring_stat_slot);
+    uint64_t avail = size - g->index_off;
+    uint64_t nb = o->buckets;
+    if (nb == 0) {
+        nb = 1;
+        /* ~1 slot per 100 log bytes: records of small values are ~150-200
+         * bytes, so the index rarely drops a live item for want of a slot. */
+        while (nb * 2 * TC_RING_CACHELINE <= avail / IDX_DIV) {
+            nb *= 2;
+        }
+    }
+    if ((nb & (nb - 1)) != 0 || nb * TC_RING_CACHELINE > avail / 2) {
+        errf(err, errlen, "shm buckets %llu must be a power of two using at most half the segment",
+             (unsigned long long)nb);
+        return TC_EINVAL;
+    }
+    g->nbuckets = nb;
+    uint64_t logs = (avail - nb * TC_RING_CACHELINE) & ~(uint64_t)(TC_RING_CACHELINE - 1);
+    unsigned pct = o->small_pct ? o->small_pct : DEF_SMALL;
+    if (pct > 50) {
+        errf(err, errlen, "shm small_pct %u must be at most 50", pct);
+        return TC_EINVAL;
+    }
+    uint64_t want_item = o->max_item ? o->max_item : default_max_item(size);
+    uint64_t small = logs * pct / 100;
+    uint64_t need = (2 * pad8(want_item + rec_overhead()) + TC_RING_CACHELINE - 1) &
+                    ~(uint64_t)(TC_RING_CACHELINE - 1);
+    if (small < need) {
+        small = need;
+    }
+    if (small > logs / 2) {
+        small = logs / 2;
+    }
+    small &= ~(uint64_t)(TC_RING_CACHELINE - 1);
+    g->log_off[0] = g->index_off + nb * TC_RING_CACHELINE;
+    g->log_cap[0] = small;
+    g->log_off[1] = g->log_off[0] + small;
+    g->log_cap[1] = logs - small;
+    g->max_rec = (small / 2) & ~7ull;
+    return TC_OK;
+}
+
+/* Everything a reader relies on, checked once at attach (STYLE R15). */
+static int geometry_ok(const struct tc_ring_hdr *h, uint64_t seg_size)
+{
+    if (h->seg_size != seg_size || h->stat_off != TC_RING_HDR_SIZE ||
+        h->nstat != TC_RING_STAT_SLOTS) {
+        return 0;
+    }
+    uint64_t end = h->stat_off + h->nstat * sizeof(struct tc_ring_stat_slot);
+    if (h->index_off != end || h->nbuckets == 0 || (h->nbuckets & (h->nbuckets - 1)) != 0 ||
+        h->nbuckets > seg_size / TC_RING_CACHELINE) {
+        return 0;
+    }
+    end = h->index_off + h->nbuckets * TC_RING_CACHELINE;
+    for (unsigned L = 0; L < TC_RING_NLOGS; L++) {
+        if (h->log_off[L] != end || h->log_cap[L] == 0 || h->log_cap[L] % TC_RING_CACHELINE ||
+            h->log_cap[L] > seg_size || h->log_off[L] > seg_size - h->log_cap[L]) {
+            return 0;
+        }
+        end = h->log_off[L] + h->log_cap[L];
+    }
+    return h->max_rec >= REC_HDR + 16 && h->max_rec <= h->log_cap[0] / 2 &&
+           h->max_rec <= h->log_cap[1] / 2 && h->max_rec % 8 == 0;
+}
+
+static uint64_t random_seed(void)
+{
+    uint64_t s = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (read(fd, &s, sizeof(s)) != (ssize_t)sizeof(s)) {
+            s = 0;
+        }
+        close(fd);
+    }
+    /* Without /dev/urandom, still differ between segments and runs. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t mix[3] = {(uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 30, (uint64_t)getpid(),
+                       (uint64_t)(uintptr_t)&s};
+    return s ^ XXH3_64bits(mix, sizeof(mix));
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {0, (long)ms * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void init_header(struct tc_ring_hdr *h, uint64_t size, const struct geometry *g)
+{
+    h->major = TC_RING_LAYOUT_MAJOR;
+    h->minor = TC_RING_LAYOUT_MINOR;
+    h->fingerprint = tc_ring_layout_fingerprint();
+    h->seg_size = size;
+    h->seed = random_seed();
+    h->creator_pid = (uint64_t)getpid();
+    h->flags = 0;
+    h->stat_off = g->stat_off;
+    h->nstat = g->nstat;
+    h->index_off = g->index_off;
+    h->nbuckets = g->nbuckets;
+    for (unsigned L = 0; L < TC_RING_NLOGS; L++) {
+        h->log_off[L] = g->log_off[L];
+        h->log_cap[L] = g->log_cap[L];
+        atomic_init(&h->head[L].v, 0);
+    }
+    h->max_rec = g->max_rec;
+    /* Release: pairs with attachers' acquire load of the magic; every field
+     * above (and the zeroed index from ftruncate) is visible first. */
+    atomic_store_explicit(&h->magic, TC_RING_MAGIC, memory_order_release);
+}
+
+enum tc_status tc_ring_open(const char *name, const struct tc_ring_options *opt,
+                            struct tc_ring **out, char *err, size_t errlen)
+{
+    static const struct tc_ring_options defaults = {0};
+    struct tc_ring_options o = opt != NULL ? *opt : defaults;
+    char path[NAME_MAX_LEN + 2];
+    struct geometry g = {0}; /* plan() fills it whenever the segment is created */
+    enum tc_status st = shm_path(name, path, sizeof(path), err, errlen);
+    if (st != TC_OK) {
+        return st;
+    }
+    if (o.mode == 0) {
+        o.mode = 0600;
+    }
+    if (o.mode > 0777 || o.promote_pct > 100) {
+        errf(err, errlen, "bad shm option (mode %o must be <= 0777, promote_pct <= 100)", o.mode);
+        return TC_EINVAL;
+    }
+    if (o.size != 0 && (st = plan(&o, &g, err, errlen)) != TC_OK) {
+        return st;
+    }
+    unsigned timeout = o.attach_timeout_ms ? o.attach_timeout_ms : DEF_TIMEOUT_MS;
+
+    struct tc_ring *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        return TC_ENOMEM;
+    }
+    int fd = -1, created = 0;
+    for (int tries = 0; fd < 0 && tries < 3; tries++) {
+        if (o.size != 0) {
+            fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)o.mode);
+            if (fd >= 0) {
+                created = 1;
+                break;
+            }
+            if (errno != EEXIST) {
+                errf(err, errlen, "shm_open(%s, O_CREAT|O_EXCL, %o): %s", path, o.mode,
+                     strerror(errno));
+                st = TC_EIO;
+                goto fail;
+            }
+        }
+        fd = shm_open(path, O_RDWR | O_CLOEXEC, 0);
+        if (fd < 0 && errno == ENOENT && o.size != 0) {
+            continue; /* unlinked between our two calls: create it again */
+        }
+        if (fd < 0) {
+            int e = errno;
+            errf(err, errlen, "shm_open(%s): %s", path, strerror(e));
+            st = e == ENOENT ? TC_ENOTFOUND : TC_EIO;
+            goto fail;
+        }
+    }
+    if (fd < 0) {
+        errf(err, errlen, "shm segment %s keeps disappearing while opening", path);
+        st = TC_EIO;
+        goto fail;
+    }
+    uint64_t seg_size;
+    if (created) {
+        /* shm_open applied the umask; the configured mode is what was asked for. */
+        if (fchmod(fd, (mode_t)o.mode) != 0 || ftruncate(fd, (off_t)o.size) != 0) {
+            errf(err, errlen, "fchmod(%s, %o) or ftruncate(%s, %llu): %s", path, o.mode, path,
+                 (unsigned long long)o.size, strerror(errno));
+            shm_unlink(path);
+            st = TC_EIO;
+            goto fail;
+        }
+        seg_size = o.size;
+    } else {
+        /* The creator truncates in one step; wait for it, bounded. */
+        uint64_t deadline = mono_ms() + timeout;
+        struct stat sb;
+        for (;;) {
+            if (fstat(fd, &sb) != 0) {
+                errf(err, errlen, "fstat(%s): %s", path, strerror(errno));
+                st = TC_EIO;
+                goto fail;
+            }
+            if (sb.st_size >= (off_t)TC_RING_HDR_SIZE || mono_ms() > deadline) {
+                break;
+            }
+            sleep_ms(1);
+        }
+        if (sb.st_size < (off_t)TC_RING_HDR_SIZE) {
+            errf(err, errlen,
+                 "shm segment '%s' was never sized (its creator died?); remove it with "
+                 "`tiercache shm unlink %s`",
+                 name, name);
+            st = TC_ETIMEOUT;
+            goto fail;
+        }
+        seg_size = (uint64_t)sb.st_size;
+    }
+    void *base = mmap(NULL, (size_t)seg_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
+        errf(err, errlen, "mmap(%s, %llu, MAP_SHARED): %s", path, (unsigned long long)seg_size,
+             strerror(errno));
+        if (created) {
+            shm_unlink(path);
+        }
+        st = TC_EIO;
+        goto fail;
+    }
+    close(fd);
+    fd = -1;
+    r->base = base;
+    r->map_len = (size_t)seg_size;
+    r->hdr = base;
+    struct tc_ring_hdr *h = r->hdr;
+    if (created) {
+        init_header(h, seg_size, &g);
+    } else {
+        uint64_t deadline = mono_ms() + timeout;
+        uint64_t magic;
+        /* Acquire: pairs with the creator's release store in init_header(). */
+        while ((magic = atomic_load_explicit(&h->magic, memory_order_acquire)) == 0 &&
+               mono_ms() <= deadline) {
+            sleep_ms(1);
+        }
+        if (magic == 0) {
+            errf(err, errlen,
+                 "shm segment '%s' was never initialised (its creator died?); remove it with "
+                 "`tiercache shm unlink %s`",
+                 name, name);
+            st = TC_ETIMEOUT;
+            goto fail;
+        }
+        uint64_t want = o.size ? o.size : seg_size;
+        if (magic != TC_RING_MAGIC || h->major != TC_RING_LAYOUT_MAJOR ||
+            h->fingerprint != tc_ring_layout_fingerprint() || seg_size != want) {
+            errf(err, errlen,
+                 "shm segment '%s' has layout %s%u.%u (fingerprint %016llx) and size %llu bytes; "
+                 "this process needs layout %u.%u (fingerprint %016llx) and size %llu bytes. "
+                 "Remove it with `tiercache shm unlink %s` (its cached data is lost) or open it "
+                 "with size=%llu",
+                 name, magic == TC_RING_MAGIC ? "" : "<not a tiercache ring> ", h->major, h->minor,
+                 (unsigned long long)h->fingerprint, (unsigned long long)seg_size,
+                 TC_RING_LAYOUT_MAJOR, TC_RING_LAYOUT_MINOR,
+                 (unsigned long long)tc_ring_layout_fingerprint(), (unsigned long long)want, name,
+                 (unsigned long long)seg_size);
+            st = TC_EVERSION;
+            goto fail;
+        }
+        if (!geometry_ok(h, seg_size)) {
+            errf(err, errlen,
+                 "shm segment '%s' has an inconsistent header (corrupt); remove it with "
+                 "`tiercache shm unlink %s`",
+                 name, name);
+            st = TC_ECORRUPT;
+            goto fail;
+        }
+    }
+    r->seg_size = seg_size;
+    r->stats = (struct tc_ring_stat_slot *)(r->base + h->stat_off);
+    r->nstat = h->nstat;
+    r->index = (struct tc_ring_bucket *)(r->base + h->index_off);
+    r->bucket_mask = h->nbuckets - 1;
+    r->nslots = h->nbuckets * TC_RING_BUCKET_W;
+    for (unsigned L = 0; L < TC_RING_NLOGS; L++) {
+        r->log[L] = (_Atomic uint64_t *)(r->base + h->log_off[L]);
+        r->cap[L] = h->log_cap[L];
+        r->words[L] = h->log_cap[L] / 8;
+        r->head[L] = &h->head[L].v;
+    }
+    r->seed = h->seed;
+    r->max_rec = h->max_rec;
+    uint64_t limit = r->max_rec > rec_overhead() ? r->max_rec - rec_overhead() : 0;
+    r->max_item = o.max_item ? o.max_item : default_max_item(seg_size);
+    if (r->max_item > limit) {
+        r->max_item = limit;
+    }
+    unsigned pp = o.promote_pct ? o.promote_pct : DEF_PROMOTE;
+    r->promote_age = r->cap[TC_RING_LOG_MAIN] / 100 * (100 - pp);
+    /* Far from the tail, so that a rewrite is not lapped while it writes
+     * (the checksum would catch it, but it would cost the newer record). */
+    r->inplace_age = r->cap[TC_RING_LOG_MAIN] / 2;
+    if (r->inplace_age > r->promote_age) {
+        r->inplace_age = r->promote_age;
+    }
+    for (unsigned L = 0; L < TC_RING_NLOGS; L++) {
+        r->ghost_age[L] = r->cap[L] + r->cap[L] * GHOST_PCT / 100;
+    }
+    r->pid = (uint64_t)getpid();
+    *out = r;
+    return TC_OK;
+fail:
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (r->base != NULL) {
+        munmap(r->base, r->map_len);
+    }
+    free(r);
+    return st;
+}
+
+void tc_ring_close(struct tc_ring *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    for (unsigned i = 0; i < TC_RING_MAX_CTX; i++) {
+        if (atomic_load(&r->ctxs[i].in_use)) {
+            tc_ring_ctx_destroy(&r->ctxs[i]);
+        }
+    }
+    munmap(r->base, r->map_len);
+    free(r);
+}
+
+enum tc_status tc_ring_unlink(const char *name, char *err, size_t errlen)
+{
+    char path[NAME_MAX_LEN + 2];
+    enum tc_status st = shm_path(name, path, sizeof(path), err, errlen);
+    if (st != TC_OK) {
+        return st;
+    }
+    if (shm_unlink(path) != 0) {
+        int e = errno;
+        errf(err, errlen, "shm_unlink(%s): %s", path, strerror(e));
+        return e == ENOENT ? TC_ENOTFOUND : TC_EIO;
+    }
+    return TC_OK;
+}

@@ -1,0 +1,234 @@
+/*
+ * tc_ring: a lock-free cache in one POSIX shared-memory segment that any
+ * number of processes on a host attach and use at memory speed. A
+ * MICA-style circular log plus a lossy hash index (DESIGN.md "L1"); the
+ * layout is in shm/ring_layout.h and shm/LAYOUT.md.
+ *
+ *          set: reserve (fetch-add head[L]) ─▶ write record ─▶ publish (CAS slot)
+ *                                                                   │
+ *   index bucket (one line) [tag|L|pos] x 8 ◀───────────────────────┘
+ *                                   │
+ *          get: load slot ─▶ check stamp, key ─▶ copy value ─▶ check sum, re-read head[L]
+ *                                                                   │
+ *                         bytes reserved over while copying? ──yes──▶ miss
+ *
+ * A set of a live key whose record keeps its size rewrites the record in
+ * place (under a BUSY bit in its slot) instead of appending, so hot keys that
+ * are updated often do not fill the log with their dead versions.
+ *
+ * Two logs share the byte budget: new keys land in a small probation log; a
+ * key read again while there, or written again soon after it fell out, moves
+ * to the main log, where an item read in the oldest part of the log is
+ * re-appended (lazy promotion). One-hit keys thus cost only probation space,
+ * which is what lets a FIFO log beat LRU on skewed workloads.
+ *
+ * Library rules: depends on libc and libxxhash only; never logs (errors are
+ * enum tc_status plus an optional message buffer); allocates only in
+ * tc_ring_open (never on an operation path).
+ *
+ * Thread and process safety: a struct tc_ring may be shared by the threads
+ * of one process; a struct tc_ring_ctx belongs to one thread at a time.
+ * Any number of processes may open the same segment. Readers take no lock;
+ * writers use one fetch-add and CASes. A process killed at any instruction
+ * leaves nothing locked and corrupts nothing: its half-written record was
+ * never published, and its stat slot is reclaimed once its pid is gone.
+ *
+ * Caveats:
+ *  - Lossy by design: a set may be dropped (index bucket full, log lapped
+ *    while the write was in progress); callers keep a slower tier behind it.
+ *  - Crash mid-write: the reserved bytes stay in the log as garbage until
+ *    overwritten; readers reject them (stamp, key, checksum). A writer
+ *    killed while rewriting a record in place (same-size set of a live key)
+ *    leaves that key a miss until it is set again; nobody waits for it.
+ *  - fork(): a child must not use its parent's struct tc_ring or ctxs (their
+ *    stat slots belong to the parent's pid); it calls tc_ring_open again.
+ *  - Everything read from the segment is untrusted: a scribbled segment gives
+ *    misses, never a crash or an out-of-bounds access. Shrinking the segment
+ *    file under attached processes is another matter: their next access past
+ *    the new end faults (SIGBUS), as with any shared mapping.
+ */
+#ifndef TC_SHM_RING_H
+#define TC_SHM_RING_H
+
+#include "shm/status.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct tc_ring;     /* an attached segment, per process */
+struct tc_ring_ctx; /* one thread's handle on a ring: its stat slot and sweep cursor */
+
+/** Longest key, bytes. */
+#define TC_RING_KEY_MAX 1024u
+/** Flag bits a caller may store with an item. */
+#define TC_RING_FLAGS_MAX 0xffffu
+/** Ctxs one struct tc_ring can hand out at once. */
+#define TC_RING_MAX_CTX 64u
+
+/** Options of tc_ring_open(). Zero means the default everywhere. */
+struct tc_ring_options {
+    /** Bytes of the whole segment (header, stats, index, logs). 0 = attach to
+     * an existing segment of any size, never create (inspection tools). */
+    uint64_t size;
+    /** Permission bits when creating (default 0600). */
+    unsigned mode;
+    /** Largest value this process will store (default min(1 MiB, size/16));
+     * clamped to what the segment's geometry allows. */
+    uint64_t max_item;
+    /** Index buckets when creating, a power of two (default: ~1/16 of size). */
+    uint64_t buckets;
+    /** Percent of the log used for probation when creating (default 20). */
+    unsigned small_pct;
+    /** A main-log item read in the oldest promote_pct percent of the log is
+     * re-appended (default 15; 100 = on every read, like LRU). */
+    unsigned promote_pct;
+    /** How long to wait for another process to finish creating (default 2000). */
+    unsigned attach_timeout_ms;
+};
+
+/** Counters kept per ctx in the segment; X(name, index). */
+#define TC_RING_STATS_COUNTERS(X)                                                                  \
+    X(gets, 0)                                                                                     \
+    X(hits, 1)                                                                                     \
+    X(misses, 2)                                                                                   \
+    X(sets, 3)                                                                                     \
+    X(deletes, 4)                                                                                  \
+    X(too_big, 5)                                                                                  \
+    X(evictions, 6)                                                                                \
+    X(promotions, 7)                                                                               \
+    X(expired, 8)                                                                                  \
+    X(torn, 9)                                                                                     \
+    X(corrupt, 10)                                                                                 \
+    X(swept, 11)                                                                                   \
+    X(lost_sets, 12)
+
+/** What tc_ring_get() reports beside the value. */
+struct tc_ring_item {
+    size_t value_len;   /* bytes of the value (also set when the buffer is too small) */
+    uint64_t expire_ms; /* local expiry; 0 = never */
+    unsigned flags;     /* as given to set */
+};
+
+/** A snapshot of a segment's state and of every process's counters. */
+struct tc_ring_stats {
+    uint64_t seg_size;     /* bytes of the segment */
+    uint64_t log_capacity; /* bytes of both logs */
+    uint64_t bytes_used;   /* log bytes holding records (live or not yet overwritten) */
+    uint64_t items;        /* index slots pointing at not-yet-overwritten records */
+    uint64_t slots;        /* index slots in total */
+    uint64_t max_item;     /* largest value this process stores */
+    uint64_t ctxs;         /* stat slots in use (threads attached, all processes) */
+    uint32_t layout_major, layout_minor;
+    uint64_t creator_pid;
+#define TC_RING_X(name, i) uint64_t name;
+    TC_RING_STATS_COUNTERS(TC_RING_X)
+#undef TC_RING_X
+};
+
+/**
+ * Creates the segment /NAME (shm_open + mmap) or attaches to it.
+ *
+ * The creator initialises everything and publishes the magic last;
+ * attachers wait up to attach_timeout_ms for it. A segment whose layout
+ * version or size differs from what @p opt asks for is refused with
+ * TC_EVERSION and a message in @p err naming both and saying how to remove
+ * it (`tiercache shm unlink NAME`).
+ *
+ * @param name  1..200 characters, no '/'.
+ * @param opt   may be NULL (all defaults; then size 0: attach only).
+ * @param[out] out  the ring, owned by the caller: tc_ring_close().
+ * @param[out] err  a human-readable reason on failure (may be NULL).
+ * @return TC_OK; TC_EINVAL (bad name or option); TC_ENOTFOUND (attach only,
+ *         no such segment); TC_EVERSION (other layout or size); TC_ECORRUPT
+ *         (the header's geometry is inconsistent); TC_ETIMEOUT (the creator
+ *         never finished); TC_EIO (a system call failed); TC_ENOMEM.
+ */
+enum tc_status tc_ring_open(const char *name, const struct tc_ring_options *opt,
+                            struct tc_ring **out, char *err, size_t errlen);
+
+/** Detaches: releases every ctx still open, unmaps, frees. NULL is a no-op.
+ * The segment stays for other processes (see tc_ring_unlink()). */
+void tc_ring_close(struct tc_ring *r);
+
+/** Removes the name /NAME; processes attached keep their mapping until they
+ * close. @return TC_OK, TC_ENOTFOUND, TC_EINVAL (bad name), TC_EIO. */
+enum tc_status tc_ring_unlink(const char *name, char *err, size_t errlen);
+
+/**
+ * Hands out a ctx for the calling thread: a stat slot in the segment that
+ * only this ctx writes, so hits never write a line other cores read.
+ * No allocation (ctxs are preallocated in the ring).
+ * @return TC_OK; TC_EAGAIN if TC_RING_MAX_CTX ctxs are already out.
+ */
+enum tc_status tc_ring_ctx_create(struct tc_ring *r, struct tc_ring_ctx **out);
+
+/** Returns @p c to its ring, folding its counters into the segment's
+ * retired totals. NULL is a no-op. */
+void tc_ring_ctx_destroy(struct tc_ring_ctx *c);
+
+/**
+ * Looks @p key up and copies its value into @p buf (@p cap bytes).
+ * A locally-expired item (expire_ms <= now_ms) is a miss.
+ * @param[out] item  value length, expiry, flags (may be NULL).
+ * @return TC_OK; TC_ENOTFOUND; TC_ETOOBIG if the value is larger than @p cap
+ *         (item->value_len says how large; retry with a bigger buffer);
+ *         TC_EINVAL for an empty key or NULL buffer with cap > 0; TC_ETOOBIG
+ *         for a key longer than TC_RING_KEY_MAX.
+ */
+enum tc_status tc_ring_get(struct tc_ring_ctx *c, const void *key, size_t klen, uint64_t now_ms,
+                           void *buf, size_t cap, struct tc_ring_item *item);
+
+/** One piece of a value given in parts (tc_ring_setv). */
+struct tc_ring_iov {
+    const void *base;
+    size_t len;
+};
+
+/**
+ * Stores @p key -> the concatenation of @p iov[0..iovcnt) with local expiry
+ * @p expire_ms (0 = never; anything past 2^44-1 ms, the year 2527, is stored
+ * as 2^44-1) and @p flags. Replaces any older value; of two
+ * concurrent sets of one key one value survives whole, never a mix.
+ * @return TC_OK (the ring may still drop it later, or at once if the log was
+ *         lapped during the write: it is a cache); TC_EINVAL (empty key,
+ *         flags > TC_RING_FLAGS_MAX); TC_ETOOBIG (key > TC_RING_KEY_MAX or
+ *         value > max item); nothing is stored on error.
+ */
+enum tc_status tc_ring_setv(struct tc_ring_ctx *c, const void *key, size_t klen,
+                            const struct tc_ring_iov *iov, size_t iovcnt, uint64_t expire_ms,
+                            unsigned flags, uint64_t now_ms);
+
+/** tc_ring_setv() with one part. */
+enum tc_status tc_ring_set(struct tc_ring_ctx *c, const void *key, size_t klen, const void *value,
+                           size_t vlen, uint64_t expire_ms, unsigned flags, uint64_t now_ms);
+
+/** Removes @p key. @return TC_OK if a live value was removed, TC_ENOTFOUND
+ * if there was none, TC_EINVAL / TC_ETOOBIG for a bad key. */
+enum tc_status tc_ring_del(struct tc_ring_ctx *c, const void *key, size_t klen, uint64_t now_ms);
+
+/**
+ * Removes every live key starting with @p prefix (all keys when @p plen is
+ * 0) and adds their number to *removed. Walks the whole index: O(slots),
+ * about 1 ms per 2 M slots; meant for rare administrative use.
+ */
+enum tc_status tc_ring_clear(struct tc_ring_ctx *c, const void *prefix, size_t plen,
+                             uint64_t now_ms, uint64_t *removed);
+
+/**
+ * Examines at most @p budget index slots from the ctx's cursor, clearing
+ * those that point to expired, overwritten or invalid records, and adds the
+ * number cleared to *cleared (may be NULL).
+ * @return TC_OK when the cursor completed a pass over the index, TC_EAGAIN
+ *         when work remains.
+ */
+enum tc_status tc_ring_sweep(struct tc_ring_ctx *c, uint64_t now_ms, size_t budget,
+                             uint64_t *cleared);
+
+/** Fills @p out. Walks the index to count items: O(slots), for tools and
+ * stats endpoints, not hot paths. Thread-safe. */
+void tc_ring_stats(struct tc_ring *r, struct tc_ring_stats *out);
+
+/** Largest value tc_ring_set() accepts in this process. */
+uint64_t tc_ring_max_item(const struct tc_ring *r);
+
+#endif

@@ -1,0 +1,595 @@
+/*
+ * Unit tests of shm/ring.[ch] through its public API, on real segments.
+ * Every test gets its own segment name (pid + counter: Criterion runs each
+ * test in its own process, two at a time). The garbage and version tests
+ * reach into the segment through shm/ring_layout.h, the published ABI.
+ */
+#include "shm/ring.h"
+#include "shm/ring_layout.h"
+
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+static char name[64];
+static struct tc_ring *ring;
+static struct tc_ring_ctx *ctx;
+static char err[1024];
+
+static void new_name(void)
+{
+    static unsigned counter;
+    snprintf(name, sizeof(name), "tc-test-ring-%ld-%u", (long)getpid(), counter++);
+    tc_ring_unlink(name, NULL, 0);
+}
+
+static void open_ring(uint64_t size, uint64_t buckets)
+{
+    struct tc_ring_options o = {.size = size, .buckets = buckets};
+    enum tc_status st = tc_ring_open(name, &o, &ring, err, sizeof(err));
+    cr_assert_eq(st, TC_OK, "open %s: %s (%s)", name, err, tc_strerror(st));
+    cr_assert_eq(tc_ring_ctx_create(ring, &ctx), TC_OK);
+}
+
+static void close_ring(void)
+{
+    tc_ring_ctx_destroy(ctx);
+    ctx = NULL;
+    tc_ring_close(ring);
+    ring = NULL;
+}
+
+static void setup(void)
+{
+    new_name();
+    open_ring(4u << 20, 0);
+}
+
+static void teardown(void)
+{
+    if (ring != NULL) {
+        close_ring();
+    }
+    tc_ring_unlink(name, NULL, 0);
+}
+
+TestSuite(ring, .init = setup, .fini = teardown, .timeout = 60);
+
+static enum tc_status put(const char *k, const void *v, size_t vl, uint64_t exp)
+{
+    return tc_ring_set(ctx, k, strlen(k), v, vl, exp, 0, 1000);
+}
+
+static unsigned char buf[2u << 20];
+static struct tc_ring_item item;
+
+static enum tc_status get_at(const char *k, uint64_t now)
+{
+    return tc_ring_get(ctx, k, strlen(k), now, buf, sizeof(buf), &item);
+}
+
+static enum tc_status get(const char *k)
+{
+    return get_at(k, 1000);
+}
+
+Test(ring, set_get_delete_overwrite)
+{
+    cr_assert_eq(get("a"), TC_ENOTFOUND);
+    cr_assert_eq(put("a", "hello", 5, 0), TC_OK);
+    cr_assert_eq(get("a"), TC_OK);
+    cr_assert_eq(item.value_len, 5);
+    cr_assert(memcmp(buf, "hello", 5) == 0);
+    cr_assert_eq(put("a", "bye", 3, 0), TC_OK);
+    cr_assert_eq(get("a"), TC_OK);
+    cr_assert_eq(item.value_len, 3);
+    cr_assert(memcmp(buf, "bye", 3) == 0);
+    cr_assert_eq(tc_ring_del(ctx, "a", 1, 1000), TC_OK);
+    cr_assert_eq(get("a"), TC_ENOTFOUND);
+    cr_assert_eq(tc_ring_del(ctx, "a", 1, 1000), TC_ENOTFOUND);
+    /* Many overwrites leave one slot, the last value. */
+    char v[32];
+    for (int i = 0; i < 1000; i++) {
+        int n = snprintf(v, sizeof(v), "value-%d", i);
+        cr_assert_eq(put("many", v, (size_t)n, 0), TC_OK);
+    }
+    cr_assert_eq(get("many"), TC_OK);
+    cr_assert(item.value_len == 9 && memcmp(buf, "value-999", 9) == 0);
+    struct tc_ring_stats s;
+    tc_ring_stats(ring, &s);
+    cr_assert_eq(s.items, 1, "items %llu", (unsigned long long)s.items);
+}
+
+Test(ring, same_size_overwrite_rewrites_in_place)
+{
+    char v[64], big[200];
+    memset(v, 'a', sizeof(v));
+    memset(big, 'b', sizeof(big));
+    cr_assert_eq(put("hot", v, sizeof(v), 0), TC_OK);
+    struct tc_ring_stats s0, s1;
+    tc_ring_stats(ring, &s0);
+    for (int i = 0; i < 1000; i++) {
+        memset(v, 'a' + i % 26, sizeof(v));
+        cr_assert_eq(put("hot", v, sizeof(v), (uint64_t)i + 2000), TC_OK);
+    }
+    tc_ring_stats(ring, &s1);
+    cr_assert_eq(s1.bytes_used, s0.bytes_used, "same-size sets must not append");
+    cr_assert_eq(get("hot"), TC_OK);
+    cr_assert_eq(item.value_len, sizeof(v));
+    cr_assert_eq(buf[0], 'a' + 999 % 26);
+    cr_assert_eq(item.expire_ms, 999 + 2000);
+    /* Another size appends. */
+    cr_assert_eq(put("hot", big, sizeof(big), 0), TC_OK);
+    tc_ring_stats(ring, &s1);
+    cr_assert_gt(s1.bytes_used, s0.bytes_used);
+    cr_assert_eq(s1.items, 1);
+}
+
+Test(ring, probation_hit_promotes_and_keeps_the_value)
+{
+    /* Fill the main log once, so that new keys go to probation. */
+    char k[32], v[200];
+    for (int i = 0; i < 30000; i++) {
+        snprintf(k, sizeof(k), "fill%d", i);
+        memset(v, 'f', sizeof(v));
+        cr_assert_eq(put(k, v, sizeof(v), 0), TC_OK);
+    }
+    memset(v, 'p', sizeof(v));
+    cr_assert_eq(put("probe", v, sizeof(v), 0), TC_OK);
+    struct tc_ring_stats s0, s1;
+    tc_ring_stats(ring, &s0);
+    cr_assert_eq(get("probe"), TC_OK);
+    tc_ring_stats(ring, &s1);
+    cr_assert_eq(s1.promotions, s0.promotions + 1, "a probation hit moves the key");
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(get("probe"), TC_OK);
+        cr_assert(item.value_len == sizeof(v) && memcmp(buf, v, sizeof(v)) == 0);
+    }
+    tc_ring_stats(ring, &s1);
+    cr_assert_eq(s1.promotions, s0.promotions + 1, "a young main-log item stays put");
+}
+
+Test(ring, far_expiry_is_clamped_not_wrapped)
+{
+    cr_assert_eq(put("far", "v", 1, UINT64_MAX), TC_OK);
+    cr_assert_eq(get_at("far", UINT64_MAX / 2), TC_ENOTFOUND, "clamped to the year 2527");
+    cr_assert_eq(put("far", "v", 1, UINT64_MAX), TC_OK);
+    cr_assert_eq(get_at("far", 1700000000000ull), TC_OK);
+    cr_assert_eq(item.expire_ms, TC_RING_EXPIRE_MAX);
+}
+
+Test(ring, flags_and_expiry_through_injected_clock)
+{
+    cr_assert_eq(tc_ring_set(ctx, "e", 1, "v", 1, 5000, 0xabcd, 1000), TC_OK);
+    cr_assert_eq(get_at("e", 4999), TC_OK);
+    cr_assert_eq(item.expire_ms, 5000);
+    cr_assert_eq(item.flags, 0xabcd);
+    cr_assert_eq(get_at("e", 5000), TC_ENOTFOUND, "expired at its expiry");
+    cr_assert_eq(get_at("e", 1000), TC_ENOTFOUND, "an expired read cleared the slot");
+    cr_assert_eq(tc_ring_set(ctx, "f", 1, "v", 1, 0, TC_RING_FLAGS_MAX + 1, 1000), TC_EINVAL);
+    cr_assert_eq(get("f"), TC_ENOTFOUND);
+}
+
+Test(ring, empty_binary_and_max_size_values)
+{
+    cr_assert_eq(put("empty", "", 0, 0), TC_OK);
+    cr_assert_eq(get("empty"), TC_OK);
+    cr_assert_eq(item.value_len, 0);
+    /* No buffer at all is fine for an empty value; too small for any other. */
+    cr_assert_eq(tc_ring_get(ctx, "empty", 5, 1, NULL, 0, &item), TC_OK);
+    cr_assert_eq(put("1b", "x", 1, 0), TC_OK);
+    cr_assert_eq(tc_ring_get(ctx, "1b", 2, 1, NULL, 0, &item), TC_ETOOBIG);
+    cr_assert_eq(item.value_len, 1);
+
+    static const char bin[] = "\0\x01\0\xff\0";
+    static const char bkey[] = "k\0ey";
+    cr_assert_eq(tc_ring_set(ctx, bkey, 4, bin, sizeof(bin), 0, 0, 1), TC_OK);
+    cr_assert_eq(tc_ring_get(ctx, bkey, 4, 1, buf, sizeof(buf), &item), TC_OK);
+    cr_assert_eq(item.value_len, sizeof(bin));
+    cr_assert(memcmp(buf, bin, sizeof(bin)) == 0);
+    cr_assert_eq(tc_ring_get(ctx, "k", 1, 1, buf, sizeof(buf), &item), TC_ENOTFOUND);
+
+    size_t max = (size_t)tc_ring_max_item(ring);
+    cr_assert_eq(max, (4u << 20) / 16, "default max item is size/16 here (%zu)", max);
+    unsigned char *v = malloc(max + 1);
+    for (size_t i = 0; i <= max; i++) {
+        v[i] = (unsigned char)(i * 7 + 3);
+    }
+    cr_assert_eq(put("max", v, max, 0), TC_OK);
+    cr_assert_eq(get("max"), TC_OK);
+    cr_assert_eq(item.value_len, max);
+    cr_assert(memcmp(buf, v, max) == 0);
+    cr_assert_eq(put("max", v, max + 1, 0), TC_ETOOBIG);
+    cr_assert_eq(get("max"), TC_OK, "a refused set keeps the older value");
+    cr_assert_eq(item.value_len, max);
+    cr_assert_eq(put("over", v, max + 1, 0), TC_ETOOBIG);
+    cr_assert_eq(get("over"), TC_ENOTFOUND, "nothing stored");
+
+    /* A buffer too small says how large the value is. */
+    cr_assert_eq(tc_ring_get(ctx, "max", 3, 1, buf, 10, &item), TC_ETOOBIG);
+    cr_assert_eq(item.value_len, max);
+    free(v);
+}
+
+Test(ring, bad_keys_refused)
+{
+    char big[TC_RING_KEY_MAX + 1];
+    memset(big, 'k', sizeof(big));
+    cr_assert_eq(tc_ring_set(ctx, big, sizeof(big), "v", 1, 0, 0, 1), TC_ETOOBIG);
+    cr_assert_eq(tc_ring_set(ctx, big, TC_RING_KEY_MAX, "v", 1, 0, 0, 1), TC_OK);
+    cr_assert_eq(tc_ring_get(ctx, big, TC_RING_KEY_MAX, 1, buf, sizeof(buf), &item), TC_OK);
+    cr_assert_eq(tc_ring_get(ctx, big, sizeof(big), 1, buf, sizeof(buf), &item), TC_ETOOBIG);
+    cr_assert_eq(tc_ring_set(ctx, "", 0, "v", 1, 0, 0, 1), TC_EINVAL);
+    cr_assert_eq(tc_ring_get(ctx, NULL, 0, 1, buf, sizeof(buf), &item), TC_EINVAL);
+    cr_assert_eq(tc_ring_del(ctx, "", 0, 1), TC_EINVAL);
+}
+
+static size_t fill(unsigned char *v, unsigned key, unsigned ver)
+{
+    size_t n = 1 + (key * 131u + ver * 17u) % 700u;
+    for (size_t i = 0; i < n; i++) {
+        v[i] = (unsigned char)(key ^ (ver << 3) ^ i);
+    }
+    return n;
+}
+
+Test(ring, log_wraps_many_times)
+{
+    close_ring();
+    tc_ring_unlink(name, NULL, 0);
+    open_ring(256u << 10, 0);
+    unsigned char v[1024], want[1024];
+    char k[32];
+    unsigned keys = 3000, rounds = 40;
+    for (unsigned ver = 0; ver < rounds; ver++) {
+        for (unsigned i = 0; i < keys; i++) {
+            snprintf(k, sizeof(k), "w%u", i);
+            size_t n = fill(v, i, ver);
+            cr_assert_eq(put(k, v, n, 0), TC_OK);
+        }
+    }
+    unsigned hits = 0;
+    for (unsigned i = 0; i < keys; i++) {
+        snprintf(k, sizeof(k), "w%u", i);
+        if (get(k) == TC_OK) {
+            hits++;
+            size_t n = fill(want, i, rounds - 1);
+            cr_assert_eq(item.value_len, n, "%s: stale or torn value", k);
+            cr_assert(memcmp(buf, want, n) == 0, "%s: wrong bytes", k);
+        }
+    }
+    struct tc_ring_stats s;
+    tc_ring_stats(ring, &s);
+    cr_assert_gt(hits, 100, "the newest writes must be readable (%u hits)", hits);
+    cr_assert_lt(hits, keys, "the log must have wrapped");
+    cr_assert_eq(s.bytes_used, s.log_capacity);
+    cr_assert_eq(s.torn + s.corrupt, 0);
+}
+
+Test(ring, bucket_overflow_drops_oldest)
+{
+    close_ring();
+    tc_ring_unlink(name, NULL, 0);
+    open_ring(1u << 20, 1); /* one bucket: 8 slots for everything */
+    char k[16];
+    for (int i = 0; i < 20; i++) {
+        snprintf(k, sizeof(k), "b%d", i);
+        cr_assert_eq(put(k, k, strlen(k), 0), TC_OK);
+    }
+    int hits = 0;
+    for (int i = 0; i < 20; i++) {
+        snprintf(k, sizeof(k), "b%d", i);
+        if (get(k) == TC_OK) {
+            hits++;
+            cr_assert(item.value_len == strlen(k) && memcmp(buf, k, item.value_len) == 0);
+            cr_assert_geq(i, 12, "%s survived though it is among the oldest", k);
+        }
+    }
+    cr_assert_eq(hits, 8);
+    struct tc_ring_stats s;
+    tc_ring_stats(ring, &s);
+    cr_assert_eq(s.evictions, 12);
+    cr_assert_eq(s.items, 8);
+}
+
+Test(ring, sweep_clears_expired_and_reports)
+{
+    char k[16];
+    for (int i = 0; i < 100; i++) {
+        snprintf(k, sizeof(k), "s%d", i);
+        cr_assert_eq(put(k, "v", 1, i % 2 ? 0 : 2000), TC_OK);
+    }
+    uint64_t cleared = 0;
+    int rounds = 0;
+    enum tc_status st;
+    while ((st = tc_ring_sweep(ctx, 3000, 100, &cleared)) == TC_EAGAIN && ++rounds < 100000) {
+    }
+    cr_assert_eq(st, TC_OK);
+    cr_assert_eq(cleared, 50);
+    for (int i = 0; i < 100; i++) {
+        snprintf(k, sizeof(k), "s%d", i);
+        cr_assert_eq(get_at(k, 3000), i % 2 ? TC_OK : TC_ENOTFOUND);
+    }
+    /* A second pass finds nothing more. */
+    cleared = 0;
+    while (tc_ring_sweep(ctx, 3000, 1000, &cleared) == TC_EAGAIN) {
+    }
+    cr_assert_eq(cleared, 0);
+}
+
+Test(ring, clear_by_prefix)
+{
+    cr_assert_eq(put("user:1", "a", 1, 0), TC_OK);
+    cr_assert_eq(put("user:2", "b", 1, 0), TC_OK);
+    cr_assert_eq(put("page:1", "c", 1, 0), TC_OK);
+    uint64_t n = 0;
+    cr_assert_eq(tc_ring_clear(ctx, "user:", 5, 1000, &n), TC_OK);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(get("user:1"), TC_ENOTFOUND);
+    cr_assert_eq(get("page:1"), TC_OK);
+    cr_assert_eq(tc_ring_clear(ctx, NULL, 0, 1000, &n), TC_OK);
+    cr_assert_eq(n, 3);
+    cr_assert_eq(get("page:1"), TC_ENOTFOUND);
+}
+
+Test(ring, stats_and_ctx_limits)
+{
+    cr_assert_eq(put("a", "1", 1, 0), TC_OK);
+    cr_assert_eq(get("a"), TC_OK);
+    cr_assert_eq(get("b"), TC_ENOTFOUND);
+    struct tc_ring_stats s;
+    tc_ring_stats(ring, &s);
+    cr_assert_eq(s.sets, 1);
+    cr_assert_eq(s.hits, 1);
+    cr_assert_eq(s.misses, 1);
+    cr_assert_eq(s.gets, 2);
+    cr_assert_eq(s.items, 1);
+    cr_assert_eq(s.ctxs, 1);
+    cr_assert_eq(s.seg_size, 4u << 20);
+    struct tc_ring_ctx *more[TC_RING_MAX_CTX];
+    for (unsigned i = 0; i < TC_RING_MAX_CTX - 1; i++) {
+        cr_assert_eq(tc_ring_ctx_create(ring, &more[i]), TC_OK);
+    }
+    struct tc_ring_ctx *extra;
+    cr_assert_eq(tc_ring_ctx_create(ring, &extra), TC_EAGAIN);
+    for (unsigned i = 0; i < TC_RING_MAX_CTX - 1; i++) {
+        tc_ring_ctx_destroy(more[i]);
+    }
+    /* Counters of a destroyed ctx survive in the retired totals. */
+    tc_ring_ctx_destroy(ctx);
+    cr_assert_eq(tc_ring_ctx_create(ring, &ctx), TC_OK);
+    tc_ring_stats(ring, &s);
+    cr_assert_eq(s.hits, 1);
+    cr_assert_eq(s.sets, 1);
+}
+
+Test(ring, other_process_sees_the_data)
+{
+    cr_assert_eq(put("shared", "yes", 3, 0), TC_OK);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        struct tc_ring *r2;
+        struct tc_ring_ctx *c2;
+        struct tc_ring_options o = {.size = 4u << 20};
+        char b[8];
+        struct tc_ring_item it;
+        int ok = tc_ring_open(name, &o, &r2, NULL, 0) == TC_OK &&
+                 tc_ring_ctx_create(r2, &c2) == TC_OK &&
+                 tc_ring_get(c2, "shared", 6, 1, b, sizeof(b), &it) == TC_OK && it.value_len == 3 &&
+                 memcmp(b, "yes", 3) == 0 && tc_ring_set(c2, "child", 5, "hi", 2, 0, 0, 1) == TC_OK;
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    cr_assert_eq(get("child"), TC_OK);
+    cr_assert(item.value_len == 2 && memcmp(buf, "hi", 2) == 0);
+}
+
+Test(ring, concurrent_creators_agree)
+{
+    close_ring();
+    tc_ring_unlink(name, NULL, 0);
+    pid_t kids[6];
+    for (int i = 0; i < 6; i++) {
+        kids[i] = fork();
+        cr_assert_neq(kids[i], -1);
+        if (kids[i] == 0) {
+            struct tc_ring *r2;
+            struct tc_ring_ctx *c2;
+            struct tc_ring_options o = {.size = 2u << 20};
+            char k[8];
+            snprintf(k, sizeof(k), "c%d", i);
+            int ok = tc_ring_open(name, &o, &r2, NULL, 0) == TC_OK &&
+                     tc_ring_ctx_create(r2, &c2) == TC_OK &&
+                     tc_ring_set(c2, k, strlen(k), k, strlen(k), 0, 0, 1) == TC_OK;
+            _exit(ok ? 0 : 1);
+        }
+    }
+    for (int i = 0; i < 6; i++) {
+        int status;
+        cr_assert_eq(waitpid(kids[i], &status, 0), kids[i]);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "creator %d failed", i);
+    }
+    open_ring(2u << 20, 0);
+    char k[8];
+    for (int i = 0; i < 6; i++) {
+        snprintf(k, sizeof(k), "c%d", i);
+        cr_assert_eq(get(k), TC_OK, "%s was written to another segment or seed", k);
+    }
+}
+
+static struct tc_ring_hdr *map_raw(size_t *len)
+{
+    char path[80];
+    snprintf(path, sizeof(path), "/%s", name);
+    int fd = shm_open(path, O_RDWR, 0);
+    cr_assert_geq(fd, 0);
+    struct stat sb;
+    cr_assert_eq(fstat(fd, &sb), 0);
+    *len = (size_t)sb.st_size;
+    void *p = mmap(NULL, *len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    cr_assert_neq(p, MAP_FAILED);
+    return p;
+}
+
+Test(ring, size_and_version_mismatch_refused_with_message)
+{
+    struct tc_ring *r2;
+    struct tc_ring_options o = {.size = 8u << 20};
+    cr_assert_eq(tc_ring_open(name, &o, &r2, err, sizeof(err)), TC_EVERSION);
+    cr_assert(strstr(err, "4194304") != NULL && strstr(err, "8388608") != NULL,
+              "message must name both sizes: %s", err);
+    char how[128];
+    snprintf(how, sizeof(how), "tiercache shm unlink %s", name);
+    cr_assert(strstr(err, how) != NULL, "message must say how to remove it: %s", err);
+
+    /* Attach-only opens whatever size is there. */
+    struct tc_ring_options any = {.size = 0};
+    cr_assert_eq(tc_ring_open(name, &any, &r2, err, sizeof(err)), TC_OK, "%s", err);
+    tc_ring_close(r2);
+
+    size_t len;
+    struct tc_ring_hdr *h = map_raw(&len);
+    h->major = 99;
+    o.size = 4u << 20;
+    cr_assert_eq(tc_ring_open(name, &o, &r2, err, sizeof(err)), TC_EVERSION);
+    cr_assert(strstr(err, "layout 99.0") != NULL && strstr(err, "layout 1.0") != NULL,
+              "message must name both versions: %s", err);
+    h->major = TC_RING_LAYOUT_MAJOR;
+    h->log_cap[1] += 64; /* geometry past the end of the segment */
+    cr_assert_eq(tc_ring_open(name, &o, &r2, err, sizeof(err)), TC_ECORRUPT, "%s", err);
+    h->log_cap[1] -= 64;
+    /* A creator that died before publishing the magic: bounded wait. */
+    atomic_store(&h->magic, 0);
+    o.attach_timeout_ms = 50;
+    cr_assert_eq(tc_ring_open(name, &o, &r2, err, sizeof(err)), TC_ETIMEOUT);
+    cr_assert(strstr(err, how) != NULL, "%s", err);
+    munmap(h, len);
+
+    /* A creator that died before even sizing the segment. */
+    cr_assert_eq(tc_ring_unlink(name, NULL, 0), TC_OK);
+    char path[80];
+    snprintf(path, sizeof(path), "/%s", name);
+    int fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    cr_assert_eq(tc_ring_open(name, &o, &r2, err, sizeof(err)), TC_ETIMEOUT);
+    cr_assert(strstr(err, "never sized") != NULL && strstr(err, how) != NULL, "%s", err);
+
+    struct tc_ring_options none = {.size = 0};
+    cr_assert_eq(tc_ring_open("tc-test-no-such-segment", &none, &r2, err, sizeof(err)),
+                 TC_ENOTFOUND);
+    cr_assert_eq(tc_ring_open("a/b", &o, &r2, err, sizeof(err)), TC_EINVAL);
+    cr_assert_eq(tc_ring_open("", &o, &r2, err, sizeof(err)), TC_EINVAL);
+    o.size = 1000;
+    cr_assert_eq(tc_ring_open("tc-test-tiny", &o, &r2, err, sizeof(err)), TC_EINVAL);
+}
+
+static uint64_t rnd(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* Hammers a scribbled segment with every operation; ASan/UBSan catch any
+ * out-of-bounds access, and no read may return a value we did not write. */
+static void hammer(uint64_t *seed)
+{
+    char k[32];
+    unsigned char small[64];
+    for (int i = 0; i < 20000; i++) {
+        int n = snprintf(k, sizeof(k), "g%u", (unsigned)(rnd(seed) % 4000));
+        uint64_t op = rnd(seed) % 8;
+        if (op < 4) {
+            enum tc_status st = tc_ring_get(ctx, k, (size_t)n, 1000, buf, sizeof(buf), &item);
+            cr_assert(st == TC_OK || st == TC_ENOTFOUND, "get: %s", tc_status_name(st));
+            if (st == TC_OK) {
+                /* Only our own writes may be served: they hold their key. */
+                cr_assert(item.value_len == (size_t)n && memcmp(buf, k, (size_t)n) == 0,
+                          "garbage served for %s", k);
+            }
+        } else if (op < 6) {
+            cr_assert_eq(tc_ring_set(ctx, k, (size_t)n, k, (size_t)n, 0, 0, 1000), TC_OK);
+        } else if (op == 6) {
+            enum tc_status st = tc_ring_del(ctx, k, (size_t)n, 1000);
+            cr_assert(st == TC_OK || st == TC_ENOTFOUND);
+        } else {
+            tc_ring_sweep(ctx, 1000, 512, NULL);
+            (void)tc_ring_get(ctx, k, (size_t)n, 1000, small, 3, &item);
+        }
+    }
+    uint64_t n = 0;
+    cr_assert_eq(tc_ring_clear(ctx, "g1", 2, 1000, &n), TC_OK);
+    struct tc_ring_stats s;
+    tc_ring_stats(ring, &s);
+}
+
+Test(ring, garbage_segment_never_crashes)
+{
+    close_ring();
+    size_t len;
+    struct tc_ring_hdr *h = map_raw(&len);
+    uint64_t seed = 0x1234567;
+    uint64_t seg_seed = h->seed;
+    for (int variant = 0; variant < 4; variant++) {
+        /* Scribble stats, index and logs (the header's geometry is copied at
+         * attach and checked; scribbling it is the version test's job). */
+        uint64_t *p = (uint64_t *)((uint8_t *)h + h->stat_off);
+        uint64_t *end = (uint64_t *)((uint8_t *)h + len);
+        for (; p < end; p++) {
+            *p = rnd(&seed);
+        }
+        if (variant >= 1) {
+            /* Plausible heads, so that slots resolve into the live window. */
+            for (unsigned L = 0; L < TC_RING_NLOGS; L++) {
+                atomic_store(&h->head[L].v, h->log_cap[L] * (3 + variant) + rnd(&seed) % 4096 * 8);
+            }
+        }
+        if (variant >= 2) {
+            /* Slots whose tags match real keys and whose records carry a
+             * correct stamp and the key itself, over random values: only the
+             * checksum stands between them and a reader. */
+            struct tc_ring_bucket *idx = (struct tc_ring_bucket *)((uint8_t *)h + h->index_off);
+            for (unsigned i = 0; i < 4000; i += 3) {
+                char k[32];
+                int n = snprintf(k, sizeof(k), "g%u", i);
+                uint64_t kh = XXH3_64bits_withSeed(k, (size_t)n, seg_seed);
+                uint64_t tag = kh >> TC_RING_TAG_SHIFT ? kh >> TC_RING_TAG_SHIFT : 1;
+                unsigned L = (unsigned)(rnd(&seed) & 1);
+                uint64_t head = atomic_load(&h->head[L].v);
+                uint64_t pos = (head - h->log_cap[L] / 2 + rnd(&seed) % 4096 * 8) & ~7ull;
+                uint64_t *log = (uint64_t *)((uint8_t *)h + h->log_off[L]);
+                uint64_t words = h->log_cap[L] / 8, w = (pos % h->log_cap[L]) / 8;
+                uint64_t vlen = variant == 3 ? rnd(&seed) >> 32 : rnd(&seed) % 64;
+                /* Header: no expiry, the right stamp bits, the key's length;
+                 * then the key; the checksum (word 2) stays random. */
+                log[w] = ((pos >> 3) & TC_RING_STAMP_MASK) << TC_RING_EXPIRE_BITS;
+                log[(w + 1) % words] = (uint64_t)n | (vlen << 27);
+                uint64_t kw[4] = {0};
+                memcpy(kw, k, (size_t)n);
+                for (unsigned j = 0; j < 4; j++) {
+                    log[(w + 3 + j) % words] = kw[j];
+                }
+                idx[kh & (h->nbuckets - 1)].slot[rnd(&seed) % TC_RING_BUCKET_W] =
+                    tag << TC_RING_TAG_SHIFT | (L ? TC_RING_LOG_BIT : 0) | (pos & TC_RING_POS_MASK);
+            }
+        }
+        open_ring(4u << 20, 0);
+        hammer(&seed);
+        close_ring();
+    }
+    munmap(h, len);
+}

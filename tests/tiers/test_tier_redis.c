@@ -1,0 +1,414 @@
+/*
+ * Redis tier specifics beyond the shared conformance suite: AUTH (password,
+ * ACL user, wrong password), untrusted values planted by another client,
+ * clear by prefix next to foreign keys, URI errors, an unreachable server,
+ * and the async path on an event_base. Every case starts its own
+ * redis-server on a free loopback port (tests/support/redis_server.h).
+ * Threaded and fault cases live in redis_faults.c, which also runs under TSan.
+ */
+#include "tests/support/redis_server.h"
+#include "tiers/tier.h"
+
+#include <criterion/criterion.h>
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static struct tc_redis_server *srv;
+static struct tc_tier *tier;
+static struct tc_tier_ctx *ctx;
+static struct tc_buf out;
+static uint64_t t0;
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void start_server(const struct tc_redis_server_opts *o)
+{
+    cr_assert_eq(tc_redis_server_start(o, &srv), 0, "cannot start redis-server");
+}
+
+static void setup(void)
+{
+    tc_buf_init(&out);
+    t0 = wall_ms();
+}
+
+static void teardown(void)
+{
+    tc_tier_ctx_dispose(ctx);
+    ctx = NULL;
+    tc_tier_close(tier);
+    tier = NULL;
+    tc_buf_deinit(&out);
+    tc_redis_server_destroy(srv);
+    srv = NULL;
+}
+
+TestSuite(redis, .init = setup, .fini = teardown, .timeout = 60);
+
+static enum tc_status open_uri(const char *fmt, char *err, size_t errlen)
+{
+    char uri[512];
+    snprintf(uri, sizeof(uri), fmt, tc_redis_server_port(srv));
+    return tc_tier_open(NULL, uri, &tier, err, errlen);
+}
+
+static void open_ok(const char *fmt)
+{
+    char err[512];
+    enum tc_status st = open_uri(fmt, err, sizeof(err));
+    cr_assert_eq(st, TC_OK, "open: %s (%s)", err, tc_strerror(st));
+    cr_assert_eq(tc_tier_ctx_init(tier, NULL, &ctx), TC_OK);
+}
+
+static enum tc_status put(const char *k, const char *v)
+{
+    struct tc_tier_req r = {
+        .key = k, .key_len = strlen(k), .value = v, .value_len = strlen(v), .now_ms = t0};
+    r.hdr.encoding = TC_ENC_STRING;
+    r.hdr.created_ms = t0;
+    r.hdr.expire_ms = t0 + 60000;
+    return tc_tier_set(ctx, &r);
+}
+
+static enum tc_status get(const char *k)
+{
+    struct tc_tier_req r = {.key = k, .key_len = strlen(k), .out = &out, .now_ms = t0};
+    return tc_tier_get(ctx, &r);
+}
+
+/* A plain client, as another program would be. */
+static redisContext *raw(const char *password)
+{
+    struct timeval tv = {2, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", (int)tc_redis_server_port(srv), tv);
+    cr_assert(c != NULL && !c->err);
+    if (password != NULL) {
+        redisReply *r = redisCommand(c, "AUTH %s", password);
+        cr_assert(r != NULL && r->type == REDIS_REPLY_STATUS);
+        freeReplyObject(r);
+    }
+    return c;
+}
+
+static long long raw_int(redisContext *c, const char *fmt, const char *arg)
+{
+    redisReply *r = redisCommand(c, fmt, arg);
+    cr_assert(r != NULL && r->type == REDIS_REPLY_INTEGER);
+    long long v = r->integer;
+    freeReplyObject(r);
+    return v;
+}
+
+struct stat_find {
+    const char *name;
+    uint64_t value;
+    int found;
+};
+
+static void find_stat(void *arg, const char *name, uint64_t v, enum tc_stat_kind kind)
+{
+    struct stat_find *f = arg;
+    (void)kind;
+    if (strcmp(name, f->name) == 0) {
+        f->value = v;
+        f->found = 1;
+    }
+}
+
+static uint64_t stat(const char *name)
+{
+    struct stat_find f = {name, 0, 0};
+    tc_tier_stats(tier, find_stat, &f);
+    cr_assert(f.found, "no stat %s", name);
+    return f.value;
+}
+
+/* ---- AUTH -------------------------------------------------------------------- */
+
+Test(redis, requirepass_auth_and_redacted_uri)
+{
+    struct tc_redis_server_opts o = {.requirepass = "s3cret-pw"};
+    start_server(&o);
+    open_ok("redis://:s3cret-pw@127.0.0.1:%u/2?timeout_ms=2000");
+    cr_assert_null(strstr(tc_tier_uri(tier), "s3cret-pw"), "password in %s", tc_tier_uri(tier));
+    cr_assert_eq(put("a", "1"), TC_OK);
+    cr_assert_eq(get("a"), TC_OK);
+    cr_assert_eq(out.len, 1);
+    /* SELECT 2 happened: the key is in db 2, not db 0. */
+    redisContext *c = raw("s3cret-pw");
+    cr_assert_eq(raw_int(c, "EXISTS %s", "tc:a"), 0);
+    redisReply *r = redisCommand(c, "SELECT 2");
+    freeReplyObject(r);
+    cr_assert_eq(raw_int(c, "EXISTS %s", "tc:a"), 1);
+    redisFree(c);
+    cr_assert_eq(tc_tier_health(tier, NULL, 0), TC_HEALTH_OK);
+}
+
+Test(redis, acl_user_auth)
+{
+    struct tc_redis_server_opts o = {
+        .requirepass = "default-pw", .acl_user = "alice", .acl_password = "alice-pw"};
+    start_server(&o);
+    open_ok("redis://alice:alice-pw@127.0.0.1:%u/0?timeout_ms=2000");
+    cr_assert_eq(put("k", "v"), TC_OK);
+    cr_assert_eq(get("k"), TC_OK);
+    cr_assert_eq(stat("subscribed"), 1, "the subscriber authenticates as alice too");
+}
+
+Test(redis, requirepass_over_the_unix_socket)
+{
+    struct tc_redis_server_opts o = {.requirepass = "unix-pw"};
+    start_server(&o);
+    char uri[512], err[512];
+    snprintf(uri, sizeof(uri), "redis+unix://:unix-pw@%s?db=3&timeout_ms=2000",
+             tc_redis_server_socket(srv));
+    cr_assert_eq(tc_tier_open(NULL, uri, &tier, err, sizeof(err)), TC_OK, "%s", err);
+    cr_assert_null(strstr(tc_tier_uri(tier), "unix-pw"));
+    cr_assert_eq(tc_tier_ctx_init(tier, NULL, &ctx), TC_OK);
+    cr_assert_eq(put("u", "1"), TC_OK);
+    cr_assert_eq(get("u"), TC_OK);
+    redisContext *c = raw("unix-pw");
+    freeReplyObject(redisCommand(c, "SELECT 3"));
+    cr_assert_eq(raw_int(c, "EXISTS %s", "tc:u"), 1);
+    redisFree(c);
+}
+
+Test(redis, wrong_password_fails_at_open_with_a_clear_error)
+{
+    struct tc_redis_server_opts o = {.requirepass = "right-pw"};
+    start_server(&o);
+    char err[512] = "";
+    enum tc_status st = open_uri("redis://:wrong-pw@127.0.0.1:%u/0", err, sizeof(err));
+    cr_assert_eq(st, TC_EUNAVAIL, "%s", tc_strerror(st));
+    cr_assert_not_null(strstr(err, "AUTH"), "error: %s", err);
+    cr_assert_null(strstr(err, "wrong-pw"), "the password leaked: %s", err);
+    cr_assert_null(tier);
+
+    err[0] = '\0';
+    st = open_uri("redis://127.0.0.1:%u/0", err, sizeof(err));
+    cr_assert_eq(st, TC_EUNAVAIL, "no password at all: %s", tc_strerror(st));
+    cr_assert_not_null(strstr(err, "NOAUTH"), "error: %s", err);
+
+    err[0] = '\0';
+    st = open_uri("redis://alice:pw@127.0.0.1:%u/0", err, sizeof(err));
+    cr_assert_eq(st, TC_EUNAVAIL, "unknown user: %s", err);
+}
+
+/* ---- untrusted values ----------------------------------------------------------- */
+
+Test(redis, garbage_values_are_counted_misses)
+{
+    start_server(NULL);
+    open_ok("redis://127.0.0.1:%u/0?timeout_ms=2000&invalidate=none");
+    cr_assert_eq(put("good", "value"), TC_OK);
+    redisContext *c = raw(NULL);
+    redisReply *r = redisCommand(c, "GET %s", "tc:good");
+    cr_assert(r != NULL && r->type == REDIS_REPLY_STRING && r->len == 32 + 5);
+    /* The same bytes with one more byte at the end, cut short, or bit-flipped. */
+    char buf[64];
+    memcpy(buf, r->str, r->len);
+    freeReplyObject(r);
+    buf[37] = 'x';
+    freeReplyObject(redisCommand(c, "SET tc:trailing %b", buf, (size_t)38));
+    freeReplyObject(redisCommand(c, "SET tc:short %b", buf, (size_t)20));
+    buf[10] ^= 0x40;
+    freeReplyObject(redisCommand(c, "SET tc:flipped %b", buf, (size_t)37));
+    freeReplyObject(redisCommand(c, "SET tc:text %s", "hello, not an item"));
+    freeReplyObject(redisCommand(c, "SET tc:empty %s", ""));
+    freeReplyObject(redisCommand(c, "RPUSH tc:list a b c"));
+    freeReplyObject(redisCommand(c, "HSET tc:hash f v"));
+    redisFree(c);
+
+    static const char *const bad[] = {"trailing", "short", "flipped", "text",
+                                      "empty",    "list",  "hash"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cr_assert_eq(get(bad[i]), TC_ENOTFOUND, "%s", bad[i]);
+        cr_assert_eq(out.len, 0);
+    }
+    cr_assert_eq(stat("corrupt"), 7);
+    cr_assert_eq(stat("misses"), 7);
+    cr_assert_eq(stat("errors"), 0);
+    cr_assert_eq(get("good"), TC_OK, "the connection survives garbage");
+    cr_assert_eq(tc_tier_health(tier, NULL, 0), TC_HEALTH_OK);
+}
+
+/* ---- clear ------------------------------------------------------------------------- */
+
+Test(redis, clear_by_prefix_leaves_foreign_keys)
+{
+    start_server(NULL);
+    /* A prefix with glob characters: MATCH must take it literally. */
+    open_ok("redis://127.0.0.1:%u/0?prefix=t*c:&timeout_ms=2000");
+    redisContext *c = raw(NULL);
+    freeReplyObject(redisCommand(c, "SET other:1 x"));
+    freeReplyObject(redisCommand(c, "SET tXc:1 x")); /* matches an unescaped t*c:* */
+    freeReplyObject(redisCommand(c, "SET t*c 1"));
+    char k[32];
+    for (int i = 0; i < 1500; i++) { /* several SCAN batches */
+        snprintf(k, sizeof(k), "user:%d", i);
+        cr_assert_eq(put(k, "v"), TC_OK);
+    }
+    cr_assert_eq(put("page:1", "v"), TC_OK);
+    struct tc_tier_req r = {.key = "user:", .key_len = 5, .now_ms = t0};
+    cr_assert_eq(tc_tier_clear(ctx, &r), TC_OK);
+    cr_assert_eq(r.count, 1500);
+    cr_assert_eq(get("user:7"), TC_ENOTFOUND);
+    cr_assert_eq(get("page:1"), TC_OK);
+    struct tc_tier_req all = {.key = NULL, .key_len = 0, .now_ms = t0};
+    cr_assert_eq(tc_tier_clear(ctx, &all), TC_OK);
+    cr_assert_eq(all.count, 1);
+    cr_assert_eq(raw_int(c, "EXISTS %s", "other:1"), 1);
+    cr_assert_eq(raw_int(c, "EXISTS %s", "tXc:1"), 1);
+    cr_assert_eq(raw_int(c, "EXISTS %s", "t*c"), 1);
+    cr_assert_eq(raw_int(c, "DBSIZE%s", ""), 3);
+    redisFree(c);
+}
+
+Test(redis, clear_everything_needs_a_prefix)
+{
+    start_server(NULL);
+    open_ok("redis://127.0.0.1:%u/0?prefix=&timeout_ms=2000");
+    struct tc_tier_req all = {.key = NULL, .key_len = 0, .now_ms = t0};
+    cr_assert_eq(tc_tier_clear(ctx, &all), TC_EINVAL);
+}
+
+/* ---- URIs and an absent server ---------------------------------------------------------- */
+
+Test(redis, bad_uris_are_refused_with_a_reason)
+{
+    char err[512];
+    static const char *const bad[] = {
+        "redis://127.0.0.1:6379/abc",
+        "redis://127.0.0.1:6379/1?db=2",
+        "redis://127.0.0.1:6379/0?timeout_ms=0",
+        "redis://127.0.0.1:6379/0?invalidate=carrier-pigeon",
+        "redis://127.0.0.1:6379/0?backoff_ms=500&backoff_max_ms=100",
+        "redis://127.0.0.1:6379/0?prefixx=a",
+        "redis+unix://relative/sock",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        cr_assert_eq(tc_tier_open(NULL, bad[i], &tier, err, sizeof(err)), TC_EINVAL, "%s", bad[i]);
+        cr_assert_neq(err[0], '\0', "no message for %s", bad[i]);
+    }
+}
+
+Test(redis, unreachable_server_opens_down_and_misses_fast)
+{
+    start_server(NULL);
+    unsigned port = tc_redis_server_port(srv);
+    tc_redis_server_kill(srv); /* nobody listens on the port now */
+    char uri[256], err[512];
+    snprintf(uri, sizeof(uri),
+             "redis://127.0.0.1:%u/"
+             "0?timeout_ms=50&connect_timeout_ms=100&backoff_ms=10s&backoff_max_ms=10s&"
+             "invalidate=none",
+             port);
+    cr_assert_eq(tc_tier_open(NULL, uri, &tier, err, sizeof(err)), TC_OK, "%s", err);
+    char detail[256];
+    cr_assert_eq(tc_tier_health(tier, detail, sizeof(detail)), TC_HEALTH_DOWN);
+    cr_assert_not_null(strstr(detail, "connect"), "detail: %s", detail);
+    cr_assert_eq(tc_tier_ctx_init(tier, NULL, &ctx), TC_OK);
+    cr_assert_eq(get("x"), TC_ENOTFOUND);
+    cr_assert_eq(put("x", "v"), TC_EUNAVAIL);
+    uint64_t before = wall_ms();
+    for (int i = 0; i < 100; i++) {
+        cr_assert_eq(get("x"), TC_ENOTFOUND);
+    }
+    cr_assert_lt(wall_ms() - before, 1000, "an open circuit must fail fast");
+    cr_assert_geq(stat("skipped"), 100);
+    cr_assert_eq(stat("circuit_open"), 1);
+    cr_assert_eq(tc_tier_health(tier, NULL, 0), TC_HEALTH_DOWN);
+}
+
+/* ---- the async path -------------------------------------------------------------------- */
+
+struct pending {
+    int done;
+    int calls;
+    enum tc_status st;
+};
+
+static void on_done(struct tc_tier_req *req)
+{
+    struct pending *p = req->arg;
+    p->calls++;
+    p->done = 1;
+    p->st = req->status;
+}
+
+static enum tc_status run(struct event_base *base, struct tc_tier_req *r, int op)
+{
+    struct pending p = {0, 0, TC_OK};
+    r->done = on_done;
+    r->arg = &p;
+    enum tc_status st = op == 0   ? tc_tier_get(ctx, r)
+                        : op == 1 ? tc_tier_set(ctx, r)
+                        : op == 2 ? tc_tier_del(ctx, r)
+                                  : tc_tier_clear(ctx, r);
+    if (st != TC_EINPROGRESS) {
+        return st;
+    }
+    while (!p.done) {
+        event_base_loop(base, EVLOOP_ONCE);
+    }
+    cr_assert_eq(p.calls, 1);
+    return p.st;
+}
+
+Test(redis, async_operations_on_an_event_base)
+{
+    start_server(NULL);
+    char err[512], uri[256];
+    snprintf(uri, sizeof(uri), "redis://127.0.0.1:%u/0?timeout_ms=2000&ttl_ratio=0.5",
+             tc_redis_server_port(srv));
+    cr_assert_eq(tc_tier_open(NULL, uri, &tier, err, sizeof(err)), TC_OK, "%s", err);
+    struct event_base *base = event_base_new();
+    cr_assert_eq(tc_tier_ctx_init(tier, base, &ctx), TC_OK);
+
+    struct tc_tier_req w = {.key = "ak", .key_len = 2, .value = "av", .value_len = 2, .now_ms = t0};
+    w.hdr.encoding = TC_ENC_BINARY;
+    w.hdr.expire_ms = t0 + 10000;
+    cr_assert_eq(run(base, &w, 1), TC_OK);
+    struct tc_tier_req r = {.key = "ak", .key_len = 2, .out = &out, .now_ms = t0};
+    cr_assert_eq(run(base, &r, 0), TC_OK);
+    cr_assert_eq(out.len, 2);
+    cr_assert(memcmp(out.data, "av", 2) == 0);
+    cr_assert_eq(r.hdr.expire_ms, t0 + 10000);
+    cr_assert(r.local_expire_ms <= t0 + 5000 && r.local_expire_ms + 1000 >= t0 + 5000, "local %llu",
+              (unsigned long long)(r.local_expire_ms - t0));
+    struct tc_tier_req m = {.key = "nope", .key_len = 4, .out = &out, .now_ms = t0};
+    cr_assert_eq(run(base, &m, 0), TC_ENOTFOUND);
+    struct tc_tier_req c = {.key = "a", .key_len = 1, .now_ms = t0};
+    cr_assert_eq(run(base, &c, 3), TC_OK);
+    cr_assert_eq(c.count, 1);
+    struct tc_tier_req d = {.key = "ak", .key_len = 2, .now_ms = t0};
+    cr_assert_eq(run(base, &d, 2), TC_OK);
+    cr_assert_eq(run(base, &r, 0), TC_ENOTFOUND);
+
+    /* Dispose with requests in flight: each completes once, TC_EUNAVAIL. */
+    struct pending p[8];
+    struct tc_tier_req g[8];
+    for (int i = 0; i < 8; i++) {
+        p[i] = (struct pending){0, 0, TC_OK};
+        g[i] = (struct tc_tier_req){
+            .key = "ak", .key_len = 2, .out = &out, .now_ms = t0, .done = on_done, .arg = &p[i]};
+        cr_assert_eq(tc_tier_get(ctx, &g[i]), TC_EINPROGRESS);
+    }
+    tc_tier_ctx_dispose(ctx);
+    ctx = NULL;
+    for (int i = 0; i < 8; i++) {
+        cr_assert_eq(p[i].calls, 1);
+        cr_assert_eq(p[i].st, TC_EUNAVAIL, "%s", tc_strerror(p[i].st));
+    }
+    event_base_free(base);
+}

@@ -1,0 +1,248 @@
+/*
+ * shm:// — the L1 tier over the shared-memory ring (shm/ring.h): every
+ * process on the host that opens the same NAME shares one cache.
+ *
+ *   shm://NAME?size=256M&mode=0600&max_item=1M
+ *
+ * The ring knows keys, value bytes, a local expiry and flag bits only; the
+ * 32-byte item header (tiers/item.h) travels inside the value bytes, written
+ * in front of the payload in one gathered write, so shm/ never depends on
+ * tiers/. A get copies header + payload into the caller's buffer, decodes the
+ * header, and moves the payload down over it.
+ *
+ * Lossy: the ring may drop an item at any time (FIFO log, lossy index), which
+ * is why a slower tier sits behind it.
+ */
+#include "tiers/tier_impl.h"
+#include "shm/ring.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct shm_tier {
+    struct tc_tier base;
+    struct tc_ring *ring;
+    pthread_mutex_t maint_lock; /* guards maint: sweep may run on any thread */
+    struct tc_ring_ctx *maint;
+};
+
+struct shm_ctx {
+    struct tc_tier_ctx base;
+    struct tc_ring_ctx *rc;
+};
+
+static const char *const shm_params[] = {"size",      "mode",        "max_item",
+                                         "small_pct", "promote_pct", NULL};
+
+static enum tc_status shm_open_tier(const struct tc_tier_params *p, struct tc_tier **out, char *err,
+                                    size_t errlen)
+{
+    uint64_t size, mode, max_item, small_pct, promote_pct;
+    enum tc_status st =
+        tc_tier_params_size(p, "size", 64ull << 20, 256u << 10, 1ull << 44, &size, err, errlen);
+    if (st == TC_OK) {
+        st = tc_tier_params_uint(p, "mode", 8, 0600, 0, 0777, &mode, err, errlen);
+    }
+    if (st == TC_OK) {
+        uint64_t def_item = size / 16 < (1u << 20) ? size / 16 : (1u << 20);
+        st = tc_tier_params_size(p, "max_item", def_item, 1, size / 4, &max_item, err, errlen);
+    }
+    if (st == TC_OK) {
+        /* Base 10; absent leaves 0, which means the ring's own default. */
+        st = tc_tier_params_uint(p, "small_pct", 10, 0, 1, 50, &small_pct, err, errlen);
+    }
+    if (st == TC_OK) {
+        st = tc_tier_params_uint(p, "promote_pct", 10, 0, 1, 100, &promote_pct, err, errlen);
+    }
+    if (st != TC_OK) {
+        return st;
+    }
+    struct shm_tier *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return TC_ENOMEM;
+    }
+    /* The ring's max item counts the item header we put in front. */
+    struct tc_ring_options o = {.size = size,
+                                .mode = (unsigned)mode,
+                                .max_item = max_item + TC_ITEM_HDR_SIZE,
+                                .small_pct = (unsigned)small_pct,
+                                .promote_pct = (unsigned)promote_pct};
+    st = tc_ring_open(tc_tier_params_target(p), &o, &s->ring, err, errlen);
+    if (st != TC_OK) {
+        free(s);
+        return st;
+    }
+    st = tc_ring_ctx_create(s->ring, &s->maint);
+    if (st != TC_OK || pthread_mutex_init(&s->maint_lock, NULL) != 0) {
+        tc_ring_close(s->ring);
+        free(s);
+        return st != TC_OK ? st : TC_ENOMEM;
+    }
+    s->base.max_key = TC_KEY_MAX < TC_RING_KEY_MAX ? TC_KEY_MAX : TC_RING_KEY_MAX;
+    s->base.max_value = (size_t)(tc_ring_max_item(s->ring) - TC_ITEM_HDR_SIZE);
+    *out = &s->base;
+    return TC_OK;
+}
+
+static void shm_close(struct tc_tier *t)
+{
+    struct shm_tier *s = (struct shm_tier *)t;
+    tc_ring_ctx_destroy(s->maint);
+    pthread_mutex_destroy(&s->maint_lock);
+    tc_ring_close(s->ring);
+    free(s);
+}
+
+static enum tc_status shm_ctx_init(struct tc_tier *t, struct event_base *base,
+                                   struct tc_tier_ctx **out)
+{
+    struct shm_tier *s = (struct shm_tier *)t;
+    struct shm_ctx *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        return TC_ENOMEM;
+    }
+    enum tc_status st = tc_ring_ctx_create(s->ring, &c->rc);
+    if (st != TC_OK) {
+        free(c);
+        return st;
+    }
+    tc_tier_ctx_base_init(&c->base, t, base);
+    *out = &c->base;
+    return TC_OK;
+}
+
+static void shm_ctx_dispose(struct tc_tier_ctx *c)
+{
+    struct shm_ctx *sc = (struct shm_ctx *)c;
+    tc_ring_ctx_destroy(sc->rc);
+    free(sc);
+}
+
+static enum tc_status shm_get(struct tc_tier_ctx *c, struct tc_tier_req *req)
+{
+    struct shm_ctx *sc = (struct shm_ctx *)c;
+    struct tc_buf *out = req->out;
+    struct tc_ring_item it;
+    enum tc_status st = TC_ENOTFOUND;
+    /* The value may have grown between the size report and the retry. */
+    for (int tries = 0; tries < 4; tries++) {
+        if (out->cap < TC_ITEM_HDR_SIZE + 256 &&
+            tc_buf_reserve(out, TC_ITEM_HDR_SIZE + 256) != TC_OK) {
+            st = TC_ENOMEM;
+            break;
+        }
+        st = tc_ring_get(sc->rc, req->key, req->key_len, req->now_ms, out->data, out->cap, &it);
+        if (st != TC_ETOOBIG) {
+            break;
+        }
+        if (tc_buf_reserve(out, it.value_len) != TC_OK) {
+            st = TC_ENOMEM;
+            break;
+        }
+        st = TC_ENOTFOUND;
+    }
+    if (st == TC_ETOOBIG) {
+        st = TC_ENOTFOUND; /* kept changing under us: a miss is the honest answer */
+    }
+    if (st == TC_OK) {
+        if (tc_item_hdr_decode(out->data, it.value_len, &req->hdr) == TC_OK) {
+            memmove(out->data, out->data + TC_ITEM_HDR_SIZE, req->hdr.value_len);
+            out->len = req->hdr.value_len;
+            req->local_expire_ms = it.expire_ms;
+        } else {
+            /* Another program wrote this key without our header: a miss. */
+            st = TC_ENOTFOUND;
+        }
+    }
+    if (st != TC_OK) {
+        out->len = 0;
+    }
+    req->status = st;
+    return st;
+}
+
+static enum tc_status shm_set(struct tc_tier_ctx *c, struct tc_tier_req *req)
+{
+    struct shm_ctx *sc = (struct shm_ctx *)c;
+    uint8_t hdr[TC_ITEM_HDR_SIZE];
+    enum tc_status st = tc_item_hdr_encode(&req->hdr, hdr);
+    if (st == TC_OK) {
+        struct tc_ring_iov iov[2] = {{hdr, sizeof(hdr)}, {req->value, req->value_len}};
+        st = tc_ring_setv(sc->rc, req->key, req->key_len, iov, 2, req->local_expire_ms, 0,
+                          req->now_ms);
+    }
+    req->status = st;
+    return st;
+}
+
+static enum tc_status shm_del(struct tc_tier_ctx *c, struct tc_tier_req *req)
+{
+    struct shm_ctx *sc = (struct shm_ctx *)c;
+    enum tc_status st = tc_ring_del(sc->rc, req->key, req->key_len, req->now_ms);
+    req->status = st;
+    return st;
+}
+
+/* A full index walk (O(slots): ~1 ms per 2 M slots); meant for rare admin use. */
+static enum tc_status shm_clear(struct tc_tier_ctx *c, struct tc_tier_req *req)
+{
+    struct shm_ctx *sc = (struct shm_ctx *)c;
+    uint64_t n = 0;
+    enum tc_status st = tc_ring_clear(sc->rc, req->key, req->key_len, req->now_ms, &n);
+    req->count = n;
+    req->status = st;
+    return st;
+}
+
+static enum tc_status shm_sweep(struct tc_tier *t, uint64_t now_ms, size_t budget,
+                                uint64_t *removed)
+{
+    struct shm_tier *s = (struct shm_tier *)t;
+    pthread_mutex_lock(&s->maint_lock);
+    enum tc_status st = tc_ring_sweep(s->maint, now_ms, budget, removed);
+    pthread_mutex_unlock(&s->maint_lock);
+    return st;
+}
+
+static void shm_stats(struct tc_tier *t, tc_tier_stat_fn emit, void *arg)
+{
+    struct shm_tier *s = (struct shm_tier *)t;
+    struct tc_ring_stats rs;
+    tc_ring_stats(s->ring, &rs);
+    emit(arg, "items", rs.items, TC_STAT_GAUGE);
+    emit(arg, "bytes_used", rs.bytes_used, TC_STAT_GAUGE);
+    emit(arg, "bytes_capacity", rs.seg_size, TC_STAT_GAUGE);
+    emit(arg, "log_capacity", rs.log_capacity, TC_STAT_GAUGE);
+    emit(arg, "index_slots", rs.slots, TC_STAT_GAUGE);
+    emit(arg, "attached_ctxs", rs.ctxs, TC_STAT_GAUGE);
+    /* Segment-wide counters (every process), beside this process's common ones. */
+    emit(arg, "shm_hits", rs.hits, TC_STAT_COUNTER);
+    emit(arg, "shm_misses", rs.misses, TC_STAT_COUNTER);
+    emit(arg, "shm_sets", rs.sets, TC_STAT_COUNTER);
+    emit(arg, "evictions", rs.evictions, TC_STAT_COUNTER);
+    emit(arg, "promotions", rs.promotions, TC_STAT_COUNTER);
+    emit(arg, "expired", rs.expired, TC_STAT_COUNTER);
+    emit(arg, "torn_reads", rs.torn, TC_STAT_COUNTER);
+    emit(arg, "corrupt", rs.corrupt, TC_STAT_COUNTER);
+    emit(arg, "swept", rs.swept, TC_STAT_COUNTER);
+    emit(arg, "lost_sets", rs.lost_sets, TC_STAT_COUNTER);
+}
+
+const struct tc_tier_ops tc_tier_shm_ops = {
+    .scheme = "shm",
+    .abi_version = TC_TIER_ABI_VERSION,
+    .caps = TC_TIER_CAP_SHARED,
+    .params = shm_params,
+    .usage = "shm://NAME?size=64M&mode=0600&max_item=1M",
+    .open = shm_open_tier,
+    .close = shm_close,
+    .ctx_init = shm_ctx_init,
+    .ctx_dispose = shm_ctx_dispose,
+    .get = shm_get,
+    .set = shm_set,
+    .del = shm_del,
+    .clear = shm_clear,
+    .sweep = shm_sweep,
+    .stats = shm_stats,
+    .health = NULL,
+};
