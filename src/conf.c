@@ -62,6 +62,8 @@ static const char *type_hint(const struct opt_desc *o)
         return "crit, warn, notice, info or debug";
     case TC_CONF_TIERS:
         return "a tier URI";
+    case TC_CONF_LISTENER:
+        return "reuseport or shared";
     }
     return "?";
 }
@@ -100,6 +102,14 @@ static int set_opt(struct tc_conf *c, const struct opt_desc *o, const char *v, c
         c->tiers[c->ntiers++] = s;
         return 0;
     }
+    case TC_CONF_LISTENER:
+        if (strcmp(v, "reuseport") != 0 && strcmp(v, "shared") != 0) {
+            fprintf(stderr, "tiercache: %s: bad value '%s' for %s (valid: %s)\n", origin, v,
+                    o->name, type_hint(o));
+            return -1;
+        }
+        *(int *)(base + o->offset) = strcmp(v, "shared") == 0;
+        return 0;
     case TC_CONF_LEVEL: {
         int l = tc_log_level_parse(v);
         if (l < 0) {

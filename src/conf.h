@@ -22,6 +22,7 @@ enum tc_conf_type {
     TC_CONF_DURATION, /* ms; a bare number is seconds; in [min, max] */
     TC_CONF_LEVEL,    /* log level name */
     TC_CONF_TIERS,    /* repeatable tier URI */
+    TC_CONF_LISTENER, /* reuseport | shared */
 };
 
 /*    name                 field             type              default        min   max description
@@ -49,6 +50,8 @@ enum tc_conf_type {
       "how often the sweeper visits each local tier")                                              \
     X("sweep-budget", sweep_budget, TC_CONF_UINT, "20000", 1, 100000000,                           \
       "entries a sweep examines per tier per visit")                                               \
+    X("listener", listener_shared, TC_CONF_LISTENER, "reuseport", 0, 0,                            \
+      "reuseport: a listening socket per worker; shared: one socket all workers accept on")        \
     X("log-level", log_level, TC_CONF_LEVEL, "info", 0, 0, "crit, warn, notice, info or debug")    \
     X("log-file", log_file, TC_CONF_STR, "", 0, 0, "log to this file instead of stderr")           \
     X("access-log", access_log, TC_CONF_STR, "", 0, 0, "write one line per request to this file")
@@ -67,6 +70,7 @@ struct tc_conf {
     uint64_t shutdown_timeout_ms;
     uint64_t sweep_interval_ms;
     uint64_t sweep_budget;
+    int listener_shared;
     int log_level;
     const char *log_file;
     const char *access_log;

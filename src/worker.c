@@ -7,6 +7,7 @@
 #include "src/server.h"
 
 #include <event2/event.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -135,8 +136,14 @@ enum tc_status tc_workers_start(struct tc_server *srv)
     }
     for (size_t i = 0; i < srv->nworkers; i++) {
         struct tc_worker *w = &srv->workers[i];
-        /* The first socket fixes the port (port 0 picks one); the others join it. */
-        w->fd = tc_http_listen(c->listen_host, port, &port);
+        /* The first socket fixes the port (port 0 picks one); the others join
+         * it with SO_REUSEPORT, or share it (listener=shared: every worker
+         * polls one accept queue; kept to compare, see README). */
+        if (i > 0 && c->listener_shared) {
+            w->fd = fcntl(srv->workers[0].fd, F_DUPFD_CLOEXEC, 0);
+        } else {
+            w->fd = tc_http_listen(c->listen_host, port, &port);
+        }
         if (w->fd < 0) {
             for (size_t k = 0; k < i; k++) {
                 close(srv->workers[k].fd);
