@@ -40,7 +40,7 @@ enum tc_conf_type {
     X("max-value", max_value, TC_CONF_SIZE, "16M", 1, 1ull << 31, "largest value stored")          \
     X("max-header-size", max_header_size, TC_CONF_SIZE, "16K", 1024, 1u << 20,                     \
       "largest request line plus headers")                                                         \
-    X("max-connections", max_connections, TC_CONF_UINT, "20000", 1, 1000000,                       \
+    X("max-connections", max_connections, TC_CONF_UINT, "16384", 1, 1000000,                       \
       "open client connections at most; further ones get 503 and are closed")                      \
     X("idle-timeout", idle_timeout_ms, TC_CONF_DURATION, "60", 100, 86400000,                      \
       "close a keep-alive connection idle this long")                                              \

@@ -95,8 +95,9 @@ static void raise_fd_limit(uint64_t want)
     rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? (rlim_t)want : rl.rlim_max;
     if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < want) {
         tc_log(TC_LOG_WARN,
-               "open files limited to %llu (was %llu); max-connections %llu cannot all be open",
-               (unsigned long long)rl.rlim_cur, (unsigned long long)old,
+               "open files are limited to %llu (hard limit; was %llu): fewer than the %llu "
+               "that max-connections %llu needs; raise the limit (ulimit -n) or lower the setting",
+               (unsigned long long)rl.rlim_cur, (unsigned long long)old, (unsigned long long)want,
                (unsigned long long)want - 256);
     }
 }
