@@ -4,26 +4,13 @@
  * TSan: Snaipe/Criterion#274). Prints "N passed, N failed" and exits non-zero
  * on any failure.
  */
+#include "tests/support/check.h"
 #include "tests/support/backends.h"
 #include "tests/support/conc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
-
-static int passed, failed;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (cond) {                                                                                \
-            passed++;                                                                              \
-        } else {                                                                                   \
-            failed++;                                                                              \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
 
 int main(void)
 {

@@ -53,10 +53,7 @@ struct tc_tier_params {
     size_t nparams;
 };
 
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
+void tc_tier_errf(char *err, size_t errlen, const char *fmt, ...)
 {
     if (err == NULL || errlen == 0) {
         return;
@@ -283,13 +280,14 @@ static enum tc_status parse_uri(const struct tc_tier_registry *reg, const char *
 
     memset(p, 0, sizeof(*p));
     if (uriParseSingleUriA(&u, uri, &errpos) != URI_SUCCESS) {
-        errf(err, errlen,
-             "malformed tier URI '%s' at offset %zu (expected SCHEME://TARGET?k=v&...)", uri,
-             errpos ? (size_t)(errpos - uri) : 0);
+        tc_tier_errf(err, errlen,
+                     "malformed tier URI '%s' at offset %zu (expected SCHEME://TARGET?k=v&...)",
+                     uri, errpos ? (size_t)(errpos - uri) : 0);
         return TC_EINVAL;
     }
     if (u.scheme.first == NULL) {
-        errf(err, errlen, "tier URI '%s' has no scheme (expected SCHEME://TARGET?k=v&...)", uri);
+        tc_tier_errf(err, errlen, "tier URI '%s' has no scheme (expected SCHEME://TARGET?k=v&...)",
+                     uri);
         st = TC_EINVAL;
         goto out;
     }
@@ -303,13 +301,14 @@ static enum tc_status parse_uri(const struct tc_tier_registry *reg, const char *
     if (ops == NULL) {
         char schemes[256];
         tc_tier_registry_schemes(reg, schemes, sizeof(schemes));
-        errf(err, errlen, "unknown tier scheme '%s' in '%s' (valid: %s)", p->scheme, uri, schemes);
+        tc_tier_errf(err, errlen, "unknown tier scheme '%s' in '%s' (valid: %s)", p->scheme, uri,
+                     schemes);
         st = TC_EINVAL;
         goto out;
     }
     if (u.fragment.first != NULL) {
-        errf(err, errlen, "tier URI '%s' has a fragment ('#...'); %s:// takes none", uri,
-             p->scheme);
+        tc_tier_errf(err, errlen, "tier URI '%s' has a fragment ('#...'); %s:// takes none", uri,
+                     p->scheme);
         st = TC_EINVAL;
         goto out;
     }
@@ -332,7 +331,7 @@ static enum tc_status parse_uri(const struct tc_tier_registry *reg, const char *
         unsigned long v = strtoul(port, &end, 10);
         int bad = errno != 0 || *end != '\0' || v == 0 || v > 65535;
         if (bad) {
-            errf(err, errlen, "bad port '%s' in '%s' (expected 1..65535)", port, uri);
+            tc_tier_errf(err, errlen, "bad port '%s' in '%s' (expected 1..65535)", port, uri);
         }
         free(port);
         if (bad) {
@@ -390,7 +389,7 @@ static enum tc_status parse_uri(const struct tc_tier_registry *reg, const char *
         int count = 0;
         if (uriDissectQueryMallocExA(&qlist, &count, u.query.first, u.query.afterLast, URI_FALSE,
                                      URI_BR_DONT_TOUCH) != URI_SUCCESS) {
-            errf(err, errlen, "malformed query in tier URI '%s'", uri);
+            tc_tier_errf(err, errlen, "malformed query in tier URI '%s'", uri);
             st = TC_EINVAL;
             goto out;
         }
@@ -399,25 +398,25 @@ static enum tc_status parse_uri(const struct tc_tier_registry *reg, const char *
         }
         for (UriQueryListA *q = qlist; q != NULL; q = q->next) {
             if (q->key == NULL || q->key[0] == '\0') {
-                errf(err, errlen, "empty parameter name in tier URI '%s'", uri);
+                tc_tier_errf(err, errlen, "empty parameter name in tier URI '%s'", uri);
                 st = TC_EINVAL;
                 goto out;
             }
             if (!name_in(q->key, ops->params) && !name_in(q->key, common_params)) {
                 valid_list(ops, valid, sizeof(valid));
-                errf(err, errlen, "unknown parameter '%s' for %s:// (valid: %s)", q->key, p->scheme,
-                     valid);
+                tc_tier_errf(err, errlen, "unknown parameter '%s' for %s:// (valid: %s)", q->key,
+                             p->scheme, valid);
                 st = TC_EINVAL;
                 goto out;
             }
             if (q->value == NULL) {
-                errf(err, errlen, "parameter '%s' for %s:// has no value (write %s=VALUE)", q->key,
-                     p->scheme, q->key);
+                tc_tier_errf(err, errlen, "parameter '%s' for %s:// has no value (write %s=VALUE)",
+                             q->key, p->scheme, q->key);
                 st = TC_EINVAL;
                 goto out;
             }
             if (tc_tier_params_get(p, q->key) != NULL) {
-                errf(err, errlen, "parameter '%s' given twice in '%s'", q->key, uri);
+                tc_tier_errf(err, errlen, "parameter '%s' given twice in '%s'", q->key, uri);
                 st = TC_EINVAL;
                 goto out;
             }
@@ -439,7 +438,7 @@ static enum tc_status parse_uri(const struct tc_tier_registry *reg, const char *
     st = TC_OK;
 out:
     if (st == TC_ENOMEM) {
-        errf(err, errlen, "out of memory parsing tier URI");
+        tc_tier_errf(err, errlen, "out of memory parsing tier URI");
     }
     if (qlist != NULL) {
         uriFreeQueryListA(qlist);
@@ -466,7 +465,7 @@ enum tc_status tc_tier_open(const struct tc_tier_registry *reg, const char *uri,
         err[0] = '\0';
     }
     if (uri == NULL || out == NULL) {
-        errf(err, errlen, "no tier URI given");
+        tc_tier_errf(err, errlen, "no tier URI given");
         return TC_EINVAL;
     }
     enum tc_status st = parse_uri(reg, uri, &p, &ops, &redacted, err, errlen);
@@ -491,7 +490,7 @@ enum tc_status tc_tier_open(const struct tc_tier_registry *reg, const char *uri,
             ops->close(t);
             t = NULL;
             st = TC_ENOMEM;
-            errf(err, errlen, "out of memory opening '%s'", uri);
+            tc_tier_errf(err, errlen, "out of memory opening '%s'", uri);
         } else {
             t->ops = ops;
             t->uri = redacted;
@@ -664,10 +663,10 @@ enum tc_status tc_tier_params_size(const struct tc_tier_params *p, const char *n
         return TC_OK;
     }
     if (tc_parse_size(s, &v) != TC_OK || v < min || v > max) {
-        errf(err, errlen,
-             "bad value '%s' for %s in %s:// (expected a size from %llu to %llu bytes, "
-             "e.g. 64M or 4G)",
-             s, name, p->scheme, (unsigned long long)min, (unsigned long long)max);
+        tc_tier_errf(err, errlen,
+                     "bad value '%s' for %s in %s:// (expected a size from %llu to %llu bytes, "
+                     "e.g. 64M or 4G)",
+                     s, name, p->scheme, (unsigned long long)min, (unsigned long long)max);
         return TC_EINVAL;
     }
     *out = v;
@@ -687,8 +686,9 @@ enum tc_status tc_tier_params_uint(const struct tc_tier_params *p, const char *n
     errno = 0;
     unsigned long long v = strtoull(s, &end, base);
     if (!isdigit((unsigned char)s[0]) || errno != 0 || *end != '\0' || v < min || v > max) {
-        errf(err, errlen, "bad value '%s' for %s in %s:// (expected an integer from %llu to %llu)",
-             s, name, p->scheme, (unsigned long long)min, (unsigned long long)max);
+        tc_tier_errf(err, errlen,
+                     "bad value '%s' for %s in %s:// (expected an integer from %llu to %llu)", s,
+                     name, p->scheme, (unsigned long long)min, (unsigned long long)max);
         return TC_EINVAL;
     }
     *out = v;
@@ -706,11 +706,12 @@ enum tc_status tc_tier_params_duration(const struct tc_tier_params *p, const cha
         return TC_OK;
     }
     if (tc_parse_duration(s, bare_unit_ms, &v) != TC_OK || v < min || v > max) {
-        errf(err, errlen,
-             "bad value '%s' for %s in %s:// (expected a duration like %s, 500ms, 30s, 5m, 1h; "
-             "a bare number is %s)",
-             s, name, p->scheme, bare_unit_ms == 1 ? "250" : "60",
-             bare_unit_ms == 1 ? "milliseconds" : "seconds");
+        tc_tier_errf(
+            err, errlen,
+            "bad value '%s' for %s in %s:// (expected a duration like %s, 500ms, 30s, 5m, 1h; "
+            "a bare number is %s)",
+            s, name, p->scheme, bare_unit_ms == 1 ? "250" : "60",
+            bare_unit_ms == 1 ? "milliseconds" : "seconds");
         return TC_EINVAL;
     }
     *out = v;
@@ -732,8 +733,8 @@ enum tc_status tc_tier_params_double(const struct tc_tier_params *p, const char 
     int ok = s[0] != '\0' && *end == '\0' && errno == 0 && isfinite(v) && v <= hi &&
              (lo_open ? v > lo : v >= lo);
     if (!ok) {
-        errf(err, errlen, "bad value '%s' for %s in %s:// (expected a number in %c%g, %g])", s,
-             name, p->scheme, lo_open ? '(' : '[', lo, hi);
+        tc_tier_errf(err, errlen, "bad value '%s' for %s in %s:// (expected a number in %c%g, %g])",
+                     s, name, p->scheme, lo_open ? '(' : '[', lo, hi);
         return TC_EINVAL;
     }
     *out = v;
@@ -765,7 +766,8 @@ enum tc_status tc_tier_params_choice(const struct tc_tier_params *p, const char 
         }
         used += (size_t)w;
     }
-    errf(err, errlen, "bad value '%s' for %s in %s:// (valid: %s)", s, name, p->scheme, list);
+    tc_tier_errf(err, errlen, "bad value '%s' for %s in %s:// (valid: %s)", s, name, p->scheme,
+                 list);
     return TC_EINVAL;
 }
 

@@ -176,6 +176,14 @@ enum tc_status tc_tier_params_choice(const struct tc_tier_params *p, const char 
 enum tc_status tc_tier_params_bool(const struct tc_tier_params *p, const char *name, int def,
                                    int *out, char *err, size_t errlen);
 
+/**
+ * Writes a printf-formatted message into @p err (@p errlen bytes, always
+ * NUL-terminated); a NULL @p err or zero @p errlen writes nothing. For
+ * backends' open() error messages.
+ */
+void tc_tier_errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /** Parses a size string alone (as tc_tier_params_size); TC_EINVAL if bad. */
 enum tc_status tc_parse_size(const char *s, uint64_t *out);
 /** Parses a duration string alone (as tc_tier_params_duration). */

@@ -193,20 +193,6 @@ static const char *const lmdb_params[] = {
 
 /* ---- helpers --------------------------------------------------------------- */
 
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static void put_be64(unsigned char *p, uint64_t v)
 {
     for (int i = 7; i >= 0; i--) {
@@ -1040,8 +1026,8 @@ static enum tc_status make_dir(const char *path, char *err, size_t errlen)
             char c = *s;
             *s = '\0';
             if (mkdir(p, 0750) != 0 && errno != EEXIST) {
-                errf(err, errlen, "lmdb://%s: cannot create directory '%s': %s", path, p,
-                     strerror(errno));
+                tc_tier_errf(err, errlen, "lmdb://%s: cannot create directory '%s': %s", path, p,
+                             strerror(errno));
                 free(p);
                 return TC_EINVAL;
             }
@@ -1054,12 +1040,12 @@ static enum tc_status make_dir(const char *path, char *err, size_t errlen)
     free(p);
     struct stat sb;
     if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        errf(err, errlen, "lmdb://%s: '%s' is not a directory", path, path);
+        tc_tier_errf(err, errlen, "lmdb://%s: '%s' is not a directory", path, path);
         return TC_EINVAL;
     }
     if (access(path, R_OK | W_OK | X_OK) != 0) {
-        errf(err, errlen, "lmdb://%s: directory '%s' is not writable: %s", path, path,
-             strerror(errno));
+        tc_tier_errf(err, errlen, "lmdb://%s: directory '%s' is not writable: %s", path, path,
+                     strerror(errno));
         return TC_EINVAL;
     }
     return TC_OK;
@@ -1077,7 +1063,7 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
     const char *path = tc_tier_params_target(p);
 
     if (path[0] == '\0') {
-        errf(err, errlen, "lmdb:// needs a directory: lmdb://PATH (e.g. lmdb://./data/l2)");
+        tc_tier_errf(err, errlen, "lmdb:// needs a directory: lmdb://PATH (e.g. lmdb://./data/l2)");
         return TC_EINVAL;
     }
     if ((st = tc_tier_params_size(p, "map_size", 1ull << 30, 1ull << 20, 1ull << 44, &map_size, err,
@@ -1103,8 +1089,8 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
         return st;
     }
     if (low >= high) {
-        errf(err, errlen, "lmdb://%s: low_water (%g) must be below high_water (%g)", path, low,
-             high);
+        tc_tier_errf(err, errlen, "lmdb://%s: low_water (%g) must be below high_water (%g)", path,
+                     low, high);
         return TC_EINVAL;
     }
     if ((st = make_dir(path, err, errlen)) != TC_OK) {
@@ -1114,7 +1100,7 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
     struct lmdb_tier *m = calloc(1, sizeof(*m));
     if (m == NULL || (m->path = strdup(path)) == NULL) {
         free(m);
-        errf(err, errlen, "out of memory opening lmdb://%s", path);
+        tc_tier_errf(err, errlen, "out of memory opening lmdb://%s", path);
         return TC_ENOMEM;
     }
     m->map_size = map_size;
@@ -1126,7 +1112,7 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
     if ((m->batch = calloc(m->batch_max, sizeof(*m->batch))) == NULL) {
         free(m->path);
         free(m);
-        errf(err, errlen, "out of memory opening lmdb://%s", path);
+        tc_tier_errf(err, errlen, "out of memory opening lmdb://%s", path);
         return TC_ENOMEM;
     }
 #define TC_X(name) atomic_init(&m->stats.name, 0);
@@ -1171,7 +1157,7 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
         if (st == TC_ENOTFOUND || st == TC_EINVAL) {
             st = TC_EIO;
         }
-        errf(err, errlen, "lmdb://%s: %s failed: %s", path, what, mdb_strerror(rc));
+        tc_tier_errf(err, errlen, "lmdb://%s: %s failed: %s", path, what, mdb_strerror(rc));
         goto fail;
     }
     int dead = 0;
@@ -1180,7 +1166,7 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
 
     size_t maxkey = (size_t)mdb_env_get_maxkeysize(m->env);
     if (maxkey < 8 + DIGEST_LEN + 16) {
-        errf(err, errlen, "lmdb://%s: LMDB key limit %zu is too small", path, maxkey);
+        tc_tier_errf(err, errlen, "lmdb://%s: LMDB key limit %zu is too small", path, maxkey);
         st = TC_EVERSION;
         goto fail;
     }
@@ -1226,9 +1212,9 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
         if (st == TC_ENOTFOUND || st == TC_EINVAL) {
             st = TC_ECORRUPT;
         }
-        errf(err, errlen, "lmdb://%s: opening the tiercache databases failed: %s", path,
-             rc == MDB_VERSION_MISMATCH ? "written by another tiercache record format"
-                                        : mdb_strerror(rc));
+        tc_tier_errf(err, errlen, "lmdb://%s: opening the tiercache databases failed: %s", path,
+                     rc == MDB_VERSION_MISMATCH ? "written by another tiercache record format"
+                                                : mdb_strerror(rc));
         goto fail;
     }
 
@@ -1245,7 +1231,7 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
         pthread_cond_destroy(&m->wake);
         pthread_cond_destroy(&m->done);
         pthread_mutex_destroy(&m->lock);
-        errf(err, errlen, "lmdb://%s: cannot start the writer thread", path);
+        tc_tier_errf(err, errlen, "lmdb://%s: cannot start the writer thread", path);
         st = TC_ENOMEM;
         goto fail;
     }

@@ -230,20 +230,6 @@ static struct timeval ms_tv(uint64_t ms)
     return tv;
 }
 
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static void set_error(struct redis_tier *rt, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -1951,7 +1937,7 @@ static void *sub_main(void *arg)
 static enum tc_status sub_start(struct redis_tier *rt, char *err, size_t errlen)
 {
     if (pipe(rt->sub_pipe) != 0) {
-        errf(err, errlen, "redis: pipe() for the subscriber failed: %s", strerror(errno));
+        tc_tier_errf(err, errlen, "redis: pipe() for the subscriber failed: %s", strerror(errno));
         rt->sub_pipe[0] = rt->sub_pipe[1] = -1;
         return TC_EIO;
     }
@@ -1967,7 +1953,7 @@ static enum tc_status sub_start(struct redis_tier *rt, char *err, size_t errlen)
         return TC_ENOMEM;
     }
     if (pthread_create(&rt->sub_thread, NULL, sub_main, rt) != 0) {
-        errf(err, errlen, "redis: cannot start the subscriber thread");
+        tc_tier_errf(err, errlen, "redis: cannot start the subscriber thread");
         return TC_ENOMEM;
     }
     rt->sub_started = 1;
@@ -2085,14 +2071,14 @@ static enum tc_status resolve(const char *host, char **out, char *err, size_t er
     hints.ai_socktype = SOCK_STREAM;
     int rc = getaddrinfo(host, NULL, &hints, &res);
     if (rc != 0 || res == NULL) {
-        errf(err, errlen, "redis: cannot resolve host '%s': %s", host, gai_strerror(rc));
+        tc_tier_errf(err, errlen, "redis: cannot resolve host '%s': %s", host, gai_strerror(rc));
         return TC_EINVAL;
     }
     char buf[1025]; /* NI_MAXHOST, which strict POSIX does not define */
     rc = getnameinfo(res->ai_addr, res->ai_addrlen, buf, sizeof(buf), NULL, 0, NI_NUMERICHOST);
     freeaddrinfo(res);
     if (rc != 0) {
-        errf(err, errlen, "redis: cannot resolve host '%s': %s", host, gai_strerror(rc));
+        tc_tier_errf(err, errlen, "redis: cannot resolve host '%s': %s", host, gai_strerror(rc));
         return TC_EINVAL;
     }
     *out = strdup(buf);
@@ -2125,8 +2111,8 @@ static enum tc_status redis_open_common(const struct tc_tier_params *p, int unix
         return st;
     }
     if (bomax < bo) {
-        errf(err, errlen, "backoff_max_ms (%llu) is below backoff_ms (%llu) in %s://",
-             (unsigned long long)bomax, (unsigned long long)bo, scheme);
+        tc_tier_errf(err, errlen, "backoff_max_ms (%llu) is below backoff_ms (%llu) in %s://",
+                     (unsigned long long)bomax, (unsigned long long)bo, scheme);
         return TC_EINVAL;
     }
     const char *dbparam = tc_tier_params_get(p, "db");
@@ -2135,14 +2121,15 @@ static enum tc_status redis_open_common(const struct tc_tier_params *p, int unix
         char *end;
         unsigned long v = strtoul(path + 1, &end, 10);
         if (path[1] < '0' || path[1] > '9' || *end != '\0' || v > 1000000) {
-            errf(err, errlen,
-                 "bad database '%s' in %s:// (expected redis://HOST:PORT/DB with DB a number)",
-                 path + 1, scheme);
+            tc_tier_errf(
+                err, errlen,
+                "bad database '%s' in %s:// (expected redis://HOST:PORT/DB with DB a number)",
+                path + 1, scheme);
             return TC_EINVAL;
         }
         if (dbparam != NULL) {
-            errf(err, errlen, "database given twice in %s:// (path /%lu and db=%s)", scheme, v,
-                 dbparam);
+            tc_tier_errf(err, errlen, "database given twice in %s:// (path /%lu and db=%s)", scheme,
+                         v, dbparam);
             return TC_EINVAL;
         }
         db = v;
@@ -2172,8 +2159,8 @@ static enum tc_status redis_open_common(const struct tc_tier_params *p, int unix
     st = TC_ENOMEM;
     if (unix_socket) {
         if (path[0] != '/' || tc_tier_params_host(p)[0] != '\0') {
-            errf(err, errlen, "%s:// needs an absolute socket path: redis+unix:///path/to/sock",
-                 scheme);
+            tc_tier_errf(err, errlen,
+                         "%s:// needs an absolute socket path: redis+unix:///path/to/sock", scheme);
             st = TC_EINVAL;
             goto fail;
         }
@@ -2223,7 +2210,7 @@ static enum tc_status redis_open_common(const struct tc_tier_params *p, int unix
         redisFree(sc);
     } else if (rejected) {
         pthread_mutex_lock(&rt->err_lock);
-        errf(err, errlen, "%s", rt->last_err);
+        tc_tier_errf(err, errlen, "%s", rt->last_err);
         pthread_mutex_unlock(&rt->err_lock);
         st = TC_EUNAVAIL;
         goto fail;
@@ -2235,7 +2222,7 @@ static enum tc_status redis_open_common(const struct tc_tier_params *p, int unix
     return TC_OK;
 fail:
     if (st == TC_ENOMEM && err != NULL && errlen > 0 && err[0] == '\0') {
-        errf(err, errlen, "out of memory opening %s://", scheme);
+        tc_tier_errf(err, errlen, "out of memory opening %s://", scheme);
     }
     redis_close(&rt->base);
     return st;
@@ -2280,20 +2267,21 @@ static enum tc_tier_health redis_health(struct tc_tier *t, char *detail, size_t 
     enum tc_tier_health h;
     if (total == 0) {
         h = atomic_load(&rt->reachable) ? TC_HEALTH_OK : TC_HEALTH_DOWN;
-        errf(detail, len, "%s", h == TC_HEALTH_OK ? "reachable" : err);
+        tc_tier_errf(detail, len, "%s", h == TC_HEALTH_OK ? "reachable" : err);
     } else if (open + half >= total) {
         h = TC_HEALTH_DOWN;
-        errf(detail, len, "circuit %s on all %d connections: %s", open ? "open" : "half-open",
-             total, err);
+        tc_tier_errf(detail, len, "circuit %s on all %d connections: %s",
+                     open ? "open" : "half-open", total, err);
     } else if (open + half > 0) {
         h = TC_HEALTH_DEGRADED;
-        errf(detail, len, "circuit open on %d of %d connections: %s", open + half, total, err);
+        tc_tier_errf(detail, len, "circuit open on %d of %d connections: %s", open + half, total,
+                     err);
     } else if (rt->invalidate == INVALIDATE_PUBSUB && !atomic_load(&rt->subscribed)) {
         h = TC_HEALTH_DEGRADED;
-        errf(detail, len, "invalidation subscriber down: %s", err);
+        tc_tier_errf(detail, len, "invalidation subscriber down: %s", err);
     } else {
         h = TC_HEALTH_OK;
-        errf(detail, len, "circuit closed");
+        tc_tier_errf(detail, len, "circuit closed");
     }
     return h;
 }

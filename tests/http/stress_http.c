@@ -7,6 +7,7 @@
  * on SIGTERM; a sanitizer report makes it exit non-zero.
  * Prints "stress_http: N passed, M failed".
  */
+#include "tests/support/check.h"
 #include "tests/support/server.h"
 
 #include <pthread.h>
@@ -23,19 +24,6 @@
 #define CONNS   8
 
 static unsigned port;
-static int passed, failed;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (cond) {                                                                                \
-            passed++;                                                                              \
-        } else {                                                                                   \
-            failed++;                                                                              \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
 
 struct arg {
     int id;

@@ -17,6 +17,7 @@
 /* MAP_ANONYMOUS (a shared results area for forked workers) is not in POSIX
  * 2008; ask glibc for its default set in this file only. */
 #define _DEFAULT_SOURCE
+#include "tests/support/check.h"
 #include "shm/ring.h"
 
 #include <pthread.h>
@@ -32,20 +33,6 @@
 
 #define KEYS     256u
 #define SEG_SIZE (1u << 20)
-
-static int passed, failed;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (cond) {                                                                                \
-            passed++;                                                                              \
-        } else {                                                                                   \
-            failed++;                                                                              \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
 
 /* Results shared by every process of a phase (an anonymous shared mapping). */
 struct shared {

@@ -17,6 +17,7 @@
  *   threads:      four workers, each with its own event_base and ctx, 50
  *                 operations in flight each, values checked.
  */
+#include "tests/support/check.h"
 #include "tests/support/redis_server.h"
 #include "tiers/tier.h"
 
@@ -29,20 +30,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-static int passed, failed;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (cond) {                                                                                \
-            passed++;                                                                              \
-        } else {                                                                                   \
-            failed++;                                                                              \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
 
 /* Scheduling slack on a loaded 2-core machine under TSan. */
 #define SLACK_MS 400

@@ -21,6 +21,7 @@
  * The parent never holds an open tier (or any thread) across fork(): LMDB
  * environments must not be inherited by a child (lmdb.h Caveats).
  */
+#include "tests/support/check.h"
 #include "tiers/tier.h"
 
 #include <errno.h>
@@ -35,20 +36,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-static int passed, failed;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (cond) {                                                                                \
-            passed++;                                                                              \
-        } else {                                                                                   \
-            failed++;                                                                              \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
 
 static char dir[256];
 
