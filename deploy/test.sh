@@ -21,8 +21,11 @@ echo "== build: ASan + UBSan"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTC_SANITIZE=address,undefined >/dev/null
 cmake --build build-asan -j"$jobs"
 
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
 echo "== test: everything (ASan + UBSan)"
-(cd build-asan && ctest -V --timeout 600)
+(cd build-asan && ctest -V --timeout 600) | tee -a "$log"
 
 if [ "${TC_SKIP_TSAN:-0}" != 1 ]; then
     echo "== build: TSan"
@@ -36,6 +39,12 @@ if [ "${TC_SKIP_TSAN:-0}" != 1 ]; then
     if setarch "$(uname -m)" -R true 2>/dev/null; then
         wrap=(setarch "$(uname -m)" -R)
     fi
-    (cd build-tsan && "${wrap[@]}" ctest -V -L concurrency --timeout 600)
+    (cd build-tsan && "${wrap[@]}" ctest -V -L concurrency --timeout 600) | tee -a "$log"
 fi
 echo "== all tests passed"
+# One closing line for both passes, counted from ctest's own summaries.
+awk '/tests passed, [0-9]+ tests failed out of/ {
+        for (i = 1; i <= NF; i++) if ($i == "of") total += $(i + 1)
+        for (i = 1; i <= NF; i++) if ($i == "failed") { bad += $(i - 2) }
+     }
+     END { printf "deploy/test.sh: %d passed, %d failed\n", total - bad, bad }' "$log"
