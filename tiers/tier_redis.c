@@ -659,6 +659,44 @@ static enum tc_status sync_get(struct redis_ctx *c, struct tc_tier_req *req)
     return st;
 }
 
+/* The command of a write, shared by the blocking and the async paths:
+ * "SET key value [PX ttl]" or "UNLINK key", with key and value formatted
+ * into the ctx's buffers and the TTL digits into px. Returns argc, or a
+ * negative tc_status. */
+static int write_args(struct redis_ctx *c, struct tc_tier_req *req, int is_set, char px[24],
+                      const char *argv[5], size_t argvlen[5])
+{
+    if (make_key(c, req->key, req->key_len) != TC_OK) {
+        return TC_ENOMEM;
+    }
+    if (!is_set) {
+        argv[0] = "UNLINK";
+        argvlen[0] = 6;
+        argv[1] = (const char *)c->kbuf.data;
+        argvlen[1] = c->kbuf.len;
+        return 2;
+    }
+    enum tc_status st = make_value(c, req);
+    if (st != TC_OK) {
+        return st;
+    }
+    argv[0] = "SET";
+    argvlen[0] = 3;
+    argv[1] = (const char *)c->kbuf.data;
+    argvlen[1] = c->kbuf.len;
+    argv[2] = (const char *)c->vbuf.data;
+    argvlen[2] = c->vbuf.len;
+    if (req->local_expire_ms == 0) {
+        return 3;
+    }
+    snprintf(px, 24, "%llu", (unsigned long long)(req->local_expire_ms - req->now_ms));
+    argv[3] = "PX";
+    argvlen[3] = 2;
+    argv[4] = px;
+    argvlen[4] = strlen(px);
+    return 5;
+}
+
 /* Write (set, delete) plus its PUBLISH in one round trip. */
 static enum tc_status sync_write(struct redis_ctx *c, struct tc_tier_req *req, int is_set)
 {
@@ -667,39 +705,12 @@ static enum tc_status sync_write(struct redis_ctx *c, struct tc_tier_req *req, i
     if (st != TC_OK) {
         return st;
     }
-    if (make_key(c, req->key, req->key_len) != TC_OK) {
-        return TC_ENOMEM;
-    }
     char px[24];
     const char *a0[5];
     size_t l0[5];
     int argc[2];
-    if (is_set) {
-        if ((st = make_value(c, req)) != TC_OK) {
-            return st;
-        }
-        a0[0] = "SET";
-        l0[0] = 3;
-        a0[1] = (const char *)c->kbuf.data;
-        l0[1] = c->kbuf.len;
-        a0[2] = (const char *)c->vbuf.data;
-        l0[2] = c->vbuf.len;
-        argc[0] = 3;
-        if (req->local_expire_ms != 0) {
-            snprintf(px, sizeof(px), "%llu",
-                     (unsigned long long)(req->local_expire_ms - req->now_ms));
-            a0[3] = "PX";
-            l0[3] = 2;
-            a0[4] = px;
-            l0[4] = strlen(px);
-            argc[0] = 5;
-        }
-    } else {
-        a0[0] = "UNLINK";
-        l0[0] = 6;
-        a0[1] = (const char *)c->kbuf.data;
-        l0[1] = c->kbuf.len;
-        argc[0] = 2;
+    if ((argc[0] = write_args(c, req, is_set, px, a0, l0)) < 0) {
+        return (enum tc_status)argc[0];
     }
     int n = 1;
     const char *a1[3];
@@ -1369,39 +1380,12 @@ static enum tc_status async_write(struct redis_ctx *c, struct tc_tier_req *req, 
     if (st != TC_OK) {
         return st;
     }
-    if (make_key(c, req->key, req->key_len) != TC_OK) {
-        return TC_ENOMEM;
-    }
     char px[24];
     const char *argv[5];
     size_t argvlen[5];
-    int argc;
-    if (is_set) {
-        if ((st = make_value(c, req)) != TC_OK) {
-            return st;
-        }
-        argv[0] = "SET";
-        argvlen[0] = 3;
-        argv[1] = (const char *)c->kbuf.data;
-        argvlen[1] = c->kbuf.len;
-        argv[2] = (const char *)c->vbuf.data;
-        argvlen[2] = c->vbuf.len;
-        argc = 3;
-        if (req->local_expire_ms != 0) {
-            snprintf(px, sizeof(px), "%llu",
-                     (unsigned long long)(req->local_expire_ms - req->now_ms));
-            argv[3] = "PX";
-            argvlen[3] = 2;
-            argv[4] = px;
-            argvlen[4] = strlen(px);
-            argc = 5;
-        }
-    } else {
-        argv[0] = "UNLINK";
-        argvlen[0] = 6;
-        argv[1] = (const char *)c->kbuf.data;
-        argvlen[1] = c->kbuf.len;
-        argc = 2;
+    int argc = write_args(c, req, is_set, px, argv, argvlen);
+    if (argc < 0) {
+        return (enum tc_status)argc;
     }
     struct rop *o = rop_get(c, ROP_WRITE, rt->timeout_ms);
     if (o == NULL) {
