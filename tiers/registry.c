@@ -136,6 +136,13 @@ enum tc_status tc_tier_register(struct tc_tier_registry *reg, const struct tc_ti
         ops->del == NULL) {
         return TC_EINVAL;
     }
+    /* Lock operations come all together or not at all, with a scope. */
+    int nlock =
+        (ops->lock_acquire != NULL) + (ops->lock_release != NULL) + (ops->lock_peek != NULL);
+    int scoped = (ops->caps & (TC_TIER_CAP_LOCK_HOST | TC_TIER_CAP_LOCK_CLUSTER)) != 0;
+    if ((nlock != 0 && nlock != 3) || (nlock == 3) != scoped) {
+        return TC_EINVAL;
+    }
     if (tc_tier_registry_find(reg, ops->scheme) != NULL) {
         return TC_EEXIST;
     }

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { OP_GET = 1, OP_SET, OP_DEL, OP_CLEAR };
+enum { OP_GET = 1, OP_SET, OP_DEL, OP_CLEAR, OP_LOCK_ACQUIRE, OP_LOCK_RELEASE, OP_LOCK_PEEK };
 
 /* One writer per ctx (its thread), so a relaxed load + store is enough and
  * avoids a locked read-modify-write on the hot path; stats readers use
@@ -75,6 +75,7 @@ void tc_tier_ctx_base_init(struct tc_tier_ctx *c, struct tc_tier *t, struct even
     c->_prev = NULL;
 #define TC_X(name) atomic_init(&c->counters.name, 0);
     TC_TIER_COUNTERS(TC_X)
+    TC_TIER_LOCK_COUNTERS(TC_X)
 #undef TC_X
 }
 
@@ -118,6 +119,7 @@ void tc_tier_ctx_dispose(struct tc_tier_ctx *c)
                               atomic_load_explicit(&c->counters.name, memory_order_relaxed),       \
                               memory_order_relaxed);
     TC_TIER_COUNTERS(TC_X)
+    TC_TIER_LOCK_COUNTERS(TC_X)
 #undef TC_X
     pthread_mutex_unlock(&t->_lock);
     /* Unlinked first: completions of in-flight requests that run inside
@@ -296,21 +298,27 @@ void tc_tier_stats(struct tc_tier *t, tc_tier_stat_fn emit, void *arg)
     struct {
 #define TC_X(name) uint64_t name;
         TC_TIER_COUNTERS(TC_X)
+        TC_TIER_LOCK_COUNTERS(TC_X)
 #undef TC_X
     } sum;
 
     pthread_mutex_lock(&t->_lock);
 #define TC_X(name) sum.name = atomic_load_explicit(&t->_retired.name, memory_order_relaxed);
     TC_TIER_COUNTERS(TC_X)
+    TC_TIER_LOCK_COUNTERS(TC_X)
 #undef TC_X
     for (struct tc_tier_ctx *c = t->_ctxs; c != NULL; c = c->_next) {
 #define TC_X(name) sum.name += atomic_load_explicit(&c->counters.name, memory_order_relaxed);
         TC_TIER_COUNTERS(TC_X)
+        TC_TIER_LOCK_COUNTERS(TC_X)
 #undef TC_X
     }
     pthread_mutex_unlock(&t->_lock);
 #define TC_X(name) emit(arg, #name, sum.name, TC_STAT_COUNTER);
     TC_TIER_COUNTERS(TC_X)
+    if (t->ops->caps & (TC_TIER_CAP_LOCK_HOST | TC_TIER_CAP_LOCK_CLUSTER)) {
+        TC_TIER_LOCK_COUNTERS(TC_X)
+    }
 #undef TC_X
     if (t->ops->stats != NULL) {
         t->ops->stats(t, emit, arg);
@@ -334,6 +342,96 @@ enum tc_status tc_tier_on_invalidate(struct tc_tier *t, tc_tier_invalidate_fn fn
         return TC_ENOTSUP;
     }
     return t->ops->on_invalidate(t, fn, arg);
+}
+
+/* ---- lease locks ------------------------------------------------------------ */
+
+static enum tc_status lock_finish(struct tc_tier_lock_req *req, enum tc_status st)
+{
+    struct tc_tier_ctx *c = req->_ctx;
+    if (st == TC_OK) {
+        if (req->_op == OP_LOCK_ACQUIRE) {
+            BUMP(c, locks_taken);
+        } else if (req->_op == OP_LOCK_RELEASE) {
+            BUMP(c, locks_released);
+        }
+    } else if (st == TC_EEXIST && req->_op == OP_LOCK_ACQUIRE) {
+        BUMP(c, locks_busy);
+    } else if (st == TC_ENOTFOUND && req->_op == OP_LOCK_RELEASE) {
+        BUMP(c, lock_release_refused);
+    } else if (!(st == TC_ENOTFOUND && req->_op == OP_LOCK_PEEK)) {
+        BUMP(c, lock_errors);
+    }
+    req->status = st;
+    return st;
+}
+
+void tc_tier_lock_complete(struct tc_tier_lock_req *req, enum tc_status st)
+{
+    lock_finish(req, st);
+    req->done(req);
+}
+
+static enum tc_status lock_run(struct tc_tier_ctx *c, struct tc_tier_lock_req *req, int op)
+{
+    const struct tc_tier_ops *ops = c->tier->ops;
+    enum tc_status (*fn)(struct tc_tier_ctx *, struct tc_tier_lock_req *) =
+        op == OP_LOCK_ACQUIRE   ? ops->lock_acquire
+        : op == OP_LOCK_RELEASE ? ops->lock_release
+                                : ops->lock_peek;
+    req->_ctx = c;
+    req->_op = op;
+    req->status = TC_EINPROGRESS;
+    req->remaining_ms = 0;
+    if (fn == NULL) {
+        req->status = TC_ENOTSUP;
+        return TC_ENOTSUP; /* not counted: the tier has no locks at all */
+    }
+    enum tc_status st = TC_OK;
+    if (c->base != NULL && req->done == NULL && (ops->caps & TC_TIER_CAP_ASYNC)) {
+        st = TC_EINVAL;
+    } else if (req->name == NULL || req->name_len == 0 || req->name_len > TC_LOCK_NAME_MAX) {
+        st = TC_EINVAL;
+    } else if (op == OP_LOCK_ACQUIRE && req->ttl_ms == 0) {
+        st = TC_EINVAL;
+    } else if (op == OP_LOCK_RELEASE &&
+               (req->token[0] == '\0' || memchr(req->token, '\0', TC_LOCK_TOKEN_MAX) == NULL)) {
+        st = TC_EINVAL;
+    }
+    if (op != OP_LOCK_RELEASE) {
+        req->token[0] = '\0';
+    }
+    if (st != TC_OK) {
+        return lock_finish(req, st);
+    }
+    st = fn(c, req);
+    if (st == TC_EINPROGRESS) {
+        return st;
+    }
+    return lock_finish(req, st);
+}
+
+enum tc_status tc_tier_lock_acquire(struct tc_tier_ctx *c, struct tc_tier_lock_req *req)
+{
+    return lock_run(c, req, OP_LOCK_ACQUIRE);
+}
+
+enum tc_status tc_tier_lock_release(struct tc_tier_ctx *c, struct tc_tier_lock_req *req)
+{
+    return lock_run(c, req, OP_LOCK_RELEASE);
+}
+
+enum tc_status tc_tier_lock_peek(struct tc_tier_ctx *c, struct tc_tier_lock_req *req)
+{
+    return lock_run(c, req, OP_LOCK_PEEK);
+}
+
+enum tc_status tc_tier_on_lock_release(struct tc_tier *t, tc_tier_lock_release_fn fn, void *arg)
+{
+    if (t->ops->on_lock_release == NULL) {
+        return TC_ENOTSUP;
+    }
+    return t->ops->on_lock_release(t, fn, arg);
 }
 
 void tc_tier_close(struct tc_tier *t)

@@ -47,13 +47,15 @@ struct tc_tier_registry; /* scheme -> backend table */
 struct tc_tier_req;
 
 /** Bumped whenever struct tc_tier_ops or struct tc_tier_req changes shape. */
-#define TC_TIER_ABI_VERSION 2u
+#define TC_TIER_ABI_VERSION 3u
 
 /** Capability bits of a backend (struct tc_tier_ops.caps). */
-#define TC_TIER_CAP_PERSISTENT 0x01u /* data survives a restart of the process and host */
-#define TC_TIER_CAP_SHARED     0x02u /* several processes on the host see the same data */
-#define TC_TIER_CAP_ASYNC      0x04u /* operations may return TC_EINPROGRESS */
-#define TC_TIER_CAP_REMOTE     0x08u /* data lives across a network; may be slow or down */
+#define TC_TIER_CAP_PERSISTENT   0x01u /* data survives a restart of the process and host */
+#define TC_TIER_CAP_SHARED       0x02u /* several processes on the host see the same data */
+#define TC_TIER_CAP_ASYNC        0x04u /* operations may return TC_EINPROGRESS */
+#define TC_TIER_CAP_REMOTE       0x08u /* data lives across a network; may be slow or down */
+#define TC_TIER_CAP_LOCK_HOST    0x10u /* lease locks shared by every process on the host */
+#define TC_TIER_CAP_LOCK_CLUSTER 0x20u /* lease locks shared by every host using the tier */
 
 /** Longest key any tier accepts (bytes). A backend may accept less. */
 #define TC_KEY_MAX 1024u
@@ -277,6 +279,78 @@ typedef void (*tc_tier_invalidate_fn)(void *arg, const void *key, size_t key_len
  *         (a local tier, or redis with invalidate=none).
  */
 enum tc_status tc_tier_on_invalidate(struct tc_tier *t, tc_tier_invalidate_fn fn, void *arg);
+
+/* ---- lease locks (optional: TC_TIER_CAP_LOCK_HOST / _CLUSTER) ---------- */
+
+/*
+ * A lease lock is a named mutex with an expiry, held on behalf of whoever
+ * knows its token: acquiring never waits (the caller decides how to wait,
+ * helped by tc_tier_on_lock_release), a holder that dies simply lets the
+ * lease run out, and a release must present the token. The tier that keeps
+ * the lock decides its scope: the shm tier's lock table is shared by every
+ * process on the host, the Redis tier's by every host using that Redis.
+ *
+ * Lock names share nothing with cache keys: a tier keeps them apart.
+ */
+
+/** Longest lock name, bytes. */
+#define TC_LOCK_NAME_MAX (TC_KEY_MAX + 16u)
+/** Room for a token: at most 47 characters of [0-9A-Za-z_-], NUL-terminated. */
+#define TC_LOCK_TOKEN_MAX 48u
+
+struct tc_tier_lock_req;
+typedef void (*tc_tier_lock_done_fn)(struct tc_tier_lock_req *req);
+
+/** One lock operation; caller-owned, like struct tc_tier_req. */
+struct tc_tier_lock_req {
+    /* In. */
+    const void *name; /* 1..TC_LOCK_NAME_MAX bytes, any bytes */
+    size_t name_len;
+    uint64_t ttl_ms; /* acquire: lease length, >= 1 */
+    /* acquire: out (the new token); release: in; peek: out (the holder's). */
+    char token[TC_LOCK_TOKEN_MAX];
+    /* acquire refused, peek held: ms left on the holder's lease (>= 1). */
+    uint64_t remaining_ms;
+    /*
+     * Out:
+     *   acquire  TC_OK taken; TC_EEXIST held by someone else (remaining_ms set)
+     *   release  TC_OK released; TC_ENOTFOUND not held under this token
+     *            (never taken, expired, or another holder's)
+     *   peek     TC_OK held (token, remaining_ms); TC_ENOTFOUND free
+     *   any      TC_EINVAL bad name/ttl/token; TC_EUNAVAIL, TC_ETIMEOUT, TC_EIO
+     */
+    enum tc_status status;
+    tc_tier_lock_done_fn done; /* as tc_tier_req.done */
+    void *arg;
+    /* Tier-layer private. */
+    struct tc_tier_ctx *_ctx;
+    int _op;
+};
+
+/** Takes the lock @p req->name for req->ttl_ms unless someone holds it. */
+enum tc_status tc_tier_lock_acquire(struct tc_tier_ctx *c, struct tc_tier_lock_req *req);
+/** Releases the lock if req->token is the holder's; tells every process. */
+enum tc_status tc_tier_lock_release(struct tc_tier_ctx *c, struct tc_tier_lock_req *req);
+/** Says whether the lock is held, by which token, for how long yet. */
+enum tc_status tc_tier_lock_peek(struct tc_tier_ctx *c, struct tc_tier_lock_req *req);
+
+/**
+ * Receives a release (or a takeover of an expired lease) seen by a lock tier:
+ * @p name and @p token (NUL-terminated; may be NULL when unknown) are only
+ * valid during the call. name == NULL means "some lock may have been
+ * released": the caller rechecks every lock it waits for.
+ */
+typedef void (*tc_tier_lock_release_fn)(void *arg, const void *name, size_t name_len,
+                                        const char *token);
+
+/**
+ * Registers @p fn (NULL unregisters) to hear of releases made by any
+ * process, this one included, so that waiters need not poll. Delivery is
+ * best effort (a Redis subscription may drop messages): waiters still wake
+ * up at the holder's lease expiry on their own. Threading as for
+ * tc_tier_on_invalidate(). @return TC_OK; TC_ENOTSUP.
+ */
+enum tc_status tc_tier_on_lock_release(struct tc_tier *t, tc_tier_lock_release_fn fn, void *arg);
 
 /** Current health; @p detail (may be NULL) receives a short reason. */
 enum tc_tier_health tc_tier_health(struct tc_tier *t, char *detail, size_t len);

@@ -33,9 +33,18 @@
     X(errors)                                                                                      \
     X(too_big)
 
+/** Kept likewise for lock operations; reported only by lock tiers. */
+#define TC_TIER_LOCK_COUNTERS(X)                                                                   \
+    X(locks_taken)                                                                                 \
+    X(locks_busy)                                                                                  \
+    X(locks_released)                                                                              \
+    X(lock_release_refused)                                                                        \
+    X(lock_errors)
+
 struct tc_tier_counters {
 #define TC_X(name) _Atomic uint64_t name;
     TC_TIER_COUNTERS(TC_X)
+    TC_TIER_LOCK_COUNTERS(TC_X)
 #undef TC_X
 };
 
@@ -106,6 +115,14 @@ struct tc_tier_ops {
 
     /* Added in ABI 2; optional (NULL: TC_ENOTSUP). See tc_tier_on_invalidate(). */
     enum tc_status (*on_invalidate)(struct tc_tier *t, tc_tier_invalidate_fn fn, void *arg);
+
+    /* Added in ABI 3; optional, all or none, with TC_TIER_CAP_LOCK_*. The
+     * tier layer has checked name_len, ttl_ms and done; set req->status as
+     * for the other operations, complete with tc_tier_lock_complete(). */
+    enum tc_status (*lock_acquire)(struct tc_tier_ctx *c, struct tc_tier_lock_req *req);
+    enum tc_status (*lock_release)(struct tc_tier_ctx *c, struct tc_tier_lock_req *req);
+    enum tc_status (*lock_peek)(struct tc_tier_ctx *c, struct tc_tier_lock_req *req);
+    enum tc_status (*on_lock_release)(struct tc_tier *t, tc_tier_lock_release_fn fn, void *arg);
 };
 
 /** The mem:// backend, for programs that register it under another name
@@ -118,6 +135,9 @@ extern const struct tc_tier_ops tc_tier_mem_ops;
  * Call it exactly once per TC_EINPROGRESS, on the ctx's event_base thread.
  */
 void tc_tier_complete(struct tc_tier_req *req, enum tc_status st);
+
+/** tc_tier_complete() for a lock request. */
+void tc_tier_lock_complete(struct tc_tier_lock_req *req, enum tc_status st);
 
 /**
  * Initialises the tier-layer part of a backend's ctx. Backends call it from
