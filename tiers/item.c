@@ -47,7 +47,8 @@ const char *tc_item_encoding_name(unsigned encoding)
 
 enum tc_status tc_item_hdr_encode(const struct tc_item_hdr *h, uint8_t out[TC_ITEM_HDR_SIZE])
 {
-    if (!encoding_valid(h->encoding) || (h->flags & ~TC_ITEM_F_KNOWN) != 0) {
+    if (!encoding_valid(h->encoding) || (h->flags & ~TC_ITEM_F_KNOWN) != 0 ||
+        (!(h->flags & TC_ITEM_F_GRACE) && h->grace_s != 0)) {
         return TC_EINVAL;
     }
     out[0] = TC_ITEM_MAGIC0;
@@ -56,8 +57,8 @@ enum tc_status tc_item_hdr_encode(const struct tc_item_hdr *h, uint8_t out[TC_IT
     out[3] = TC_ITEM_HDR_SIZE;
     out[4] = h->encoding;
     out[5] = h->flags;
-    out[6] = 0;
-    out[7] = 0;
+    out[6] = (uint8_t)(h->grace_s >> 8);
+    out[7] = (uint8_t)h->grace_s;
     put_be64(out + 8, h->created_ms);
     put_be64(out + 16, h->expire_ms);
     put_be32(out + 24, h->value_len);
@@ -83,11 +84,11 @@ enum tc_status tc_item_hdr_decode(const void *buf, size_t len, struct tc_item_hd
     if (p[2] != TC_ITEM_VERSION || p[3] != TC_ITEM_HDR_SIZE) {
         return TC_EVERSION;
     }
-    if (!encoding_valid(p[4]) || p[6] != 0 || p[7] != 0) {
-        return TC_ECORRUPT;
-    }
     if ((p[5] & ~TC_ITEM_F_KNOWN) != 0) {
         return TC_EVERSION;
+    }
+    if (!encoding_valid(p[4]) || (!(p[5] & TC_ITEM_F_GRACE) && (p[6] != 0 || p[7] != 0))) {
+        return TC_ECORRUPT;
     }
     uint32_t vlen = get_be32(p + 24);
     if ((uint64_t)vlen != (uint64_t)(len - TC_ITEM_HDR_SIZE)) {
@@ -98,6 +99,7 @@ enum tc_status tc_item_hdr_decode(const void *buf, size_t len, struct tc_item_hd
     h->created_ms = get_be64(p + 8);
     h->expire_ms = get_be64(p + 16);
     h->value_len = vlen;
+    h->grace_s = (uint16_t)(p[6] << 8 | p[7]);
     return TC_OK;
 }
 

@@ -13,8 +13,10 @@
  *  hl     header length in bytes (32); lets a future version append fields.
  *  enc    enum tc_item_encoding.
  *  flg    TC_ITEM_F_* bits; an unknown bit is refused (we could not honour it).
- *  rsvd   zero.
+ *  rsvd   grace in seconds when flg has TC_ITEM_F_GRACE, else zero.
  *  E      authoritative expiry, absolute ms since the Unix epoch; 0 = never.
+ *         With a grace period, E is the end of the grace: the value is
+ *         fresh until E - grace, and may be served stale until E.
  *  vlen   length of the value that follows the header.
  *  check  XXH32 (seed 0) of bytes 0..27, so that garbage which happens to start
  *         with the magic is still refused.
@@ -48,7 +50,9 @@ enum tc_item_encoding {
 
 #define TC_ITEM_F_ENCRYPTED  0x01u
 #define TC_ITEM_F_COMPRESSED 0x02u
-#define TC_ITEM_F_KNOWN      (TC_ITEM_F_ENCRYPTED | TC_ITEM_F_COMPRESSED)
+#define TC_ITEM_F_GRACE      0x04u /* rsvd holds the grace in seconds */
+#define TC_ITEM_F_KNOWN      (TC_ITEM_F_ENCRYPTED | TC_ITEM_F_COMPRESSED | TC_ITEM_F_GRACE)
+#define TC_ITEM_GRACE_MAX_S  65535u
 
 /** The decoded header. Plain data; copy freely. */
 struct tc_item_hdr {
@@ -57,7 +61,18 @@ struct tc_item_hdr {
     uint64_t created_ms; /* when the client wrote it */
     uint64_t expire_ms;  /* authoritative expiry E; 0 = never */
     uint32_t value_len;  /* bytes of value following the header */
+    uint16_t grace_s;    /* with TC_ITEM_F_GRACE: fresh until expire_ms - grace */
 };
+
+/** When the item stops being fresh (0 = never): E, or E - grace. */
+static inline uint64_t tc_item_fresh_until(const struct tc_item_hdr *h)
+{
+    if (h->expire_ms == 0 || !(h->flags & TC_ITEM_F_GRACE)) {
+        return h->expire_ms;
+    }
+    uint64_t g = (uint64_t)h->grace_s * 1000u;
+    return h->expire_ms > g ? h->expire_ms - g : 1;
+}
 
 /**
  * Encodes @p h into exactly TC_ITEM_HDR_SIZE bytes at @p out.

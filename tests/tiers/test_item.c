@@ -68,6 +68,28 @@ Test(item, encode_refuses_unknown_encoding_or_flags)
     cr_assert_eq(tc_item_hdr_encode(&h, b), TC_EINVAL);
 }
 
+Test(item, grace_round_trips_and_sets_freshness)
+{
+    uint8_t b[TC_ITEM_HDR_SIZE];
+    struct tc_item_hdr h = {TC_ENC_JSON, TC_ITEM_F_GRACE, T0, T0 + 70000, 0, 10}, out;
+    cr_assert_eq(tc_item_hdr_encode(&h, b), TC_OK);
+    cr_assert_eq(tc_item_hdr_decode(b, sizeof(b), &out), TC_OK);
+    cr_assert_eq(out.grace_s, 10);
+    cr_assert_eq(tc_item_fresh_until(&out), T0 + 60000);
+    /* Without the flag the bytes must stay zero, both ways. */
+    h.flags = 0;
+    cr_assert_eq(tc_item_hdr_encode(&h, b), TC_EINVAL);
+    h.grace_s = 0;
+    cr_assert_eq(tc_item_hdr_encode(&h, b), TC_OK);
+    cr_assert_eq(tc_item_hdr_decode(b, sizeof(b), &out), TC_OK);
+    cr_assert_eq(tc_item_fresh_until(&out), T0 + 70000);
+    b[7] = 1;
+    uint32_t sum = XXH32(b, 28, 0);
+    b[28] = (uint8_t)(sum >> 24), b[29] = (uint8_t)(sum >> 16), b[30] = (uint8_t)(sum >> 8);
+    b[31] = (uint8_t)sum;
+    cr_assert_eq(tc_item_hdr_decode(b, sizeof(b), &out), TC_ECORRUPT);
+}
+
 Test(item, every_truncation_is_refused)
 {
     uint8_t buf[TC_ITEM_HDR_SIZE + 10];
