@@ -50,6 +50,14 @@ enum tc_conf_type {
       "how often the sweeper visits each local tier")                                              \
     X("sweep-budget", sweep_budget, TC_CONF_UINT, "20000", 1, 100000000,                           \
       "entries a sweep examines per tier per visit")                                               \
+    X("grace", grace_ms, TC_CONF_DURATION, "0", 0, 65535000,                                       \
+      "keep values this long past their TTL, served stale while one client refreshes them")        \
+    X("lease", lease_ms, TC_CONF_DURATION, "5", 1, 3600000,                                        \
+      "lease given to the first client that finds a stale value (grace) without asking for one")   \
+    X("origin", origin, TC_CONF_STR, "", 0, 0,                                                     \
+      "read-through: fetch a missing /cache/{key} from URL/{key}, once for all clients")           \
+    X("origin-timeout", origin_timeout_ms, TC_CONF_DURATION, "5", 10, 600000,                      \
+      "give up on an origin fetch after this long (504)")                                          \
     X("listener", listener_shared, TC_CONF_LISTENER, "reuseport", 0, 0,                            \
       "reuseport: a listening socket per worker; shared: one socket all workers accept on")        \
     X("log-level", log_level, TC_CONF_LEVEL, "info", 0, 0, "crit, warn, notice, info or debug")    \
@@ -70,6 +78,10 @@ struct tc_conf {
     uint64_t shutdown_timeout_ms;
     uint64_t sweep_interval_ms;
     uint64_t sweep_budget;
+    uint64_t grace_ms;
+    uint64_t lease_ms;
+    const char *origin;
+    uint64_t origin_timeout_ms;
     int listener_shared;
     int log_level;
     const char *log_file;

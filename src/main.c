@@ -252,6 +252,25 @@ int main(int argc, char **argv)
     }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     srv.nworkers = conf.workers ? (size_t)conf.workers : (size_t)(cores > 0 ? cores : 1);
+    /* Dogpile locks at the widest scope a tier offers. */
+    srv.lock_tier = -1;
+    for (unsigned want = TC_TIER_CAP_LOCK_CLUSTER; want != 0 && srv.lock_tier < 0;
+         want = want == TC_TIER_CAP_LOCK_CLUSTER ? TC_TIER_CAP_LOCK_HOST : 0) {
+        for (size_t i = 0; i < ntiers; i++) {
+            if (tc_tier_caps(tiers[i]) & want) {
+                srv.lock_tier = (int)i;
+                break;
+            }
+        }
+    }
+    srv.keylock = tc_keylock_create(srv.nworkers, srv.lock_tier >= 0 ? tiers[srv.lock_tier] : NULL);
+    if (srv.keylock == NULL) {
+        tc_log(TC_LOG_CRIT, "out of memory");
+        goto out_stack;
+    }
+    tc_log(TC_LOG_INFO, "dogpile locks: %s scope%s%s", tc_keylock_scope(srv.keylock),
+           srv.lock_tier >= 0 ? " in " : "",
+           srv.lock_tier >= 0 ? tc_tier_uri(tiers[srv.lock_tier]) : "");
     srv.workers = calloc(srv.nworkers, sizeof(*srv.workers));
     m.base = event_base_new();
     if (srv.workers == NULL || m.base == NULL) {
@@ -298,7 +317,8 @@ out_stack:
         event_base_free(m.base);
     }
     free(srv.workers);
-    tc_stack_destroy(srv.stack); /* closes the tiers: flushes LMDB, detaches shm */
+    tc_keylock_destroy(srv.keylock); /* before its lock tier closes */
+    tc_stack_destroy(srv.stack);     /* closes the tiers: flushes LMDB, detaches shm */
 out_conf:
     pthread_cond_destroy(&srv.done_cond);
     pthread_mutex_destroy(&srv.done_lock);

@@ -44,12 +44,15 @@ struct route {
 
 static enum tc_status api_cache(struct tc_worker *w, struct tc_http_req *r);
 static enum tc_status api_health(struct tc_worker *w, struct tc_http_req *r);
+static enum tc_status api_locks(struct tc_worker *w, struct tc_http_req *r);
 static enum tc_status api_stats(struct tc_worker *w, struct tc_http_req *r);
 static enum tc_status api_metrics(struct tc_worker *w, struct tc_http_req *r);
 
 static const struct route routes[] = {
     {CACHE_PREFIX, 1, TC_HTTP_GET | TC_HTTP_HEAD | TC_HTTP_PUT | TC_HTTP_DELETE,
      "GET, HEAD, PUT, DELETE", api_cache},
+    {"/locks/", 1, TC_HTTP_GET | TC_HTTP_HEAD | TC_HTTP_POST | TC_HTTP_DELETE,
+     "GET, HEAD, POST, DELETE", api_locks},
     {"/health", 0, TC_HTTP_GET | TC_HTTP_HEAD, "GET, HEAD", api_health},
     {"/stats", 0, TC_HTTP_GET | TC_HTTP_HEAD, "GET, HEAD", api_stats},
     {"/metrics", 0, TC_HTTP_GET | TC_HTTP_HEAD, "GET, HEAD", api_metrics},
@@ -159,15 +162,34 @@ void tc_routes_handle(struct tc_http_req *r, void *arg)
         respond_error(w, r, 400, "bad_key", NULL, "the key is empty: use /cache/{key}");
         return;
     }
-    respond_error(w, r, 404, "not_found", NULL,
-                  "no such path (the API is /cache/{key}, /health, /stats, /metrics)");
+    respond_error(
+        w, r, 404, "not_found", NULL,
+        "no such path (the API is /cache/{key}, /locks/{name}, /health, /stats, /metrics)");
 }
 
 /* ---- /cache/{key} ---------------------------------------------------------------------- */
 
+/* How a GET treats a miss (see README "Dogpile protection"). */
+enum {
+    MODE_PLAIN = 0,  /* 404 */
+    MODE_LEASE = 1,  /* X-Cache-Lease: the first caller gets a lease, the others wait */
+    MODE_ORIGIN = 2, /* --origin: one caller fetches, the others wait for its answer */
+};
+
 struct cache_call {
     struct tc_worker *w;
     struct tc_http_req *r;
+    struct tc_stack_op *op; /* the current operation; a stale value stays in it */
+    int mode;
+    int parked;                    /* was woken at least once */
+    int last_try;                  /* lease mode: the try at the end of the wait was made */
+    uint64_t lock_ms;              /* the lease a leader takes */
+    uint64_t deadline_ms;          /* waiting ends */
+    char token[TC_LOCK_TOKEN_MAX]; /* PUT: the lease it presents; leader: the lease it holds */
+    enum tc_status put_status;     /* PUT with a lease: the write's outcome */
+    struct tc_kl_waiter kw;
+    size_t lname_len;
+    uint8_t lname[2 + TC_KEY_MAX]; /* "k:" + key: the lock of the key */
 };
 
 /* Printable ASCII other than '"' and '\\' is its own JSON string body: the
@@ -264,7 +286,15 @@ static int parse_ttl(struct tc_worker *w, struct tc_http_req *r, json_t *v, cons
 
 static void call_free(struct cache_call *cc)
 {
+    if (cc->op != NULL) {
+        tc_stack_op_release(cc->op);
+    }
     free(cc);
+}
+
+static struct tc_keylock *kl_of(const struct cache_call *cc)
+{
+    return cc->w->srv->keylock;
 }
 
 static const char *tier_label(int i)
@@ -317,36 +347,41 @@ static enum tc_status hit_body(const struct cache_call *cc, const struct tc_stac
     }
     char ttl[48];
     int n;
-    if (op->hdr.expire_ms == 0) {
+    uint64_t fresh = tc_item_fresh_until(&op->hdr);
+    if (fresh == 0) {
         n = snprintf(ttl, sizeof(ttl), ",\"ttl\":null}");
+    } else if (fresh <= op->now_ms) {
+        n = snprintf(ttl, sizeof(ttl), ",\"ttl\":0,\"stale\":true}");
     } else {
-        uint64_t left = op->hdr.expire_ms > op->now_ms ? op->hdr.expire_ms - op->now_ms : 0;
+        uint64_t left = fresh - op->now_ms;
         n = snprintf(ttl, sizeof(ttl), ",\"ttl\":%llu}", (unsigned long long)((left + 999) / 1000));
     }
     return tc_buf_append(out, ttl, (size_t)n);
 }
 
-static void get_done(struct tc_stack_op *op)
+/* Answers with the value in op: fresh (HIT) or within grace (STALE). */
+static void answer_hit(struct cache_call *cc, struct tc_stack_op *op, int stale)
 {
-    struct cache_call *cc = op->arg;
     struct tc_worker *w = cc->w;
     struct tc_http_req *r = cc->r;
-    if (op->status != TC_OK) {
-        if (op->status == TC_ENOTFOUND) {
-            respond_error(w, r, 404, "not_found", "X-Cache: MISS\r\n", "no value for this key");
-        } else {
-            respond_status(w, r, op->status);
-        }
-        goto out;
+    char headers[128];
+    if (stale) {
+        uint64_t age = op->now_ms > op->hdr.created_ms ? op->now_ms - op->hdr.created_ms : 0;
+        snprintf(headers, sizeof(headers), "X-Cache: STALE\r\nX-Cache-Tier: %s\r\nAge: %llu\r\n",
+                 tier_label(op->hit_tier), (unsigned long long)(age / 1000));
+        tc_keylock_count(kl_of(cc), TC_KL_stale_served);
+    } else {
+        snprintf(headers, sizeof(headers), "X-Cache: HIT\r\nX-Cache-Tier: %s\r\n",
+                 tier_label(op->hit_tier));
     }
-    char headers[64];
-    snprintf(headers, sizeof(headers), "X-Cache: HIT\r\nX-Cache-Tier: %s\r\n",
-             tier_label(op->hit_tier));
+    if (cc->parked) {
+        tc_keylock_count(kl_of(cc), TC_KL_waiters_served);
+    }
     const char *accept = tc_http_header(r, "accept");
     if (accept != NULL && strstr(accept, "application/octet-stream") != NULL &&
         strstr(accept, "application/json") == NULL) {
         respond(w, r, 200, "application/octet-stream", op->value.data, op->value.len, headers);
-        goto out;
+        return;
     }
     struct tc_buf body = TC_BUF_INIT;
     enum tc_status st = hit_body(cc, op, &body);
@@ -358,9 +393,173 @@ static void get_done(struct tc_stack_op *op)
         respond_status(w, r, st == TC_ECORRUPT ? TC_EIO : st);
     }
     tc_buf_deinit(&body);
-out:
+}
+
+static void get_done(struct tc_stack_op *op);
+static void recheck_done(struct tc_stack_op *op);
+static void miss_lock_cb(struct tc_kl_waiter *kw);
+static void stale_lock_cb(struct tc_kl_waiter *kw);
+static void lead(struct cache_call *cc);
+
+static void start_lock(struct cache_call *cc, uint64_t deadline_ms,
+                       void (*cb)(struct tc_kl_waiter *kw))
+{
+    cc->kw.ttl_ms = cc->lock_ms;
+    cc->kw.deadline_ms = deadline_ms;
+    cc->kw.cb = cb;
+    cc->kw.arg = cc;
+    tc_keylock_acquire(cc->w->home, &cc->kw, cc->lname, cc->lname_len);
+}
+
+/* Reads the key again through the stack (after a wait, or as a new leader). */
+static void reread(struct cache_call *cc, tc_stack_cb cb)
+{
+    struct tc_stack_op *op =
+        tc_stack_op_create(cc->w->sc, cc->op->key, cc->op->key_len, tc_now_ms());
+    if (op == NULL) {
+        respond_status(cc->w, cc->r, TC_ENOMEM);
+        call_free(cc);
+        return;
+    }
+    tc_stack_op_release(cc->op);
+    cc->op = op;
+    tc_stack_get(op, cb, cc);
+}
+
+static void grant_lease(struct cache_call *cc)
+{
+    char headers[128];
+    snprintf(headers, sizeof(headers), "X-Cache: MISS\r\nX-Lease-Token: %s\r\n", cc->token);
+    tc_keylock_count(kl_of(cc), TC_KL_leases_granted);
+    respond_error(cc->w, cc->r, 404, "not_found", headers,
+                  "no value for this key: you hold its lease for %llu ms; PUT the value with "
+                  "header X-Lease-Token",
+                  (unsigned long long)cc->lock_ms);
+}
+
+static void get_done(struct tc_stack_op *op)
+{
+    struct cache_call *cc = op->arg;
+    struct tc_worker *w = cc->w;
+    struct tc_http_req *r = cc->r;
+    if (op->status == TC_OK) {
+        uint64_t fresh = tc_item_fresh_until(&op->hdr);
+        if (fresh == 0 || op->now_ms < fresh) {
+            answer_hit(cc, op, 0);
+            call_free(cc);
+            return;
+        }
+        /* Within grace: one caller refreshes it, everyone else gets it stale. */
+        start_lock(cc, 0, stale_lock_cb);
+        return;
+    }
+    if (op->status != TC_ENOTFOUND) {
+        respond_status(w, r, op->status);
+        call_free(cc);
+        return;
+    }
+    if (cc->mode == MODE_PLAIN) {
+        respond_error(w, r, 404, "not_found", "X-Cache: MISS\r\n", "no value for this key");
+        call_free(cc);
+        return;
+    }
+    start_lock(cc, cc->deadline_ms, miss_lock_cb);
+}
+
+static void stale_lock_cb(struct tc_kl_waiter *kw)
+{
+    struct cache_call *cc = kw->arg;
+    if (kw->outcome == TC_KL_ACQUIRED) {
+        snprintf(cc->token, sizeof(cc->token), "%s", kw->token);
+        lead(cc);
+        return;
+    }
+    tc_kl_result_unref(kw->result);
+    answer_hit(cc, cc->op, 1);
     call_free(cc);
-    tc_stack_op_release(op);
+}
+
+static void miss_lock_cb(struct tc_kl_waiter *kw)
+{
+    struct cache_call *cc = kw->arg;
+    struct tc_worker *w = cc->w;
+    switch (kw->outcome) {
+    case TC_KL_ACQUIRED:
+        /* Someone may have stored the value between our miss and now. */
+        snprintf(cc->token, sizeof(cc->token), "%s", kw->token);
+        reread(cc, recheck_done);
+        return;
+    case TC_KL_WOKEN:
+        cc->parked = 1;
+        if (kw->result != NULL) {
+            struct tc_kl_result *res = kw->result;
+            kw->result = NULL;
+            tc_kl_result_unref(res);
+        }
+        reread(cc, get_done);
+        return;
+    case TC_KL_TIMEOUT:
+        if (cc->mode == MODE_LEASE && !cc->last_try) {
+            /* The end of our wait is about when the lease we waited on ends:
+             * one more try, so that one waiter takes over an abandoned lease. */
+            cc->last_try = 1;
+            start_lock(cc, 0, miss_lock_cb);
+            return;
+        }
+        if (cc->mode == MODE_LEASE) {
+            respond_error(w, cc->r, 404, "lease_timeout", "X-Cache: MISS\r\n",
+                          "no value arrived within %llu ms and another client holds the lease "
+                          "(for %llu ms more)",
+                          (unsigned long long)cc->lock_ms, (unsigned long long)kw->remaining_ms);
+        } else {
+            respond_error(w, cc->r, 504, "origin_timeout", NULL,
+                          "waited %llu ms for another request's origin fetch of this key",
+                          (unsigned long long)cc->lock_ms);
+        }
+        break;
+    default:
+        respond_status(w, cc->r, kw->status == TC_OK ? TC_EUNAVAIL : kw->status);
+        break;
+    }
+    call_free(cc);
+}
+
+/* A new leader: is the value there after all? */
+static void recheck_done(struct tc_stack_op *op)
+{
+    struct cache_call *cc = op->arg;
+    if (op->status == TC_OK) {
+        uint64_t fresh = tc_item_fresh_until(&op->hdr);
+        if (fresh == 0 || op->now_ms < fresh) {
+            tc_keylock_release(cc->w->home, cc->lname, cc->lname_len, cc->token, NULL, NULL, NULL);
+            answer_hit(cc, op, 0);
+            call_free(cc);
+            return;
+        }
+    }
+    lead(cc);
+}
+
+/* This request holds the key's lock (cc->token) and the value is missing or
+ * stale: hand the lease to the client. */
+static void lead(struct cache_call *cc)
+{
+    grant_lease(cc);
+    call_free(cc);
+}
+
+static void put_release_done(void *arg, enum tc_status st, uint64_t remaining, const char *token)
+{
+    struct cache_call *cc = arg;
+    (void)remaining;
+    (void)token;
+    if (st == TC_OK) {
+        tc_keylock_count(kl_of(cc), TC_KL_leases_fulfilled);
+    }
+    static const char ok[] = "{\"ok\":true}";
+    respond(cc->w, cc->r, 200, "application/json", ok, sizeof(ok) - 1,
+            st == TC_OK ? "X-Lease: released\r\n" : "X-Lease: expired\r\n");
+    call_free(cc);
 }
 
 static void write_done(struct tc_stack_op *op)
@@ -368,6 +567,18 @@ static void write_done(struct tc_stack_op *op)
     struct cache_call *cc = op->arg;
     struct tc_worker *w = cc->w;
     struct tc_http_req *r = cc->r;
+    if (op->_kind == TC_STACK_SET && cc->token[0] != '\0') {
+        /* A leaseholder's PUT: release the lease so that waiters read the
+         * value (or, if storing failed, one of them takes the lease over). */
+        if (op->status == TC_OK) {
+            tc_keylock_release(w->home, cc->lname, cc->lname_len, cc->token, NULL, put_release_done,
+                               cc);
+            return;
+        }
+        tc_keylock_release(w->home, cc->lname, cc->lname_len, cc->token, NULL, NULL, NULL);
+    } else if (op->_kind == TC_STACK_SET && op->status == TC_OK) {
+        tc_keylock_poke(w->home, cc->lname, cc->lname_len); /* waiters may have it now */
+    }
     if (op->status == TC_OK) {
         static const char ok[] = "{\"ok\":true}";
         respond(w, r, 200, "application/json", ok, sizeof(ok) - 1, NULL);
@@ -389,7 +600,24 @@ static void write_done(struct tc_stack_op *op)
                       op->_kind == TC_STACK_SET ? "storing" : "deleting", failed);
     }
     call_free(cc);
-    tc_stack_op_release(op);
+}
+
+static void put_check_done(void *arg, enum tc_status st, uint64_t remaining, const char *token)
+{
+    struct cache_call *cc = arg;
+    (void)remaining;
+    if (st == TC_OK && strcmp(token, cc->token) == 0) {
+        tc_stack_set(cc->op, write_done, cc);
+        return;
+    }
+    if (st == TC_OK || st == TC_ENOTFOUND) {
+        respond_error(cc->w, cc->r, 409, "not_owner", NULL,
+                      "X-Lease-Token does not hold the lease of this key (it expired, was "
+                      "released, or was never granted): nothing stored");
+    } else {
+        respond_status(cc->w, cc->r, st);
+    }
+    call_free(cc);
 }
 
 /* Content-Type without parameters, lower case compare. */
@@ -496,65 +724,157 @@ static enum tc_status cache_put(struct cache_call *cc, struct tc_stack_op *op, s
     }
     op->hdr.created_ms = op->now_ms;
     op->hdr.expire_ms = ttl_ms == 0 ? 0 : op->now_ms + ttl_ms;
+    if (ttl_ms != 0 && conf->grace_ms > 0) {
+        /* Every tier keeps it through the grace; readers see it fresh until
+         * the TTL and stale after. */
+        op->hdr.flags |= TC_ITEM_F_GRACE;
+        op->hdr.grace_s = (uint16_t)((conf->grace_ms + 999) / 1000);
+        op->hdr.expire_ms += (uint64_t)op->hdr.grace_s * 1000;
+    }
+    const char *token = tc_http_header(r, "x-lease-token");
+    if (token != NULL) {
+        size_t n = strlen(token);
+        if (n == 0 || n >= TC_LOCK_TOKEN_MAX) {
+            respond_error(w, r, 400, "bad_token", NULL,
+                          "X-Lease-Token must be the 1 to %u characters a lease GET returned",
+                          TC_LOCK_TOKEN_MAX - 1);
+            return TC_EEXIST;
+        }
+        memcpy(cc->token, token, n + 1);
+        tc_keylock_peek(w->home, cc->lname, cc->lname_len, put_check_done, cc);
+        return TC_OK;
+    }
     tc_stack_set(op, write_done, cc);
     return TC_OK;
 }
 
-static enum tc_status api_cache(struct tc_worker *w, struct tc_http_req *r)
+/*
+ * Percent-decodes the key or lock name at raw (@p what: "key", "lock name")
+ * into *name / *len, with *to_free the copy to free (NULL when raw had no
+ * escapes). Returns 0, or -1 when it answered the request (bad name) or
+ * *st holds an error to answer.
+ */
+static int decode_name(struct tc_worker *w, struct tc_http_req *r, const char *raw,
+                       const char *what, const char *usage, char **to_free, const char **name,
+                       size_t *len, enum tc_status *st)
 {
-    const char *raw = r->path + CACHE_PREFIX_LEN;
-    size_t klen = 0;
+    *to_free = NULL;
+    *st = TC_OK;
     if (raw[0] == '\0') {
-        respond_error(w, r, 400, "bad_key", NULL, "the key is empty: use /cache/{key}");
-        return TC_OK;
+        respond_error(w, r, 400, "bad_key", NULL, "the %s is empty: use %s", what, usage);
+        return -1;
     }
     if (strlen(raw) > TC_KEY_MAX * 3) {
-        respond_error(w, r, 414, "key_too_long", NULL, "the key is longer than %u bytes",
+        respond_error(w, r, 414, "key_too_long", NULL, "the %s is longer than %u bytes", what,
                       TC_KEY_MAX);
-        return TC_OK;
+        return -1;
     }
-    /* Most keys have no escapes: no decoding copy for them. */
-    char *decoded = NULL;
-    const char *key = raw;
+    /* Most names have no escapes: no decoding copy for them. */
+    size_t n = 0;
+    const char *k = raw;
     if (strchr(raw, '%') != NULL) {
-        decoded = evhttp_uridecode(raw, 0, &klen);
-        if (decoded == NULL) {
-            return TC_ENOMEM;
+        *to_free = evhttp_uridecode(raw, 0, &n);
+        if (*to_free == NULL) {
+            *st = TC_ENOMEM;
+            return -1;
         }
-        key = decoded;
+        k = *to_free;
     } else {
-        klen = strlen(raw);
+        n = strlen(raw);
     }
-    if (klen == 0 || klen > TC_KEY_MAX) {
-        respond_error(w, r, klen ? 414 : 400, klen ? "key_too_long" : "bad_key", NULL,
-                      "the key must be 1 to %u bytes after percent-decoding (it is %zu)",
-                      TC_KEY_MAX, klen);
-        free(decoded);
-        return TC_OK;
+    if (n == 0 || n > TC_KEY_MAX) {
+        respond_error(w, r, n ? 414 : 400, n ? "key_too_long" : "bad_key", NULL,
+                      "the %s must be 1 to %u bytes after percent-decoding (it is %zu)", what,
+                      TC_KEY_MAX, n);
+        free(*to_free);
+        *to_free = NULL;
+        return -1;
     }
-    if (!valid_utf8(key, klen)) {
-        free(decoded);
+    if (!valid_utf8(k, n)) {
+        free(*to_free);
+        *to_free = NULL;
         respond_error(w, r, 400, "bad_key", NULL,
-                      "the key must be valid UTF-8 after percent-decoding");
-        return TC_OK;
+                      "the %s must be valid UTF-8 after percent-decoding", what);
+        return -1;
+    }
+    *name = k;
+    *len = n;
+    return 0;
+}
+
+/* A positive whole number of ms from a header or query value; 0 if bad. */
+static uint64_t parse_ms(const char *s, uint64_t max)
+{
+    char *end;
+    if (s == NULL || *s < '0' || *s > '9') {
+        return 0;
+    }
+    unsigned long long v = strtoull(s, &end, 10);
+    return *end == '\0' && v >= 1 && v <= max ? (uint64_t)v : 0;
+}
+
+#define LEASE_MAX_MS 3600000u
+
+static enum tc_status api_cache(struct tc_worker *w, struct tc_http_req *r)
+{
+    const struct tc_conf *conf = w->srv->conf;
+    char *decoded;
+    const char *key;
+    size_t klen;
+    enum tc_status st;
+    if (decode_name(w, r, r->path + CACHE_PREFIX_LEN, "key", "/cache/{key}", &decoded, &key, &klen,
+                    &st) != 0) {
+        return st;
     }
     struct cache_call *cc = malloc(sizeof(*cc));
-    struct tc_stack_op *op = cc ? tc_stack_op_create(w->sc, key, klen, tc_now_ms()) : NULL;
-    free(decoded);
+    uint64_t now = tc_now_ms();
+    struct tc_stack_op *op = cc ? tc_stack_op_create(w->sc, key, klen, now) : NULL;
     if (op == NULL) {
+        free(decoded);
         free(cc);
         return TC_ENOMEM;
     }
+    /* Everything but the lock name's bytes: those are written just below. */
+    memset(cc, 0, offsetof(struct cache_call, lname));
     cc->w = w;
     cc->r = r;
+    cc->op = op;
+    cc->lname[0] = 'k';
+    cc->lname[1] = ':';
+    memcpy(cc->lname + 2, key, klen);
+    cc->lname_len = klen + 2;
+    free(decoded);
     struct evkeyvalq q;
     TAILQ_INIT(&q);
-    enum tc_status st = TC_OK;
+    st = TC_OK;
     switch (r->method) {
     case TC_HTTP_GET:
-    case TC_HTTP_HEAD:
+    case TC_HTTP_HEAD: {
+        const char *lease = tc_http_header(r, "x-cache-lease");
+        if (lease == NULL) {
+            lease = query_param(r, "lease", &q);
+        }
+        if (lease != NULL) {
+            cc->mode = MODE_LEASE;
+            cc->lock_ms = parse_ms(lease, LEASE_MAX_MS);
+            if (cc->lock_ms == 0) {
+                respond_error(w, r, 400, "bad_lease", NULL,
+                              "a lease is a whole number of ms from 1 to %u, not '%s'",
+                              LEASE_MAX_MS, lease);
+                call_free(cc);
+                break;
+            }
+        } else if (conf->origin[0] != '\0') {
+            cc->mode = MODE_ORIGIN;
+            cc->lock_ms = conf->origin_timeout_ms + 1000;
+        } else {
+            cc->mode = MODE_PLAIN;
+            cc->lock_ms = conf->lease_ms; /* for a stale value's refresh */
+        }
+        cc->deadline_ms = now + cc->lock_ms;
         tc_stack_get(op, get_done, cc);
         break;
+    }
     case TC_HTTP_DELETE:
         tc_stack_del(op, write_done, cc);
         break;
@@ -562,18 +882,209 @@ static enum tc_status api_cache(struct tc_worker *w, struct tc_http_req *r)
         st = cache_put(cc, op, &q);
         if (st != TC_OK) {
             call_free(cc);
-            tc_stack_op_release(op);
             st = st == TC_EEXIST ? TC_OK : st; /* TC_EEXIST: already answered */
         }
         break;
     default:
         st = TC_EINVAL;
         call_free(cc);
-        tc_stack_op_release(op);
         break;
     }
     evhttp_clear_headers(&q);
     return st;
+}
+
+/* ---- /locks/{name} ---------------------------------------------------------------------- */
+
+#define LOCKS_PREFIX     "/locks/"
+#define LOCKS_PREFIX_LEN (sizeof(LOCKS_PREFIX) - 1)
+#define LOCK_DEFAULT_TTL 30000u
+#define LOCK_MAX_WAIT    3600000u
+
+struct lock_call {
+    struct tc_worker *w;
+    struct tc_http_req *r;
+    struct tc_kl_waiter kw;
+    int waited;
+    size_t name_len; /* of the name without its "n:" */
+    uint8_t lname[2 + TC_KEY_MAX];
+};
+
+static json_t *lock_name_json(const struct lock_call *lc)
+{
+    json_t *j = json_stringn((const char *)lc->lname + 2, lc->name_len);
+    return j ? j : json_string("");
+}
+
+static void lock_acquire_cb(struct tc_kl_waiter *kw)
+{
+    struct lock_call *lc = kw->arg;
+    struct tc_worker *w = lc->w;
+    tc_kl_result_unref(kw->result);
+    kw->result = NULL;
+    if (kw->outcome == TC_KL_WOKEN) {
+        /* Released (or its lease ended): try again within our wait. */
+        if (!lc->waited) {
+            lc->waited = 1;
+            tc_keylock_count(w->srv->keylock, TC_KL_lock_waits);
+        }
+        tc_keylock_acquire(w->home, kw, lc->lname, lc->name_len + 2);
+        return;
+    }
+    if (kw->outcome == TC_KL_ACQUIRED) {
+        json_t *j = json_object();
+        json_object_set_new(j, "name", lock_name_json(lc));
+        json_object_set_new(j, "token", json_string(kw->token));
+        json_object_set_new(j, "ttl", json_real((double)kw->ttl_ms / 1000.0));
+        respond_json(w, lc->r, 200, j, NULL);
+    } else if (kw->outcome == TC_KL_TIMEOUT) {
+        respond_error(w, lc->r, 409, "timeout", NULL,
+                      "the lock is held by someone else (for %llu ms more)",
+                      (unsigned long long)kw->remaining_ms);
+    } else {
+        respond_status(w, lc->r, kw->status == TC_OK ? TC_EUNAVAIL : kw->status);
+    }
+    free(lc);
+}
+
+static void lock_release_done(void *arg, enum tc_status st, uint64_t remaining, const char *token)
+{
+    struct lock_call *lc = arg;
+    (void)remaining;
+    (void)token;
+    if (st == TC_OK) {
+        static const char ok[] = "{\"ok\":true}";
+        respond(lc->w, lc->r, 200, "application/json", ok, sizeof(ok) - 1, NULL);
+    } else if (st == TC_ENOTFOUND) {
+        respond_error(lc->w, lc->r, 409, "not_owner", NULL,
+                      "this token does not hold the lock (it expired, was released, or belongs "
+                      "to someone else)");
+    } else {
+        respond_status(lc->w, lc->r, st);
+    }
+    free(lc);
+}
+
+static void lock_peek_done(void *arg, enum tc_status st, uint64_t remaining, const char *token)
+{
+    struct lock_call *lc = arg;
+    (void)token; /* the holder's: never shown */
+    if (st != TC_OK && st != TC_ENOTFOUND) {
+        respond_status(lc->w, lc->r, st);
+    } else {
+        json_t *j = json_object();
+        json_object_set_new(j, "name", lock_name_json(lc));
+        json_object_set_new(j, "held", json_boolean(st == TC_OK));
+        if (st == TC_OK) {
+            json_object_set_new(j, "ttl", json_real((double)remaining / 1000.0));
+        }
+        json_object_set_new(j, "scope", json_string(tc_keylock_scope(lc->w->srv->keylock)));
+        respond_json(lc->w, lc->r, 200, j, NULL);
+    }
+    free(lc);
+}
+
+/* Seconds in a JSON member → ms in [0, max]; -1 (answered) if bad. */
+static int json_seconds(struct tc_worker *w, struct tc_http_req *r, json_t *doc, const char *name,
+                        uint64_t def, uint64_t max, uint64_t *out)
+{
+    json_t *v = doc ? json_object_get(doc, name) : NULL;
+    *out = def;
+    if (v == NULL || json_is_null(v)) {
+        return 0;
+    }
+    double secs = json_is_number(v) ? json_number_value(v) : -1;
+    if (!isfinite(secs) || secs < 0 || secs * 1000.0 > (double)max) {
+        respond_error(w, r, 400, "bad_request", NULL,
+                      "\"%s\" must be a number of seconds from 0 to %.0f", name,
+                      (double)max / 1000.0);
+        return -1;
+    }
+    *out = (uint64_t)llround(secs * 1000.0);
+    return 0;
+}
+
+static enum tc_status api_locks(struct tc_worker *w, struct tc_http_req *r)
+{
+    char *decoded;
+    const char *name;
+    size_t len;
+    enum tc_status st;
+    if (decode_name(w, r, r->path + LOCKS_PREFIX_LEN, "lock name", "/locks/{name}", &decoded, &name,
+                    &len, &st) != 0) {
+        return st;
+    }
+    struct lock_call *lc = calloc(1, sizeof(*lc));
+    if (lc == NULL) {
+        free(decoded);
+        return TC_ENOMEM;
+    }
+    lc->w = w;
+    lc->r = r;
+    lc->lname[0] = 'n';
+    lc->lname[1] = ':';
+    memcpy(lc->lname + 2, name, len);
+    lc->name_len = len;
+    free(decoded);
+
+    json_t *doc = NULL;
+    if (r->body.len > 0) {
+        json_error_t err;
+        doc = json_loadb((const char *)r->body.data, r->body.len, 0, &err);
+        if (!json_is_object(doc)) {
+            json_decref(doc);
+            respond_error(w, r, 400, "bad_json", NULL,
+                          "the body must be a JSON object like {\"ttl\": 30, \"wait\": 5}");
+            free(lc);
+            return TC_OK;
+        }
+    }
+    if (r->method == TC_HTTP_POST) {
+        uint64_t ttl, wait;
+        if (json_seconds(w, r, doc, "ttl", LOCK_DEFAULT_TTL, w->srv->conf->max_ttl_ms, &ttl) != 0 ||
+            json_seconds(w, r, doc, "wait", 0, LOCK_MAX_WAIT, &wait) != 0) {
+            json_decref(doc);
+            free(lc);
+            return TC_OK;
+        }
+        json_decref(doc);
+        if (ttl == 0) {
+            respond_error(w, r, 400, "bad_request", NULL, "\"ttl\" must be above 0");
+            free(lc);
+            return TC_OK;
+        }
+        lc->kw.ttl_ms = ttl;
+        lc->kw.deadline_ms = wait ? tc_now_ms() + wait : 0;
+        lc->kw.cb = lock_acquire_cb;
+        lc->kw.arg = lc;
+        tc_keylock_acquire(w->home, &lc->kw, lc->lname, len + 2);
+        return TC_OK;
+    }
+    if (r->method == TC_HTTP_DELETE) {
+        struct evkeyvalq q;
+        TAILQ_INIT(&q);
+        const char *token = tc_http_header(r, "x-lock-token");
+        if (token == NULL) {
+            token = query_param(r, "token", &q);
+        }
+        if (token == NULL && doc != NULL && json_is_string(json_object_get(doc, "token"))) {
+            token = json_string_value(json_object_get(doc, "token"));
+        }
+        if (token == NULL || token[0] == '\0' || strlen(token) >= TC_LOCK_TOKEN_MAX) {
+            respond_error(w, r, 400, "missing_token", NULL,
+                          "give the token that POST returned: header X-Lock-Token, ?token=, or "
+                          "{\"token\": ...}");
+            free(lc);
+        } else {
+            tc_keylock_release(w->home, lc->lname, len + 2, token, NULL, lock_release_done, lc);
+        }
+        evhttp_clear_headers(&q);
+        json_decref(doc);
+        return TC_OK;
+    }
+    json_decref(doc);
+    tc_keylock_peek(w->home, lc->lname, len + 2, lock_peek_done, lc);
+    return TC_OK;
 }
 
 /* ---- /health ------------------------------------------------------------------------------ */
@@ -724,6 +1235,17 @@ static enum tc_status api_stats(struct tc_worker *w, struct tc_http_req *r)
     json_object_set_new(iv, "subscription_lost", json_integer((json_int_t)lost));
     json_object_set_new(j, "invalidations", iv);
 
+    json_t *locks = json_object();
+    json_object_set_new(locks, "scope", json_string(tc_keylock_scope(srv->keylock)));
+    json_object_set_new(locks, "active",
+                        json_integer((json_int_t)tc_keylock_entries(srv->keylock)));
+    for (int k = 0; k < TC_KL_NSTATS; k++) {
+        json_object_set_new(
+            locks, tc_keylock_stat_name((enum tc_kl_stat)k),
+            json_integer((json_int_t)tc_keylock_stat(srv->keylock, (enum tc_kl_stat)k)));
+    }
+    json_object_set_new(j, "dogpile", locks);
+
     json_t *tiers = json_array();
     for (size_t i = 0; i < tc_stack_ntiers(srv->stack); i++) {
         struct tc_tier *t = tc_stack_tier(srv->stack, i);
@@ -861,6 +1383,20 @@ static enum tc_status api_metrics(struct tc_worker *w, struct tc_http_req *r)
                 "Times the invalidation subscription was lost (messages may be missed).");
     prom_line(&b, "tiercache_invalidation_subscription_lost_total %llu\n",
               (unsigned long long)lost);
+    prom_family(&b, "tiercache_dogpile_active", "gauge",
+                "Keys and lock names with waiters or a holder in this process.");
+    prom_line(&b, "tiercache_dogpile_active{scope=\"%s\"} %llu\n", tc_keylock_scope(srv->keylock),
+              (unsigned long long)tc_keylock_entries(srv->keylock));
+    for (int k = 0; k < TC_KL_NSTATS; k++) {
+        char fam[96], help[160];
+        snprintf(fam, sizeof(fam), "tiercache_dogpile_%s_total",
+                 tc_keylock_stat_name((enum tc_kl_stat)k));
+        snprintf(help, sizeof(help), "Dogpile protection: %s.",
+                 tc_keylock_stat_help((enum tc_kl_stat)k));
+        prom_family(&b, fam, "counter", help);
+        prom_line(&b, "%s %llu\n", fam,
+                  (unsigned long long)tc_keylock_stat(srv->keylock, (enum tc_kl_stat)k));
+    }
     prom_family(&b, "tiercache_tier_up", "gauge", "1 if the tier is serving (ok or degraded).");
     for (size_t i = 0; i < nt; i++) {
         struct tc_tier *t = tc_stack_tier(srv->stack, i);

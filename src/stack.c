@@ -230,6 +230,11 @@ void tc_stack_ctx_dispose(struct tc_stack_ctx *sc)
     free(sc);
 }
 
+struct tc_tier_ctx *tc_stack_ctx_tier(const struct tc_stack_ctx *sc, size_t i)
+{
+    return sc->ctx[i];
+}
+
 const struct tc_hist *tc_stack_ctx_hist(const struct tc_stack_ctx *sc, size_t i, int kind)
 {
     return &sc->hist[i][kind];

@@ -106,6 +106,9 @@ enum tc_status tc_stack_ctx_init(struct tc_stack *s, struct event_base *base,
 /** Disposes of @p sc; in-flight operations complete (TC_EUNAVAIL) first. */
 void tc_stack_ctx_dispose(struct tc_stack_ctx *sc);
 
+/** This ctx's ctx of tier @p i (for operations beside get/set/del: locks). */
+struct tc_tier_ctx *tc_stack_ctx_tier(const struct tc_stack_ctx *sc, size_t i);
+
 /** Latency histogram of tier @p i for operation kind @p kind in this ctx. */
 const struct tc_hist *tc_stack_ctx_hist(const struct tc_stack_ctx *sc, size_t i, int kind);
 
