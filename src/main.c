@@ -268,6 +268,19 @@ int main(int argc, char **argv)
         tc_log(TC_LOG_CRIT, "out of memory");
         goto out_stack;
     }
+    if (conf.origin[0] != '\0') {
+        char err[512];
+        /* An answer may be as large as the largest value we store. */
+        srv.origin =
+            tc_origin_create(conf.origin, conf.origin_timeout_ms, conf.max_value, err, sizeof(err));
+        if (srv.origin == NULL) {
+            tc_log(TC_LOG_CRIT, "--origin: %s", err);
+            fprintf(stderr, "tiercache: --origin: %s\n", err);
+            goto out_stack;
+        }
+        tc_log(TC_LOG_INFO, "read-through from %s (timeout %llu ms)", tc_origin_url(srv.origin),
+               (unsigned long long)conf.origin_timeout_ms);
+    }
     tc_log(TC_LOG_INFO, "dogpile locks: %s scope%s%s", tc_keylock_scope(srv.keylock),
            srv.lock_tier >= 0 ? " in " : "",
            srv.lock_tier >= 0 ? tc_tier_uri(tiers[srv.lock_tier]) : "");
@@ -317,6 +330,7 @@ out_stack:
         event_base_free(m.base);
     }
     free(srv.workers);
+    tc_origin_destroy(srv.origin);
     tc_keylock_destroy(srv.keylock); /* before its lock tier closes */
     tc_stack_destroy(srv.stack);     /* closes the tiers: flushes LMDB, detaches shm */
 out_conf:

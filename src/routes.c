@@ -13,6 +13,7 @@
  * tiercache statuses to HTTP codes.
  */
 #include "src/log.h"
+#include "src/origin.h"
 #include "src/server.h"
 #include "tiers/tier_impl.h"
 
@@ -304,13 +305,13 @@ static const char *tier_label(int i)
 }
 
 /* Builds the JSON body of a hit into out: {"key":..,"value":..,["encoding":"base64",]"ttl":..} */
-static enum tc_status hit_body(const struct cache_call *cc, const struct tc_stack_op *op,
-                               struct tc_buf *out)
+static enum tc_status render_value(const uint8_t *key, size_t key_len, const struct tc_buf *value,
+                                   const struct tc_item_hdr *hdr, uint64_t now_ms,
+                                   struct tc_buf *out)
 {
-    (void)cc;
     enum tc_status st = tc_buf_append(out, "{\"key\":", 7);
     if (st == TC_OK) {
-        st = append_json_string(out, (const char *)op->key, op->key_len);
+        st = append_json_string(out, (const char *)key, key_len);
     }
     if (st == TC_OK) {
         st = tc_buf_append(out, ",\"value\":", 9);
@@ -318,24 +319,24 @@ static enum tc_status hit_body(const struct cache_call *cc, const struct tc_stac
     if (st != TC_OK) {
         return st;
     }
-    switch (op->hdr.encoding) {
+    switch (hdr->encoding) {
     case TC_ENC_JSON:
         /* Stored as serialized JSON: spliced back as the same value. */
-        st = tc_buf_append(out, op->value.data, op->value.len);
+        st = tc_buf_append(out, value->data, value->len);
         break;
     case TC_ENC_STRING:
-        st = append_json_string(out, (const char *)op->value.data, op->value.len);
+        st = append_json_string(out, (const char *)value->data, value->len);
         if (st == TC_EINVAL) {
             return TC_ECORRUPT; /* not UTF-8: not what a PUT stores */
         }
         break;
     default: {
-        size_t n = 4 * ((op->value.len + 2) / 3);
+        size_t n = 4 * ((value->len + 2) / 3);
         size_t at = out->len;
         st = tc_buf_reserve(out, at + n + 32);
         if (st == TC_OK) {
             out->data[at] = '"';
-            EVP_EncodeBlock(out->data + at + 1, op->value.data, (int)op->value.len);
+            EVP_EncodeBlock(out->data + at + 1, value->data, (int)value->len);
             out->len = at + 1 + n;
             st = tc_buf_append(out, "\",\"encoding\":\"base64\"", 21);
         }
@@ -347,23 +348,47 @@ static enum tc_status hit_body(const struct cache_call *cc, const struct tc_stac
     }
     char ttl[48];
     int n;
-    uint64_t fresh = tc_item_fresh_until(&op->hdr);
+    uint64_t fresh = tc_item_fresh_until(hdr);
     if (fresh == 0) {
         n = snprintf(ttl, sizeof(ttl), ",\"ttl\":null}");
-    } else if (fresh <= op->now_ms) {
+    } else if (fresh <= now_ms) {
         n = snprintf(ttl, sizeof(ttl), ",\"ttl\":0,\"stale\":true}");
     } else {
-        uint64_t left = fresh - op->now_ms;
+        uint64_t left = fresh - now_ms;
         n = snprintf(ttl, sizeof(ttl), ",\"ttl\":%llu}", (unsigned long long)((left + 999) / 1000));
     }
     return tc_buf_append(out, ttl, (size_t)n);
 }
 
-/* Answers with the value in op: fresh (HIT) or within grace (STALE). */
-static void answer_hit(struct cache_call *cc, struct tc_stack_op *op, int stale)
+/* Answers 200 with a value: raw if the client accepts only octets, else JSON. */
+static void respond_value(struct cache_call *cc, const struct tc_buf *value,
+                          const struct tc_item_hdr *hdr, uint64_t now_ms, const char *headers)
 {
     struct tc_worker *w = cc->w;
     struct tc_http_req *r = cc->r;
+    if (cc->parked) {
+        tc_keylock_count(kl_of(cc), TC_KL_waiters_served);
+    }
+    const char *accept = tc_http_header(r, "accept");
+    if (accept != NULL && strstr(accept, "application/octet-stream") != NULL &&
+        strstr(accept, "application/json") == NULL) {
+        respond(w, r, 200, "application/octet-stream", value->data, value->len, headers);
+        return;
+    }
+    struct tc_buf body = TC_BUF_INIT;
+    enum tc_status st = render_value(cc->lname + 2, cc->lname_len - 2, value, hdr, now_ms, &body);
+    if (st == TC_OK) {
+        respond(w, r, 200, "application/json", body.data, body.len, headers);
+    } else {
+        tc_log(TC_LOG_WARN, "cannot render a value: %s", tc_strerror(st));
+        respond_status(w, r, st == TC_ECORRUPT ? TC_EIO : st);
+    }
+    tc_buf_deinit(&body);
+}
+
+/* Answers with the value in op: fresh (HIT) or within grace (STALE). */
+static void answer_hit(struct cache_call *cc, struct tc_stack_op *op, int stale)
+{
     char headers[128];
     if (stale) {
         uint64_t age = op->now_ms > op->hdr.created_ms ? op->now_ms - op->hdr.created_ms : 0;
@@ -374,25 +399,7 @@ static void answer_hit(struct cache_call *cc, struct tc_stack_op *op, int stale)
         snprintf(headers, sizeof(headers), "X-Cache: HIT\r\nX-Cache-Tier: %s\r\n",
                  tier_label(op->hit_tier));
     }
-    if (cc->parked) {
-        tc_keylock_count(kl_of(cc), TC_KL_waiters_served);
-    }
-    const char *accept = tc_http_header(r, "accept");
-    if (accept != NULL && strstr(accept, "application/octet-stream") != NULL &&
-        strstr(accept, "application/json") == NULL) {
-        respond(w, r, 200, "application/octet-stream", op->value.data, op->value.len, headers);
-        return;
-    }
-    struct tc_buf body = TC_BUF_INIT;
-    enum tc_status st = hit_body(cc, op, &body);
-    if (st == TC_OK) {
-        respond(w, r, 200, "application/json", body.data, body.len, headers);
-    } else {
-        tc_log(TC_LOG_WARN, "cannot render a hit from %s: %s", tier_label(op->hit_tier),
-               tc_strerror(st));
-        respond_status(w, r, st == TC_ECORRUPT ? TC_EIO : st);
-    }
-    tc_buf_deinit(&body);
+    respond_value(cc, &op->value, &op->hdr, op->now_ms, headers);
 }
 
 static void get_done(struct tc_stack_op *op);
@@ -492,9 +499,12 @@ static void miss_lock_cb(struct tc_kl_waiter *kw)
     case TC_KL_WOKEN:
         cc->parked = 1;
         if (kw->result != NULL) {
+            /* The leader's answer, whatever it was (even one not cached). */
             struct tc_kl_result *res = kw->result;
             kw->result = NULL;
+            answer_fill(cc, (const struct fill *)res, 0);
             tc_kl_result_unref(res);
+            break;
         }
         reread(cc, get_done);
         return;
@@ -540,10 +550,183 @@ static void recheck_done(struct tc_stack_op *op)
     lead(cc);
 }
 
+static int ctype_is(const char *ct, const char *want);
+
+/* ---- read-through: one request fetches from the origin, every waiter gets its answer ---- */
+
+/* The leader's answer, shared with the waiters it releases. */
+struct fill {
+    struct tc_kl_result base; /* first: the keylock hands this to waiters */
+    struct tc_worker *w;
+    struct cache_call *cc; /* the leader's request; NULL: refreshing in the background */
+    int http_status;       /* 200 with value, else an error answer */
+    const char *code;      /* error code */
+    char message[320];
+    struct tc_item_hdr hdr;
+    struct tc_buf value;
+    struct tc_stack_op *op; /* storing it */
+    char token[TC_LOCK_TOKEN_MAX];
+    size_t lname_len;
+    uint8_t lname[2 + TC_KEY_MAX];
+};
+
+static void fill_free(struct tc_kl_result *b)
+{
+    struct fill *f = (struct fill *)b;
+    tc_buf_deinit(&f->value);
+    free(f);
+}
+
+/* Answers a request with a leader's result (the leader's own, or a waiter's). */
+static void answer_fill(struct cache_call *cc, const struct fill *f, int leader)
+{
+    if (f->http_status == 200) {
+        respond_value(cc, &f->value, &f->hdr, tc_now_ms(),
+                      leader ? "X-Cache: MISS\r\nX-Cache-Origin: fetched\r\n"
+                             : "X-Cache: MISS\r\nX-Cache-Origin: coalesced\r\n");
+    } else {
+        respond_error(cc->w, cc->r, f->http_status, f->code, "X-Cache: MISS\r\n", "%s", f->message);
+    }
+}
+
+static void fill_finish(struct fill *f)
+{
+    struct tc_worker *w = f->w;
+    if (f->cc != NULL) {
+        answer_fill(f->cc, f, 1);
+        call_free(f->cc);
+        f->cc = NULL;
+    }
+    /* The waiters here get f itself; other processes read the stored value
+     * (or, if it could not be stored, fetch again, one at a time). */
+    tc_keylock_release(w->home, f->lname, f->lname_len, f->token, &f->base, NULL, NULL);
+}
+
+static void fill_stored(struct tc_stack_op *op)
+{
+    struct fill *f = op->arg;
+    if (op->status != TC_OK) {
+        tc_log(TC_LOG_WARN, "storing an origin answer failed: %s", tc_strerror(op->status));
+    }
+    tc_stack_op_release(op);
+    f->op = NULL;
+    fill_finish(f);
+}
+
+/* The encoding a value from the origin is stored with. */
+static uint8_t origin_encoding(const char *ctype, const struct tc_buf *body)
+{
+    if (ctype_is(ctype, "application/json")) {
+        json_t *j = json_loadb((const char *)body->data, body->len, JSON_DECODE_ANY, NULL);
+        if (j != NULL) {
+            json_decref(j);
+            return TC_ENC_JSON; /* valid JSON text: spliced back as the same value */
+        }
+    }
+    if ((ctype[0] == '\0' || strncasecmp(ctype, "text/", 5) == 0) &&
+        valid_utf8((const char *)body->data, body->len)) {
+        return TC_ENC_STRING;
+    }
+    return TC_ENC_BINARY;
+}
+
+static void origin_done(struct tc_origin_result *res, void *arg)
+{
+    struct fill *f = arg;
+    struct tc_worker *w = f->w;
+    const struct tc_conf *conf = w->srv->conf;
+    uint64_t now = tc_now_ms();
+    if (res->status == TC_OK && res->http_status == 200) {
+        tc_origin_result_take_body(res, &f->value);
+        f->http_status = 200;
+        f->hdr.encoding = origin_encoding(res->content_type, &f->value);
+        uint64_t ttl = res->has_ttl ? res->ttl_ms : conf->default_ttl_ms;
+        if (ttl > conf->max_ttl_ms) {
+            ttl = conf->max_ttl_ms;
+        }
+        set_expiry(conf, &f->hdr, now, ttl);
+        if (res->cacheable && f->value.len <= conf->max_value &&
+            (f->op = tc_stack_op_create(w->sc, f->lname + 2, f->lname_len - 2, now)) != NULL) {
+            f->op->hdr = f->hdr;
+            tc_buf_set(&f->op->value, f->value.data, f->value.len);
+            tc_stack_set(f->op, fill_stored, f);
+            return;
+        }
+        fill_finish(f);
+        return;
+    }
+    if (res->status == TC_OK && (res->http_status == 404 || res->http_status == 410)) {
+        f->http_status = 404;
+        f->code = "not_found";
+        snprintf(f->message, sizeof(f->message), "no value for this key (the origin answered %d)",
+                 res->http_status);
+    } else {
+        tc_keylock_count(w->srv->keylock, TC_KL_origin_errors);
+        if (res->status == TC_ETIMEOUT) {
+            f->http_status = 504;
+            f->code = "origin_timeout";
+            snprintf(f->message, sizeof(f->message), "the origin did not answer within %llu ms",
+                     (unsigned long long)conf->origin_timeout_ms);
+        } else if (res->status == TC_OK) {
+            f->http_status = 502;
+            f->code = "origin_error";
+            snprintf(f->message, sizeof(f->message), "the origin answered %d%s%s", res->http_status,
+                     res->error[0] ? ": " : "", res->error);
+        } else {
+            f->http_status = 502;
+            f->code = res->status == TC_ETOOBIG ? "origin_too_big" : "origin_unreachable";
+            snprintf(f->message, sizeof(f->message), "origin fetch failed: %s",
+                     res->error[0] ? res->error : tc_strerror(res->status));
+        }
+    }
+    fill_finish(f);
+}
+
+/* Fetches cc's key from the origin as its leader (holding cc->token). With
+ * a stale value in hand, the client gets that now and the fetch goes on
+ * without it. */
+static void fetch_origin(struct cache_call *cc, int stale)
+{
+    struct tc_worker *w = cc->w;
+    struct fill *f = calloc(1, sizeof(*f));
+    if (f == NULL) {
+        tc_keylock_release(w->home, cc->lname, cc->lname_len, cc->token, NULL, NULL, NULL);
+        respond_status(w, cc->r, TC_ENOMEM);
+        call_free(cc);
+        return;
+    }
+    atomic_init(&f->base.refs, 1);
+    f->base.free = fill_free;
+    f->w = w;
+    memcpy(f->token, cc->token, sizeof(f->token));
+    memcpy(f->lname, cc->lname, cc->lname_len);
+    f->lname_len = cc->lname_len;
+    if (stale) {
+        answer_hit(cc, cc->op, 1);
+        call_free(cc);
+    } else {
+        f->cc = cc;
+    }
+    tc_keylock_count(w->srv->keylock, TC_KL_origin_fetches);
+    enum tc_status st = tc_origin_fetch(w->origin, f->lname + 2, f->lname_len - 2, origin_done, f);
+    if (st != TC_OK) {
+        struct tc_origin_result res;
+        memset(&res, 0, sizeof(res));
+        res.status = st;
+        snprintf(res.error, sizeof(res.error), "%s", tc_strerror(st));
+        origin_done(&res, f);
+    }
+}
+
 /* This request holds the key's lock (cc->token) and the value is missing or
- * stale: hand the lease to the client. */
+ * stale: fetch it from the origin, or hand the lease to the client. */
 static void lead(struct cache_call *cc)
 {
+    int stale = cc->op->status == TC_OK;
+    if (cc->mode == MODE_ORIGIN) {
+        fetch_origin(cc, stale);
+        return;
+    }
     grant_lease(cc);
     call_free(cc);
 }
@@ -634,6 +817,21 @@ static int ctype_is(const char *ct, const char *want)
     return *ct == '\0' || *ct == ';';
 }
 
+/* created and E for a write of ttl_ms (0 = never expires) at now_ms. */
+static void set_expiry(const struct tc_conf *conf, struct tc_item_hdr *hdr, uint64_t now_ms,
+                       uint64_t ttl_ms)
+{
+    hdr->created_ms = now_ms;
+    hdr->expire_ms = ttl_ms == 0 ? 0 : now_ms + ttl_ms;
+    if (ttl_ms != 0 && conf->grace_ms > 0) {
+        /* Every tier keeps it through the grace; readers see it fresh until
+         * the TTL and stale after. */
+        hdr->flags |= TC_ITEM_F_GRACE;
+        hdr->grace_s = (uint16_t)((conf->grace_ms + 999) / 1000);
+        hdr->expire_ms += (uint64_t)hdr->grace_s * 1000;
+    }
+}
+
 static enum tc_status cache_put(struct cache_call *cc, struct tc_stack_op *op, struct evkeyvalq *q)
 {
     struct tc_worker *w = cc->w;
@@ -722,15 +920,7 @@ static enum tc_status cache_put(struct cache_call *cc, struct tc_stack_op *op, s
                       ct);
         return TC_EEXIST;
     }
-    op->hdr.created_ms = op->now_ms;
-    op->hdr.expire_ms = ttl_ms == 0 ? 0 : op->now_ms + ttl_ms;
-    if (ttl_ms != 0 && conf->grace_ms > 0) {
-        /* Every tier keeps it through the grace; readers see it fresh until
-         * the TTL and stale after. */
-        op->hdr.flags |= TC_ITEM_F_GRACE;
-        op->hdr.grace_s = (uint16_t)((conf->grace_ms + 999) / 1000);
-        op->hdr.expire_ms += (uint64_t)op->hdr.grace_s * 1000;
-    }
+    set_expiry(conf, &op->hdr, op->now_ms, ttl_ms);
     const char *token = tc_http_header(r, "x-lease-token");
     if (token != NULL) {
         size_t n = strlen(token);

@@ -8,6 +8,7 @@
 #include "src/conf.h"
 #include "src/http.h"
 #include "src/keylock.h"
+#include "src/origin.h"
 #include "src/stack.h"
 
 #include <pthread.h>
@@ -24,7 +25,8 @@ struct tc_worker {
     struct event_base *base;
     struct tc_http_server *http;
     struct tc_stack_ctx *sc;
-    struct tc_kl_home *home; /* this worker's part of the lock table */
+    struct tc_kl_home *home;      /* this worker's part of the lock table */
+    struct tc_origin_ctx *origin; /* its connections to the origin, or NULL */
     struct event *stop_ev, *drain_ev;
     uint64_t stop_deadline_ns;
     _Atomic int ready;                           /* 1 once serving, -1 if setup failed */
@@ -35,7 +37,8 @@ struct tc_server {
     const struct tc_conf *conf;
     struct tc_stack *stack;
     struct tc_keylock *keylock;
-    int lock_tier; /* index of the tier holding the locks, -1: worker-pool scope */
+    struct tc_origin *origin; /* --origin, or NULL */
+    int lock_tier;            /* index of the tier holding the locks, -1: worker-pool scope */
     struct tc_worker *workers;
     size_t nworkers;
     uint64_t start_ms;

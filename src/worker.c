@@ -80,6 +80,10 @@ static void *worker_main(void *arg)
         tc_log(TC_LOG_CRIT, "worker %d: out of memory", w->id);
         goto fail;
     }
+    if (srv->origin != NULL && tc_origin_ctx_init(srv->origin, w->base, &w->origin) != TC_OK) {
+        tc_log(TC_LOG_CRIT, "worker %d: out of memory", w->id);
+        goto fail;
+    }
     w->http = tc_http_server_create(w->base, w->fd, &limits, tc_routes_handle, w);
     w->fd = -1; /* taken over, even on failure */
     w->stop_ev = event_new(w->base, -1, 0, stop_cb, w);
@@ -100,6 +104,8 @@ static void *worker_main(void *arg)
     tc_http_server_destroy(w->http);
     w->http = NULL;
     tc_kl_home_shutdown(w->home);
+    tc_origin_ctx_dispose(w->origin); /* fetches in flight answer (unavailable) */
+    w->origin = NULL;
     tc_stack_ctx_dispose(w->sc); /* lock operations in flight complete first */
     w->sc = NULL;
     tc_kl_home_dispose(w->home);
@@ -119,6 +125,8 @@ fail:
     if (w->home != NULL) {
         tc_kl_home_shutdown(w->home);
     }
+    tc_origin_ctx_dispose(w->origin);
+    w->origin = NULL;
     tc_stack_ctx_dispose(w->sc);
     w->sc = NULL;
     tc_kl_home_dispose(w->home);
