@@ -2,8 +2,9 @@
  * Redis tier specifics beyond the shared conformance suite: AUTH (password,
  * ACL user, wrong password), untrusted values planted by another client,
  * clear by prefix next to foreign keys, URI errors, an unreachable server,
- * and the async path on an event_base. Every case starts its own
- * redis-server on a free loopback port (tests/support/redis_server.h).
+ * the async path on an event_base, and lease locks (blocking and async).
+ * Every case starts its own redis-server on a free loopback port
+ * (tests/support/redis_server.h).
  * Threaded and fault cases live in redis_faults.c, which also runs under TSan.
  */
 #include "tests/support/redis_server.h"
