@@ -49,10 +49,42 @@
  *
  * Invalidation (invalidate=pubsub, the default). Every set and delete also
  * PUBLISHes, in the same round trip, "<16 hex instance id><op><key>" on the
- * channel PREFIX‖"invalidate@"‖DB. open() starts one subscriber thread per
- * tier with its own event_base and connection; it drops messages carrying its
- * own instance id (a fresh random id per open) and hands the others' keys to
- * the callback registered with tc_tier_on_invalidate(), on that thread.
+ * channel PREFIX‖"invalidate@"‖DB. One subscriber thread per tier, with its
+ * own event_base and connection, drops messages carrying its own instance id
+ * (a fresh random id per open) and hands the others' keys to the callback
+ * registered with tc_tier_on_invalidate(), on that thread. open() starts it
+ * when invalidate=pubsub; tc_tier_on_lock_release() starts it otherwise.
+ *
+ * Lease locks (TC_TIER_CAP_LOCK_CLUSTER). Lock NAME lives at the key
+ * "lock:"‖PREFIX‖NAME, its value the holder's token (32 hex digits from
+ * RAND_bytes), its Redis TTL the lease. Not PREFIX‖"lock:"‖NAME: a cache key
+ * may be any bytes, so that is also cache key "lock:"‖NAME, which a set
+ * would overwrite (breaking exclusion) and clear would remove. Every key
+ * under PREFIX is a possible cache key; "lock:"‖PREFIX is not under PREFIX
+ * unless PREFIX is a prefix of it (empty, "lock:", "l", ...): with such a
+ * prefix the lock operations are TC_ENOTSUP.
+ *
+ *   acquire  SET key token NX PX ttl, else PTTL          -> {1} | {0, pttl}
+ *   release  GET == token ? DEL + PUBLISH : nothing      -> 1 | 0
+ *   peek     GET (first 64 bytes) + PTTL                 -> 0 | {value, pttl}
+ *
+ * Each is one Lua script, so one round trip and atomic (a pipeline of
+ * SET NX + PTTL could see the key expire or change hands in between). They
+ * run by EVALSHA; a NOSCRIPT answer (Redis restarted, SCRIPT FLUSH) resends
+ * that request once as EVAL, which caches the script again, within the same
+ * deadline. Scripts read the key with redis.pcall so that a foreign value of
+ * another type is "held by someone else", not a server error. A release
+ * PUBLISHes "<token> <name>" on PREFIX‖"locks@"‖DB from inside the script,
+ * so a notice goes out exactly when a lock was released. The subscriber
+ * thread subscribes to that channel once a callback is registered with
+ * tc_tier_on_lock_release() and hands every notice, this process's own
+ * included, to it; after a lost subscription it calls fn(NULL, 0, NULL).
+ * Lock operations share the data connections, deadlines and breaker with
+ * the cache operations. A token read back (peek) that is not 1..47
+ * characters of [0-9A-Za-z_-] is a foreign value: held, token "" (counted
+ * in "corrupt"). An acquire that fails after it was sent (TC_ETIMEOUT,
+ * TC_EUNAVAIL) leaves its token in req->token: the lock may have been taken
+ * under it, and releasing with it is safe; otherwise req->token is "".
  */
 #include "tiers/tier_impl.h"
 
@@ -63,6 +95,8 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <netdb.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -85,12 +119,16 @@
     X(inval_received)   /* messages from other instances handed to the callback */                 \
     X(inval_own)        /* our own messages, ignored */                                            \
     X(inval_malformed)  /* messages that did not parse, ignored */                                 \
-    X(sub_reconnects)   /* subscriber connections re-made */
+    X(sub_reconnects)   /* subscriber connections re-made */                                       \
+    X(lock_notices)     /* lock release messages handed to the callback */                         \
+    X(lock_malformed)   /* lock channel messages that did not parse, ignored */                    \
+    X(script_loads)     /* NOSCRIPT answers: a lock script resent as EVAL */
 
 enum brk_state { BRK_CLOSED = 0, BRK_HALF_OPEN = 1, BRK_OPEN = 2 };
 enum conn_state { CONN_NONE = 0, CONN_CONNECTING, CONN_READY };
-enum rop_kind { ROP_HANDSHAKE = 1, ROP_GET, ROP_WRITE, ROP_CLEAR };
+enum rop_kind { ROP_HANDSHAKE = 1, ROP_GET, ROP_WRITE, ROP_CLEAR, ROP_LOCK };
 enum { INVALIDATE_NONE = 0, INVALIDATE_PUBSUB = 1 };
+enum lock_op { LOCK_ACQUIRE = 0, LOCK_RELEASE = 1, LOCK_PEEK = 2, LOCK_OPS = 3 };
 
 #define ID_LEN     16 /* hex digits of the instance id */
 #define SCAN_COUNT "512"
@@ -99,6 +137,14 @@ enum { INVALIDATE_NONE = 0, INVALIDATE_PUBSUB = 1 };
 /* Keys in one UNLINK: what one SCAN returned (about SCAN_COUNT), as long as
  * it fits hiredis' int argc; the reply holding them is already in memory. */
 #define CLEAR_MAX_KEYS (1u << 20)
+/* Longest lease accepted (about 35,000 years; far from the overflow of
+ * Redis' now + PX), and the remaining time reported for a lock key without
+ * expiry (only a foreign writer makes one): "held, for longer than anyone
+ * waits". Callers may add it to a ms clock without overflow. */
+#define LOCK_TTL_MAX (1ull << 50)
+#define TOKEN_LEN    32 /* hex digits of the tokens made here */
+#define LOCK_NS      "lock:"
+#define SHA_HEX      40
 
 struct redis_tier {
     struct tc_tier base;
@@ -114,7 +160,16 @@ struct redis_tier {
     unsigned breaker_failures;
     int invalidate;
     char *channel;
+    size_t channel_len;
     char id[ID_LEN + 1];
+
+    /* Lease locks: keys LOCK_NS‖PREFIX‖NAME, notices on lock_channel. */
+    char *lock_prefix;
+    size_t lock_prefix_len;
+    int locks_ok; /* 0: PREFIX would contain lock keys (see the top comment) */
+    char *lock_channel;
+    size_t lock_channel_len;
+    char lock_sha[LOCK_OPS][SHA_HEX + 1]; /* SHA1 of each script, for EVALSHA */
 
     struct {
 #define TC_X(name) _Atomic uint64_t name;
@@ -127,29 +182,38 @@ struct redis_tier {
     pthread_mutex_t err_lock;
     char last_err[ERR_TEXT];
 
-    /* Subscriber thread (invalidate=pubsub). */
+    /* Subscriber thread (invalidate=pubsub, or a lock-release callback). */
+    pthread_mutex_t sub_ctl; /* serialises starting the thread and lock registrations */
     pthread_t sub_thread;
-    int sub_started;
-    int sub_pipe[2]; /* close() writes to [1] to stop the thread */
+    int sub_started; /* under sub_ctl (and read by close) */
+    int sub_pipe[2]; /* commands to the thread through [1]: 'q' stop, 'l' lock channel */
     struct event_base *sub_base;
-    struct event *sub_stop_ev, *sub_retry_ev;
+    struct event *sub_cmd_ev, *sub_retry_ev;
     struct event *sub_check_ev; /* connect + SUBSCRIBE deadline */
     redisAsyncContext *sub_ac;  /* sub thread only */
     unsigned sub_backoff_k;
-    int sub_lost; /* sub thread only: a subscription was lost since the last one */
-    int sub_ever; /* sub thread only: a connection was attempted before */
-    _Atomic int subscribed;
-    pthread_mutex_t sub_lock; /* guards inval_fn/arg and the first-subscribe wait */
+    int sub_lost;             /* sub thread only: a subscription was lost since the last one */
+    int sub_ever;             /* sub thread only: a connection was attempted before */
+    int lock_sub_sent;        /* sub thread only: SUBSCRIBE lock_channel sent on sub_ac */
+    _Atomic int inval_sub;    /* the invalidation channel is subscribed */
+    _Atomic int lock_sub;     /* the lock channel is subscribed */
+    _Atomic int lock_wanted;  /* a lock-release callback was registered once */
+    pthread_mutex_t sub_lock; /* guards the callbacks, lock_gap and the subscribe waits */
     pthread_cond_t sub_cond;
     int sub_first_done;
     tc_tier_invalidate_fn inval_fn;
     void *inval_arg;
+    tc_tier_lock_release_fn lock_fn;
+    void *lock_arg;
+    int lock_gap; /* lock notices may have been missed since lock_fn was set */
 };
 
 struct redis_ctx;
 
+/* A request to complete later: a cache request or (req NULL) a lock one. */
 struct expired {
     struct tc_tier_req *req;
+    struct tc_tier_lock_req *lreq;
     enum tc_status st;
 };
 
@@ -158,10 +222,13 @@ struct expired {
  * connection is freed, which delivers NULL replies), so it outlives its
  * request when the request times out. */
 struct rop {
-    struct rop *next, *prev; /* ctx->rops, while ctx is alive */
-    struct redis_ctx *ctx;   /* NULL once the ctx is disposed */
-    struct tc_tier_req *req; /* NULL once the request completed */
-    uint64_t deadline;       /* monotonic ms */
+    struct rop *next, *prev;       /* ctx->rops, while ctx is alive */
+    struct redis_ctx *ctx;         /* NULL once the ctx is disposed */
+    struct tc_tier_req *req;       /* NULL once the request completed */
+    struct tc_tier_lock_req *lreq; /* ROP_LOCK: as req */
+    int lop;                       /* ROP_LOCK: enum lock_op */
+    int resent;                    /* ROP_LOCK: NOSCRIPT made it resend as EVAL */
+    uint64_t deadline;             /* monotonic ms */
     int kind;
     int replies; /* hiredis callbacks still to come */
     enum tc_status st;
@@ -327,6 +394,127 @@ static enum tc_status make_value(struct redis_ctx *c, const struct tc_tier_req *
     return TC_OK;
 }
 
+/* ---- lease locks: scripts, keys, tokens ------------------------------------ */
+
+/* KEYS[1] the lock key. ARGV: acquire token, ttl; release token, channel,
+ * message. The replies are what lock_decode() accepts. */
+static const char *const lock_script[LOCK_OPS] = {
+    [LOCK_ACQUIRE] = "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"
+                     "  return {1}\n"
+                     "end\n"
+                     "return {0, redis.call('PTTL', KEYS[1])}\n",
+    [LOCK_RELEASE] = "if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then\n"
+                     "  return 0\n"
+                     "end\n"
+                     "redis.call('DEL', KEYS[1])\n"
+                     "redis.call('PUBLISH', ARGV[2], ARGV[3])\n"
+                     "return 1\n",
+    /* At most 64 bytes of the value come back: enough to see that a
+     * foreign value is not a token, without shipping all of it. */
+    [LOCK_PEEK] = "local v = redis.pcall('GET', KEYS[1])\n"
+                  "if not v then\n"
+                  "  return 0\n"
+                  "end\n"
+                  "if type(v) ~= 'string' then\n"
+                  "  v = ''\n"
+                  "end\n"
+                  "return {string.sub(v, 1, 64), redis.call('PTTL', KEYS[1])}\n",
+};
+
+/* 1..47 characters of [0-9A-Za-z_-] (tier.h): what a token may be. */
+static int token_ok(const char *s, size_t len)
+{
+    if (len == 0 || len >= TC_LOCK_TOKEN_MAX) {
+        return 0;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+              ch == '_' || ch == '-')) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* A fresh token: 128 bits from OpenSSL's CSPRNG, so that no two holders,
+ * on any host, ever present the same one. */
+static enum tc_status make_token(char out[TC_LOCK_TOKEN_MAX])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char b[TOKEN_LEN / 2];
+    if (RAND_bytes(b, (int)sizeof(b)) != 1) {
+        out[0] = '\0';
+        return TC_EIO;
+    }
+    for (size_t i = 0; i < sizeof(b); i++) {
+        out[2 * i] = hex[b[i] >> 4];
+        out[2 * i + 1] = hex[b[i] & 15];
+    }
+    out[TOKEN_LEN] = '\0';
+    return TC_OK;
+}
+
+/* Builds LOCK_NS‖PREFIX‖name in ctx->kbuf. */
+static enum tc_status make_lock_key(struct redis_ctx *c, const void *name, size_t len)
+{
+    struct redis_tier *rt = c->rt;
+    if (tc_buf_reserve(&c->kbuf, rt->lock_prefix_len + len + 1) != TC_OK) {
+        return TC_ENOMEM;
+    }
+    memcpy(c->kbuf.data, rt->lock_prefix, rt->lock_prefix_len);
+    memcpy(c->kbuf.data + rt->lock_prefix_len, name, len);
+    c->kbuf.len = rt->lock_prefix_len + len;
+    return TC_OK;
+}
+
+/* The EVALSHA (or, with @p eval, EVAL) of a lock operation, shared by the
+ * blocking and the async paths; the key and the release notice go into the
+ * ctx's buffers, the TTL digits into ttl. Returns argc, or a negative
+ * tc_status. */
+static int lock_args(struct redis_ctx *c, const struct tc_tier_lock_req *req, int op, int eval,
+                     char ttl[24], const char *argv[7], size_t argvlen[7])
+{
+    struct redis_tier *rt = c->rt;
+    if (make_lock_key(c, req->name, req->name_len) != TC_OK) {
+        return TC_ENOMEM;
+    }
+    argv[0] = eval ? "EVAL" : "EVALSHA";
+    argvlen[0] = strlen(argv[0]);
+    argv[1] = eval ? lock_script[op] : rt->lock_sha[op];
+    argvlen[1] = strlen(argv[1]);
+    argv[2] = "1";
+    argvlen[2] = 1;
+    argv[3] = (const char *)c->kbuf.data;
+    argvlen[3] = c->kbuf.len;
+    if (op == LOCK_PEEK) {
+        return 4;
+    }
+    size_t toklen = strlen(req->token);
+    argv[4] = req->token;
+    argvlen[4] = toklen;
+    if (op == LOCK_ACQUIRE) {
+        snprintf(ttl, 24, "%llu", (unsigned long long)req->ttl_ms);
+        argv[5] = ttl;
+        argvlen[5] = strlen(ttl);
+        return 6;
+    }
+    /* The notice "<token> <name>": tokens have no spaces, so the first
+     * space ends the token and the name may hold any bytes. */
+    if (tc_buf_reserve(&c->vbuf, toklen + 1 + req->name_len) != TC_OK) {
+        return TC_ENOMEM;
+    }
+    memcpy(c->vbuf.data, req->token, toklen);
+    c->vbuf.data[toklen] = ' ';
+    memcpy(c->vbuf.data + toklen + 1, req->name, req->name_len);
+    c->vbuf.len = toklen + 1 + req->name_len;
+    argv[5] = rt->lock_channel;
+    argvlen[5] = rt->lock_channel_len;
+    argv[6] = (const char *)c->vbuf.data;
+    argvlen[6] = c->vbuf.len;
+    return 7;
+}
+
 /* ---- reply decoding (untrusted input) --------------------------------------- */
 
 /* GET reply -> req->out / req->hdr. TC_ENOTFOUND for nil, TC_ECORRUPT for
@@ -385,6 +573,89 @@ static enum tc_status decode_pttl(struct redis_tier *rt, struct tc_tier_req *req
         return TC_ECORRUPT;
     }
     return TC_OK;
+}
+
+static int is_noscript(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ERROR && r->str != NULL && r->len >= 8 &&
+           memcmp(r->str, "NOSCRIPT", 8) == 0;
+}
+
+/* A PTTL as the remaining time of a held lock: >= 1 (a lease in its last
+ * millisecond is still held), LOCK_TTL_MAX for a key without expiry. */
+static uint64_t lock_remaining(long long pttl)
+{
+    if (pttl == -1 || pttl >= (long long)LOCK_TTL_MAX) {
+        return LOCK_TTL_MAX;
+    }
+    return pttl < 1 ? 1 : (uint64_t)pttl;
+}
+
+/* A lock script's reply -> req->status material. TC_EIO for an error reply
+ * (NOSCRIPT is handled before), TC_ECORRUPT for any other shape. */
+static enum tc_status lock_decode(struct redis_tier *rt, int op, struct tc_tier_lock_req *req,
+                                  const redisReply *r)
+{
+    if (r->type == REDIS_REPLY_ERROR) {
+        return TC_EIO;
+    }
+    switch (op) {
+    case LOCK_ACQUIRE:
+        if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+            r->element[0]->type == REDIS_REPLY_INTEGER) {
+            if (r->element[0]->integer == 1 && r->elements == 1) {
+                return TC_OK;
+            }
+            if (r->element[0]->integer == 0 && r->elements == 2 &&
+                r->element[1]->type == REDIS_REPLY_INTEGER) {
+                req->remaining_ms = lock_remaining(r->element[1]->integer);
+                return TC_EEXIST;
+            }
+        }
+        break;
+    case LOCK_RELEASE:
+        if (r->type == REDIS_REPLY_INTEGER && (r->integer == 0 || r->integer == 1)) {
+            return r->integer == 1 ? TC_OK : TC_ENOTFOUND;
+        }
+        break;
+    case LOCK_PEEK:
+        if (r->type == REDIS_REPLY_INTEGER && r->integer == 0) {
+            return TC_ENOTFOUND;
+        }
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+            r->element[0]->type == REDIS_REPLY_STRING &&
+            r->element[1]->type == REDIS_REPLY_INTEGER) {
+            const redisReply *v = r->element[0];
+            if (v->str != NULL && token_ok(v->str, v->len)) {
+                memcpy(req->token, v->str, v->len);
+                req->token[v->len] = '\0';
+            } else {
+                COUNT(rt, corrupt); /* a foreign value: held by someone unknown */
+                req->token[0] = '\0';
+            }
+            /* -2: gone between GET and PTTL, which one script cannot see. */
+            if (r->element[1]->integer == -2) {
+                req->token[0] = '\0';
+                return TC_ENOTFOUND;
+            }
+            req->remaining_ms = lock_remaining(r->element[1]->integer);
+            return TC_OK;
+        }
+        break;
+    }
+    COUNT(rt, corrupt);
+    return TC_ECORRUPT;
+}
+
+/* Leaves req->token as the top comment says: an acquire keeps it only when
+ * the lock is, or may be, held under it. */
+static void lock_token_fixup(struct tc_tier_lock_req *req, int op, enum tc_status st)
+{
+    if (op == LOCK_ACQUIRE && st != TC_OK && st != TC_ETIMEOUT && st != TC_EUNAVAIL) {
+        req->token[0] = '\0';
+    } else if (op == LOCK_PEEK && st != TC_OK) {
+        req->token[0] = '\0';
+    }
 }
 
 /* ---- breaker state (shared by both modes) ------------------------------------ */
@@ -768,6 +1039,54 @@ static enum tc_status sync_write(struct redis_ctx *c, struct tc_tier_req *req, i
     return st;
 }
 
+/* A lock script, blocking: EVALSHA, and EVAL once after NOSCRIPT. */
+static enum tc_status sync_lock(struct redis_ctx *c, struct tc_tier_lock_req *req, int op)
+{
+    struct redis_tier *rt = c->rt;
+    enum tc_status st = sync_ready(c);
+    if (st != TC_OK) {
+        return st;
+    }
+    if (op == LOCK_ACQUIRE && (st = make_token(req->token)) != TC_OK) {
+        return st;
+    }
+    redisReply *r = NULL;
+    for (int eval = 0;; eval = 1) {
+        char ttl[24];
+        const char *argv[7];
+        size_t argvlen[7];
+        int argc = lock_args(c, req, op, eval, ttl, argv, argvlen);
+        if (argc < 0) {
+            return (enum tc_status)argc; /* not sent: lock_token_fixup() clears a new token */
+        }
+        const char *const *av[] = {argv};
+        const size_t *al[] = {argvlen};
+        st = sync_exchange(c, 1, &argc, av, al, &r);
+        if (st == TC_EIO) {
+            int timeout = sync_timed_out(c->sc);
+            sync_failed(c);
+            return timeout ? TC_ETIMEOUT : TC_EUNAVAIL;
+        }
+        if (st != TC_OK) {
+            return st;
+        }
+        if (eval || !is_noscript(r)) {
+            break;
+        }
+        COUNT(rt, script_loads);
+        freeReplyObject(r);
+        r = NULL;
+    }
+    st = lock_decode(rt, op, req, r);
+    freeReplyObject(r);
+    if (st == TC_EIO) {
+        sync_failed(c); /* an error reply: the server is not serving */
+    } else {
+        c->fails = 0;
+    }
+    return st;
+}
+
 /* Escapes glob metacharacters so that MATCH takes the prefix literally. */
 static char *make_pattern(const struct redis_tier *rt, const void *key, size_t len, size_t *outlen)
 {
@@ -969,15 +1288,25 @@ static void async_drop(struct redis_ctx *c)
     }
 }
 
+static void expired_complete(const struct expired *e)
+{
+    if (e->req != NULL) {
+        tc_tier_complete(e->req, e->st);
+    } else {
+        tc_tier_lock_complete(e->lreq, e->st);
+    }
+}
+
 /* Completes a request, unless it already completed (timeout, shutdown). */
 static void rop_complete(struct rop *o, enum tc_status st)
 {
-    struct tc_tier_req *req = o->req;
-    if (req == NULL) {
+    struct expired e = {o->req, o->lreq, st};
+    if (e.req == NULL && e.lreq == NULL) {
         return;
     }
     o->req = NULL;
-    tc_tier_complete(req, st);
+    o->lreq = NULL;
+    expired_complete(&e);
 }
 
 /* Counts a failed operation; opens the circuit after too many in a row. */
@@ -1034,7 +1363,7 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     /* Phase 1 only marks: completing a request may run user code that sends
      * or drops the connection, which changes the list. */
     for (struct rop *o = c->rops.next; o != &c->rops; o = o->next) {
-        if (o->deadline > now || (o->req == NULL && o->kind != ROP_HANDSHAKE)) {
+        if (o->deadline > now || (o->req == NULL && o->lreq == NULL && o->kind != ROP_HANDSHAKE)) {
             continue;
         }
         if (o->kind == ROP_HANDSHAKE) {
@@ -1054,8 +1383,10 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
             c->expired_cap = cap;
         }
         c->expired[n].req = o->req;
+        c->expired[n].lreq = o->lreq;
         c->expired[n++].st = fail_status(o->kind, 1);
         o->req = NULL;
+        o->lreq = NULL;
     }
     if (handshake_late) {
         char tgt[160];
@@ -1073,12 +1404,12 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     }
     for (size_t i = 0; i < n; i++) {
         COUNT(rt, timeouts);
-        tc_tier_complete(c->expired[i].req, c->expired[i].st);
+        expired_complete(&c->expired[i]);
     }
     /* Re-arm for the earliest live deadline. */
     uint64_t next = 0;
     for (struct rop *o = c->rops.next; o != &c->rops; o = o->next) {
-        if ((o->req != NULL || (o->kind == ROP_HANDSHAKE && !o->failed)) &&
+        if ((o->req != NULL || o->lreq != NULL || (o->kind == ROP_HANDSHAKE && !o->failed)) &&
             (next == 0 || o->deadline < next)) {
             next = o->deadline;
         }
@@ -1526,6 +1857,83 @@ static enum tc_status async_clear(struct redis_ctx *c, struct tc_tier_req *req)
     return TC_EINPROGRESS;
 }
 
+static void lock_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct rop *o = privdata;
+    struct redis_ctx *c = o->ctx;
+    redisReply *r = reply;
+    struct tc_tier_lock_req *req = o->lreq;
+    enum tc_status st = TC_OK;
+    if (r == NULL) {
+        conn_lost(c, ac);
+        st = TC_EUNAVAIL;
+    } else if (req != NULL && c != NULL && is_noscript(r) && !o->resent && c->ac == ac) {
+        /* Redis lost its script cache: the same request once more as EVAL,
+         * which nothing ran yet (NOSCRIPT executes nothing), on the same rop
+         * and under the same deadline. */
+        char ttl[24];
+        const char *argv[7];
+        size_t argvlen[7];
+        int argc = lock_args(c, req, o->lop, 1, ttl, argv, argvlen);
+        COUNT(c->rt, script_loads);
+        if (argc >= 0 && redisAsyncCommandArgv(ac, lock_cb, o, argc, argv, argvlen) == REDIS_OK) {
+            o->resent = 1;
+            return;
+        }
+        st = argc < 0 ? (enum tc_status)argc : TC_EUNAVAIL;
+    } else if (req != NULL && c != NULL) {
+        st = lock_decode(c->rt, o->lop, req, r);
+    }
+    int op = o->lop;
+    o->lreq = NULL;
+    rop_put(o);
+    if (req == NULL) {
+        return;
+    }
+    if (st == TC_EUNAVAIL || st == TC_EIO) {
+        COUNT(c->rt, failures);
+        breaker_count(c, st);
+    } else if (c != NULL) {
+        c->fails = 0;
+    }
+    lock_token_fixup(req, op, st);
+    tc_tier_lock_complete(req, st);
+}
+
+static enum tc_status async_lock(struct redis_ctx *c, struct tc_tier_lock_req *req, int op)
+{
+    enum tc_status st = async_ready(c);
+    if (st != TC_OK) {
+        return st;
+    }
+    if (op == LOCK_ACQUIRE && (st = make_token(req->token)) != TC_OK) {
+        return st;
+    }
+    char ttl[24];
+    const char *argv[7];
+    size_t argvlen[7];
+    int argc = lock_args(c, req, op, 0, ttl, argv, argvlen);
+    if (argc < 0) {
+        return (enum tc_status)argc;
+    }
+    struct rop *o = rop_get(c, ROP_LOCK, c->rt->timeout_ms);
+    if (o == NULL) {
+        return TC_ENOMEM;
+    }
+    if (redisAsyncCommandArgv(c->ac, lock_cb, o, argc, argv, argvlen) != REDIS_OK) {
+        rop_put(o);
+        if (op == LOCK_ACQUIRE) {
+            req->token[0] = '\0'; /* never sent: not held under it */
+        }
+        return TC_EUNAVAIL;
+    }
+    o->replies = 1;
+    o->lreq = req;
+    o->lop = op;
+    arm_timer(c, o->deadline);
+    return TC_EINPROGRESS;
+}
+
 /* ---- async mode: results known at once -------------------------------------------------- */
 
 static void defer_cb(evutil_socket_t fd, short what, void *arg)
@@ -1539,14 +1947,16 @@ static void defer_cb(evutil_socket_t fd, short what, void *arg)
     struct defq *q = &c->dq[c->dq_cur];
     c->dq_cur ^= 1;
     for (size_t i = 0; i < q->len; i++) {
-        tc_tier_complete(q->v[i].req, q->v[i].st);
+        expired_complete(&q->v[i]);
     }
     q->len = 0;
 }
 
 /* Turns an immediate result on an async ctx into a completion from the
- * loop. Falls back to returning it when disposing or out of memory. */
-static enum tc_status async_result(struct redis_ctx *c, struct tc_tier_req *req, enum tc_status st)
+ * loop (of req, or of lreq when req is NULL). Falls back to returning it
+ * when disposing or out of memory. */
+static enum tc_status defer_result(struct redis_ctx *c, struct tc_tier_req *req,
+                                   struct tc_tier_lock_req *lreq, enum tc_status st)
 {
     if (st == TC_EINPROGRESS || c->disposing) {
         return st;
@@ -1562,6 +1972,7 @@ static enum tc_status async_result(struct redis_ctx *c, struct tc_tier_req *req,
         q->cap = cap;
     }
     q->v[q->len].req = req;
+    q->v[q->len].lreq = lreq;
     q->v[q->len++].st = st;
     if (!c->defer_armed) {
         /* A zero timer, not event_active(): libevent runs events activated
@@ -1573,6 +1984,11 @@ static enum tc_status async_result(struct redis_ctx *c, struct tc_tier_req *req,
         c->defer_armed = 1;
     }
     return TC_EINPROGRESS;
+}
+
+static enum tc_status async_result(struct redis_ctx *c, struct tc_tier_req *req, enum tc_status st)
+{
+    return defer_result(c, req, NULL, st);
 }
 
 /* ---- vtable: operations ----------------------------------------------------------------- */
@@ -1618,6 +2034,44 @@ static enum tc_status redis_clear(struct tc_tier_ctx *base, struct tc_tier_req *
     }
     req->status = st;
     return st;
+}
+
+static enum tc_status redis_lock(struct tc_tier_ctx *base, struct tc_tier_lock_req *req, int op)
+{
+    struct redis_ctx *c = (struct redis_ctx *)base;
+    enum tc_status st;
+    if (!c->rt->locks_ok) {
+        st = TC_ENOTSUP;
+    } else if (op == LOCK_ACQUIRE && req->ttl_ms > LOCK_TTL_MAX) {
+        st = TC_EINVAL;
+    } else if (op == LOCK_RELEASE && !token_ok(req->token, strlen(req->token))) {
+        st = TC_EINVAL; /* never one of ours, and a space would garble the notice */
+    } else {
+        st = base->base ? async_lock(c, req, op) : sync_lock(c, req, op);
+    }
+    if (st != TC_EINPROGRESS) {
+        lock_token_fixup(req, op, st);
+    }
+    if (base->base != NULL) {
+        st = defer_result(c, NULL, req, st);
+    }
+    req->status = st;
+    return st;
+}
+
+static enum tc_status redis_lock_acquire(struct tc_tier_ctx *base, struct tc_tier_lock_req *req)
+{
+    return redis_lock(base, req, LOCK_ACQUIRE);
+}
+
+static enum tc_status redis_lock_release(struct tc_tier_ctx *base, struct tc_tier_lock_req *req)
+{
+    return redis_lock(base, req, LOCK_RELEASE);
+}
+
+static enum tc_status redis_lock_peek(struct tc_tier_ctx *base, struct tc_tier_lock_req *req)
+{
+    return redis_lock(base, req, LOCK_PEEK);
 }
 
 /* ---- vtable: contexts --------------------------------------------------------------------- */
@@ -1676,13 +2130,14 @@ static void redis_ctx_dispose(struct tc_tier_ctx *base)
          * done() may not start new work on this ctx: disposing refuses it). */
         for (int q = 0; q < 2; q++) {
             for (size_t i = 0; i < c->dq[q].len; i++) {
-                tc_tier_complete(c->dq[q].v[i].req, TC_EUNAVAIL);
+                c->dq[q].v[i].st = TC_EUNAVAIL;
+                expired_complete(&c->dq[q].v[i]);
             }
             c->dq[q].len = 0;
         }
         for (;;) {
             struct rop *o = c->rops.next;
-            while (o != &c->rops && o->req == NULL) {
+            while (o != &c->rops && o->req == NULL && o->lreq == NULL) {
                 o = o->next;
             }
             if (o == &c->rops) {
@@ -1744,6 +2199,17 @@ static void sub_schedule(struct redis_tier *rt)
     evtimer_add(rt->sub_retry_ev, &tv);
 }
 
+/* Every channel wanted is subscribed on the current connection. */
+static int sub_complete(struct redis_tier *rt)
+{
+    int want_inval = rt->invalidate == INVALIDATE_PUBSUB;
+    int want_lock = atomic_load(&rt->lock_wanted);
+    return (want_inval || want_lock) && (!want_inval || atomic_load(&rt->inval_sub)) &&
+           (!want_lock || atomic_load(&rt->lock_sub));
+}
+
+/* Wakes whoever waits for a subscription (open, a lock registration): all
+ * channels are subscribed, or an attempt failed. */
 static void sub_first_signal(struct redis_tier *rt)
 {
     pthread_mutex_lock(&rt->sub_lock);
@@ -1776,17 +2242,55 @@ static void sub_message(struct redis_tier *rt, const redisReply *m)
     sub_deliver(rt, m->str + ID_LEN + 1, m->len - ID_LEN - 1);
 }
 
+/* "<token> <name>" from any process, this one included (tier.h). */
+static void sub_lock_message(struct redis_tier *rt, const redisReply *m)
+{
+    if (m->type != REDIS_REPLY_STRING || m->str == NULL) {
+        COUNT(rt, lock_malformed);
+        return;
+    }
+    size_t scan = m->len < TC_LOCK_TOKEN_MAX ? m->len : TC_LOCK_TOKEN_MAX;
+    const char *sp = memchr(m->str, ' ', scan);
+    size_t toklen = sp != NULL ? (size_t)(sp - m->str) : 0;
+    size_t name_len = sp != NULL ? m->len - toklen - 1 : 0;
+    if (sp == NULL || !token_ok(m->str, toklen) || name_len == 0 || name_len > TC_LOCK_NAME_MAX) {
+        COUNT(rt, lock_malformed);
+        return;
+    }
+    char token[TC_LOCK_TOKEN_MAX];
+    memcpy(token, m->str, toklen);
+    token[toklen] = '\0';
+    COUNT(rt, lock_notices);
+    pthread_mutex_lock(&rt->sub_lock);
+    if (rt->lock_fn != NULL) {
+        rt->lock_fn(rt->lock_arg, sp + 1, name_len, token);
+    }
+    pthread_mutex_unlock(&rt->sub_lock);
+}
+
+static int is_str(const redisReply *r, const char *s, size_t len)
+{
+    return r->type == REDIS_REPLY_STRING && r->str != NULL && r->len == len &&
+           memcmp(r->str, s, len) == 0;
+}
+
 static void sub_cb(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct redis_tier *rt = privdata;
     redisReply *r = reply;
     char tgt[160];
     if (r == NULL) {
-        /* The connection died (or is being freed at shutdown). */
+        /* The connection died (or is being freed at shutdown); hiredis
+         * calls this once per channel, hence the check. */
         if (rt->sub_ac == ac) {
             rt->sub_ac = NULL;
-            atomic_store(&rt->subscribed, 0);
+            rt->lock_sub_sent = 0;
+            atomic_store(&rt->inval_sub, 0);
+            atomic_store(&rt->lock_sub, 0);
             rt->sub_lost = 1;
+            pthread_mutex_lock(&rt->sub_lock);
+            rt->lock_gap = 1;
+            pthread_mutex_unlock(&rt->sub_lock);
             set_error(rt, "subscriber %s: %s", target_name(rt, tgt, sizeof(tgt)),
                       ac->errstr[0] ? ac->errstr : "connection lost");
             sub_first_signal(rt);
@@ -1799,18 +2303,42 @@ static void sub_cb(redisAsyncContext *ac, void *reply, void *privdata)
         COUNT(rt, inval_malformed);
         return;
     }
-    const redisReply *kind = r->element[0];
+    const redisReply *kind = r->element[0], *ch = r->element[1];
+    int inval = is_str(ch, rt->channel, rt->channel_len);
+    int lock = is_str(ch, rt->lock_channel, rt->lock_channel_len);
     if (kind->len == 7 && memcmp(kind->str, "message", 7) == 0) {
-        sub_message(rt, r->element[2]);
-    } else if (kind->len == 9 && memcmp(kind->str, "subscribe", 9) == 0) {
-        atomic_store(&rt->subscribed, 1);
-        rt->sub_backoff_k = 0;
-        if (rt->sub_lost) {
-            /* Messages published while we were away are gone. */
-            rt->sub_lost = 0;
-            sub_deliver(rt, NULL, 0);
+        if (inval) {
+            sub_message(rt, r->element[2]);
+        } else if (lock) {
+            sub_lock_message(rt, r->element[2]);
+        } else {
+            COUNT(rt, inval_malformed);
         }
-        sub_first_signal(rt);
+    } else if (kind->len == 9 && memcmp(kind->str, "subscribe", 9) == 0) {
+        if (inval) {
+            atomic_store(&rt->inval_sub, 1);
+            if (rt->sub_lost) {
+                /* Messages published while we were away are gone. */
+                rt->sub_lost = 0;
+                sub_deliver(rt, NULL, 0);
+            }
+        } else if (lock) {
+            /* Stored before the gap check, under the lock a registration
+             * takes to read it: either it sees 1, or we see its gap. */
+            atomic_store(&rt->lock_sub, 1);
+            pthread_mutex_lock(&rt->sub_lock);
+            if (rt->lock_gap) {
+                rt->lock_gap = 0;
+                if (rt->lock_fn != NULL) {
+                    rt->lock_fn(rt->lock_arg, NULL, 0, NULL);
+                }
+            }
+            pthread_mutex_unlock(&rt->sub_lock);
+        }
+        if (sub_complete(rt)) {
+            rt->sub_backoff_k = 0;
+            sub_first_signal(rt);
+        }
     }
 }
 
@@ -1821,6 +2349,15 @@ static void sub_auth_cb(redisAsyncContext *ac, void *reply, void *privdata)
     if (reply != NULL) {
         handshake_reply(rt, "AUTH (subscriber)", reply);
     }
+}
+
+/* hiredis 0.14 has no async connect timeout: a host that drops SYNs would
+ * hold the subscriber for minutes; a SUBSCRIBE that is never answered
+ * likewise. */
+static void sub_arm_check(struct redis_tier *rt)
+{
+    struct timeval tv = ms_tv(rt->connect_timeout_ms);
+    evtimer_add(rt->sub_check_ev, &tv);
 }
 
 static void sub_connect(struct redis_tier *rt)
@@ -1866,20 +2403,26 @@ static void sub_connect(struct redis_tier *rt)
         argvlen[argc++] = strlen(rt->password);
         redisAsyncCommandArgv(ac, sub_auth_cb, rt, argc, argv, argvlen);
     }
-    argv[0] = "SUBSCRIBE";
-    argvlen[0] = 9;
-    argv[1] = rt->channel;
-    argvlen[1] = strlen(rt->channel);
-    if (redisAsyncCommandArgv(ac, sub_cb, rt, 2, argv, argvlen) != REDIS_OK) {
+    argc = 0;
+    argv[argc] = "SUBSCRIBE";
+    argvlen[argc++] = 9;
+    if (rt->invalidate == INVALIDATE_PUBSUB) {
+        argv[argc] = rt->channel;
+        argvlen[argc++] = rt->channel_len;
+    }
+    int lock = atomic_load(&rt->lock_wanted);
+    if (lock) {
+        argv[argc] = rt->lock_channel;
+        argvlen[argc++] = rt->lock_channel_len;
+    }
+    if (redisAsyncCommandArgv(ac, sub_cb, rt, argc, argv, argvlen) != REDIS_OK) {
         rt->sub_ac = NULL;
         redisAsyncFree(ac);
         sub_schedule(rt);
         return;
     }
-    /* hiredis 0.14 has no async connect timeout: a host that drops SYNs
-     * would hold the subscriber for minutes. */
-    struct timeval tv = ms_tv(rt->connect_timeout_ms);
-    evtimer_add(rt->sub_check_ev, &tv);
+    rt->lock_sub_sent = lock;
+    sub_arm_check(rt);
 }
 
 static void sub_check_cb(evutil_socket_t fd, short what, void *arg)
@@ -1888,7 +2431,7 @@ static void sub_check_cb(evutil_socket_t fd, short what, void *arg)
     char tgt[160];
     (void)fd;
     (void)what;
-    if (rt->sub_ac == NULL || atomic_load(&rt->subscribed)) {
+    if (rt->sub_ac == NULL || sub_complete(rt)) {
         return;
     }
     /* Freeing runs sub_cb with a NULL reply, which schedules the retry. */
@@ -1897,17 +2440,48 @@ static void sub_check_cb(evutil_socket_t fd, short what, void *arg)
     redisAsyncFree(rt->sub_ac);
 }
 
-static void sub_stop_cb(evutil_socket_t fd, short what, void *arg)
+/* A lock-release callback was registered: add the lock channel to a live
+ * subscription (a connection made later includes it from the start). */
+static void sub_add_lock_channel(struct redis_tier *rt)
+{
+    if (rt->sub_ac == NULL || rt->lock_sub_sent) {
+        return;
+    }
+    const char *argv[] = {"SUBSCRIBE", rt->lock_channel};
+    size_t argvlen[] = {9, rt->lock_channel_len};
+    if (redisAsyncCommandArgv(rt->sub_ac, sub_cb, rt, 2, argv, argvlen) != REDIS_OK) {
+        redisAsyncFree(rt->sub_ac); /* reconnects, with the lock channel */
+        return;
+    }
+    rt->lock_sub_sent = 1;
+    sub_arm_check(rt);
+}
+
+static void sub_cmd_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct redis_tier *rt = arg;
-    (void)fd;
     (void)what;
-    redisAsyncContext *ac = rt->sub_ac;
-    rt->sub_ac = NULL;
-    if (ac != NULL) {
-        redisAsyncFree(ac);
+    char cmd[16];
+    ssize_t n = read(fd, cmd, sizeof(cmd));
+    if (n < 0 && errno == EINTR) {
+        return;
     }
-    event_base_loopbreak(rt->sub_base);
+    int stop = n <= 0; /* the write end is gone: nobody can stop us otherwise */
+    for (ssize_t i = 0; i < n; i++) {
+        if (cmd[i] == 'q') {
+            stop = 1;
+        } else if (cmd[i] == 'l') {
+            sub_add_lock_channel(rt);
+        }
+    }
+    if (stop) {
+        redisAsyncContext *ac = rt->sub_ac;
+        rt->sub_ac = NULL;
+        if (ac != NULL) {
+            redisAsyncFree(ac);
+        }
+        event_base_loopbreak(rt->sub_base);
+    }
 }
 
 static void *sub_main(void *arg)
@@ -1918,31 +2492,17 @@ static void *sub_main(void *arg)
     return NULL;
 }
 
-static enum tc_status sub_start(struct redis_tier *rt, char *err, size_t errlen)
+static void sub_command(struct redis_tier *rt, char b)
 {
-    if (pipe(rt->sub_pipe) != 0) {
-        tc_tier_errf(err, errlen, "redis: pipe() for the subscriber failed: %s", strerror(errno));
-        rt->sub_pipe[0] = rt->sub_pipe[1] = -1;
-        return TC_EIO;
-    }
-    rt->sub_base = event_base_new();
-    if (rt->sub_base == NULL) {
-        return TC_ENOMEM;
-    }
-    rt->sub_stop_ev = event_new(rt->sub_base, rt->sub_pipe[0], EV_READ, sub_stop_cb, rt);
-    rt->sub_retry_ev = evtimer_new(rt->sub_base, sub_retry_cb, rt);
-    rt->sub_check_ev = evtimer_new(rt->sub_base, sub_check_cb, rt);
-    if (rt->sub_stop_ev == NULL || rt->sub_retry_ev == NULL || rt->sub_check_ev == NULL ||
-        event_add(rt->sub_stop_ev, NULL) != 0) {
-        return TC_ENOMEM;
-    }
-    if (pthread_create(&rt->sub_thread, NULL, sub_main, rt) != 0) {
-        tc_tier_errf(err, errlen, "redis: cannot start the subscriber thread");
-        return TC_ENOMEM;
-    }
-    rt->sub_started = 1;
-    /* Wait (bounded) for the first SUBSCRIBE, so that invalidations sent
-     * right after open are not missed when Redis is up. */
+    ssize_t w;
+    do {
+        w = write(rt->sub_pipe[1], &b, 1);
+    } while (w < 0 && errno == EINTR);
+}
+
+/* Waits on sub_cond (sub_lock held) until *done or connect_timeout_ms. */
+static void sub_wait(struct redis_tier *rt, int (*done)(struct redis_tier *))
+{
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += (time_t)(rt->connect_timeout_ms / 1000);
@@ -1951,44 +2511,88 @@ static enum tc_status sub_start(struct redis_tier *rt, char *err, size_t errlen)
         until.tv_sec++;
         until.tv_nsec -= 1000000000L;
     }
-    pthread_mutex_lock(&rt->sub_lock);
-    while (!rt->sub_first_done) {
+    while (!done(rt)) {
         if (pthread_cond_timedwait(&rt->sub_cond, &rt->sub_lock, &until) != 0) {
             break;
         }
     }
-    pthread_mutex_unlock(&rt->sub_lock);
-    return TC_OK;
+}
+
+static int wait_first(struct redis_tier *rt)
+{
+    return rt->sub_first_done;
+}
+
+static int wait_lock(struct redis_tier *rt)
+{
+    return atomic_load(&rt->lock_sub);
 }
 
 static void sub_stop(struct redis_tier *rt)
 {
     if (rt->sub_started) {
-        char b = 1;
-        ssize_t w;
-        do {
-            w = write(rt->sub_pipe[1], &b, 1);
-        } while (w < 0 && errno == EINTR);
+        sub_command(rt, 'q');
         pthread_join(rt->sub_thread, NULL);
         rt->sub_started = 0;
     }
-    if (rt->sub_stop_ev != NULL) {
-        event_free(rt->sub_stop_ev);
+    if (rt->sub_cmd_ev != NULL) {
+        event_free(rt->sub_cmd_ev);
+        rt->sub_cmd_ev = NULL;
     }
     if (rt->sub_check_ev != NULL) {
         event_free(rt->sub_check_ev);
+        rt->sub_check_ev = NULL;
     }
     if (rt->sub_retry_ev != NULL) {
         event_free(rt->sub_retry_ev);
+        rt->sub_retry_ev = NULL;
     }
     if (rt->sub_base != NULL) {
         event_base_free(rt->sub_base);
+        rt->sub_base = NULL;
     }
     for (int i = 0; i < 2; i++) {
         if (rt->sub_pipe[i] >= 0) {
             close(rt->sub_pipe[i]);
+            rt->sub_pipe[i] = -1;
         }
     }
+}
+
+/* Starts the subscriber thread; on failure nothing of it is left. */
+static enum tc_status sub_start(struct redis_tier *rt, char *err, size_t errlen)
+{
+    enum tc_status st = TC_ENOMEM;
+    if (pipe(rt->sub_pipe) != 0) {
+        tc_tier_errf(err, errlen, "redis: pipe() for the subscriber failed: %s", strerror(errno));
+        rt->sub_pipe[0] = rt->sub_pipe[1] = -1;
+        return TC_EIO;
+    }
+    rt->sub_base = event_base_new();
+    if (rt->sub_base == NULL) {
+        goto fail;
+    }
+    rt->sub_cmd_ev = event_new(rt->sub_base, rt->sub_pipe[0], EV_READ | EV_PERSIST, sub_cmd_cb, rt);
+    rt->sub_retry_ev = evtimer_new(rt->sub_base, sub_retry_cb, rt);
+    rt->sub_check_ev = evtimer_new(rt->sub_base, sub_check_cb, rt);
+    if (rt->sub_cmd_ev == NULL || rt->sub_retry_ev == NULL || rt->sub_check_ev == NULL ||
+        event_add(rt->sub_cmd_ev, NULL) != 0) {
+        goto fail;
+    }
+    if (pthread_create(&rt->sub_thread, NULL, sub_main, rt) != 0) {
+        tc_tier_errf(err, errlen, "redis: cannot start the subscriber thread");
+        goto fail;
+    }
+    rt->sub_started = 1;
+    /* Wait (bounded) for the first SUBSCRIBE, so that messages sent right
+     * after this returns are not missed when Redis is up. */
+    pthread_mutex_lock(&rt->sub_lock);
+    sub_wait(rt, wait_first);
+    pthread_mutex_unlock(&rt->sub_lock);
+    return TC_OK;
+fail:
+    sub_stop(rt);
+    return st;
 }
 
 static enum tc_status redis_on_invalidate(struct tc_tier *t, tc_tier_invalidate_fn fn, void *arg)
@@ -2006,6 +2610,54 @@ static enum tc_status redis_on_invalidate(struct tc_tier *t, tc_tier_invalidate_
     return TC_OK;
 }
 
+static enum tc_status redis_on_lock_release(struct tc_tier *t, tc_tier_lock_release_fn fn,
+                                            void *arg)
+{
+    struct redis_tier *rt = (struct redis_tier *)t;
+    if (!rt->locks_ok) {
+        return TC_ENOTSUP;
+    }
+    enum tc_status st = TC_OK;
+    pthread_mutex_lock(&rt->sub_ctl);
+    /* Set first, under the subscriber's lock (so the old one is done with):
+     * a notice that arrives while we wait below must not be dropped. */
+    pthread_mutex_lock(&rt->sub_lock);
+    rt->lock_fn = fn;
+    rt->lock_arg = arg;
+    if (!atomic_load(&rt->lock_wanted)) {
+        rt->lock_gap = 0; /* losses before anyone listened are nobody's gap */
+    }
+    pthread_mutex_unlock(&rt->sub_lock);
+    if (fn != NULL && !atomic_load(&rt->lock_wanted)) {
+        /* Subscribed from now on, until close, even if fn is unregistered:
+         * an idle channel costs nothing. */
+        atomic_store(&rt->lock_wanted, 1);
+        if (!rt->sub_started) {
+            st = sub_start(rt, NULL, 0); /* waits for the SUBSCRIBE */
+        } else {
+            sub_command(rt, 'l');
+            pthread_mutex_lock(&rt->sub_lock);
+            sub_wait(rt, wait_lock);
+            pthread_mutex_unlock(&rt->sub_lock);
+        }
+        if (st != TC_OK) {
+            atomic_store(&rt->lock_wanted, 0);
+        }
+    }
+    pthread_mutex_lock(&rt->sub_lock);
+    if (st != TC_OK) {
+        rt->lock_fn = NULL;
+        rt->lock_arg = NULL;
+    } else if (fn != NULL && !atomic_load(&rt->lock_sub)) {
+        /* Not subscribed yet (Redis down or slow): when it is, fn hears
+         * "recheck everything" for what it may have missed until then. */
+        rt->lock_gap = 1;
+    }
+    pthread_mutex_unlock(&rt->sub_lock);
+    pthread_mutex_unlock(&rt->sub_ctl);
+    return st;
+}
+
 /* ---- vtable: open, close, stats, health ------------------------------------------------------ */
 
 static void redis_close(struct tc_tier *t)
@@ -2013,6 +2665,7 @@ static void redis_close(struct tc_tier *t)
     struct redis_tier *rt = (struct redis_tier *)t;
     sub_stop(rt);
     pthread_mutex_destroy(&rt->err_lock);
+    pthread_mutex_destroy(&rt->sub_ctl);
     pthread_mutex_destroy(&rt->sub_lock);
     pthread_cond_destroy(&rt->sub_cond);
     free(rt->addr);
@@ -2023,7 +2676,25 @@ static void redis_close(struct tc_tier *t)
     }
     free(rt->prefix);
     free(rt->channel);
+    free(rt->lock_prefix);
+    free(rt->lock_channel);
     free(rt);
+}
+
+/* The SHA1 of a script, as EVALSHA wants it (40 lower-case hex digits). */
+static enum tc_status script_sha(const char *script, char out[SHA_HEX + 1], char *err,
+                                 size_t errlen)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (EVP_Digest(script, strlen(script), md, &len, EVP_sha1(), NULL) != 1 || len * 2 != SHA_HEX) {
+        tc_tier_errf(err, errlen, "redis: SHA1 (OpenSSL) unavailable for the lock scripts");
+        return TC_EIO;
+    }
+    for (unsigned i = 0; i < len; i++) {
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    }
+    return TC_OK;
 }
 
 static void make_id(char out[ID_LEN + 1])
@@ -2129,6 +2800,7 @@ static enum tc_status redis_open_common(const struct tc_tier_params *p, int unix
     }
     rt->sub_pipe[0] = rt->sub_pipe[1] = -1;
     pthread_mutex_init(&rt->err_lock, NULL);
+    pthread_mutex_init(&rt->sub_ctl, NULL);
     pthread_mutex_init(&rt->sub_lock, NULL);
     pthread_cond_init(&rt->sub_cond, NULL);
     rt->unix_socket = unix_socket;
@@ -2182,6 +2854,26 @@ static enum tc_status redis_open_common(const struct tc_tier_params *p, int unix
         goto fail;
     }
     snprintf(rt->channel, chlen, "%sinvalidate@%u", prefix, rt->db);
+    rt->channel_len = strlen(rt->channel);
+    if ((rt->lock_channel = malloc(chlen)) == NULL) {
+        goto fail;
+    }
+    snprintf(rt->lock_channel, chlen, "%slocks@%u", prefix, rt->db);
+    rt->lock_channel_len = strlen(rt->lock_channel);
+    rt->lock_prefix_len = strlen(LOCK_NS) + rt->prefix_len;
+    if ((rt->lock_prefix = malloc(rt->lock_prefix_len + 1)) == NULL) {
+        goto fail;
+    }
+    memcpy(rt->lock_prefix, LOCK_NS, strlen(LOCK_NS));
+    memcpy(rt->lock_prefix + strlen(LOCK_NS), prefix, rt->prefix_len + 1);
+    /* Lock keys must never start with PREFIX (see the top comment). */
+    rt->locks_ok = memcmp(rt->lock_prefix, rt->prefix, rt->prefix_len) != 0;
+    for (int op = 0; op < LOCK_OPS; op++) {
+        if ((st = script_sha(lock_script[op], rt->lock_sha[op], err, errlen)) != TC_OK) {
+            goto fail;
+        }
+    }
+    st = TC_ENOMEM;
     rt->base.max_key = TC_KEY_MAX;
     rt->base.max_value = (size_t)max_item;
 
@@ -2236,7 +2928,8 @@ static void redis_stats(struct tc_tier *t, tc_tier_stat_fn emit, void *arg)
     emit(arg, "circuit_half_open", (uint64_t)half, TC_STAT_GAUGE);
     /* The worst state over all contexts: 0 closed, 1 half-open, 2 open. */
     emit(arg, "circuit_state", open > 0 ? 2u : half > 0 ? 1u : 0u, TC_STAT_GAUGE);
-    emit(arg, "subscribed", (uint64_t)atomic_load(&rt->subscribed), TC_STAT_GAUGE);
+    /* 1 when every channel wanted (invalidation, lock notices) is subscribed. */
+    emit(arg, "subscribed", (uint64_t)sub_complete(rt), TC_STAT_GAUGE);
 }
 
 static enum tc_tier_health redis_health(struct tc_tier *t, char *detail, size_t len)
@@ -2260,7 +2953,7 @@ static enum tc_tier_health redis_health(struct tc_tier *t, char *detail, size_t 
         h = TC_HEALTH_DEGRADED;
         tc_tier_errf(detail, len, "circuit open on %d of %d connections: %s", open + half, total,
                      err);
-    } else if (rt->invalidate == INVALIDATE_PUBSUB && !atomic_load(&rt->subscribed)) {
+    } else if (rt->invalidate == INVALIDATE_PUBSUB && !atomic_load(&rt->inval_sub)) {
         h = TC_HEALTH_DEGRADED;
         tc_tier_errf(detail, len, "invalidation subscriber down: %s", err);
     } else {
@@ -2274,7 +2967,8 @@ static enum tc_tier_health redis_health(struct tc_tier *t, char *detail, size_t 
     const struct tc_tier_ops sym = {                                                               \
         .scheme = name,                                                                            \
         .abi_version = TC_TIER_ABI_VERSION,                                                        \
-        .caps = TC_TIER_CAP_REMOTE | TC_TIER_CAP_ASYNC | TC_TIER_CAP_SHARED,                       \
+        .caps = TC_TIER_CAP_REMOTE | TC_TIER_CAP_ASYNC | TC_TIER_CAP_SHARED |                      \
+                TC_TIER_CAP_LOCK_CLUSTER,                                                          \
         .params = redis_params,                                                                    \
         .usage = usage_text,                                                                       \
         .open = open_fn,                                                                           \
@@ -2289,6 +2983,10 @@ static enum tc_tier_health redis_health(struct tc_tier *t, char *detail, size_t 
         .stats = redis_stats,                                                                      \
         .health = redis_health,                                                                    \
         .on_invalidate = redis_on_invalidate,                                                      \
+        .lock_acquire = redis_lock_acquire,                                                        \
+        .lock_release = redis_lock_release,                                                        \
+        .lock_peek = redis_lock_peek,                                                              \
+        .on_lock_release = redis_on_lock_release,                                                  \
     };
 
 REDIS_OPS(tc_tier_redis_ops, "redis", redis_open,

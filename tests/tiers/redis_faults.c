@@ -16,6 +16,18 @@
  *                 writes; this process hears the set and delete within 100 ms.
  *   threads:      four workers, each with its own event_base and ctx, 50
  *                 operations in flight each, values checked.
+ *   lock_mutex:   forked processes, each with its own tier (blocking or on an
+ *                 event_base), take turns on one lease lock around a GET +
+ *                 SET of a plain counter; the final count is exact.
+ *   lock_killed:  a child holding a lock is SIGKILLed; the lock is free
+ *                 again at its ttl, not before.
+ *   lock_notices: a release on one instance reaches the release callbacks of
+ *                 the others (and its own), with invalidation on or off;
+ *                 a refused release publishes nothing; a callback replaced
+ *                 or unregistered is never called again.
+ *   lock_faults:  Redis frozen: lock operations fail within their deadline,
+ *                 a lock taken before survives; Redis restarted: the
+ *                 subscribers say "recheck everything" and notices flow again.
  */
 #include "tests/support/check.h"
 #include "tests/support/redis_server.h"
@@ -23,7 +35,9 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <hiredis/hiredis.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -680,10 +694,650 @@ static void test_threads(void)
     tc_redis_server_destroy(srv);
 }
 
+/* ---- lease locks: helpers ------------------------------------------------------- */
+
+struct lwait {
+    int done, calls;
+};
+
+static void lwait_done(struct tc_tier_lock_req *r)
+{
+    struct lwait *w = r->arg;
+    w->calls++;
+    w->done = 1;
+}
+
+/* One lock operation (0 acquire, 1 release, 2 peek) to completion: on base
+ * when there is one, else on a blocking ctx. */
+static enum tc_status lock_do(struct tc_tier_ctx *c, struct event_base *base, int op,
+                              struct tc_tier_lock_req *r)
+{
+    struct lwait w = {0, 0};
+    r->done = base != NULL ? lwait_done : NULL;
+    r->arg = &w;
+    enum tc_status st = op == 0   ? tc_tier_lock_acquire(c, r)
+                        : op == 1 ? tc_tier_lock_release(c, r)
+                                  : tc_tier_lock_peek(c, r);
+    if (st != TC_EINPROGRESS) {
+        return st;
+    }
+    while (!w.done) {
+        event_base_loop(base, EVLOOP_ONCE);
+    }
+    return w.calls == 1 ? r->status : TC_ECORRUPT;
+}
+
+static enum tc_status lock_named(struct tc_tier_ctx *c, struct event_base *base, int op,
+                                 const char *name, uint64_t ttl, struct tc_tier_lock_req *r)
+{
+    if (op != 1) {
+        memset(r, 0, sizeof(*r));
+    }
+    r->name = name;
+    r->name_len = strlen(name);
+    r->ttl_ms = ttl;
+    return lock_do(c, base, op, r);
+}
+
+static redisContext *raw_connect(unsigned port)
+{
+    struct timeval tv = {5, 0};
+    redisContext *rc = redisConnectWithTimeout("127.0.0.1", (int)port, tv);
+    if (rc != NULL && rc->err) {
+        redisFree(rc);
+        rc = NULL;
+    }
+    return rc;
+}
+
+/* A plain string key as an integer; -1 on any error. */
+static long long raw_get_int(redisContext *rc, const char *key)
+{
+    redisReply *r = redisCommand(rc, "GET %s", key);
+    long long v = -1;
+    if (r != NULL && r->type == REDIS_REPLY_NIL) {
+        v = 0;
+    } else if (r != NULL && r->type == REDIS_REPLY_STRING) {
+        v = strtoll(r->str, NULL, 10);
+    }
+    freeReplyObject(r);
+    return v;
+}
+
+/* ---- lease locks: mutual exclusion between processes ------------------------------- */
+
+#define MUTEX_CHILDREN 4
+#define MUTEX_ROUNDS   25
+
+/* Takes the lock MUTEX_ROUNDS times; inside, increments a plain counter by
+ * GET, a pause, SET, which loses updates unless the lock excludes. Exits 0,
+ * or with a code saying what went wrong. */
+static void child_mutex(unsigned port, int async, int go_fd)
+{
+    char b;
+    if (read(go_fd, &b, 1) != 1) {
+        _exit(2);
+    }
+    char uri[256], err[256];
+    snprintf(uri, sizeof(uri),
+             "redis://127.0.0.1:%u/0?timeout_ms=2000&connect_timeout_ms=2000&invalidate=none",
+             port);
+    struct tc_tier *t;
+    struct tc_tier_ctx *c;
+    struct event_base *base = async ? event_base_new() : NULL;
+    redisContext *rc = raw_connect(port);
+    if (tc_tier_open(NULL, uri, &t, err, sizeof(err)) != TC_OK ||
+        tc_tier_ctx_init(t, base, &c) != TC_OK || rc == NULL) {
+        _exit(3);
+    }
+    int code = 0;
+    uint64_t give_up = mono_ms() + 60000;
+    for (int i = 0; i < MUTEX_ROUNDS && code == 0; i++) {
+        struct tc_tier_lock_req r;
+        enum tc_status st;
+        while ((st = lock_named(c, base, 0, "mutex", 10000, &r)) == TC_EEXIST) {
+            if (mono_ms() > give_up) {
+                _exit(4);
+            }
+            sleep_ms(r.remaining_ms < 3 ? (long)r.remaining_ms : 3);
+        }
+        if (st != TC_OK) {
+            code = 5;
+            break;
+        }
+        /* Also count holders directly: more than one inside is a failure
+         * even if the counter happened to come out right. */
+        redisReply *in = redisCommand(rc, "INCR inside");
+        if (in == NULL || in->type != REDIS_REPLY_INTEGER || in->integer != 1) {
+            code = 6;
+        }
+        freeReplyObject(in);
+        long long v = raw_get_int(rc, "counter");
+        sleep_ms(1);
+        freeReplyObject(redisCommand(rc, "SET counter %lld", v + 1));
+        freeReplyObject(redisCommand(rc, "DECR inside"));
+        if (lock_named(c, base, 1, "mutex", 0, &r) != TC_OK) {
+            code = 7; /* the lease ran out under us, or someone else released it */
+        }
+    }
+    tc_tier_ctx_dispose(c);
+    tc_tier_close(t);
+    if (base != NULL) {
+        event_base_free(base);
+    }
+    redisFree(rc);
+    _exit(code);
+}
+
+static void test_lock_mutex(void)
+{
+    struct tc_redis_server *srv;
+    if (tc_redis_server_start(NULL, &srv) != 0) {
+        CHECK(0, "cannot start redis-server");
+        return;
+    }
+    int go[2];
+    if (pipe(go) != 0) {
+        CHECK(0, "pipe");
+        tc_redis_server_destroy(srv);
+        return;
+    }
+    pid_t pids[MUTEX_CHILDREN];
+    for (int i = 0; i < MUTEX_CHILDREN; i++) {
+        pids[i] = fork();
+        if (pids[i] == 0) {
+            close(go[1]);
+            child_mutex(tc_redis_server_port(srv), i % 2, go[0]);
+        }
+    }
+    close(go[0]);
+    uint64_t start = mono_ms();
+    char all[MUTEX_CHILDREN] = {0};
+    CHECK(write(go[1], all, sizeof(all)) == (ssize_t)sizeof(all), "start the children");
+    close(go[1]);
+    for (int i = 0; i < MUTEX_CHILDREN; i++) {
+        int status = 0;
+        waitpid(pids[i], &status, 0);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "mutex child %d (%s): status %d (exit %d)", i, i % 2 ? "async" : "blocking", status,
+              WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    }
+    redisContext *rc = raw_connect(tc_redis_server_port(srv));
+    long long counter = rc != NULL ? raw_get_int(rc, "counter") : -1;
+    CHECK(counter == MUTEX_CHILDREN * MUTEX_ROUNDS, "counter %lld, expected %d", counter,
+          MUTEX_CHILDREN * MUTEX_ROUNDS);
+    printf("lock_mutex: %d processes x %d rounds, counter %lld, %llu ms\n", MUTEX_CHILDREN,
+           MUTEX_ROUNDS, counter, (unsigned long long)(mono_ms() - start));
+    if (rc != NULL) {
+        redisFree(rc);
+    }
+    tc_redis_server_destroy(srv);
+}
+
+/* ---- lease locks: a holder that dies ---------------------------------------------- */
+
+#define KILLED_TTL 1500
+
+static void child_holder(unsigned port, int report_fd)
+{
+    char uri[256], err[256];
+    snprintf(uri, sizeof(uri), "redis://127.0.0.1:%u/0?timeout_ms=2000&invalidate=none", port);
+    struct tc_tier *t;
+    struct tc_tier_ctx *c;
+    if (tc_tier_open(NULL, uri, &t, err, sizeof(err)) != TC_OK ||
+        tc_tier_ctx_init(t, NULL, &c) != TC_OK) {
+        _exit(3);
+    }
+    struct {
+        uint64_t before;
+        char token[TC_LOCK_TOKEN_MAX];
+    } rep;
+    struct tc_tier_lock_req r;
+    rep.before = mono_ms();
+    if (lock_named(c, NULL, 0, "crash", KILLED_TTL, &r) != TC_OK) {
+        _exit(4);
+    }
+    memcpy(rep.token, r.token, sizeof(rep.token));
+    if (write(report_fd, &rep, sizeof(rep)) != (ssize_t)sizeof(rep)) {
+        _exit(5);
+    }
+    for (;;) {
+        pause(); /* holding, until SIGKILL */
+    }
+}
+
+static void test_lock_killed(void)
+{
+    struct tc_redis_server *srv;
+    if (tc_redis_server_start(NULL, &srv) != 0) {
+        CHECK(0, "cannot start redis-server");
+        return;
+    }
+    int report[2];
+    if (pipe(report) != 0) {
+        CHECK(0, "pipe");
+        tc_redis_server_destroy(srv);
+        return;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(report[0]);
+        child_holder(tc_redis_server_port(srv), report[1]);
+    }
+    close(report[1]);
+    struct {
+        uint64_t before;
+        char token[TC_LOCK_TOKEN_MAX];
+    } rep;
+    int got = read(report[0], &rep, sizeof(rep)) == (ssize_t)sizeof(rep);
+    CHECK(got, "the child took the lock");
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    close(report[0]);
+    struct tc_tier *t = open_tier("redis://127.0.0.1:%u/0?timeout_ms=2000&invalidate=none",
+                                  tc_redis_server_port(srv));
+    struct tc_tier_ctx *c = NULL;
+    if (!got || t == NULL || tc_tier_ctx_init(t, NULL, &c) != TC_OK) {
+        CHECK(0, "setup");
+        tc_tier_close(t);
+        tc_redis_server_destroy(srv);
+        return;
+    }
+    rep.token[TC_LOCK_TOKEN_MAX - 1] = '\0';
+    struct tc_tier_lock_req r;
+    enum tc_status st = lock_named(c, NULL, 2, "crash", 0, &r);
+    uint64_t now = mono_ms();
+    if (now - rep.before < KILLED_TTL) {
+        CHECK(st == TC_OK && strcmp(r.token, rep.token) == 0,
+              "the dead holder's lease outlives it: %s, '%s'", tc_strerror(st), r.token);
+    }
+    /* Poll: free at the ttl (to the few ms Redis' clock and ours differ),
+     * not before, and without anyone's help. */
+    uint64_t freed = 0;
+    while (mono_ms() - rep.before < KILLED_TTL + 5000) {
+        st = lock_named(c, NULL, 0, "crash", 60000, &r);
+        if (st != TC_EEXIST) {
+            freed = st == TC_OK ? mono_ms() : 0;
+            break;
+        }
+        sleep_ms(10);
+    }
+    CHECK(st == TC_OK || st == TC_EEXIST, "acquire while held: %s", tc_strerror(st));
+    CHECK(freed != 0, "free again %llu ms after a %d ms lease",
+          (unsigned long long)(mono_ms() - rep.before), KILLED_TTL);
+    CHECK(freed == 0 || freed + 5 >= rep.before + KILLED_TTL,
+          "taken over %llu ms into a %d ms lease", (unsigned long long)(freed - rep.before),
+          KILLED_TTL);
+    printf("lock_killed: a dead holder's %d ms lease was free again after %llu ms\n", KILLED_TTL,
+           (unsigned long long)(freed - rep.before));
+    struct tc_tier_lock_req old;
+    memset(&old, 0, sizeof(old));
+    memcpy(old.token, rep.token, sizeof(old.token));
+    CHECK(lock_named(c, NULL, 1, "crash", 0, &old) == TC_ENOTFOUND,
+          "the dead holder's token releases the new lease");
+    CHECK(lock_named(c, NULL, 1, "crash", 0, &r) == TC_OK, "release");
+    tc_tier_ctx_dispose(c);
+    tc_tier_close(t);
+    tc_redis_server_destroy(srv);
+}
+
+/* ---- lease locks: release notices ------------------------------------------------- */
+
+#define NOTICES 256
+
+struct notices {
+    pthread_mutex_t lock;
+    int n, recheck, bad;
+    size_t len[NOTICES];
+    char name[NOTICES][32];
+    char token[NOTICES][TC_LOCK_TOKEN_MAX];
+};
+
+static void notices_init(struct notices *h)
+{
+    memset(h, 0, sizeof(*h));
+    pthread_mutex_init(&h->lock, NULL);
+}
+
+static void on_notice(void *arg, const void *name, size_t len, const char *token)
+{
+    struct notices *h = arg;
+    pthread_mutex_lock(&h->lock);
+    if (name == NULL) {
+        h->recheck++;
+        h->bad += len != 0 || token != NULL;
+    } else if (token == NULL || len == 0 || len > 32 || strlen(token) >= TC_LOCK_TOKEN_MAX) {
+        h->bad++;
+    } else if (h->n < NOTICES) {
+        memcpy(h->name[h->n], name, len);
+        h->len[h->n] = len;
+        memcpy(h->token[h->n], token, strlen(token) + 1);
+        h->n++;
+    }
+    pthread_mutex_unlock(&h->lock);
+}
+
+/* 1 if h heard a release of name (by token, when given). */
+static int heard_notice(struct notices *h, const void *name, size_t len, const char *token)
+{
+    int found = 0;
+    pthread_mutex_lock(&h->lock);
+    for (int i = 0; i < h->n && !found; i++) {
+        found = h->len[i] == len && memcmp(h->name[i], name, len) == 0 &&
+                (token == NULL || strcmp(h->token[i], token) == 0);
+    }
+    pthread_mutex_unlock(&h->lock);
+    return found;
+}
+
+static long wait_notice(struct notices *h, const void *name, size_t len, const char *token,
+                        long limit_ms)
+{
+    uint64_t start = mono_ms();
+    while ((long)(mono_ms() - start) <= limit_ms) {
+        if (heard_notice(h, name, len, token)) {
+            return (long)(mono_ms() - start);
+        }
+        sleep_ms(1);
+    }
+    return -1;
+}
+
+static int notices_count(struct notices *h, int recheck)
+{
+    pthread_mutex_lock(&h->lock);
+    int n = recheck ? h->recheck : h->n;
+    pthread_mutex_unlock(&h->lock);
+    return n;
+}
+
+static int wait_recheck(struct notices *h, int above, long limit_ms)
+{
+    uint64_t start = mono_ms();
+    while ((long)(mono_ms() - start) <= limit_ms) {
+        if (notices_count(h, 1) > above) {
+            return 1;
+        }
+        sleep_ms(5);
+    }
+    return 0;
+}
+
+/* Takes and releases name through c; returns the token, or "" on failure. */
+static void take_and_release(struct tc_tier_ctx *c, const void *name, size_t len,
+                             char token[TC_LOCK_TOKEN_MAX])
+{
+    struct tc_tier_lock_req r;
+    memset(&r, 0, sizeof(r));
+    r.name = name;
+    r.name_len = len;
+    r.ttl_ms = 10000;
+    token[0] = '\0';
+    if (lock_do(c, NULL, 0, &r) == TC_OK && lock_do(c, NULL, 1, &r) == TC_OK) {
+        memcpy(token, r.token, TC_LOCK_TOKEN_MAX);
+    }
+}
+
+static void test_lock_notices(void)
+{
+    struct tc_redis_server *srv;
+    if (tc_redis_server_start(NULL, &srv) != 0) {
+        CHECK(0, "cannot start redis-server");
+        return;
+    }
+    unsigned port = tc_redis_server_port(srv);
+    const char *fmt = "redis://127.0.0.1:%u/0?timeout_ms=2000&connect_timeout_ms=5000";
+    struct tc_tier *a = open_tier(fmt, port), *b = open_tier(fmt, port);
+    struct tc_tier *n = open_tier("redis://127.0.0.1:%u/0?timeout_ms=2000&connect_timeout_ms=5000&"
+                                  "invalidate=none",
+                                  port);
+    struct tc_tier_ctx *ca = NULL;
+    if (a == NULL || b == NULL || n == NULL || tc_tier_ctx_init(a, NULL, &ca) != TC_OK) {
+        tc_tier_close(a);
+        tc_tier_close(b);
+        tc_tier_close(n);
+        tc_redis_server_destroy(srv);
+        return;
+    }
+    struct notices ha, hb, hn, hx, hy;
+    notices_init(&ha);
+    notices_init(&hb);
+    notices_init(&hn);
+    notices_init(&hx);
+    notices_init(&hy);
+    CHECK(stat(n, "subscribed") == 0, "invalidate=none subscribes to nothing by itself");
+    CHECK(tc_tier_on_lock_release(a, on_notice, &ha) == TC_OK, "register a");
+    CHECK(tc_tier_on_lock_release(b, on_notice, &hb) == TC_OK, "register b");
+    CHECK(tc_tier_on_lock_release(n, on_notice, &hn) == TC_OK, "register n (invalidate=none)");
+    CHECK(stat(n, "subscribed") == 1 && stat(b, "subscribed") == 1,
+          "subscribed when registration returns");
+    CHECK(tc_tier_on_invalidate(n, on_invalidate, NULL) == TC_ENOTSUP,
+          "still no invalidation on n");
+
+    char tok[TC_LOCK_TOKEN_MAX];
+    take_and_release(ca, "job-1", 5, tok);
+    CHECK(tok[0] != '\0', "a takes and releases job-1");
+    long mb = wait_notice(&hb, "job-1", 5, tok, 5000);
+    long mn = wait_notice(&hn, "job-1", 5, tok, 5000);
+    CHECK(mb >= 0, "b heard a's release (name and token)");
+    CHECK(mn >= 0, "n heard a's release with invalidation off");
+    CHECK(wait_notice(&ha, "job-1", 5, tok, 5000) >= 0, "a heard its own release");
+    printf("lock_notices: release heard by another instance after %ld ms\n", mb);
+
+    /* Any bytes in a name, spaces and NULs included. */
+    static const char bin[] = {'x', ' ', 0, 'y', ' '};
+    take_and_release(ca, bin, sizeof(bin), tok);
+    CHECK(tok[0] != '\0' && wait_notice(&hb, bin, sizeof(bin), tok, 5000) >= 0,
+          "b heard a binary name exactly");
+
+    /* A refused release publishes nothing: notices keep their order, so
+     * once the next one arrived, the refused one would have too. */
+    struct tc_tier_lock_req q;
+    CHECK(lock_named(ca, NULL, 0, "quiet", 10000, &q) == TC_OK, "take quiet");
+    struct tc_tier_lock_req wrong = q;
+    memcpy(wrong.token, "0000", 5);
+    CHECK(lock_do(ca, NULL, 1, &wrong) == TC_ENOTFOUND, "wrong token refused");
+    take_and_release(ca, "loud", 4, tok);
+    CHECK(wait_notice(&hb, "loud", 4, tok, 5000) >= 0, "b heard loud");
+    CHECK(!heard_notice(&hb, "quiet", 5, NULL), "a refused release was published");
+    CHECK(lock_do(ca, NULL, 1, &q) == TC_OK, "release quiet");
+    CHECK(wait_notice(&hb, "quiet", 5, q.token, 5000) >= 0, "b heard quiet");
+
+    /* Replacing the callback races with deliveries: once the call returns,
+     * the previous callback must never run again (and TSan watches the
+     * handover). Each release is heard by whichever callback is registered
+     * when it arrives, or by nobody after the final unregister. */
+    struct notices *live = &hb;
+    int frozen[2] = {0, 0}, late = 0, before = notices_count(&hb, 0);
+    for (int i = 0; i < 40; i++) {
+        struct notices *next = i % 2 ? &hy : &hx;
+        if (i >= 2) {
+            late += notices_count(next, 0) != frozen[i % 2]; /* retired at i - 1 */
+        }
+        CHECK(tc_tier_on_lock_release(b, on_notice, next) == TC_OK, "switch %d", i);
+        if (live != &hb) {
+            frozen[(i + 1) % 2] = notices_count(live, 0);
+        } else {
+            before = notices_count(&hb, 0);
+        }
+        live = next;
+        char name[16];
+        snprintf(name, sizeof(name), "switch-%d", i);
+        take_and_release(ca, name, strlen(name), tok);
+    }
+    CHECK(tc_tier_on_lock_release(b, NULL, NULL) == TC_OK, "unregister b");
+    int bx = notices_count(&hx, 0), by = notices_count(&hy, 0), bb = notices_count(&hb, 0);
+    take_and_release(ca, "after-unregister", 16, tok);
+    CHECK(wait_notice(&hn, "after-unregister", 16, tok, 5000) >= 0, "n heard it");
+    sleep_ms(100);
+    late +=
+        notices_count(&hx, 0) != bx || notices_count(&hy, 0) != by || notices_count(&hb, 0) != bb;
+    CHECK(late == 0, "%d notices reached a callback after it was replaced", late);
+    CHECK(bx + by + bb - before >= 39, "the switched callbacks heard %d of 40",
+          bx + by + bb - before);
+    CHECK(tc_tier_on_lock_release(b, on_notice, &hb) == TC_OK, "register b again");
+    take_and_release(ca, "again", 5, tok);
+    CHECK(wait_notice(&hb, "again", 5, tok, 5000) >= 0, "b hears again after re-registering");
+
+    int bad = ha.bad + hb.bad + hn.bad + hx.bad + hy.bad;
+    CHECK(bad == 0, "%d malformed callback calls", bad);
+    CHECK(notices_count(&hb, 1) == 0 && notices_count(&hn, 1) == 0,
+          "no recheck without a lost subscription (b %d, n %d)", notices_count(&hb, 1),
+          notices_count(&hn, 1));
+    CHECK(stat(b, "lock_malformed") == 0 && stat(b, "lock_notices") > 0, "b's notice stats");
+
+    CHECK(tc_tier_on_lock_release(n, NULL, NULL) == TC_OK, "unregister n");
+    tc_tier_ctx_dispose(ca);
+    /* Closing with callbacks still registered stops everything. */
+    tc_tier_close(a);
+    tc_tier_close(b);
+    tc_tier_close(n);
+    pthread_mutex_destroy(&ha.lock);
+    pthread_mutex_destroy(&hb.lock);
+    pthread_mutex_destroy(&hn.lock);
+    pthread_mutex_destroy(&hx.lock);
+    pthread_mutex_destroy(&hy.lock);
+    tc_redis_server_destroy(srv);
+}
+
+/* ---- lease locks: a frozen and a restarted Redis ---------------------------------- */
+
+static void test_lock_faults(void)
+{
+    struct tc_redis_server *srv;
+    if (tc_redis_server_start(NULL, &srv) != 0) {
+        CHECK(0, "cannot start redis-server");
+        return;
+    }
+    unsigned port = tc_redis_server_port(srv);
+    const uint64_t timeout = 100, ctimeout = 200;
+    const char *fmt = "redis://127.0.0.1:%u/0?timeout_ms=100&connect_timeout_ms=200&"
+                      "backoff_ms=20&backoff_max_ms=300&breaker_failures=3";
+    struct tc_tier *a = open_tier(fmt, port);
+    struct tc_tier *n = open_tier("redis://127.0.0.1:%u/0?timeout_ms=100&connect_timeout_ms=200&"
+                                  "backoff_ms=20&backoff_max_ms=300&invalidate=none",
+                                  port);
+    struct event_base *base = event_base_new();
+    struct tc_tier_ctx *cs = NULL, *cx = NULL;
+    if (a == NULL || n == NULL || tc_tier_ctx_init(a, NULL, &cs) != TC_OK ||
+        tc_tier_ctx_init(a, base, &cx) != TC_OK) {
+        CHECK(0, "setup");
+        tc_tier_close(a);
+        tc_tier_close(n);
+        event_base_free(base);
+        tc_redis_server_destroy(srv);
+        return;
+    }
+    struct notices hn;
+    notices_init(&hn);
+    CHECK(tc_tier_on_lock_release(n, on_notice, &hn) == TC_OK, "register n");
+    struct tc_tier_lock_req held;
+    CHECK(lock_named(cx, base, 0, "held", 60000, &held) == TC_OK, "take a lock before the freeze");
+
+    /* Frozen: every lock operation ends within its deadline (blocking: a
+     * reconnect may add a handshake), as TC_ETIMEOUT or TC_EUNAVAIL. */
+    tc_redis_server_pause(srv);
+    char sent[32][TC_LOCK_TOKEN_MAX];
+    int nsent = 0, wrong = 0;
+    uint64_t worst_async = 0, worst_sync = 0;
+    for (int i = 0; i < 12; i++) {
+        struct tc_tier_ctx *c = i % 2 ? cs : cx;
+        struct event_base *bb = i % 2 ? NULL : base;
+        int op = (i / 2) % 3;
+        struct tc_tier_lock_req r;
+        memset(&r, 0, sizeof(r));
+        if (op == 1) {
+            memcpy(r.token, held.token, sizeof(r.token));
+        }
+        uint64_t t0 = mono_ms();
+        enum tc_status st = lock_named(c, bb, op, op == 1 ? "held" : "frozen", 60000, &r);
+        uint64_t took = mono_ms() - t0;
+        if (bb != NULL && took > worst_async) {
+            worst_async = took;
+        } else if (bb == NULL && took > worst_sync) {
+            worst_sync = took;
+        }
+        if (st != TC_ETIMEOUT && st != TC_EUNAVAIL) {
+            wrong++;
+            fprintf(stderr, "frozen: op %d got %s\n", op, tc_strerror(st));
+        }
+        if (op == 0 && r.token[0] != '\0' && nsent < 32) {
+            memcpy(sent[nsent++], r.token, TC_LOCK_TOKEN_MAX);
+        }
+    }
+    CHECK(wrong == 0, "%d lock operations on a frozen Redis did not fail as they should", wrong);
+    CHECK(worst_async <= timeout + SLACK_MS, "async lock operation took %llu ms (deadline %llu)",
+          (unsigned long long)worst_async, (unsigned long long)timeout);
+    CHECK(worst_sync <= timeout + ctimeout + SLACK_MS,
+          "blocking lock operation took %llu ms (deadline %llu + handshake %llu)",
+          (unsigned long long)worst_sync, (unsigned long long)timeout,
+          (unsigned long long)ctimeout);
+    printf("lock_faults: frozen: worst %llu ms async, %llu ms blocking\n",
+           (unsigned long long)worst_async, (unsigned long long)worst_sync);
+    tc_redis_server_resume(srv);
+
+    /* Back: the lock taken before is still its holder's, and an acquire
+     * that timed out either took "frozen" under the token it kept or not
+     * at all. */
+    struct tc_tier_lock_req r;
+    enum tc_status st = TC_EUNAVAIL;
+    uint64_t start = mono_ms();
+    while ((st = lock_named(cx, base, 2, "held", 0, &r)) != TC_OK && mono_ms() - start < 5000) {
+        struct timeval tick = {0, 20000};
+        event_base_loopexit(base, &tick);
+        event_base_dispatch(base);
+    }
+    CHECK(st == TC_OK && strcmp(r.token, held.token) == 0, "held survives the freeze: %s",
+          tc_strerror(st));
+    st = lock_named(cx, base, 2, "frozen", 0, &r);
+    int known = st == TC_ENOTFOUND;
+    for (int i = 0; i < nsent && st == TC_OK; i++) {
+        known |= strcmp(sent[i], r.token) == 0;
+    }
+    CHECK(known, "'frozen' is held by a token no acquire reported: %s '%s'", tc_strerror(st),
+          r.token);
+    for (start = mono_ms(); (st = lock_do(cs, NULL, 1, &held)) != TC_OK && mono_ms() - start < 5000;
+         sleep_ms(20)) {
+    }
+    CHECK(st == TC_OK, "the blocking ctx releases held after the freeze: %s", tc_strerror(st));
+    CHECK(wait_notice(&hn, "held", 4, held.token, 5000) >= 0, "n heard held's release");
+
+    /* Restarted (empty, no scripts): n is told to recheck everything, then
+     * hears releases again; a's first scripts are loaded again. */
+    int rechecks = notices_count(&hn, 1);
+    uint64_t loads = stat(a, "script_loads");
+    tc_redis_server_kill(srv);
+    CHECK(tc_redis_server_restart(srv) == 0, "restart");
+    CHECK(wait_recheck(&hn, rechecks, 5000), "n was told to recheck after the restart");
+    char tok[TC_LOCK_TOKEN_MAX] = "";
+    for (start = mono_ms(); tok[0] == '\0' && mono_ms() - start < 5000; sleep_ms(20)) {
+        take_and_release(cs, "after-restart", 13, tok);
+    }
+    CHECK(tok[0] != '\0', "locks work again after the restart");
+    CHECK(wait_notice(&hn, "after-restart", 13, tok, 5000) >= 0, "n hears releases again");
+    CHECK(stat(a, "script_loads") > loads, "scripts loaded again after the restart");
+    CHECK(hn.bad == 0, "malformed callback calls");
+
+    tc_tier_ctx_dispose(cs);
+    tc_tier_ctx_dispose(cx);
+    event_base_free(base);
+    tc_tier_close(a);
+    tc_tier_close(n);
+    pthread_mutex_destroy(&hn.lock);
+    tc_redis_server_destroy(srv);
+}
+
 int main(int argc, char **argv)
 {
     const char *only = argc > 1 ? argv[1] : NULL;
-    /* First, while this process has no threads: it forks. */
+    /* First, while this process has no threads: they fork. */
+    if (only == NULL || strcmp(only, "lock_mutex") == 0) {
+        test_lock_mutex();
+    }
+    if (only == NULL || strcmp(only, "lock_killed") == 0) {
+        test_lock_killed();
+    }
     if (only == NULL || strcmp(only, "processes") == 0) {
         test_processes();
     }
@@ -695,6 +1349,12 @@ int main(int argc, char **argv)
     }
     if (only == NULL || strcmp(only, "threads") == 0) {
         test_threads();
+    }
+    if (only == NULL || strcmp(only, "lock_notices") == 0) {
+        test_lock_notices();
+    }
+    if (only == NULL || strcmp(only, "lock_faults") == 0) {
+        test_lock_faults();
     }
     printf("redis_faults: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;

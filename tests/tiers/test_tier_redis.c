@@ -2,8 +2,9 @@
  * Redis tier specifics beyond the shared conformance suite: AUTH (password,
  * ACL user, wrong password), untrusted values planted by another client,
  * clear by prefix next to foreign keys, URI errors, an unreachable server,
- * and the async path on an event_base. Every case starts its own
- * redis-server on a free loopback port (tests/support/redis_server.h).
+ * the async path on an event_base, and lease locks (blocking and async).
+ * Every case starts its own redis-server on a free loopback port
+ * (tests/support/redis_server.h).
  * Threaded and fault cases live in redis_faults.c, which also runs under TSan.
  */
 #include "tests/support/redis_server.h"
@@ -411,4 +412,457 @@ Test(redis, async_operations_on_an_event_base)
         cr_assert_eq(p[i].st, TC_EUNAVAIL, "%s", tc_strerror(p[i].st));
     }
     event_base_free(base);
+}
+
+/* ---- lease locks ------------------------------------------------------------------------ */
+
+static struct event_base *lock_base; /* NULL: the blocking ctx */
+
+static void on_lock_done(struct tc_tier_lock_req *req)
+{
+    struct pending *p = req->arg;
+    p->calls++;
+    p->done = 1;
+    p->st = req->status;
+}
+
+/* Runs one lock operation (0 acquire, 1 release, 2 peek) to completion, on
+ * lock_base when set; r->token is the release token in and the result out. */
+static enum tc_status lock_op(int op, const void *name, size_t len, uint64_t ttl_ms,
+                              struct tc_tier_lock_req *r)
+{
+    struct pending p = {0, 0, TC_OK};
+    r->name = name;
+    r->name_len = len;
+    r->ttl_ms = ttl_ms;
+    r->done = lock_base != NULL ? on_lock_done : NULL;
+    r->arg = &p;
+    enum tc_status st = op == 0   ? tc_tier_lock_acquire(ctx, r)
+                        : op == 1 ? tc_tier_lock_release(ctx, r)
+                                  : tc_tier_lock_peek(ctx, r);
+    if (lock_base == NULL) {
+        cr_assert_neq(st, TC_EINPROGRESS, "a blocking ctx went async");
+        cr_assert_eq(r->status, st);
+        return st;
+    }
+    cr_assert_eq(st, TC_EINPROGRESS, "an async ctx answered at once: %s", tc_strerror(st));
+    while (!p.done) {
+        event_base_loop(lock_base, EVLOOP_ONCE);
+    }
+    cr_assert_eq(p.calls, 1);
+    cr_assert_eq(r->status, p.st);
+    return p.st;
+}
+
+static enum tc_status acquire(const char *name, uint64_t ttl_ms, struct tc_tier_lock_req *r)
+{
+    memset(r, 0, sizeof(*r));
+    return lock_op(0, name, strlen(name), ttl_ms, r);
+}
+
+static enum tc_status release(const char *name, const char *token)
+{
+    struct tc_tier_lock_req r;
+    memset(&r, 0, sizeof(r));
+    snprintf(r.token, sizeof(r.token), "%s", token);
+    return lock_op(1, name, strlen(name), 0, &r);
+}
+
+static enum tc_status peek(const char *name, struct tc_tier_lock_req *r)
+{
+    memset(r, 0, sizeof(*r));
+    return lock_op(2, name, strlen(name), 0, r);
+}
+
+static void open_lock_tier(int async, const char *params)
+{
+    char uri[512], err[512];
+    snprintf(uri, sizeof(uri), "redis://127.0.0.1:%u/0?timeout_ms=2000&connect_timeout_ms=2000%s",
+             tc_redis_server_port(srv), params);
+    cr_assert_eq(tc_tier_open(NULL, uri, &tier, err, sizeof(err)), TC_OK, "%s", err);
+    lock_base = async ? event_base_new() : NULL;
+    cr_assert_eq(tc_tier_ctx_init(tier, lock_base, &ctx), TC_OK);
+}
+
+static void close_lock_tier(void)
+{
+    tc_tier_ctx_dispose(ctx);
+    ctx = NULL;
+    if (lock_base != NULL) {
+        event_base_free(lock_base);
+        lock_base = NULL;
+    }
+}
+
+static int is_our_token(const char *t)
+{
+    if (strlen(t) != 32) {
+        return 0;
+    }
+    for (size_t i = 0; i < 32; i++) {
+        if (!((t[i] >= '0' && t[i] <= '9') || (t[i] >= 'a' && t[i] <= 'f'))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void acquire_busy_release_reacquire(int async)
+{
+    start_server(NULL);
+    open_lock_tier(async, "");
+    cr_assert(tc_tier_caps(tier) & TC_TIER_CAP_LOCK_CLUSTER);
+
+    struct tc_tier_lock_req a, b, p;
+    cr_assert_eq(acquire("job", 10000, &a), TC_OK);
+    cr_assert(is_our_token(a.token), "token '%s'", a.token);
+    cr_assert_eq(acquire("job", 10000, &b), TC_EEXIST);
+    cr_assert_eq(b.token[0], '\0', "a refused acquire holds nothing");
+    cr_assert(b.remaining_ms >= 1 && b.remaining_ms <= 10000, "remaining %llu",
+              (unsigned long long)b.remaining_ms);
+
+    /* Wrong token: refused, and the lock stays its holder's. */
+    cr_assert_eq(release("job", "0123456789abcdef0123456789abcdef"), TC_ENOTFOUND);
+    cr_assert_eq(peek("job", &p), TC_OK);
+    cr_assert_str_eq(p.token, a.token);
+    cr_assert(p.remaining_ms >= 1 && p.remaining_ms <= 10000);
+
+    /* Where it lives: outside the cache prefix, value = token, TTL = lease. */
+    redisContext *c = raw(NULL);
+    redisReply *r = redisCommand(c, "GET %s", "lock:tc:job");
+    cr_assert(r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, a.token) == 0);
+    freeReplyObject(r);
+    long long pttl = raw_int(c, "PTTL %s", "lock:tc:job");
+    cr_assert(pttl > 0 && pttl <= 10000, "pttl %lld", pttl);
+
+    cr_assert_eq(release("job", a.token), TC_OK);
+    cr_assert_eq(raw_int(c, "EXISTS %s", "lock:tc:job"), 0);
+    cr_assert_eq(release("job", a.token), TC_ENOTFOUND, "released twice");
+    cr_assert_eq(peek("job", &p), TC_ENOTFOUND);
+    cr_assert_eq(p.token[0], '\0');
+
+    cr_assert_eq(acquire("job", 10000, &b), TC_OK);
+    cr_assert(is_our_token(b.token) && strcmp(a.token, b.token) != 0);
+    cr_assert_eq(release("job", a.token), TC_ENOTFOUND, "an old token must not free a new lease");
+    cr_assert_eq(peek("job", &p), TC_OK);
+    cr_assert_str_eq(p.token, b.token);
+    redisFree(c);
+
+    cr_assert_eq(stat("locks_taken"), 2);
+    cr_assert_eq(stat("locks_busy"), 1);
+    cr_assert_eq(stat("locks_released"), 1);
+    cr_assert_eq(stat("lock_release_refused"), 3);
+    cr_assert_eq(stat("lock_errors"), 0);
+    close_lock_tier();
+}
+
+Test(redis, lock_acquire_busy_release_reacquire)
+{
+    acquire_busy_release_reacquire(0);
+}
+
+Test(redis, lock_acquire_busy_release_reacquire_async)
+{
+    acquire_busy_release_reacquire(1);
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void expires_after_ttl(int async)
+{
+    start_server(NULL);
+    open_lock_tier(async, "");
+    const uint64_t ttl = 400;
+    struct tc_tier_lock_req a, b;
+    uint64_t before = mono_ms();
+    cr_assert_eq(acquire("lease", ttl, &a), TC_OK);
+    enum tc_status st = acquire("lease", ttl, &b);
+    if (mono_ms() - before < ttl) { /* else the machine stalled past the lease */
+        cr_assert_eq(st, TC_EEXIST, "held before its ttl: %s", tc_strerror(st));
+        cr_assert(b.remaining_ms >= 1 && b.remaining_ms <= ttl);
+    }
+    /* Free again at its ttl, not before (Redis' clock and ours agree to a
+     * few ms on one host), and within a generous bound after. */
+    uint64_t freed = 0;
+    while (mono_ms() - before < ttl + 5000) {
+        if (acquire("lease", 60000, &b) == TC_OK) {
+            freed = mono_ms();
+            break;
+        }
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    cr_assert_neq(freed, 0, "still held %llu ms after a %llu ms lease",
+                  (unsigned long long)(mono_ms() - before), (unsigned long long)ttl);
+    cr_assert_geq(freed + 5, before + ttl, "free after %llu ms of a %llu ms lease",
+                  (unsigned long long)(freed - before), (unsigned long long)ttl);
+    cr_assert_eq(release("lease", a.token), TC_ENOTFOUND,
+                 "the expired holder released the new one");
+    cr_assert_eq(release("lease", b.token), TC_OK);
+    close_lock_tier();
+}
+
+Test(redis, lock_expires_after_its_ttl)
+{
+    expires_after_ttl(0);
+}
+
+Test(redis, lock_expires_after_its_ttl_async)
+{
+    expires_after_ttl(1);
+}
+
+Test(redis, lock_names_are_not_cache_keys)
+{
+    start_server(NULL);
+    open_lock_tier(0, "&invalidate=none");
+    struct tc_tier_lock_req a, b, p;
+    cr_assert_eq(acquire("k", 60000, &a), TC_OK);
+    cr_assert_eq(acquire("lock:k", 60000, &b), TC_OK);
+    /* Neither lock is visible as a cache key, whatever the spelling. */
+    static const char *const keys[] = {"k", "lock:k", "lock:tc:k", "lock:lock:k"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        cr_assert_eq(get(keys[i]), TC_ENOTFOUND, "%s", keys[i]);
+    }
+    /* Cache writes under every such name leave the locks alone. */
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        cr_assert_eq(put(keys[i], "cached"), TC_OK);
+    }
+    cr_assert_eq(peek("k", &p), TC_OK);
+    cr_assert_str_eq(p.token, a.token);
+    cr_assert_eq(peek("lock:k", &p), TC_OK);
+    cr_assert_str_eq(p.token, b.token);
+    cr_assert_eq(get("k"), TC_OK, "and the locks leave the cache alone");
+
+    /* clear (everything, and by the "lock:" prefix) keeps the locks. */
+    struct tc_tier_req all = {.key = NULL, .key_len = 0, .now_ms = t0};
+    cr_assert_eq(tc_tier_clear(ctx, &all), TC_OK);
+    cr_assert_eq(all.count, 4, "cleared %llu", (unsigned long long)all.count);
+    struct tc_tier_req byp = {.key = "lock:", .key_len = 5, .now_ms = t0};
+    cr_assert_eq(tc_tier_clear(ctx, &byp), TC_OK);
+    cr_assert_eq(peek("k", &p), TC_OK);
+    cr_assert_str_eq(p.token, a.token);
+    cr_assert_eq(release("k", a.token), TC_OK);
+    cr_assert_eq(release("lock:k", b.token), TC_OK);
+    redisContext *c = raw(NULL);
+    cr_assert_eq(raw_int(c, "DBSIZE%s", ""), 0);
+    redisFree(c);
+    close_lock_tier();
+}
+
+Test(redis, lock_names_are_binary)
+{
+    start_server(NULL);
+    open_lock_tier(0, "&invalidate=none");
+    static const char n1[] = {'a', 0, 'b', ' ', '\n'};
+    static const char n2[] = {'a', 0, 'c', ' ', '\n'};
+    struct tc_tier_lock_req a, b;
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    cr_assert_eq(lock_op(0, n1, sizeof(n1), 60000, &a), TC_OK);
+    cr_assert_eq(lock_op(0, n2, sizeof(n2), 60000, &b), TC_OK, "NUL is not the end of a name");
+    char longname[TC_LOCK_NAME_MAX];
+    memset(longname, 'x', sizeof(longname));
+    memset(&b, 0, sizeof(b));
+    cr_assert_eq(lock_op(0, longname, sizeof(longname), 60000, &b), TC_OK);
+    cr_assert_eq(lock_op(1, longname, sizeof(longname), 0, &b), TC_OK);
+    cr_assert_eq(lock_op(1, n1, sizeof(n1), 0, &a), TC_OK);
+    close_lock_tier();
+}
+
+Test(redis, lock_peek_reports_holder_and_lease)
+{
+    start_server(NULL);
+    open_lock_tier(1, "");
+    struct tc_tier_lock_req a, p;
+    cr_assert_eq(peek("p", &p), TC_ENOTFOUND);
+    cr_assert_eq(p.token[0], '\0');
+    cr_assert_eq(p.remaining_ms, 0);
+    cr_assert_eq(acquire("p", 30000, &a), TC_OK);
+    cr_assert_eq(peek("p", &p), TC_OK);
+    cr_assert_str_eq(p.token, a.token);
+    cr_assert(p.remaining_ms > 0 && p.remaining_ms <= 30000);
+    cr_assert_eq(stat("lock_errors"), 0, "a free lock is not an error");
+    close_lock_tier();
+}
+
+/* Another program wrote to lock keys: huge values, near-tokens, other types,
+ * no expiry. They are someone else's locks; nothing overflows, nothing is
+ * taken over, and the connection survives. */
+Test(redis, lock_foreign_values_are_held_by_someone_else)
+{
+    start_server(NULL);
+    open_lock_tier(0, "&invalidate=none");
+    redisContext *c = raw(NULL);
+    char *big = malloc(10240);
+    cr_assert_not_null(big);
+    memset(big, 'A', 10240); /* token characters, far too many */
+    freeReplyObject(redisCommand(c, "SET lock:tc:big %b", big, (size_t)10240));
+    char t48[49];
+    memset(t48, 'b', 48);
+    t48[48] = '\0';
+    freeReplyObject(redisCommand(c, "SET lock:tc:t48 %s PX 60000", t48));
+    freeReplyObject(redisCommand(c, "SET lock:tc:odd %s PX 60000", "abc def"));
+    freeReplyObject(redisCommand(c, "SET lock:tc:nul %b PX 60000", "ab\0cd", (size_t)5));
+    freeReplyObject(redisCommand(c, "RPUSH lock:tc:list a b"));
+    freeReplyObject(redisCommand(c, "HSET lock:tc:hash f v"));
+    freeReplyObject(redisCommand(c, "SET lock:tc:fine %s PX 60000", "Foreign_token-1"));
+
+    static const char *const names[] = {"big", "t48", "odd", "nul", "list", "hash"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        struct tc_tier_lock_req r;
+        cr_assert_eq(acquire(names[i], 1000, &r), TC_EEXIST, "%s", names[i]);
+        cr_assert_eq(r.token[0], '\0');
+        cr_assert_geq(r.remaining_ms, 1);
+        cr_assert_eq(peek(names[i], &r), TC_OK, "%s", names[i]);
+        cr_assert_eq(r.token[0], '\0', "%s: token '%s'", names[i], r.token);
+        cr_assert_eq(memchr(r.token, '\0', sizeof(r.token)) != NULL, 1);
+        cr_assert_geq(r.remaining_ms, 1);
+        cr_assert_eq(release(names[i], "0123456789abcdef0123456789abcdef"), TC_ENOTFOUND, "%s",
+                     names[i]);
+    }
+    /* No expiry: held "for longer than anyone waits". */
+    struct tc_tier_lock_req r;
+    cr_assert_eq(peek("big", &r), TC_OK);
+    cr_assert_geq(r.remaining_ms, 1ull << 40);
+    cr_assert_eq(peek("t48", &r), TC_OK);
+    cr_assert_leq(r.remaining_ms, 60000);
+    /* A foreign value made of token characters reads back as a token. */
+    cr_assert_eq(peek("fine", &r), TC_OK);
+    cr_assert_str_eq(r.token, "Foreign_token-1");
+    /* Untouched, every one of them. */
+    redisReply *v = redisCommand(c, "STRLEN lock:tc:big");
+    cr_assert(v != NULL && v->type == REDIS_REPLY_INTEGER && v->integer == 10240);
+    freeReplyObject(v);
+    cr_assert_eq(raw_int(c, "LLEN %s", "lock:tc:list"), 2);
+    cr_assert_eq(stat("lock_errors"), 0, "foreign values are not errors");
+    cr_assert_geq(stat("corrupt"), 6);
+    cr_assert_eq(stat("failures"), 0);
+    cr_assert_eq(acquire("other", 1000, &r), TC_OK, "the connection survives");
+    cr_assert_eq(tc_tier_health(tier, NULL, 0), TC_HEALTH_OK);
+    free(big);
+    redisFree(c);
+    close_lock_tier();
+}
+
+Test(redis, lock_bad_input_is_refused)
+{
+    start_server(NULL);
+    open_lock_tier(0, "&invalidate=none");
+    struct tc_tier_lock_req r;
+    cr_assert_eq(acquire("x", 0, &r), TC_EINVAL, "ttl 0");
+    cr_assert_eq(acquire("x", 1ull << 60, &r), TC_EINVAL, "ttl beyond any lease");
+    cr_assert_eq(release("x", "has space"), TC_EINVAL);
+    cr_assert_eq(release("x", "semi;colon"), TC_EINVAL);
+    char t48[49];
+    memset(t48, 'a', 48);
+    t48[47] = '\0'; /* 47: the longest token */
+    cr_assert_eq(release("x", t48), TC_ENOTFOUND);
+    memset(&r, 0, sizeof(r));
+    cr_assert_eq(lock_op(0, "", 0, 1000, &r), TC_EINVAL, "empty name");
+    close_lock_tier();
+}
+
+Test(redis, lock_scripts_survive_a_script_flush)
+{
+    start_server(NULL);
+    open_lock_tier(1, "&invalidate=none");
+    struct tc_tier_lock_req a, p;
+    /* A fresh server has no scripts: the first use of each loads it. */
+    cr_assert_eq(acquire("f", 60000, &a), TC_OK);
+    cr_assert_eq(stat("script_loads"), 1);
+    cr_assert_eq(peek("f", &p), TC_OK);
+    cr_assert_eq(stat("script_loads"), 2);
+    cr_assert_eq(peek("f", &p), TC_OK);
+    cr_assert_eq(stat("script_loads"), 2, "one EVAL loads the script for good");
+    redisContext *c = raw(NULL);
+    freeReplyObject(redisCommand(c, "SCRIPT FLUSH"));
+    cr_assert_eq(peek("f", &p), TC_OK);
+    cr_assert_str_eq(p.token, a.token);
+    cr_assert_eq(stat("script_loads"), 3);
+    freeReplyObject(redisCommand(c, "SCRIPT FLUSH"));
+    cr_assert_eq(release("f", a.token), TC_OK);
+    cr_assert_eq(stat("script_loads"), 4);
+    freeReplyObject(redisCommand(c, "SCRIPT FLUSH"));
+    cr_assert_eq(acquire("f", 60000, &a), TC_OK);
+    cr_assert_eq(stat("script_loads"), 5);
+    cr_assert_eq(release("f", a.token), TC_OK); /* flushed with the others */
+    cr_assert_eq(stat("script_loads"), 6);
+    cr_assert_eq(acquire("f", 60000, &a), TC_OK);
+    cr_assert_eq(release("f", a.token), TC_OK);
+    cr_assert_eq(stat("script_loads"), 6);
+    cr_assert_eq(stat("lock_errors"), 0);
+    redisFree(c);
+    close_lock_tier();
+}
+
+Test(redis, lock_needs_a_prefix_outside_the_lock_namespace)
+{
+    start_server(NULL);
+    /* Each is a prefix of "lock:" PREFIX, so it would hold the lock keys. */
+    static const char *const bad[] = {"", "l", "lock", "lock:", "lock:lock:"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char params[64];
+        snprintf(params, sizeof(params), "&invalidate=none&prefix=%s", bad[i]);
+        open_lock_tier(0, params);
+        struct tc_tier_lock_req r;
+        cr_assert_eq(acquire("x", 1000, &r), TC_ENOTSUP, "prefix '%s'", bad[i]);
+        cr_assert_eq(tc_tier_on_lock_release(tier, NULL, NULL), TC_ENOTSUP);
+        close_lock_tier();
+        tc_tier_close(tier);
+        tier = NULL;
+    }
+    open_lock_tier(0, "&invalidate=none&prefix=loc:");
+    struct tc_tier_lock_req r;
+    cr_assert_eq(acquire("x", 1000, &r), TC_OK, "'lock:loc:x' is not under 'loc:'");
+    close_lock_tier();
+}
+
+Test(redis, lock_caps_on_both_schemes)
+{
+    start_server(NULL);
+    char uri[512], err[512];
+    snprintf(uri, sizeof(uri), "redis+unix://%s?timeout_ms=2000&invalidate=none",
+             tc_redis_server_socket(srv));
+    cr_assert_eq(tc_tier_open(NULL, uri, &tier, err, sizeof(err)), TC_OK, "%s", err);
+    cr_assert(tc_tier_caps(tier) & TC_TIER_CAP_LOCK_CLUSTER);
+    cr_assert_eq(tc_tier_ctx_init(tier, NULL, &ctx), TC_OK);
+    struct tc_tier_lock_req a;
+    cr_assert_eq(acquire("u", 60000, &a), TC_OK);
+    cr_assert_eq(release("u", a.token), TC_OK);
+}
+
+Test(redis, lock_async_dispose_completes_in_flight_once)
+{
+    start_server(NULL);
+    open_lock_tier(1, "&invalidate=none");
+    struct pending p[6];
+    struct tc_tier_lock_req r[6];
+    for (int i = 0; i < 6; i++) {
+        p[i] = (struct pending){0, 0, TC_OK};
+        memset(&r[i], 0, sizeof(r[i]));
+        r[i].name = "d";
+        r[i].name_len = 1;
+        r[i].ttl_ms = 60000;
+        r[i].done = on_lock_done;
+        r[i].arg = &p[i];
+        snprintf(r[i].token, sizeof(r[i].token), "t%d", i);
+        enum tc_status st = i % 3 == 0   ? tc_tier_lock_acquire(ctx, &r[i])
+                            : i % 3 == 1 ? tc_tier_lock_release(ctx, &r[i])
+                                         : tc_tier_lock_peek(ctx, &r[i]);
+        cr_assert_eq(st, TC_EINPROGRESS);
+    }
+    tc_tier_ctx_dispose(ctx);
+    ctx = NULL;
+    for (int i = 0; i < 6; i++) {
+        cr_assert_eq(p[i].calls, 1, "op %d: %d calls", i, p[i].calls);
+        cr_assert_eq(p[i].st, TC_EUNAVAIL, "op %d: %s", i, tc_strerror(p[i].st));
+    }
+    event_base_free(lock_base);
+    lock_base = NULL;
 }
