@@ -402,6 +402,10 @@ static void answer_hit(struct cache_call *cc, struct tc_stack_op *op, int stale)
     respond_value(cc, &op->value, &op->hdr, op->now_ms, headers);
 }
 
+struct fill;
+static void answer_fill(struct cache_call *cc, const struct fill *f, int leader);
+static void set_expiry(const struct tc_conf *conf, struct tc_item_hdr *hdr, uint64_t now_ms,
+                       uint64_t ttl_ms);
 static void get_done(struct tc_stack_op *op);
 static void recheck_done(struct tc_stack_op *op);
 static void miss_lock_cb(struct tc_kl_waiter *kw);
