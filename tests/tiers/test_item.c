@@ -22,7 +22,7 @@ Test(item, round_trip_every_encoding_and_flag)
     uint8_t buf[TC_ITEM_HDR_SIZE + 5];
     for (size_t e = 0; e < sizeof(encs); e++) {
         for (size_t f = 0; f < sizeof(flags); f++) {
-            struct tc_item_hdr in = {encs[e], flags[f], T0 + e, T0 + 60000 + f, 5}, out;
+            struct tc_item_hdr in = {encs[e], flags[f], T0 + e, T0 + 60000 + f, 5, 0}, out;
             size_t n = make_record(buf, &in, "a\0b\0c");
             cr_assert_eq(tc_item_hdr_decode(buf, n, &out), TC_OK);
             cr_assert_eq(out.encoding, in.encoding);
@@ -36,8 +36,8 @@ Test(item, round_trip_every_encoding_and_flag)
 
 Test(item, byte_order_is_fixed_big_endian)
 {
-    struct tc_item_hdr h = {TC_ENC_BINARY, 0, 0x0102030405060708ull, 0x1112131415161718ull,
-                            0x21222324};
+    struct tc_item_hdr h = {TC_ENC_BINARY,         0,          0x0102030405060708ull,
+                            0x1112131415161718ull, 0x21222324, 0};
     uint8_t b[TC_ITEM_HDR_SIZE];
     cr_assert_eq(tc_item_hdr_encode(&h, b), TC_OK);
     static const uint8_t want[] = {'t',  'C',  1,    32,   3,    0,    0,    0,    1,    2,
@@ -49,7 +49,7 @@ Test(item, byte_order_is_fixed_big_endian)
 Test(item, max_and_zero_values_round_trip)
 {
     uint8_t b[TC_ITEM_HDR_SIZE];
-    struct tc_item_hdr h = {TC_ENC_JSON, 0, UINT64_MAX, UINT64_MAX, 0}, out;
+    struct tc_item_hdr h = {TC_ENC_JSON, 0, UINT64_MAX, UINT64_MAX, 0, 0}, out;
     cr_assert_eq(tc_item_hdr_encode(&h, b), TC_OK);
     cr_assert_eq(tc_item_hdr_decode(b, sizeof(b), &out), TC_OK);
     cr_assert_eq(out.expire_ms, UINT64_MAX);
@@ -59,7 +59,7 @@ Test(item, max_and_zero_values_round_trip)
 Test(item, encode_refuses_unknown_encoding_or_flags)
 {
     uint8_t b[TC_ITEM_HDR_SIZE];
-    struct tc_item_hdr h = {0, 0, T0, 0, 0};
+    struct tc_item_hdr h = {0, 0, T0, 0, 0, 0};
     cr_assert_eq(tc_item_hdr_encode(&h, b), TC_EINVAL);
     h.encoding = 4;
     cr_assert_eq(tc_item_hdr_encode(&h, b), TC_EINVAL);
@@ -93,7 +93,7 @@ Test(item, grace_round_trips_and_sets_freshness)
 Test(item, every_truncation_is_refused)
 {
     uint8_t buf[TC_ITEM_HDR_SIZE + 10];
-    struct tc_item_hdr h = {TC_ENC_BINARY, 0, T0, T0 + 1000, 10}, out;
+    struct tc_item_hdr h = {TC_ENC_BINARY, 0, T0, T0 + 1000, 10, 0}, out;
     size_t n = make_record(buf, &h, "0123456789");
     for (size_t len = 0; len < n; len++) {
         /* A fresh heap copy of exactly len bytes, so ASan catches any read past it. */
@@ -108,7 +108,7 @@ Test(item, every_truncation_is_refused)
 Test(item, trailing_bytes_are_refused)
 {
     uint8_t buf[TC_ITEM_HDR_SIZE + 4];
-    struct tc_item_hdr h = {TC_ENC_BINARY, 0, T0, 0, 3}, out;
+    struct tc_item_hdr h = {TC_ENC_BINARY, 0, T0, 0, 3, 0}, out;
     make_record(buf, &h, "abc");
     cr_assert_eq(tc_item_hdr_decode(buf, TC_ITEM_HDR_SIZE + 4, &out), TC_ECORRUPT);
 }
@@ -116,7 +116,7 @@ Test(item, trailing_bytes_are_refused)
 Test(item, every_single_bit_flip_is_refused)
 {
     uint8_t buf[TC_ITEM_HDR_SIZE + 3];
-    struct tc_item_hdr h = {TC_ENC_STRING, 0, T0, T0 + 5, 3}, out;
+    struct tc_item_hdr h = {TC_ENC_STRING, 0, T0, T0 + 5, 3, 0}, out;
     size_t n = make_record(buf, &h, "xyz");
     for (size_t bit = 0; bit < TC_ITEM_HDR_SIZE * 8; bit++) {
         buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
@@ -139,7 +139,7 @@ static void reseal(uint8_t *b)
 Test(item, other_version_and_unknown_flags_are_version_errors)
 {
     uint8_t b[TC_ITEM_HDR_SIZE];
-    struct tc_item_hdr h = {TC_ENC_STRING, 0, T0, 0, 0}, out;
+    struct tc_item_hdr h = {TC_ENC_STRING, 0, T0, 0, 0, 0}, out;
     cr_assert_eq(tc_item_hdr_encode(&h, b), TC_OK);
     b[2] = 2;
     reseal(b);

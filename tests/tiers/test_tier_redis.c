@@ -464,7 +464,8 @@ static enum tc_status release(const char *name, const char *token)
 {
     struct tc_tier_lock_req r;
     memset(&r, 0, sizeof(r));
-    snprintf(r.token, sizeof(r.token), "%s", token);
+    size_t n = strnlen(token, sizeof(r.token) - 1); /* longer ones are cut, on purpose */
+    memcpy(r.token, token, n);
     return lock_op(1, name, strlen(name), 0, &r);
 }
 
