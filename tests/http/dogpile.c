@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include "tests/support/burst.h"
 #include "tests/support/check.h"
+#include "tests/support/origin.h"
 #include "tests/support/redis_server.h"
 #include "tests/support/server.h"
 
@@ -24,6 +25,7 @@
 
 static struct tc_redis_server *redis;
 static struct tc_test_server A, B;
+static struct tc_test_origin origin;
 static char shm_name[64];
 static const char *scope; /* "cluster" or "host" */
 
@@ -56,6 +58,12 @@ static int start_one(struct tc_test_server *s, const char *const *extra)
         args[n++] = "--tier";
         args[n++] = red;
     }
+    args[n++] = "--origin";
+    args[n++] = origin.url;
+    args[n++] = "--origin-timeout";
+    args[n++] = "1500ms";
+    args[n++] = "--grace";
+    args[n++] = "60";
     for (int i = 0; extra != NULL && extra[i] != NULL; i++) {
         args[n++] = extra[i];
     }
@@ -303,6 +311,137 @@ static void test_locks(void)
     lock_call(A.port, "DELETE", name, hdr, NULL, NULL, NULL);
 }
 
+/* ---- read-through ------------------------------------------------------------------------------
+ */
+
+struct tally {
+    int n200, n404, n502, n504, other, stale, fetched, with_value;
+    double max_ms;
+};
+
+static struct tally tally(const struct tc_burst_resp *resp, size_t n, const char *want)
+{
+    struct tally t;
+    memset(&t, 0, sizeof(t));
+    for (size_t i = 0; i < n; i++) {
+        switch (resp[i].status) {
+        case 200:
+            t.n200++;
+            break;
+        case 404:
+            t.n404++;
+            break;
+        case 502:
+            t.n502++;
+            break;
+        case 504:
+            t.n504++;
+            break;
+        default:
+            t.other++;
+            break;
+        }
+        t.stale += strcmp(resp[i].x_cache, "STALE") == 0;
+        t.with_value += resp[i].body != NULL && want != NULL && strstr(resp[i].body, want) != NULL;
+        if (resp[i].ms > t.max_ms) {
+            t.max_ms = resp[i].ms;
+        }
+    }
+    return t;
+}
+
+static struct tally herd(size_t n, const char *key, const char *want, double *took)
+{
+    static struct tc_burst_resp resp[500];
+    unsigned ports[2] = {A.port, B.port};
+    char target[128];
+    snprintf(target, sizeof(target), "/cache/%s", key);
+    double t0 = now_ms();
+    tc_burst(ports, 2, n, "GET", target, NULL, 20000, NULL, NULL, resp);
+    if (took != NULL) {
+        *took = now_ms() - t0;
+    }
+    struct tally t = tally(resp, n, want);
+    tc_burst_free(resp, n);
+    return t;
+}
+
+static void test_origin(void)
+{
+    char key[64], want[96];
+    double took;
+    struct tally t;
+
+    /* 200 cold clients over two processes: one origin request. */
+    snprintf(key, sizeof(key), "cold-%s", scope);
+    snprintf(want, sizeof(want), "value of /%s", key);
+    tc_test_origin_config(&origin, "delay_ms=200&status=200&cache_control=max-age%3D60");
+    tc_test_origin_reset(&origin);
+    t = herd(200, key, want, NULL);
+    CHECK(t.n200 == 200 && t.with_value == 200, "%s: cold herd: %d x 200 (%d with the value)",
+          scope, t.n200, t.with_value);
+    CHECK(tc_test_origin_requests(&origin) == 1, "%s: the origin saw %ld requests for one key",
+          scope, tc_test_origin_requests(&origin));
+
+    /* Stale within grace: everyone is answered at once, one refresh. */
+    snprintf(key, sizeof(key), "grace-%s", scope);
+    snprintf(want, sizeof(want), "value of /%s", key);
+    tc_test_origin_config(&origin, "delay_ms=0&cache_control=max-age%3D1");
+    t = herd(1, key, want, NULL);
+    CHECK(t.n200 == 1, "%s: first fill", scope);
+    sleep_ms(1300);
+    tc_test_origin_config(&origin, "delay_ms=1200&cache_control=max-age%3D60");
+    tc_test_origin_reset(&origin);
+    t = herd(100, key, want, &took);
+    CHECK(t.n200 == 100 && t.stale >= 99 && took < 1200,
+          "%s: stale herd: %d x 200, %d stale, took %.0f ms (the origin takes 1200)", scope, t.n200,
+          t.stale, took);
+    sleep_ms(1500);
+    CHECK(tc_test_origin_requests(&origin) == 1, "%s: %ld refreshes of a stale key, want 1", scope,
+          tc_test_origin_requests(&origin));
+    struct tc_test_resp r;
+    char target[128];
+    snprintf(target, sizeof(target), "/cache/%s", key);
+    CHECK(tc_test_http(A.port, "GET", target, NULL, NULL, 0, &r) == 0 && r.status == 200 &&
+              strcmp(r.x_cache, "HIT") == 0,
+          "%s: after the refresh: %d %s", scope, r.status, r.x_cache);
+    tc_test_resp_free(&r);
+
+    /* 5xx is not cached; everyone gets a clear 502; a stale value survives it. */
+    snprintf(key, sizeof(key), "broken-%s", scope);
+    tc_test_origin_config(&origin, "delay_ms=100&status=503&cache_control=max-age%3D60");
+    tc_test_origin_reset(&origin);
+    t = herd(60, key, NULL, NULL);
+    CHECK(t.n502 == 60, "%s: 5xx origin: %d x 502 of 60", scope, t.n502);
+    long reqs = tc_test_origin_requests(&origin);
+    CHECK(reqs >= 1 && reqs <= 2, "%s: 5xx origin saw %ld requests (one per process at most)",
+          scope, reqs);
+    snprintf(key, sizeof(key), "grace-%s", scope);
+    sleep_ms(100);
+    tc_test_origin_config(&origin, "delay_ms=0&status=200&cache_control=max-age%3D1");
+    herd(1, key, NULL, NULL); /* still fresh from above (60 s): a hit */
+
+    /* A slow origin: 504 within the bound, for everyone. */
+    snprintf(key, sizeof(key), "slow-%s", scope);
+    tc_test_origin_config(&origin, "delay_ms=4000&status=200&cache_control=max-age%3D60");
+    t = herd(40, key, NULL, &took);
+    CHECK(t.n504 == 40 && took < 8000, "%s: slow origin: %d x 504 of 40 in %.0f ms", scope, t.n504,
+          took);
+
+    /* no-store: answered, never stored. */
+    snprintf(key, sizeof(key), "nostore-%s", scope);
+    snprintf(want, sizeof(want), "value of /%s", key);
+    tc_test_origin_config(&origin, "delay_ms=100&status=200&cache_control=no-store");
+    tc_test_origin_reset(&origin);
+    t = herd(40, key, want, NULL);
+    CHECK(t.n200 == 40 && t.with_value == 40, "%s: no-store: %d x 200", scope, t.n200);
+    reqs = tc_test_origin_requests(&origin);
+    herd(1, key, want, NULL);
+    CHECK(tc_test_origin_requests(&origin) == reqs + 1,
+          "%s: a no-store answer was cached (%ld then %ld requests)", scope, reqs,
+          tc_test_origin_requests(&origin));
+}
+
 /* Last: kills A. */
 static void test_holder_killed(void)
 {
@@ -346,6 +485,7 @@ static void run(const char *sc)
     test_lease_500();
     test_lease_abandoned();
     test_locks();
+    test_origin();
     test_holder_killed();
     stop_one(&A);
     stop_one(&B);
@@ -361,8 +501,13 @@ int main(void)
         fprintf(stderr, "redis-server did not start\n");
         return 1;
     }
+    if (tc_test_origin_start(&origin, NULL) != 0) {
+        tc_redis_server_destroy(redis);
+        return 1;
+    }
     run("cluster");
     run("host");
+    CHECK(tc_test_origin_stop(&origin) == 0, "the test origin did not exit cleanly");
     tc_redis_server_destroy(redis);
     printf("dogpile: %d passed, %d failed\n", passed, failed);
     return failed != 0;
