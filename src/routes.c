@@ -1439,6 +1439,17 @@ static enum tc_status api_stats(struct tc_worker *w, struct tc_http_req *r)
             json_integer((json_int_t)tc_keylock_stat(srv->keylock, (enum tc_kl_stat)k)));
     }
     json_object_set_new(j, "dogpile", locks);
+    if (srv->origin != NULL) {
+        struct tc_origin_stats os;
+        tc_origin_stats(srv->origin, &os);
+        json_t *o = json_object();
+        json_object_set_new(o, "url", json_string(tc_origin_url(srv->origin)));
+#define TC_ORIGIN_X(name, help) json_object_set_new(o, #name, json_integer((json_int_t)os.name));
+        TC_ORIGIN_STATS(TC_ORIGIN_X)
+#undef TC_ORIGIN_X
+        json_object_set_new(o, "inflight", json_integer((json_int_t)os.inflight));
+        json_object_set_new(j, "origin", o);
+    }
 
     json_t *tiers = json_array();
     for (size_t i = 0; i < tc_stack_ntiers(srv->stack); i++) {
@@ -1590,6 +1601,15 @@ static enum tc_status api_metrics(struct tc_worker *w, struct tc_http_req *r)
         prom_family(&b, fam, "counter", help);
         prom_line(&b, "%s %llu\n", fam,
                   (unsigned long long)tc_keylock_stat(srv->keylock, (enum tc_kl_stat)k));
+    }
+    if (srv->origin != NULL) {
+        struct tc_origin_stats os;
+        tc_origin_stats(srv->origin, &os);
+#define TC_ORIGIN_X(name, help)                                                                    \
+    prom_family(&b, "tiercache_origin_" #name "_total", "counter", "Origin: " help ".");           \
+    prom_line(&b, "tiercache_origin_" #name "_total %llu\n", (unsigned long long)os.name);
+        TC_ORIGIN_STATS(TC_ORIGIN_X)
+#undef TC_ORIGIN_X
     }
     prom_family(&b, "tiercache_tier_up", "gauge", "1 if the tier is serving (ok or degraded).");
     for (size_t i = 0; i < nt; i++) {
