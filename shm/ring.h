@@ -258,7 +258,9 @@ uint64_t tc_ring_max_item(const struct tc_ring *r);
  * holder whose process is gone (kill(pid, 0) fails with ESRCH) or whose lease
  * ended is taken over by the next acquire; a process killed in the few
  * instructions between taking a lock word and describing its claim blocks
- * the name until the lease ends. All processes must share one pid namespace.
+ * the name (and the 1/64 of its bucket's names that share its 6-bit tag)
+ * until the lease ends. All processes must share one pid namespace and one
+ * CLOCK_MONOTONIC (no time namespaces with offsets between them).
  *
  * No call allocates or spins. Everything read from the table is untrusted:
  * garbage yields "held", "free" or TC_ENOTFOUND, never a crash.
@@ -267,7 +269,8 @@ uint64_t tc_ring_max_item(const struct tc_ring *r);
 /** Room for a token: text of [0-9a-zA-Z_-], at most 47 characters, plus NUL
  * (the same as TC_LOCK_TOKEN_MAX in tiers/tier.h). */
 #define TC_RING_LOCK_TOKEN_MAX 48
-/** Longest lease, ms (24 h): a lock word claiming more is garbage. */
+/** Longest lease, ms (24 h). A lock word whose deadline lies more than twice
+ * this ahead is garbage, and counts as free. */
 #define TC_RING_LOCK_TTL_MAX (24ull * 3600 * 1000)
 /** How often a sleeping waiter checks whether the holder's process died, ms. */
 #define TC_RING_LOCK_POLL_MS 100u

@@ -20,7 +20,8 @@
  * tc_tier_on_lock_release() through one watcher thread per tier, asleep on
  * the segment's release epoch; it cannot tell which lock moved, so it calls
  * back with name NULL ("recheck all"), also after another process stops its
- * own watcher (a stop bumps the epoch).
+ * own watcher (a stop bumps the epoch). on_lock_release answers TC_ENOMEM
+ * when that thread cannot be started (and then leaves no callback behind).
  */
 #include "tiers/tier_impl.h"
 #include "shm/ring.h"
