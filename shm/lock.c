@@ -274,8 +274,7 @@ static int reclaim(const struct tc_ring_locks_ *l, struct tc_ring_lock_bucket *b
     return 1;
 }
 
-/* ---- tokens -----------------------------------------------------------------------------------
- */
+/* ---- tokens --------------------------------------------------------------------------------- */
 
 static uint64_t token_random(void)
 {
@@ -337,8 +336,7 @@ static int token_parse(const char *token, unsigned *way, uint64_t *gen, uint64_t
     return hex_field(token + 2, 4, gen) && hex_field(token + 7, 16, rnd);
 }
 
-/* ---- acquire ----------------------------------------------------------------------------------
- */
+/* ---- acquire -------------------------------------------------------------------------------- */
 
 enum settle { WIN, LOSE, RETRY };
 
@@ -404,33 +402,30 @@ static enum settle settle(const struct tc_ring_locks_ *l, const struct lname *n,
             continue;
         }
         struct tc_ring_lock_entry *e = &n->b->e[j];
-        struct view v;
-        load_entry(l, e, &v);
-        if (!live(&v, now) || !same_name(&v, n) || dead(&v)) {
-            continue;
-        }
-        if (STATE(v.w) == TC_RING_LOCK_HELD) {
+        /* A few looks at one entry whose word keeps moving, then start over. */
+        for (int look = 0;; look++) {
+            struct view v;
+            load_entry(l, e, &v);
+            if (!live(&v, now) || !same_name(&v, n) || dead(&v)) {
+                break;
+            }
             *rem = left(&v, now);
-            return LOSE;
+            if (STATE(v.w) == TC_RING_LOCK_HELD || (v.sealed && j < mine)) {
+                return LOSE;
+            }
+            if (!v.sealed || look == 3) {
+                /* A claim between its CAS and its seal (maybe another name
+                 * with our tag): withdraw, look again once it is described. */
+                return RETRY;
+            }
+            /* A later claim of the name at a higher way: ours wins. If the
+             * CAS fails, that claim moved (held, withdrawn, taken back). */
+            uint64_t seen = v.w;
+            if (atomic_compare_exchange_strong(&e->word, &seen, free_word(v.w))) {
+                notify(l, n->b, 0);
+                break;
+            }
         }
-        if (!v.sealed) {
-            /* A claim between its CAS and its seal: maybe another name with
-             * our tag. Withdraw and look again once it has described itself. */
-            *rem = left(&v, now);
-            return RETRY;
-        }
-        if (j < mine) {
-            *rem = left(&v, now);
-            return LOSE;
-        }
-        /* A later claim of the name at a higher way: ours wins. If the CAS
-         * fails, that claim moved (HELD, withdrawn, taken back): look again. */
-        uint64_t seen = v.w;
-        if (!atomic_compare_exchange_strong(&e->word, &seen, free_word(v.w))) {
-            *rem = 1;
-            return RETRY;
-        }
-        notify(l, n->b, 0);
     }
     return WIN;
 }
@@ -491,8 +486,7 @@ enum tc_status tc_ring_lock_acquire(struct tc_ring *r, const void *name, size_t 
     return TC_EEXIST;
 }
 
-/* ---- release, peek ----------------------------------------------------------------------------
- */
+/* ---- release, peek -------------------------------------------------------------------------- */
 
 enum tc_status tc_ring_lock_release(struct tc_ring *r, const void *name, size_t len,
                                     const char *token)
@@ -563,8 +557,7 @@ enum tc_status tc_ring_lock_peek(struct tc_ring *r, const void *name, size_t len
     return TC_ENOTFOUND;
 }
 
-/* ---- waiting ----------------------------------------------------------------------------------
- */
+/* ---- waiting -------------------------------------------------------------------------------- */
 
 enum tc_status tc_ring_lock_wait(struct tc_ring *r, const void *name, size_t len,
                                  uint64_t timeout_ms)
@@ -647,8 +640,7 @@ void tc_ring_lock_kick(struct tc_ring *r)
     futex_wake_all(&ep->epoch);
 }
 
-/* ---- stats ------------------------------------------------------------------------------------
- */
+/* ---- stats ---------------------------------------------------------------------------------- */
 
 uint64_t tc_ring_locks_held_(const struct tc_ring_locks_ *l)
 {

@@ -97,8 +97,7 @@ static int token_ok(const char *t)
     return 1;
 }
 
-/* ---- cases -------------------------------------------------------------------------------------
- */
+/* ---- cases ---------------------------------------------------------------------------------- */
 
 static void case_acquire_busy_release(void)
 {
@@ -217,8 +216,7 @@ static void case_names_apart(void)
     tc_buf_deinit(&out);
 }
 
-/* ---- release callbacks
- * --------------------------------------------------------------------------- */
+/* ---- release callbacks ---------------------------------------------------------------------- */
 
 struct heard {
     atomic_int calls, inside, bad;
@@ -308,8 +306,7 @@ static void case_release_callback(void)
     /* Left registered: closing the tier must stop it cleanly. */
 }
 
-/* ---- contention through the tier layer ---------------------------------------------------------
- */
+/* ---- contention through the tier layer ------------------------------------------------------ */
 
 struct racer {
     struct tc_tier *tier;

@@ -201,7 +201,7 @@ static enum tc_status take(struct tc_ring *r, const char *name, uint64_t ttl, ch
     }
 }
 
-/* ---- 1. api ---------------------------------------------------------------------------------- */
+/* ---- 1. api --------------------------------------------------------------------------------- */
 
 static void phase_api(void)
 {
@@ -349,8 +349,7 @@ static void phase_api(void)
     tc_ring_unlink(seg, NULL, 0);
 }
 
-/* ---- 2. exclusion across processes -------------------------------------------------------------
- */
+/* ---- 2. exclusion across processes ---------------------------------------------------------- */
 
 struct contender {
     struct tc_ring *ring;
@@ -453,8 +452,7 @@ static void phase_exclusion(void)
     tc_ring_unlink(seg, NULL, 0);
 }
 
-/* ---- 3. killed holders -------------------------------------------------------------------------
- */
+/* ---- 3. killed holders ---------------------------------------------------------------------- */
 
 static void hold_forever(struct shared *sh, int arg)
 {
@@ -614,8 +612,7 @@ static void phase_killed(void)
     tc_ring_unlink(seg, NULL, 0);
 }
 
-/* ---- 4. lease overrun --------------------------------------------------------------------------
- */
+/* ---- 4. lease overrun ----------------------------------------------------------------------- */
 
 static void overstay(struct shared *sh, int arg)
 {
@@ -671,8 +668,7 @@ static void phase_lease(void)
     tc_ring_unlink(seg, NULL, 0);
 }
 
-/* ---- 5. wake-ups --------------------------------------------------------------------------------
- */
+/* ---- 5. wake-ups ---------------------------------------------------------------------------- */
 
 static void sleep_on_name(struct shared *sh, int slot)
 {
@@ -769,8 +765,7 @@ static void phase_wakeups(void)
     tc_ring_unlink(seg, NULL, 0);
 }
 
-/* ---- 6. garbage
- * ---------------------------------------------------------------------------------- */
+/* ---- 6. garbage ----------------------------------------------------------------------------- */
 
 static void phase_garbage(void)
 {
@@ -855,8 +850,7 @@ static void phase_garbage(void)
     tc_ring_unlink(seg, NULL, 0);
 }
 
-/* ---- 7. threads
- * ---------------------------------------------------------------------------------- */
+/* ---- 7. threads ----------------------------------------------------------------------------- */
 
 static void phase_threads(void)
 {
