@@ -34,6 +34,7 @@
  * bits of the record's own position) or the checksum, which covers the full position.
  */
 #include "shm/ring.h"
+#include "shm/ring_internal.h"
 #include "shm/ring_layout.h"
 
 #include <errno.h>
@@ -78,6 +79,14 @@ _Static_assert(TC_RING_NCOUNTERS ==
  * (1 + GHOST_PCT/100) laps since. Measured on Zipf 0.99: 100% is too short
  * (one-pass hit ratio -0.3 points), beyond ~3 laps it no longer matters. */
 #define GHOST_PCT 900u
+/* Lock table bytes ~ 1/LOCK_DIV of the segment, as a power of two of
+ * buckets within [LOCK_MIN_BUCKETS, LOCK_MAX_BUCKETS]: 1 MiB (14336 entries)
+ * for 64 MiB. A held lock is one in-flight regeneration, so even a busy host
+ * holds a few hundred at once: a bucket of 7 is then rarely full. */
+#define LOCK_DIV         64u
+#define LOCK_MIN_BUCKETS 8u
+#define LOCK_MAX_BUCKETS 8192u
+#define LOCK_BUCKET_SIZE ((uint64_t)sizeof(struct tc_ring_lock_bucket))
 
 enum {
     C_GETS,
@@ -127,6 +136,7 @@ struct tc_ring {
      * like S3-FIFO's bounded ghost queue: older comebacks are new keys. */
     uint64_t ghost_age[TC_RING_NLOGS];
     uint64_t pid;
+    struct tc_ring_locks_ locks;
     struct tc_ring_ctx ctxs[TC_RING_MAX_CTX];
 };
 
@@ -1109,6 +1119,8 @@ void tc_ring_stats(struct tc_ring *r, struct tc_ring_stats *out)
     out->layout_major = r->hdr->major;
     out->layout_minor = r->hdr->minor;
     out->creator_pid = r->hdr->creator_pid;
+    out->lock_slots = (r->locks.mask + 1) * TC_RING_LOCK_WAYS;
+    out->locks_held = tc_ring_locks_held_(&r->locks);
     for (unsigned L = 0; L < TC_RING_NLOGS; L++) {
         uint64_t h = head_of(r, L);
         out->bytes_used += h < r->cap[L] ? h : r->cap[L];
@@ -1145,6 +1157,11 @@ uint64_t tc_ring_max_item(const struct tc_ring *r)
     return r->max_item;
 }
 
+const struct tc_ring_locks_ *tc_ring_locks_(struct tc_ring *r)
+{
+    return &r->locks;
+}
+
 /* ---- open / close -------------------------------------------------------------------------------
  */
 
@@ -1162,8 +1179,8 @@ static enum tc_status shm_path(const char *name, char *path, size_t n, char *err
 }
 
 struct geometry {
-    uint64_t stat_off, nstat, index_off, nbuckets, log_off[TC_RING_NLOGS], log_cap[TC_RING_NLOGS],
-        max_rec;
+    uint64_t stat_off, nstat, lock_off, lock_nbuckets, index_off, nbuckets, log_off[TC_RING_NLOGS],
+        log_cap[TC_RING_NLOGS], max_rec;
 };
 
 static uint64_t default_max_item(uint64_t size)
@@ -1187,7 +1204,13 @@ static enum tc_status plan(const struct tc_ring_options *o, struct geometry *g, 
     }
     g->stat_off = TC_RING_HDR_SIZE;
     g->nstat = TC_RING_STAT_SLOTS;
-    g->index_off = g->stat_off + g->nstat * sizeof(struct tc_ring_stat_slot);
+    g->lock_off = g->stat_off + g->nstat * sizeof(struct tc_ring_stat_slot);
+    g->lock_nbuckets = LOCK_MIN_BUCKETS;
+    while (g->lock_nbuckets < LOCK_MAX_BUCKETS &&
+           g->lock_nbuckets * 2 * LOCK_BUCKET_SIZE <= size / LOCK_DIV) {
+        g->lock_nbuckets *= 2;
+    }
+    g->index_off = g->lock_off + g->lock_nbuckets * LOCK_BUCKET_SIZE;
     uint64_t avail = size - g->index_off;
     uint64_t nb = o->buckets;
     if (nb == 0) {
@@ -1237,8 +1260,14 @@ static int geometry_ok(const struct tc_ring_hdr *h, uint64_t seg_size)
         return 0;
     }
     uint64_t end = h->stat_off + h->nstat * sizeof(struct tc_ring_stat_slot);
-    if (h->index_off != end || h->nbuckets == 0 || (h->nbuckets & (h->nbuckets - 1)) != 0 ||
-        h->nbuckets > seg_size / TC_RING_CACHELINE) {
+    if (h->lock_off != end || h->lock_nbuckets == 0 ||
+        (h->lock_nbuckets & (h->lock_nbuckets - 1)) != 0 ||
+        h->lock_nbuckets > seg_size / LOCK_BUCKET_SIZE) {
+        return 0;
+    }
+    end = h->lock_off + h->lock_nbuckets * LOCK_BUCKET_SIZE;
+    if (end > seg_size || h->index_off != end || h->nbuckets == 0 ||
+        (h->nbuckets & (h->nbuckets - 1)) != 0 || h->nbuckets > seg_size / TC_RING_CACHELINE) {
         return 0;
     }
     end = h->index_off + h->nbuckets * TC_RING_CACHELINE;
@@ -1295,6 +1324,8 @@ static void init_header(struct tc_ring_hdr *h, uint64_t size, const struct geome
     h->flags = 0;
     h->stat_off = g->stat_off;
     h->nstat = g->nstat;
+    h->lock_off = g->lock_off;
+    h->lock_nbuckets = g->lock_nbuckets;
     h->index_off = g->index_off;
     h->nbuckets = g->nbuckets;
     for (unsigned L = 0; L < TC_RING_NLOGS; L++) {
@@ -1492,6 +1523,11 @@ enum tc_status tc_ring_open(const char *name, const struct tc_ring_options *opt,
         r->ghost_age[L] = r->cap[L] + r->cap[L] * GHOST_PCT / 100;
     }
     r->pid = (uint64_t)getpid();
+    r->locks.bucket = (struct tc_ring_lock_bucket *)(r->base + h->lock_off);
+    r->locks.mask = h->lock_nbuckets - 1;
+    r->locks.epoch = &h->lock_epoch;
+    r->locks.seed = r->seed;
+    r->locks.pid = r->pid;
     *out = r;
     return TC_OK;
 fail:

@@ -33,6 +33,10 @@
  * leaves nothing locked and corrupts nothing: its half-written record was
  * never published, and its stat slot is reclaimed once its pid is gone.
  *
+ * Host-scope lease locks (tc_ring_lock_*) live in the same segment: a
+ * fixed table of lock words taken by CAS, whose waiters sleep on a futex and
+ * whose dead holders are reclaimed by lease expiry and pid check.
+ *
  * Caveats:
  *  - Lossy by design: a set may be dropped (index bucket full, log lapped
  *    while the write was in progress); callers keep a slower tier behind it.
@@ -120,6 +124,8 @@ struct tc_ring_stats {
     uint64_t ctxs;         /* stat slots in use (threads attached, all processes) */
     uint32_t layout_major, layout_minor;
     uint64_t creator_pid;
+    uint64_t lock_slots; /* entries of the lock table */
+    uint64_t locks_held; /* of which held by a live lease now */
 #define TC_RING_X(name, i) uint64_t name;
     TC_RING_STATS_COUNTERS(TC_RING_X)
 #undef TC_RING_X
@@ -230,5 +236,107 @@ void tc_ring_stats(struct tc_ring *r, struct tc_ring_stats *out);
 
 /** Largest value tc_ring_set() accepts in this process. */
 uint64_t tc_ring_max_item(const struct tc_ring *r);
+
+/* ---- host-scope lease locks --------------------------------------------------------------------
+ *
+ * A lock is a name (any bytes) held for a lease of ttl_ms by whoever knows
+ * its token. Every process attached to the segment sees the same locks.
+ * Acquiring never waits; tc_ring_lock_wait() and the epoch calls let a
+ * caller sleep until a retry is worthwhile.
+ *
+ * Exactness: two acquirers of one name never both hold it (names are told
+ * apart by a 64-bit hash of their bytes: two names with the same hash are
+ * one lock). Names hash to a bucket of TC_RING_LOCK_WAYS entries and may use
+ * any free entry in it, so different names do not serialise against each
+ * other unless all the entries of their bucket are held at once; then an
+ * acquire answers TC_EEXIST although its own name is free ("bucket full":
+ * rare, as the table takes ~1/64 of the segment, 8 to 8192 buckets of 7
+ * entries, e.g. 2048 x 7 for 64 MiB, and a lock is held only while one
+ * value is regenerated).
+ *
+ * Leases run on CLOCK_MONOTONIC, shared by every process on the host. A
+ * holder whose process is gone (kill(pid, 0) fails with ESRCH) or whose lease
+ * ended is taken over by the next acquire; a process killed in the few
+ * instructions between taking a lock word and describing its claim blocks
+ * the name (and the 1/64 of its bucket's names that share its 6-bit tag)
+ * until the lease ends. All processes must share one pid namespace and one
+ * CLOCK_MONOTONIC (no time namespaces with offsets between them).
+ *
+ * No call allocates or spins. Everything read from the table is untrusted:
+ * garbage yields "held", "free" or TC_ENOTFOUND, never a crash.
+ */
+
+/** Room for a token: text of [0-9a-zA-Z_-], at most 47 characters, plus NUL
+ * (the same as TC_LOCK_TOKEN_MAX in tiers/tier.h). */
+#define TC_RING_LOCK_TOKEN_MAX 48
+/** Longest lease, ms (24 h). A lock word whose deadline lies more than twice
+ * this ahead is garbage, and counts as free. */
+#define TC_RING_LOCK_TTL_MAX (24ull * 3600 * 1000)
+/** How often a sleeping waiter checks whether the holder's process died, ms. */
+#define TC_RING_LOCK_POLL_MS 100u
+
+/**
+ * Takes lock @p name (@p len >= 1 bytes) for @p ttl_ms unless it is held.
+ * @param[out] token  on TC_OK, the new holder's token (NUL-terminated; 64
+ *             random bits from getrandom(2), the entry and its generation).
+ * @param[out] remaining_ms  on TC_EEXIST, ms left on the holder's lease
+ *             (>= 1); may be NULL.
+ * @return TC_OK; TC_EEXIST held (or its bucket is full); TC_EINVAL for a
+ *         NULL ring/name/token, len 0, or ttl_ms outside 1..TC_RING_LOCK_TTL_MAX.
+ * Thread- and process-safe.
+ */
+enum tc_status tc_ring_lock_acquire(struct tc_ring *r, const void *name, size_t len,
+                                    uint64_t ttl_ms, char token[TC_RING_LOCK_TOKEN_MAX],
+                                    uint64_t *remaining_ms);
+
+/**
+ * Releases lock @p name if @p token is its holder's token and the lease has
+ * not ended, then wakes the processes waiting for it (tc_ring_lock_wait) and
+ * bumps the epoch. A lease that ended but was not taken over yet is freed
+ * all the same, and answered TC_ENOTFOUND: the caller no longer held it.
+ * @return TC_OK released; TC_ENOTFOUND not held under this token (never
+ *         taken, expired, taken over, malformed token); TC_EINVAL (NULL or
+ *         empty arguments).
+ */
+enum tc_status tc_ring_lock_release(struct tc_ring *r, const void *name, size_t len,
+                                    const char *token);
+
+/**
+ * Says whether @p name is held by a live lease. On TC_OK fills the holder's
+ * @p token, the ms left on its lease (>= 1) and its process id; each out
+ * pointer may be NULL. A claim still being made, or a holder whose process is
+ * gone, counts as free.
+ * @return TC_OK held; TC_ENOTFOUND free; TC_EINVAL.
+ */
+enum tc_status tc_ring_lock_peek(struct tc_ring *r, const void *name, size_t len,
+                                 char token[TC_RING_LOCK_TOKEN_MAX], uint64_t *remaining_ms,
+                                 uint32_t *pid);
+
+/**
+ * For programs that link shm/ directly: sleeps on a futex (no spinning)
+ * until @p name is released, its holder's lease ends, its holder's process
+ * is found gone (checked every TC_RING_LOCK_POLL_MS), or @p timeout_ms
+ * passes. Returns at once when the name is free already.
+ * @return TC_OK: worth retrying tc_ring_lock_acquire() now (another waiter
+ *         may still win it); TC_ETIMEOUT; TC_EINVAL.
+ */
+enum tc_status tc_ring_lock_wait(struct tc_ring *r, const void *name, size_t len,
+                                 uint64_t timeout_ms);
+
+/** The segment-wide release counter: it changes on every release (of any
+ * lock, by any process) and on every tc_ring_lock_kick(). */
+uint32_t tc_ring_lock_epoch(struct tc_ring *r);
+
+/**
+ * Futex-sleeps while the epoch equals @p seen, up to @p timeout_ms: one
+ * watcher thread per process can wait for "some lock was released".
+ * @return TC_OK (the epoch changed, or a spurious wake-up: compare it
+ *         again); TC_ETIMEOUT (it still equals @p seen).
+ */
+enum tc_status tc_ring_lock_wait_epoch(struct tc_ring *r, uint32_t seen, uint64_t timeout_ms);
+
+/** Bumps the epoch and wakes every thread of every process sleeping in
+ * tc_ring_lock_wait_epoch(): how a watcher is told to stop. */
+void tc_ring_lock_kick(struct tc_ring *r);
 
 #endif

@@ -14,7 +14,8 @@
  *                               seed; head[0], head[1] and the retired counters each on their
  *                               own cache lines
  *   4096                        stat slots: 128 x 128 B, one per ring ctx (thread) in any process
- *   index_off  = 4096 + 16 KiB  index: nbuckets x 64 B buckets of 8 u64 slots
+ *   lock_off   = 4096 + 16 KiB  lock table: lock_nbuckets x 512 B (a wake line + 7 entries)
+ *   index_off                   index: nbuckets x 64 B buckets of 8 u64 slots
  *   log_off[0]                  log 0, probation: byte ring where new keys land
  *   log_off[1]                  log 1, main: keys read again, or written again soon
  *   seg_size                    end
@@ -25,6 +26,14 @@
  *   +--------------+---+---------------------------------------------+
  *   |  tag (!= 0)  | L |  log position, low 47 bits (bit 0: BUSY)    |
  *   +--------------+---+---------------------------------------------+
+ *
+ * Lock word (64 bits; one per lock entry, see shm/lock.c):
+ *
+ *    63                             24 23          8 7     2 1   0
+ *   +---------------------------------+-------------+-------+-----+
+ *   | lease deadline, CLOCK_MONOTONIC | generation  |  tag  |state|  state: 0 free,
+ *   | ms (40 bits; 0 when free)       | (16 bits)   |(6 bit)|     |  1 claiming, 2 held
+ *   +---------------------------------+-------------+-------+-----+
  *
  * Record in log L at position pos (8-byte aligned, may wrap the ring's end):
  *
@@ -50,7 +59,7 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "the shm ring needs lock-free 64-bit
 _Static_assert(sizeof(_Atomic uint64_t) == 8, "atomic u64 must have the size of u64");
 
 #define TC_RING_MAGIC        0x7463726E67310A00ull /* "tcrng1\n\0" */
-#define TC_RING_LAYOUT_MAJOR 1u                    /* incompatible changes */
+#define TC_RING_LAYOUT_MAJOR 2u                    /* incompatible changes */
 #define TC_RING_LAYOUT_MINOR 0u                    /* compatible additions */
 
 #define TC_RING_CACHELINE  64u
@@ -69,6 +78,20 @@ _Static_assert(sizeof(_Atomic uint64_t) == 8, "atomic u64 must have the size of 
  * free: bit 0 marks a slot whose record is being rewritten in place or
  * copied by a promotion (one at a time; readers still read it). */
 #define TC_RING_SLOT_BUSY 1ull
+
+/* Lock table: buckets of TC_RING_LOCK_WAYS entries; a name may take any
+ * entry of its bucket (shm/lock.c says how that stays exclusive). */
+#define TC_RING_LOCK_WAYS           7u
+#define TC_RING_LOCK_STATE_MASK     3ull
+#define TC_RING_LOCK_FREE           0u
+#define TC_RING_LOCK_CLAIMING       1u
+#define TC_RING_LOCK_HELD           2u
+#define TC_RING_LOCK_TAG_SHIFT      2u
+#define TC_RING_LOCK_TAG_BITS       6u
+#define TC_RING_LOCK_GEN_SHIFT      8u
+#define TC_RING_LOCK_GEN_BITS       16u
+#define TC_RING_LOCK_DEADLINE_SHIFT 24u
+#define TC_RING_LOCK_DEADLINE_BITS  40u
 
 /* Counters per stat slot: the list is TC_RING_STATS_COUNTERS in ring.h. */
 #define TC_RING_NCOUNTERS 13u
@@ -91,6 +114,33 @@ struct tc_ring_line {
     uint64_t _pad[7];
 };
 
+/* One lock entry. word is the lock; the other words describe the claim that
+ * word's generation made, and count only while seal matches them (a claimer
+ * writes them after its CAS: a reader must never trust a half-written set). */
+struct tc_ring_lock_entry {
+    _Atomic uint64_t word;      /* the lock word above */
+    _Atomic uint64_t name_hash; /* XXH3 of the lock name, seeded per segment */
+    _Atomic uint64_t rnd;       /* random part of the holder's token */
+    _Atomic uint64_t owner_pid; /* the claiming process */
+    _Atomic uint64_t seal;      /* XXH3 of (word without state, name_hash, rnd, owner_pid) */
+    uint64_t _reserved[3];
+};
+
+/* A bucket: the futex word its releases bump, then its entries. */
+struct tc_ring_lock_bucket {
+    _Atomic uint32_t wake;    /* futex word: +1 on every release in this bucket */
+    _Atomic uint32_t waiters; /* threads sleeping on wake (releasers skip FUTEX_WAKE at 0) */
+    uint32_t _pad[14];
+    struct tc_ring_lock_entry e[TC_RING_LOCK_WAYS];
+};
+
+/* The segment-wide release counter, on its own line. */
+struct tc_ring_lock_epoch {
+    _Atomic uint32_t epoch;   /* futex word: +1 on every release anywhere, and on kicks */
+    _Atomic uint32_t waiters; /* threads sleeping on epoch */
+    uint32_t _pad[14];
+};
+
 struct tc_ring_hdr {
     _Atomic uint64_t magic; /* stored last by the creator (release) */
     uint32_t major, minor;
@@ -108,7 +158,10 @@ struct tc_ring_hdr {
     struct tc_ring_line head[TC_RING_NLOGS];
     /* Counters folded in from ctxs that closed or whose process died. */
     struct tc_ring_stat_slot retired;
-    uint8_t _pad1[TC_RING_HDR_SIZE - TC_RING_CACHELINE * (2 + TC_RING_NLOGS) -
+    uint64_t lock_off, lock_nbuckets; /* lock table; lock_nbuckets: a power of two */
+    uint64_t _pad0[6];
+    struct tc_ring_lock_epoch lock_epoch;
+    uint8_t _pad1[TC_RING_HDR_SIZE - TC_RING_CACHELINE * (4 + TC_RING_NLOGS) -
                   sizeof(struct tc_ring_stat_slot)];
 };
 
@@ -129,6 +182,17 @@ _Static_assert(sizeof(struct tc_ring_line) == TC_RING_CACHELINE, "a line is a li
 _Static_assert(sizeof(struct tc_ring_hdr) == TC_RING_HDR_SIZE, "header is one page");
 _Static_assert(offsetof(struct tc_ring_hdr, head) == 2 * TC_RING_CACHELINE, "heads on own lines");
 _Static_assert(offsetof(struct tc_ring_hdr, retired) % TC_RING_CACHELINE == 0, "aligned");
+_Static_assert(offsetof(struct tc_ring_hdr, lock_off) == 384, "lock geometry after retired");
+_Static_assert(offsetof(struct tc_ring_hdr, lock_epoch) == 448, "epoch on its own line");
+_Static_assert(sizeof(struct tc_ring_lock_entry) == TC_RING_CACHELINE, "a lock entry is a line");
+_Static_assert(sizeof(struct tc_ring_lock_epoch) == TC_RING_CACHELINE, "the epoch is a line");
+_Static_assert(sizeof(struct tc_ring_lock_bucket) == 512, "a lock bucket is 8 lines");
+_Static_assert(sizeof(_Atomic uint32_t) == 4 && ATOMIC_INT_LOCK_FREE == 2,
+               "futex words are lock-free 32-bit atomics");
+_Static_assert(TC_RING_LOCK_DEADLINE_SHIFT + TC_RING_LOCK_DEADLINE_BITS == 64 &&
+                   TC_RING_LOCK_GEN_SHIFT + TC_RING_LOCK_GEN_BITS == TC_RING_LOCK_DEADLINE_SHIFT &&
+                   TC_RING_LOCK_TAG_SHIFT + TC_RING_LOCK_TAG_BITS == TC_RING_LOCK_GEN_SHIFT,
+               "lock word fields tile 64 bits");
 _Static_assert(sizeof(struct tc_ring_rec) == 24, "record header is 24 bytes");
 _Static_assert(offsetof(struct tc_ring_rec, check) == 16, "record layout");
 
@@ -148,6 +212,13 @@ static inline uint64_t tc_ring_layout_fingerprint(void)
         TC_RING_POS_BITS,
         TC_RING_NCOUNTERS,
         offsetof(struct tc_ring_hdr, retired),
+        sizeof(struct tc_ring_lock_entry),
+        sizeof(struct tc_ring_lock_bucket),
+        TC_RING_LOCK_WAYS,
+        TC_RING_LOCK_GEN_BITS,
+        TC_RING_LOCK_DEADLINE_BITS,
+        offsetof(struct tc_ring_hdr, lock_off),
+        offsetof(struct tc_ring_hdr, lock_epoch),
     };
     for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
         f = (f ^ parts[i]) * 0x100000001B3ull;

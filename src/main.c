@@ -193,6 +193,8 @@ static int shm_command(int argc, char **argv)
     json_object_set_new(j, "items", json_integer((json_int_t)rs.items));
     json_object_set_new(j, "index_slots", json_integer((json_int_t)rs.slots));
     json_object_set_new(j, "attached_ctxs", json_integer((json_int_t)rs.ctxs));
+    json_object_set_new(j, "lock_slots", json_integer((json_int_t)rs.lock_slots));
+    json_object_set_new(j, "locks_held", json_integer((json_int_t)rs.locks_held));
 #define TC_RING_X(field, i) json_object_set_new(j, #field, json_integer((json_int_t)rs.field));
     TC_RING_STATS_COUNTERS(TC_RING_X)
 #undef TC_RING_X

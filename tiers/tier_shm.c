@@ -12,18 +12,44 @@
  *
  * Lossy: the ring may drop an item at any time (FIFO log, lossy index), which
  * is why a slower tier sits behind it.
+ *
+ * Lease locks (TC_TIER_CAP_LOCK_HOST): the segment's lock table, shared by
+ * every process that opens the same NAME; lock names never meet cache keys.
+ * Operations complete synchronously. Leases are capped at
+ * TC_RING_LOCK_TTL_MAX (24 h): a longer ttl_ms is TC_EINVAL. Releases reach
+ * tc_tier_on_lock_release() through one watcher thread per tier, asleep on
+ * the segment's release epoch; it cannot tell which lock moved, so it calls
+ * back with name NULL ("recheck all"), also after another process stops its
+ * own watcher (a stop bumps the epoch). on_lock_release answers TC_ENOMEM
+ * when that thread cannot be started (and then leaves no callback behind).
  */
 #include "tiers/tier_impl.h"
 #include "shm/ring.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+
+_Static_assert(TC_RING_LOCK_TOKEN_MAX == TC_LOCK_TOKEN_MAX, "one token size for tier and ring");
+
+/* How long the watcher sleeps on the epoch before it looks again on its own. */
+#define WATCH_WAIT_MS 1000u
 
 struct shm_tier {
     struct tc_tier base;
     struct tc_ring *ring;
     pthread_mutex_t maint_lock; /* guards maint: sweep may run on any thread */
     struct tc_ring_ctx *maint;
+    /* Lock-release watcher (on_lock_release). watch_lock serialises
+     * registrations (the thread's start and join); cb_lock guards cb_fn and
+     * cb_arg and is held while the callback runs, so that a registration
+     * that returns knows the old callback is neither running nor called. */
+    pthread_mutex_t watch_lock, cb_lock;
+    tc_tier_lock_release_fn cb_fn;
+    void *cb_arg;
+    pthread_t watcher;
+    int watching;    /* under watch_lock */
+    atomic_int stop; /* tells the watcher to return */
 };
 
 struct shm_ctx {
@@ -73,7 +99,18 @@ static enum tc_status shm_open_tier(const struct tc_tier_params *p, struct tc_ti
         return st;
     }
     st = tc_ring_ctx_create(s->ring, &s->maint);
-    if (st != TC_OK || pthread_mutex_init(&s->maint_lock, NULL) != 0) {
+    int locks = 0;
+    if (st == TC_OK) {
+        locks += pthread_mutex_init(&s->maint_lock, NULL) == 0;
+        locks += locks == 1 && pthread_mutex_init(&s->watch_lock, NULL) == 0;
+        locks += locks == 2 && pthread_mutex_init(&s->cb_lock, NULL) == 0;
+    }
+    if (locks != 3) {
+        pthread_mutex_t *m[] = {&s->maint_lock, &s->watch_lock};
+        for (int i = 0; i < locks && i < 2; i++) {
+            pthread_mutex_destroy(m[i]);
+        }
+        tc_ring_ctx_destroy(s->maint);
         tc_ring_close(s->ring);
         free(s);
         return st != TC_OK ? st : TC_ENOMEM;
@@ -84,9 +121,14 @@ static enum tc_status shm_open_tier(const struct tc_tier_params *p, struct tc_ti
     return TC_OK;
 }
 
+static void watch_stop(struct shm_tier *s);
+
 static void shm_close(struct tc_tier *t)
 {
     struct shm_tier *s = (struct shm_tier *)t;
+    watch_stop(s);
+    pthread_mutex_destroy(&s->cb_lock);
+    pthread_mutex_destroy(&s->watch_lock);
     tc_ring_ctx_destroy(s->maint);
     pthread_mutex_destroy(&s->maint_lock);
     tc_ring_close(s->ring);
@@ -226,12 +268,116 @@ static void shm_stats(struct tc_tier *t, tc_tier_stat_fn emit, void *arg)
     emit(arg, "corrupt", rs.corrupt, TC_STAT_COUNTER);
     emit(arg, "swept", rs.swept, TC_STAT_COUNTER);
     emit(arg, "lost_sets", rs.lost_sets, TC_STAT_COUNTER);
+    emit(arg, "lock_slots", rs.lock_slots, TC_STAT_GAUGE);
+    emit(arg, "locks_held", rs.locks_held, TC_STAT_GAUGE);
+}
+
+/* ---- lease locks ---------------------------------------------------------------------------- */
+
+static enum tc_status shm_lock_acquire(struct tc_tier_ctx *c, struct tc_tier_lock_req *req)
+{
+    struct shm_tier *s = (struct shm_tier *)c->tier;
+    uint64_t rem = 0;
+    enum tc_status st =
+        tc_ring_lock_acquire(s->ring, req->name, req->name_len, req->ttl_ms, req->token, &rem);
+    if (st == TC_EEXIST) {
+        req->remaining_ms = rem;
+    }
+    req->status = st;
+    return st;
+}
+
+static enum tc_status shm_lock_release(struct tc_tier_ctx *c, struct tc_tier_lock_req *req)
+{
+    struct shm_tier *s = (struct shm_tier *)c->tier;
+    enum tc_status st = tc_ring_lock_release(s->ring, req->name, req->name_len, req->token);
+    req->status = st;
+    return st;
+}
+
+static enum tc_status shm_lock_peek(struct tc_tier_ctx *c, struct tc_tier_lock_req *req)
+{
+    struct shm_tier *s = (struct shm_tier *)c->tier;
+    uint64_t rem = 0;
+    enum tc_status st =
+        tc_ring_lock_peek(s->ring, req->name, req->name_len, req->token, &rem, NULL);
+    if (st == TC_OK) {
+        req->remaining_ms = rem;
+    }
+    req->status = st;
+    return st;
+}
+
+/* The watcher: one per tier while a callback is registered. It keeps the
+ * last epoch it reported, so a release made while the callback runs is
+ * reported again afterwards, never lost. */
+static void *watch_main(void *arg)
+{
+    struct shm_tier *s = arg;
+    uint32_t seen = tc_ring_lock_epoch(s->ring);
+    while (!atomic_load(&s->stop)) {
+        tc_ring_lock_wait_epoch(s->ring, seen, WATCH_WAIT_MS);
+        uint32_t now = tc_ring_lock_epoch(s->ring);
+        if (now == seen || atomic_load(&s->stop)) {
+            continue;
+        }
+        seen = now;
+        pthread_mutex_lock(&s->cb_lock);
+        if (s->cb_fn != NULL) {
+            s->cb_fn(s->cb_arg, NULL, 0, NULL);
+        }
+        pthread_mutex_unlock(&s->cb_lock);
+    }
+    return NULL;
+}
+
+/* Stops and joins the watcher if it runs. Under watch_lock, or at close. */
+static void watch_stop(struct shm_tier *s)
+{
+    if (!s->watching) {
+        return;
+    }
+    atomic_store(&s->stop, 1);
+    /* Wakes every watcher on the segment, ours included: the others see a
+     * spurious "recheck all", which their contract allows. */
+    tc_ring_lock_kick(s->ring);
+    pthread_join(s->watcher, NULL);
+    s->watching = 0;
+}
+
+static enum tc_status shm_on_lock_release(struct tc_tier *t, tc_tier_lock_release_fn fn, void *arg)
+{
+    struct shm_tier *s = (struct shm_tier *)t;
+    enum tc_status st = TC_OK;
+    pthread_mutex_lock(&s->watch_lock);
+    /* Under cb_lock, which the watcher holds while calling: once it is
+     * released here, the old callback is not running and will not run. */
+    pthread_mutex_lock(&s->cb_lock);
+    s->cb_fn = fn;
+    s->cb_arg = arg;
+    pthread_mutex_unlock(&s->cb_lock);
+    if (fn == NULL) {
+        watch_stop(s);
+    } else if (!s->watching) {
+        atomic_store(&s->stop, 0);
+        if (pthread_create(&s->watcher, NULL, watch_main, s) == 0) {
+            s->watching = 1;
+        } else {
+            pthread_mutex_lock(&s->cb_lock);
+            s->cb_fn = NULL;
+            s->cb_arg = NULL;
+            pthread_mutex_unlock(&s->cb_lock);
+            st = TC_ENOMEM;
+        }
+    }
+    pthread_mutex_unlock(&s->watch_lock);
+    return st;
 }
 
 const struct tc_tier_ops tc_tier_shm_ops = {
     .scheme = "shm",
     .abi_version = TC_TIER_ABI_VERSION,
-    .caps = TC_TIER_CAP_SHARED,
+    .caps = TC_TIER_CAP_SHARED | TC_TIER_CAP_LOCK_HOST,
     .params = shm_params,
     .usage = "shm://NAME?size=64M&mode=0600&max_item=1M",
     .open = shm_open_tier,
@@ -245,4 +391,8 @@ const struct tc_tier_ops tc_tier_shm_ops = {
     .sweep = shm_sweep,
     .stats = shm_stats,
     .health = NULL,
+    .lock_acquire = shm_lock_acquire,
+    .lock_release = shm_lock_release,
+    .lock_peek = shm_lock_peek,
+    .on_lock_release = shm_on_lock_release,
 };
