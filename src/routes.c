@@ -1094,6 +1094,7 @@ static enum tc_status api_cache(struct tc_worker *w, struct tc_http_req *r)
 #define LOCKS_PREFIX_LEN (sizeof(LOCKS_PREFIX) - 1)
 #define LOCK_DEFAULT_TTL 30000u
 #define LOCK_MAX_WAIT    3600000u
+#define LOCK_MAX_TTL     86400000u /* a day: the shm lock table refuses longer leases */
 
 struct lock_call {
     struct tc_worker *w;
@@ -1235,7 +1236,7 @@ static enum tc_status api_locks(struct tc_worker *w, struct tc_http_req *r)
     }
     if (r->method == TC_HTTP_POST) {
         uint64_t ttl, wait;
-        if (json_seconds(w, r, doc, "ttl", LOCK_DEFAULT_TTL, w->srv->conf->max_ttl_ms, &ttl) != 0 ||
+        if (json_seconds(w, r, doc, "ttl", LOCK_DEFAULT_TTL, LOCK_MAX_TTL, &ttl) != 0 ||
             json_seconds(w, r, doc, "wait", 0, LOCK_MAX_WAIT, &wait) != 0) {
             json_decref(doc);
             free(lc);
