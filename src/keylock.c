@@ -430,7 +430,13 @@ static struct kl_wide *wide_new(struct tc_kl_home *h, struct kl_entry *e, int ki
 static void wide_start(struct kl_wide *w)
 {
     struct tc_tier_ctx *c = w->h->ctx;
+    struct kl_entry *e = w->e;
     enum tc_status st;
+    /* A local lock tier completes inside the call: keep the entry alive for
+     * the caller, which frees it (entry_maybe_free) when it is done with it. */
+    if (e != NULL) {
+        e->inflight++;
+    }
     switch (w->kind) {
     case W_ACQUIRE:
         st = tc_tier_lock_acquire(c, &w->req);
@@ -444,6 +450,9 @@ static void wide_start(struct kl_wide *w)
     }
     if (st != TC_EINPROGRESS) {
         wide_done(&w->req);
+    }
+    if (e != NULL) {
+        e->inflight--;
     }
 }
 
@@ -632,6 +641,9 @@ static void on_release(struct tc_kl_home *h, struct kl_msg *m)
     m->result = NULL;
     snprintf(w->req.token, sizeof(w->req.token), "%s", m->token);
     wide_start(w);
+    if (ours) {
+        entry_maybe_free(e);
+    }
 }
 
 static void on_peek(struct tc_kl_home *h, struct kl_msg *m)

@@ -409,13 +409,14 @@ static void test_origin(void)
 
     /* 5xx is not cached; everyone gets a clear 502; a stale value survives it. */
     snprintf(key, sizeof(key), "broken-%s", scope);
-    tc_test_origin_config(&origin, "delay_ms=100&status=503&cache_control=max-age%3D60");
+    tc_test_origin_config(&origin, "delay_ms=500&status=503&cache_control=max-age%3D60");
     tc_test_origin_reset(&origin);
     t = herd(60, key, NULL, NULL);
     CHECK(t.n502 == 60, "%s: 5xx origin: %d x 502 of 60", scope, t.n502);
     long reqs = tc_test_origin_requests(&origin);
-    CHECK(reqs >= 1 && reqs <= 2, "%s: 5xx origin saw %ld requests (one per process at most)",
-          scope, reqs);
+    /* An error is not stored: each process fetches it for its own waiters
+     * (a client that arrives after an answer asks again). */
+    CHECK(reqs >= 1 && reqs <= 4, "%s: 5xx origin saw %ld requests for 60 clients", scope, reqs);
     snprintf(key, sizeof(key), "grace-%s", scope);
     sleep_ms(100);
     tc_test_origin_config(&origin, "delay_ms=0&status=200&cache_control=max-age%3D1");
