@@ -258,6 +258,23 @@ static int wait_calls(struct heard *h, int above, unsigned ms)
     return atomic_load(&h->calls) > above;
 }
 
+/* The "subscribed" gauge of a tier that has one (Redis: 1 when every
+ * channel it wants is subscribed), or -1. */
+static void find_subscribed(void *arg, const char *name, uint64_t value, enum tc_stat_kind kind)
+{
+    (void)kind;
+    if (strcmp(name, "subscribed") == 0) {
+        *(int64_t *)arg = (int64_t)value;
+    }
+}
+
+static int64_t subscribed(struct tc_tier *t)
+{
+    int64_t v = -1;
+    tc_tier_stats(t, find_subscribed, &v);
+    return v;
+}
+
 static void case_release_callback(void)
 {
     static struct heard h, h2;
@@ -266,6 +283,14 @@ static void case_release_callback(void)
     if (st != TC_OK) {
         return;
     }
+    /* A tier that subscribes for notices (Redis) gets there, over every
+     * transport: over a unix socket the subscriber once dropped its own
+     * connection before SUBSCRIBE went out (TCP keepalive options). */
+    uint64_t until = mono_ms() + 5000;
+    while (subscribed(t1) == 0 && mono_ms() < until) {
+        nap_ms(10);
+    }
+    CHECK(subscribed(t1) != 0, "the tier's subscriber is not subscribed within 5 s of registering");
     nap_ms(100); /* let the watcher subscribe (Redis) before the release */
     cycle("cb");
     CHECK(wait_calls(&h, 0, 5000), "no callback within 5 s of a release by the other handle");

@@ -2382,8 +2382,18 @@ static void sub_connect(struct redis_tier *rt)
     }
     /* The subscriber only reads; TCP keepalive is what notices a peer host
      * that vanished (a frozen but live Redis still goes unnoticed here;
-     * the data connections' deadlines see it). */
-    redisEnableKeepAlive(&ac->c);
+     * the data connections' deadlines see it). Never on a unix socket: the
+     * TCP_KEEP* options fail there, and hiredis then leaves its error set
+     * on the context, which makes it drop the connection at the first read
+     * or write, before SUBSCRIBE ever goes out (the local peer's death is
+     * seen as EOF anyway). */
+    if (!rt->unix_socket && redisEnableKeepAlive(&ac->c) != REDIS_OK) {
+        set_error(rt, "subscriber keepalive %s: %s", target_name(rt, tgt, sizeof(tgt)), ac->errstr);
+        redisAsyncFree(ac);
+        sub_first_signal(rt);
+        sub_schedule(rt);
+        return;
+    }
     if (rt->sub_ever) {
         COUNT(rt, sub_reconnects);
     }
