@@ -1094,7 +1094,7 @@ static enum tc_status api_cache(struct tc_worker *w, struct tc_http_req *r)
 #define LOCKS_PREFIX_LEN (sizeof(LOCKS_PREFIX) - 1)
 #define LOCK_DEFAULT_TTL 30000u
 #define LOCK_MAX_WAIT    3600000u
-#define LOCK_MAX_TTL     86400000u /* a day: the shm lock table refuses longer leases */
+#define LOCK_MAX_TTL     TC_LOCK_TTL_MAX
 
 struct lock_call {
     struct tc_worker *w;

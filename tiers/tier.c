@@ -392,7 +392,7 @@ static enum tc_status lock_run(struct tc_tier_ctx *c, struct tc_tier_lock_req *r
         st = TC_EINVAL;
     } else if (req->name == NULL || req->name_len == 0 || req->name_len > TC_LOCK_NAME_MAX) {
         st = TC_EINVAL;
-    } else if (op == OP_LOCK_ACQUIRE && req->ttl_ms == 0) {
+    } else if (op == OP_LOCK_ACQUIRE && (req->ttl_ms == 0 || req->ttl_ms > TC_LOCK_TTL_MAX)) {
         st = TC_EINVAL;
     } else if (op == OP_LOCK_RELEASE &&
                (req->token[0] == '\0' || memchr(req->token, '\0', TC_LOCK_TOKEN_MAX) == NULL)) {

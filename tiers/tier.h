@@ -295,6 +295,8 @@ enum tc_status tc_tier_on_invalidate(struct tc_tier *t, tc_tier_invalidate_fn fn
 
 /** Longest lock name, bytes. */
 #define TC_LOCK_NAME_MAX (TC_KEY_MAX + 16u)
+/** Longest lease any lock tier takes (a day): longer ones are TC_EINVAL. */
+#define TC_LOCK_TTL_MAX 86400000u
 /** Room for a token: at most 47 characters of [0-9A-Za-z_-], NUL-terminated. */
 #define TC_LOCK_TOKEN_MAX 48u
 
@@ -306,7 +308,7 @@ struct tc_tier_lock_req {
     /* In. */
     const void *name; /* 1..TC_LOCK_NAME_MAX bytes, any bytes */
     size_t name_len;
-    uint64_t ttl_ms; /* acquire: lease length, >= 1 */
+    uint64_t ttl_ms; /* acquire: lease length, 1 ms .. TC_LOCK_TTL_MAX */
     /* acquire: out (the new token); release: in; peek: out (the holder's). */
     char token[TC_LOCK_TOKEN_MAX];
     /* acquire refused, peek held: ms left on the holder's lease (>= 1). */
@@ -348,7 +350,8 @@ typedef void (*tc_tier_lock_release_fn)(void *arg, const void *name, size_t name
  * process, this one included, so that waiters need not poll. Delivery is
  * best effort (a Redis subscription may drop messages): waiters still wake
  * up at the holder's lease expiry on their own. Threading as for
- * tc_tier_on_invalidate(). @return TC_OK; TC_ENOTSUP.
+ * tc_tier_on_invalidate(). @return TC_OK; TC_ENOTSUP; TC_ENOMEM (no thread
+ * could be started to watch).
  */
 enum tc_status tc_tier_on_lock_release(struct tc_tier *t, tc_tier_lock_release_fn fn, void *arg);
 
