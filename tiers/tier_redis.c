@@ -352,17 +352,23 @@ static uint64_t backoff_delay(const struct redis_tier *rt, unsigned k, uint64_t 
     return d - (d / 4) * (xorshift(rng) % 1000u) / 1000u;
 }
 
+/* Builds prefix‖key in ctx->kbuf. */
+static enum tc_status join_key(struct redis_ctx *c, const char *prefix, size_t plen,
+                               const void *key, size_t len)
+{
+    if (tc_buf_reserve(&c->kbuf, plen + len + 2) != TC_OK) {
+        return TC_ENOMEM;
+    }
+    memcpy(c->kbuf.data, prefix, plen);
+    memcpy(c->kbuf.data + plen, key, len);
+    c->kbuf.len = plen + len;
+    return TC_OK;
+}
+
 /* Builds PREFIX‖key in ctx->kbuf. */
 static enum tc_status make_key(struct redis_ctx *c, const void *key, size_t len)
 {
-    struct redis_tier *rt = c->rt;
-    if (tc_buf_reserve(&c->kbuf, rt->prefix_len + len + 2) != TC_OK) {
-        return TC_ENOMEM;
-    }
-    memcpy(c->kbuf.data, rt->prefix, rt->prefix_len);
-    memcpy(c->kbuf.data + rt->prefix_len, key, len);
-    c->kbuf.len = rt->prefix_len + len;
-    return TC_OK;
+    return join_key(c, c->rt->prefix, c->rt->prefix_len, key, len);
 }
 
 /* Builds the invalidation message "<id><op><key>" in ctx->vbuf. */
@@ -458,14 +464,7 @@ static enum tc_status make_token(char out[TC_LOCK_TOKEN_MAX])
 /* Builds LOCK_NS‖PREFIX‖name in ctx->kbuf. */
 static enum tc_status make_lock_key(struct redis_ctx *c, const void *name, size_t len)
 {
-    struct redis_tier *rt = c->rt;
-    if (tc_buf_reserve(&c->kbuf, rt->lock_prefix_len + len + 1) != TC_OK) {
-        return TC_ENOMEM;
-    }
-    memcpy(c->kbuf.data, rt->lock_prefix, rt->lock_prefix_len);
-    memcpy(c->kbuf.data + rt->lock_prefix_len, name, len);
-    c->kbuf.len = rt->lock_prefix_len + len;
-    return TC_OK;
+    return join_key(c, c->rt->lock_prefix, c->rt->lock_prefix_len, name, len);
 }
 
 /* The EVALSHA (or, with @p eval, EVAL) of a lock operation, shared by the
