@@ -188,9 +188,11 @@ struct cache_call {
     uint64_t deadline_ms;          /* waiting ends */
     char token[TC_LOCK_TOKEN_MAX]; /* PUT: the lease it presents; leader: the lease it holds */
     enum tc_status put_status;     /* PUT with a lease: the write's outcome */
-    struct tc_kl_waiter kw;
     size_t lname_len;
-    uint8_t lname[2 + TC_KEY_MAX]; /* "k:" + key: the lock of the key */
+    uint8_t *lname; /* "k:" + key: the lock of the key (lname_buf, or allocated) */
+    /* Not cleared for each request: set before use. */
+    struct tc_kl_waiter kw;
+    uint8_t lname_buf[66];
 };
 
 /* Printable ASCII other than '"' and '\\' is its own JSON string body: the
@@ -289,6 +291,9 @@ static void call_free(struct cache_call *cc)
 {
     if (cc->op != NULL) {
         tc_stack_op_release(cc->op);
+    }
+    if (cc->lname != cc->lname_buf) {
+        free(cc->lname);
     }
     free(cc);
 }
@@ -1028,16 +1033,21 @@ static enum tc_status api_cache(struct tc_worker *w, struct tc_http_req *r)
         free(cc);
         return TC_ENOMEM;
     }
-    /* Everything but the lock name's bytes: those are written just below. */
-    memset(cc, 0, offsetof(struct cache_call, lname));
+    memset(cc, 0, offsetof(struct cache_call, kw));
     cc->w = w;
     cc->r = r;
     cc->op = op;
+    cc->lname = klen + 2 <= sizeof(cc->lname_buf) ? cc->lname_buf : malloc(klen + 2);
+    free(decoded);
+    if (cc->lname == NULL) {
+        cc->lname = cc->lname_buf;
+        call_free(cc);
+        return TC_ENOMEM;
+    }
     cc->lname[0] = 'k';
     cc->lname[1] = ':';
-    memcpy(cc->lname + 2, key, klen);
+    memcpy(cc->lname + 2, op->key, klen);
     cc->lname_len = klen + 2;
-    free(decoded);
     struct evkeyvalq q;
     TAILQ_INIT(&q);
     st = TC_OK;
