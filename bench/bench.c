@@ -4,8 +4,8 @@
  *
  *   tiercache-bench --tier URI [--tier URI ...] [--keys N] [--zipf S]
  *                   [--value-size B] [--read-ratio R] [--threads T]
- *                   [--processes P] [--inflight N] [--seconds D] [--ttl S]
- *                   [--lru-sim] [--json]
+ *                   [--processes P] [--inflight N] [--batch N] [--seconds D]
+ *                   [--ttl S] [--lru-sim] [--json]
  *
  * Workload. The keyspace (N keys, "key:<i>") is written once before timing.
  * Each operation draws a key (uniform, or Zipf with exponent S: rank 0 the
@@ -18,6 +18,11 @@
  *
  * Async tiers. With --inflight N each thread keeps N operations outstanding
  * on its own event_base; a tier answering synchronously costs no loop turn.
+ *
+ * Batches. With --batch N each thread keeps N operations going and hands
+ * the gets among them that are due at the first tier to tc_tier_get_many()
+ * together (the shm tier then overlaps their cache misses). Latency then
+ * includes the wait for the rest of the batch.
  *
  * Baselines in the same run: 'ref-mutex://?size=...' (the mem:// backend, a
  * pthread mutex around a hash and an exact LRU, registered under that name
@@ -61,7 +66,7 @@ struct opts {
     double zipf;
     size_t value_size;
     double read_ratio;
-    int threads, processes, inflight;
+    int threads, processes, inflight, batch;
     double seconds;
     uint64_t ttl_ms;
     int lru_sim, json;
@@ -102,6 +107,7 @@ struct slot {
     struct tc_item_hdr hit_hdr;
     char key[32];
     size_t key_len;
+    int ready; /* --batch: a get due at tier 0, waiting for the next batch */
 };
 
 struct worker {
@@ -272,17 +278,25 @@ static void refresh_clock(struct worker *w)
     }
 }
 
+static void prep(struct slot *s)
+{
+    struct tc_tier_req *r = &s->req;
+    memset(r, 0, sizeof(*r));
+    r->key = s->key;
+    r->key_len = s->key_len;
+    r->now_ms = s->w->now_ms;
+    r->done = on_done;
+    r->arg = s;
+    r->out = &s->out;
+}
+
 static enum tc_status issue(struct slot *s)
 {
     struct worker *w = s->w;
     struct tc_tier_req *r = &s->req;
     struct tc_tier_ctx *c = w->ctx[s->tier];
-    memset(r, 0, sizeof(*r));
-    r->key = s->key;
-    r->key_len = s->key_len;
-    r->now_ms = w->now_ms;
-    r->done = on_done;
-    r->arg = s;
+    prep(s);
+    r->out = NULL;
     switch (s->phase) {
     case PH_GET:
         r->out = &s->out;
@@ -418,6 +432,10 @@ static void drive(struct slot *s, enum tc_status st)
                 w->outstanding--;
                 return;
             }
+            if (w->o->batch > 1 && s->phase == PH_GET) {
+                s->ready = 1; /* goes out with the next batch */
+                return;
+            }
         }
         st = issue(s);
         if (st == TC_EINPROGRESS) {
@@ -432,9 +450,62 @@ static void on_done(struct tc_tier_req *req)
     drive(s, req->status);
 }
 
+/* --batch: the gets due at tier 0 go out together, the rest one by one. */
+static void run_batches(struct worker *w)
+{
+    int n = w->o->batch;
+    struct tc_tier_req *reqs[MAX_INFLIGHT];
+    struct slot *who[MAX_INFLIGHT];
+    w->outstanding = 0;
+    for (int i = 0; i < n; i++) {
+        struct slot *s = &w->slots[i];
+        if (!start_op(s)) {
+            break;
+        }
+        w->outstanding++;
+        if (s->phase == PH_GET) {
+            s->ready = 1;
+        } else {
+            enum tc_status st = issue(s);
+            if (st != TC_EINPROGRESS) {
+                drive(s, st);
+            }
+        }
+    }
+    while (w->outstanding > 0) {
+        int m = 0;
+        for (int i = 0; i < n; i++) {
+            struct slot *s = &w->slots[i];
+            if (s->ready) {
+                s->ready = 0;
+                prep(s);
+                reqs[m] = &s->req;
+                who[m++] = s;
+            }
+        }
+        if (m == 0) {
+            event_base_loop(w->base, EVLOOP_ONCE);
+        } else {
+            tc_tier_get_many(w->ctx[0], reqs, (size_t)m);
+            for (int i = 0; i < m; i++) {
+                if (reqs[i]->status != TC_EINPROGRESS) {
+                    drive(who[i], reqs[i]->status);
+                }
+            }
+        }
+        if (!w->prefill && atomic_load_explicit(&w->sh->stop, memory_order_relaxed)) {
+            w->stopping = 1;
+        }
+    }
+}
+
 /* Runs all slots until each retires (prefill done, or stop requested). */
 static void run_slots(struct worker *w)
 {
+    if (w->o->batch > 1 && !w->prefill) {
+        run_batches(w);
+        return;
+    }
     w->outstanding = 0;
     for (int i = 0; i < w->o->inflight; i++) {
         struct slot *s = &w->slots[i];
@@ -771,6 +842,8 @@ static void usage(FILE *out)
             "  --threads T       threads per process (default 1)\n"
             "  --processes P     processes, each with T threads (default 1)\n"
             "  --inflight N      operations outstanding per thread, for async tiers (default 1)\n"
+            "  --batch N         gets handed to the first tier N at a time (tc_tier_get_many;\n"
+            "                    default 1: one by one)\n"
             "  --seconds D       timed duration (default 5)\n"
             "  --ttl S           TTL of written items in seconds (default 3600)\n"
             "  --lru-sim         also simulate an exact LRU with the first tier's byte budget\n"
@@ -790,6 +863,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"threads", required_argument, NULL, 'T'},
         {"processes", required_argument, NULL, 'P'},
         {"inflight", required_argument, NULL, 'i'},
+        {"batch", required_argument, NULL, 'B'},
         {"seconds", required_argument, NULL, 's'},
         {"ttl", required_argument, NULL, 'L'},
         {"lru-sim", no_argument, NULL, 'l'},
@@ -805,6 +879,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                        .threads = 1,
                        .processes = 1,
                        .inflight = 1,
+                       .batch = 1,
                        .seconds = 5,
                        .ttl_ms = 3600000};
     while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -860,6 +935,12 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                 end = NULL;
             }
             break;
+        case 'B':
+            o->batch = (int)strtol(optarg, &end, 10);
+            if (o->batch < 1 || o->batch > MAX_INFLIGHT) {
+                end = NULL;
+            }
+            break;
         case 's':
             o->seconds = strtod(optarg, &end);
             if (!(o->seconds > 0 && o->seconds <= 3600)) {
@@ -911,6 +992,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
     if (o->threads * o->processes > MAX_WORKERS) {
         fprintf(stderr, "tiercache-bench: at most %d threads in all\n", MAX_WORKERS);
         return -1;
+    }
+    if (o->batch > o->inflight) {
+        o->inflight = o->batch; /* one slot per operation of a batch */
     }
     return 0;
 }
@@ -1068,6 +1152,7 @@ int main(int argc, char **argv)
     json_object_set_new(j, "threads", json_integer(o.threads));
     json_object_set_new(j, "processes", json_integer(o.processes));
     json_object_set_new(j, "inflight", json_integer(o.inflight));
+    json_object_set_new(j, "batch", json_integer(o.batch));
     json_object_set_new(j, "seconds", json_real(o.seconds));
     json_object_set_new(j, "ops_per_sec", json_integer((json_int_t)ops_per_sec));
     json_object_set_new(j, "gets", json_integer((json_int_t)gets));

@@ -438,15 +438,20 @@ struct wkey {
     uint64_t w[TC_RING_KEY_MAX / 8 + 1];
 };
 
-static void wkey_init(struct tc_ring *r, struct wkey *k, const void *key, size_t klen)
+static void wkey_init_hashed(struct wkey *k, const void *key, size_t klen, uint64_t hash)
 {
     k->key = key;
     k->klen = klen;
-    k->hash = key_hash(r, key, klen);
+    k->hash = hash;
     k->tag = tag_of(k->hash);
     size_t nw = (size_t)pad8(klen) / 8;
     k->w[nw - 1] = 0;
     memcpy(k->w, key, klen);
+}
+
+static void wkey_init(struct tc_ring *r, struct wkey *k, const void *key, size_t klen)
+{
+    wkey_init_hashed(k, key, klen, key_hash(r, key, klen));
 }
 
 enum probe { P_DEAD, P_BAD, P_OTHER, P_MATCH };
@@ -775,20 +780,17 @@ static int rewrite_in_place(struct tc_ring_ctx *c, const struct wkey *k, _Atomic
     return 1;
 }
 
-enum tc_status tc_ring_get(struct tc_ring_ctx *c, const void *key, size_t klen, uint64_t now_ms,
-                           void *buf, size_t cap, struct tc_ring_item *item)
+/* tc_ring_get() of a checked key whose hash is known. */
+static enum tc_status get_hashed(struct tc_ring_ctx *c, const void *key, size_t klen, uint64_t hash,
+                                 uint64_t now_ms, void *buf, size_t cap, struct tc_ring_item *item)
 {
     struct tc_ring *r = c->ring;
-    enum tc_status st = check_key(key, klen);
-    if (st == TC_OK && buf == NULL && cap > 0) {
-        st = TC_EINVAL;
-    }
-    if (st != TC_OK) {
-        return st;
+    if (buf == NULL && cap > 0) {
+        return TC_EINVAL;
     }
     bump(c, C_GETS);
     struct wkey k;
-    wkey_init(r, &k, key, klen);
+    wkey_init_hashed(&k, key, klen, hash);
     struct tc_ring_bucket *b = &r->index[k.hash & r->bucket_mask];
     for (unsigned i = 0; i < TC_RING_BUCKET_W; i++) {
         /* Acquire: pairs with the publishing CAS (release) in publish(). */
@@ -856,6 +858,73 @@ enum tc_status tc_ring_get(struct tc_ring_ctx *c, const void *key, size_t klen, 
         item->value_len = 0;
     }
     return TC_ENOTFOUND;
+}
+
+enum tc_status tc_ring_get(struct tc_ring_ctx *c, const void *key, size_t klen, uint64_t now_ms,
+                           void *buf, size_t cap, struct tc_ring_item *item)
+{
+    enum tc_status st = check_key(key, klen);
+    if (st != TC_OK) {
+        return st;
+    }
+    return get_hashed(c, key, klen, key_hash(c->ring, key, klen), now_ms, buf, cap, item);
+}
+
+/* Overlaps the cache misses of a batch of gets in a software pipeline:
+ * while get i runs, the record of get i+D is being fetched (its bucket,
+ * asked for D steps earlier, has arrived) and the bucket of get i+2D is
+ * asked for. The prefetches are hints only: nothing read for them is
+ * trusted, and get_hashed() checks everything as tc_ring_get() does. */
+#define BATCH_D    8
+#define BATCH_WAVE 64
+
+static void prefetch_record(struct tc_ring *r, const struct tc_ring_bucket *b, uint64_t tag)
+{
+    for (unsigned k = 0; k < TC_RING_BUCKET_W; k++) {
+        uint64_t sl = atomic_load_explicit(&b->slot[k], memory_order_relaxed);
+        if (sl >> TC_RING_TAG_SHIFT != tag) {
+            continue;
+        }
+        unsigned L = slot_log(sl);
+        uint64_t w = phys_word(r, L, slot_pos(sl, head_of(r, L)));
+        const char *rec = (const char *)(r->log[L] + w);
+        /* A 100-byte value's record spans up to four lines; past the end
+         * of the log it wraps, and those lines are left to the get. */
+        for (uint64_t off = 0; off < 256 && w + off / 8 < r->words[L]; off += 64) {
+            __builtin_prefetch(rec + off, 0, 3);
+        }
+        return;
+    }
+}
+
+void tc_ring_get_batch(struct tc_ring_ctx *c, size_t n, const struct tc_ring_getreq *reqs)
+{
+    struct tc_ring *r = c->ring;
+    for (size_t at = 0; at < n; at += BATCH_WAVE) {
+        size_t m = n - at < BATCH_WAVE ? n - at : BATCH_WAVE;
+        const struct tc_ring_getreq *q = reqs + at;
+        uint64_t hash[BATCH_WAVE];
+        int ok[BATCH_WAVE];
+        for (size_t i = 0; i < m + 2 * BATCH_D; i++) {
+            if (i < m) {
+                ok[i] = check_key(q[i].key, q[i].klen) == TC_OK;
+                if (ok[i]) {
+                    hash[i] = key_hash(r, q[i].key, q[i].klen);
+                    __builtin_prefetch(&r->index[hash[i] & r->bucket_mask], 0, 3);
+                }
+            }
+            if (i >= BATCH_D && i - BATCH_D < m && ok[i - BATCH_D]) {
+                size_t j = i - BATCH_D;
+                prefetch_record(r, &r->index[hash[j] & r->bucket_mask], tag_of(hash[j]));
+            }
+            if (i >= 2 * BATCH_D && i - 2 * BATCH_D < m) {
+                size_t j = i - 2 * BATCH_D;
+                q[j].status[0] = ok[j] ? get_hashed(c, q[j].key, q[j].klen, hash[j], q[j].now_ms,
+                                                    q[j].buf, q[j].cap, q[j].item)
+                                       : check_key(q[j].key, q[j].klen);
+            }
+        }
+    }
 }
 
 enum tc_status tc_ring_setv(struct tc_ring_ctx *c, const void *key, size_t klen,

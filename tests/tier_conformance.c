@@ -204,6 +204,43 @@ Test(conformance, max_size_value_and_one_byte_more)
     free(v);
 }
 
+Test(conformance, get_many_answers_as_single_gets)
+{
+    enum { N = 70 }; /* more than one TC_TIER_GET_MANY_MAX chunk */
+    static char keys[N][32];
+    static struct tc_tier_req reqs[N];
+    static struct tc_buf outs[N];
+    struct tc_tier_req *ptr[N];
+    for (int i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "many:%d", i);
+        if (i % 3 != 0) {
+            char v[40];
+            int n = snprintf(v, sizeof(v), "value %d", i);
+            cr_assert_eq(put(keys[i], v, (size_t)n), TC_OK);
+        }
+        memset(&reqs[i], 0, sizeof(reqs[i]));
+        reqs[i].key = keys[i];
+        reqs[i].key_len = i == 4 ? 0 : strlen(keys[i]); /* one bad request */
+        reqs[i].out = &outs[i];
+        reqs[i].now_ms = t0;
+        ptr[i] = &reqs[i];
+    }
+    tc_tier_get_many(ctx, ptr, N);
+    for (int i = 0; i < N; i++) {
+        cr_assert_neq(reqs[i].status, TC_EINPROGRESS);
+        enum tc_status want = i == 4 ? TC_EINVAL : i % 3 == 0 ? TC_ENOTFOUND : TC_OK;
+        cr_assert_eq(reqs[i].status, want, "key %d: %s", i, tc_status_name(reqs[i].status));
+        if (want == TC_OK) {
+            char v[40];
+            int n = snprintf(v, sizeof(v), "value %d", i);
+            cr_assert_eq(outs[i].len, (size_t)n);
+            cr_assert_eq(memcmp(outs[i].data, v, (size_t)n), 0, "key %d", i);
+            cr_assert_eq(reqs[i].hdr.expire_ms, t0 + 3600000);
+        }
+        tc_buf_deinit(&outs[i]);
+    }
+}
+
 Test(conformance, overwrite_replaces)
 {
     cr_assert_eq(put("k", "first", 5), TC_OK);

@@ -240,6 +240,43 @@ enum tc_status tc_tier_get(struct tc_tier_ctx *c, struct tc_tier_req *req)
     return run(req, c->tier->ops->get);
 }
 
+void tc_tier_get_many(struct tc_tier_ctx *c, struct tc_tier_req **reqs, size_t n)
+{
+    void (*fn)(struct tc_tier_ctx *, struct tc_tier_req **, size_t) = c->tier->ops->get_many;
+    if (fn == NULL || c->tier->ops->caps & TC_TIER_CAP_ASYNC) {
+        for (size_t i = 0; i < n; i++) {
+            tc_tier_get(c, reqs[i]);
+        }
+        return;
+    }
+    while (n > 0) {
+        struct tc_tier_req *ok[TC_TIER_GET_MANY_MAX];
+        size_t m = 0, take = n < TC_TIER_GET_MANY_MAX ? n : TC_TIER_GET_MANY_MAX;
+        for (size_t i = 0; i < take; i++) {
+            struct tc_tier_req *req = reqs[i];
+            enum tc_status st = start(c, req, OP_GET);
+            if (st == TC_OK && req->out == NULL) {
+                st = TC_EINVAL;
+            }
+            if (st != TC_OK) {
+                finish(req, st);
+                continue;
+            }
+            req->out->len = 0;
+            req->local_expire_ms = 0;
+            ok[m++] = req;
+        }
+        if (m > 0) {
+            fn(c, ok, m);
+        }
+        for (size_t i = 0; i < m; i++) {
+            finish(ok[i], ok[i]->status);
+        }
+        reqs += take;
+        n -= take;
+    }
+}
+
 enum tc_status tc_tier_set(struct tc_tier_ctx *c, struct tc_tier_req *req)
 {
     struct tc_tier *t = c->tier;

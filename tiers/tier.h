@@ -220,6 +220,18 @@ struct tc_tier *tc_tier_ctx_tier(const struct tc_tier_ctx *c);
  */
 enum tc_status tc_tier_get(struct tc_tier_ctx *c, struct tc_tier_req *req);
 
+/** Requests a backend's get_many sees at once (tc_tier_get_many splits). */
+#define TC_TIER_GET_MANY_MAX 64u
+
+/**
+ * Starts tc_tier_get() on each of reqs[0..n), in order, with the same
+ * results: each reqs[i]->status is its final status, or TC_EINPROGRESS and
+ * its done() runs later. A tier in memory (shm) overlaps the cache misses of
+ * the batch, which is worth it when the keys are not in the CPU cache
+ * (README "Measured speed"); others just loop.
+ */
+void tc_tier_get_many(struct tc_tier_ctx *c, struct tc_tier_req **reqs, size_t n);
+
 /**
  * Stores a key with req->hdr (E = hdr.expire_ms) at local expiry
  * tc_item_local_expiry(now, E, ratio, max_ttl). A write whose E has already

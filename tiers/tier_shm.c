@@ -160,6 +160,31 @@ static void shm_ctx_dispose(struct tc_tier_ctx *c)
     free(sc);
 }
 
+/* Turns what the ring copied (header + payload) into the request's answer. */
+static enum tc_status get_finish(struct tc_tier_req *req, enum tc_status st,
+                                 const struct tc_ring_item *it)
+{
+    struct tc_buf *out = req->out;
+    if (st == TC_ETOOBIG) {
+        st = TC_ENOTFOUND; /* kept changing under us: a miss is the honest answer */
+    }
+    if (st == TC_OK) {
+        if (tc_item_hdr_decode(out->data, it->value_len, &req->hdr) == TC_OK) {
+            memmove(out->data, out->data + TC_ITEM_HDR_SIZE, req->hdr.value_len);
+            out->len = req->hdr.value_len;
+            req->local_expire_ms = it->expire_ms;
+        } else {
+            /* Another program wrote this key without our header: a miss. */
+            st = TC_ENOTFOUND;
+        }
+    }
+    if (st != TC_OK) {
+        out->len = 0;
+    }
+    req->status = st;
+    return st;
+}
+
 static enum tc_status shm_get(struct tc_tier_ctx *c, struct tc_tier_req *req)
 {
     struct shm_ctx *sc = (struct shm_ctx *)c;
@@ -183,24 +208,41 @@ static enum tc_status shm_get(struct tc_tier_ctx *c, struct tc_tier_req *req)
         }
         st = TC_ENOTFOUND;
     }
-    if (st == TC_ETOOBIG) {
-        st = TC_ENOTFOUND; /* kept changing under us: a miss is the honest answer */
+    return get_finish(req, st, &it);
+}
+
+/* The batch goes to the ring in one call, so that its cache misses overlap;
+ * a value larger than its buffer takes the one-by-one path. */
+static void shm_get_many(struct tc_tier_ctx *c, struct tc_tier_req **reqs, size_t n)
+{
+    struct shm_ctx *sc = (struct shm_ctx *)c;
+    struct tc_ring_getreq q[TC_TIER_GET_MANY_MAX];
+    struct tc_ring_item it[TC_TIER_GET_MANY_MAX];
+    enum tc_status st[TC_TIER_GET_MANY_MAX];
+    size_t idx[TC_TIER_GET_MANY_MAX], m = 0;
+    for (size_t i = 0; i < n && i < TC_TIER_GET_MANY_MAX; i++) {
+        struct tc_buf *out = reqs[i]->out;
+        if (out->cap < TC_ITEM_HDR_SIZE + 256 &&
+            tc_buf_reserve(out, TC_ITEM_HDR_SIZE + 256) != TC_OK) {
+            get_finish(reqs[i], TC_ENOMEM, NULL);
+            continue;
+        }
+        q[m] = (struct tc_ring_getreq){reqs[i]->key, reqs[i]->key_len, out->data,      out->cap,
+                                       &it[m],       &st[m],           reqs[i]->now_ms};
+        idx[m++] = i;
     }
-    if (st == TC_OK) {
-        if (tc_item_hdr_decode(out->data, it.value_len, &req->hdr) == TC_OK) {
-            memmove(out->data, out->data + TC_ITEM_HDR_SIZE, req->hdr.value_len);
-            out->len = req->hdr.value_len;
-            req->local_expire_ms = it.expire_ms;
+    if (m == 0) {
+        return;
+    }
+    tc_ring_get_batch(sc->rc, m, q);
+    for (size_t k = 0; k < m; k++) {
+        struct tc_tier_req *req = reqs[idx[k]];
+        if (st[k] == TC_ETOOBIG) {
+            shm_get(c, req);
         } else {
-            /* Another program wrote this key without our header: a miss. */
-            st = TC_ENOTFOUND;
+            get_finish(req, st[k], &it[k]);
         }
     }
-    if (st != TC_OK) {
-        out->len = 0;
-    }
-    req->status = st;
-    return st;
 }
 
 static enum tc_status shm_set(struct tc_tier_ctx *c, struct tc_tier_req *req)
@@ -385,6 +427,7 @@ const struct tc_tier_ops tc_tier_shm_ops = {
     .ctx_init = shm_ctx_init,
     .ctx_dispose = shm_ctx_dispose,
     .get = shm_get,
+    .get_many = shm_get_many,
     .set = shm_set,
     .del = shm_del,
     .clear = shm_clear,

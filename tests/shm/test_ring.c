@@ -595,3 +595,57 @@ Test(ring, garbage_segment_never_crashes)
     }
     munmap(h, len);
 }
+
+/* A batch answers exactly as the same gets one by one: hits, misses, bad
+ * keys, buffers too small, expired items, across several prefetch waves. */
+Test(ring, batch_get_matches_single_gets)
+{
+    enum { N = 150 };
+    static char keys[N][40];
+    static unsigned char bufs[N][64], one[64];
+    static struct tc_ring_item items[N];
+    static enum tc_status st[N];
+    static struct tc_ring_getreq q[N];
+    char big[TC_RING_KEY_MAX + 2];
+    memset(big, 'k', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    for (unsigned i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "batch:%u", i);
+        unsigned char v[100];
+        memset(v, (int)i, sizeof(v));
+        size_t vl = i % 5 == 0 ? 100 : 20 + i % 40; /* every fifth too big for 64 */
+        if (i % 3 != 0) {                           /* every third is a miss */
+            cr_assert_eq(
+                tc_ring_set(ctx, keys[i], strlen(keys[i]), v, vl, i % 7 == 0 ? 1500 : 0, i, 1000),
+                TC_OK);
+        }
+    }
+    for (unsigned i = 0; i < N; i++) {
+        const char *k = i == 10 ? "" : i == 11 ? big : keys[i];
+        q[i] = (struct tc_ring_getreq){k,         strlen(k), bufs[i], sizeof(bufs[i]),
+                                       &items[i], &st[i],    2000};
+    }
+    tc_ring_get_batch(ctx, N, q);
+    for (unsigned i = 0; i < N; i++) {
+        struct tc_ring_item it1;
+        enum tc_status s1 = tc_ring_get(ctx, q[i].key, q[i].klen, 2000, one, sizeof(one), &it1);
+        cr_assert_eq(st[i], s1, "key %u: batch %s, single %s", i, tc_status_name(st[i]),
+                     tc_status_name(s1));
+        if (s1 == TC_OK) {
+            cr_assert_eq(items[i].value_len, it1.value_len, "key %u", i);
+            cr_assert_eq(items[i].flags, i);
+            cr_assert_eq(memcmp(bufs[i], one, it1.value_len), 0, "key %u", i);
+        } else if (s1 == TC_ETOOBIG && i != 11) {
+            cr_assert_eq(items[i].value_len, 100, "key %u", i);
+        }
+    }
+    /* The expectations themselves, so that a batch and a get that were
+     * both wrong the same way still fail. */
+    cr_assert_eq(st[3], TC_ENOTFOUND);
+    cr_assert_eq(st[5], TC_ETOOBIG);
+    cr_assert_eq(st[7], TC_ENOTFOUND); /* expired at 1500 */
+    cr_assert_eq(st[10], TC_EINVAL);
+    cr_assert_eq(st[11], TC_ETOOBIG);
+    cr_assert_eq(st[13], TC_OK);
+    tc_ring_get_batch(ctx, 0, q); /* nothing to do, nothing touched */
+}
