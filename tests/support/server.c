@@ -45,16 +45,15 @@ void tc_test_server_drain_log(struct tc_test_server *s)
     }
 }
 
-int tc_test_server_start(struct tc_test_server *s, const char *const *args)
+pid_t tc_test_spawn(const char *bin, const char *const *args, int fd, int *out)
 {
     int pfd[2];
-    memset(s, 0, sizeof(*s));
     if (pipe2(pfd, O_CLOEXEC) != 0) {
         return -1;
     }
     const char *argv[64];
     size_t n = 0;
-    argv[n++] = TC_SERVER_BIN;
+    argv[n++] = bin;
     argv[n++] = "--listen";
     argv[n++] = "127.0.0.1:0";
     for (size_t i = 0; args != NULL && args[i] != NULL && n < 62; i++) {
@@ -63,16 +62,30 @@ int tc_test_server_start(struct tc_test_server *s, const char *const *args)
     argv[n] = NULL;
     pid_t pid = fork();
     if (pid < 0) {
+        close(pfd[0]);
+        close(pfd[1]);
         return -1;
     }
     if (pid == 0) {
-        dup2(pfd[1], 2);
+        dup2(pfd[1], fd);
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
     close(pfd[1]);
+    *out = pfd[0];
+    return pid;
+}
+
+int tc_test_server_start(struct tc_test_server *s, const char *const *args)
+{
+    memset(s, 0, sizeof(*s));
+    int log_fd;
+    pid_t pid = tc_test_spawn(TC_SERVER_BIN, args, 2, &log_fd);
+    if (pid < 0) {
+        return -1;
+    }
     s->pid = pid;
-    s->log_fd = pfd[0];
+    s->log_fd = log_fd;
     fcntl(s->log_fd, F_SETFL, O_NONBLOCK);
     uint64_t deadline = now_ms() + 10000;
     while (now_ms() < deadline) {

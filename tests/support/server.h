@@ -19,6 +19,13 @@ struct tc_test_server {
 };
 
 /**
+ * Forks @p bin with "--listen 127.0.0.1:0" and @p args (NULL-terminated),
+ * its file descriptor @p fd (1: stdout, 2: stderr) going to a pipe whose
+ * read end is stored in *out. Returns the pid, or -1.
+ */
+pid_t tc_test_spawn(const char *bin, const char *const *args, int fd, int *out);
+
+/**
  * Starts tiercache with @p args (NULL-terminated; --listen is added) and
  * waits up to 10 s for it to listen. Returns 0, or -1 with the log in s->log.
  */
