@@ -814,7 +814,6 @@ void tc_keylock_acquire(struct tc_kl_home *from, struct tc_kl_waiter *kw, const 
     kw->_from = from;
     kw->outcome = 0;
     kw->status = TC_OK;
-    kw->waited = 0;
     kw->token[0] = '\0';
     kw->remaining_ms = 0;
     kw->result = NULL;

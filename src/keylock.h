@@ -80,7 +80,6 @@ struct tc_kl_waiter {
     /* Out, valid in cb. */
     enum tc_kl_outcome outcome;
     enum tc_status status;
-    int waited; /* ACQUIRED after being parked: recheck before acting */
     char token[TC_LOCK_TOKEN_MAX];
     uint64_t remaining_ms;
     struct tc_kl_result *result; /* WOKEN: the holder's answer or NULL; yours to unref */

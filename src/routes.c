@@ -187,7 +187,6 @@ struct cache_call {
     uint64_t lock_ms;              /* the lease a leader takes */
     uint64_t deadline_ms;          /* waiting ends */
     char token[TC_LOCK_TOKEN_MAX]; /* PUT: the lease it presents; leader: the lease it holds */
-    enum tc_status put_status;     /* PUT with a lease: the write's outcome */
     size_t lname_len;
     uint8_t *lname; /* "k:" + key: the lock of the key (lname_buf, or allocated) */
     /* Not cleared for each request: set before use. */
