@@ -80,7 +80,7 @@ struct tc_keylock {
 };
 
 /* A lock-tier operation in flight. */
-enum { W_ACQUIRE = 1, W_RELEASE, W_PEEK_POLL, W_PEEK_HELD, W_PEEK_REPLY };
+enum { W_ACQUIRE = 1, W_RELEASE, W_PEEK_POLL, W_PEEK_HELD, W_PEEK_REPLY, W_FORGET };
 
 struct kl_wide {
     struct tc_tier_lock_req req;
@@ -442,6 +442,7 @@ static void wide_start(struct kl_wide *w)
         st = tc_tier_lock_acquire(c, &w->req);
         break;
     case W_RELEASE:
+    case W_FORGET:
         st = tc_tier_lock_release(c, &w->req);
         break;
     default:
@@ -524,6 +525,16 @@ static void wide_done(struct tc_tier_lock_req *req)
             tc_keylock_count(h->kl, TC_KL_fallbacks);
             tc_log(TC_LOG_DEBUG, "lock tier failed (%s): locking in this process only",
                    tc_strerror(st));
+            if (req->token[0] != '\0') {
+                /* The acquire may have reached the tier before it timed out:
+                 * give that lock back, or it would hold off every other
+                 * process for the whole lease. */
+                struct kl_wide *f = wide_new(h, NULL, W_FORGET, e->name, e->name_len);
+                if (f != NULL) {
+                    snprintf(f->req.token, sizeof(f->req.token), "%s", req->token);
+                    wide_start(f);
+                }
+            }
             grant(e, kw, tok, 1, now);
         }
         /* Requests that arrived meanwhile were parked behind this one. */
@@ -568,6 +579,8 @@ static void wide_done(struct tc_tier_lock_req *req)
             wake_all(e, NULL);
         }
         break;
+    case W_FORGET:
+        break; /* best effort: the lease runs out otherwise */
     case W_PEEK_REPLY:
         reply_done(w->m, st, req->remaining_ms, req->token);
         break;

@@ -54,7 +54,7 @@ static int start_one(struct tc_test_server *s, const char *const *extra)
     args[n++] = "--tier";
     args[n++] = shm;
     if (strcmp(scope, "cluster") == 0) {
-        snprintf(red, sizeof(red), "redis://127.0.0.1:%u/0?prefix=tcd:&timeout_ms=1000",
+        snprintf(red, sizeof(red), "redis://127.0.0.1:%u/0?prefix=tcd:&timeout_ms=3000",
                  tc_redis_server_port(redis));
         args[n++] = "--tier";
         args[n++] = red;
@@ -413,7 +413,8 @@ static void test_origin(void)
     tc_test_origin_config(&origin, "delay_ms=500&status=503&cache_control=max-age%3D60");
     tc_test_origin_reset(&origin);
     t = herd(60, key, NULL, NULL);
-    CHECK(t.n502 == 60, "%s: 5xx origin: %d x 502 of 60", scope, t.n502);
+    CHECK(t.n502 == 60, "%s: 5xx origin: %d x 502 of 60 (200: %d, 404: %d, 504: %d, other %d)",
+          scope, t.n502, t.n200, t.n404, t.n504, t.other);
     long reqs = tc_test_origin_requests(&origin);
     /* An error is not stored: each process fetches it for its own waiters
      * (a client that arrives after an answer asks again). */
