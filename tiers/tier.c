@@ -243,7 +243,7 @@ enum tc_status tc_tier_get(struct tc_tier_ctx *c, struct tc_tier_req *req)
 void tc_tier_get_many(struct tc_tier_ctx *c, struct tc_tier_req **reqs, size_t n)
 {
     void (*fn)(struct tc_tier_ctx *, struct tc_tier_req **, size_t) = c->tier->ops->get_many;
-    if (fn == NULL || c->tier->ops->caps & TC_TIER_CAP_ASYNC) {
+    if (fn == NULL) {
         for (size_t i = 0; i < n; i++) {
             tc_tier_get(c, reqs[i]);
         }

@@ -228,7 +228,8 @@ enum tc_status tc_tier_get(struct tc_tier_ctx *c, struct tc_tier_req *req);
  * results: each reqs[i]->status is its final status, or TC_EINPROGRESS and
  * its done() runs later. A tier in memory (shm) overlaps the cache misses of
  * the batch, which is worth it when the keys are not in the CPU cache
- * (README "Measured speed"); others just loop.
+ * (README "Measured speed"); lmdb shares one read transaction across the
+ * batch; others just loop.
  */
 void tc_tier_get_many(struct tc_tier_ctx *c, struct tc_tier_req **reqs, size_t n);
 

@@ -124,7 +124,8 @@ struct tc_tier_ops {
     enum tc_status (*lock_peek)(struct tc_tier_ctx *c, struct tc_tier_lock_req *req);
     enum tc_status (*on_lock_release)(struct tc_tier *t, tc_tier_lock_release_fn fn, void *arg);
 
-    /* Optional, for synchronous backends only: gets reqs[0..n) (validated
+    /* Optional, for backends whose gets finish at once (their writes may
+     * still be asynchronous): gets reqs[0..n) (validated
      * by the tier layer, n <= TC_TIER_GET_MANY_MAX) with the results of n
      * calls to get, setting each reqs[i]->status; free to overlap their
      * memory accesses. */

@@ -1415,49 +1415,114 @@ static void lmdb_ctx_dispose(struct tc_tier_ctx *cb)
     free(c);
 }
 
+/* Looks req up in the renewed read txn. On TC_OK *r describes the record,
+ * its value still in the map (valid until the txn is reset). */
+static enum tc_status lookup(struct lmdb_tier *m, MDB_txn *txn, const struct tc_tier_req *req,
+                             struct rec *r)
+{
+    unsigned char kbuf[KEYBUF_MAX];
+    MDB_val dk = dkey_of(m, req->key, req->key_len, kbuf), v;
+    int rc = mdb_get(txn, m->data, &dk, &v);
+    if (rc != 0) {
+        return rc == MDB_NOTFOUND ? TC_ENOTFOUND : map_rc(rc);
+    }
+    enum tc_status st = rec_decode(m, &v, dk.mv_size, r);
+    if (st != TC_OK) {
+        STAT_ADD(m, corrupt, 1);
+        return TC_ENOTFOUND; /* a bad record is a miss, never a crash */
+    }
+    if (r->fullkey != NULL &&
+        (r->fk_len != req->key_len || memcmp(r->fullkey, req->key, r->fk_len) != 0)) {
+        /* Same prefix and SHA-256 but another full key: not a collision
+         * anyone will meet, so the record is damaged. */
+        STAT_ADD(m, corrupt, 1);
+        return TC_ENOTFOUND;
+    }
+    if (tc_item_expired(r->local_exp, req->now_ms)) {
+        return TC_ENOTFOUND; /* the sweep will remove it; readers never write */
+    }
+    return TC_OK;
+}
+
+/* Copies a found record out to the caller (inside the txn). */
+static enum tc_status hand_out(struct tc_tier_req *req, enum tc_status st, const struct rec *r)
+{
+    if (st == TC_OK) {
+        st = tc_buf_set(req->out, r->value, r->hdr.value_len);
+        if (st == TC_OK) {
+            req->hdr = r->hdr;
+            req->local_expire_ms = r->local_exp;
+        }
+    }
+    req->status = st;
+    return st;
+}
+
+static enum tc_status renew(struct lmdb_ctx *c)
+{
+    int rc = mdb_txn_renew(c->rtxn);
+    if (rc != 0) {
+        return map_rc(rc) == TC_EAGAIN ? TC_EAGAIN : TC_EIO;
+    }
+    return TC_OK;
+}
+
 static enum tc_status lmdb_get(struct tc_tier_ctx *cb, struct tc_tier_req *req)
 {
     struct lmdb_ctx *c = (struct lmdb_ctx *)cb;
-    struct lmdb_tier *m = (struct lmdb_tier *)cb->tier;
-    unsigned char kbuf[KEYBUF_MAX];
-    MDB_val dk = dkey_of(m, req->key, req->key_len, kbuf), v;
-    enum tc_status st;
-
-    int rc = mdb_txn_renew(c->rtxn);
-    if (rc != 0) {
-        st = map_rc(rc) == TC_EAGAIN ? TC_EAGAIN : TC_EIO;
+    enum tc_status st = renew(c);
+    if (st != TC_OK) {
         req->status = st;
         return st;
     }
-    rc = mdb_get(c->rtxn, m->data, &dk, &v);
-    if (rc != 0) {
-        st = rc == MDB_NOTFOUND ? TC_ENOTFOUND : map_rc(rc);
-    } else {
-        struct rec r;
-        st = rec_decode(m, &v, dk.mv_size, &r);
-        if (st == TC_OK && r.fullkey != NULL &&
-            (r.fk_len != req->key_len || memcmp(r.fullkey, req->key, r.fk_len) != 0)) {
-            /* Same prefix and SHA-256 but another full key: not a collision
-             * anyone will meet, so the record is damaged. */
-            STAT_ADD(m, corrupt, 1);
-            st = TC_ENOTFOUND;
-        } else if (st == TC_OK && tc_item_expired(r.local_exp, req->now_ms)) {
-            st = TC_ENOTFOUND; /* the sweep will remove it; readers never write */
-        } else if (st == TC_OK) {
-            st = tc_buf_set(req->out, r.value, r.hdr.value_len);
-            if (st == TC_OK) {
-                req->hdr = r.hdr;
-                req->local_expire_ms = r.local_exp;
-            }
-        } else {
-            STAT_ADD(m, corrupt, 1);
-            st = TC_ENOTFOUND; /* a bad record is a miss, never a crash */
-        }
-    }
+    struct rec r;
+    st = hand_out(req, lookup((struct lmdb_tier *)cb->tier, c->rtxn, req, &r), &r);
     /* No pointer into the map survives this reset (STYLE R7). */
     mdb_txn_reset(c->rtxn);
-    req->status = st;
     return st;
+}
+
+/*
+ * The batch shares one read txn (one renew and reset instead of n), and
+ * copies the values out only after every lookup, having asked for their
+ * cache lines first, so that those misses overlap instead of each ending a
+ * lookup. The tree search itself is LMDB's and stays one miss after
+ * another. The snapshot is held for the batch only (at most
+ * TC_TIER_GET_MANY_MAX lookups).
+ */
+static void lmdb_get_many(struct tc_tier_ctx *cb, struct tc_tier_req **reqs, size_t n)
+{
+    struct lmdb_ctx *c = (struct lmdb_ctx *)cb;
+    struct lmdb_tier *m = (struct lmdb_tier *)cb->tier;
+    struct rec r[TC_TIER_GET_MANY_MAX];
+    enum tc_status st[TC_TIER_GET_MANY_MAX];
+    enum tc_status rs = renew(c);
+    if (n > TC_TIER_GET_MANY_MAX) {
+        n = TC_TIER_GET_MANY_MAX; /* the tier layer never passes more */
+    }
+    if (rs != TC_OK) {
+        for (size_t i = 0; i < n; i++) {
+            reqs[i]->status = rs;
+        }
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        st[i] = lookup(m, c->rtxn, reqs[i], &r[i]);
+        if (st[i] == TC_OK) {
+            const char *p = (const char *)r[i].value;
+            size_t len = r[i].hdr.value_len;
+            for (size_t off = 0; off < len && off < 256; off += 64) {
+                __builtin_prefetch(p + off);
+            }
+            if (len > 0) {
+                __builtin_prefetch(p + len - 1);
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        hand_out(reqs[i], st[i], &r[i]);
+    }
+    mdb_txn_reset(c->rtxn);
 }
 
 static enum tc_status lmdb_set(struct tc_tier_ctx *c, struct tc_tier_req *req)
@@ -1560,6 +1625,7 @@ const struct tc_tier_ops tc_tier_lmdb_ops = {
     .ctx_init = lmdb_ctx_init,
     .ctx_dispose = lmdb_ctx_dispose,
     .get = lmdb_get,
+    .get_many = lmdb_get_many,
     .set = lmdb_set,
     .del = lmdb_del,
     .clear = lmdb_clear,

@@ -216,6 +216,62 @@ Test(tier_lmdb, keys_at_and_beyond_the_lmdb_key_limit)
     free(k);
 }
 
+/* tc_tier_get_many shares one read txn across the batch and copies values
+ * out after all lookups: every kind of record must come back exactly as a
+ * single get returns it, in the same batch as the others. */
+Test(tier_lmdb, get_many_matches_single_gets_for_every_kind_of_record)
+{
+    open_with("map_size=64M&sync=none&max_item=4M");
+    enum { N = 7 };
+    size_t big = 3u << 20; /* overflow pages */
+    char *bigv = malloc(big), longk[800];
+    for (size_t i = 0; i < big; i++) {
+        bigv[i] = (char)(i * 7 + 1);
+    }
+    memset(longk, 'q', sizeof(longk));
+    cr_assert_eq(put_e("short", 5, "v-short", 7, 0), TC_OK);
+    cr_assert_eq(put_e(longk, sizeof(longk), "v-long", 6, 0), TC_OK);
+    cr_assert_eq(put_e("big", 3, bigv, big, 0), TC_OK);
+    cr_assert_eq(put_e("soon", 4, "v-soon", 6, t0 + 1000), TC_OK);
+    cr_assert_eq(put_e("empty", 5, "", 0, 0), TC_OK);
+    cr_assert_eq(put_e("later", 5, "v-later", 7, t0 + 60000), TC_OK);
+    const char *keys[N] = {"short", longk, "big", "soon", "missing", "empty", "later"};
+    size_t klens[N] = {5, sizeof(longk), 3, 4, 7, 5, 5};
+    for (int pass = 0; pass < 2; pass++) {
+        uint64_t now = pass == 0 ? t0 : t0 + 2000; /* "soon" has expired in pass 1 */
+        struct tc_tier_req reqs[N], *ptr[N];
+        struct tc_buf outs[N];
+        for (int i = 0; i < N; i++) {
+            tc_buf_init(&outs[i]);
+            reqs[i] = (struct tc_tier_req){
+                .key = keys[i], .key_len = klens[i], .out = &outs[i], .now_ms = now};
+            ptr[i] = &reqs[i];
+        }
+        tc_tier_get_many(ctx, ptr, N);
+        for (int i = 0; i < N; i++) {
+            struct tc_tier_req r1 = {
+                .key = keys[i], .key_len = klens[i], .out = &out, .now_ms = now};
+            enum tc_status one = tc_tier_get(ctx, &r1);
+            cr_assert_eq(reqs[i].status, one, "pass %d key %d: %s vs %s", pass, i,
+                         tc_status_name(reqs[i].status), tc_status_name(one));
+            if (one == TC_OK) {
+                cr_assert_eq(outs[i].len, out.len, "pass %d key %d", pass, i);
+                cr_assert(out.len == 0 || memcmp(outs[i].data, out.data, out.len) == 0);
+                cr_assert_eq(reqs[i].hdr.expire_ms, r1.hdr.expire_ms);
+                cr_assert_eq(reqs[i].hdr.value_len, r1.hdr.value_len);
+                cr_assert_eq(reqs[i].local_expire_ms, r1.local_expire_ms);
+            }
+            tc_buf_deinit(&outs[i]);
+        }
+        cr_assert_eq(reqs[2].status, TC_OK);
+        cr_assert_eq(reqs[2].hdr.value_len, big);
+        cr_assert_eq(reqs[6].hdr.expire_ms, t0 + 60000);
+        cr_assert_eq(reqs[3].status, pass == 0 ? TC_OK : TC_ENOTFOUND);
+        cr_assert_eq(reqs[4].status, TC_ENOTFOUND);
+    }
+    free(bigv);
+}
+
 /* ---- space ------------------------------------------------------------------ */
 
 /* An 8 MiB map written with ~40 MiB: every write succeeds, and what goes is
@@ -842,6 +898,27 @@ Test(tier_lmdb, corrupt_records_are_counted_misses)
     cr_assert_eq(get_at("c", 1, t0), TC_ENOTFOUND);
     cr_assert_eq(get_at(longk, sizeof(longk), t0), TC_ENOTFOUND);
     cr_assert_eq(stat_of("corrupt"), 4);
+    /* The same records in one batch, around a good one. */
+    cr_assert_eq(put_e("good", 4, "ok", 2, 0), TC_OK);
+    const char *bk[5] = {"a", "b", "good", "c", longk};
+    size_t bl[5] = {1, 1, 4, 1, sizeof(longk)};
+    struct tc_tier_req br[5], *bp[5];
+    struct tc_buf bo[5];
+    for (int i = 0; i < 5; i++) {
+        tc_buf_init(&bo[i]);
+        br[i] = (struct tc_tier_req){.key = bk[i], .key_len = bl[i], .out = &bo[i], .now_ms = t0};
+        bp[i] = &br[i];
+    }
+    tc_tier_get_many(ctx, bp, 5);
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(br[i].status, i == 2 ? TC_OK : TC_ENOTFOUND, "batch key %d", i);
+    }
+    cr_assert_eq(bo[2].len, 2);
+    cr_assert(memcmp(bo[2].data, "ok", 2) == 0);
+    for (int i = 0; i < 5; i++) {
+        tc_buf_deinit(&bo[i]);
+    }
+    cr_assert_eq(stat_of("corrupt"), 8);
     /* Writable again, and a full sweep copes with what is left. */
     cr_assert_eq(put_e("a", 1, "new", 3, 0), TC_OK);
     cr_assert_eq(get_at("a", 1, t0), TC_OK);
