@@ -6,6 +6,9 @@
 #
 #   bench/lmdb_group_commit.sh [BUILD_DIR] [SECONDS]
 #
+# The gets end with tiercache-lmdb-raw on the same data: bare mdb_get, no
+# tiercache code, the ceiling the tier's get figures are a fraction of.
+#
 # sync=always uses a smaller keyspace (--keys 20000) only because the
 # bench writes every key once before timing, and with batch=1 every one of
 # those writes is an fsync.
@@ -38,4 +41,8 @@ for wm in off on; do
 done
 run "gets 1M keys, 1 thread" "lmdb://$dir/db?map_size=2G&sync=none" \
     --threads 1 --inflight 64 --read-ratio 1 --keys 1000000 --value-size 100
+run "gets 1M keys, 1 thread, --batch 16" "lmdb://$dir/db?map_size=2G&sync=none" \
+    --threads 1 --inflight 64 --read-ratio 1 --keys 1000000 --value-size 100 --batch 16
+# The ceiling: bare mdb_get on the environment the last run wrote.
+"$build/tiercache-lmdb-raw" "$dir/db" 1000000 "$secs"
 echo "load after:  $(uptime)"
