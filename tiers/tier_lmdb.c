@@ -62,6 +62,8 @@
  *
  * While one commit runs, new ops queue up and ride the next one: that is the
  * group commit, and why a worker on an event loop never waits for an fsync.
+ * With sync=periodic a second thread (the syncer) runs mdb_env_sync every
+ * interval beside the writer, so that commits go on during the flush.
  * Async ops beyond MAX_QUEUE queued are refused with TC_EAGAIN. A sync
  * caller's op lives on its stack; an async op comes from its ctx's free
  * list and points at the caller's request, which tier.h keeps valid until
@@ -184,6 +186,12 @@ struct lmdb_tier {
     size_t q_len;
     int stopping;
     pthread_t writer;
+    /* sync=periodic: a thread of its own flushes, so that the writer goes on
+     * committing while the disk works. */
+    pthread_cond_t sync_wake; /* syncer: stopping */
+    uint64_t commits;         /* batches committed (the syncer's "dirty") */
+    int has_syncer;
+    pthread_t syncer;
     struct wop **batch; /* the writer's batch, batch_max slots */
 
     /* Writer thread only: where the next scrub of tc_exp resumes (a hint;
@@ -878,9 +886,7 @@ static void *writer_main(void *arg)
     struct lmdb_tier *m = arg;
     size_t cap = m->batch_max;
     struct wop **ops = m->batch;
-    uint64_t next_sync = mono_ms() + m->sync_interval_ms;
     uint64_t next_check = mono_ms() + READER_CHECK_S * 1000u;
-    int dirty = 0;
 
     pthread_mutex_lock(&m->lock);
     for (;;) {
@@ -890,9 +896,6 @@ static void *writer_main(void *arg)
             }
             uint64_t now = mono_ms();
             uint64_t until = next_check;
-            if (m->sync == SYNC_PERIODIC && dirty && next_sync < until) {
-                until = next_sync;
-            }
             if (now < until) {
                 struct timespec ts;
                 clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -903,23 +906,12 @@ static void *writer_main(void *arg)
             }
         }
         uint64_t now = mono_ms();
-        if ((m->sync == SYNC_PERIODIC && dirty && now >= next_sync) || now >= next_check) {
-            int do_sync = m->sync == SYNC_PERIODIC && dirty && now >= next_sync;
-            int do_check = now >= next_check;
+        if (now >= next_check) {
             pthread_mutex_unlock(&m->lock);
-            if (do_sync) {
-                if (mdb_env_sync(m->env, 1) == 0) {
-                    STAT_ADD(m, syncs, 1);
-                }
-                dirty = 0;
-                next_sync = now + m->sync_interval_ms;
-            }
-            if (do_check) {
-                int dead = 0;
-                mdb_reader_check(m->env, &dead);
-                STAT_ADD(m, stale_readers_cleared, (uint64_t)dead);
-                next_check = now + READER_CHECK_S * 1000u;
-            }
+            int dead = 0;
+            mdb_reader_check(m->env, &dead);
+            STAT_ADD(m, stale_readers_cleared, (uint64_t)dead);
+            next_check = now + READER_CHECK_S * 1000u;
             pthread_mutex_lock(&m->lock);
         }
         size_t n = 0, pages = 0;
@@ -943,12 +935,48 @@ static void *writer_main(void *arg)
         }
         pthread_mutex_unlock(&m->lock);
         run_batch(m, ops, n);
-        dirty = 1;
-        if (m->sync == SYNC_PERIODIC && now >= next_sync) {
-            next_sync = now + m->sync_interval_ms; /* first commit after a quiet spell */
-        }
         pthread_mutex_lock(&m->lock);
+        m->commits++;
         complete_locked(m, ops, n);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return NULL;
+}
+
+/*
+ * sync=periodic: flushes every sync_interval_ms when something was committed
+ * since the last flush. It runs beside the writer rather than between its
+ * batches: an fdatasync of a second's worth of dirty pages takes long
+ * enough that the writer would otherwise stall with a full queue. With
+ * MDB_NOSYNC a flush that overlaps a commit is no weaker than the kernel's
+ * own writeback, which may run at any moment anyway (see LMDB's note on
+ * MDB_NOSYNC); a clean close still flushes after the writer has stopped.
+ */
+static void *syncer_main(void *arg)
+{
+    struct lmdb_tier *m = arg;
+    uint64_t synced = 0;
+
+    pthread_mutex_lock(&m->lock);
+    while (!m->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec + m->sync_interval_ms * 1000000u;
+        ts.tv_sec += (time_t)(ns / 1000000000u);
+        ts.tv_nsec = (long)(ns % 1000000000u);
+        while (!m->stopping && pthread_cond_timedwait(&m->sync_wake, &m->lock, &ts) == 0) {
+        }
+        if (m->stopping || m->commits == synced) {
+            continue;
+        }
+        uint64_t upto = m->commits;
+        pthread_mutex_unlock(&m->lock);
+        int rc = mdb_env_sync(m->env, 1);
+        pthread_mutex_lock(&m->lock);
+        if (rc == 0) {
+            synced = upto;
+            STAT_ADD(m, syncs, 1);
+        }
     }
     pthread_mutex_unlock(&m->lock);
     return NULL;
@@ -1267,15 +1295,25 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
     }
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&m->wake, &ca);
+    pthread_cond_init(&m->sync_wake, &ca);
     pthread_condattr_destroy(&ca);
     pthread_cond_init(&m->done, NULL);
     if (pthread_create(&m->writer, NULL, writer_main, m) != 0) {
         pthread_cond_destroy(&m->wake);
+        pthread_cond_destroy(&m->sync_wake);
         pthread_cond_destroy(&m->done);
         pthread_mutex_destroy(&m->lock);
         tc_tier_errf(err, errlen, "lmdb://%s: cannot start the writer thread", path);
         st = TC_ENOMEM;
         goto fail;
+    }
+    if (sync == SYNC_PERIODIC) {
+        if (pthread_create(&m->syncer, NULL, syncer_main, m) != 0) {
+            lmdb_close(&m->base); /* stops the writer and frees everything */
+            tc_tier_errf(err, errlen, "lmdb://%s: cannot start the sync thread", path);
+            return TC_ENOMEM;
+        }
+        m->has_syncer = 1;
     }
     m->base.max_key = TC_KEY_MAX;
     m->base.max_value = (size_t)max_item;
@@ -1298,13 +1336,18 @@ static void lmdb_close(struct tc_tier *t)
     pthread_mutex_lock(&m->lock);
     m->stopping = 1;
     pthread_cond_signal(&m->wake);
+    pthread_cond_signal(&m->sync_wake);
     pthread_mutex_unlock(&m->lock);
     pthread_join(m->writer, NULL);
+    if (m->has_syncer) {
+        pthread_join(m->syncer, NULL);
+    }
     if (m->sync != SYNC_ALWAYS) {
         mdb_env_sync(m->env, 1); /* a clean close loses nothing in any mode */
     }
     mdb_env_close(m->env);
     pthread_cond_destroy(&m->wake);
+    pthread_cond_destroy(&m->sync_wake);
     pthread_cond_destroy(&m->done);
     pthread_mutex_destroy(&m->lock);
     free(m->batch);
