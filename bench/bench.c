@@ -33,6 +33,7 @@
  * reads do not dominate sub-microsecond operations; throughput counts all.
  */
 #define _GNU_SOURCE /* getopt_long */
+#include "bench/keys.h"
 #include "tiers/tier.h"
 #include "tiers/tier_impl.h"
 
@@ -149,34 +150,9 @@ static uint64_t wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static uint64_t xorshift(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *s = x;
-}
-
 static double unit(uint64_t *s)
 {
     return (double)(xorshift(s) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-/* "key:<k>" without snprintf, which would cost more than a shm hit. */
-static size_t fmt_key(char *buf, uint64_t k)
-{
-    char digits[20];
-    size_t n = 0;
-    do {
-        digits[n++] = (char)('0' + k % 10);
-        k /= 10;
-    } while (k != 0);
-    memcpy(buf, "key:", 4);
-    for (size_t i = 0; i < n; i++) {
-        buf[4 + i] = digits[n - 1 - i];
-    }
-    return 4 + n;
 }
 
 /* ---- key traces ------------------------------------------------------------- */

@@ -16,6 +16,8 @@
  * the same environment, so that the tier's figure reads as a ratio of what
  * LMDB alone does on this machine at that moment.
  */
+#include "bench/keys.h"
+
 #include <errno.h>
 #include <lmdb.h>
 #include <stdint.h>
@@ -23,30 +25,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static uint64_t xorshift(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *s = x;
-}
-
-static size_t fmt_key(char *buf, uint64_t k)
-{
-    char digits[20];
-    size_t n = 0;
-    do {
-        digits[n++] = (char)('0' + k % 10);
-        k /= 10;
-    } while (k != 0);
-    memcpy(buf, "key:", 4);
-    for (size_t i = 0; i < n; i++) {
-        buf[4 + i] = digits[n - 1 - i];
-    }
-    return 4 + n;
-}
 
 static double now_s(void)
 {
