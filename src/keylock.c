@@ -51,6 +51,7 @@ struct kl_entry {
     uint64_t busy_until;
     uint64_t next_poll;
     int acquiring; /* a wide acquire is in flight */
+    int releasing; /* held, and the wide release of it is in flight */
     int inflight;  /* wide operations referring to this entry */
     struct tc_kl_waiter *wq_head, *wq_tail;
     struct event *timer;
@@ -371,6 +372,7 @@ static void grant(struct kl_entry *e, struct tc_kl_waiter *kw, const char *token
                   uint64_t now)
 {
     e->held = 1;
+    e->releasing = 0;
     e->local_only = local_only;
     e->busy = 0;
     snprintf(e->token, sizeof(e->token), "%s", token);
@@ -547,9 +549,10 @@ static void wide_done(struct tc_tier_lock_req *req)
         /* Whatever the tier said, a hold of ours is over (TC_ENOTFOUND there
          * means that the lease had already run out). */
         struct kl_entry *we = e;
-        if (e != NULL) {
+        if (e != NULL && strcmp(e->token, req->token) == 0) {
             e->held = 0;
-        } else {
+            e->releasing = 0;
+        } else if (e == NULL) {
             we = entry_find(h, name_hash(req->name, req->name_len), req->name, req->name_len);
         }
         tc_keylock_count(h->kl, st == TC_OK ? TC_KL_released : TC_KL_release_refused);
@@ -573,7 +576,7 @@ static void wide_done(struct tc_tier_lock_req *req)
     case W_PEEK_HELD:
         /* We think we hold e: did a process release it for us (a PUT with
          * our token that reached another server)? */
-        if (e->held && !e->local_only &&
+        if (e->held && !e->local_only && !e->releasing &&
             (st == TC_ENOTFOUND || (st == TC_OK && strcmp(req->token, e->token) != 0))) {
             e->held = 0;
             wake_all(e, NULL);
@@ -653,6 +656,13 @@ static void on_release(struct tc_kl_home *h, struct kl_msg *m)
     w->result = m->result;
     m->result = NULL;
     snprintf(w->req.token, sizeof(w->req.token), "%s", m->token);
+    if (ours) {
+        /* Until the tier answers, e stays held: new requests park behind it
+         * and the echo of this release (the tier tells every process,
+         * this one too, and may do so before it answers) changes nothing.
+         * The answer wakes the waiters, with the result. */
+        e->releasing = 1;
+    }
     wide_start(w);
     if (ours) {
         entry_maybe_free(e);
@@ -683,7 +693,11 @@ static void on_peek(struct tc_kl_home *h, struct kl_msg *m)
 /* A release elsewhere (m->all: somewhere) that the lock tier told us of. */
 static void on_notify_entry(struct kl_entry *e, struct kl_msg *m, uint64_t now)
 {
-    if (e->held && !e->local_only) {
+    if (e->held && e->releasing) {
+        /* Most likely the echo of our own release: its answer wakes the
+         * waiters with the holder's result; waking them now without it would
+         * send each to the origin again. */
+    } else if (e->held && !e->local_only) {
         if (!m->all) {
             if (m->token[0] != '\0' && strcmp(m->token, e->token) == 0) {
                 e->held = 0; /* our lease, released through another server */
