@@ -493,12 +493,23 @@ static void run(const char *sc)
         stop_one(&B);
         return;
     }
+    int failed_before = failed;
     test_lease_500();
     test_lease_abandoned();
     test_locks();
     test_origin();
     if (!single) {
         test_holder_killed();
+    }
+    if (failed > failed_before) {
+        /* What the servers said, for the failures above (A may be dead). */
+        struct tc_test_server *sv[2] = {&A, &B};
+        for (int i = 0; i < (single ? 1 : 2); i++) {
+            tc_test_server_drain_log(sv[i]);
+            size_t from = sv[i]->log_len > 4000 ? sv[i]->log_len - 4000 : 0;
+            fprintf(stderr, "%s: the end of server %c's log:\n%s\n", sc, "AB"[i],
+                    sv[i] -> log + from);
+        }
     }
     stop_one(&A);
     stop_one(&B);
