@@ -30,6 +30,7 @@
  *                 subscribers say "recheck everything" and notices flow again.
  */
 #include "tests/support/check.h"
+#include "tests/support/stats.h"
 #include "tests/support/redis_server.h"
 #include "tiers/tier.h"
 
@@ -69,25 +70,11 @@ static void sleep_ms(long ms)
     }
 }
 
-struct stat_find {
-    const char *name;
-    uint64_t value;
-};
-
-static void find_stat(void *arg, const char *name, uint64_t v, enum tc_stat_kind kind)
-{
-    struct stat_find *f = arg;
-    (void)kind;
-    if (strcmp(name, f->name) == 0) {
-        f->value = v;
-    }
-}
-
 static uint64_t stat(struct tc_tier *t, const char *name)
 {
-    struct stat_find f = {name, 0};
-    tc_tier_stats(t, find_stat, &f);
-    return f.value;
+    uint64_t v;
+    tc_test_tier_stat(t, name, &v);
+    return v;
 }
 
 static struct tc_tier *open_tier(const char *fmt, unsigned port)

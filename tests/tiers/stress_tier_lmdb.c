@@ -22,6 +22,7 @@
  * environments must not be inherited by a child (lmdb.h Caveats).
  */
 #include "tests/support/check.h"
+#include "tests/support/stats.h"
 #include "tiers/tier.h"
 
 #include <errno.h>
@@ -118,25 +119,11 @@ static struct tc_tier *open_tier(const char *params)
     return t;
 }
 
-struct stat_pick {
-    const char *name;
-    uint64_t v;
-};
-
-static void pick(void *arg, const char *name, uint64_t v, enum tc_stat_kind kind)
-{
-    struct stat_pick *p = arg;
-    (void)kind;
-    if (strcmp(name, p->name) == 0) {
-        p->v = v;
-    }
-}
-
 static uint64_t stat_of(struct tc_tier *t, const char *name)
 {
-    struct stat_pick p = {name, 0};
-    tc_tier_stats(t, pick, &p);
-    return p.v;
+    uint64_t v;
+    tc_test_tier_stat(t, name, &v);
+    return v;
 }
 
 /* ---- kill -9 ------------------------------------------------------------------ */

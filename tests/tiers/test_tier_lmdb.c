@@ -7,6 +7,7 @@
  * threads, which Criterion cannot host under TSan (Snaipe/Criterion#274).
  */
 #include "tests/support/backends.h"
+#include "tests/support/stats.h"
 #include "tiers/tier.h"
 
 #include <criterion/criterion.h>
@@ -92,26 +93,11 @@ static enum tc_status get_at(const void *k, size_t kl, uint64_t now)
     return tc_tier_get(ctx, &r);
 }
 
-struct stat_pick {
-    const char *name;
-    uint64_t v;
-};
-
-static void pick(void *arg, const char *name, uint64_t v, enum tc_stat_kind kind)
-{
-    struct stat_pick *p = arg;
-    (void)kind;
-    if (strcmp(name, p->name) == 0) {
-        p->v = v;
-    }
-}
-
 static uint64_t stat_of(const char *name)
 {
-    struct stat_pick p = {name, UINT64_MAX};
-    tc_tier_stats(tier, pick, &p);
-    cr_assert_neq(p.v, UINT64_MAX, "no stat named %s", name);
-    return p.v;
+    uint64_t v;
+    cr_assert(tc_test_tier_stat(tier, name, &v), "no stat named %s", name);
+    return v;
 }
 
 /* ---- values and keys ------------------------------------------------------ */

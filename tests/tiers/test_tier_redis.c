@@ -8,6 +8,7 @@
  * Threaded and fault cases live in redis_faults.c, which also runs under TSan.
  */
 #include "tests/support/redis_server.h"
+#include "tests/support/stats.h"
 #include "tiers/tier.h"
 
 #include <criterion/criterion.h>
@@ -109,28 +110,11 @@ static long long raw_int(redisContext *c, const char *fmt, const char *arg)
     return v;
 }
 
-struct stat_find {
-    const char *name;
-    uint64_t value;
-    int found;
-};
-
-static void find_stat(void *arg, const char *name, uint64_t v, enum tc_stat_kind kind)
-{
-    struct stat_find *f = arg;
-    (void)kind;
-    if (strcmp(name, f->name) == 0) {
-        f->value = v;
-        f->found = 1;
-    }
-}
-
 static uint64_t stat(const char *name)
 {
-    struct stat_find f = {name, 0, 0};
-    tc_tier_stats(tier, find_stat, &f);
-    cr_assert(f.found, "no stat %s", name);
-    return f.value;
+    uint64_t v;
+    cr_assert(tc_test_tier_stat(tier, name, &v), "no stat %s", name);
+    return v;
 }
 
 /* ---- AUTH -------------------------------------------------------------------- */
