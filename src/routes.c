@@ -17,8 +17,10 @@
 #include "src/server.h"
 #include "tiers/tier_impl.h"
 
+#include <errno.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <float.h>
 #include <jansson.h>
 #include <math.h>
 #include <openssl/evp.h>
@@ -188,7 +190,9 @@ struct cache_call {
     uint64_t deadline_ms;          /* waiting ends */
     char token[TC_LOCK_TOKEN_MAX]; /* PUT: the lease it presents; leader: the lease it holds */
     size_t lname_len;
-    uint8_t *lname; /* "k:" + key: the lock of the key (lname_buf, or allocated) */
+    uint8_t *lname;               /* "k:" + key: the lock of the key (lname_buf, or allocated) */
+    struct tc_buf json;           /* a hit's body, rendered when the stack answered */
+    const struct tc_buf *json_of; /* the value json was rendered from (op->value) */
     /* Not cleared for each request: set before use. */
     struct tc_kl_waiter kw;
     uint8_t lname_buf[66];
@@ -252,6 +256,15 @@ static const char *query_param(struct tc_http_req *r, const char *name, struct e
     return evhttp_find_header(q, name);
 }
 
+/* Seconds (finite, >= 0) to whole ms. A positive time is at least 1 ms: a
+ * TTL of 0.0004 s rounded to 0 would mean "never expires", the opposite of
+ * what was asked (README "TTLs"). */
+static uint64_t secs_to_ms(double secs)
+{
+    uint64_t ms = (uint64_t)llround(secs * 1000.0);
+    return ms == 0 && secs > 0 ? 1 : ms;
+}
+
 /* Parses a TTL in seconds (integer or fraction) into ms within the limits. */
 static int parse_ttl(struct tc_worker *w, struct tc_http_req *r, json_t *v, const char *text,
                      const char *what, uint64_t *ttl_ms)
@@ -265,11 +278,16 @@ static int parse_ttl(struct tc_worker *w, struct tc_http_req *r, json_t *v, cons
         secs = json_number_value(v);
     } else {
         char *end;
+        errno = 0;
         secs = strtod(text, &end);
         if (text[0] == '\0' || *end != '\0') {
             respond_error(w, r, 400, "bad_ttl", NULL, "%s must be a number of seconds, not '%s'",
                           what, text);
             return -1;
+        }
+        if (errno == ERANGE && secs >= 0 && secs < 1) {
+            /* Underflow (1e-400): positive, smaller than a double holds. */
+            secs = DBL_MIN;
         }
     }
     if (!isfinite(secs) || secs < 0) {
@@ -282,7 +300,7 @@ static int parse_ttl(struct tc_worker *w, struct tc_http_req *r, json_t *v, cons
                       what, secs, max);
         return -1;
     }
-    *ttl_ms = (uint64_t)llround(secs * 1000.0);
+    *ttl_ms = secs_to_ms(secs);
     return 0;
 }
 
@@ -291,6 +309,7 @@ static void call_free(struct cache_call *cc)
     if (cc->op != NULL) {
         tc_stack_op_release(cc->op);
     }
+    tc_buf_deinit(&cc->json);
     if (cc->lname != cc->lname_buf) {
         free(cc->lname);
     }
@@ -364,6 +383,43 @@ static enum tc_status render_value(const uint8_t *key, size_t key_len, const str
     return tc_buf_append(out, ttl, (size_t)n);
 }
 
+/* Whether the client takes values as octets only (Accept), not as JSON. */
+static int wants_raw(const struct tc_http_req *r)
+{
+    const char *accept = tc_http_header(r, "accept");
+    return accept != NULL && strstr(accept, "application/octet-stream") != NULL &&
+           strstr(accept, "application/json") == NULL;
+}
+
+/*
+ * Renders a hit's body into cc->json while the stack's callback runs, so
+ * that a value that does not render as its encoding says (a string that is
+ * not UTF-8) is rejected there (tc_stack_get_reject) and the lookup goes on
+ * to the next tier: a corrupt record is a miss, never a 5xx. Rendering once,
+ * here, costs what rendering at answer time did.
+ * @return 1 when the value can be answered, 0 when it was rejected.
+ */
+static int prerender(struct cache_call *cc, struct tc_stack_op *op)
+{
+    cc->json.len = 0;
+    cc->json_of = NULL;
+    if (wants_raw(cc->r)) {
+        return 1; /* octets need no rendering */
+    }
+    enum tc_status st =
+        render_value(cc->lname + 2, cc->lname_len - 2, &op->value, &op->hdr, op->now_ms, &cc->json);
+    if (st == TC_OK) {
+        cc->json_of = &op->value;
+    }
+    if (st == TC_ECORRUPT) {
+        tc_log(TC_LOG_NOTICE, "tier l%d returned a value that does not render as %s: a miss",
+               op->hit_tier + 1, tc_item_encoding_name(op->hdr.encoding));
+        tc_stack_get_reject(op);
+        return 0;
+    }
+    return 1; /* TC_ENOMEM leaves json empty: respond_value renders again and says 503 */
+}
+
 /* Answers 200 with a value: raw if the client accepts only octets, else JSON. */
 static void respond_value(struct cache_call *cc, const struct tc_buf *value,
                           const struct tc_item_hdr *hdr, uint64_t now_ms, const char *headers)
@@ -373,14 +429,19 @@ static void respond_value(struct cache_call *cc, const struct tc_buf *value,
     if (cc->parked) {
         tc_keylock_count(kl_of(cc), TC_KL_waiters_served);
     }
-    const char *accept = tc_http_header(r, "accept");
-    if (accept != NULL && strstr(accept, "application/octet-stream") != NULL &&
-        strstr(accept, "application/json") == NULL) {
+    if (wants_raw(r)) {
         respond(w, r, 200, "application/octet-stream", value->data, value->len, headers);
         return;
     }
     struct tc_buf body = TC_BUF_INIT;
-    enum tc_status st = render_value(cc->lname + 2, cc->lname_len - 2, value, hdr, now_ms, &body);
+    enum tc_status st = TC_OK;
+    if (cc->json_of == value) {
+        body = cc->json; /* rendered by prerender() */
+        cc->json = (struct tc_buf)TC_BUF_INIT;
+        cc->json_of = NULL;
+    } else {
+        st = render_value(cc->lname + 2, cc->lname_len - 2, value, hdr, now_ms, &body);
+    }
     if (st == TC_OK) {
         respond(w, r, 200, "application/json", body.data, body.len, headers);
     } else {
@@ -438,6 +499,7 @@ static void reread(struct cache_call *cc, tc_stack_cb cb)
     }
     tc_stack_op_release(cc->op);
     cc->op = op;
+    cc->json_of = NULL; /* rendered from the op just released */
     tc_stack_get(op, cb, cc);
 }
 
@@ -458,6 +520,9 @@ static void get_done(struct tc_stack_op *op)
     struct tc_worker *w = cc->w;
     struct tc_http_req *r = cc->r;
     if (op->status == TC_OK) {
+        if (!prerender(cc, op)) {
+            return; /* the stack goes on and calls back */
+        }
         uint64_t fresh = tc_item_fresh_until(&op->hdr);
         if (fresh == 0 || op->now_ms < fresh) {
             answer_hit(cc, op, 0);
@@ -547,6 +612,9 @@ static void recheck_done(struct tc_stack_op *op)
 {
     struct cache_call *cc = op->arg;
     if (op->status == TC_OK) {
+        if (!prerender(cc, op)) {
+            return; /* the stack goes on and calls back */
+        }
         uint64_t fresh = tc_item_fresh_until(&op->hdr);
         if (fresh == 0 || op->now_ms < fresh) {
             tc_keylock_release(cc->w->home, cc->lname, cc->lname_len, cc->token, NULL, NULL, NULL);
@@ -1204,7 +1272,7 @@ static int json_seconds(struct tc_worker *w, struct tc_http_req *r, json_t *doc,
                       (double)max / 1000.0);
         return -1;
     }
-    *out = (uint64_t)llround(secs * 1000.0);
+    *out = secs_to_ms(secs);
     return 0;
 }
 

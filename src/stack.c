@@ -78,7 +78,7 @@ struct tc_stack_ctx {
 #define MAX_FREE_OPS 256
 
 /* What a tier request of an op is doing (op->_phase[i]). */
-enum { PH_NONE = 0, PH_LOOKUP, PH_FILL, PH_WRITE, PH_CLEANUP, PH_DELETE };
+enum { PH_NONE = 0, PH_LOOKUP, PH_FILL, PH_WRITE, PH_CLEANUP, PH_DELETE, PH_SCRUB };
 
 struct tc_stack *tc_stack_create(struct tc_tier **tiers, size_t n)
 {
@@ -330,12 +330,32 @@ static void answer(struct tc_stack_op *op)
 
 /* ---- get ---------------------------------------------------------------------- */
 
+/* Deletes the copy of tier i that failed verification (or that the caller
+ * rejected), so that the next get does not meet it again. Nothing waits for
+ * it; a failure leaves the bad copy to its expiry and the next scrub. */
+static void scrub(struct tc_stack_op *op, size_t i)
+{
+    struct tc_stack_ctx *sc = op->_sc;
+    if (sc->closing || tc_stack_tier_down(sc->stack, i)) {
+        return;
+    }
+    prep(op, i, PH_SCRUB);
+    op->_refs++;
+    if (tc_tier_del(sc->ctx[i], &op->_req[i]) != TC_EINPROGRESS) {
+        observe(op, i, TC_STACK_DEL);
+        op->_refs--;
+    }
+}
+
 static void backfill(struct tc_stack_op *op, size_t hit)
 {
     struct tc_stack_ctx *sc = op->_sc;
     for (size_t j = 0; j < hit && !sc->closing; j++) {
         if (tc_stack_tier_down(sc->stack, j) ||
             op->value.len > tc_tier_max_value(sc->stack->tiers[j])) {
+            if (op->_corrupt_mask & (1u << j)) {
+                scrub(op, j); /* no good copy goes there: remove the bad one */
+            }
             continue;
         }
         prep(op, j, PH_FILL);
@@ -366,11 +386,23 @@ static void get_step(struct tc_stack_op *op, enum tc_status st)
             op->status = TC_OK;
             op->_refs++; /* keep op alive through the callback for the back-fill */
             answer(op);
-            backfill(op, i);
+            if (!op->_rejected) {
+                backfill(op, i);
+                op_unref(op);
+                return;
+            }
+            /* The caller could not use the value (tc_stack_get_reject): a
+             * corrupt copy like any other, and the lookup goes on. */
             op_unref(op);
-            return;
+            op->_rejected = 0;
+            op->_answered = 0;
+            op->hit_tier = -1;
+            tc_tier_note_corrupt(sc->ctx[i]);
+            st = TC_ECORRUPT;
         }
-        if (st != TC_ENOTFOUND) {
+        if (st == TC_ECORRUPT) {
+            op->_corrupt_mask |= 1u << i;
+        } else if (st != TC_ENOTFOUND) {
             tc_log(TC_LOG_DEBUG, "tier l%zu get failed: %s (treated as a miss)", i + 1,
                    tc_strerror(st));
         }
@@ -382,6 +414,13 @@ static void get_step(struct tc_stack_op *op, enum tc_status st)
         if (next >= s->n || sc->closing) {
             op->status = TC_ENOTFOUND;
             op->value.len = 0;
+            /* Before answering, so that a write the caller makes next (an
+             * origin fill) reaches each tier after the delete, not before. */
+            for (size_t j = 0; j < s->n; j++) {
+                if (op->_corrupt_mask & (1u << j)) {
+                    scrub(op, j);
+                }
+            }
             answer(op);
             return;
         }
@@ -394,6 +433,11 @@ static void get_step(struct tc_stack_op *op, enum tc_status st)
             return;
         }
     }
+}
+
+void tc_stack_get_reject(struct tc_stack_op *op)
+{
+    op->_rejected = 1;
 }
 
 void tc_stack_get(struct tc_stack_op *op, tc_stack_cb cb, void *arg)
@@ -536,6 +580,9 @@ static void req_done(struct tc_tier_req *r)
         break;
     case PH_FILL:
         observe(op, i, TC_STACK_SET);
+        break;
+    case PH_SCRUB:
+        observe(op, i, TC_STACK_DEL);
         break;
     case PH_CLEANUP:
         observe(op, i, TC_STACK_DEL);

@@ -17,6 +17,10 @@
  *
  * A tier that fails is skipped (a failed get is a miss, counted), and a tier
  * whose health is DOWN is not asked at all until the sweeper sees it back.
+ * A copy that fails verification (TC_ECORRUPT: damaged, another key's, an
+ * older format) or that the caller rejects is a miss too: the lookup goes
+ * on, and the bad copy is overwritten by the back-fill of a hit below it or
+ * else deleted, so that it is met once, not on every get.
  *
  * A struct tc_stack is shared by all workers; each worker makes its own
  * struct tc_stack_ctx (and through it its own tier ctxs) on its own thread.
@@ -65,6 +69,8 @@ struct tc_stack_op {
     int _pending; /* set/del: tier requests not yet answered */
     int _tier;
     int _answered;
+    int _rejected;          /* get: the callback called tc_stack_get_reject() */
+    unsigned _corrupt_mask; /* get: tiers whose copy failed verification */
     struct tc_tier_req _req[TC_STACK_MAX_TIERS];
     uint64_t _t0[TC_STACK_MAX_TIERS];
     uint8_t _phase[TC_STACK_MAX_TIERS];
@@ -124,6 +130,15 @@ void tc_stack_op_release(struct tc_stack_op *op);
  * before the call returns; read the results in it, then release the op.
  */
 void tc_stack_get(struct tc_stack_op *op, tc_stack_cb cb, void *arg);
+
+/**
+ * Called from inside a get's callback, on a hit (status TC_OK), instead of
+ * using and releasing the op: says the value cannot be used (it does not
+ * render as its encoding says). The tier's copy counts as corrupt, the
+ * lookup goes on with the next tier, and the callback runs again with that
+ * result, as it would for any miss in the rejected tier.
+ */
+void tc_stack_get_reject(struct tc_stack_op *op);
 void tc_stack_set(struct tc_stack_op *op, tc_stack_cb cb, void *arg);
 void tc_stack_del(struct tc_stack_op *op, tc_stack_cb cb, void *arg);
 

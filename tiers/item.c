@@ -3,6 +3,10 @@
 #include <string.h>
 #include <xxhash.h>
 
+/* Where the check starts: it covers every header byte before it. */
+#define TC_ITEM_CHECK_AT 32u
+_Static_assert(TC_ITEM_CHECK_AT + 8u == TC_ITEM_HDR_SIZE, "the check ends the header");
+
 static void put_be32(uint8_t *p, uint32_t v)
 {
     p[0] = (uint8_t)(v >> 24);
@@ -45,10 +49,30 @@ const char *tc_item_encoding_name(unsigned encoding)
     return NULL;
 }
 
-enum tc_status tc_item_hdr_encode(const struct tc_item_hdr *h, uint8_t out[TC_ITEM_HDR_SIZE])
+/* The check (see item.h): header bytes 0..31, then the key, then the value,
+ * each hashed with the previous result as its seed. */
+static uint64_t item_check(const uint8_t *hdr, const void *key, size_t key_len, const void *value,
+                           size_t value_len)
+{
+    uint64_t h = XXH3_64bits(hdr, TC_ITEM_CHECK_AT);
+    h = XXH3_64bits_withSeed(key, key_len, h);
+    return XXH3_64bits_withSeed(value, value_len, h);
+}
+
+enum tc_status tc_item_hdr_validate(const struct tc_item_hdr *h)
 {
     if (!encoding_valid(h->encoding) || (h->flags & ~TC_ITEM_F_KNOWN) != 0 ||
-        (!(h->flags & TC_ITEM_F_GRACE) && h->grace_s != 0)) {
+        (!(h->flags & TC_ITEM_F_GRACE) && h->grace_s != 0) ||
+        (!(h->flags & TC_ITEM_F_ENCRYPTED) && h->key_id != 0)) {
+        return TC_EINVAL;
+    }
+    return TC_OK;
+}
+
+enum tc_status tc_item_encode(const struct tc_item_hdr *h, const void *key, size_t key_len,
+                              const void *value, uint8_t out[TC_ITEM_HDR_SIZE])
+{
+    if (tc_item_hdr_validate(h) != TC_OK || (value == NULL && h->value_len != 0)) {
         return TC_EINVAL;
     }
     out[0] = TC_ITEM_MAGIC0;
@@ -62,32 +86,29 @@ enum tc_status tc_item_hdr_encode(const struct tc_item_hdr *h, uint8_t out[TC_IT
     put_be64(out + 8, h->created_ms);
     put_be64(out + 16, h->expire_ms);
     put_be32(out + 24, h->value_len);
-    put_be32(out + 28, XXH32(out, 28, 0));
+    put_be32(out + 28, h->key_id);
+    put_be64(out + TC_ITEM_CHECK_AT, item_check(out, key, key_len, value, h->value_len));
     return TC_OK;
 }
 
-enum tc_status tc_item_hdr_decode(const void *buf, size_t len, struct tc_item_hdr *h)
+/* Everything but the check: shape, length, version, fields. */
+static enum tc_status parse(const uint8_t *p, size_t len, struct tc_item_hdr *h)
 {
-    const uint8_t *p = buf;
-
-    if (buf == NULL || len < TC_ITEM_HDR_SIZE) {
+    if (p == NULL || len < TC_ITEM_HDR_SIZE) {
         return TC_ECORRUPT;
     }
     if (p[0] != TC_ITEM_MAGIC0 || p[1] != TC_ITEM_MAGIC1) {
         return TC_ECORRUPT;
     }
-    if (get_be32(p + 28) != XXH32(p, 28, 0)) {
-        return TC_ECORRUPT;
-    }
-    /* Checked after the checksum: a version byte is only meaningful in a
-     * header that is otherwise intact. */
     if (p[2] != TC_ITEM_VERSION || p[3] != TC_ITEM_HDR_SIZE) {
         return TC_EVERSION;
     }
     if ((p[5] & ~TC_ITEM_F_KNOWN) != 0) {
         return TC_EVERSION;
     }
-    if (!encoding_valid(p[4]) || (!(p[5] & TC_ITEM_F_GRACE) && (p[6] != 0 || p[7] != 0))) {
+    uint32_t kid = get_be32(p + 28);
+    if (!encoding_valid(p[4]) || (!(p[5] & TC_ITEM_F_GRACE) && (p[6] != 0 || p[7] != 0)) ||
+        (!(p[5] & TC_ITEM_F_ENCRYPTED) && kid != 0)) {
         return TC_ECORRUPT;
     }
     uint32_t vlen = get_be32(p + 24);
@@ -100,6 +121,31 @@ enum tc_status tc_item_hdr_decode(const void *buf, size_t len, struct tc_item_hd
     h->expire_ms = get_be64(p + 16);
     h->value_len = vlen;
     h->grace_s = (uint16_t)(p[6] << 8 | p[7]);
+    h->key_id = kid;
+    return TC_OK;
+}
+
+enum tc_status tc_item_peek(const void *buf, size_t len, struct tc_item_hdr *h)
+{
+    return parse(buf, len, h);
+}
+
+enum tc_status tc_item_decode(const void *buf, size_t len, const void *key, size_t key_len,
+                              struct tc_item_hdr *h)
+{
+    const uint8_t *p = buf;
+    struct tc_item_hdr got;
+    enum tc_status st = parse(p, len, &got);
+    if (st != TC_OK) {
+        return st;
+    }
+    /* Last, because it reads every byte: a record whose shape is wrong is
+     * refused without hashing a possibly huge value. */
+    if (get_be64(p + TC_ITEM_CHECK_AT) !=
+        item_check(p, key, key_len, p + TC_ITEM_HDR_SIZE, got.value_len)) {
+        return TC_ECORRUPT;
+    }
+    *h = got;
     return TC_OK;
 }
 

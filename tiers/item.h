@@ -2,15 +2,16 @@
  * The item header: the few bytes that travel in front of every value, the
  * same in every tier, and the TTL-ratio arithmetic (DESIGN.md "The item").
  *
- * Wire layout, 32 bytes, all integers big-endian:
+ * Wire layout, 40 bytes, all integers big-endian:
  *
- *    0      2    3    4    5    6      8                16               24      28      32
- *    +------+----+----+----+----+------+----------------+----------------+-------+-------+
- *    | 't' 'C' | ver| hl | enc| flg| rsvd |  created_ms    |  expire_ms (E) | vlen  | check |
- *    +------+----+----+----+----+------+----------------+----------------+-------+-------+
+ *    0    2    3    4    5    6      8            16           24     28     32           40
+ *    +----+----+----+----+----+------+------------+------------+------+------+------------+
+ *    |'t''C'| ver| hl | enc| flg| rsvd | created_ms | expire_ms E| vlen | kid  |   check    |
+ *    +----+----+----+----+----+------+------------+------------+------+------+------------+
  *
- *  ver    format version (TC_ITEM_VERSION); another version is refused.
- *  hl     header length in bytes (32); lets a future version append fields.
+ *  ver    format version (TC_ITEM_VERSION); another version is refused, so
+ *         records written by an older tiercache read as misses (it is a cache).
+ *  hl     header length in bytes (40); lets a future version append fields.
  *  enc    enum tc_item_encoding.
  *  flg    TC_ITEM_F_* bits; an unknown bit is refused (we could not honour it).
  *  rsvd   grace in seconds when flg has TC_ITEM_F_GRACE, else zero.
@@ -18,8 +19,17 @@
  *         With a grace period, E is the end of the grace: the value is
  *         fresh until E - grace, and may be served stale until E.
  *  vlen   length of the value that follows the header.
- *  check  XXH32 (seed 0) of bytes 0..27, so that garbage which happens to start
- *         with the magic is still refused.
+ *  kid    key id of the value's encryption key (TC_ITEM_F_ENCRYPTED), else 0.
+ *  check  XXH3-64 of bytes 0..31, then the key the record is stored under,
+ *         then the value (each hashed with the previous result as seed, so
+ *         that no byte can move between key and value unnoticed).
+ *
+ * Why the key and the value are in the check: a record altered on disk, in
+ * Redis or in a shared segment, or another key's record handed back for
+ * this key, must be a miss and never a wrong answer. A record carries no
+ * copy of its key; the reader supplies the key it asked for, and a record
+ * stored under any other key fails the check. XXH3 is not a MAC: it catches
+ * damage and mix-ups, not a forger (encryption at rest is for that).
  *
  * Everything decoded here may come from another program (Redis, a shared LMDB
  * file, a shm segment): the decoder checks every byte it relies on and never
@@ -33,8 +43,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TC_ITEM_HDR_SIZE 32u
-#define TC_ITEM_VERSION  1u
+#define TC_ITEM_HDR_SIZE 40u
+#define TC_ITEM_VERSION  2u
 #define TC_ITEM_MAGIC0   0x74u /* 't' */
 #define TC_ITEM_MAGIC1   0x43u /* 'C' */
 
@@ -62,6 +72,7 @@ struct tc_item_hdr {
     uint64_t expire_ms;  /* authoritative expiry E; 0 = never */
     uint32_t value_len;  /* bytes of value following the header */
     uint16_t grace_s;    /* with TC_ITEM_F_GRACE: fresh until expire_ms - grace */
+    uint32_t key_id;     /* with TC_ITEM_F_ENCRYPTED: the encryption key's id, else 0 */
 };
 
 /** When the item stops being fresh (0 = never): E, or E - grace. */
@@ -75,21 +86,42 @@ static inline uint64_t tc_item_fresh_until(const struct tc_item_hdr *h)
 }
 
 /**
- * Encodes @p h into exactly TC_ITEM_HDR_SIZE bytes at @p out.
- * @return TC_OK; TC_EINVAL if the encoding is unknown or flags has unknown bits.
+ * Encodes @p h into exactly TC_ITEM_HDR_SIZE bytes at @p out, with the check
+ * over the header, @p key (@p key_len bytes) and @p value (h->value_len
+ * bytes; may be NULL when that is 0). The value itself is not copied: the
+ * caller stores it right after the header.
+ * @return TC_OK; TC_EINVAL if the encoding is unknown, flags has unknown
+ *         bits, grace is set without TC_ITEM_F_GRACE or key_id without
+ *         TC_ITEM_F_ENCRYPTED.
  */
-enum tc_status tc_item_hdr_encode(const struct tc_item_hdr *h, uint8_t out[TC_ITEM_HDR_SIZE]);
+enum tc_status tc_item_encode(const struct tc_item_hdr *h, const void *key, size_t key_len,
+                              const void *value, uint8_t out[TC_ITEM_HDR_SIZE]);
 
 /**
- * Decodes the header at the start of @p buf (@p len bytes available).
- * On success fills @p h and guarantees value_len <= len - TC_ITEM_HDR_SIZE,
- * so the value is at buf + TC_ITEM_HDR_SIZE with h->value_len bytes (trailing
- * bytes beyond that are refused too: a record is exactly header + value).
- * @return TC_OK; TC_ECORRUPT for truncated, short, mismatched-length or
- *         garbage bytes; TC_EVERSION for another format version or unknown
- *         flag bits. Never reads outside [buf, buf+len).
+ * Whether tc_item_encode() would accept @p h: TC_OK or TC_EINVAL. For a
+ * tier that wants to refuse a bad header before it queues the write.
  */
-enum tc_status tc_item_hdr_decode(const void *buf, size_t len, struct tc_item_hdr *h);
+enum tc_status tc_item_hdr_validate(const struct tc_item_hdr *h);
+
+/**
+ * Decodes and verifies the record at @p buf (@p len bytes: header, then
+ * exactly h->value_len bytes of value) as stored under @p key. On success
+ * fills @p h; the value is at buf + TC_ITEM_HDR_SIZE.
+ * @return TC_OK; TC_ECORRUPT for truncated, mismatched-length or garbage
+ *         bytes, a failed check (altered bytes, or a record of another key);
+ *         TC_EVERSION for another format version or unknown flag bits (in
+ *         an otherwise well-formed header). Never reads outside [buf, buf+len).
+ *         Either failure is a miss to the caller, never a value.
+ */
+enum tc_status tc_item_decode(const void *buf, size_t len, const void *key, size_t key_len,
+                              struct tc_item_hdr *h);
+
+/**
+ * Reads the header fields at @p buf without verifying the check: for code
+ * that needs the shape of a record (its length, its expiry) but never hands
+ * its value out. Same length and format rules as tc_item_decode().
+ */
+enum tc_status tc_item_peek(const void *buf, size_t len, struct tc_item_hdr *h);
 
 /**
  * Local expiry for a tier with ratio @p ratio (0 < r <= 1) and cap

@@ -151,6 +151,8 @@ static enum tc_status finish(struct tc_tier_req *req, enum tc_status st)
             BUMP(c, hits);
         } else if (st == TC_ENOTFOUND) {
             BUMP(c, misses);
+        } else if (st == TC_ECORRUPT) {
+            BUMP(c, corrupt); /* a record that failed verification: a miss */
         } else {
             BUMP(c, errors);
         }
@@ -238,6 +240,11 @@ enum tc_status tc_tier_get(struct tc_tier_ctx *c, struct tc_tier_req *req)
     req->out->len = 0;
     req->local_expire_ms = 0;
     return run(req, c->tier->ops->get);
+}
+
+void tc_tier_note_corrupt(struct tc_tier_ctx *c)
+{
+    BUMP(c, corrupt);
 }
 
 void tc_tier_get_many(struct tc_tier_ctx *c, struct tc_tier_req **reqs, size_t n)

@@ -214,11 +214,21 @@ struct tc_tier *tc_tier_ctx_tier(const struct tc_tier_ctx *c);
 /**
  * Looks a key up. On TC_OK the value is in req->out, the header in req->hdr
  * and the tier's local expiry in req->local_expire_ms. An item past its local
- * expiry or its authoritative expiry E is a miss (TC_ENOTFOUND).
- * @return TC_OK, TC_ENOTFOUND, TC_EINPROGRESS, TC_EINVAL (empty key),
- *         TC_ETOOBIG (key too long), TC_ENOMEM, or a tier error.
+ * expiry or its authoritative expiry E is a miss (TC_ENOTFOUND). A record
+ * that fails verification (tc_item_decode(): damaged bytes, another key's
+ * record, an older format) is TC_ECORRUPT, counted in "corrupt": a miss
+ * whose bad copy the caller should delete or overwrite (the stack does).
+ * @return TC_OK, TC_ENOTFOUND, TC_ECORRUPT, TC_EINPROGRESS, TC_EINVAL (empty
+ *         key), TC_ETOOBIG (key too long), TC_ENOMEM, or a tier error.
  */
 enum tc_status tc_tier_get(struct tc_tier_ctx *c, struct tc_tier_req *req);
+
+/**
+ * Counts, in "corrupt", a value that this tier returned as a hit but that the
+ * caller found unusable (it does not render as its encoding says). For the
+ * stack, which then treats the copy as a corrupt miss. On the ctx's thread.
+ */
+void tc_tier_note_corrupt(struct tc_tier_ctx *c);
 
 /** Requests a backend's get_many sees at once (tc_tier_get_many splits). */
 #define TC_TIER_GET_MANY_MAX 64u
@@ -262,7 +272,7 @@ enum tc_status tc_tier_sweep(struct tc_tier *t, uint64_t now_ms, size_t budget, 
 /**
  * Reports the tier's stats through @p emit: the common counters kept by this
  * layer ("gets", "hits", "misses", "sets", "deletes", "clears", "errors",
- * "too_big") and whatever the backend adds ("items", "bytes_used",
+ * "corrupt", "too_big") and whatever the backend adds ("items", "bytes_used",
  * "evictions", ...).
  */
 void tc_tier_stats(struct tc_tier *t, tc_tier_stat_fn emit, void *arg);

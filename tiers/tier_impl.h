@@ -31,6 +31,7 @@
     X(deletes)                                                                                     \
     X(clears)                                                                                      \
     X(errors)                                                                                      \
+    X(corrupt)                                                                                     \
     X(too_big)
 
 /** Kept likewise for lock operations; reported only by lock tiers. */

@@ -150,7 +150,6 @@ struct wop {
     X(expired)                                                                                     \
     X(sweeps)                                                                                      \
     X(map_full_retries)                                                                            \
-    X(corrupt)                                                                                     \
     X(syncs)                                                                                       \
     X(queue_full)                                                                                  \
     X(stale_readers_cleared)
@@ -312,9 +311,11 @@ struct rec {
 };
 
 /* Validates a record read from the map. dk_len tells whether a full key
- * must be present. */
+ * must be present. With @p key, the item's check is verified against it (a
+ * record whose value is handed out); without, only its shape is (a record
+ * read for its full key or expiry). */
 static enum tc_status rec_decode(const struct lmdb_tier *m, const MDB_val *v, size_t dk_len,
-                                 struct rec *r)
+                                 const void *key, size_t key_len, struct rec *r)
 {
     const unsigned char *p = v->mv_data;
     if (v->mv_size < REC_FIXED + TC_ITEM_HDR_SIZE) {
@@ -330,8 +331,10 @@ static enum tc_status rec_decode(const struct lmdb_tier *m, const MDB_val *v, si
     }
     r->fk_len = fk;
     r->fullkey = fk ? p + REC_FIXED : NULL;
-    enum tc_status st =
-        tc_item_hdr_decode(p + REC_FIXED + fk, v->mv_size - REC_FIXED - fk, &r->hdr);
+    const unsigned char *item = p + REC_FIXED + fk;
+    size_t item_len = v->mv_size - REC_FIXED - fk;
+    enum tc_status st = key != NULL ? tc_item_decode(item, item_len, key, key_len, &r->hdr)
+                                    : tc_item_peek(item, item_len, &r->hdr);
     if (st != TC_OK) {
         return st == TC_EVERSION ? TC_EVERSION : TC_ECORRUPT;
     }
@@ -380,7 +383,8 @@ static int apply_set(struct lmdb_tier *m, MDB_txn *txn, struct tc_tier_req *req)
     if (fk) {
         memcpy(p + REC_FIXED, req->key, fk);
     }
-    if (tc_item_hdr_encode(&req->hdr, p + REC_FIXED + fk) != TC_OK) {
+    if (tc_item_encode(&req->hdr, req->key, req->key_len, req->value, p + REC_FIXED + fk) !=
+        TC_OK) {
         return EINVAL; /* the caller's header; aborts only this op's batch try */
     }
     if (req->value_len > 0) {
@@ -405,7 +409,7 @@ static int record_key(const struct lmdb_tier *m, const MDB_val *dk, const MDB_va
         return 1;
     }
     struct rec r;
-    if (rec_decode(m, v, dk->mv_size, &r) != TC_OK) {
+    if (rec_decode(m, v, dk->mv_size, NULL, 0, &r) != TC_OK) {
         return 0;
     }
     *key = r.fullkey;
@@ -1469,17 +1473,15 @@ static enum tc_status lookup(struct lmdb_tier *m, MDB_txn *txn, const struct tc_
     if (rc != 0) {
         return rc == MDB_NOTFOUND ? TC_ENOTFOUND : map_rc(rc);
     }
-    enum tc_status st = rec_decode(m, &v, dk.mv_size, r);
+    enum tc_status st = rec_decode(m, &v, dk.mv_size, req->key, req->key_len, r);
     if (st != TC_OK) {
-        STAT_ADD(m, corrupt, 1);
-        return TC_ENOTFOUND; /* a bad record is a miss, never a crash */
+        return TC_ECORRUPT; /* a miss, never a crash; the tier layer counts it */
     }
     if (r->fullkey != NULL &&
         (r->fk_len != req->key_len || memcmp(r->fullkey, req->key, r->fk_len) != 0)) {
         /* Same prefix and SHA-256 but another full key: not a collision
          * anyone will meet, so the record is damaged. */
-        STAT_ADD(m, corrupt, 1);
-        return TC_ENOTFOUND;
+        return TC_ECORRUPT;
     }
     if (tc_item_expired(r->local_exp, req->now_ms)) {
         return TC_ENOTFOUND; /* the sweep will remove it; readers never write */
@@ -1573,8 +1575,7 @@ static enum tc_status lmdb_set(struct tc_tier_ctx *c, struct tc_tier_req *req)
     /* A header the codec refuses (unknown encoding or flag) is the
      * caller's error: answer it here, before it can fail a whole batch
      * and mark the tier degraded. */
-    uint8_t probe[TC_ITEM_HDR_SIZE];
-    if (tc_item_hdr_encode(&req->hdr, probe) != TC_OK) {
+    if (tc_item_hdr_validate(&req->hdr) != TC_OK) {
         req->status = TC_EINVAL;
         return TC_EINVAL;
     }

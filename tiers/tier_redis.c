@@ -4,12 +4,15 @@
  *   redis://[user:password@]HOST:PORT/DB?prefix=tc:&timeout_ms=50&connect_timeout_ms=200
  *   redis+unix:///path/to/sock?db=0&prefix=tc:&invalidate=pubsub
  *
- * Storage. Key K lives at PREFIX‖K; its value is the 32-byte item header
- * (tiers/item.h, which carries the authoritative expiry E) followed by the
+ * Storage. Key K lives at PREFIX‖K; its value is the 40-byte item header
+ * (tiers/item.h, which carries the authoritative expiry E and a check over
+ * the header, K and the payload) followed by the
  * payload, written with SET key value PX local_ttl. A get is one round trip:
  * GET and PTTL pipelined (PTTL gives the tier's local expiry). Everything
  * Redis returns is untrusted: a reply of the wrong type, a value that does
- * not decode as an item, or an odd PTTL is a miss, counted in "corrupt".
+ * not decode as an item of K (a changed byte, or another key's value), or an
+ * odd PTTL is a miss, counted in "bad_replies" (and a value that fails its
+ * check in the tier layer's "corrupt" as well).
  *
  * Connections (STYLE R9). Each ctx owns one connection, made on the ctx's
  * thread: a hiredis async context attached to the ctx's event_base, or a
@@ -82,7 +85,7 @@
  * Lock operations share the data connections, deadlines and breaker with
  * the cache operations. A token read back (peek) that is not 1..47
  * characters of [0-9A-Za-z_-] is a foreign value: held, token "" (counted
- * in "corrupt"). An acquire that fails after it was sent (TC_ETIMEOUT,
+ * in "bad_replies"). An acquire that fails after it was sent (TC_ETIMEOUT,
  * TC_EUNAVAIL) leaves its token in req->token: the lock may have been taken
  * under it, and releasing with it is safe; otherwise req->token is "".
  */
@@ -110,7 +113,7 @@
 #define REDIS_COUNTERS(X)                                                                          \
     X(timeouts)         /* operations past their deadline */                                       \
     X(failures)         /* operations failed by Redis or a lost connection */                      \
-    X(corrupt)          /* replies or values that did not decode: misses */                        \
+    X(bad_replies)      /* replies or values that did not decode: misses */                        \
     X(skipped)          /* operations failed fast while the circuit was open */                    \
     X(connects)         /* handshakes completed */                                                 \
     X(connect_failures) /* connects or handshakes that failed */                                   \
@@ -390,7 +393,7 @@ static enum tc_status make_value(struct redis_ctx *c, const struct tc_tier_req *
     if (tc_buf_reserve(&c->vbuf, TC_ITEM_HDR_SIZE + req->value_len) != TC_OK) {
         return TC_ENOMEM;
     }
-    if (tc_item_hdr_encode(&req->hdr, c->vbuf.data) != TC_OK) {
+    if (tc_item_encode(&req->hdr, req->key, req->key_len, req->value, c->vbuf.data) != TC_OK) {
         return TC_EINVAL;
     }
     if (req->value_len > 0) {
@@ -528,18 +531,18 @@ static enum tc_status decode_value(struct redis_tier *rt, struct tc_tier_req *re
         /* WRONGTYPE: another program stored a list or hash under our
          * prefix; that is foreign data, not a sick server. */
         if (r->str != NULL && r->len >= 9 && memcmp(r->str, "WRONGTYPE", 9) == 0) {
-            COUNT(rt, corrupt);
+            COUNT(rt, bad_replies);
             return TC_ECORRUPT;
         }
         return TC_EIO;
     }
     if (r->type != REDIS_REPLY_STRING || r->str == NULL) {
-        COUNT(rt, corrupt);
+        COUNT(rt, bad_replies);
         return TC_ECORRUPT;
     }
     struct tc_item_hdr h;
-    if (tc_item_hdr_decode(r->str, r->len, &h) != TC_OK) {
-        COUNT(rt, corrupt);
+    if (tc_item_decode(r->str, r->len, req->key, req->key_len, &h) != TC_OK) {
+        COUNT(rt, bad_replies);
         return TC_ECORRUPT;
     }
     if (tc_buf_set(req->out, r->str + TC_ITEM_HDR_SIZE, h.value_len) != TC_OK) {
@@ -558,7 +561,7 @@ static enum tc_status decode_pttl(struct redis_tier *rt, struct tc_tier_req *req
         if (r->type == REDIS_REPLY_ERROR) {
             return TC_EIO;
         }
-        COUNT(rt, corrupt);
+        COUNT(rt, bad_replies);
         return TC_ECORRUPT;
     }
     if (r->integer == -1) {
@@ -568,7 +571,7 @@ static enum tc_status decode_pttl(struct redis_tier *rt, struct tc_tier_req *req
     } else if (r->integer == -2) {
         return TC_ENOTFOUND;
     } else {
-        COUNT(rt, corrupt);
+        COUNT(rt, bad_replies);
         return TC_ECORRUPT;
     }
     return TC_OK;
@@ -629,7 +632,7 @@ static enum tc_status lock_decode(struct redis_tier *rt, int op, struct tc_tier_
                 memcpy(req->token, v->str, v->len);
                 req->token[v->len] = '\0';
             } else {
-                COUNT(rt, corrupt); /* a foreign value: held by someone unknown */
+                COUNT(rt, bad_replies); /* a foreign value: held by someone unknown */
                 req->token[0] = '\0';
             }
             /* -2: gone between GET and PTTL, which one script cannot see. */
@@ -642,7 +645,7 @@ static enum tc_status lock_decode(struct redis_tier *rt, int op, struct tc_tier_
         }
         break;
     }
-    COUNT(rt, corrupt);
+    COUNT(rt, bad_replies);
     return TC_ECORRUPT;
 }
 
@@ -924,7 +927,9 @@ static enum tc_status sync_get(struct redis_ctx *c, struct tc_tier_req *req)
     }
     if (st != TC_OK && st != TC_ENOMEM) {
         req->out->len = 0;
-        st = TC_ENOTFOUND;
+        if (st != TC_ECORRUPT) {
+            st = TC_ENOTFOUND;
+        }
     }
     return st;
 }
@@ -1639,7 +1644,9 @@ static void get_cb(redisAsyncContext *ac, void *reply, void *privdata)
     }
     if (st != TC_OK && st != TC_ENOMEM) {
         req->out->len = 0;
-        st = TC_ENOTFOUND; /* every failed get is a miss */
+        if (st != TC_ECORRUPT) {
+            st = TC_ENOTFOUND; /* every failed get is a miss; a corrupt one is counted too */
+        }
     }
     tc_tier_complete(req, st);
 }

@@ -169,13 +169,14 @@ static enum tc_status get_finish(struct tc_tier_req *req, enum tc_status st,
         st = TC_ENOTFOUND; /* kept changing under us: a miss is the honest answer */
     }
     if (st == TC_OK) {
-        if (tc_item_hdr_decode(out->data, it->value_len, &req->hdr) == TC_OK) {
+        if (tc_item_decode(out->data, it->value_len, req->key, req->key_len, &req->hdr) == TC_OK) {
             memmove(out->data, out->data + TC_ITEM_HDR_SIZE, req->hdr.value_len);
             out->len = req->hdr.value_len;
             req->local_expire_ms = it->expire_ms;
         } else {
-            /* Another program wrote this key without our header: a miss. */
-            st = TC_ENOTFOUND;
+            /* Written by another program (or an older format), or damaged
+             * in the segment: a miss that the stack counts and replaces. */
+            st = TC_ECORRUPT;
         }
     }
     if (st != TC_OK) {
@@ -249,7 +250,7 @@ static enum tc_status shm_set(struct tc_tier_ctx *c, struct tc_tier_req *req)
 {
     struct shm_ctx *sc = (struct shm_ctx *)c;
     uint8_t hdr[TC_ITEM_HDR_SIZE];
-    enum tc_status st = tc_item_hdr_encode(&req->hdr, hdr);
+    enum tc_status st = tc_item_encode(&req->hdr, req->key, req->key_len, req->value, hdr);
     if (st == TC_OK) {
         struct tc_ring_iov iov[2] = {{hdr, sizeof(hdr)}, {req->value, req->value_len}};
         st = tc_ring_setv(sc->rc, req->key, req->key_len, iov, 2, req->local_expire_ms, 0,
@@ -307,7 +308,7 @@ static void shm_stats(struct tc_tier *t, tc_tier_stat_fn emit, void *arg)
     emit(arg, "promotions", rs.promotions, TC_STAT_COUNTER);
     emit(arg, "expired", rs.expired, TC_STAT_COUNTER);
     emit(arg, "torn_reads", rs.torn, TC_STAT_COUNTER);
-    emit(arg, "corrupt", rs.corrupt, TC_STAT_COUNTER);
+    emit(arg, "shm_corrupt", rs.corrupt, TC_STAT_COUNTER);
     emit(arg, "swept", rs.swept, TC_STAT_COUNTER);
     emit(arg, "lost_sets", rs.lost_sets, TC_STAT_COUNTER);
     emit(arg, "lock_slots", rs.lock_slots, TC_STAT_GAUGE);

@@ -817,6 +817,9 @@ Test(tier_lmdb, corrupt_records_are_counted_misses)
     cr_assert_eq(put_e("b", 1, "vb", 2, 0), TC_OK);
     cr_assert_eq(put_e("c", 1, "vc", 2, 0), TC_OK);
     cr_assert_eq(put_e(longk, sizeof(longk), "vz", 2, 0), TC_OK);
+    cr_assert_eq(put_e("d", 1, "val-d", 5, 0), TC_OK);
+    cr_assert_eq(put_e("e", 1, "val-e", 5, 0), TC_OK);
+    cr_assert_eq(put_e("f", 1, "val-f", 5, 0), TC_OK);
     close_tier();
 
     /* Damage the records behind the tier's back. */
@@ -870,6 +873,23 @@ Test(tier_lmdb, corrupt_records_are_counted_misses)
     cr_assert_not_null(copy3, "no digested record found");
     MDB_val ck2 = {cklen, ckey}, cv2 = {cv.mv_size, copy3};
     cr_assert_eq(mdb_put(txn, dbi, &ck2, &cv2, 0), 0);
+    /* d: one value byte changed; header intact (issue 12: served as "Xal-d"). */
+    MDB_val kd = {1, "d"}, vd;
+    cr_assert_eq(mdb_get(txn, dbi, &kd, &vd), 0);
+    unsigned char copy4[128];
+    cr_assert_leq(vd.mv_size, sizeof(copy4));
+    memcpy(copy4, vd.mv_data, vd.mv_size);
+    copy4[vd.mv_size - 5] = 'X';
+    MDB_val vd2 = {vd.mv_size, copy4};
+    cr_assert_eq(mdb_put(txn, dbi, &kd, &vd2, 0), 0);
+    /* f: holds e's record, byte for byte (issue 12: served as f's value). */
+    MDB_val ke = {1, "e"}, ve, kf = {1, "f"};
+    cr_assert_eq(mdb_get(txn, dbi, &ke, &ve), 0);
+    unsigned char copy5[128];
+    cr_assert_leq(ve.mv_size, sizeof(copy5));
+    memcpy(copy5, ve.mv_data, ve.mv_size);
+    MDB_val ve2 = {ve.mv_size, copy5};
+    cr_assert_eq(mdb_put(txn, dbi, &kf, &ve2, 0), 0);
     cr_assert_eq(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
     free(copy);
@@ -879,11 +899,14 @@ Test(tier_lmdb, corrupt_records_are_counted_misses)
     char err[512];
     cr_assert_eq(tc_tier_open(NULL, uri, &tier, err, sizeof(err)), TC_OK, "%s", err);
     cr_assert_eq(tc_tier_ctx_init(tier, NULL, &ctx), TC_OK);
-    cr_assert_eq(get_at("a", 1, t0), TC_ENOTFOUND);
-    cr_assert_eq(get_at("b", 1, t0), TC_ENOTFOUND);
-    cr_assert_eq(get_at("c", 1, t0), TC_ENOTFOUND);
-    cr_assert_eq(get_at(longk, sizeof(longk), t0), TC_ENOTFOUND);
-    cr_assert_eq(stat_of("corrupt"), 4);
+    cr_assert_eq(get_at("a", 1, t0), TC_ECORRUPT);
+    cr_assert_eq(get_at("b", 1, t0), TC_ECORRUPT);
+    cr_assert_eq(get_at("c", 1, t0), TC_ECORRUPT);
+    cr_assert_eq(get_at(longk, sizeof(longk), t0), TC_ECORRUPT);
+    cr_assert_eq(get_at("d", 1, t0), TC_ECORRUPT);
+    cr_assert_eq(get_at("f", 1, t0), TC_ECORRUPT);
+    cr_assert_eq(get_at("e", 1, t0), TC_OK);
+    cr_assert_eq(stat_of("corrupt"), 6);
     /* The same records in one batch, around a good one. */
     cr_assert_eq(put_e("good", 4, "ok", 2, 0), TC_OK);
     const char *bk[5] = {"a", "b", "good", "c", longk};
@@ -897,14 +920,14 @@ Test(tier_lmdb, corrupt_records_are_counted_misses)
     }
     tc_tier_get_many(ctx, bp, 5);
     for (int i = 0; i < 5; i++) {
-        cr_assert_eq(br[i].status, i == 2 ? TC_OK : TC_ENOTFOUND, "batch key %d", i);
+        cr_assert_eq(br[i].status, i == 2 ? TC_OK : TC_ECORRUPT, "batch key %d", i);
     }
     cr_assert_eq(bo[2].len, 2);
     cr_assert(memcmp(bo[2].data, "ok", 2) == 0);
     for (int i = 0; i < 5; i++) {
         tc_buf_deinit(&bo[i]);
     }
-    cr_assert_eq(stat_of("corrupt"), 8);
+    cr_assert_eq(stat_of("corrupt"), 10);
     /* Writable again, and a full sweep copes with what is left. */
     cr_assert_eq(put_e("a", 1, "new", 3, 0), TC_OK);
     cr_assert_eq(get_at("a", 1, t0), TC_OK);

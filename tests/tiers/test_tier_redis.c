@@ -195,34 +195,48 @@ Test(redis, garbage_values_are_counted_misses)
     start_server(NULL);
     open_ok("redis://127.0.0.1:%u/0?timeout_ms=2000&invalidate=none");
     cr_assert_eq(put("good", "value"), TC_OK);
+    cr_assert_eq(put("other", "val-o"), TC_OK);
     redisContext *c = raw(NULL);
     redisReply *r = redisCommand(c, "GET %s", "tc:good");
-    cr_assert(r != NULL && r->type == REDIS_REPLY_STRING && r->len == 32 + 5);
+    const size_t n = TC_ITEM_HDR_SIZE + 5;
+    cr_assert(r != NULL && r->type == REDIS_REPLY_STRING && r->len == n);
     /* The same bytes with one more byte at the end, cut short, or bit-flipped. */
     char buf[64];
     memcpy(buf, r->str, r->len);
     freeReplyObject(r);
-    buf[37] = 'x';
-    freeReplyObject(redisCommand(c, "SET tc:trailing %b", buf, (size_t)38));
+    /* Issue 12: a changed payload byte, and another key's item, were served. */
+    buf[n - 5] = 'X';
+    freeReplyObject(redisCommand(c, "SET tc:payload %b", buf, n));
+    buf[n - 5] = 'v';
+    r = redisCommand(c, "GET %s", "tc:other");
+    cr_assert(r != NULL && r->type == REDIS_REPLY_STRING && r->len == n);
+    freeReplyObject(redisCommand(c, "SET tc:swapped %b", r->str, r->len));
+    freeReplyObject(r);
+    buf[n] = 'x';
+    freeReplyObject(redisCommand(c, "SET tc:trailing %b", buf, n + 1));
     freeReplyObject(redisCommand(c, "SET tc:short %b", buf, (size_t)20));
     buf[10] ^= 0x40;
-    freeReplyObject(redisCommand(c, "SET tc:flipped %b", buf, (size_t)37));
+    freeReplyObject(redisCommand(c, "SET tc:flipped %b", buf, n));
     freeReplyObject(redisCommand(c, "SET tc:text %s", "hello, not an item"));
     freeReplyObject(redisCommand(c, "SET tc:empty %s", ""));
     freeReplyObject(redisCommand(c, "RPUSH tc:list a b c"));
     freeReplyObject(redisCommand(c, "HSET tc:hash f v"));
     redisFree(c);
 
-    static const char *const bad[] = {"trailing", "short", "flipped", "text",
-                                      "empty",    "list",  "hash"};
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        cr_assert_eq(get(bad[i]), TC_ENOTFOUND, "%s", bad[i]);
+    static const char *const bad[] = {"payload", "swapped", "trailing", "short", "flipped",
+                                      "text",    "empty",   "list",     "hash"};
+    const size_t nbad = sizeof(bad) / sizeof(bad[0]);
+    for (size_t i = 0; i < nbad; i++) {
+        enum tc_status gst = get(bad[i]);
+        cr_assert_eq(gst, TC_ECORRUPT, "%s: %s", bad[i], tc_strerror(gst));
         cr_assert_eq(out.len, 0);
     }
-    cr_assert_eq(stat("corrupt"), 7);
-    cr_assert_eq(stat("misses"), 7);
+    cr_assert_eq(stat("bad_replies"), nbad);
+    cr_assert_eq(stat("corrupt"), nbad);
+    cr_assert_eq(stat("misses"), 0);
     cr_assert_eq(stat("errors"), 0);
     cr_assert_eq(get("good"), TC_OK, "the connection survives garbage");
+    cr_assert_eq(get("other"), TC_OK);
     cr_assert_eq(tc_tier_health(tier, NULL, 0), TC_HEALTH_OK);
 }
 
@@ -726,7 +740,7 @@ Test(redis, lock_foreign_values_are_held_by_someone_else)
     freeReplyObject(v);
     cr_assert_eq(raw_int(c, "LLEN %s", "lock:tc:list"), 2);
     cr_assert_eq(stat("lock_errors"), 0, "foreign values are not errors");
-    cr_assert_geq(stat("corrupt"), 6);
+    cr_assert_geq(stat("bad_replies"), 6);
     cr_assert_eq(stat("failures"), 0);
     cr_assert_eq(acquire("other", 1000, &r), TC_OK, "the connection survives");
     cr_assert_eq(tc_tier_health(tier, NULL, 0), TC_HEALTH_OK);
