@@ -39,6 +39,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -137,8 +139,25 @@ struct tc_ring {
     uint64_t ghost_age[TC_RING_NLOGS];
     uint64_t pid;
     struct tc_ring_locks_ locks;
+    /* The header as validated at attach: tc_ring_check() compares the live
+     * one with it. Only the fields no process ever writes after creation
+     * are compared (see hdr_fixed_equal()). */
+    struct tc_ring_hdr hdr0;
+    uint32_t seg_uid, seg_gid, seg_mode; /* fstat of the mapped descriptor */
+    /* Integrity, sticky: BAD_* bits of the checks that failed so far, how
+     * many checks failed, and the highest head each log was seen at. */
+    atomic_uint bad;
+    _Atomic uint64_t check_failures;
+    _Atomic uint64_t head_seen[TC_RING_NLOGS];
+    char name[NAME_MAX_LEN + 1];
     struct tc_ring_ctx ctxs[TC_RING_MAX_CTX];
 };
+
+enum { BAD_HEADER = 1u, BAD_STATS = 2u, BAD_HEAD = 4u };
+
+/* The largest pid Linux can hand out (PID_MAX_LIMIT on 64-bit): a stat
+ * slot owner past it is garbage. */
+#define PID_LIMIT (4u << 20)
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
@@ -1109,11 +1128,15 @@ enum tc_status tc_ring_sweep(struct tc_ring_ctx *c, uint64_t now_ms, size_t budg
 /* ---- ctxs and stats ---------------------------------------------------------------------------
  */
 
+/* Moves a slot's counters into the retired totals. A value past
+ * TC_RING_STAT_MAX is garbage someone wrote there: folding it would spoil
+ * the totals for good, so it is dropped (and the stats path, which saw it,
+ * has already reported it). */
 static void fold_slot(struct tc_ring *r, struct tc_ring_stat_slot *s)
 {
     for (unsigned i = 0; i < TC_RING_NCOUNTERS; i++) {
         uint64_t v = atomic_exchange_explicit(&s->c[i], 0, memory_order_relaxed);
-        if (v != 0) {
+        if (v != 0 && v <= TC_RING_STAT_MAX) {
             atomic_fetch_add_explicit(&r->hdr->retired.c[i], v, memory_order_relaxed);
         }
     }
@@ -1152,6 +1175,12 @@ enum tc_status tc_ring_ctx_create(struct tc_ring *r, struct tc_ring_ctx **out)
             if (atomic_compare_exchange_strong(&s->owner_pid, &o, r->pid)) {
                 if (pass == 1) {
                     fold_slot(r, s);
+                } else {
+                    /* A free slot was zeroed by the ctx that freed it: anything
+                     * in it now was scribbled, and is no count of ours. */
+                    for (unsigned k = 0; k < TC_RING_NCOUNTERS; k++) {
+                        atomic_store_explicit(&s->c[k], 0, memory_order_relaxed);
+                    }
                 }
                 c->st = s;
             }
@@ -1178,6 +1207,116 @@ void tc_ring_ctx_destroy(struct tc_ring_ctx *c)
     atomic_store(&c->in_use, 0);
 }
 
+/* Adds v to *sum, saturating at TC_RING_STAT_MAX. */
+static void sat_add(uint64_t *sum, uint64_t v)
+{
+    *sum = v > TC_RING_STAT_MAX - *sum ? TC_RING_STAT_MAX : *sum + v;
+}
+
+/* Sums the counters of the retired slot and of every stat slot into sum[]
+ * (each at most TC_RING_STAT_MAX), counts the slots in use, and returns how
+ * many values were implausible and left out: a counter past
+ * TC_RING_STAT_MAX, an owner past the largest pid. Relaxed loads: counts
+ * order nothing. */
+static uint64_t scan_slots(struct tc_ring *r, uint64_t sum[TC_RING_NCOUNTERS], uint64_t *ctxs)
+{
+    uint64_t rejected = 0;
+    *ctxs = 0;
+    for (unsigned i = 0; i < TC_RING_NCOUNTERS; i++) {
+        sum[i] = 0;
+    }
+    for (uint64_t s = 0; s <= r->nstat; s++) {
+        /* The retired slot last: it has no owner. */
+        struct tc_ring_stat_slot *slot = s < r->nstat ? &r->stats[s] : &r->hdr->retired;
+        if (s < r->nstat) {
+            uint64_t o = atomic_load_explicit(&slot->owner_pid, memory_order_relaxed);
+            if (o > PID_LIMIT) {
+                rejected++;
+            } else if (o != 0) {
+                (*ctxs)++;
+            }
+        }
+        for (unsigned i = 0; i < TC_RING_NCOUNTERS; i++) {
+            uint64_t v = atomic_load_explicit(&slot->c[i], memory_order_relaxed);
+            if (v > TC_RING_STAT_MAX) {
+                rejected++;
+            } else {
+                sat_add(&sum[i], v);
+            }
+        }
+    }
+    return rejected;
+}
+
+/* Fields that no process writes after the creator published the magic:
+ * bytes 8 (major) to 128 (head[0]) and the lock geometry. The heads, the
+ * retired slot and the epoch line are written all the time. */
+static int hdr_fixed_equal(const struct tc_ring_hdr *live, const struct tc_ring_hdr *copy)
+{
+    const size_t a = offsetof(struct tc_ring_hdr, major), b = offsetof(struct tc_ring_hdr, head);
+    const size_t c = offsetof(struct tc_ring_hdr, lock_off),
+                 d = offsetof(struct tc_ring_hdr, _pad0);
+    return atomic_load_explicit(&((struct tc_ring_hdr *)live)->magic, memory_order_relaxed) ==
+               TC_RING_MAGIC &&
+           memcmp((const uint8_t *)live + a, (const uint8_t *)copy + a, b - a) == 0 &&
+           memcmp((const uint8_t *)live + c, (const uint8_t *)copy + c, d - c) == 0;
+}
+
+/* Header and heads: the checks besides the stat slots. Returns BAD_* bits. */
+static unsigned check_header_heads(struct tc_ring *r)
+{
+    unsigned bad = hdr_fixed_equal(r->hdr, &r->hdr0) ? 0 : BAD_HEADER;
+    for (unsigned L = 0; L < TC_RING_NLOGS; L++) {
+        /* Acquire, then the head: the head is only ever advanced (fetch_add),
+         * so a head loaded after seeing another thread's head_seen store
+         * (release, after its own head load) is at least that value. A
+         * smaller one was written by someone who is not a ring writer. */
+        uint64_t seen = atomic_load_explicit(&r->head_seen[L], memory_order_acquire);
+        uint64_t h = atomic_load_explicit(r->head[L], memory_order_relaxed);
+        if (h < seen) {
+            bad |= BAD_HEAD;
+            continue;
+        }
+        while (h > seen &&
+               !atomic_compare_exchange_weak_explicit(&r->head_seen[L], &seen, h,
+                                                      memory_order_release, memory_order_acquire)) {
+        }
+    }
+    return bad;
+}
+
+/* Records a check's outcome; returns the sticky bits so far. */
+static unsigned note_check(struct tc_ring *r, unsigned bad)
+{
+    if (bad != 0) {
+        atomic_fetch_add_explicit(&r->check_failures, 1, memory_order_relaxed);
+        return atomic_fetch_or_explicit(&r->bad, bad, memory_order_relaxed) | bad;
+    }
+    return atomic_load_explicit(&r->bad, memory_order_relaxed);
+}
+
+enum tc_status tc_ring_check(struct tc_ring *r, char *why, size_t len)
+{
+    uint64_t sum[TC_RING_NCOUNTERS], ctxs;
+    unsigned now = check_header_heads(r);
+    if (scan_slots(r, sum, &ctxs) != 0) {
+        now |= BAD_STATS;
+    }
+    unsigned bad = note_check(r, now);
+    if (bad == 0) {
+        return TC_OK;
+    }
+    errf(why, len,
+         "segment /dev/shm/%s was scribbled on (%s%s%s%s%s): values stay checked, but remove it "
+         "with `tiercache shm unlink %s` and restart",
+         r->name, bad & BAD_HEADER ? "header changed since attach" : "",
+         (bad & BAD_HEADER) && (bad & (BAD_STATS | BAD_HEAD)) ? ", " : "",
+         bad & BAD_STATS ? "implausible stat values" : "",
+         (bad & BAD_STATS) && (bad & BAD_HEAD) ? ", " : "",
+         bad & BAD_HEAD ? "a log head moved back" : "", r->name);
+    return TC_ECORRUPT;
+}
+
 void tc_ring_stats(struct tc_ring *r, struct tc_ring_stats *out)
 {
     memset(out, 0, sizeof(*out));
@@ -1185,9 +1324,13 @@ void tc_ring_stats(struct tc_ring *r, struct tc_ring_stats *out)
     out->log_capacity = r->cap[0] + r->cap[1];
     out->slots = r->nslots;
     out->max_item = r->max_item;
-    out->layout_major = r->hdr->major;
-    out->layout_minor = r->hdr->minor;
-    out->creator_pid = r->hdr->creator_pid;
+    /* From the copy taken at attach: the live header is anyone's to scribble. */
+    out->layout_major = r->hdr0.major;
+    out->layout_minor = r->hdr0.minor;
+    out->creator_pid = r->hdr0.creator_pid;
+    out->seg_uid = r->seg_uid;
+    out->seg_gid = r->seg_gid;
+    out->seg_mode = r->seg_mode;
     out->lock_slots = (r->locks.mask + 1) * TC_RING_LOCK_WAYS;
     out->locks_held = tc_ring_locks_held_(&r->locks);
     for (unsigned L = 0; L < TC_RING_NLOGS; L++) {
@@ -1195,17 +1338,9 @@ void tc_ring_stats(struct tc_ring *r, struct tc_ring_stats *out)
         out->bytes_used += h < r->cap[L] ? h : r->cap[L];
     }
     uint64_t sum[TC_RING_NCOUNTERS];
-    for (unsigned i = 0; i < TC_RING_NCOUNTERS; i++) {
-        sum[i] = atomic_load_explicit(&r->hdr->retired.c[i], memory_order_relaxed);
-    }
-    for (uint64_t s = 0; s < r->nstat; s++) {
-        if (atomic_load_explicit(&r->stats[s].owner_pid, memory_order_relaxed) != 0) {
-            out->ctxs++;
-        }
-        for (unsigned i = 0; i < TC_RING_NCOUNTERS; i++) {
-            sum[i] += atomic_load_explicit(&r->stats[s].c[i], memory_order_relaxed);
-        }
-    }
+    out->stats_rejected = scan_slots(r, sum, &out->ctxs);
+    note_check(r, check_header_heads(r) | (out->stats_rejected ? BAD_STATS : 0));
+    out->check_failures = atomic_load_explicit(&r->check_failures, memory_order_relaxed);
 #define TC_RING_X(name, i) out->name = sum[i];
     TC_RING_STATS_COUNTERS(TC_RING_X)
 #undef TC_RING_X
@@ -1408,6 +1543,125 @@ static void init_header(struct tc_ring_hdr *h, uint64_t size, const struct geome
     atomic_store_explicit(&h->magic, TC_RING_MAGIC, memory_order_release);
 }
 
+/* "65534 (nobody)", or the number alone when it has no name. */
+static void user_label(uint32_t uid, char *buf, size_t n)
+{
+    struct passwd pw, *res = NULL;
+    char tmp[1024];
+    if (getpwuid_r((uid_t)uid, &pw, tmp, sizeof(tmp), &res) == 0 && res != NULL) {
+        snprintf(buf, n, "%u (%s)", (unsigned)uid, pw.pw_name);
+    } else {
+        snprintf(buf, n, "%u", (unsigned)uid);
+    }
+}
+
+static void group_label(uint32_t gid, char *buf, size_t n)
+{
+    struct group gr, *res = NULL;
+    char tmp[4096]; /* a group entry lists its members */
+    if (getgrgid_r((gid_t)gid, &gr, tmp, sizeof(tmp), &res) == 0 && res != NULL) {
+        snprintf(buf, n, "%u (%s)", (unsigned)gid, gr.gr_name);
+    } else {
+        snprintf(buf, n, "%u", (unsigned)gid);
+    }
+}
+
+/* Appends "; "-separated reasons to a bounded buffer. */
+static void why_add(char *why, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void why_add(char *why, size_t n, const char *fmt, ...)
+{
+    size_t used = strlen(why);
+    if (used + 3 >= n) {
+        return;
+    }
+    if (used > 0) {
+        memcpy(why + used, "; ", 3);
+        used += 2;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why + used, n - used, fmt, ap);
+    va_end(ap);
+}
+
+/*
+ * Whether the segment behind the descriptor about to be mapped may be
+ * trusted. Whoever can write a segment can plant values that every process
+ * attached to it serves, and read the values they store: so its owner must
+ * be the expected uid (who alone, besides root, can change its mode), and
+ * its mode must grant nobody more than configured. The group matters only
+ * when the mode lets the group in. @p sb comes from fstat on that very
+ * descriptor: the path could name another object by now.
+ */
+static enum tc_status check_trust(const char *name, const struct stat *sb,
+                                  const struct tc_ring_options *o, char *err, size_t errlen)
+{
+    uint32_t want_uid = o->has_owner ? o->owner_uid : (uint32_t)geteuid();
+    unsigned mode = (unsigned)sb->st_mode & 07777;
+    char why[256] = "", a[96], b[96];
+    if (!S_ISREG(sb->st_mode)) {
+        why_add(why, sizeof(why), "not a shared-memory object");
+    }
+    if ((uint32_t)sb->st_uid != want_uid) {
+        user_label(want_uid, a, sizeof(a));
+        why_add(why, sizeof(why), "owner is not %s%s", o->has_owner ? "the configured " : "", a);
+    }
+    if ((mode & ~o->mode) != 0) {
+        why_add(why, sizeof(why), "mode grants %04o beyond the allowed %04o", mode & ~o->mode,
+                o->mode);
+    }
+    if (o->has_group && (mode & 0070) != 0 && (uint32_t)sb->st_gid != o->group_gid) {
+        group_label(o->group_gid, a, sizeof(a));
+        why_add(why, sizeof(why), "its group, not %s, has access", a);
+    }
+    if (why[0] == '\0') {
+        return TC_OK;
+    }
+    user_label((uint32_t)sb->st_uid, a, sizeof(a));
+    group_label((uint32_t)sb->st_gid, b, sizeof(b));
+    errf(err, errlen,
+         "shm segment /dev/shm/%s (owner %s, group %s, mode %04o) is refused: %s. Another user "
+         "may have made it to plant or read values. Remove it (`tiercache shm unlink %s` or "
+         "rm /dev/shm/%s), or accept it with owner=, group=, mode= in the shm:// URI",
+         name, a, b, mode, why, name, name);
+    return TC_EPERM;
+}
+
+/* shm_open() was refused access (EACCES): say whose segment it is, from the
+ * path (informational: nothing is mapped). */
+static void no_access_message(const char *name, int e, char *err, size_t errlen)
+{
+    char path[NAME_MAX_LEN + 16], a[96] = "?", b[96] = "?";
+    struct stat sb;
+    unsigned mode = 0;
+    snprintf(path, sizeof(path), "/dev/shm/%s", name);
+    if (stat(path, &sb) == 0) {
+        user_label((uint32_t)sb.st_uid, a, sizeof(a));
+        group_label((uint32_t)sb.st_gid, b, sizeof(b));
+        mode = (unsigned)sb.st_mode & 07777;
+    }
+    errf(err, errlen,
+         "shm_open(/%s): %s: %s (owner %s, group %s, mode %04o) is not this user's. Remove it "
+         "(`tiercache shm unlink %s` as its owner or root) or run as its owner",
+         name, strerror(e), path, a, b, mode, name);
+}
+
+/* The header fields no process writes after creation (hdr_fixed_equal()),
+ * copied out of the segment: the magic, bytes 8..128, the lock geometry.
+ * The rest of the copy stays zero. */
+static void hdr_copy_fixed(struct tc_ring_hdr *dst, const struct tc_ring_hdr *src, uint64_t magic)
+{
+    const size_t a = offsetof(struct tc_ring_hdr, major), b = offsetof(struct tc_ring_hdr, head);
+    const size_t c = offsetof(struct tc_ring_hdr, lock_off),
+                 d = offsetof(struct tc_ring_hdr, _pad0);
+    memset(dst, 0, sizeof(*dst));
+    atomic_init(&dst->magic, magic);
+    memcpy((uint8_t *)dst + a, (const uint8_t *)src + a, b - a);
+    memcpy((uint8_t *)dst + c, (const uint8_t *)src + c, d - c);
+}
+
 enum tc_status tc_ring_open(const char *name, const struct tc_ring_options *opt,
                             struct tc_ring **out, char *err, size_t errlen)
 {
@@ -1426,6 +1680,10 @@ enum tc_status tc_ring_open(const char *name, const struct tc_ring_options *opt,
         errf(err, errlen, "bad shm option (mode %o must be <= 0777, promote_pct <= 100)", o.mode);
         return TC_EINVAL;
     }
+    if (o.any_owner && o.size != 0) {
+        errf(err, errlen, "bad shm option: any_owner is for attaching (size 0) only");
+        return TC_EINVAL;
+    }
     if (o.size != 0 && (st = plan(&o, &g, err, errlen)) != TC_OK) {
         return st;
     }
@@ -1435,6 +1693,7 @@ enum tc_status tc_ring_open(const char *name, const struct tc_ring_options *opt,
     if (r == NULL) {
         return TC_ENOMEM;
     }
+    snprintf(r->name, sizeof(r->name), "%s", name);
     int fd = -1, created = 0;
     for (int tries = 0; fd < 0 && tries < 3; tries++) {
         if (o.size != 0) {
@@ -1444,9 +1703,10 @@ enum tc_status tc_ring_open(const char *name, const struct tc_ring_options *opt,
                 break;
             }
             if (errno != EEXIST) {
+                int e = errno;
                 errf(err, errlen, "shm_open(%s, O_CREAT|O_EXCL, %o): %s", path, o.mode,
-                     strerror(errno));
-                st = TC_EIO;
+                     strerror(e));
+                st = e == EACCES || e == EPERM ? TC_EPERM : TC_EIO;
                 goto fail;
             }
         }
@@ -1456,8 +1716,13 @@ enum tc_status tc_ring_open(const char *name, const struct tc_ring_options *opt,
         }
         if (fd < 0) {
             int e = errno;
-            errf(err, errlen, "shm_open(%s): %s", path, strerror(e));
-            st = e == ENOENT ? TC_ENOTFOUND : TC_EIO;
+            if (e == EACCES || e == EPERM) {
+                no_access_message(name, e, err, errlen);
+                st = TC_EPERM;
+            } else {
+                errf(err, errlen, "shm_open(%s): %s", path, strerror(e));
+                st = e == ENOENT ? TC_ENOTFOUND : TC_EIO;
+            }
             goto fail;
         }
     }
@@ -1467,20 +1732,46 @@ enum tc_status tc_ring_open(const char *name, const struct tc_ring_options *opt,
         goto fail;
     }
     uint64_t seg_size;
+    struct stat sb;
     if (created) {
-        /* shm_open applied the umask; the configured mode is what was asked for. */
-        if (fchmod(fd, (mode_t)o.mode) != 0 || ftruncate(fd, (off_t)o.size) != 0) {
-            errf(err, errlen, "fchmod(%s, %o) or ftruncate(%s, %llu): %s", path, o.mode, path,
-                 (unsigned long long)o.size, strerror(errno));
+        /* Owner and group first (a chown may clear mode bits), then exactly
+         * the configured mode: shm_open applied the umask, which only ever
+         * narrows it, so the segment is never wider than configured. The
+         * size comes last: attachers judge owner and mode only once it is
+         * there. */
+        uid_t u = o.has_owner ? (uid_t)o.owner_uid : (uid_t)-1;
+        gid_t gr = o.has_group ? (gid_t)o.group_gid : (gid_t)-1;
+        if ((o.has_owner || o.has_group) && fchown(fd, u, gr) != 0) {
+            int e = errno;
+            char a[96] = "(unchanged)", b[96] = "(unchanged)";
+            if (o.has_owner) {
+                user_label(o.owner_uid, a, sizeof(a));
+            }
+            if (o.has_group) {
+                group_label(o.group_gid, b, sizeof(b));
+            }
+            errf(err, errlen,
+                 "fchown(/dev/shm/%s, owner %s, group %s): %s (giving a segment away takes root; "
+                 "a group, membership of it)",
+                 name, a, b, strerror(e));
+            shm_unlink(path);
+            st = e == EPERM || e == EACCES ? TC_EPERM : TC_EIO;
+            goto fail;
+        }
+        if (fchmod(fd, (mode_t)o.mode) != 0 || ftruncate(fd, (off_t)o.size) != 0 ||
+            fstat(fd, &sb) != 0) {
+            errf(err, errlen, "fchmod(%s, %o), ftruncate(%s, %llu) or fstat: %s", path, o.mode,
+                 path, (unsigned long long)o.size, strerror(errno));
             shm_unlink(path);
             st = TC_EIO;
             goto fail;
         }
         seg_size = o.size;
     } else {
-        /* The creator truncates in one step; wait for it, bounded. */
+        /* The creator sets owner and mode, then the size, in that order:
+         * until the size is there, owner and mode may not be final yet, so
+         * a segment is judged once sized (or when the wait ends). */
         uint64_t deadline = mono_ms() + timeout;
-        struct stat sb;
         for (;;) {
             if (fstat(fd, &sb) != 0) {
                 errf(err, errlen, "fstat(%s): %s", path, strerror(errno));
@@ -1492,6 +1783,9 @@ enum tc_status tc_ring_open(const char *name, const struct tc_ring_options *opt,
             }
             sleep_ms(1);
         }
+        if (!o.any_owner && (st = check_trust(name, &sb, &o, err, errlen)) != TC_OK) {
+            goto fail;
+        }
         if (sb.st_size < (off_t)TC_RING_HDR_SIZE) {
             errf(err, errlen,
                  "shm segment '%s' was never sized (its creator died?); remove it with "
@@ -1502,6 +1796,9 @@ enum tc_status tc_ring_open(const char *name, const struct tc_ring_options *opt,
         }
         seg_size = (uint64_t)sb.st_size;
     }
+    r->seg_uid = (uint32_t)sb.st_uid;
+    r->seg_gid = (uint32_t)sb.st_gid;
+    r->seg_mode = (uint32_t)sb.st_mode & 07777;
     void *base = mmap(NULL, (size_t)seg_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) {
         errf(err, errlen, "mmap(%s, %llu, MAP_SHARED): %s", path, (unsigned long long)seg_size,
@@ -1517,14 +1814,15 @@ enum tc_status tc_ring_open(const char *name, const struct tc_ring_options *opt,
     r->base = base;
     r->map_len = (size_t)seg_size;
     r->hdr = base;
-    struct tc_ring_hdr *h = r->hdr;
+    struct tc_ring_hdr *h = &r->hdr0; /* validated and used from here on */
     if (created) {
-        init_header(h, seg_size, &g);
+        init_header(r->hdr, seg_size, &g);
+        hdr_copy_fixed(h, r->hdr, TC_RING_MAGIC);
     } else {
         uint64_t deadline = mono_ms() + timeout;
         uint64_t magic;
         /* Acquire: pairs with the creator's release store in init_header(). */
-        while ((magic = atomic_load_explicit(&h->magic, memory_order_acquire)) == 0 &&
+        while ((magic = atomic_load_explicit(&r->hdr->magic, memory_order_acquire)) == 0 &&
                mono_ms() <= deadline) {
             sleep_ms(1);
         }
@@ -1536,6 +1834,9 @@ enum tc_status tc_ring_open(const char *name, const struct tc_ring_options *opt,
             st = TC_ETIMEOUT;
             goto fail;
         }
+        /* One copy, checked and then used: a process scribbling on the
+         * header while we attach cannot slip a geometry past the checks. */
+        hdr_copy_fixed(h, r->hdr, magic);
         uint64_t want = o.size ? o.size : seg_size;
         if (magic != TC_RING_MAGIC || h->major != TC_RING_LAYOUT_MAJOR ||
             h->fingerprint != tc_ring_layout_fingerprint() || seg_size != want) {
@@ -1571,7 +1872,7 @@ enum tc_status tc_ring_open(const char *name, const struct tc_ring_options *opt,
         r->log[L] = (_Atomic uint64_t *)(r->base + h->log_off[L]);
         r->cap[L] = h->log_cap[L];
         r->words[L] = h->log_cap[L] / 8;
-        r->head[L] = &h->head[L].v;
+        r->head[L] = &r->hdr->head[L].v;
     }
     r->seed = h->seed;
     r->max_rec = h->max_rec;
@@ -1594,7 +1895,7 @@ enum tc_status tc_ring_open(const char *name, const struct tc_ring_options *opt,
     r->pid = (uint64_t)getpid();
     r->locks.bucket = (struct tc_ring_lock_bucket *)(r->base + h->lock_off);
     r->locks.mask = h->lock_nbuckets - 1;
-    r->locks.epoch = &h->lock_epoch;
+    r->locks.epoch = &r->hdr->lock_epoch;
     r->locks.seed = r->seed;
     r->locks.pid = r->pid;
     *out = r;

@@ -74,8 +74,25 @@ struct tc_ring_options {
     /** Bytes of the whole segment (header, stats, index, logs). 0 = attach to
      * an existing segment of any size, never create (inspection tools). */
     uint64_t size;
-    /** Permission bits when creating (default 0600). */
+    /** Permission bits (default 0600): a created segment gets exactly these,
+     * whatever the umask; an existing one is refused (TC_EPERM) if it grants
+     * any bit beyond them. */
     unsigned mode;
+    /** Owner a segment must have (used when has_owner; default: this
+     * process's effective uid). A creator whose euid differs gives the new
+     * segment to it (fchown, which needs CAP_CHOWN); an existing segment with
+     * another owner is refused (TC_EPERM). */
+    int has_owner;
+    uint32_t owner_uid;
+    /** Group of the segment (used when has_group; default: none checked). A
+     * created segment gets it (fchown: the creator must be a member, or
+     * root); an existing one that grants its group any access must have it. */
+    int has_group;
+    uint32_t group_gid;
+    /** 1 = attach whatever the owner and mode (attach only: size must be 0).
+     * For inspection tools that only read stats, never for a process that
+     * stores or serves values. */
+    int any_owner;
     /** Largest value this process will store (default min(1 MiB, size/16));
      * clamped to what the segment's geometry allows. */
     uint64_t max_item;
@@ -113,7 +130,15 @@ struct tc_ring_item {
     unsigned flags;     /* as given to set */
 };
 
-/** A snapshot of a segment's state and of every process's counters. */
+/** Largest counter value a snapshot reports: 2^53 - 1, the largest integer
+ * that JSON readers and Prometheus (doubles) hold exactly; ~28 years of 10 M
+ * operations a second. A counter read past it from the segment is garbage. */
+#define TC_RING_STAT_MAX ((1ull << 53) - 1)
+
+/** A snapshot of a segment's state and of every process's counters. Every
+ * counter is at most TC_RING_STAT_MAX; every gauge is within the geometry
+ * taken at attach (items <= slots, bytes_used <= log_capacity, ctxs <= the
+ * stat slots, locks_held <= lock_slots), whatever the segment holds. */
 struct tc_ring_stats {
     uint64_t seg_size;     /* bytes of the segment */
     uint64_t log_capacity; /* bytes of both logs */
@@ -124,8 +149,16 @@ struct tc_ring_stats {
     uint64_t ctxs;         /* stat slots in use (threads attached, all processes) */
     uint32_t layout_major, layout_minor;
     uint64_t creator_pid;
-    uint64_t lock_slots; /* entries of the lock table */
-    uint64_t locks_held; /* of which held by a live lease now */
+    uint64_t lock_slots;                 /* entries of the lock table */
+    uint64_t locks_held;                 /* of which held by a live lease now */
+    uint32_t seg_uid, seg_gid, seg_mode; /* the segment's owner, group, mode (at attach) */
+    /* Stat values in the segment that were implausible (a counter past
+     * TC_RING_STAT_MAX, an owner past the largest pid) and left out of this
+     * snapshot. Any other process with write access can scribble them. */
+    uint64_t stats_rejected;
+    /* Checks (tc_ring_check(), tc_ring_stats()) that found the segment
+     * damaged, in this process so far. */
+    uint64_t check_failures;
 #define TC_RING_X(name, i) uint64_t name;
     TC_RING_STATS_COUNTERS(TC_RING_X)
 #undef TC_RING_X
@@ -140,12 +173,23 @@ struct tc_ring_stats {
  * TC_EVERSION and a message in @p err naming both and saying how to remove
  * it (`tiercache shm unlink NAME`).
  *
+ * Trust: anyone who can write the segment can plant values that other
+ * processes serve, and read theirs. So an existing segment is attached only
+ * if the descriptor being mapped (fstat, not the path: no race with a
+ * rename) is a regular object owned by the expected uid (opt->owner_uid, else
+ * this process's euid), that grants nothing beyond opt->mode, and, when it
+ * grants its group anything and opt->has_group, whose group is
+ * opt->group_gid. Otherwise TC_EPERM, with a message naming /dev/shm/NAME,
+ * its owner and mode, and both fixes (remove it, or widen owner/group/mode).
+ *
  * @param name  1..200 characters, no '/'.
  * @param opt   may be NULL (all defaults; then size 0: attach only).
  * @param[out] out  the ring, owned by the caller: tc_ring_close().
  * @param[out] err  a human-readable reason on failure (may be NULL).
  * @return TC_OK; TC_EINVAL (bad name or option); TC_ENOTFOUND (attach only,
- *         no such segment); TC_EVERSION (other layout or size); TC_ECORRUPT
+ *         no such segment); TC_EPERM (owner, group or mode not accepted, or
+ *         no access; a creator that cannot chown); TC_EVERSION (other layout
+ *         or size); TC_ECORRUPT
  *         (the header's geometry is inconsistent); TC_ETIMEOUT (the creator
  *         never finished); TC_EIO (a system call failed); TC_ENOMEM.
  */
@@ -251,8 +295,28 @@ enum tc_status tc_ring_sweep(struct tc_ring_ctx *c, uint64_t now_ms, size_t budg
                              uint64_t *cleared);
 
 /** Fills @p out. Walks the index to count items: O(slots), for tools and
- * stats endpoints, not hot paths. Thread-safe. */
+ * stats endpoints, not hot paths. Thread-safe. Values read from the segment
+ * are clamped as struct tc_ring_stats says; an implausible one counts as a
+ * failed check (see tc_ring_check()). */
 void tc_ring_stats(struct tc_ring *r, struct tc_ring_stats *out);
+
+/**
+ * Checks what a process can check of a live segment without stopping the
+ * others: the header still equals the copy taken at attach (magic, version,
+ * fingerprint, size, seed, geometry), every stat slot holds plausible values,
+ * and no log head moved backwards since this process last looked. Cheap
+ * (the header and the 128 stat slots): meant for periodic health checks.
+ *
+ * The ring's own reads never trust these bytes (geometry is used from the
+ * copy, records are validated), so a failure does not make gets wrong; it
+ * shows that some process with write access scribbled on the segment. A
+ * failure is sticky for this struct tc_ring (it does not heal by itself):
+ * later calls keep reporting it, and the first reasons stay in the message.
+ *
+ * @param why  receives a human-readable reason on failure (may be NULL).
+ * @return TC_OK; TC_ECORRUPT (failed now or earlier in this process).
+ */
+enum tc_status tc_ring_check(struct tc_ring *r, char *why, size_t len);
 
 /** Largest value tc_ring_set() accepts in this process. */
 uint64_t tc_ring_max_item(const struct tc_ring *r);

@@ -31,6 +31,8 @@ const char *tc_strerror(enum tc_status st)
         return "invalid argument";
     case TC_ENOTSUP:
         return "operation not supported";
+    case TC_EPERM:
+        return "permission denied or owner not trusted";
     }
     return "unknown status";
 }
@@ -66,6 +68,8 @@ const char *tc_status_name(enum tc_status st)
         return "TC_EINVAL";
     case TC_ENOTSUP:
         return "TC_ENOTSUP";
+    case TC_EPERM:
+        return "TC_EPERM";
     }
     return "TC_?";
 }

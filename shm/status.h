@@ -28,10 +28,11 @@ enum tc_status {
     TC_EUNAVAIL = -10, /* the tier or service is down, closed or shutting down */
     TC_EINVAL = -11,   /* a caller-supplied argument or setting is invalid */
     TC_ENOTSUP = -12,  /* the operation is not supported by this tier */
+    TC_EPERM = -13,    /* refused: access denied, or an owner or mode that is not trusted */
 };
 
 /** Lowest (most negative) status value; for table bounds in tests. */
-#define TC_STATUS_MIN TC_ENOTSUP
+#define TC_STATUS_MIN TC_EPERM
 
 /**
  * Returns a static, human-readable description of @p st. Never NULL: an

@@ -174,19 +174,26 @@ static int shm_command(int argc, char **argv)
         return 0;
     }
     struct tc_ring *ring;
-    struct tc_ring_options o = {.size = 0, .attach_timeout_ms = 500}; /* attach only, any size */
+    /* Attach only, any size, any owner and mode: it only reads, and shows
+     * owner and mode so that a squatted segment can be seen for what it is. */
+    struct tc_ring_options o = {.size = 0, .attach_timeout_ms = 500, .any_owner = 1};
     enum tc_status st = tc_ring_open(name, &o, &ring, err, sizeof(err));
     if (st != TC_OK) {
         fprintf(stderr, "tiercache: shm stats %s: %s\n", name, err[0] ? err : tc_strerror(st));
         return 1;
     }
     struct tc_ring_stats rs;
+    char why[512];
     tc_ring_stats(ring, &rs);
+    int damaged = tc_ring_check(ring, why, sizeof(why)) != TC_OK;
     tc_ring_close(ring);
     json_t *j = json_object();
     json_object_set_new(j, "name", json_string(name));
     json_object_set_new(j, "layout", json_sprintf("%u.%u", rs.layout_major, rs.layout_minor));
     json_object_set_new(j, "creator_pid", json_integer((json_int_t)rs.creator_pid));
+    json_object_set_new(j, "owner_uid", json_integer((json_int_t)rs.seg_uid));
+    json_object_set_new(j, "group_gid", json_integer((json_int_t)rs.seg_gid));
+    json_object_set_new(j, "mode", json_sprintf("%04o", (unsigned)rs.seg_mode));
     json_object_set_new(j, "capacity", json_integer((json_int_t)rs.seg_size));
     json_object_set_new(j, "log_capacity", json_integer((json_int_t)rs.log_capacity));
     json_object_set_new(j, "bytes_used", json_integer((json_int_t)rs.bytes_used));
@@ -195,6 +202,8 @@ static int shm_command(int argc, char **argv)
     json_object_set_new(j, "attached_ctxs", json_integer((json_int_t)rs.ctxs));
     json_object_set_new(j, "lock_slots", json_integer((json_int_t)rs.lock_slots));
     json_object_set_new(j, "locks_held", json_integer((json_int_t)rs.locks_held));
+    json_object_set_new(j, "stats_rejected", json_integer((json_int_t)rs.stats_rejected));
+    json_object_set_new(j, "check", json_string(damaged ? why : "ok"));
 #define TC_RING_X(field, i) json_object_set_new(j, #field, json_integer((json_int_t)rs.field));
     TC_RING_STATS_COUNTERS(TC_RING_X)
 #undef TC_RING_X

@@ -2,7 +2,22 @@
  * shm:// — the L1 tier over the shared-memory ring (shm/ring.h): every
  * process on the host that opens the same NAME shares one cache.
  *
- *   shm://NAME?size=256M&mode=0600&max_item=1M
+ *   shm://NAME?size=256M&mode=0600&max_item=1M&owner=USER&group=GROUP
+ *
+ * Trust: an existing segment is attached only if it belongs to `owner` (a
+ * user name or uid; default: this process's effective uid) and grants no
+ * permission beyond `mode` (octal, default 0600); when `group` (a group name
+ * or gid) is given, a created segment gets that group and an existing one
+ * that lets its group in must have it. Otherwise open fails with TC_EPERM
+ * and a message naming /dev/shm/NAME, its owner and mode, and the fix
+ * (shm/ring.h, tc_ring_open()). Sharing with processes of other users takes
+ * e.g. `mode=0660&group=tccache` on every side, plus `owner=tiercache` on
+ * the sides that do not run as that user.
+ *
+ * Health: DEGRADED once the segment fails tc_ring_check() (its header
+ * changed since attach, implausible stat values, a head that moved back):
+ * some process with write access scribbled on it. Gets stay safe (every
+ * record is validated); the stats read from the segment are clamped.
  *
  * The ring knows keys, value bytes, a local expiry and flag bits only; the
  * 32-byte item header (tiers/item.h) travels inside the value bytes, written
@@ -26,9 +41,13 @@
 #include "tiers/tier_impl.h"
 #include "shm/ring.h"
 
+#include <ctype.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 _Static_assert(TC_RING_LOCK_TOKEN_MAX == TC_LOCK_TOKEN_MAX, "one token size for tier and ring");
 
@@ -57,17 +76,85 @@ struct shm_ctx {
     struct tc_ring_ctx *rc;
 };
 
-static const char *const shm_params[] = {"size",      "mode",        "max_item",
-                                         "small_pct", "promote_pct", NULL};
+static const char *const shm_params[] = {"size",        "mode",  "max_item", "small_pct",
+                                         "promote_pct", "owner", "group",    NULL};
+
+/* Largest uid or gid a parameter may name: (uid_t)-1 means "unchanged" to
+ * chown, and is nobody's id. */
+#define ID_MAX 0xfffffffeull
+
+/* owner= or group=: a number, or a name looked up in the user or group
+ * database. *set = 0 when absent. */
+static enum tc_status id_param(const struct tc_tier_params *p, const char *name, int *set,
+                               uint32_t *out, char *err, size_t errlen)
+{
+    const char *v = tc_tier_params_get(p, name);
+    *set = 0;
+    if (v == NULL) {
+        return TC_OK;
+    }
+    int is_group = strcmp(name, "group") == 0;
+    if (v[0] != '\0' && isdigit((unsigned char)v[0])) {
+        uint64_t id;
+        enum tc_status st = tc_tier_params_uint(p, name, 10, 0, 0, ID_MAX, &id, err, errlen);
+        if (st != TC_OK) {
+            return st;
+        }
+        *out = (uint32_t)id;
+        *set = 1;
+        return TC_OK;
+    }
+    char tmp[4096]; /* a group entry lists its members */
+    int rc;
+    if (is_group) {
+        struct group g, *res = NULL;
+        rc = getgrnam_r(v, &g, tmp, sizeof(tmp), &res);
+        if (rc == 0 && res != NULL) {
+            *out = (uint32_t)g.gr_gid;
+            *set = 1;
+        }
+    } else {
+        struct passwd pw, *res = NULL;
+        rc = getpwnam_r(v, &pw, tmp, sizeof(tmp), &res);
+        if (rc == 0 && res != NULL) {
+            *out = (uint32_t)pw.pw_uid;
+            *set = 1;
+        }
+    }
+    if (!*set) {
+        tc_tier_errf(err, errlen,
+                     "bad value '%s' for %s in shm:// (expected a %s name or number%s%s)", v, name,
+                     is_group ? "group" : "user", rc != 0 ? ": " : "",
+                     rc != 0 ? strerror(rc) : ": no such entry");
+        return TC_EINVAL;
+    }
+    return TC_OK;
+}
 
 static enum tc_status shm_open_tier(const struct tc_tier_params *p, struct tc_tier **out, char *err,
                                     size_t errlen)
 {
     uint64_t size, mode, max_item, small_pct, promote_pct;
+    int has_owner = 0, has_group = 0;
+    uint32_t owner = 0, group = 0;
     enum tc_status st =
         tc_tier_params_size(p, "size", 64ull << 20, 256u << 10, 1ull << 44, &size, err, errlen);
     if (st == TC_OK) {
         st = tc_tier_params_uint(p, "mode", 8, 0600, 0, 0777, &mode, err, errlen);
+    }
+    if (st == TC_OK && (mode & 0600) != 0600) {
+        /* Without them the owner could not open its own segment again. */
+        tc_tier_errf(err, errlen,
+                     "bad value '%s' for mode in shm:// (expected octal permissions that include "
+                     "0600, e.g. 0600 or 0660)",
+                     tc_tier_params_get(p, "mode"));
+        st = TC_EINVAL;
+    }
+    if (st == TC_OK) {
+        st = id_param(p, "owner", &has_owner, &owner, err, errlen);
+    }
+    if (st == TC_OK) {
+        st = id_param(p, "group", &has_group, &group, err, errlen);
     }
     if (st == TC_OK) {
         uint64_t def_item = size / 16 < (1u << 20) ? size / 16 : (1u << 20);
@@ -90,6 +177,10 @@ static enum tc_status shm_open_tier(const struct tc_tier_params *p, struct tc_ti
     /* The ring's max item counts the item header we put in front. */
     struct tc_ring_options o = {.size = size,
                                 .mode = (unsigned)mode,
+                                .has_owner = has_owner,
+                                .owner_uid = owner,
+                                .has_group = has_group,
+                                .group_gid = group,
                                 .max_item = max_item + TC_ITEM_HDR_SIZE,
                                 .small_pct = (unsigned)small_pct,
                                 .promote_pct = (unsigned)promote_pct};
@@ -313,6 +404,18 @@ static void shm_stats(struct tc_tier *t, tc_tier_stat_fn emit, void *arg)
     emit(arg, "lost_sets", rs.lost_sets, TC_STAT_COUNTER);
     emit(arg, "lock_slots", rs.lock_slots, TC_STAT_GAUGE);
     emit(arg, "locks_held", rs.locks_held, TC_STAT_GAUGE);
+    /* How much of the above was garbage in the segment, left out. */
+    emit(arg, "stats_rejected", rs.stats_rejected, TC_STAT_GAUGE);
+    emit(arg, "check_failures", rs.check_failures, TC_STAT_COUNTER);
+}
+
+static enum tc_tier_health shm_health(struct tc_tier *t, char *detail, size_t len)
+{
+    struct shm_tier *s = (struct shm_tier *)t;
+    if (tc_ring_check(s->ring, detail, len) != TC_OK) {
+        return TC_HEALTH_DEGRADED; /* still serving: reads validate every record */
+    }
+    return TC_HEALTH_OK;
 }
 
 /* ---- lease locks ---------------------------------------------------------------------------- */
@@ -422,7 +525,7 @@ const struct tc_tier_ops tc_tier_shm_ops = {
     .abi_version = TC_TIER_ABI_VERSION,
     .caps = TC_TIER_CAP_SHARED | TC_TIER_CAP_LOCK_HOST,
     .params = shm_params,
-    .usage = "shm://NAME?size=64M&mode=0600&max_item=1M",
+    .usage = "shm://NAME?size=64M&mode=0600&max_item=1M&owner=USER&group=GROUP",
     .open = shm_open_tier,
     .close = shm_close,
     .ctx_init = shm_ctx_init,
@@ -434,7 +537,7 @@ const struct tc_tier_ops tc_tier_shm_ops = {
     .clear = shm_clear,
     .sweep = shm_sweep,
     .stats = shm_stats,
-    .health = NULL,
+    .health = shm_health,
     .lock_acquire = shm_lock_acquire,
     .lock_release = shm_lock_release,
     .lock_peek = shm_lock_peek,

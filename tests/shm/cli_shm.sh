@@ -13,7 +13,9 @@ timeout 60 "$bench" --tier "shm://$name?size=1M" --keys 100 --seconds 0.1 >/dev/
 out=$("$bin" shm stats "$name") || fail "stats of an existing segment"
 echo "$out" | grep -q '"capacity": 1048576' || fail "stats lacks the capacity: $out"
 echo "$out" | grep -q '"items": 100,' || fail "stats: the bench wrote 100 keys: $out"
-for k in bytes_used items hits misses sets evictions lock_slots locks_held; do
+echo "$out" | grep -q '"mode": "0600"' || fail "stats lacks the segment's mode: $out"
+echo "$out" | grep -q '"check": "ok"' || fail "a fresh segment fails its check: $out"
+for k in owner_uid group_gid stats_rejected bytes_used items hits misses sets evictions lock_slots locks_held; do
     echo "$out" | grep -q "\"$k\": " || fail "stats lacks $k: $out"
 done
 err=$(timeout 60 "$bench" --tier "shm://$name?size=2M" --keys 10 --seconds 0.1 2>&1) &&

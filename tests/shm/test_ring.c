@@ -6,6 +6,7 @@
  */
 #include "shm/ring.h"
 #include "shm/ring_layout.h"
+#include "tests/support/asuser.h"
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
@@ -648,4 +649,317 @@ Test(ring, batch_get_matches_single_gets)
     cr_assert_eq(st[11], TC_ETOOBIG);
     cr_assert_eq(st[13], TC_OK);
     tc_ring_get_batch(ctx, 0, q); /* nothing to do, nothing touched */
+}
+
+/* ---- trust: who may have made the segment (issue 12, item 8) ----------------------------------
+ */
+
+/* What a user other than the server's does in these tests: create the
+ * segment wide open, as it would to squat the name, and plant a value. */
+static int squat(void *arg)
+{
+    const unsigned *mode = arg;
+    struct tc_ring *r;
+    struct tc_ring_ctx *c;
+    struct tc_ring_options o = {.size = 4u << 20, .mode = *mode};
+    umask(0);
+    if (tc_ring_open(name, &o, &r, NULL, 0) != TC_OK || tc_ring_ctx_create(r, &c) != TC_OK ||
+        tc_ring_set(c, "planted", 7, "evil", 4, 0, 0, 1000) != TC_OK) {
+        return 1;
+    }
+    tc_ring_ctx_destroy(c);
+    tc_ring_close(r);
+    return 0;
+}
+
+/* Makes the segment as user nobody; skips the test where that cannot be. */
+static void squat_as_nobody(unsigned mode, uint32_t *uid)
+{
+    char why[200];
+    int rc = tc_test_as_user("nobody", squat, &mode, uid, NULL, why, sizeof(why));
+    if (rc == TC_TEST_ASUSER_SKIP) {
+        teardown(); /* cr_skip_test() does not run .fini */
+        cr_skip_test("a segment of another uid cannot be made here: %s", why);
+    }
+    cr_assert_eq(rc, 0, "nobody could not create and fill the segment: %s", why);
+}
+
+static enum tc_status try_open(const struct tc_ring_options *o)
+{
+    struct tc_ring *r2 = NULL;
+    err[0] = '\0';
+    enum tc_status st = tc_ring_open(name, o, &r2, err, sizeof(err));
+    if (st == TC_OK) {
+        /* The planted value must not come back through a ring that was
+         * refused; through an accepted one it is the caller's choice. */
+        tc_ring_close(r2);
+    }
+    return st;
+}
+
+static void expect_refused(const struct tc_ring_options *o, const char *why_part)
+{
+    enum tc_status st = try_open(o);
+    cr_assert_eq(st, TC_EPERM, "opened a segment it must refuse (%s): %s", tc_status_name(st), err);
+    char want[160];
+    snprintf(want, sizeof(want), "/dev/shm/%s", name);
+    cr_assert(strstr(err, want) != NULL, "message must name the path: %s", err);
+    snprintf(want, sizeof(want), "tiercache shm unlink %s", name);
+    cr_assert(strstr(err, want) != NULL, "message must say how to remove it: %s", err);
+    cr_assert(strstr(err, "owner=") != NULL && strstr(err, "mode=") != NULL,
+              "message must say how to accept it: %s", err);
+    cr_assert(strstr(err, why_part) != NULL, "message must say '%s': %s", why_part, err);
+}
+
+static void trust_setup(void)
+{
+    new_name();
+}
+
+TestSuite(trust, .init = trust_setup, .fini = teardown, .timeout = 60);
+
+Test(trust, segment_of_another_uid_is_refused)
+{
+    uint32_t nobody;
+    squat_as_nobody(0666, &nobody);
+    struct stat sb;
+    char path[128];
+    snprintf(path, sizeof(path), "/dev/shm/%s", name);
+    cr_assert_eq(stat(path, &sb), 0);
+    cr_assert_eq(sb.st_uid, nobody);
+
+    /* Today's server, run as root: attach it whatever owner and mode. */
+    struct tc_ring_options o = {.size = 4u << 20};
+    expect_refused(&o, "owner is not");
+    char who[64];
+    snprintf(who, sizeof(who), "owner %u", (unsigned)nobody);
+    cr_assert(strstr(err, who) != NULL && strstr(err, "mode 0666") != NULL,
+              "message must name the owner and mode found: %s", err);
+    /* Attach-only opens (size 0) are held to the same rules. */
+    struct tc_ring_options any_size = {.size = 0};
+    expect_refused(&any_size, "owner is not");
+    /* Accepting the owner alone is not enough while the mode is wider. */
+    struct tc_ring_options owner_only = {.size = 4u << 20, .has_owner = 1, .owner_uid = nobody};
+    expect_refused(&owner_only, "mode grants 0066 beyond the allowed 0600");
+    /* Both accepted explicitly: it opens, and what nobody planted is there. */
+    struct tc_ring_options both = {
+        .size = 4u << 20, .has_owner = 1, .owner_uid = nobody, .mode = 0666};
+    cr_assert_eq(try_open(&both), TC_OK, "%s", err);
+    /* Inspection tools may look at it without the checks. */
+    struct tc_ring_options tool = {.any_owner = 1};
+    struct tc_ring *r2;
+    cr_assert_eq(tc_ring_open(name, &tool, &r2, err, sizeof(err)), TC_OK, "%s", err);
+    struct tc_ring_stats s;
+    tc_ring_stats(r2, &s);
+    cr_assert(s.seg_uid == nobody && s.seg_mode == 0666, "stats show owner %u mode %o", s.seg_uid,
+              s.seg_mode);
+    tc_ring_close(r2);
+}
+
+Test(trust, own_segment_wider_than_configured_is_refused)
+{
+    struct tc_ring_options wide = {.size = 4u << 20, .mode = 0666};
+    cr_assert_eq(try_open(&wide), TC_OK, "%s", err); /* creates it 0666, on purpose */
+    struct tc_ring_options def = {.size = 4u << 20};
+    expect_refused(&def, "mode grants 0066 beyond the allowed 0600");
+    struct tc_ring_options g = {.size = 4u << 20, .mode = 0644};
+    expect_refused(&g, "mode grants 0022 beyond the allowed 0644");
+    cr_assert_eq(try_open(&wide), TC_OK, "%s", err);
+    struct tc_ring_options wider = {.size = 4u << 20, .mode = 0777};
+    cr_assert_eq(try_open(&wider), TC_OK, "narrower than allowed is fine: %s", err);
+}
+
+static unsigned mode_of(void)
+{
+    struct stat sb;
+    char path[128];
+    snprintf(path, sizeof(path), "/dev/shm/%s", name);
+    cr_assert_eq(stat(path, &sb), 0);
+    return (unsigned)sb.st_mode & 07777;
+}
+
+Test(trust, created_segment_has_exactly_the_configured_mode_and_group)
+{
+    mode_t old = umask(0);
+    struct tc_ring_options o = {.size = 1u << 20, .mode = 0640};
+    cr_assert_eq(try_open(&o), TC_OK, "%s", err);
+    cr_assert_eq(mode_of(), 0640, "umask 0: mode %04o", mode_of());
+    tc_ring_unlink(name, NULL, 0);
+    umask(077);
+    o.mode = 0660;
+    cr_assert_eq(try_open(&o), TC_OK, "%s", err);
+    cr_assert_eq(mode_of(), 0660, "umask 077: mode %04o", mode_of());
+    tc_ring_unlink(name, NULL, 0);
+    umask(old);
+
+    /* A configured group is given to the new segment, and checked later. */
+    if (geteuid() != 0) {
+        teardown();
+        cr_skip_test("giving a segment to another group needs root");
+    }
+    struct tc_ring_options grp = {
+        .size = 1u << 20, .mode = 0660, .has_group = 1, .group_gid = 4242};
+    cr_assert_eq(try_open(&grp), TC_OK, "%s", err);
+    struct stat sb;
+    char path[128];
+    snprintf(path, sizeof(path), "/dev/shm/%s", name);
+    cr_assert_eq(stat(path, &sb), 0);
+    cr_assert_eq(sb.st_gid, 4242);
+    cr_assert_eq(sb.st_mode & 07777, 0660);
+    struct tc_ring_options other = grp;
+    other.group_gid = 4243;
+    expect_refused(&other, "its group, not 4243, has access");
+    struct tc_ring_options nogroup = {.size = 1u << 20, .mode = 0660};
+    cr_assert_eq(try_open(&nogroup), TC_OK, "no group configured: the owner's choice: %s", err);
+    /* The group does not matter while the mode keeps it out. */
+    tc_ring_unlink(name, NULL, 0);
+    struct tc_ring_options closed = {
+        .size = 1u << 20, .mode = 0600, .has_group = 1, .group_gid = 4242};
+    cr_assert_eq(try_open(&closed), TC_OK, "%s", err);
+    other = closed;
+    other.group_gid = 4243;
+    cr_assert_eq(try_open(&other), TC_OK, "%s", err);
+}
+
+/* As nobody: a segment to be owned by root cannot be made; nothing is left. */
+static int give_away(void *arg)
+{
+    (void)arg;
+    struct tc_ring *r;
+    struct tc_ring_options o = {.size = 1u << 20, .has_owner = 1, .owner_uid = 0};
+    char e[512] = "";
+    if (tc_ring_open(name, &o, &r, e, sizeof(e)) != TC_EPERM || strstr(e, "fchown") == NULL) {
+        return 1;
+    }
+    char path[128];
+    struct stat sb;
+    snprintf(path, sizeof(path), "/dev/shm/%s", name);
+    return stat(path, &sb) == 0 ? 2 : 0;
+}
+
+Test(trust, creator_that_cannot_give_the_segment_away_fails_cleanly)
+{
+    char why[200];
+    int rc = tc_test_as_user("nobody", give_away, NULL, NULL, NULL, why, sizeof(why));
+    if (rc == TC_TEST_ASUSER_SKIP) {
+        teardown();
+        cr_skip_test("%s", why);
+    }
+    cr_assert_eq(rc, 0, "as nobody, owner=root must fail with TC_EPERM and leave no segment");
+}
+
+/* ---- stats and header read back from a scribbled segment (issue 12, item 8) ---------------------
+ */
+
+static void expect_sane(const struct tc_ring_stats *s)
+{
+#define TC_RING_X(f, i)                                                                            \
+    cr_assert_leq(s->f, TC_RING_STAT_MAX, #f " = %llu", (unsigned long long)s->f);
+    TC_RING_STATS_COUNTERS(TC_RING_X)
+#undef TC_RING_X
+    cr_assert_leq(s->items, s->slots);
+    cr_assert_leq(s->bytes_used, s->log_capacity);
+    cr_assert_leq(s->ctxs, TC_RING_STAT_SLOTS);
+    cr_assert_leq(s->locks_held, s->lock_slots);
+    cr_assert_eq(s->layout_major, TC_RING_LAYOUT_MAJOR);
+}
+
+/* Every key was set to its own name: a hit must give exactly that. */
+static void expect_no_wrong_values(unsigned n)
+{
+    char k[32];
+    for (unsigned i = 0; i < n; i++) {
+        int kl = snprintf(k, sizeof(k), "key:%u", i);
+        enum tc_status st = tc_ring_get(ctx, k, (size_t)kl, 1000, buf, sizeof(buf), &item);
+        cr_assert(st == TC_OK || st == TC_ENOTFOUND, "%s: %s", k, tc_status_name(st));
+        if (st == TC_OK) {
+            cr_assert(item.value_len == (size_t)kl && memcmp(buf, k, (size_t)kl) == 0,
+                      "wrong value served for %s", k);
+        }
+    }
+}
+
+Test(ring, scribbled_stats_are_clamped_and_reported)
+{
+    char k[32];
+    for (unsigned i = 0; i < 200; i++) {
+        int kl = snprintf(k, sizeof(k), "key:%u", i);
+        cr_assert_eq(tc_ring_set(ctx, k, (size_t)kl, k, (size_t)kl, 0, 0, 1000), TC_OK);
+    }
+    expect_no_wrong_values(200);
+    char why[512] = "";
+    cr_assert_eq(tc_ring_check(ring, why, sizeof(why)), TC_OK, "clean segment: %s", why);
+    struct tc_ring_stats s;
+    tc_ring_stats(ring, &s);
+    cr_assert(s.sets == 200 && s.hits == 200 && s.stats_rejected == 0 && s.check_failures == 0);
+
+    /* Another process with write access writes garbage over every stat slot
+     * and the retired counters: half of it reads as negative int64. */
+    size_t len;
+    struct tc_ring_hdr *h = map_raw(&len);
+    uint64_t seed = 0xfeedface;
+    struct tc_ring_stat_slot *slots = (struct tc_ring_stat_slot *)((uint8_t *)h + h->stat_off);
+    for (unsigned i = 0; i < TC_RING_STAT_SLOTS; i++) {
+        atomic_store(&slots[i].owner_pid, i % 2 ? rnd(&seed) : 0);
+        for (unsigned c = 0; c < TC_RING_NCOUNTERS; c++) {
+            atomic_store(&slots[i].c[c], rnd(&seed) | 1ull << 63);
+        }
+    }
+    for (unsigned c = 0; c < TC_RING_NCOUNTERS; c++) {
+        atomic_store(&h->retired.c[c], 0xA74F5E3B2C1D0E23ull); /* -6390785737979261405 as int64 */
+    }
+    tc_ring_stats(ring, &s);
+    expect_sane(&s);
+    cr_assert_gt(s.stats_rejected, TC_RING_STAT_SLOTS * TC_RING_NCOUNTERS);
+    cr_assert_gt(s.check_failures, 0);
+    cr_assert_eq(tc_ring_check(ring, why, sizeof(why)), TC_ECORRUPT);
+    cr_assert(strstr(why, "implausible stat values") != NULL && strstr(why, name) != NULL,
+              "reason: %s", why);
+    expect_no_wrong_values(200);
+    /* Our ctx keeps counting from garbage; a dead owner's garbage is never
+     * folded into the retired totals; a new ctx starts its slot from zero. */
+    struct tc_ring_ctx *c2;
+    cr_assert_eq(tc_ring_ctx_create(ring, &c2), TC_OK);
+    tc_ring_ctx_destroy(c2);
+    tc_ring_stats(ring, &s);
+    expect_sane(&s);
+
+    /* The header: the fixed fields and a head that moves back. */
+    uint64_t old_buckets = h->nbuckets;
+    h->nbuckets = 1;
+    atomic_store(&h->head[1].v, 8);
+    tc_ring_stats(ring, &s);
+    expect_sane(&s);
+    cr_assert_eq(tc_ring_check(ring, why, sizeof(why)), TC_ECORRUPT);
+    cr_assert(strstr(why, "header changed since attach") != NULL &&
+                  strstr(why, "log head moved back") != NULL,
+              "reason: %s", why);
+    expect_no_wrong_values(200);
+    h->nbuckets = old_buckets;
+    /* Sticky: the segment was scribbled on, and stays reported. */
+    cr_assert_eq(tc_ring_check(ring, why, sizeof(why)), TC_ECORRUPT);
+    munmap(h, len);
+}
+
+Test(ring, garbage_in_a_free_slot_is_not_counted_by_its_next_owner)
+{
+    close_ring();
+    size_t len;
+    struct tc_ring_hdr *h = map_raw(&len);
+    struct tc_ring_stat_slot *slots = (struct tc_ring_stat_slot *)((uint8_t *)h + h->stat_off);
+    for (unsigned i = 0; i < TC_RING_STAT_SLOTS; i++) {
+        for (unsigned c = 0; c < TC_RING_NCOUNTERS; c++) {
+            atomic_store(&slots[i].c[c], 1000 + c); /* plausible, but nobody's */
+        }
+    }
+    open_ring(4u << 20, 0);
+    cr_assert_eq(put("a", "1", 1, 0), TC_OK);
+    uint64_t mine = 0;
+    for (unsigned i = 0; i < TC_RING_STAT_SLOTS; i++) {
+        if (atomic_load(&slots[i].owner_pid) == (uint64_t)getpid()) {
+            mine = atomic_load(&slots[i].c[3]); /* sets */
+        }
+    }
+    cr_assert_eq(mine, 1, "the new ctx counted on top of garbage: %llu", (unsigned long long)mine);
+    munmap(h, len);
 }
