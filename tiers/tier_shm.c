@@ -20,7 +20,7 @@
  * record is validated); the stats read from the segment are clamped.
  *
  * The ring knows keys, value bytes, a local expiry and flag bits only; the
- * 32-byte item header (tiers/item.h) travels inside the value bytes, written
+ * 40-byte item header (tiers/item.h) travels inside the value bytes, written
  * in front of the payload in one gathered write, so shm/ never depends on
  * tiers/. A get copies header + payload into the caller's buffer, decodes the
  * header, and moves the payload down over it.
