@@ -13,7 +13,7 @@
  *
  * Input: byte 0 is the segment size (0: all at once; n: n bytes per write,
  * one loop turn between writes), byte 1 flags (bit 0: read no output until
- * all input is written; bit 1: close, not just shut, the client's side once
+ * all input is written or a write would block; bit 1: close, not just shut, the client's side once
  * the input is written, so that the server's writes fail), then the bytes
  * on the wire. A path containing "async" is answered from a later loop turn,
  * "big" with 1.25 MiB (above the 1 MiB output pause), else a few bytes.
@@ -135,13 +135,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     size_t off = 0;
     int shut = 0;
+    int blocked = 0; /* the server reads no more: it waits for us to read */
     for (unsigned long spins = 0; atomic_load(&conns) != 0; spins++) {
         if (off < size) {
             size_t n = size - off < step ? size - off : step;
             ssize_t w = send(sv[1], data + off, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+            blocked = w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
             if (w > 0) {
                 off += (size_t)w;
-            } else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            } else if (w < 0 && !blocked) {
                 off = size; /* the server closed its side */
             }
         } else if (!shut) {
@@ -154,7 +156,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             shut = 1;
         }
         event_base_loop(base, EVLOOP_NONBLOCK);
-        if (sv[1] >= 0 && (!lazy_reader || off == size)) {
+        if (sv[1] >= 0 && (!lazy_reader || blocked || off == size)) {
             drain(sv[1]);
         }
         if (spins > 1000000) {
