@@ -313,15 +313,39 @@ static int fail_strict(struct tc_http_conn *c, const char *msg)
  * followed by LF, no line starts with SP or HT (obsolete folding), and chunk
  * data is followed by exactly CRLF. Non-strict http-parser accepts all of
  * these. The state is kept in c->fr, so a CRLF split across reads is fine.
+ * This runs over every header byte, so text is skipped a word at a time
+ * and a plain CRLF is taken in one step.
  */
 static int scan_framing(struct tc_http_conn *c, const char *p, const char *end)
 {
+    const uint64_t ones = 0x0101010101010101ull;
     unsigned fr = c->fr;
-    for (; p < end; p++) {
-        uint8_t ch = (uint8_t)*p;
-        if (fr == FR_TEXT && ch > '\r') {
-            continue; /* nearly every byte */
+    for (;;) {
+        if (fr == FR_TEXT) {
+            /* To the first byte below 0x0E (CR is 0x0D, LF 0x0A): "hasless"
+             * from Bit Twiddling Hacks; its lowest flag is never false. */
+            while (end - p >= 8) {
+                uint64_t w;
+                memcpy(&w, p, 8);
+                uint64_t m = (w - ones * 0x0e) & ~w & (ones * 0x80);
+                if (m != 0) {
+                    p += __builtin_ctzll(m) >> 3;
+                    break;
+                }
+                p += 8;
+            }
+            while (p < end && (uint8_t)*p > '\r') {
+                p++;
+            }
+            if (end - p >= 3 && p[0] == '\r' && p[1] == '\n' && p[2] != ' ' && p[2] != '\t') {
+                p += 2;
+                continue;
+            }
         }
+        if (p >= end) {
+            break;
+        }
+        uint8_t ch = (uint8_t)*p++;
         if (fr == FR_CR) {
             if (ch != '\n') {
                 return fail_strict(c, "a CR not followed by LF");
@@ -336,12 +360,10 @@ static int scan_framing(struct tc_http_conn *c, const char *p, const char *end)
             fr = FR_CR;
             continue;
         }
-        if (fr == FR_LF) {
-            if (ch == ' ' || ch == '\t') {
-                return fail_strict(c, "a header line folded onto the next (obsolete folding)");
-            }
-            fr = FR_TEXT;
+        if (fr == FR_LF && (ch == ' ' || ch == '\t')) {
+            return fail_strict(c, "a header line folded onto the next (obsolete folding)");
         }
+        fr = FR_TEXT;
         if (ch == '\r') {
             fr = FR_CR;
         } else if (ch == '\n') {
@@ -352,15 +374,17 @@ static int scan_framing(struct tc_http_conn *c, const char *p, const char *end)
     return 0;
 }
 
-/* RFC 9110 tchar: what a header name may be made of. */
-static int is_tchar(uint8_t ch)
-{
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')) {
-        return 1;
-    }
-    return ch != '\0' && memchr(extra, ch, sizeof(extra) - 1) != NULL;
-}
+/* RFC 9110 tchar (!#$%&'*+-.^_`|~ DIGIT ALPHA) lower-cased; 0: not a tchar.
+ * Bytes from 0x80 up are not tchars either. */
+static const uint8_t name_char[128] = {
+    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   33,  0,   35,  36,  37,
+    38,  39,  0,   0,   42,  43,  0,   45,  46,  0,   48,  49,  50,  51,  52,  53,  54,  55,  56,
+    57,  0,   0,   0,   0,   0,   0,   0,   97,  98,  99,  100, 101, 102, 103, 104, 105, 106, 107,
+    108, 109, 110, 111, 112, 113, 114, 115, 116, 117, 118, 119, 120, 121, 122, 0,   0,   0,   94,
+    95,  96,  97,  98,  99,  100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111, 112, 113,
+    114, 115, 116, 117, 118, 119, 120, 121, 122, 0,   124, 0,   126, 0,
+};
 
 static int count_header_bytes(struct tc_http_conn *c, size_t n)
 {
@@ -400,10 +424,12 @@ static int on_url(http_parser *p, const char *at, size_t len)
         return -1;
     }
     /* Non-strict http-parser lets HT and FF into the target. */
+    uint8_t bad = 0;
     for (size_t i = 0; i < len; i++) {
-        if ((uint8_t)at[i] < 0x20 || at[i] == 0x7f) {
-            return fail_strict(c, "a control character in the request target");
-        }
+        bad |= (uint8_t)at[i] < 0x20 || at[i] == 0x7f;
+    }
+    if (bad) {
+        return fail_strict(c, "a control character in the request target");
     }
     if (tc_buf_append(&c->req->_target, at, len) != TC_OK) {
         return fail(c, 503, "out of memory");
@@ -435,15 +461,17 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     if (tc_buf_append(&r->_hdrs, at, len) != TC_OK) {
         return fail(c, 503, "out of memory");
     }
+    uint8_t bad = 0;
     for (size_t i = at_len; i < r->_hdrs.len; i++) {
         uint8_t ch = r->_hdrs.data[i];
-        if (ch >= 'A' && ch <= 'Z') {
-            r->_hdrs.data[i] = (uint8_t)(ch + 32);
-        } else if (!is_tchar(ch)) {
-            /* Non-strict http-parser passes "Host : x" as the name "Host ". */
-            return fail_strict(c, "a header name with a character HTTP does not allow "
-                                  "(a space before the colon?)");
-        }
+        uint8_t lc = ch < 128 ? name_char[ch] : 0;
+        bad |= lc == 0;
+        r->_hdrs.data[i] = lc;
+    }
+    if (bad) {
+        /* Non-strict http-parser passes "Host : x" as the name "Host ". */
+        return fail_strict(c, "a header name with a character HTTP does not allow "
+                              "(a space before the colon?)");
     }
     return 0;
 }
