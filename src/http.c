@@ -1102,6 +1102,12 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
     do {
         got = read(fd, s->rbuf, sizeof(s->rbuf));
     } while (got < 0 && errno == EINTR);
+    if (got == 0 && output_pending(c)) {
+        /* The client shut its side after its last request (as "printf |
+         * nc" does): its answers still go out, under the write deadline. */
+        close_when_written(c, 0);
+        return;
+    }
     if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
         conn_free(c);
         return;

@@ -234,6 +234,50 @@ Test(issue12, pipelined_unread_gets_keep_rss_bounded)
     cr_expect_gt(http_stat("output_paused"), 0);
 }
 
+Test(issue12, half_closed_client_gets_every_answer)
+{
+    /* Pipelined GETs, then the client shuts its side and only later reads
+     * (as "printf ... | nc" does): no answer may be dropped at the EOF. */
+    static const char *const args[] = {
+        "--tier", "mem://?size=64M&max_item=2M", "--workers", "1", "--max-value", "2M", NULL};
+    start(args);
+    enum { VALUE = MIB, GETS = 20 };
+    char *value = malloc(VALUE);
+    memset(value, 'v', VALUE);
+    struct tc_test_resp r;
+    cr_assert_eq(tc_test_http(srv.port, "PUT", "/cache/big",
+                              "Content-Type: application/octet-stream\r\n", value, VALUE, &r),
+                 0);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    tc_test_resp_free(&r);
+    free(value);
+    static const char get[] =
+        "GET /cache/big HTTP/1.1\r\nHost: x\r\nAccept: application/octet-stream\r\n\r\n";
+    int fd = tc_test_connect(srv.port);
+    for (int i = 0; i < GETS; i++) {
+        cr_assert_eq(send_all(fd, get, sizeof(get) - 1), 0);
+    }
+    shutdown(fd, SHUT_WR);
+    sleep_ms(500);
+    http_parser p;
+    http_parser_settings st = {0};
+    st.on_body = count_body;
+    st.on_message_complete = count_done;
+    struct count_state cs = {0};
+    http_parser_init(&p, HTTP_RESPONSE);
+    p.data = &cs;
+    static char buf[1 << 16];
+    for (;;) {
+        ssize_t got = recv(fd, buf, sizeof(buf), 0);
+        if (got <= 0) {
+            break;
+        }
+        http_parser_execute(&p, &st, buf, (size_t)got);
+    }
+    close(fd);
+    cr_expect_eq(cs.done, GETS, "%d of %d answers before the connection closed", cs.done, GETS);
+}
+
 /* ---- item 6: the budget for bodies being received ---------------------------------- */
 
 static const char put_head[] = "PUT /cache/%s HTTP/1.1\r\nHost: x\r\n"
