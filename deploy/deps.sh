@@ -6,6 +6,7 @@ set -euo pipefail
 
 pkgs=(
     build-essential cmake pkg-config clang-format
+    clang libclang-rt-14-dev
     libevent-dev libhiredis-dev liblmdb-dev libssl-dev
     libjansson-dev libxxhash-dev libcriterion-dev libinih-dev
     liburiparser-dev libhttp-parser-dev

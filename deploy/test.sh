@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # README command 2: install what is missing, build under AddressSanitizer +
-# UndefinedBehaviorSanitizer, run every test, then rebuild under
-# ThreadSanitizer and run the concurrency tests again. Exits non-zero on any
-# failure. Set TC_SKIP_TSAN=1 to skip the second pass while iterating.
+# UndefinedBehaviorSanitizer, run every test, run each libFuzzer target for a
+# short bounded time, then rebuild under ThreadSanitizer and run the
+# concurrency tests again. Exits non-zero on any failure. Set TC_SKIP_TSAN=1
+# to skip the TSan pass while iterating, TC_FUZZ_SECONDS=N to fuzz each
+# target N s (default 20; 0 skips fuzzing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +28,36 @@ trap 'rm -f "$log"' EXIT
 
 echo "== test: everything (ASan + UBSan)"
 (cd build-asan && ctest -V --timeout 600) | tee -a "$log"
+
+fuzz_secs=${TC_FUZZ_SECONDS:-20}
+if [ "$fuzz_secs" != 0 ]; then
+    echo "== build: fuzz targets (clang: libFuzzer + ASan + UBSan)"
+    CC=clang cmake -S . -B build-fuzz -DTC_FUZZ=ON -DTC_BUILD_TESTS=OFF \
+        -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+    cmake --build build-fuzz -j"$jobs" --target tc_fuzz
+    echo "== fuzz: every target in build-fuzz/fuzz, $fuzz_secs s each"
+    # Each target starts from its committed seeds (tests/fuzz/corpus/NAME,
+    # read only) and writes new inputs and any crash into a temp dir.
+    for t in build-fuzz/fuzz/fuzz_*; do
+        [ -x "$t" ] || continue
+        name=${t##*/fuzz_}
+        work=$(mktemp -d)
+        mkdir "$work/corpus"
+        seeds=()
+        [ -d "tests/fuzz/corpus/$name" ] && seeds=("tests/fuzz/corpus/$name")
+        if timeout $((fuzz_secs + 120)) "$t" -max_total_time="$fuzz_secs" -timeout=10 \
+            -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
+            -artifact_prefix="$work/" "$work/corpus" "${seeds[@]}" >"$work/log" 2>&1; then
+            runs=$(awk '/stat::number_of_executed_units/ {print $2}' "$work/log")
+            echo "fuzz: $name: $runs inputs in $fuzz_secs s, no crash" | tee -a "$log"
+            rm -rf "$work"
+        else
+            tail -n 60 "$work/log"
+            echo "fuzz: $name: FAILED; the input and log are in $work" | tee -a "$log"
+            exit 1
+        fi
+    done
+fi
 
 if [ "${TC_SKIP_TSAN:-0}" != 1 ]; then
     echo "== build: TSan"

@@ -43,7 +43,14 @@ enum tc_conf_type {
     X("max-connections", max_connections, TC_CONF_UINT, "16384", 1, 1000000,                       \
       "open client connections at most; further ones get 503 and are closed")                      \
     X("idle-timeout", idle_timeout_ms, TC_CONF_DURATION, "60", 100, 86400000,                      \
-      "close a keep-alive connection idle this long")                                              \
+      "close a keep-alive connection idle this long, or one that takes no output this long")       \
+    X("header-timeout", header_timeout_ms, TC_CONF_DURATION, "10", 100, 3600000,                   \
+      "answer 408 and close when a request's headers are not complete this long after its first "  \
+      "byte (after connect for a new connection)")                                                 \
+    X("body-timeout", body_timeout_ms, TC_CONF_DURATION, "10", 100, 3600000,                       \
+      "answer 408 and close when no byte of a request body arrives for this long")                 \
+    X("max-pending-body", max_pending_body, TC_CONF_SIZE, "256M", 65536, 1ull << 40,               \
+      "request body bytes being received at once, server-wide; new bodies past it get 503")        \
     X("shutdown-timeout", shutdown_timeout_ms, TC_CONF_DURATION, "5", 0, 600000,                   \
       "on SIGTERM, wait this long for in-flight requests")                                         \
     X("sweep-interval", sweep_interval_ms, TC_CONF_DURATION, "1", 10, 86400000,                    \
@@ -75,6 +82,9 @@ struct tc_conf {
     uint64_t max_header_size;
     uint64_t max_connections;
     uint64_t idle_timeout_ms;
+    uint64_t header_timeout_ms;
+    uint64_t body_timeout_ms;
+    uint64_t max_pending_body;
     uint64_t shutdown_timeout_ms;
     uint64_t sweep_interval_ms;
     uint64_t sweep_budget;

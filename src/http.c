@@ -1,4 +1,4 @@
-#define _GNU_SOURCE /* SO_REUSEPORT, SOCK_NONBLOCK, SOCK_CLOEXEC */
+#define _GNU_SOURCE /* SO_REUSEPORT, SOCK_NONBLOCK, SOCK_CLOEXEC, CLOCK_MONOTONIC_COARSE */
 #include "src/http.h"
 #include "src/log.h"
 
@@ -19,22 +19,66 @@
 #include <time.h>
 #include <unistd.h>
 
-enum conn_state { ST_READING, ST_ANSWERING, ST_CLOSING };
+enum conn_state { ST_READING, ST_ANSWERING, ST_CLOSING, ST_LINGERING };
+
+/* What the read deadline of a connection means when it passes. */
+enum conn_wait {
+    WAIT_NONE,   /* no read deadline: answering, or reading stopped for output */
+    WAIT_IDLE,   /* no byte of a request yet: close quietly */
+    WAIT_HEADER, /* a request started and its headers are not complete: 408 */
+    WAIT_BODY,   /* waiting for the next bytes of a body: 408 */
+    WAIT_LINGER, /* lingering close: close */
+};
+
+/* Framing scanner states (scan_framing), kept across reads. */
+enum { FR_TEXT, FR_CR, FR_LF, FR_CHUNK_END };
+
+/* Reading a connection stops while more than this much output waits (and
+ * resumes at or below it), so one response may exceed it but a client that
+ * pipelines requests and never reads holds at most this plus one response. */
+#define OUT_PAUSE ((size_t)1 << 20)
+
+/* Lingering close, as nginx's lingering_close: after an error answer the
+ * write side is shut and input discarded until EOF, LINGER_IDLE_MS without a
+ * byte, LINGER_MAX_MS in all or LINGER_MAX_BYTES (nginx: lingering_timeout 5 s,
+ * lingering_time 30 s; shorter here because a lingering connection still
+ * holds one of max-connections). */
+#define LINGER_IDLE_MS   2000u
+#define LINGER_MAX_MS    5000u
+#define LINGER_MAX_BYTES ((uint64_t)64 << 20)
+
+/* Smallest allocation for a body: growth then doubles, capped at the
+ * announced length, so memory follows what arrived, not what was announced. */
+#define BODY_MIN_ALLOC ((size_t)16384)
 
 struct tc_http_conn {
     struct tc_http_server *srv;
     int fd;
-    struct event *rev; /* EV_READ|EV_PERSIST with the idle timeout */
+    struct event *rev; /* EV_READ|EV_PERSIST, no timeout: deadlines live in tev */
     struct event *wev; /* EV_WRITE, added only while output is pending */
+    struct event *tev; /* one timer per connection, for every deadline (timer_cb) */
     struct tc_buf in;  /* unparsed input left over (pipelined); usually empty */
     struct tc_buf out; /* output the socket did not take yet */
     size_t out_off;
     http_parser parser;
     struct tc_http_req *req; /* being parsed or answered; NULL between requests */
     enum conn_state state;
+    enum conn_wait wait;
+    uint64_t read_deadline_ms;  /* meaningful unless wait == WAIT_NONE */
+    uint64_t write_deadline_ms; /* 0: no output waits */
+    uint64_t tev_at_ms;         /* when tev fires; 0: not armed */
+    uint64_t linger_end_ms;
+    uint64_t linger_bytes;
     size_t header_bytes;
-    int in_feed; /* inside feed(): a synchronous reply must not re-enter it */
-    int error;   /* an HTTP status to answer with, set by a parser callback */
+    size_t body_charged;    /* bytes of max_pending_body held by the body being read */
+    uint64_t body_expected; /* Content-Length of that body; 0 when chunked */
+    const char *scan;       /* first byte of the buffer being parsed not yet scanned */
+    uint8_t fr;             /* FR_*: framing scanner state */
+    uint8_t fresh;          /* no request answered yet: the header clock runs from accept */
+    uint8_t out_paused;     /* reading stopped until output drains to OUT_PAUSE */
+    uint8_t linger;         /* close lingering: the client may still be sending */
+    int in_feed;            /* inside feed(): a synchronous reply must not re-enter it */
+    int error;              /* an HTTP status to answer with, set by a parser callback */
     const char *error_msg;
     int close_after; /* close once the current response is written */
     struct tc_http_conn *prev, *next;
@@ -67,12 +111,118 @@ static void feed(struct tc_http_conn *c);
 static void conn_free(struct tc_http_conn *c);
 static void conn_write(struct tc_http_conn *c, const void *a, size_t alen, const void *b,
                        size_t blen);
+static void respond_error(struct tc_http_conn *c, int status, const char *msg);
 
 static uint64_t mono_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Deadlines are set on every request: the coarse clock (vDSO, no syscall,
+ * a few ms of resolution) is cheap enough for that and precise enough. */
+static uint64_t coarse_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* ---- deadlines ------------------------------------------------------------------------ */
+
+/*
+ * Each connection has one timer, armed lazily: setting a deadline later than
+ * the one the timer is armed for costs nothing; the timer fires early, finds
+ * the deadline moved and re-arms (timer_cb). A keep-alive connection thus
+ * touches the timer heap about once per header-timeout, not per request.
+ */
+static void timer_arm(struct tc_http_conn *c, uint64_t at, uint64_t now)
+{
+    if (c->tev_at_ms != 0 && c->tev_at_ms <= at) {
+        return;
+    }
+    uint64_t d = at > now ? at - now : 0;
+    struct timeval tv = {(time_t)(d / 1000), (suseconds_t)(d % 1000) * 1000};
+    event_add(c->tev, &tv);
+    c->tev_at_ms = at;
+}
+
+static void set_wait(struct tc_http_conn *c, enum conn_wait w, uint64_t timeout_ms)
+{
+    uint64_t now = coarse_ms();
+    c->wait = w;
+    c->read_deadline_ms = now + timeout_ms;
+    timer_arm(c, c->read_deadline_ms, now);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct tc_http_conn *c = arg;
+    struct tc_http_server *s = c->srv;
+    (void)fd;
+    (void)what;
+    c->tev_at_ms = 0;
+    uint64_t now = coarse_ms();
+    if (c->write_deadline_ms != 0 && now >= c->write_deadline_ms) {
+        tc_log(TC_LOG_DEBUG, "http: closing a connection that takes no output");
+        BUMP(s, send_timeouts);
+        conn_free(c);
+        return;
+    }
+    if (c->wait != WAIT_NONE && now >= c->read_deadline_ms) {
+        switch (c->wait) {
+        case WAIT_HEADER:
+            BUMP(s, header_timeouts);
+            respond_error(c, 408, "the request headers did not arrive in time");
+            return;
+        case WAIT_BODY:
+            BUMP(s, body_timeouts);
+            respond_error(c, 408, "the request body stalled");
+            return;
+        case WAIT_IDLE:
+        case WAIT_LINGER:
+        case WAIT_NONE:
+            conn_free(c);
+            return;
+        }
+    }
+    uint64_t next = c->write_deadline_ms;
+    if (c->wait != WAIT_NONE && (next == 0 || c->read_deadline_ms < next)) {
+        next = c->read_deadline_ms;
+    }
+    if (next != 0) {
+        timer_arm(c, next, now);
+    }
+}
+
+/* ---- pending body budget -------------------------------------------------------------- */
+
+/* Takes @p n bytes of the server-wide body budget for @p c; -1 if they
+ * would pass it. A compare-and-swap loop, not an add then undo, so that a
+ * refused request never makes a concurrent one on another worker fail. */
+static int body_charge(struct tc_http_conn *c, size_t n)
+{
+    const struct tc_http_limits *l = &c->srv->limits;
+    uint64_t cur = atomic_load_explicit(l->body_pending, memory_order_relaxed);
+    do {
+        if (n > l->max_pending_body || cur > l->max_pending_body - n) {
+            return -1;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(l->body_pending, &cur, cur + n,
+                                                    memory_order_relaxed, memory_order_relaxed));
+    c->body_charged += n;
+    return 0;
+}
+
+/* The body is complete (it belongs to the handler now) or dropped. */
+static void body_release(struct tc_http_conn *c)
+{
+    if (c->body_charged != 0) {
+        atomic_fetch_sub_explicit(c->srv->limits.body_pending, c->body_charged,
+                                  memory_order_relaxed);
+        c->body_charged = 0;
+    }
 }
 
 const char *tc_http_reason(int status)
@@ -147,6 +297,95 @@ static int fail(struct tc_http_conn *c, int status, const char *msg)
     return -1; /* stops http_parser_execute with HPE_CB_* */
 }
 
+/* A request whose framing another parser (a proxy in front of us) might read
+ * differently: refused, and counted apart from other malformed requests. */
+static int fail_strict(struct tc_http_conn *c, const char *msg)
+{
+    if (c->error == 0) {
+        BUMP(c->srv, strict_refused);
+    }
+    return fail(c, 400, msg);
+}
+
+/*
+ * Checks the bytes http-parser consumed as framing (everything but body
+ * data, which on_body cuts out): every LF is preceded by CR, every CR is
+ * followed by LF, no line starts with SP or HT (obsolete folding), and chunk
+ * data is followed by exactly CRLF. Non-strict http-parser accepts all of
+ * these. The state is kept in c->fr, so a CRLF split across reads is fine.
+ * This runs over every header byte, so text is skipped a word at a time
+ * and a plain CRLF is taken in one step.
+ */
+static int scan_framing(struct tc_http_conn *c, const char *p, const char *end)
+{
+    const uint64_t ones = 0x0101010101010101ull;
+    unsigned fr = c->fr;
+    for (;;) {
+        if (fr == FR_TEXT) {
+            /* To the first byte below 0x0E (CR is 0x0D, LF 0x0A): "hasless"
+             * from Bit Twiddling Hacks; its lowest flag is never false. */
+            while (end - p >= 8) {
+                uint64_t w;
+                memcpy(&w, p, 8);
+                uint64_t m = (w - ones * 0x0e) & ~w & (ones * 0x80);
+                if (m != 0) {
+                    p += __builtin_ctzll(m) >> 3;
+                    break;
+                }
+                p += 8;
+            }
+            while (p < end && (uint8_t)*p > '\r') {
+                p++;
+            }
+            if (end - p >= 3 && p[0] == '\r' && p[1] == '\n' && p[2] != ' ' && p[2] != '\t') {
+                p += 2;
+                continue;
+            }
+        }
+        if (p >= end) {
+            break;
+        }
+        uint8_t ch = (uint8_t)*p++;
+        if (fr == FR_CR) {
+            if (ch != '\n') {
+                return fail_strict(c, "a CR not followed by LF");
+            }
+            fr = FR_LF;
+            continue;
+        }
+        if (fr == FR_CHUNK_END) {
+            if (ch != '\r') {
+                return fail_strict(c, "chunk data not followed by CRLF");
+            }
+            fr = FR_CR;
+            continue;
+        }
+        if (fr == FR_LF && (ch == ' ' || ch == '\t')) {
+            return fail_strict(c, "a header line folded onto the next (obsolete folding)");
+        }
+        fr = FR_TEXT;
+        if (ch == '\r') {
+            fr = FR_CR;
+        } else if (ch == '\n') {
+            return fail_strict(c, "a line ends in a bare LF instead of CRLF");
+        }
+    }
+    c->fr = (uint8_t)fr;
+    return 0;
+}
+
+/* RFC 9110 tchar (!#$%&'*+-.^_`|~ DIGIT ALPHA) lower-cased; 0: not a tchar.
+ * Bytes from 0x80 up are not tchars either. */
+static const uint8_t name_char[128] = {
+    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   33,  0,   35,  36,  37,
+    38,  39,  0,   0,   42,  43,  0,   45,  46,  0,   48,  49,  50,  51,  52,  53,  54,  55,  56,
+    57,  0,   0,   0,   0,   0,   0,   0,   97,  98,  99,  100, 101, 102, 103, 104, 105, 106, 107,
+    108, 109, 110, 111, 112, 113, 114, 115, 116, 117, 118, 119, 120, 121, 122, 0,   0,   0,   94,
+    95,  96,  97,  98,  99,  100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111, 112, 113,
+    114, 115, 116, 117, 118, 119, 120, 121, 122, 0,   124, 0,   126, 0,
+};
+
 static int count_header_bytes(struct tc_http_conn *c, size_t n)
 {
     c->header_bytes += n;
@@ -162,6 +401,14 @@ static int on_message_begin(http_parser *p)
 {
     struct tc_http_conn *c = p->data;
     c->header_bytes = 0;
+    c->body_expected = 0;
+    /* The header clock of a new connection runs from accept (as nginx's
+     * client_header_timeout); later requests start it at their first byte. */
+    if (c->fresh && c->wait == WAIT_IDLE) {
+        c->wait = WAIT_HEADER;
+    } else {
+        set_wait(c, WAIT_HEADER, c->srv->limits.header_timeout_ms);
+    }
     c->req = calloc(1, sizeof(*c->req));
     if (c->req == NULL) {
         return fail(c, 503, "out of memory");
@@ -175,6 +422,14 @@ static int on_url(http_parser *p, const char *at, size_t len)
     struct tc_http_conn *c = p->data;
     if (count_header_bytes(c, len) != 0) {
         return -1;
+    }
+    /* Non-strict http-parser lets HT and FF into the target. */
+    uint8_t bad = 0;
+    for (size_t i = 0; i < len; i++) {
+        bad |= (uint8_t)at[i] < 0x20 || at[i] == 0x7f;
+    }
+    if (bad) {
+        return fail_strict(c, "a control character in the request target");
     }
     if (tc_buf_append(&c->req->_target, at, len) != TC_OK) {
         return fail(c, 503, "out of memory");
@@ -206,11 +461,17 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     if (tc_buf_append(&r->_hdrs, at, len) != TC_OK) {
         return fail(c, 503, "out of memory");
     }
+    uint8_t bad = 0;
     for (size_t i = at_len; i < r->_hdrs.len; i++) {
         uint8_t ch = r->_hdrs.data[i];
-        if (ch >= 'A' && ch <= 'Z') {
-            r->_hdrs.data[i] = (uint8_t)(ch + 32);
-        }
+        uint8_t lc = ch < 128 ? name_char[ch] : 0;
+        bad |= lc == 0;
+        r->_hdrs.data[i] = lc;
+    }
+    if (bad) {
+        /* Non-strict http-parser passes "Host : x" as the name "Host ". */
+        return fail_strict(c, "a header name with a character HTTP does not allow "
+                              "(a space before the colon?)");
     }
     return 0;
 }
@@ -231,6 +492,42 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     }
     if (tc_buf_append(&r->_hdrs, at, len) != TC_OK) {
         return fail(c, 503, "out of memory");
+    }
+    return 0;
+}
+
+/* "chunked" in any case, with optional whitespace around it. */
+static int is_chunked(const char *v)
+{
+    while (*v == ' ' || *v == '\t') {
+        v++;
+    }
+    if (strncasecmp(v, "chunked", 7) != 0) {
+        return 0;
+    }
+    for (v += 7; *v == ' ' || *v == '\t'; v++) {
+    }
+    return *v == '\0';
+}
+
+/* Refuses what http-parser accepts but a proxy may frame differently. */
+static int check_framing_headers(struct tc_http_conn *c, const char *cl)
+{
+    const struct tc_http_req *r = c->req;
+    unsigned te = 0, host = 0;
+    for (unsigned i = 0; i < r->_nhdrs; i++) {
+        const char *name = (const char *)r->_hdrs.data + r->_hoff[i][0];
+        if (strcmp(name, "transfer-encoding") == 0) {
+            /* Non-strict http-parser decodes "gzip, chunked" as chunked. */
+            if (++te > 1 || !is_chunked((const char *)r->_hdrs.data + r->_hoff[i][1])) {
+                return fail_strict(c, "Transfer-Encoding must be exactly chunked, given once");
+            }
+        } else if (strcmp(name, "host") == 0 && ++host > 1) {
+            return fail_strict(c, "more than one Host header");
+        }
+    }
+    if (te != 0 && cl != NULL) {
+        return fail_strict(c, "both Transfer-Encoding and Content-Length");
     }
     return 0;
 }
@@ -281,20 +578,32 @@ static int on_headers_complete(http_parser *p)
 
     const char *cl = tc_http_header(r, "content-length");
     int chunked = (p->flags & F_CHUNKED) != 0;
+    if (check_framing_headers(c, cl) != 0) {
+        return -1;
+    }
     if ((r->method == TC_HTTP_PUT || r->method == TC_HTTP_POST) && cl == NULL && !chunked) {
         return fail(c, 411, "a PUT or POST needs Content-Length or chunked encoding");
     }
     if (cl != NULL && p->content_length > s->limits.max_body) {
         return fail(c, 413, "request body larger than the server accepts");
     }
+    if (!chunked && (cl == NULL || p->content_length == 0)) {
+        return 0; /* no body: the message completes now */
+    }
+    /* Refuse a new body the budget has no room for now, before the client
+     * sends it; nothing is reserved: the budget is taken as bytes arrive. */
+    uint64_t used = atomic_load_explicit(s->limits.body_pending, memory_order_relaxed);
+    uint64_t need = chunked ? 1 : p->content_length;
+    if (used > s->limits.max_pending_body || need > s->limits.max_pending_body - used) {
+        BUMP(s, body_budget_refused);
+        return fail(c, 503, "the server is receiving too many request bodies; try again later");
+    }
+    c->body_expected = chunked ? 0 : p->content_length;
+    set_wait(c, WAIT_BODY, s->limits.body_timeout_ms);
     const char *expect = tc_http_header(r, "expect");
     if (expect != NULL && strcasecmp(expect, "100-continue") == 0) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         conn_write(c, cont, sizeof(cont) - 1, NULL, 0);
-    }
-    if (cl != NULL && p->content_length > 0 &&
-        tc_buf_reserve(&r->body, (size_t)p->content_length) != TC_OK) {
-        return fail(c, 503, "out of memory");
     }
     return 0;
 }
@@ -303,11 +612,37 @@ static int on_body(http_parser *p, const char *at, size_t len)
 {
     struct tc_http_conn *c = p->data;
     struct tc_http_req *r = c->req;
-    if (r->body.len + len > c->srv->limits.max_body) {
+    const struct tc_http_limits *l = &c->srv->limits;
+    /* Body data is not framing: scan what came before it, skip it. */
+    if (scan_framing(c, c->scan, at) != 0) {
+        return -1;
+    }
+    c->scan = at + len;
+    size_t need = r->body.len + len;
+    if (need > l->max_body) {
         return fail(c, 413, "request body larger than the server accepts");
     }
-    if (tc_buf_append(&r->body, at, len) != TC_OK) {
-        return fail(c, 503, "out of memory");
+    if (need > r->body.cap) {
+        size_t want = r->body.cap * 2;
+        want = want < BODY_MIN_ALLOC ? BODY_MIN_ALLOC : want;
+        want = c->body_expected != 0 && want > c->body_expected ? (size_t)c->body_expected : want;
+        want = want > l->max_body ? l->max_body : want;
+        want = want < need ? need : want;
+        size_t before = r->body.cap;
+        if (tc_buf_reserve(&r->body, want) != TC_OK) {
+            return fail(c, 503, "out of memory");
+        }
+        /* Charge what was allocated (tc_buf rounds up), not what was announced. */
+        if (body_charge(c, r->body.cap - before) != 0) {
+            BUMP(c->srv, body_budget_refused);
+            return fail(c, 503, "the server is receiving too many request bodies; try again later");
+        }
+    }
+    memcpy(r->body.data + r->body.len, at, len);
+    r->body.len = need;
+    if ((p->flags & F_CHUNKED) && p->content_length == 0) {
+        /* This chunk's data is complete: exactly CRLF must follow. */
+        c->fr = FR_CHUNK_END;
     }
     return 0;
 }
@@ -348,13 +683,39 @@ static void append(char *buf, size_t *n, size_t cap, const char *s, size_t len)
 
 #define APPEND_LIT(buf, n, cap, lit) append(buf, n, cap, lit, sizeof(lit) - 1)
 
+static size_t out_pending(const struct tc_http_conn *c)
+{
+    return c->out.len - c->out_off;
+}
+
+static int output_pending(const struct tc_http_conn *c)
+{
+    return c->out.len > c->out_off;
+}
+
+/* Output starts to wait, or the socket took some: a client that takes none
+ * for idle-timeout is closed (timer_cb), as nginx's send_timeout. */
+static void touch_write_deadline(struct tc_http_conn *c)
+{
+    uint64_t now = coarse_ms();
+    c->write_deadline_ms = now + c->srv->limits.idle_timeout_ms;
+    timer_arm(c, c->write_deadline_ms, now);
+}
+
 /* Sends bytes now if the socket takes them; what it does not take waits in
  * c->out for write_cb. Nothing is registered with epoll on the common path. */
 static void conn_write(struct tc_http_conn *c, const void *a, size_t alen, const void *b,
                        size_t blen)
 {
     if (c->out.len > c->out_off) {
-        /* Earlier output still waits: keep the order. */
+        /* Earlier output still waits: keep the order. Move what waits to the
+         * front first once half the buffer is sent bytes, so that a client
+         * reading slowly but steadily does not grow the buffer for ever. */
+        if (c->out_off >= c->out.len / 2) {
+            memmove(c->out.data, c->out.data + c->out_off, c->out.len - c->out_off);
+            c->out.len -= c->out_off;
+            c->out_off = 0;
+        }
         if (tc_buf_append(&c->out, a, alen) != TC_OK || tc_buf_append(&c->out, b, blen) != TC_OK) {
             c->close_after = 1;
         }
@@ -393,11 +754,7 @@ static void conn_write(struct tc_http_conn *c, const void *a, size_t alen, const
         return;
     }
     event_add(c->wev, NULL);
-}
-
-static int output_pending(const struct tc_http_conn *c)
-{
-    return c->out.len > c->out_off;
+    touch_write_deadline(c);
 }
 
 /* Builds status line and headers in the server's scratch buffer and sends
@@ -440,24 +797,97 @@ static void write_response(struct tc_http_conn *c, int status, const char *ctype
     conn_write(c, sb->data, sb->len, body, len);
 }
 
-static void close_when_written(struct tc_http_conn *c)
+/* The last response is written: close, or linger so that a client still
+ * sending reads the answer before it sees the connection go. */
+static void finish_close(struct tc_http_conn *c)
+{
+    if (!c->linger || shutdown(c->fd, SHUT_WR) != 0) {
+        conn_free(c);
+        return;
+    }
+    c->state = ST_LINGERING;
+    tc_buf_deinit(&c->in);
+    uint64_t now = coarse_ms();
+    c->linger_end_ms = now + LINGER_MAX_MS;
+    set_wait(c, WAIT_LINGER, LINGER_IDLE_MS);
+    event_add(c->rev, NULL);
+}
+
+/* @p linger: the client may still be sending (an error answered before the
+ * request was read to its end, or unread pipelined input). */
+static void close_when_written(struct tc_http_conn *c, int linger)
 {
     c->state = ST_CLOSING;
+    c->wait = WAIT_NONE;
+    c->out_paused = 0;
+    c->linger = (uint8_t)(linger && !c->close_after);
     event_del(c->rev);
     if (!output_pending(c) && !c->in_feed) {
-        conn_free(c);
+        finish_close(c);
     }
-    /* Otherwise write_cb frees it once the output has drained, or the
-     * parse loop that is running frees it when it returns (finish_feed). */
+    /* Otherwise write_cb closes once the output has drained, or the
+     * parse loop that is running does when it returns (finish_feed). */
+}
+
+static int hex_digit(char ch)
+{
+    if (ch >= '0' && ch <= '9') {
+        return ch - '0';
+    }
+    if ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f') {
+        return (ch | 0x20) - 'a' + 10;
+    }
+    return -1;
+}
+
+/* Lock and lease tokens are credentials: the value of a query parameter
+ * named "token" (in any case, as evhttp's lookup matches it, and %-encoded
+ * or not) is written as "***". Returns the length written to @p dst. */
+static size_t mask_query(char *dst, size_t cap, const char *q)
+{
+    size_t n = 0;
+    while (*q != '\0' && n < cap) {
+        size_t len = strcspn(q, "&;");
+        size_t name_len = strcspn(q, "=&;");
+        char name[6];
+        size_t k = 0;
+        for (size_t i = 0; i < name_len && k < sizeof(name); i++, k++) {
+            int hi = q[i] == '%' && i + 2 < name_len ? hex_digit(q[i + 1]) : -1;
+            int lo = hi >= 0 ? hex_digit(q[i + 2]) : -1;
+            if (lo >= 0) {
+                name[k] = (char)(hi * 16 + lo);
+                i += 2;
+            } else {
+                name[k] = q[i];
+            }
+        }
+        int secret = q[name_len] == '=' && k == 5 && strncasecmp(name, "token", 5) == 0;
+        size_t copy = secret ? name_len + 1 : len;
+        copy = copy > cap - n ? cap - n : copy;
+        memcpy(dst + n, q, copy);
+        n += copy;
+        if (secret && n + 3 <= cap) {
+            memcpy(dst + n, "***", 3);
+            n += 3;
+        }
+        q += len;
+        if (*q != '\0' && n < cap) {
+            dst[n++] = *q++; /* the separator */
+        }
+    }
+    return n;
 }
 
 static void access_log(struct tc_http_req *r, int status, size_t len)
 {
     char line[512];
-    int n =
-        snprintf(line, sizeof(line), "%s %.*s%s%s %d %zu %.3fms", r->method_name,
-                 (int)(r->path_len > 256 ? 256 : r->path_len), r->path, r->query ? "?" : "",
-                 r->query ? r->query : "", status, len, (double)(mono_ns() - r->start_ns) / 1e6);
+    char query[320];
+    size_t qlen = r->query != NULL ? mask_query(query, sizeof(query), r->query) : 0;
+    /* Headers are never written: Authorization, X-Lock-Token and
+     * X-Lease-Token carry credentials. */
+    int n = snprintf(line, sizeof(line), "%s %.*s%s%.*s %d %zu %.3fms", r->method_name,
+                     (int)(r->path_len > 256 ? 256 : r->path_len), r->path, r->query ? "?" : "",
+                     (int)qlen, query, status, len, (double)(mono_ns() - r->start_ns) / 1e6);
     if (n > 0) {
         tc_log_access(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
     }
@@ -480,18 +910,19 @@ void tc_http_respond(struct tc_http_req *r, int status, const char *ctype, const
     write_response(c, status, ctype, body, len, headers, r->method == TC_HTTP_HEAD, keep);
     req_free(r);
     c->req = NULL;
+    c->fresh = 0;
     s->busy--;
     if (!keep || c->close_after) {
-        close_when_written(c);
+        close_when_written(c, c->in.len > 0);
         return;
     }
     c->state = ST_READING;
     http_parser_pause(&c->parser, 0);
+    /* Until the next request's first byte (on_message_begin). */
+    set_wait(c, WAIT_IDLE, s->limits.idle_timeout_ms);
     if (!c->in_feed) {
         /* Answered asynchronously: reading was stopped (see dispatch). */
-        struct timeval idle = {(time_t)(s->limits.idle_timeout_ms / 1000),
-                               (suseconds_t)(s->limits.idle_timeout_ms % 1000) * 1000};
-        event_add(c->rev, &idle);
+        event_add(c->rev, NULL);
         feed(c);
     }
 }
@@ -499,8 +930,9 @@ void tc_http_respond(struct tc_http_req *r, int status, const char *ctype, const
 static void respond_error(struct tc_http_conn *c, int status, const char *msg)
 {
     static const char *const codes[][2] = {
-        {"400", "bad_request"},  {"411", "length_required"},   {"413", "payload_too_large"},
-        {"414", "uri_too_long"}, {"431", "headers_too_large"}, {"503", "unavailable"},
+        {"400", "bad_request"},       {"408", "request_timeout"}, {"411", "length_required"},
+        {"413", "payload_too_large"}, {"414", "uri_too_long"},    {"431", "headers_too_large"},
+        {"503", "unavailable"},
     };
     const char *code = "bad_request";
     char st[8];
@@ -514,12 +946,12 @@ static void respond_error(struct tc_http_conn *c, int status, const char *msg)
     /* msg is one of this file's constant strings: no JSON escaping needed. */
     int n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"message\":\"%s\"}", code, msg);
     write_response(c, status, "application/json", body, (size_t)n, NULL, 0, 0);
-    BUMP(c->srv, parse_errors);
+    body_release(c);
     if (c->req != NULL) {
         req_free(c->req);
         c->req = NULL;
     }
-    close_when_written(c);
+    close_when_written(c, 1);
 }
 
 /* ---- connections --------------------------------------------------------------------- */
@@ -537,9 +969,21 @@ static void dispatch(struct tc_http_conn *c)
     r->path = t;
     r->path_len = strlen(t);
     r->start_ns = mono_ns();
+    /* The body is complete: it is the handler's now, no longer pending. */
+    body_release(c);
+    c->wait = WAIT_NONE;
     s->busy++;
     BUMP(s, requests);
     s->handler(r, s->arg);
+}
+
+/* Reading stops until write_cb has sent the output down to OUT_PAUSE. */
+static void pause_reading(struct tc_http_conn *c)
+{
+    c->out_paused = 1;
+    c->wait = WAIT_NONE; /* the write deadline runs instead */
+    event_del(c->rev);
+    BUMP(c->srv, output_paused);
 }
 
 /* Parses bytes; returns how many were consumed. Dispatches complete requests. */
@@ -547,22 +991,35 @@ static size_t parse(struct tc_http_conn *c, const char *data, size_t len)
 {
     size_t used = 0;
     while (used < len && c->state == ST_READING) {
-        size_t n = http_parser_execute(&c->parser, &c->srv->settings, data + used, len - used);
-        used += n;
-        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-        if (c->state == ST_ANSWERING) {
-            /* Paused at message complete: answer before parsing further. */
-            dispatch(c);
-            continue; /* a synchronous reply has set ST_READING again */
+        if (out_pending(c) > OUT_PAUSE) {
+            /* Between two requests (the parser is at a message boundary). */
+            pause_reading(c);
+            break;
         }
-        if (e != HPE_OK) {
+        c->scan = data + used;
+        size_t n = http_parser_execute(&c->parser, &c->srv->settings, data + used, len - used);
+        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        if (c->error == 0 && (e == HPE_OK || e == HPE_PAUSED)) {
+            /* Before dispatch: a request with bad framing is not answered. */
+            scan_framing(c, c->scan, data + used + n);
+        }
+        used += n;
+        if (c->error != 0 || (e != HPE_OK && e != HPE_PAUSED)) {
             if (c->error == 0) {
                 c->error = e == HPE_HEADER_OVERFLOW ? 431 : 400;
                 c->error_msg = e == HPE_HEADER_OVERFLOW ? "request headers too large"
                                                         : "malformed HTTP request";
             }
+            if (c->error != 503) {
+                BUMP(c->srv, parse_errors);
+            }
             respond_error(c, c->error, c->error_msg);
             return len;
+        }
+        if (c->state == ST_ANSWERING) {
+            /* Paused at message complete: answer before parsing further. */
+            dispatch(c);
+            continue; /* a synchronous reply has set ST_READING again */
         }
         if (n == 0) {
             break;
@@ -571,7 +1028,7 @@ static size_t parse(struct tc_http_conn *c, const char *data, size_t len)
     return used;
 }
 
-/* After a parse loop: frees a connection closed inside it. Returns 1 if
+/* After a parse loop: closes a connection closed inside it. Returns 1 if
  * the connection is closing (and must not be touched by the caller). */
 static int finish_feed(struct tc_http_conn *c)
 {
@@ -580,7 +1037,7 @@ static int finish_feed(struct tc_http_conn *c)
         return 0;
     }
     if (!output_pending(c)) {
-        conn_free(c);
+        finish_close(c);
     }
     return 1;
 }
@@ -604,25 +1061,63 @@ static void feed(struct tc_http_conn *c)
     }
 }
 
+/* Lingering: read and drop what the client still sends, until EOF or a bound. */
+static void linger_read(struct tc_http_conn *c)
+{
+    struct tc_http_server *s = c->srv;
+    ssize_t got;
+    do {
+        got = read(c->fd, s->rbuf, sizeof(s->rbuf));
+    } while (got < 0 && errno == EINTR);
+    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        return;
+    }
+    if (got <= 0) {
+        conn_free(c);
+        return;
+    }
+    c->linger_bytes += (uint64_t)got;
+    if (c->linger_bytes > LINGER_MAX_BYTES) {
+        conn_free(c);
+        return;
+    }
+    uint64_t now = coarse_ms();
+    c->read_deadline_ms = now + LINGER_IDLE_MS;
+    if (c->read_deadline_ms > c->linger_end_ms) {
+        c->read_deadline_ms = c->linger_end_ms;
+    }
+    timer_arm(c, c->read_deadline_ms, now);
+}
+
 static void read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct tc_http_conn *c = arg;
     struct tc_http_server *s = c->srv;
-    if (what & EV_TIMEOUT) {
-        tc_log(TC_LOG_DEBUG, "http: closing a connection idle too long");
-        conn_free(c);
+    (void)what;
+    if (c->state == ST_LINGERING) {
+        linger_read(c);
         return;
     }
     ssize_t got;
     do {
         got = read(fd, s->rbuf, sizeof(s->rbuf));
     } while (got < 0 && errno == EINTR);
+    if (got == 0 && output_pending(c)) {
+        /* The client shut its side after its last request (as "printf |
+         * nc" does): its answers still go out, under the write deadline. */
+        close_when_written(c, 0);
+        return;
+    }
     if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
         conn_free(c);
         return;
     }
     if (got < 0) {
         return;
+    }
+    if (c->wait == WAIT_BODY) {
+        /* body-timeout is the time between two reads of a body. */
+        set_wait(c, WAIT_BODY, s->limits.body_timeout_ms);
     }
     if (c->in.len > 0) {
         /* Leftovers first, to keep the byte order. */
@@ -659,6 +1154,7 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
         if (c->state == ST_ANSWERING) {
             c->close_after = 1; /* the handler still owns the request */
             c->out.len = c->out_off = 0;
+            c->write_deadline_ms = 0;
             return;
         }
         conn_free(c);
@@ -666,21 +1162,38 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
     }
     if (w > 0) {
         c->out_off += (size_t)w;
+        touch_write_deadline(c);
     }
     if (output_pending(c)) {
         event_add(c->wev, NULL);
+        if (c->out_paused && out_pending(c) <= OUT_PAUSE) {
+            /* The client reads again: so do we. */
+            c->out_paused = 0;
+            set_wait(c, WAIT_IDLE, c->srv->limits.idle_timeout_ms);
+            event_add(c->rev, NULL);
+            feed(c); /* may close c: nothing after this */
+        }
         return;
     }
     tc_buf_deinit(&c->out);
     c->out_off = 0;
+    c->write_deadline_ms = 0;
     if (c->state == ST_CLOSING) {
-        conn_free(c);
+        finish_close(c);
+        return;
+    }
+    if (c->out_paused) {
+        c->out_paused = 0;
+        set_wait(c, WAIT_IDLE, c->srv->limits.idle_timeout_ms);
+        event_add(c->rev, NULL);
+        feed(c);
     }
 }
 
 static void conn_free(struct tc_http_conn *c)
 {
     struct tc_http_server *s = c->srv;
+    body_release(c);
     if (c->req != NULL) {
         if (c->state == ST_ANSWERING) {
             c->req->_conn = NULL; /* its handler frees it when it responds */
@@ -699,12 +1212,65 @@ static void conn_free(struct tc_http_conn *c)
     }
     event_free(c->rev);
     event_free(c->wev);
+    event_free(c->tev);
     close(c->fd);
     tc_buf_deinit(&c->in);
     tc_buf_deinit(&c->out);
     free(c);
     DROP(s, active);
     atomic_fetch_sub_explicit(s->limits.conn_count, 1, memory_order_relaxed);
+}
+
+/* Serves @p fd, already counted in conn_count; on failure closes it and
+ * gives the count back. */
+static enum tc_status conn_open(struct tc_http_server *s, int fd)
+{
+    struct tc_http_conn *c = calloc(1, sizeof(*c));
+    if (c != NULL) {
+        c->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, read_cb, c);
+        c->wev = event_new(s->base, fd, EV_WRITE, write_cb, c);
+        c->tev = evtimer_new(s->base, timer_cb, c);
+    }
+    if (c == NULL || c->rev == NULL || c->wev == NULL || c->tev == NULL) {
+        tc_log(TC_LOG_WARN, "http: out of memory accepting a connection");
+        if (c != NULL) {
+            if (c->rev != NULL) {
+                event_free(c->rev);
+            }
+            if (c->wev != NULL) {
+                event_free(c->wev);
+            }
+            if (c->tev != NULL) {
+                event_free(c->tev);
+            }
+            free(c);
+        }
+        evutil_closesocket(fd);
+        atomic_fetch_sub_explicit(s->limits.conn_count, 1, memory_order_relaxed);
+        return TC_ENOMEM;
+    }
+    evutil_make_socket_nonblocking(fd);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* fails on a socketpair */
+    c->srv = s;
+    c->fd = fd;
+    c->state = ST_READING;
+    c->fresh = 1;
+    c->fr = FR_LF;
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    c->next = s->conns;
+    if (s->conns != NULL) {
+        s->conns->prev = c;
+    }
+    s->conns = c;
+    BUMP(s, accepted);
+    BUMP(s, active);
+    /* A connection that never completes its headers is closed after
+     * header-timeout: quietly if it sent nothing, with 408 otherwise. */
+    set_wait(c, WAIT_IDLE, s->limits.header_timeout_ms);
+    event_add(c->rev, NULL);
+    return TC_OK;
 }
 
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
@@ -731,45 +1297,19 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         BUMP(s, refused);
         return;
     }
-    struct tc_http_conn *c = calloc(1, sizeof(*c));
-    if (c != NULL) {
-        c->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, read_cb, c);
-        c->wev = event_new(s->base, fd, EV_WRITE, write_cb, c);
-    }
-    if (c == NULL || c->rev == NULL || c->wev == NULL) {
-        tc_log(TC_LOG_WARN, "http: out of memory accepting a connection");
-        if (c != NULL) {
-            if (c->rev != NULL) {
-                event_free(c->rev);
-            }
-            if (c->wev != NULL) {
-                event_free(c->wev);
-            }
-            free(c);
-        }
-        evutil_closesocket(fd);
+    conn_open(s, fd);
+}
+
+enum tc_status tc_http_server_adopt(struct tc_http_server *s, int fd)
+{
+    uint64_t n = atomic_fetch_add_explicit(s->limits.conn_count, 1, memory_order_relaxed);
+    if (n >= s->limits.max_connections) {
+        close(fd);
         atomic_fetch_sub_explicit(s->limits.conn_count, 1, memory_order_relaxed);
-        return;
+        BUMP(s, refused);
+        return TC_EUNAVAIL;
     }
-    evutil_make_socket_nonblocking(fd);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    c->srv = s;
-    c->fd = fd;
-    c->state = ST_READING;
-    http_parser_init(&c->parser, HTTP_REQUEST);
-    c->parser.data = c;
-    c->next = s->conns;
-    if (s->conns != NULL) {
-        s->conns->prev = c;
-    }
-    s->conns = c;
-    BUMP(s, accepted);
-    BUMP(s, active);
-    /* A persistent read event's timeout restarts at every read: an idle timer. */
-    struct timeval idle = {(time_t)(s->limits.idle_timeout_ms / 1000),
-                           (suseconds_t)(s->limits.idle_timeout_ms % 1000) * 1000};
-    event_add(c->rev, &idle);
+    return conn_open(s, fd);
 }
 
 static void accept_error_cb(struct evconnlistener *l, void *arg)
@@ -786,7 +1326,9 @@ struct tc_http_server *tc_http_server_create(struct event_base *base, int fd,
 {
     struct tc_http_server *s = calloc(1, sizeof(*s));
     if (s == NULL) {
-        close(fd);
+        if (fd >= 0) {
+            close(fd);
+        }
         return NULL;
     }
     s->base = base;
@@ -800,6 +1342,9 @@ struct tc_http_server *tc_http_server_create(struct event_base *base, int fd,
     s->settings.on_headers_complete = on_headers_complete;
     s->settings.on_body = on_body;
     s->settings.on_message_complete = on_message_complete;
+    if (fd < 0) {
+        return s; /* adopted connections only */
+    }
     s->listener = evconnlistener_new(base, accept_cb, s, LEV_OPT_CLOSE_ON_FREE, -1, fd);
     if (s->listener == NULL) {
         close(fd);

@@ -1,20 +1,37 @@
 /*
- * A small HTTP/1.1 server on libevent bufferevents and http-parser: one
- * instance per worker thread, all on the same port (SO_REUSEPORT).
+ * A small HTTP/1.1 server on libevent and http-parser: one instance per
+ * worker thread, all on the same port (SO_REUSEPORT).
  *
  * Why not evhttp: evhttp allocates a request with a header list and parses
  * the URI for every request, has no connection limit in libevent 2.1, and
  * cannot be told to stop reading while a request is answered asynchronously.
  * This layer keeps one parser per connection, builds each response in one
  * evbuffer, reads nothing while a request is being answered (pipelined
- * requests wait in the socket buffer) and bounds header size, body size,
- * idle time and the number of connections. Measured figures: README.md.
+ * requests wait in the socket buffer) and bounds what one client can hold:
+ * header size, body size, bodies being received server-wide
+ * (max_pending_body), unsent output (reading stops while more than 1 MiB
+ * waits), time to send the headers, time between body reads, idle time and
+ * the number of connections. Measured figures: README.md.
+ *
+ * http-parser is built without HTTP_PARSER_STRICT on Debian, so it accepts
+ * framing that another parser in front of us may read differently (request
+ * smuggling). The callbacks refuse those shapes with 400: a header name that
+ * is not a token ("Host : x"), a Transfer-Encoding other than exactly
+ * "chunked", Transfer-Encoding with Content-Length, two Host headers, a line
+ * not ended by CRLF, obsolete line folding, chunk data not followed by CRLF.
  *
  * Connection states:
  *
  *   READING ──message complete──▶ ANSWERING ──tc_http_respond()──▶ READING
  *      │                              │                              (next request)
- *      └─ error / EOF / idle ──▶ CLOSING ◀── "Connection: close" ────┘
+ *      │ EOF / idle                   │ "Connection: close"
+ *      ▼                              ▼
+ *    freed ◀── output written ──── CLOSING ◀── 4xx / 408 / 503 from this layer
+ *      ▲                              │ (the client may still be sending)
+ *      └── EOF / time / byte bound ─ LINGERING: write side shut, input discarded
+ *
+ * Lingering (as nginx's lingering_close) lets a client that is still sending
+ * a body read an early 413 or 431 instead of a TCP reset.
  *
  * Threading: a server and its connections belong to the thread running its
  * event_base. tc_http_respond() must be called on that thread.
@@ -74,12 +91,31 @@ const char *tc_http_header(const struct tc_http_req *r, const char *name);
 typedef void (*tc_http_handler_fn)(struct tc_http_req *r, void *arg);
 
 struct tc_http_limits {
-    size_t max_header_size; /* request line + headers */
-    size_t max_body;        /* bytes */
-    uint64_t idle_timeout_ms;
-    uint64_t max_connections;     /* across all servers sharing conn_count */
-    _Atomic uint64_t *conn_count; /* shared by every worker's server */
+    size_t max_header_size;         /* request line + headers */
+    size_t max_body;                /* bytes */
+    uint64_t idle_timeout_ms;       /* keep-alive wait; also: no output taken this long */
+    uint64_t header_timeout_ms;     /* first byte (or accept) to the end of the headers */
+    uint64_t body_timeout_ms;       /* between two reads of a body */
+    uint64_t max_connections;       /* across all servers sharing conn_count */
+    uint64_t max_pending_body;      /* body bytes being received, across servers */
+    _Atomic uint64_t *conn_count;   /* shared by every worker's server */
+    _Atomic uint64_t *body_pending; /* shared too: bytes held by bodies still arriving */
 };
+
+/*
+ * What the HTTP layer refused, one row per counter: field, help text. The
+ * rows are fields of struct tc_http_counters; /stats and /metrics list them
+ * from this table.
+ */
+#define TC_HTTP_REFUSALS(X)                                                                        \
+    X(parse_errors, "requests answered 400, 411, 413, 414 or 431 by the HTTP layer")               \
+    X(strict_refused, "requests refused (400) for framing a proxy may read differently, "          \
+                      "a subset of parse_errors")                                                  \
+    X(header_timeouts, "requests answered 408: headers not complete within header-timeout")        \
+    X(body_timeouts, "requests answered 408: no body bytes for body-timeout")                      \
+    X(send_timeouts, "connections closed: the client took no output for idle-timeout")             \
+    X(body_budget_refused, "requests answered 503: max-pending-body reached")                      \
+    X(output_paused, "times reading a connection stopped until its unsent output drained")
 
 /** Per-server counters, written by its thread only; read with relaxed loads. */
 struct tc_http_counters {
@@ -87,16 +123,29 @@ struct tc_http_counters {
     _Atomic uint64_t refused; /* over max_connections */
     _Atomic uint64_t active;
     _Atomic uint64_t requests;
-    _Atomic uint64_t parse_errors;
+#define TC_HTTP_X(field, help) _Atomic uint64_t field;
+    TC_HTTP_REFUSALS(TC_HTTP_X)
+#undef TC_HTTP_X
 };
 
 /**
  * Creates a server on @p base that accepts on the listening socket @p fd
- * (taken over: closed by tc_http_server_destroy). Returns NULL on failure.
+ * (taken over: closed by tc_http_server_destroy), or on none if @p fd is -1
+ * (connections then come from tc_http_server_adopt()). @p limits is copied;
+ * its conn_count and body_pending must outlive the server. Returns NULL on
+ * failure.
  */
 struct tc_http_server *tc_http_server_create(struct event_base *base, int fd,
                                              const struct tc_http_limits *limits,
                                              tc_http_handler_fn handler, void *arg);
+
+/**
+ * Serves the connected stream socket @p fd (taken over, even on failure) as
+ * if it had been accepted: it counts against max_connections. For tests and
+ * the fuzz target, which drive a connection through a socketpair. Returns
+ * TC_OK, TC_EUNAVAIL over max_connections or TC_ENOMEM.
+ */
+enum tc_status tc_http_server_adopt(struct tc_http_server *s, int fd);
 
 /** Stops accepting new connections; open ones are served on. */
 void tc_http_server_stop_accepting(struct tc_http_server *s);
@@ -117,6 +166,9 @@ const struct tc_http_counters *tc_http_server_counters(const struct tc_http_serv
  * Sends the response to @p r and releases @p r (do not touch it after).
  * @p headers: extra header lines, each ending in "\r\n", or NULL. A HEAD
  * request gets the headers and Content-Length of @p body without the body.
+ * With an access log, writes its line: method, target with the value of any
+ * "token" query parameter shown as "***", status, length, time. Request
+ * headers (Authorization, X-Lock-Token, X-Lease-Token, ...) are never logged.
  */
 void tc_http_respond(struct tc_http_req *r, int status, const char *content_type, const void *body,
                      size_t len, const char *headers);

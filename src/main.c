@@ -233,6 +233,11 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit(conf.max_connections + 256);
+    if (conf.max_pending_body < conf.max_value) {
+        tc_log(TC_LOG_WARN,
+               "max-pending-body (%llu) is below max-value (%llu): larger uploads get 503",
+               (unsigned long long)conf.max_pending_body, (unsigned long long)conf.max_value);
+    }
     if (evthread_use_pthreads() != 0) {
         tc_log(TC_LOG_CRIT, "evthread_use_pthreads failed");
         return 1;

@@ -1485,6 +1485,18 @@ static enum tc_status api_stats(struct tc_worker *w, struct tc_http_req *r)
         json_integer((json_int_t)conn_counter(srv, offsetof(struct tc_http_counters, refused))));
     json_object_set_new(j, "connections", conns);
 
+    json_t *hj = json_object();
+#define TC_HTTP_X(field, help)                                                                     \
+    json_object_set_new(                                                                           \
+        hj, #field,                                                                                \
+        json_integer((json_int_t)conn_counter(srv, offsetof(struct tc_http_counters, field))));
+    TC_HTTP_REFUSALS(TC_HTTP_X)
+#undef TC_HTTP_X
+    json_object_set_new(
+        hj, "pending_body_bytes",
+        json_integer((json_int_t)atomic_load_explicit(&srv->body_pending, memory_order_relaxed)));
+    json_object_set_new(j, "http", hj);
+
     json_t *req = json_object();
     json_t *by = json_object();
     uint64_t total = 0;
@@ -1605,6 +1617,16 @@ static enum tc_status api_metrics(struct tc_worker *w, struct tc_http_req *r)
                 "Connections refused over max-connections.");
     prom_line(&b, "tiercache_connections_refused_total %llu\n",
               (unsigned long long)conn_counter(srv, offsetof(struct tc_http_counters, refused)));
+#define TC_HTTP_X(field, help)                                                                     \
+    prom_family(&b, "tiercache_http_" #field "_total", "counter", help ".");                       \
+    prom_line(&b, "tiercache_http_" #field "_total %llu\n",                                        \
+              (unsigned long long)conn_counter(srv, offsetof(struct tc_http_counters, field)));
+    TC_HTTP_REFUSALS(TC_HTTP_X)
+#undef TC_HTTP_X
+    prom_family(&b, "tiercache_http_pending_body_bytes", "gauge",
+                "Bytes held by request bodies being received (bounded by max-pending-body).");
+    prom_line(&b, "tiercache_http_pending_body_bytes %llu\n",
+              (unsigned long long)atomic_load_explicit(&srv->body_pending, memory_order_relaxed));
     prom_family(&b, "tiercache_requests_total", "counter", "HTTP responses by status code.");
     for (int code = 0; code < TC_STATUS_CODES; code++) {
         uint64_t n = status_count(srv, code);

@@ -44,6 +44,7 @@ struct tc_server {
     uint64_t start_ms;
     unsigned port;
     _Atomic uint64_t conn_count;
+    _Atomic uint64_t body_pending; /* bytes held by request bodies being received */
     _Atomic uint64_t sweeps[TC_STACK_MAX_TIERS];
     _Atomic uint64_t swept[TC_STACK_MAX_TIERS];
     /* Workers tear down only after every worker has stopped serving, so that

@@ -61,8 +61,12 @@ static void *worker_main(void *arg)
         /* A JSON body may escape bytes (\u00XX), so allow room beyond max-value. */
         .max_body = c->max_value * 2 + 65536,
         .idle_timeout_ms = c->idle_timeout_ms,
+        .header_timeout_ms = c->header_timeout_ms,
+        .body_timeout_ms = c->body_timeout_ms,
         .max_connections = c->max_connections,
+        .max_pending_body = c->max_pending_body,
         .conn_count = &srv->conn_count,
+        .body_pending = &srv->body_pending,
     };
 
     w->base = event_base_new();
