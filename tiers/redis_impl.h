@@ -272,7 +272,6 @@ struct tc_redis_rop {
     /* clear */
     char *pattern;
     size_t pattern_len;
-    int scanning;
 };
 
 /* A reply the connection waits for, in the order the commands went out. */
