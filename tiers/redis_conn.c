@@ -446,9 +446,10 @@ static enum tc_status ctx_connect(struct redis_ctx *c)
 static void handshake_reply(struct redis_ctx *c, struct tc_redis_rop *o, int what,
                             const redisReply *r)
 {
-    if (r->type == REDIS_REPLY_ERROR) {
+    if (r->type == REDIS_REPLY_ERROR && !o->failed) {
         /* Redis said no (bad password, unknown user, bad DB): retrying will
-         * not help until someone fixes the configuration. */
+         * not help until someone fixes the configuration. The first refusal
+         * is the reason (after a refused AUTH, SELECT fails with NOAUTH). */
         tc_redis_set_error(c->rt, "%s: %s refused: %.*s", c->rt->target,
                            what == W_AUTH ? "AUTH" : "SELECT", (int)(r->len > 100 ? 100 : r->len),
                            r->str ? r->str : "");

@@ -149,13 +149,16 @@ void tc_redis_io_close(struct tc_redis_io *io);
 /** 1 while the socket is open (connecting or connected). */
 int tc_redis_io_is_open(const struct tc_redis_io *io);
 /**
- * Formats one command (hiredis) and queues it. @p now: try to write at once
- * rather than from the loop (the blocking mode, which runs the loop only to
- * wait). TC_OK, TC_EUNAVAIL (closed), TC_ENOMEM.
+ * Formats one command (hiredis) and queues it; the loop writes it (or
+ * tc_redis_io_flush(), sooner). TC_OK, TC_EUNAVAIL (closed), TC_ENOMEM.
  */
 enum tc_status tc_redis_io_send(struct tc_redis_io *io, int argc, const char **argv,
                                 const size_t *argvlen);
-/** Writes what is queued now, if the socket is connected; the rest from the loop. */
+/**
+ * Writes what is queued now, if the socket is connected; the rest from the
+ * loop. For the blocking mode, which runs the loop only to wait. May call
+ * on_lost (a dead socket) before it returns.
+ */
 void tc_redis_io_flush(struct tc_redis_io *io);
 
 /**
