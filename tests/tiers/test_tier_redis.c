@@ -366,6 +366,33 @@ Test(redis, garbage_values_are_counted_misses)
     cr_assert_eq(tc_tier_health(tier, NULL, 0), TC_HEALTH_OK);
 }
 
+/* Issue 12: a reply longer than max_item plus the item header is refused as
+ * it arrives (the connection is closed and re-made); one of exactly that
+ * length is a value like any other. */
+Test(redis, replies_longer_than_max_item_are_refused)
+{
+    start_server(NULL);
+    open_ok("redis://127.0.0.1:%u/0?timeout_ms=2000&invalidate=none&max_item=4K");
+    char *v = malloc(4096 + TC_ITEM_HDR_SIZE + 2);
+    cr_assert_not_null(v);
+    memset(v, 'v', 4096);
+    v[4096] = '\0';
+    cr_assert_eq(put("max", v), TC_OK);
+    cr_assert_eq(get("max"), TC_OK);
+    cr_assert_eq(out.len, 4096);
+    redisContext *c = raw(NULL);
+    memset(v, 'w', 4096 + TC_ITEM_HDR_SIZE + 1);
+    freeReplyObject(redisCommand(c, "SET tc:over %b", v, (size_t)(4096 + TC_ITEM_HDR_SIZE + 1)));
+    redisFree(c);
+    free(v);
+    uint64_t connects = tier_stat("connects");
+    cr_assert_eq(get("over"), TC_ENOTFOUND);
+    cr_assert_eq(tier_stat("protocol_errors"), 1);
+    cr_assert_eq(get("max"), TC_OK, "a new connection serves the next get");
+    cr_assert_eq(out.len, 4096);
+    cr_assert_gt(tier_stat("connects"), connects);
+}
+
 /* ---- clear ------------------------------------------------------------------------- */
 
 Test(redis, clear_by_prefix_leaves_foreign_keys)
