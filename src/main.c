@@ -136,9 +136,11 @@ static int open_tiers(const struct tc_conf *conf, struct tc_tier **tiers, size_t
         char err[512];
         enum tc_status st = tc_tier_open(reg, uris[i], &tiers[i], err, sizeof(err));
         if (st != TC_OK) {
-            tc_log(TC_LOG_CRIT, "--tier '%s': %s", uris[i], err[0] ? err : tc_strerror(st));
-            fprintf(stderr, "tiercache: --tier '%s': %s\n", uris[i],
-                    err[0] ? err : tc_strerror(st));
+            /* The URI as given may hold a password: quoted redacted only. */
+            char shown[1024];
+            tc_tier_uri_redact(uris[i], shown, sizeof(shown));
+            tc_log(TC_LOG_CRIT, "--tier '%s': %s", shown, err[0] ? err : tc_strerror(st));
+            fprintf(stderr, "tiercache: --tier '%s': %s\n", shown, err[0] ? err : tc_strerror(st));
             for (size_t k = i; k-- > 0;) {
                 tc_tier_close(tiers[k]);
             }

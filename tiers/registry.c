@@ -252,32 +252,144 @@ static void valid_list(const struct tc_tier_ops *ops, char *out, size_t len)
     }
 }
 
-/* Builds the URI text with any password replaced by "***", for logs. */
-static char *redact(const char *uri, const UriUriA *u)
+/* ---- redaction ------------------------------------------------------------ */
+
+/* Query parameters whose values are secrets: password=, pass=, pwd=, auth=,
+ * secret=, token=, api_token=... but not password_file=, whose value is a
+ * path (the point of it). The name is compared decoded and case-folded, so
+ * that "Pass%77ord" is caught too. */
+static int secret_name(const char *name, size_t len)
 {
-    if (u->userInfo.first == NULL) {
-        return strdup(uri);
+    char n[64];
+    size_t o = 0;
+    for (size_t i = 0; i < len && o < sizeof(n) - 1; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        if (ch == '%' && i + 2 < len && isxdigit((unsigned char)name[i + 1]) &&
+            isxdigit((unsigned char)name[i + 2])) {
+            char hex[3] = {name[i + 1], name[i + 2], '\0'};
+            ch = (unsigned char)strtoul(hex, NULL, 16);
+            i += 2;
+        }
+        n[o++] = (char)tolower(ch);
     }
-    const char *colon =
-        memchr(u->userInfo.first, ':', (size_t)(u->userInfo.afterLast - u->userInfo.first));
-    if (colon == NULL) {
-        return strdup(uri);
+    n[o] = '\0';
+    if (o >= 5 && strcmp(n + o - 5, "_file") == 0) {
+        return 0;
     }
-    size_t head = (size_t)(colon + 1 - uri);
-    size_t tail = strlen(u->userInfo.afterLast);
-    char *s = malloc(head + 3 + tail + 1);
-    if (s == NULL) {
-        return NULL;
+    return strstr(n, "pass") != NULL || strstr(n, "pwd") != NULL || strstr(n, "secret") != NULL ||
+           strstr(n, "token") != NULL || strcmp(n, "auth") == 0;
+}
+
+struct sink {
+    char *p;
+    size_t len, used;
+};
+
+static void emit(struct sink *s, const char *from, size_t n)
+{
+    if (s->used + 1 >= s->len) {
+        return;
     }
-    memcpy(s, uri, head);
-    memcpy(s + head, "***", 3);
-    memcpy(s + head + 3, u->userInfo.afterLast, tail + 1);
+    if (n > s->len - 1 - s->used) {
+        n = s->len - 1 - s->used;
+    }
+    memcpy(s->p + s->used, from, n);
+    s->used += n;
+    s->p[s->used] = '\0';
+}
+
+const char *tc_tier_uri_redact(const char *uri, char *out, size_t len)
+{
+    struct sink s = {out, len, 0};
+    if (out == NULL || len == 0) {
+        return out;
+    }
+    out[0] = '\0';
+    if (uri == NULL) {
+        return out;
+    }
+    /* Where the userinfo and the query are: as uriparser reads the URI, or,
+     * for one it cannot read (which is when an error message quotes it), a
+     * guess that errs on the side of masking: everything from "://" to the
+     * last '@' is userinfo. */
+    const char *ui0 = NULL, *ui1 = NULL, *q0 = NULL, *q1 = NULL;
+    UriUriA u;
+    const char *errpos = NULL;
+    if (uriParseSingleUriA(&u, uri, &errpos) == URI_SUCCESS) {
+        if (u.userInfo.first != NULL) {
+            ui0 = u.userInfo.first;
+            ui1 = u.userInfo.afterLast;
+        }
+        if (u.query.first != NULL) {
+            q0 = u.query.first;
+            q1 = u.query.afterLast;
+        }
+        uriFreeUriMembersA(&u);
+    } else {
+        const char *a = strstr(uri, "://");
+        const char *at = a != NULL ? strrchr(a + 3, '@') : NULL;
+        if (at != NULL) {
+            ui0 = a + 3;
+            ui1 = at;
+        }
+        q0 = strchr(at != NULL ? at : uri, '?');
+        if (q0 != NULL) {
+            q0++;
+            q1 = q0 + strcspn(q0, "#");
+        }
+    }
+    const char *p = uri;
+    if (ui0 != NULL) {
+        emit(&s, p, (size_t)(ui0 - p));
+        const char *colon = memchr(ui0, ':', (size_t)(ui1 - ui0));
+        if (colon != NULL) {
+            emit(&s, ui0, (size_t)(colon + 1 - ui0)); /* the user stays */
+        }
+        /* A lone userinfo is a password to Redis (redis://SECRET@host). */
+        emit(&s, "***", 3);
+        p = ui1;
+    }
+    if (q0 != NULL && q0 >= p) {
+        emit(&s, p, (size_t)(q0 - p));
+        const char *seg = q0;
+        while (seg < q1) {
+            const char *end = memchr(seg, '&', (size_t)(q1 - seg));
+            if (end == NULL) {
+                end = q1;
+            }
+            const char *eq = memchr(seg, '=', (size_t)(end - seg));
+            if (eq != NULL && secret_name(seg, (size_t)(eq - seg))) {
+                emit(&s, seg, (size_t)(eq + 1 - seg));
+                emit(&s, "***", 3);
+            } else {
+                emit(&s, seg, (size_t)(end - seg));
+            }
+            if (end < q1) {
+                emit(&s, "&", 1);
+            }
+            seg = end + 1;
+        }
+        p = q1;
+    }
+    emit(&s, p, strlen(p));
+    return out;
+}
+
+/* tc_tier_uri_redact() into a new string (room for every mask). */
+static char *redact_dup(const char *uri)
+{
+    size_t n = 3 * strlen(uri) + 16;
+    char *s = malloc(n);
+    if (s != NULL) {
+        tc_tier_uri_redact(uri, s, n);
+    }
     return s;
 }
 
+/* @p shown is @p uri redacted: what error messages quote. */
 static enum tc_status parse_uri(const struct tc_tier_registry *reg, const char *uri,
-                                struct tc_tier_params *p, const struct tc_tier_ops **opsp,
-                                char **redacted, char *err, size_t errlen)
+                                const char *shown, struct tc_tier_params *p,
+                                const struct tc_tier_ops **opsp, char *err, size_t errlen)
 {
     UriUriA u;
     const char *errpos = NULL;
@@ -289,12 +401,12 @@ static enum tc_status parse_uri(const struct tc_tier_registry *reg, const char *
     if (uriParseSingleUriA(&u, uri, &errpos) != URI_SUCCESS) {
         tc_tier_errf(err, errlen,
                      "malformed tier URI '%s' at offset %zu (expected SCHEME://TARGET?k=v&...)",
-                     uri, errpos ? (size_t)(errpos - uri) : 0);
+                     shown, errpos ? (size_t)(errpos - uri) : 0);
         return TC_EINVAL;
     }
     if (u.scheme.first == NULL) {
         tc_tier_errf(err, errlen, "tier URI '%s' has no scheme (expected SCHEME://TARGET?k=v&...)",
-                     uri);
+                     shown);
         st = TC_EINVAL;
         goto out;
     }
@@ -308,13 +420,13 @@ static enum tc_status parse_uri(const struct tc_tier_registry *reg, const char *
     if (ops == NULL) {
         char schemes[256];
         tc_tier_registry_schemes(reg, schemes, sizeof(schemes));
-        tc_tier_errf(err, errlen, "unknown tier scheme '%s' in '%s' (valid: %s)", p->scheme, uri,
+        tc_tier_errf(err, errlen, "unknown tier scheme '%s' in '%s' (valid: %s)", p->scheme, shown,
                      schemes);
         st = TC_EINVAL;
         goto out;
     }
     if (u.fragment.first != NULL) {
-        tc_tier_errf(err, errlen, "tier URI '%s' has a fragment ('#...'); %s:// takes none", uri,
+        tc_tier_errf(err, errlen, "tier URI '%s' has a fragment ('#...'); %s:// takes none", shown,
                      p->scheme);
         st = TC_EINVAL;
         goto out;
@@ -338,7 +450,7 @@ static enum tc_status parse_uri(const struct tc_tier_registry *reg, const char *
         unsigned long v = strtoul(port, &end, 10);
         int bad = errno != 0 || *end != '\0' || v == 0 || v > 65535;
         if (bad) {
-            tc_tier_errf(err, errlen, "bad port '%s' in '%s' (expected 1..65535)", port, uri);
+            tc_tier_errf(err, errlen, "bad port '%s' in '%s' (expected 1..65535)", port, shown);
         }
         free(port);
         if (bad) {
@@ -396,7 +508,7 @@ static enum tc_status parse_uri(const struct tc_tier_registry *reg, const char *
         int count = 0;
         if (uriDissectQueryMallocExA(&qlist, &count, u.query.first, u.query.afterLast, URI_FALSE,
                                      URI_BR_DONT_TOUCH) != URI_SUCCESS) {
-            tc_tier_errf(err, errlen, "malformed query in tier URI '%s'", uri);
+            tc_tier_errf(err, errlen, "malformed query in tier URI '%s'", shown);
             st = TC_EINVAL;
             goto out;
         }
@@ -405,7 +517,7 @@ static enum tc_status parse_uri(const struct tc_tier_registry *reg, const char *
         }
         for (UriQueryListA *q = qlist; q != NULL; q = q->next) {
             if (q->key == NULL || q->key[0] == '\0') {
-                tc_tier_errf(err, errlen, "empty parameter name in tier URI '%s'", uri);
+                tc_tier_errf(err, errlen, "empty parameter name in tier URI '%s'", shown);
                 st = TC_EINVAL;
                 goto out;
             }
@@ -423,7 +535,7 @@ static enum tc_status parse_uri(const struct tc_tier_registry *reg, const char *
                 goto out;
             }
             if (tc_tier_params_get(p, q->key) != NULL) {
-                tc_tier_errf(err, errlen, "parameter '%s' given twice in '%s'", q->key, uri);
+                tc_tier_errf(err, errlen, "parameter '%s' given twice in '%s'", q->key, shown);
                 st = TC_EINVAL;
                 goto out;
             }
@@ -437,9 +549,6 @@ static enum tc_status parse_uri(const struct tc_tier_registry *reg, const char *
             }
             p->nparams++;
         }
-    }
-    if ((*redacted = redact(uri, &u)) == NULL) {
-        goto out;
     }
     *opsp = ops;
     st = TC_OK;
@@ -475,8 +584,13 @@ enum tc_status tc_tier_open(const struct tc_tier_registry *reg, const char *uri,
         tc_tier_errf(err, errlen, "no tier URI given");
         return TC_EINVAL;
     }
-    enum tc_status st = parse_uri(reg, uri, &p, &ops, &redacted, err, errlen);
+    if ((redacted = redact_dup(uri)) == NULL) {
+        tc_tier_errf(err, errlen, "out of memory parsing tier URI");
+        return TC_ENOMEM;
+    }
+    enum tc_status st = parse_uri(reg, uri, redacted, &p, &ops, err, errlen);
     if (st != TC_OK) {
+        free(redacted);
         return st;
     }
     st = tc_tier_params_double(&p, "ttl_ratio", 1.0, 0.0, 1, 1.0, &ratio, err, errlen);
@@ -497,7 +611,7 @@ enum tc_status tc_tier_open(const struct tc_tier_registry *reg, const char *uri,
             ops->close(t);
             t = NULL;
             st = TC_ENOMEM;
-            tc_tier_errf(err, errlen, "out of memory opening '%s'", uri);
+            tc_tier_errf(err, errlen, "out of memory opening '%s'", redacted);
         } else {
             t->ops = ops;
             t->uri = redacted;

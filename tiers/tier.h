@@ -176,8 +176,21 @@ void tc_tier_close(struct tc_tier *t);
 
 /* ---- accessors (thread-safe) ------------------------------------------ */
 
-/** The URI the tier was opened with, passwords replaced by "***". */
+/** The URI the tier was opened with, secrets replaced by "***" (tc_tier_uri_redact()). */
 const char *tc_tier_uri(const struct tc_tier *t);
+
+/**
+ * Writes @p uri to @p out (@p len bytes, always NUL-terminated when len > 0,
+ * cut short if it does not fit) with its secrets replaced by "***": the
+ * password in the userinfo (the user stays; a lone userinfo, which Redis
+ * reads as the password, goes entirely), and the value of every query
+ * parameter whose name says secret (password=, pass=, pwd=, auth=, secret=,
+ * token=, ...; not a path given as NAME_file=). Works on any text,
+ * malformed URIs included (there it masks everything between the scheme's
+ * slashes and the last '@'), so that whatever quotes a URI a user gave (an
+ * error, a log line) can quote it safely. Returns @p out. Thread-safe.
+ */
+const char *tc_tier_uri_redact(const char *uri, char *out, size_t len);
 /** The scheme ("shm", "lmdb", ...). */
 const char *tc_tier_scheme(const struct tc_tier *t);
 /** TC_TIER_CAP_* bits. */

@@ -295,3 +295,49 @@ Test(registry, tier_layer_validates_requests)
     tc_tier_ctx_dispose(c);
     tc_tier_close(t);
 }
+
+/* Issue 12: whatever quotes a tier URI quotes it without its secrets. */
+Test(registry, uri_redact_masks_every_secret)
+{
+    static const char *const cases[][2] = {
+        {"redis://:pw@h:1/0", "redis://:***@h:1/0"},
+        {"redis://bob:s%40cret@h/0?prefix=a", "redis://bob:***@h/0?prefix=a"},
+        {"redis://lone-secret@h/0", "redis://***@h/0"},
+        {"redis://h/0?password=pw&prefix=a", "redis://h/0?password=***&prefix=a"},
+        {"redis://h/0?prefix=a&Pass%77ord=pw", "redis://h/0?prefix=a&Pass%77ord=***"},
+        {"x://h?token=t&api_token=u&auth=v&secret=w&pwd=z",
+         "x://h?token=***&api_token=***&auth=***&"
+         "secret=***&pwd=***"},
+        {"redis://h/0?password_file=/etc/pw", "redis://h/0?password_file=/etc/pw"},
+        {"lmdb://./data/l2?map_size=1G", "lmdb://./data/l2?map_size=1G"},
+        /* Malformed (a space): masked all the same. */
+        {"redis://:p w@h/0?token=abc", "redis://:***@h/0?token=***"},
+        {"redis://a@b:p@ss@h/0", "redis://a@b:***@h/0"},
+        {"redis://:p@ss@h/0", "redis://:***@h/0"},
+        {"", ""},
+    };
+    char out[256];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cr_assert_str_eq(tc_tier_uri_redact(cases[i][0], out, sizeof(out)), cases[i][1], "%s",
+                         cases[i][0]);
+    }
+    /* Cut short, still terminated, never the secret. */
+    char small[12];
+    tc_tier_uri_redact("redis://:secret@host/0", small, sizeof(small));
+    cr_assert_str_eq(small, "redis://:**");
+    cr_assert_eq(tc_tier_uri_redact(NULL, out, sizeof(out))[0], '\0');
+}
+
+Test(registry, open_errors_quote_uris_redacted)
+{
+    char err[512];
+    cr_assert_eq(open_err("probe://bob:hunter2@h/x?color=a&color=b", err, sizeof(err)), TC_EINVAL);
+    cr_assert(strstr(err, "given twice") != NULL, "%s", err);
+    cr_assert(strstr(err, "hunter2") == NULL, "%s", err);
+    cr_assert_eq(open_err("nope://:hunter3@h/x", err, sizeof(err)), TC_EINVAL);
+    cr_assert(strstr(err, "hunter3") == NULL && strstr(err, "nope") != NULL, "%s", err);
+    cr_assert_eq(open_err("probe://:hunter 4@h/x", err, sizeof(err)), TC_EINVAL);
+    cr_assert(strstr(err, "hunter") == NULL, "%s", err);
+    cr_assert_eq(open_err("probe://:hunter5@h:99999/x", err, sizeof(err)), TC_EINVAL);
+    cr_assert(strstr(err, "hunter5") == NULL && strstr(err, "port") != NULL, "%s", err);
+}

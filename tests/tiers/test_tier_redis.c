@@ -13,11 +13,14 @@
 
 #include <criterion/criterion.h>
 #include <event2/event.h>
+#include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 static struct tc_redis_server *srv;
 static struct tc_tier *tier;
@@ -110,7 +113,7 @@ static long long raw_int(redisContext *c, const char *fmt, const char *arg)
     return v;
 }
 
-static uint64_t stat(const char *name)
+static uint64_t tier_stat(const char *name)
 {
     uint64_t v;
     cr_assert(tc_test_tier_stat(tier, name, &v), "no stat %s", name);
@@ -146,7 +149,7 @@ Test(redis, acl_user_auth)
     open_ok("redis://alice:alice-pw@127.0.0.1:%u/0?timeout_ms=2000");
     cr_assert_eq(put("k", "v"), TC_OK);
     cr_assert_eq(get("k"), TC_OK);
-    cr_assert_eq(stat("subscribed"), 1, "the subscriber authenticates as alice too");
+    cr_assert_eq(tier_stat("subscribed"), 1, "the subscriber authenticates as alice too");
 }
 
 Test(redis, requirepass_over_the_unix_socket)
@@ -174,7 +177,7 @@ Test(redis, wrong_password_fails_at_open_with_a_clear_error)
     char err[512] = "";
     enum tc_status st = open_uri("redis://:wrong-pw@127.0.0.1:%u/0", err, sizeof(err));
     cr_assert_eq(st, TC_EUNAVAIL, "%s", tc_strerror(st));
-    cr_assert_not_null(strstr(err, "AUTH"), "error: %s", err);
+    cr_assert_not_null(strstr(err, "AUTH refused"), "error: %s", err);
     cr_assert_null(strstr(err, "wrong-pw"), "the password leaked: %s", err);
     cr_assert_null(tier);
 
@@ -186,6 +189,129 @@ Test(redis, wrong_password_fails_at_open_with_a_clear_error)
     err[0] = '\0';
     st = open_uri("redis://alice:pw@127.0.0.1:%u/0", err, sizeof(err));
     cr_assert_eq(st, TC_EUNAVAIL, "unknown user: %s", err);
+}
+
+/* ---- password_file and secrets in errors (issue 12) ------------------------------ */
+
+/* A temp file holding @p content with mode @p mode; its path in @p path. */
+static void pw_file(char path[64], const char *content, mode_t mode)
+{
+    snprintf(path, 64, "/tmp/tc-pw-XXXXXX");
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    cr_assert_eq(write(fd, content, strlen(content)), (ssize_t)strlen(content));
+    cr_assert_eq(fchmod(fd, mode), 0);
+    close(fd);
+}
+
+Test(redis, password_file_is_read_at_open)
+{
+    struct tc_redis_server_opts o = {
+        .requirepass = "file-pw-1", .acl_user = "alice", .acl_password = "alice-file-pw"};
+    start_server(&o);
+    char path[64], uri[512], err[512];
+    pw_file(path, "file-pw-1\n", 0600);
+    snprintf(uri, sizeof(uri), "redis://127.0.0.1:%u/0?timeout_ms=2000&password_file=%s",
+             tc_redis_server_port(srv), path);
+    cr_assert_eq(tc_tier_open(NULL, uri, &tier, err, sizeof(err)), TC_OK, "%s", err);
+    cr_assert_eq(tc_tier_ctx_init(tier, NULL, &ctx), TC_OK);
+    cr_assert_eq(put("f", "1"), TC_OK);
+    cr_assert_eq(get("f"), TC_OK);
+    cr_assert_eq(tier_stat("subscribed"), 1, "the subscriber authenticates from the file too");
+    cr_assert_not_null(strstr(tc_tier_uri(tier), "password_file="), "%s", tc_tier_uri(tier));
+    tc_tier_ctx_dispose(ctx);
+    ctx = NULL;
+    tc_tier_close(tier);
+    tier = NULL;
+    unlink(path);
+
+    /* 0400, CRLF, an ACL user in the URI and the password in the file, and
+     * redis+unix://. */
+    pw_file(path, "alice-file-pw\r\n", 0400);
+    snprintf(uri, sizeof(uri), "redis+unix://alice@%s?timeout_ms=2000&password_file=%s",
+             tc_redis_server_socket(srv), path);
+    cr_assert_eq(tc_tier_open(NULL, uri, &tier, err, sizeof(err)), TC_OK, "%s", err);
+    cr_assert_eq(tc_tier_ctx_init(tier, NULL, &ctx), TC_OK);
+    cr_assert_eq(get("f"), TC_OK);
+    unlink(path);
+}
+
+Test(redis, password_file_refused_unless_private)
+{
+    struct tc_redis_server_opts o = {.requirepass = "file-pw-2"};
+    start_server(&o);
+    char path[64], uri[512], err[512];
+    static const mode_t open_modes[] = {0644, 0640, 0604, 0660};
+    for (size_t i = 0; i < sizeof(open_modes) / sizeof(open_modes[0]); i++) {
+        pw_file(path, "file-pw-2\n", open_modes[i]);
+        snprintf(uri, sizeof(uri), "redis://127.0.0.1:%u/0?password_file=%s",
+                 tc_redis_server_port(srv), path);
+        err[0] = '\0';
+        cr_assert_eq(tc_tier_open(NULL, uri, &tier, err, sizeof(err)), TC_EINVAL, "mode %o",
+                     open_modes[i]);
+        cr_assert_not_null(strstr(err, "chmod 600"), "mode %o: %s", open_modes[i], err);
+        cr_assert_null(strstr(err, "file-pw-2"), "%s", err);
+        unlink(path);
+    }
+    snprintf(uri, sizeof(uri), "redis://127.0.0.1:%u/0?password_file=/nonexistent/tc-pw",
+             tc_redis_server_port(srv));
+    cr_assert_eq(tc_tier_open(NULL, uri, &tier, err, sizeof(err)), TC_EINVAL);
+    cr_assert_not_null(strstr(err, "cannot open"), "%s", err);
+
+    pw_file(path, "", 0600);
+    snprintf(uri, sizeof(uri), "redis://127.0.0.1:%u/0?password_file=%s", tc_redis_server_port(srv),
+             path);
+    cr_assert_eq(tc_tier_open(NULL, uri, &tier, err, sizeof(err)), TC_EINVAL);
+    cr_assert_not_null(strstr(err, "empty"), "%s", err);
+    unlink(path);
+
+    pw_file(path, "file-pw-2\n", 0600);
+    snprintf(uri, sizeof(uri), "redis://:file-pw-2@127.0.0.1:%u/0?password_file=%s",
+             tc_redis_server_port(srv), path);
+    cr_assert_eq(tc_tier_open(NULL, uri, &tier, err, sizeof(err)), TC_EINVAL);
+    cr_assert_not_null(strstr(err, "given twice"), "%s", err);
+    cr_assert_null(strstr(err, "file-pw-2"), "%s", err);
+
+    /* A wrong password from the file: refused by Redis, never quoted. */
+    unlink(path);
+    pw_file(path, "not-the-pw-2\n", 0600);
+    snprintf(uri, sizeof(uri), "redis://127.0.0.1:%u/0?password_file=%s", tc_redis_server_port(srv),
+             path);
+    cr_assert_eq(tc_tier_open(NULL, uri, &tier, err, sizeof(err)), TC_EUNAVAIL);
+    cr_assert_not_null(strstr(err, "AUTH refused"), "%s", err);
+    cr_assert_null(strstr(err, "not-the-pw-2"), "%s", err);
+    unlink(path);
+}
+
+/* Every error about a tier URI that holds a secret quotes it masked. */
+Test(redis, secrets_never_in_open_errors)
+{
+    struct tc_redis_server_opts o = {.requirepass = "right-pw-3"};
+    start_server(&o);
+    static const struct {
+        const char *fmt, *secret;
+    } bad[] = {
+        {"redis://:sekrit-a@127.0.0.1:%u/0?bogus=1", "sekrit-a"},
+        {"redis://:sekrit-b@127.0.0.1:%u/0?timeout_ms=abc", "sekrit-b"},
+        {"redis://:sekrit-c@127.0.0.1:%u/0?db=1&db=2", "sekrit-c"},
+        {"redis://sekrit-d@127.0.0.1:%u/0#frag", "sekrit-d"},
+        {"redis://:sek rit-e@127.0.0.1:%u/0", "rit-e"},
+        {"redis://:sekrit-f@127.0.0.1:%u/0?prefix=a&prefix=b", "sekrit-f"},
+        {"redis://127.0.0.1:%u/0?password=sekrit-g&password=x", "sekrit-g"},
+        {"redis://:sekrit-h@127.0.0.1:%u/0", "sekrit-h"},  /* wrong password */
+        {"redis://sekrit-i@127.0.0.1:%u/0", "sekrit-i"},   /* lone userinfo, wrong */
+        {"rediss://:sekrit-j@127.0.0.1:%u/0", "sekrit-j"}, /* unknown scheme */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char err[512] = "";
+        enum tc_status st = open_uri(bad[i].fmt, err, sizeof(err));
+        cr_assert_neq(st, TC_OK, "%s opened", bad[i].fmt);
+        cr_assert_neq(err[0], '\0', "%s: no message", bad[i].fmt);
+        cr_assert_null(strstr(err, bad[i].secret), "%s leaked: %s", bad[i].fmt, err);
+    }
+    /* Opened: tc_tier_uri() masks the lone userinfo too. */
+    cr_assert_eq(open_uri("redis://right-pw-3@127.0.0.1:%u/0?timeout_ms=2000", NULL, 0), TC_OK);
+    cr_assert_null(strstr(tc_tier_uri(tier), "right-pw-3"), "%s", tc_tier_uri(tier));
 }
 
 /* ---- untrusted values ----------------------------------------------------------- */
@@ -231,13 +357,40 @@ Test(redis, garbage_values_are_counted_misses)
         cr_assert_eq(gst, TC_ECORRUPT, "%s: %s", bad[i], tc_strerror(gst));
         cr_assert_eq(out.len, 0);
     }
-    cr_assert_eq(stat("bad_replies"), nbad);
-    cr_assert_eq(stat("corrupt"), nbad);
-    cr_assert_eq(stat("misses"), 0);
-    cr_assert_eq(stat("errors"), 0);
+    cr_assert_eq(tier_stat("bad_replies"), nbad);
+    cr_assert_eq(tier_stat("corrupt"), nbad);
+    cr_assert_eq(tier_stat("misses"), 0);
+    cr_assert_eq(tier_stat("errors"), 0);
     cr_assert_eq(get("good"), TC_OK, "the connection survives garbage");
     cr_assert_eq(get("other"), TC_OK);
     cr_assert_eq(tc_tier_health(tier, NULL, 0), TC_HEALTH_OK);
+}
+
+/* Issue 12: a reply longer than max_item plus the item header is refused as
+ * it arrives (the connection is closed and re-made); one of exactly that
+ * length is a value like any other. */
+Test(redis, replies_longer_than_max_item_are_refused)
+{
+    start_server(NULL);
+    open_ok("redis://127.0.0.1:%u/0?timeout_ms=2000&invalidate=none&max_item=4K");
+    char *v = malloc(4096 + TC_ITEM_HDR_SIZE + 2);
+    cr_assert_not_null(v);
+    memset(v, 'v', 4096);
+    v[4096] = '\0';
+    cr_assert_eq(put("max", v), TC_OK);
+    cr_assert_eq(get("max"), TC_OK);
+    cr_assert_eq(out.len, 4096);
+    redisContext *c = raw(NULL);
+    memset(v, 'w', 4096 + TC_ITEM_HDR_SIZE + 1);
+    freeReplyObject(redisCommand(c, "SET tc:over %b", v, (size_t)(4096 + TC_ITEM_HDR_SIZE + 1)));
+    redisFree(c);
+    free(v);
+    uint64_t connects = tier_stat("connects");
+    cr_assert_eq(get("over"), TC_ENOTFOUND);
+    cr_assert_eq(tier_stat("protocol_errors"), 1);
+    cr_assert_eq(get("max"), TC_OK, "a new connection serves the next get");
+    cr_assert_eq(out.len, 4096);
+    cr_assert_gt(tier_stat("connects"), connects);
 }
 
 /* ---- clear ------------------------------------------------------------------------- */
@@ -324,8 +477,8 @@ Test(redis, unreachable_server_opens_down_and_misses_fast)
         cr_assert_eq(get("x"), TC_ENOTFOUND);
     }
     cr_assert_lt(wall_ms() - before, 1000, "an open circuit must fail fast");
-    cr_assert_geq(stat("skipped"), 100);
-    cr_assert_eq(stat("circuit_open"), 1);
+    cr_assert_geq(tier_stat("skipped"), 100);
+    cr_assert_eq(tier_stat("circuit_open"), 1);
     cr_assert_eq(tc_tier_health(tier, NULL, 0), TC_HEALTH_DOWN);
 }
 
@@ -547,11 +700,11 @@ static void acquire_busy_release_reacquire(int async)
     cr_assert_str_eq(p.token, b.token);
     redisFree(c);
 
-    cr_assert_eq(stat("locks_taken"), 2);
-    cr_assert_eq(stat("locks_busy"), 1);
-    cr_assert_eq(stat("locks_released"), 1);
-    cr_assert_eq(stat("lock_release_refused"), 3);
-    cr_assert_eq(stat("lock_errors"), 0);
+    cr_assert_eq(tier_stat("locks_taken"), 2);
+    cr_assert_eq(tier_stat("locks_busy"), 1);
+    cr_assert_eq(tier_stat("locks_released"), 1);
+    cr_assert_eq(tier_stat("lock_release_refused"), 3);
+    cr_assert_eq(tier_stat("lock_errors"), 0);
     close_lock_tier();
 }
 
@@ -686,7 +839,7 @@ Test(redis, lock_peek_reports_holder_and_lease)
     cr_assert_eq(peek("p", &p), TC_OK);
     cr_assert_str_eq(p.token, a.token);
     cr_assert(p.remaining_ms > 0 && p.remaining_ms <= 30000);
-    cr_assert_eq(stat("lock_errors"), 0, "a free lock is not an error");
+    cr_assert_eq(tier_stat("lock_errors"), 0, "a free lock is not an error");
     close_lock_tier();
 }
 
@@ -739,9 +892,9 @@ Test(redis, lock_foreign_values_are_held_by_someone_else)
     cr_assert(v != NULL && v->type == REDIS_REPLY_INTEGER && v->integer == 10240);
     freeReplyObject(v);
     cr_assert_eq(raw_int(c, "LLEN %s", "lock:tc:list"), 2);
-    cr_assert_eq(stat("lock_errors"), 0, "foreign values are not errors");
-    cr_assert_geq(stat("bad_replies"), 6);
-    cr_assert_eq(stat("failures"), 0);
+    cr_assert_eq(tier_stat("lock_errors"), 0, "foreign values are not errors");
+    cr_assert_geq(tier_stat("bad_replies"), 6);
+    cr_assert_eq(tier_stat("failures"), 0);
     cr_assert_eq(acquire("other", 1000, &r), TC_OK, "the connection survives");
     cr_assert_eq(tc_tier_health(tier, NULL, 0), TC_HEALTH_OK);
     free(big);
@@ -774,28 +927,28 @@ Test(redis, lock_scripts_survive_a_script_flush)
     struct tc_tier_lock_req a, p;
     /* A fresh server has no scripts: the first use of each loads it. */
     cr_assert_eq(acquire("f", 60000, &a), TC_OK);
-    cr_assert_eq(stat("script_loads"), 1);
+    cr_assert_eq(tier_stat("script_loads"), 1);
     cr_assert_eq(peek("f", &p), TC_OK);
-    cr_assert_eq(stat("script_loads"), 2);
+    cr_assert_eq(tier_stat("script_loads"), 2);
     cr_assert_eq(peek("f", &p), TC_OK);
-    cr_assert_eq(stat("script_loads"), 2, "one EVAL loads the script for good");
+    cr_assert_eq(tier_stat("script_loads"), 2, "one EVAL loads the script for good");
     redisContext *c = raw(NULL);
     freeReplyObject(redisCommand(c, "SCRIPT FLUSH"));
     cr_assert_eq(peek("f", &p), TC_OK);
     cr_assert_str_eq(p.token, a.token);
-    cr_assert_eq(stat("script_loads"), 3);
+    cr_assert_eq(tier_stat("script_loads"), 3);
     freeReplyObject(redisCommand(c, "SCRIPT FLUSH"));
     cr_assert_eq(release("f", a.token), TC_OK);
-    cr_assert_eq(stat("script_loads"), 4);
+    cr_assert_eq(tier_stat("script_loads"), 4);
     freeReplyObject(redisCommand(c, "SCRIPT FLUSH"));
     cr_assert_eq(acquire("f", 60000, &a), TC_OK);
-    cr_assert_eq(stat("script_loads"), 5);
+    cr_assert_eq(tier_stat("script_loads"), 5);
     cr_assert_eq(release("f", a.token), TC_OK); /* flushed with the others */
-    cr_assert_eq(stat("script_loads"), 6);
+    cr_assert_eq(tier_stat("script_loads"), 6);
     cr_assert_eq(acquire("f", 60000, &a), TC_OK);
     cr_assert_eq(release("f", a.token), TC_OK);
-    cr_assert_eq(stat("script_loads"), 6);
-    cr_assert_eq(stat("lock_errors"), 0);
+    cr_assert_eq(tier_stat("script_loads"), 6);
+    cr_assert_eq(tier_stat("lock_errors"), 0);
     redisFree(c);
     close_lock_tier();
 }
