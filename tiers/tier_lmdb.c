@@ -82,6 +82,39 @@
  * Readers never write: a record past its local expiry is a miss at once and
  * goes with the next sweep (or eviction) through the expiry index.
  *
+ * Durability. sync=always commits as LMDB does by default: the dirty pages,
+ * fdatasync, the meta page, fdatasync; an acknowledged write survives a host
+ * crash. sync=periodic opens the environment with MDB_NOMETASYNC: the dirty
+ * pages, fdatasync, then the meta page without one. The next commit's
+ * fdatasync carries that meta page to the disk, and when no commit comes the
+ * syncer does, within sync_interval_ms; so a host crash loses at most the
+ * commits of the last interval (in practice the last one), and the file
+ * always opens. Why that keeps the file whole, where MDB_NOSYNC (periodic
+ * before issue 12) did not:
+ *
+ *   - Every meta page that can reach the disk names pages that are there
+ *     already: a commit writes its meta page only after its own pages are
+ *     flushed. Under MDB_NOSYNC the kernel writes dirty pages back in any
+ *     order, so a meta page could land before the pages it names.
+ *   - LMDB lets commit K overwrite only pages freed by commit K - 2 or
+ *     earlier (fewer with readers), which no snapshot from K - 2 on uses;
+ *     and before commit K writes anything, commit K - 1's flush has made
+ *     meta K - 2 durable. So the newest meta page on the disk is always
+ *     K - 2 or later, and names intact pages. Under MDB_NOSYNC the commits
+ *     after the last flush overwrite, in the page cache, the pages of the
+ *     last durable snapshot, and any writeback of those pages destroys it
+ *     while the meta page on the disk still names it.
+ *
+ * The price is one fdatasync per group commit instead of one per interval;
+ * the writer keeps batching while it waits, so under load a commit carries
+ * everything that queued during the last flush (README "Measured speed").
+ * Acknowledging before the flush, as Redis's appendfsync everysec does,
+ * would not help here: LMDB makes a write visible to readers only by
+ * committing, and every commit writes a meta page. sync=none keeps
+ * MDB_NOSYNC: after a host crash the file may be damaged, which the checks
+ * below catch at open or at run time. Every process sharing PATH should use
+ * the same sync mode: one with MDB_NOSYNC voids the others' guarantee.
+ *
  * Damage. Bytes in the file are untrusted. At open, when no other process
  * has the environment open (this process can take the lock LMDB's first
  * opener takes, byte 0 of lock.mdb, exclusively), the tier checks what LMDB
@@ -1081,12 +1114,13 @@ static void *writer_main(void *arg)
 
 /*
  * sync=periodic: flushes every sync_interval_ms when something was committed
- * since the last flush. It runs beside the writer rather than between its
- * batches: an fdatasync of a second's worth of dirty pages takes long
- * enough that the writer would otherwise stall with a full queue. With
- * MDB_NOSYNC a flush that overlaps a commit is no weaker than the kernel's
- * own writeback, which may run at any moment anyway (see LMDB's note on
- * MDB_NOSYNC); a clean close still flushes after the writer has stopped.
+ * since the last flush. Under MDB_NOMETASYNC each commit has flushed its own
+ * pages already; what this carries to the disk is the meta page of the last
+ * commit when no later commit's flush did (writes stopped), so that a host
+ * crash loses at most one interval. It runs beside the writer: a flush that
+ * overlaps a commit can only make durable earlier what the commit flushes
+ * anyway, and a meta page is written only after its pages are durable (see
+ * "Durability" at the top). A clean close flushes after the writer stopped.
  */
 static void *syncer_main(void *arg)
 {
@@ -1876,9 +1910,12 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
 
     /* NOTLS: read txns belong to ctxs, not threads, and are reset/renewed
      * (a thread may own several ctxs). NORDAHEAD: random access to a cache
-     * larger than RAM gains nothing from readahead. */
+     * larger than RAM gains nothing from readahead. NOMETASYNC for periodic
+     * and NOSYNC for none: see "Durability" at the top. */
     m->env_flags = MDB_NOTLS | MDB_NORDAHEAD;
-    if (sync != SYNC_ALWAYS) {
+    if (sync == SYNC_PERIODIC) {
+        m->env_flags |= MDB_NOMETASYNC;
+    } else if (sync == SYNC_NONE) {
         m->env_flags |= MDB_NOSYNC;
     }
     if (writemap) {
