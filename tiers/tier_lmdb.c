@@ -915,6 +915,9 @@ static int try_batch(struct lmdb_tier *m, struct wop **ops, size_t n, size_t nee
         mdb_txn_abort(txn);
         size_t low = (size_t)(m->low_water * (double)max);
         evict(m, need < high && high - need < low ? high - need : low, 1);
+        if (is_down(m)) {
+            return MDB_CORRUPTED; /* the eviction met damage: apply nothing */
+        }
         if ((rc = mdb_txn_begin(m->env, NULL, 0, &txn)) != 0) {
             return rc;
         }
