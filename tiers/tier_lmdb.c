@@ -115,17 +115,18 @@
  * below catch at open or at run time. Every process sharing PATH should use
  * the same sync mode: one with MDB_NOSYNC voids the others' guarantee.
  *
- * Damage. Bytes in the file are untrusted. At open, when no other process
- * has the environment open (this process can take the lock LMDB's first
- * opener takes, byte 0 of lock.mdb, exclusively), the tier checks what LMDB
- * does not: both meta pages (LMDB checks only their magic and version; a
- * page size of 0 divides by zero inside mdb_env_open), and that data.mdb
- * holds every page up to the last one the newest meta page names (a shorter
- * file is mapped past its end, and the first get that touches a missing page
- * dies of SIGBUS). Pages a transaction allocated and freed again before its
- * commit are never written, so missing pages are fine when every one of them
- * is on the free list: the file is then extended to cover them. When another
- * process has the environment open, it vouches for it and nothing is checked.
+ * Damage. Bytes in the file are untrusted, and LMDB trusts its pages. At
+ * open, the tier checks what LMDB does not, before LMDB reads more than the
+ * meta pages: when no other process has the environment open (this process
+ * can take the lock LMDB's first opener takes, byte 0 of lock.mdb,
+ * exclusively), both meta pages (LMDB checks only their magic and version;
+ * a page size of 0 divides by zero inside mdb_env_open); then, once LMDB
+ * has mapped the file, every page of the snapshot it is about to use,
+ * with tc_lmdb_check (tiers/lmdb_check.h): kinds, bounds, nodes, children
+ * and overflow runs inside the file (a truncated file is mapped past its
+ * end, and the first get that touches a missing page dies of SIGBUS), free
+ * lists. That check reads every page in use, so an open takes about as long
+ * as reading the file.
  *
  * A damaged environment (those checks failing; mdb_env_open or the first
  * transaction failing with MDB_INVALID, MDB_CORRUPTED, MDB_PAGE_NOTFOUND or
@@ -143,10 +144,10 @@
  * tier; a get that finds nothing else is a miss). The file
  * PATH/tiercache-damaged records the reason, so that the next open moves
  * the environment aside instead of serving from it again. LMDB's own
- * assertions (some damage trips them; LMDB then aborts the process) leave
- * that file too, through mdb_env_set_assert, so that a restart recovers.
- * What no check here can stop: LMDB trusts the node headers inside a page,
- * and a damaged one can make it read through a wild pointer (SIGSEGV).
+ * assertions (which abort the process) leave that file too, through
+ * mdb_env_set_assert, so that a restart recovers. Damage that happens
+ * while the tier runs (a disk going bad under it) is not checked before
+ * LMDB follows it.
  *
  * Processes: any number may open the same PATH at once (LMDB's lock file
  * serialises their writers). Reader slots left by killed processes are
@@ -159,6 +160,8 @@
  * ctx_init); each ctx belongs to the thread that made it (tier.h).
  */
 #include "tiers/tier_impl.h"
+
+#include "tiers/lmdb_check.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -185,7 +188,6 @@
 #define SCRUB_SLACK    4096u  /* stale tc_exp entries tolerated beyond one per record */
 #define SCRUB_VISITS   4u     /* tc_exp entries a scrub looks at per op in the batch */
 #define DAMAGE_MARK    "tiercache-damaged" /* in PATH: damage seen at run time */
-#define MAX_MISSING    (1u << 20)          /* missing pages a free list may explain */
 
 enum sync_mode { SYNC_ALWAYS = 0, SYNC_PERIODIC = 1, SYNC_NONE = 2 };
 static const char *const sync_names[] = {"always", "periodic", "none", NULL};
@@ -1413,96 +1415,10 @@ static const char *meta_check(const unsigned char *b, struct meta_view *mv)
 }
 
 /*
- * Whether every page in [first, last] is on the free list, read through a
- * private read-only environment (MDB_NOLOCK: it must not touch lock.mdb,
- * whose lock this process holds) after the file was extended to cover
- * them, so that no read can pass its end. TC_OK; TC_ECORRUPT with why;
- * another status with a message in err.
- */
-static enum tc_status free_covers(struct lmdb_tier *m, uint64_t first, uint64_t last, char *why,
-                                  size_t wl, char *err, size_t errlen)
-{
-    size_t n = (size_t)(last + 1 - first);
-    unsigned char *seen = calloc((n + 7) / 8, 1);
-    MDB_env *env = NULL;
-    MDB_txn *txn = NULL;
-    MDB_cursor *cur = NULL;
-    int rc = seen != NULL ? mdb_env_create(&env) : ENOMEM;
-    int bad = 0;
-    if (rc == 0) {
-        mdb_env_set_userctx(env, m);
-        mdb_env_set_assert(env, on_lmdb_assert);
-        rc = mdb_env_set_mapsize(env, (size_t)m->map_size); /* LMDB raises it to the file's need */
-    }
-    if (rc == 0) {
-        rc = mdb_env_open(env, m->path, MDB_RDONLY | MDB_NOLOCK | MDB_NORDAHEAD, 0640);
-    }
-    if (rc == 0) {
-        rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
-    }
-    if (rc == 0) {
-        rc = mdb_cursor_open(txn, 0 /* FREE_DBI */, &cur);
-    }
-    MDB_val k, v;
-    while (rc == 0 && !bad && (rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) == 0) {
-        /* An IDL: a count, then that many page numbers; a record reserved
-         * and not filled may be longer than its count says. */
-        uint64_t cnt;
-        if (v.mv_size < 8 || v.mv_size % 8 != 0 ||
-            (memcpy(&cnt, v.mv_data, 8), cnt > v.mv_size / 8 - 1)) {
-            bad = 1;
-            break;
-        }
-        for (uint64_t i = 1; i <= cnt; i++) {
-            uint64_t pg;
-            memcpy(&pg, (const unsigned char *)v.mv_data + 8 * i, 8);
-            if (pg >= first && pg <= last) {
-                seen[(pg - first) / 8] |= (unsigned char)(1u << ((pg - first) % 8));
-            }
-        }
-    }
-    if (rc == MDB_NOTFOUND) {
-        rc = 0;
-    }
-    uint64_t missing = 0;
-    for (size_t i = 0; rc == 0 && !bad && i < n; i++) {
-        missing += !(seen[i / 8] & (1u << (i % 8)));
-    }
-    if (cur != NULL) {
-        mdb_cursor_close(cur);
-    }
-    if (txn != NULL) {
-        mdb_txn_abort(txn);
-    }
-    if (env != NULL) {
-        mdb_env_close(env);
-    }
-    free(seen);
-    if (bad) {
-        snprintf(why, wl, "a free-list record is malformed");
-        return TC_ECORRUPT;
-    }
-    if (rc != 0) {
-        if (is_damage(rc)) {
-            snprintf(why, wl, "reading its free list: %s", mdb_strerror(rc));
-            return TC_ECORRUPT;
-        }
-        tc_tier_errf(err, errlen, "lmdb://%s: reading the free list failed: %s", m->path,
-                     mdb_strerror(rc));
-        return TC_EIO;
-    }
-    if (missing > 0) {
-        snprintf(why, wl, "%llu pages missing and not free (truncated)",
-                 (unsigned long long)missing);
-        return TC_ECORRUPT;
-    }
-    return TC_OK;
-}
-
-/*
- * The checks of data.mdb described at the top ("Damage"), made while this
- * process holds the environment exclusively. TC_OK; TC_ECORRUPT with the
- * reason in why; another status with a message in err.
+ * The meta pages of data.mdb, checked before mdb_env_open reads them (see
+ * "Damage" at the top), while this process holds the environment
+ * exclusively. TC_OK; TC_ECORRUPT with the reason in why; another status
+ * with a message in err.
  */
 static enum tc_status check_file(struct lmdb_tier *m, char *why, size_t wl, char *err,
                                  size_t errlen)
@@ -1511,7 +1427,7 @@ static enum tc_status check_file(struct lmdb_tier *m, char *why, size_t wl, char
         return TC_OK; /* the layout read here is that of 64-bit hosts */
     }
     char *dp = path_join(m->path, "data.mdb");
-    int fd = dp != NULL ? open(dp, O_RDWR | O_CLOEXEC) : -1;
+    int fd = dp != NULL ? open(dp, O_RDONLY | O_CLOEXEC) : -1;
     int e = errno;
     free(dp);
     if (fd < 0) {
@@ -1552,41 +1468,43 @@ static enum tc_status check_file(struct lmdb_tier *m, char *why, size_t wl, char
         snprintf(why, wl, "the meta pages disagree on the page size");
         st = TC_ECORRUPT;
     }
-    if (st != TC_OK) {
-        close(fd);
-        return st;
-    }
-    const struct meta_view *nw = mv[1].txnid > mv[0].txnid ? &mv[1] : &mv[0]; /* LMDB's pick */
-    uint64_t need = (nw->last_pg + 1) * nw->psize;
-    if (size >= need) {
-        close(fd);
-        return TC_OK;
-    }
-    uint64_t first = size / nw->psize; /* a partial last page is missing too */
-    if (nw->last_pg + 1 - first > MAX_MISSING) {
-        snprintf(why, wl, "data.mdb is %llu bytes but its last commit uses %llu (truncated)",
-                 (unsigned long long)size, (unsigned long long)need);
-        close(fd);
-        return TC_ECORRUPT;
-    }
-    /* Exclusive: no other process is writing past the end meanwhile. */
-    if (ftruncate(fd, (off_t)need) != 0) {
-        tc_tier_errf(err, errlen, "lmdb://%s: extending data.mdb to %llu bytes: %s", m->path,
-                     (unsigned long long)need, strerror(errno));
-        close(fd);
-        return TC_EIO;
-    }
-    char sub[192] = "";
-    st = free_covers(m, first, nw->last_pg, sub, sizeof(sub), err, errlen);
-    if (st == TC_ECORRUPT) {
-        snprintf(why, wl, "data.mdb is %llu bytes but its last commit uses %llu: %s",
-                 (unsigned long long)size, (unsigned long long)need, sub);
-        /* Leave the file as it was found, for whoever looks at it; it is
-         * moved aside either way. */
-        int r = ftruncate(fd, (off_t)size);
-        (void)r;
-    }
     close(fd);
+    return st;
+}
+
+/*
+ * The structural check of tiers/lmdb_check.h over the snapshot LMDB is
+ * about to use, before it follows any page of a file this process did not
+ * write: LMDB trusts its pages, and a damaged one (or one past the end of
+ * a truncated file) would have it read through a wild pointer. Other
+ * processes may write meanwhile; when they commit too fast for the check to
+ * pin its snapshot, a few tries later they vouch for the file instead.
+ * TC_OK; TC_ECORRUPT with the problem in why; another status with err.
+ */
+static enum tc_status check_structure(struct lmdb_tier *m, char *why, size_t wl, char *err,
+                                      size_t errlen)
+{
+    struct tc_lmdb_check_report rep;
+    enum tc_status st = TC_EAGAIN;
+    for (int i = 0; i < 8 && st == TC_EAGAIN; i++) {
+        MDB_txn *txn;
+        int rc = mdb_txn_begin(m->env, NULL, MDB_RDONLY, &txn);
+        if (rc != 0) {
+            tc_tier_errf(err, errlen, "lmdb://%s: a read transaction for the check failed: %s",
+                         m->path, mdb_strerror(rc));
+            return map_rc(rc) == TC_EAGAIN ? TC_EAGAIN : TC_EIO;
+        }
+        st = tc_lmdb_check(m->env, txn, &rep);
+        mdb_txn_abort(txn);
+    }
+    if (st == TC_ECORRUPT) {
+        snprintf(why, wl, "%s", rep.problem);
+    } else if (st == TC_ENOMEM || st == TC_EIO) {
+        tc_tier_errf(err, errlen, "lmdb://%s: checking data.mdb failed: %s", m->path,
+                     tc_strerror(st));
+    } else {
+        st = TC_OK; /* TC_OK, or still TC_EAGAIN: see above */
+    }
     return st;
 }
 
@@ -1655,6 +1573,9 @@ static enum tc_status env_open(struct lmdb_tier *m, uint64_t max_readers, char *
     m->txn_pages = band / 2 > 16 ? band / 2 : 16;
     m->evict_chunk = band / 6 > EVICT_CHUNK ? EVICT_CHUNK : band / 6 > 0 ? band / 6 : 1;
 
+    if ((st = check_structure(m, why, wl, err, errlen)) != TC_OK) {
+        goto fail;
+    }
     MDB_txn *txn;
     int garbage = 0;
     if ((rc = mdb_txn_begin(m->env, NULL, 0, &txn)) == 0) {

@@ -6,9 +6,9 @@
  *
  *   truncated      it starts (the environment moved aside, a crit line in
  *                  the log), GETs answer 404, /health shows what happened;
- *   damaged below  it starts, the GET that meets the damage answers 404
- *   the root       (a miss, not a 5xx, not a crash), the tier goes down and
- *                  /health says why;
+ *   damaged while  the GET that meets the damage answers 404 (a miss, not a
+ *   it runs        5xx, not a crash), the tier goes down and /health says
+ *                  why; the next start moves the environment aside;
  *   on_corrupt=fail  it refuses to start, with a message that says so.
  *
  * The environment is written through the tier API in this process (faster
@@ -147,14 +147,16 @@ Test(issue_12_lmdb, damage_met_at_run_time_is_a_miss_and_takes_l2_down)
     cr_assert_eq(tc_test_lmdb_page_read(dir, root, pg, ps), 0);
     char damaged[64], target[96];
     tc_test_lmdb_branch_key(pg, 1, damaged, sizeof(damaged)); /* first key under child 1 */
-    tc_test_lmdb_set_branch_child(pg, 1, last + 1000);
-    cr_assert_eq(tc_test_lmdb_page_write(dir, root, pg, ps), 0);
-    free(pg);
     cr_assert_eq(start(l2), 0, "tiercache did not start:\n%s", srv.log);
     /* The first leaf is whole: the server does read this environment. */
     struct tc_test_resp ok = get("/cache/key:00000");
     cr_assert_eq(ok.status, 200, "%s", ok.body);
     tc_test_resp_free(&ok);
+    /* Then the disk goes bad under it (the open checks every page, so the
+     * damage must come while it runs to be met by a GET). */
+    tc_test_lmdb_set_branch_child(pg, 1, last + 1000);
+    cr_assert_eq(tc_test_lmdb_page_write(dir, root, pg, ps), 0);
+    free(pg);
     snprintf(target, sizeof(target), "/cache/%s", damaged);
     for (int i = 0; i < 3; i++) {
         struct tc_test_resp r = get(target);

@@ -1285,13 +1285,13 @@ static void on_sanitizer_death(void)
 /* Bit flips and zeroed pages anywhere in a closed environment, then, in a
  * child per round, the open, a full read-back (phase 1), and a few writes,
  * a sweep and another read-back (phase 2). Opening and reading must never
- * crash in tiercache's code. Crashes inside LMDB are counted and printed
- * (see on_fault), and so are crashes in phase 2 outside it: writing over a
- * damaged page, LMDB can hand out a wild pointer (mdb_put with MDB_RESERVE
- * returns space computed from the damaged page header), which the writer
- * then fills; the stack printed shows where. Values name their key, so
- * wrong ones are counted; asserting none waits for the item checksum over
- * key and value (issue 12, item 1). */
+ * crash in tiercache's code, and no value may be wrong (values name their
+ * key; the item check covers key and value). Crashes inside LMDB are
+ * counted and printed (see on_fault), and so are crashes in phase 2 outside
+ * it: writing over a damaged page LMDB can hand out a wild pointer (mdb_put
+ * with MDB_RESERVE returns space computed from the damaged page header),
+ * which the writer then fills; the stack printed shows where. Since the
+ * open checks every page (tiers/lmdb_check.h), neither is expected. */
 Test(tier_lmdb, bit_flips_and_zeroed_pages_never_crash)
 {
     fill_keys(DN);
@@ -1315,7 +1315,10 @@ Test(tier_lmdb, bit_flips_and_zeroed_pages_never_crash)
         path_in(markp, sizeof(markp), "tiercache-damaged");
         unlink(markp);
         if (round % 2 == 0) {
-            for (int f = 0; f < FLIPS; f++) {
+            /* One flip (most land in a value: the item check's) or many
+             * (most hit structure: the open's check). */
+            int flips = round % 4 == 0 ? 1 : FLIPS;
+            for (int f = 0; f < flips; f++) {
                 uint64_t off = ((uint64_t)rand() << 16 ^ (uint64_t)rand()) % size;
                 cr_assert_eq(tc_test_flip_bit(data, off, (unsigned)rand()), 0);
             }
@@ -1447,15 +1450,17 @@ Test(tier_lmdb, bit_flips_and_zeroed_pages_never_crash)
             seed, ROUNDS, crashes, lmdb_crashes, write_crashes, moved, failed_opens, hits, wrong);
     cr_assert_eq(crashes, 0, "%zu of %d rounds crashed (seed %u)", crashes, ROUNDS, seed);
     cr_assert_eq(failed_opens, 0, "with on_corrupt=recreate every round must open");
+    cr_assert_eq(wrong, 0, "%zu wrong values served (seed %u)", wrong, seed);
 }
 
-/* A tc_data tree damaged below its root passes every check at open; the
- * get or commit that meets the damage marks the tier down (health DOWN
- * with the reason, then TC_EUNAVAIL without touching the map) and leaves
- * the marker that makes the next open move the environment aside. */
-static void runtime_damage(int kind, const char *expect_rc)
+/* Damage that comes while the tier runs (a disk going bad under it, a stray
+ * write by another program): written into data.mdb behind the open tier,
+ * below the root of tc_data, so that LMDB sees it through its shared map.
+ * The get or commit that meets it marks the tier down (health DOWN with the
+ * reason, then TC_EUNAVAIL without touching the map) and leaves the marker
+ * that makes the next open move the environment aside. */
+static void damage_below_root(int kind)
 {
-    fill_keys(DN);
     uint64_t ps, last, root;
     unsigned depth;
     cr_assert_eq(tc_test_lmdb_geometry(dir, &ps, &last), 0);
@@ -1464,19 +1469,31 @@ static void runtime_damage(int kind, const char *expect_rc)
     unsigned char *pg = malloc(ps);
     cr_assert_eq(tc_test_lmdb_page_read(dir, root, pg, ps), 0);
     cr_assert(tc_test_lmdb_page_is_branch(pg));
-    cr_assert_geq(tc_test_lmdb_page_nkeys(pg), 3);
+    unsigned n = tc_test_lmdb_page_nkeys(pg);
+    cr_assert_geq(n, 3);
     uint64_t child = tc_test_lmdb_branch_child(pg, 1);
     if (kind == 0) {
         tc_test_lmdb_set_branch_child(pg, 1, last + 1000); /* MDB_PAGE_NOTFOUND */
         cr_assert_eq(tc_test_lmdb_page_write(dir, root, pg, ps), 0);
-    } else {
+    } else if (kind == 1) {
         memset(pg, 0, ps); /* a page of the wrong type: MDB_CORRUPTED */
         cr_assert_eq(tc_test_lmdb_page_write(dir, child, pg, ps), 0);
+    } else {
+        for (unsigned i = 0; i < n; i++) {
+            tc_test_lmdb_set_branch_child(pg, i, last + 1000 + i);
+        }
+        cr_assert_eq(tc_test_lmdb_page_write(dir, root, pg, ps), 0);
     }
     free(pg);
+}
+
+static void runtime_damage(int kind, const char *expect_rc)
+{
+    fill_keys(DN);
     char err[1024];
     reopen(err, sizeof(err));
-    cr_assert_eq(err[0], '\0', "the damage is below what open checks: %s", err);
+    cr_assert_eq(err[0], '\0', "a sound environment: %s", err);
+    damage_below_root(kind);
     cr_assert_eq(tc_tier_health(tier, NULL, 0), TC_HEALTH_OK);
     struct tally t = read_back(ctx, DN, &out);
     cr_assert_gt(t.hits, 0, "keys before the damaged subtree still read");
@@ -1513,20 +1530,9 @@ Test(tier_lmdb, corrupted_page_at_run_time_marks_the_tier_down)
 Test(tier_lmdb, damage_met_by_a_commit_marks_the_tier_down)
 {
     fill_keys(DN);
-    uint64_t ps, last, root;
-    unsigned depth;
-    cr_assert_eq(tc_test_lmdb_geometry(dir, &ps, &last), 0);
-    cr_assert_eq(tc_test_lmdb_db_root(dir, "tc_data", &root, &depth), 0);
-    unsigned char *pg = malloc(ps);
-    cr_assert_eq(tc_test_lmdb_page_read(dir, root, pg, ps), 0);
-    unsigned n = tc_test_lmdb_page_nkeys(pg);
-    for (unsigned i = 0; i < n; i++) {
-        tc_test_lmdb_set_branch_child(pg, i, last + 1000 + i);
-    }
-    cr_assert_eq(tc_test_lmdb_page_write(dir, root, pg, ps), 0);
-    free(pg);
     char err[1024];
     reopen(err, sizeof(err));
+    damage_below_root(2);
     enum tc_status st = put_e("key:00005", 9, "v", 1, 0);
     cr_assert_neq(st, TC_OK);
     char detail[512];
@@ -1628,6 +1634,4 @@ Test(tier_lmdb, unwritten_free_pages_at_the_end_are_not_damage)
     struct tally t = read_back(ctx, DN, &out);
     cr_assert_eq(t.hits, DN);
     cr_assert_eq(t.wrong, 0);
-    cr_assert_eq(stat(data, &sb), 0);
-    cr_assert_geq((uint64_t)sb.st_size, (last + 1) * ps, "the file now covers its pages");
 }
