@@ -5,6 +5,12 @@
 # run; the load average is printed with them.
 #
 #   bench/lmdb_group_commit.sh [BUILD_DIR] [SECONDS]
+#   bench/lmdb_group_commit.sh BUILD_DIR SECONDS BASE_BUILD_DIR [ROUNDS]
+#
+# With a BASE_BUILD_DIR (e.g. today's main built in another worktree), it
+# only compares group-commit set throughput of the two builds, sync=periodic
+# then sync=always, alternating the binaries ROUNDS times (default 3) so
+# that both see the same machine load, and prints the ratio of the means.
 #
 # The gets end with tiercache-lmdb-raw on the same data: bare mdb_get, no
 # tiercache code, the ceiling the tier's get figures are a fraction of.
@@ -26,6 +32,40 @@ run() { # label, uri, extra args...
     printf '%-44s ' "$label"
     "$bench" --tier "$uri" --seconds "$secs" "$@" | grep -E '^throughput' | sed 's/^throughput: *//'
 }
+
+if [ $# -ge 3 ]; then
+    base="$3/tiercache-bench"
+    rounds=${4:-3}
+    echo "load before: $(uptime)"
+    for sync in periodic always; do
+        keys=100000
+        [ "$sync" = always ] && keys=20000
+        uri="lmdb://$dir/db?map_size=1G&sync=$sync"
+        args=(--threads 2 --inflight 64 --read-ratio 0 --keys "$keys" --value-size 100)
+        sum_new=0
+        sum_base=0
+        for r in $(seq 1 "$rounds"); do
+            for side in base new; do
+                b=$bench
+                [ "$side" = base ] && b=$base
+                rm -rf "$dir/db"
+                t=$("$b" --tier "$uri" --seconds "$secs" "${args[@]}" |
+                    sed -n 's/^throughput: *\([0-9.]*\).*/\1/p')
+                printf 'sets sync=%-8s round %d %-4s %12s/s\n' "$sync" "$r" "$side" "$t"
+                if [ "$side" = base ]; then
+                    sum_base=$(echo "$sum_base + $t" | bc -l)
+                else
+                    sum_new=$(echo "$sum_new + $t" | bc -l)
+                fi
+            done
+        done
+        printf 'sets sync=%-8s mean base %.0f/s, new %.0f/s, new/base %.3f\n' "$sync" \
+            "$(echo "$sum_base / $rounds" | bc -l)" "$(echo "$sum_new / $rounds" | bc -l)" \
+            "$(echo "$sum_new / $sum_base" | bc -l)"
+    done
+    echo "load after:  $(uptime)"
+    exit 0
+fi
 
 echo "load before: $(uptime)"
 for wm in off on; do

@@ -147,6 +147,11 @@ static int open_tiers(const struct tc_conf *conf, struct tc_tier **tiers, size_t
             tc_tier_registry_destroy(reg);
             return -1;
         }
+        if (err[0] != '\0') {
+            /* Opened, but the backend had to repair something on the way
+             * (e.g. a damaged LMDB environment moved aside): tier.h. */
+            tc_log(TC_LOG_CRIT, "tier l%zu: %s", i + 1, err);
+        }
         tc_log(TC_LOG_INFO, "tier l%zu: %s (ttl_ratio=%g, max_ttl=%llums, max value %zu bytes)",
                i + 1, tc_tier_uri(tiers[i]), tc_tier_ttl_ratio(tiers[i]),
                (unsigned long long)tc_tier_max_ttl_ms(tiers[i]), tc_tier_max_value(tiers[i]));

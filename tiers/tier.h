@@ -164,7 +164,10 @@ void tc_tier_registry_schemes(const struct tc_tier_registry *reg, char *out, siz
  * @param[out] out  the open tier, owned by the caller (tc_tier_close()).
  * @param[out] err  on failure, a message naming the bad part and what is
  *                  valid, e.g. "unknown parameter 'mapsize' for lmdb://
- *                  (valid: map_size, sync, ...)"; may be NULL.
+ *                  (valid: map_size, sync, ...)"; may be NULL. On success it
+ *                  is empty, or holds news the caller must log at crit: the
+ *                  backend found its store damaged and recreated it (lmdb://
+ *                  with on_corrupt=recreate).
  * @return TC_OK; TC_EINVAL for a malformed URI, unknown scheme or parameter,
  *         or bad value; otherwise the backend's open status.
  */

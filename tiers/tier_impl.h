@@ -90,6 +90,8 @@ struct tc_tier_ops {
     /**
      * Opens the backend. On failure writes a message to @p err (naming the
      * parameter or path at fault) and returns non-TC_OK with nothing to free.
+     * On success @p err stays empty unless the backend repaired something
+     * the operator must hear of (tc_tier_open() says how it is logged).
      */
     enum tc_status (*open)(const struct tc_tier_params *p, struct tc_tier **out, char *err,
                            size_t errlen);

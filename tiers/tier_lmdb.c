@@ -3,7 +3,7 @@
  *
  *   lmdb://PATH?map_size=1G&sync=periodic&sync_interval_ms=1000
  *              &high_water=0.90&low_water=0.80&max_item=1M&batch=1024&max_readers=256
- *              &writemap=off
+ *              &writemap=off&on_corrupt=recreate
  *
  * One LMDB environment in directory PATH (created if missing) holds two
  * named databases, always changed together in one write transaction:
@@ -82,6 +82,73 @@
  * Readers never write: a record past its local expiry is a miss at once and
  * goes with the next sweep (or eviction) through the expiry index.
  *
+ * Durability. sync=always commits as LMDB does by default: the dirty pages,
+ * fdatasync, the meta page, fdatasync; an acknowledged write survives a host
+ * crash. sync=periodic opens the environment with MDB_NOMETASYNC: the dirty
+ * pages, fdatasync, then the meta page without one. The next commit's
+ * fdatasync carries that meta page to the disk, and when no commit comes the
+ * syncer does, within sync_interval_ms; so a host crash loses at most the
+ * commits of the last interval (in practice the last one), and the file
+ * always opens. Why that keeps the file whole, where MDB_NOSYNC (periodic
+ * before issue 12) did not:
+ *
+ *   - Every meta page that can reach the disk names pages that are there
+ *     already: a commit writes its meta page only after its own pages are
+ *     flushed. Under MDB_NOSYNC the kernel writes dirty pages back in any
+ *     order, so a meta page could land before the pages it names.
+ *   - LMDB lets commit K overwrite only pages freed by commit K - 2 or
+ *     earlier (fewer with readers), which no snapshot from K - 2 on uses;
+ *     and before commit K writes anything, commit K - 1's flush has made
+ *     meta K - 2 durable. So the newest meta page on the disk is always
+ *     K - 2 or later, and names intact pages. Under MDB_NOSYNC the commits
+ *     after the last flush overwrite, in the page cache, the pages of the
+ *     last durable snapshot, and any writeback of those pages destroys it
+ *     while the meta page on the disk still names it.
+ *
+ * The price is one fdatasync per group commit instead of one per interval;
+ * the writer keeps batching while it waits, so under load a commit carries
+ * everything that queued during the last flush (README "Measured speed").
+ * Acknowledging before the flush, as Redis's appendfsync everysec does,
+ * would not help here: LMDB makes a write visible to readers only by
+ * committing, and every commit writes a meta page. sync=none keeps
+ * MDB_NOSYNC: after a host crash the file may be damaged, which the checks
+ * below catch at open or at run time. Every process sharing PATH should use
+ * the same sync mode: one with MDB_NOSYNC voids the others' guarantee.
+ *
+ * Damage. Bytes in the file are untrusted, and LMDB trusts its pages. At
+ * open, the tier checks what LMDB does not, before LMDB reads more than the
+ * meta pages: when no other process has the environment open (this process
+ * can take the lock LMDB's first opener takes, byte 0 of lock.mdb,
+ * exclusively), both meta pages (LMDB checks only their magic and version;
+ * a page size of 0 divides by zero inside mdb_env_open); then, once LMDB
+ * has mapped the file, every page of the snapshot it is about to use,
+ * with tc_lmdb_check (tiers/lmdb_check.h): kinds, bounds, nodes, children
+ * and overflow runs inside the file (a truncated file is mapped past its
+ * end, and the first get that touches a missing page dies of SIGBUS), free
+ * lists. That check reads every page in use, so an open takes about as long
+ * as reading the file.
+ *
+ * A damaged environment (those checks failing; mdb_env_open or the first
+ * transaction failing with MDB_INVALID, MDB_CORRUPTED, MDB_PAGE_NOTFOUND or
+ * MDB_INCOMPATIBLE; a garbage format marker; or the marker file below) is
+ * moved aside, data.mdb renamed data.mdb.corrupt-<UTC time>, and a new empty
+ * environment created. open() then succeeds with a message in its err
+ * buffer that the caller logs at crit (src/main.c), and health says so. With
+ * on_corrupt=fail, or when another process has the environment open (moving
+ * it would pull it from under that process), open fails instead, with a
+ * message that says which and what to do.
+ *
+ * At run time, MDB_CORRUPTED, MDB_PAGE_NOTFOUND or MDB_PANIC from any LMDB
+ * call marks the tier down: health DOWN with the reason, and every operation
+ * answers TC_EUNAVAIL without touching the map again (the stack skips a down
+ * tier; a get that finds nothing else is a miss). The file
+ * PATH/tiercache-damaged records the reason, so that the next open moves
+ * the environment aside instead of serving from it again. LMDB's own
+ * assertions (which abort the process) leave that file too, through
+ * mdb_env_set_assert, so that a restart recovers. Damage that happens
+ * while the tier runs (a disk going bad under it) is not checked before
+ * LMDB follows it.
+ *
  * Processes: any number may open the same PATH at once (LMDB's lock file
  * serialises their writers). Reader slots left by killed processes are
  * cleared at open and every few seconds (mdb_reader_check). Caveats (LMDB's
@@ -93,6 +160,8 @@
  * ctx_init); each ctx belongs to the thread that made it (tier.h).
  */
 #include "tiers/tier_impl.h"
+
+#include "tiers/lmdb_check.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -118,9 +187,13 @@
 #define MAX_QUEUE      65536u /* async writes queued before TC_EAGAIN */
 #define SCRUB_SLACK    4096u  /* stale tc_exp entries tolerated beyond one per record */
 #define SCRUB_VISITS   4u     /* tc_exp entries a scrub looks at per op in the batch */
+#define DAMAGE_MARK    "tiercache-damaged" /* in PATH: damage seen at run time */
 
 enum sync_mode { SYNC_ALWAYS = 0, SYNC_PERIODIC = 1, SYNC_NONE = 2 };
 static const char *const sync_names[] = {"always", "periodic", "none", NULL};
+
+enum on_corrupt { ON_CORRUPT_RECREATE = 0, ON_CORRUPT_FAIL = 1 };
+static const char *const on_corrupt_names[] = {"recreate", "fail", NULL};
 
 enum wop_kind { W_SET = 1, W_DEL, W_CLEAR, W_SWEEP };
 
@@ -176,6 +249,14 @@ struct lmdb_tier {
     size_t txn_pages;   /* most pages one write txn should dirty */
     struct lmdb_stats stats;
     _Atomic int last_error; /* last commit's enum tc_status, for health */
+    int on_corrupt;
+    unsigned env_flags;
+    size_t rec_max; /* longest record a process with our map_size writes */
+    /* Damage seen at run time: 0 none, 1 being recorded, 2 recorded
+     * (down_why is written before the release store of 2). */
+    _Atomic int down;
+    char down_why[256];
+    char recovered[640]; /* set at open when a damaged environment was moved aside */
 
     /* Writer. Everything below is guarded by lock. */
     pthread_mutex_t lock;
@@ -213,8 +294,8 @@ struct lmdb_ctx {
 };
 
 static const char *const lmdb_params[] = {
-    "map_size", "sync",  "sync_interval_ms", "high_water", "low_water",
-    "max_item", "batch", "max_readers",      "writemap",   NULL};
+    "map_size", "sync",        "sync_interval_ms", "high_water", "low_water", "max_item",
+    "batch",    "max_readers", "writemap",         "on_corrupt", NULL};
 
 #define STAT_ADD(m, name, n) atomic_fetch_add_explicit(&(m)->stats.name, (n), memory_order_relaxed)
 
@@ -357,6 +438,80 @@ static uint64_t mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* ---- damage at run time --------------------------------------------------- */
+
+/* "DIR/NAME" in a new string, or NULL when out of memory. */
+static char *path_join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p != NULL) {
+        snprintf(p, n, "%s/%s", dir, name);
+    }
+    return p;
+}
+
+/* LMDB answers after which the environment must not be used again: a
+ * damaged page, or (MDB_PANIC) LMDB giving up on it after a failed write. */
+static int is_fatal(int rc)
+{
+    return rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_PANIC;
+}
+
+static int is_down(struct lmdb_tier *m)
+{
+    return atomic_load_explicit(&m->down, memory_order_relaxed) != 0;
+}
+
+/*
+ * Marks the tier down, once, for the reason @p why, and
+ * leaves DAMAGE_MARK in PATH so that the next open moves the environment
+ * aside rather than serving from it again. Any thread. A marker that cannot
+ * be written costs only that: the next open's own checks may still find the
+ * damage, or the next run meets it again.
+ */
+static void mark_down_why(struct lmdb_tier *m, const char *why)
+{
+    int expect = 0;
+    if (!atomic_compare_exchange_strong(&m->down, &expect, 1)) {
+        return;
+    }
+    snprintf(m->down_why, sizeof(m->down_why), "%s", why);
+    char *p = path_join(m->path, DAMAGE_MARK);
+    int fd = p != NULL ? open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640) : -1;
+    if (fd >= 0) {
+        ssize_t w = write(fd, m->down_why, strlen(m->down_why));
+        (void)w;
+        close(fd);
+    }
+    free(p);
+    atomic_store_explicit(&m->down, 2, memory_order_release);
+}
+
+static void mark_down(struct lmdb_tier *m, int rc, const char *where)
+{
+    char why[160];
+    snprintf(why, sizeof(why), "%s failed: %s", where, mdb_strerror(rc));
+    mark_down_why(m, why);
+}
+
+/*
+ * LMDB's assertion hook. Some damage trips an assertion inside LMDB (e.g.
+ * "mp->mp_pgno != pgno" in mdb_page_touch, met by a commit over a flipped
+ * page number), and LMDB then abort()s whatever this hook does. Leaving the
+ * marker first means that the restart moves the environment aside instead
+ * of dying on it again.
+ */
+static void on_lmdb_assert(MDB_env *env, const char *msg)
+{
+    struct lmdb_tier *m = mdb_env_get_userctx(env);
+    if (m != NULL) {
+        char why[240];
+        snprintf(why, sizeof(why), "LMDB %s", msg);
+        mark_down_why(m, why);
+    }
 }
 
 /* ---- write operations (writer thread, inside a write txn) ----------------- */
@@ -694,6 +849,9 @@ static uint64_t evict(struct lmdb_tier *m, size_t target, uint64_t min_records)
             continue;
         }
         if (rc != 0) {
+            if (is_fatal(rc)) {
+                mark_down(m, rc, "an eviction");
+            }
             break;
         }
         total += n;
@@ -759,6 +917,9 @@ static int try_batch(struct lmdb_tier *m, struct wop **ops, size_t n, size_t nee
         mdb_txn_abort(txn);
         size_t low = (size_t)(m->low_water * (double)max);
         evict(m, need < high && high - need < low ? high - need : low, 1);
+        if (is_down(m)) {
+            return MDB_CORRUPTED; /* the eviction met damage: apply nothing */
+        }
         if ((rc = mdb_txn_begin(m->env, NULL, 0, &txn)) != 0) {
             return rc;
         }
@@ -798,8 +959,11 @@ static void run_batch(struct lmdb_tier *m, struct wop **ops, size_t n)
 {
     size_t need = batch_pages(m, ops, n);
     int rc = 0;
-    for (int attempt = 0; attempt < MAX_FULL_TRIES; attempt++) {
+    for (int attempt = 0; attempt < MAX_FULL_TRIES && !is_down(m); attempt++) {
         rc = try_batch(m, ops, n, need);
+        if (is_fatal(rc)) {
+            mark_down(m, rc, "a commit");
+        }
         if (rc != MDB_MAP_FULL) {
             break;
         }
@@ -827,6 +991,12 @@ static void run_batch(struct lmdb_tier *m, struct wop **ops, size_t n)
              * and try again until the tries run out. */
             advance(m);
         }
+    }
+    if (is_down(m)) {
+        for (size_t i = 0; i < n; i++) {
+            ops[i]->st = TC_EUNAVAIL;
+        }
+        return;
     }
     if (rc == 0) {
         STAT_ADD(m, commit_batches, 1);
@@ -949,12 +1119,13 @@ static void *writer_main(void *arg)
 
 /*
  * sync=periodic: flushes every sync_interval_ms when something was committed
- * since the last flush. It runs beside the writer rather than between its
- * batches: an fdatasync of a second's worth of dirty pages takes long
- * enough that the writer would otherwise stall with a full queue. With
- * MDB_NOSYNC a flush that overlaps a commit is no weaker than the kernel's
- * own writeback, which may run at any moment anyway (see LMDB's note on
- * MDB_NOSYNC); a clean close still flushes after the writer has stopped.
+ * since the last flush. Under MDB_NOMETASYNC each commit has flushed its own
+ * pages already; what this carries to the disk is the meta page of the last
+ * commit when no later commit's flush did (writes stopped), so that a host
+ * crash loses at most one interval. It runs beside the writer: a flush that
+ * overlaps a commit can only make durable earlier what the commit flushes
+ * anyway, and a meta page is written only after its pages are durable (see
+ * "Durability" at the top). A clean close flushes after the writer stopped.
  */
 static void *syncer_main(void *arg)
 {
@@ -1059,6 +1230,10 @@ static enum tc_status submit(struct tc_tier_ctx *cb, struct tc_tier_req *req, en
 {
     struct lmdb_ctx *c = (struct lmdb_ctx *)cb;
     struct lmdb_tier *m = (struct lmdb_tier *)cb->tier;
+    if (is_down(m)) {
+        req->status = TC_EUNAVAIL;
+        return TC_EUNAVAIL;
+    }
     if (cb->base == NULL) {
         struct wop op = {.req = req, .kind = kind};
         enum tc_status st = run_sync(m, &op);
@@ -1125,6 +1300,462 @@ static enum tc_status make_dir(const char *path, char *err, size_t errlen)
     return TC_OK;
 }
 
+/* ---- open: checks, and moving a damaged environment aside ------------------ */
+
+/* LMDB answers at open that mean the files are damaged, rather than
+ * unreadable, locked, or written by another LMDB version. */
+static int is_damage(int rc)
+{
+    return rc == MDB_INVALID || rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND ||
+           rc == MDB_INCOMPATIBLE || rc == MDB_PANIC;
+}
+
+/*
+ * Takes, without waiting, the lock LMDB's first opener takes: a write lock
+ * on byte 0 of lock.mdb, where every process that has the environment open
+ * holds a read lock. Returns the lock file's descriptor (closing it releases
+ * the lock; an opener that comes meanwhile waits for that inside
+ * mdb_env_open), -1 with *holder set (0 if unknown) when another process has
+ * the environment open, or -2 when it cannot tell (lock.mdb cannot be opened
+ * or locked). POSIX record locks belong to the process, and closing any
+ * descriptor of the file drops them all, so this runs only while this tier
+ * has no environment open (and one process must not open PATH twice).
+ */
+static int lock_exclusive(const char *path, long *holder)
+{
+    char *lp = path_join(path, "lock.mdb");
+    int fd = lp != NULL ? open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0640) : -1;
+    free(lp);
+    if (fd < 0) {
+        return -2;
+    }
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+    int rc;
+    while ((rc = fcntl(fd, F_SETLK, &fl)) != 0 && errno == EINTR) {
+    }
+    if (rc == 0) {
+        return fd;
+    }
+    int e = errno;
+    struct flock q = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+    *holder = fcntl(fd, F_GETLK, &q) == 0 && q.l_type != F_UNLCK ? (long)q.l_pid : 0;
+    close(fd);
+    return e == EAGAIN || e == EACCES ? -1 : -2;
+}
+
+/*
+ * The meta pages of an LMDB 0.9 data file (data version 1) as mdb.c lays
+ * them out: a 16-byte page header (flags at 10), then MDB_meta, in the
+ * host's byte order with 64-bit page numbers. Read here because LMDB checks
+ * only their magic and version before it trusts the rest (see "Damage" at
+ * the top). A new LMDB major version needs this re-checked.
+ */
+#if MDB_VERSION_MAJOR != 0 || MDB_VERSION_MINOR != 9
+#error "check_file() reads the LMDB 0.9 meta page layout: re-check it for this LMDB"
+#endif
+#define META_READ    152u /* page header + MDB_meta */
+#define META_FLAGS   10u  /* mp_flags */
+#define META_P_META  0x08u
+#define META_MAGIC   0xBEEFC0DEu
+#define META_M(off)  (16u + (off)) /* offsets in MDB_meta: */
+#define META_VERSION META_M(4)
+#define META_PSIZE   META_M(24)            /* mm_dbs[FREE_DBI].md_pad */
+#define META_ROOT(i) META_M(64 + 48 * (i)) /* mm_dbs[i].md_root */
+#define META_LAST_PG META_M(120)
+#define META_TXNID   META_M(128)
+#define PGNO_INVALID UINT64_MAX
+
+struct meta_view {
+    uint64_t psize, last_pg, txnid;
+};
+
+static uint64_t rd_u64(const unsigned char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+static uint32_t rd_u32(const unsigned char *p)
+{
+    uint32_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+/* NULL when the meta page in b is sound, else what is wrong with it. */
+static const char *meta_check(const unsigned char *b, struct meta_view *mv)
+{
+    uint16_t flags;
+    memcpy(&flags, b + META_FLAGS, sizeof(flags));
+    if (!(flags & META_P_META) || rd_u32(b + META_M(0)) != META_MAGIC) {
+        return "not an LMDB meta page";
+    }
+    if (rd_u32(b + META_VERSION) != 1) {
+        return "unknown LMDB data version";
+    }
+    uint64_t ps = rd_u32(b + META_PSIZE);
+    if (ps < 512 || ps > 65536 || (ps & (ps - 1)) != 0) {
+        return "impossible page size";
+    }
+    uint64_t last = rd_u64(b + META_LAST_PG);
+    if (last < 1 || last >= (1ull << 44) / ps) {
+        return "impossible last page";
+    }
+    for (int i = 0; i < 2; i++) {
+        uint64_t root = rd_u64(b + META_ROOT(i));
+        if (root != PGNO_INVALID && (root < 2 || root > last)) {
+            return "a root page beyond the last page";
+        }
+    }
+    mv->psize = ps;
+    mv->last_pg = last;
+    mv->txnid = rd_u64(b + META_TXNID);
+    return NULL;
+}
+
+/*
+ * The meta pages of data.mdb, checked before mdb_env_open reads them (see
+ * "Damage" at the top), while this process holds the environment
+ * exclusively. TC_OK; TC_ECORRUPT with the reason in why; another status
+ * with a message in err.
+ */
+static enum tc_status check_file(struct lmdb_tier *m, char *why, size_t wl, char *err,
+                                 size_t errlen)
+{
+    if (sizeof(size_t) != 8) {
+        return TC_OK; /* the layout read here is that of 64-bit hosts */
+    }
+    char *dp = path_join(m->path, "data.mdb");
+    int fd = dp != NULL ? open(dp, O_RDONLY | O_CLOEXEC) : -1;
+    int e = errno;
+    free(dp);
+    if (fd < 0) {
+        if (e == ENOENT) {
+            return TC_OK; /* a new environment */
+        }
+        tc_tier_errf(err, errlen, "lmdb://%s: cannot open data.mdb: %s", m->path, strerror(e));
+        return TC_EIO;
+    }
+    enum tc_status st = TC_OK;
+    struct stat sb;
+    unsigned char b[2][META_READ];
+    struct meta_view mv[2];
+    const char *bad = NULL;
+    if (fstat(fd, &sb) != 0) {
+        tc_tier_errf(err, errlen, "lmdb://%s: fstat(data.mdb): %s", m->path, strerror(errno));
+        close(fd);
+        return TC_EIO;
+    }
+    uint64_t size = (uint64_t)sb.st_size;
+    if (size == 0) {
+        close(fd); /* LMDB makes an empty file a new environment */
+        return TC_OK;
+    }
+    if (pread(fd, b[0], META_READ, 0) != (ssize_t)META_READ) {
+        snprintf(why, wl, "data.mdb is only %llu bytes", (unsigned long long)size);
+        st = TC_ECORRUPT;
+    } else if ((bad = meta_check(b[0], &mv[0])) != NULL) {
+        snprintf(why, wl, "meta page 0: %s", bad);
+        st = TC_ECORRUPT;
+    } else if (pread(fd, b[1], META_READ, (off_t)mv[0].psize) != (ssize_t)META_READ) {
+        snprintf(why, wl, "data.mdb is only %llu bytes", (unsigned long long)size);
+        st = TC_ECORRUPT;
+    } else if ((bad = meta_check(b[1], &mv[1])) != NULL) {
+        snprintf(why, wl, "meta page 1: %s", bad);
+        st = TC_ECORRUPT;
+    } else if (mv[0].psize != mv[1].psize) {
+        snprintf(why, wl, "the meta pages disagree on the page size");
+        st = TC_ECORRUPT;
+    }
+    close(fd);
+    return st;
+}
+
+/*
+ * The structural check of tiers/lmdb_check.h over the snapshot LMDB is
+ * about to use, before it follows any page of a file this process did not
+ * write: LMDB trusts its pages, and a damaged one (or one past the end of
+ * a truncated file) would have it read through a wild pointer. Other
+ * processes may write meanwhile; when they commit too fast for the check to
+ * pin its snapshot, a few tries later they vouch for the file instead.
+ * TC_OK; TC_ECORRUPT with the problem in why; another status with err.
+ */
+static enum tc_status check_structure(struct lmdb_tier *m, char *why, size_t wl, char *err,
+                                      size_t errlen)
+{
+    struct tc_lmdb_check_report rep;
+    enum tc_status st = TC_EAGAIN;
+    for (int i = 0; i < 8 && st == TC_EAGAIN; i++) {
+        MDB_txn *txn;
+        int rc = mdb_txn_begin(m->env, NULL, MDB_RDONLY, &txn);
+        if (rc != 0) {
+            tc_tier_errf(err, errlen, "lmdb://%s: a read transaction for the check failed: %s",
+                         m->path, mdb_strerror(rc));
+            return map_rc(rc) == TC_EAGAIN ? TC_EAGAIN : TC_EIO;
+        }
+        st = tc_lmdb_check(m->env, txn, &rep);
+        mdb_txn_abort(txn);
+    }
+    if (st == TC_ECORRUPT) {
+        snprintf(why, wl, "%s", rep.problem);
+    } else if (st == TC_ENOMEM || st == TC_EIO) {
+        tc_tier_errf(err, errlen, "lmdb://%s: checking data.mdb failed: %s", m->path,
+                     tc_strerror(st));
+    } else {
+        st = TC_OK; /* TC_OK, or still TC_EAGAIN: see above */
+    }
+    return st;
+}
+
+/*
+ * Opens m->env with the tier's flags, then the tiercache databases. TC_OK;
+ * TC_ECORRUPT with the reason in @p why when the files are damaged;
+ * another status with a message in @p err. On failure m->env is closed.
+ */
+static enum tc_status env_open(struct lmdb_tier *m, uint64_t max_readers, char *why, size_t wl,
+                               char *err, size_t errlen)
+{
+    const char *path = m->path;
+    enum tc_status st;
+    int rc = mdb_env_create(&m->env);
+    const char *what = "mdb_env_create";
+    if (rc == 0) {
+        mdb_env_set_userctx(m->env, m);
+        mdb_env_set_assert(m->env, on_lmdb_assert);
+        what = "mdb_env_set_mapsize";
+        rc = mdb_env_set_mapsize(m->env, (size_t)m->map_size);
+    }
+    if (rc == 0) {
+        what = "mdb_env_set_maxdbs";
+        rc = mdb_env_set_maxdbs(m->env, 4);
+    }
+    if (rc == 0) {
+        what = "mdb_env_set_maxreaders";
+        rc = mdb_env_set_maxreaders(m->env, (unsigned)max_readers);
+    }
+    if (rc == 0) {
+        what = "mdb_env_open";
+        rc = mdb_env_open(m->env, path, m->env_flags, 0640);
+    }
+    if (rc != 0) {
+        if (is_damage(rc)) {
+            snprintf(why, wl, "%s: %s", what, mdb_strerror(rc));
+            st = TC_ECORRUPT;
+        } else {
+            st = map_rc(rc);
+            if (st == TC_ENOTFOUND || st == TC_EINVAL || st == TC_ECORRUPT) {
+                st = TC_EIO;
+            }
+            tc_tier_errf(err, errlen, "lmdb://%s: %s failed: %s", path, what, mdb_strerror(rc));
+        }
+        goto fail;
+    }
+    int dead = 0;
+    mdb_reader_check(m->env, &dead);
+    STAT_ADD(m, stale_readers_cleared, (uint64_t)dead);
+
+    size_t maxkey = (size_t)mdb_env_get_maxkeysize(m->env);
+    if (maxkey < 8 + DIGEST_LEN + 16) {
+        tc_tier_errf(err, errlen, "lmdb://%s: LMDB key limit %zu is too small", path, maxkey);
+        st = TC_EVERSION;
+        goto fail;
+    }
+    /* tc_exp keys are 8 + dkey; digested dkeys are raw_max + 1 bytes. */
+    m->raw_max = maxkey - 8 - 1;
+    MDB_stat es;
+    mdb_env_stat(m->env, &es);
+    m->psize = es.ms_psize;
+    /* The band between high and low water is the room eviction keeps free;
+     * one transaction (a batch, or an eviction chunk at ~3 pages a record)
+     * dirties at most half of it, so it cannot run the map full. */
+    size_t band = (size_t)((m->high_water - m->low_water) * (double)(m->map_size / m->psize));
+    m->txn_pages = band / 2 > 16 ? band / 2 : 16;
+    m->evict_chunk = band / 6 > EVICT_CHUNK ? EVICT_CHUNK : band / 6 > 0 ? band / 6 : 1;
+
+    if ((st = check_structure(m, why, wl, err, errlen)) != TC_OK) {
+        goto fail;
+    }
+    MDB_txn *txn;
+    int garbage = 0;
+    if ((rc = mdb_txn_begin(m->env, NULL, 0, &txn)) == 0) {
+        /* The format marker: written by the first opener, checked by the
+         * rest, so that a future record layout is refused, not misread. */
+        MDB_dbi main_dbi;
+        MDB_val fk = {sizeof(FORMAT_KEY) - 1, (void *)(uintptr_t)FORMAT_KEY};
+        MDB_val fv = {sizeof(FORMAT_VALUE) - 1, (void *)(uintptr_t)FORMAT_VALUE}, got;
+        rc = mdb_dbi_open(txn, NULL, 0, &main_dbi);
+        if (rc == 0) {
+            rc = mdb_get(txn, main_dbi, &fk, &got);
+            if (rc == MDB_NOTFOUND) {
+                rc = mdb_put(txn, main_dbi, &fk, &fv, 0);
+            } else if (rc == 0 &&
+                       (got.mv_size != fv.mv_size || memcmp(got.mv_data, fv.mv_data, fv.mv_size))) {
+                /* Another tiercache format names itself "tc-lmdb-..."; anything
+                 * else in its place is damage. */
+                garbage = got.mv_size < 8 || memcmp(got.mv_data, FORMAT_VALUE, 8) != 0;
+                rc = MDB_VERSION_MISMATCH;
+            }
+        }
+        if (rc == 0) {
+            rc = mdb_dbi_open(txn, "tc_data", MDB_CREATE, &m->data);
+        }
+        if (rc == 0) {
+            rc = mdb_dbi_open(txn, "tc_exp", MDB_CREATE, &m->exp);
+        }
+        rc = rc == 0 ? mdb_txn_commit(txn) : (mdb_txn_abort(txn), rc);
+    }
+    if (garbage || is_damage(rc)) {
+        snprintf(why, wl, "opening the tiercache databases: %s",
+                 garbage ? "the format marker is garbage" : mdb_strerror(rc));
+        st = TC_ECORRUPT;
+        goto fail;
+    }
+    if (rc != 0) {
+        st = map_rc(rc);
+        if (st == TC_ENOTFOUND || st == TC_EINVAL) {
+            st = TC_EIO;
+        }
+        tc_tier_errf(err, errlen, "lmdb://%s: opening the tiercache databases failed: %s", path,
+                     rc == MDB_VERSION_MISMATCH ? "written by another tiercache record format"
+                                                : mdb_strerror(rc));
+        goto fail;
+    }
+    return TC_OK;
+
+fail:
+    mdb_env_close(m->env);
+    m->env = NULL;
+    return st;
+}
+
+/*
+ * Renames data.mdb to data.mdb.corrupt-<UTC time> and drops DAMAGE_MARK,
+ * while no other process has the environment open. lock.mdb stays: an
+ * opener may be waiting on its lock right now, and LMDB resets it at the
+ * next exclusive open. Fills m->recovered. TC_OK, or an error with a
+ * message in err.
+ */
+static enum tc_status move_aside(struct lmdb_tier *m, const char *why, char *err, size_t errlen)
+{
+    long holder = 0;
+    int lfd = lock_exclusive(m->path, &holder);
+    if (lfd < 0) {
+        char who[80] = "whether another process has it open cannot be told";
+        if (lfd == -1 && holder > 0) {
+            snprintf(who, sizeof(who), "process %ld has it open", holder);
+        } else if (lfd == -1) {
+            snprintf(who, sizeof(who), "another process has it open");
+        }
+        tc_tier_errf(err, errlen,
+                     "lmdb://%s: the environment is damaged (%s), but %s, so it was not moved "
+                     "aside: stop every process that uses %s and start again, or remove "
+                     "%s/data.mdb",
+                     m->path, why, who, m->path, m->path);
+        return TC_EUNAVAIL;
+    }
+    /* A name for people, so wall-clock time (not the injected clock of
+     * STYLE R17, which exists for expiry arithmetic). */
+    struct timespec ts;
+    struct tm tm;
+    char stamp[32] = "unknown-time";
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (gmtime_r(&ts.tv_sec, &tm) != NULL) {
+        strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+    }
+    char *from = path_join(m->path, "data.mdb");
+    char *mark = path_join(m->path, DAMAGE_MARK);
+    size_t tl = strlen(m->path) + 64;
+    char *to = malloc(tl);
+    enum tc_status st = TC_OK;
+    if (from == NULL || mark == NULL || to == NULL) {
+        tc_tier_errf(err, errlen, "out of memory opening lmdb://%s", m->path);
+        st = TC_ENOMEM;
+        goto out;
+    }
+    for (int i = 0;; i++) {
+        struct stat sb;
+        snprintf(to, tl, i == 0 ? "%s/data.mdb.corrupt-%s" : "%s/data.mdb.corrupt-%s.%d", m->path,
+                 stamp, i);
+        if (lstat(to, &sb) != 0 && errno == ENOENT) {
+            break;
+        }
+        if (i == 99) {
+            tc_tier_errf(err, errlen, "lmdb://%s: too many data.mdb.corrupt-%s* files", m->path,
+                         stamp);
+            st = TC_EIO;
+            goto out;
+        }
+    }
+    int moved = rename(from, to) == 0;
+    if (!moved && errno != ENOENT) {
+        tc_tier_errf(err, errlen,
+                     "lmdb://%s: the environment is damaged (%s), and moving data.mdb to %s "
+                     "failed: %s",
+                     m->path, why, to, strerror(errno));
+        st = TC_EIO;
+        goto out;
+    }
+    unlink(mark);
+    snprintf(m->recovered, sizeof(m->recovered),
+             "data.mdb was damaged (%s); %s%s, and a new environment was created", why,
+             moved ? "moved at start to " : "it was already gone", moved ? to : "");
+out:
+    close(lfd);
+    free(from);
+    free(mark);
+    free(to);
+    return st;
+}
+
+/*
+ * The marker left by mark_down in an earlier run: TC_ECORRUPT with its
+ * reason in why, or TC_OK when there is none.
+ */
+static enum tc_status check_mark(struct lmdb_tier *m, char *why, size_t wl)
+{
+    char *mp = path_join(m->path, DAMAGE_MARK);
+    int fd = mp != NULL ? open(mp, O_RDONLY | O_CLOEXEC) : -1;
+    free(mp);
+    if (fd < 0) {
+        return TC_OK;
+    }
+    char buf[200];
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    for (ssize_t i = 0; i < n; i++) {
+        if ((unsigned char)buf[i] < 0x20 || (unsigned char)buf[i] > 0x7e) {
+            buf[i] = '?'; /* the file is ours, but goes to a log line */
+        }
+    }
+    snprintf(why, wl, "marked damaged at run time: %s", n > 0 ? buf : "no reason recorded");
+    return TC_ECORRUPT;
+}
+
+/*
+ * The environment as it is found, checked (see "Damage" at the top): TC_OK
+ * with m->env open, TC_ECORRUPT with why, or another error with err.
+ */
+static enum tc_status open_checked(struct lmdb_tier *m, uint64_t max_readers, char *why, size_t wl,
+                                   char *err, size_t errlen)
+{
+    enum tc_status st = check_mark(m, why, wl);
+    if (st != TC_OK) {
+        return st;
+    }
+    long holder = 0;
+    int lfd = lock_exclusive(m->path, &holder);
+    if (lfd >= 0) {
+        st = check_file(m, why, wl, err, errlen);
+        close(lfd); /* before mdb_env_open: see lock_exclusive */
+        if (st != TC_OK) {
+            return st;
+        }
+    }
+    return env_open(m, max_readers, why, wl, err, errlen);
+}
+
 static void lmdb_close(struct tc_tier *t);
 
 static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier **out, char *err,
@@ -1132,7 +1763,7 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
 {
     uint64_t map_size, max_item, interval, batch, max_readers;
     double high, low;
-    int sync, writemap;
+    int sync, writemap, on_corrupt;
     enum tc_status st;
     const char *path = tc_tier_params_target(p);
 
@@ -1149,7 +1780,9 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
         (st = tc_tier_params_double(p, "high_water", 0.90, 0.0, 1, 0.99, &high, err, errlen)) !=
             TC_OK ||
         (st = tc_tier_params_double(p, "low_water", 0.80, 0.0, 1, 0.99, &low, err, errlen)) !=
-            TC_OK) {
+            TC_OK ||
+        (st = tc_tier_params_choice(p, "on_corrupt", on_corrupt_names, ON_CORRUPT_RECREATE,
+                                    &on_corrupt, err, errlen)) != TC_OK) {
         return st;
     }
     uint64_t def_item = map_size / 16 < (1u << 20) ? map_size / 16 : (1u << 20);
@@ -1183,6 +1816,10 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
     m->high_water = high;
     m->low_water = low;
     m->batch_max = (size_t)batch;
+    m->on_corrupt = on_corrupt;
+    /* Any process sharing the file with our map_size may write max_item up
+     * to map_size / 4 (see max_item's bounds), plus key and headers. */
+    m->rec_max = (size_t)(map_size / 4) + REC_FIXED + TC_KEY_MAX + TC_ITEM_HDR_SIZE;
     if ((m->batch = calloc(m->batch_max, sizeof(*m->batch))) == NULL) {
         free(m->path);
         free(m);
@@ -1193,102 +1830,45 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
     LMDB_STATS(TC_X)
 #undef TC_X
     atomic_init(&m->last_error, TC_OK);
+    atomic_init(&m->down, 0);
 
-    int rc = mdb_env_create(&m->env);
-    const char *what = "mdb_env_create";
-    if (rc == 0) {
-        what = "mdb_env_set_mapsize";
-        rc = mdb_env_set_mapsize(m->env, (size_t)map_size);
+    /* NOTLS: read txns belong to ctxs, not threads, and are reset/renewed
+     * (a thread may own several ctxs). NORDAHEAD: random access to a cache
+     * larger than RAM gains nothing from readahead. NOMETASYNC for periodic
+     * and NOSYNC for none: see "Durability" at the top. */
+    m->env_flags = MDB_NOTLS | MDB_NORDAHEAD;
+    if (sync == SYNC_PERIODIC) {
+        m->env_flags |= MDB_NOMETASYNC;
+    } else if (sync == SYNC_NONE) {
+        m->env_flags |= MDB_NOSYNC;
     }
-    if (rc == 0) {
-        what = "mdb_env_set_maxdbs";
-        rc = mdb_env_set_maxdbs(m->env, 4);
+    if (writemap) {
+        /* Commits write into the shared mapping instead of pwrite()ing
+         * each dirty page: about 3x the write throughput, at the cost
+         * of LMDB's protection against stray writes by this process
+         * (the map is then writable). Off unless asked for. */
+        m->env_flags |= MDB_WRITEMAP;
     }
-    if (rc == 0) {
-        what = "mdb_env_set_maxreaders";
-        rc = mdb_env_set_maxreaders(m->env, (unsigned)max_readers);
-    }
-    if (rc == 0) {
-        /* NOTLS: read txns belong to ctxs, not threads, and are reset/renewed
-         * (a thread may own several ctxs). NORDAHEAD: random access to a
-         * cache larger than RAM gains nothing from readahead. */
-        unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
-        if (sync != SYNC_ALWAYS) {
-            flags |= MDB_NOSYNC;
-        }
-        if (writemap) {
-            /* Commits write into the shared mapping instead of pwrite()ing
-             * each dirty page: about 3x the write throughput, at the cost
-             * of LMDB's protection against stray writes by this process
-             * (the map is then writable). Off unless asked for. */
-            flags |= MDB_WRITEMAP;
-        }
-        what = "mdb_env_open";
-        rc = mdb_env_open(m->env, path, flags, 0640);
-    }
-    if (rc != 0) {
-        st = map_rc(rc);
-        if (st == TC_ENOTFOUND || st == TC_EINVAL) {
-            st = TC_EIO;
-        }
-        tc_tier_errf(err, errlen, "lmdb://%s: %s failed: %s", path, what, mdb_strerror(rc));
-        goto fail;
-    }
-    int dead = 0;
-    mdb_reader_check(m->env, &dead);
-    STAT_ADD(m, stale_readers_cleared, (uint64_t)dead);
-
-    size_t maxkey = (size_t)mdb_env_get_maxkeysize(m->env);
-    if (maxkey < 8 + DIGEST_LEN + 16) {
-        tc_tier_errf(err, errlen, "lmdb://%s: LMDB key limit %zu is too small", path, maxkey);
-        st = TC_EVERSION;
-        goto fail;
-    }
-    /* tc_exp keys are 8 + dkey; digested dkeys are raw_max + 1 bytes. */
-    m->raw_max = maxkey - 8 - 1;
-    MDB_stat es;
-    mdb_env_stat(m->env, &es);
-    m->psize = es.ms_psize;
-    /* The band between high and low water is the room eviction keeps free;
-     * one transaction (a batch, or an eviction chunk at ~3 pages a record)
-     * dirties at most half of it, so it cannot run the map full. */
-    size_t band = (size_t)((high - low) * (double)(map_size / m->psize));
-    m->txn_pages = band / 2 > 16 ? band / 2 : 16;
-    m->evict_chunk = band / 6 > EVICT_CHUNK ? EVICT_CHUNK : band / 6 > 0 ? band / 6 : 1;
-
-    MDB_txn *txn;
-    if ((rc = mdb_txn_begin(m->env, NULL, 0, &txn)) == 0) {
-        /* The format marker: written by the first opener, checked by the
-         * rest, so that a future record layout is refused, not misread. */
-        MDB_dbi main_dbi;
-        MDB_val fk = {sizeof(FORMAT_KEY) - 1, (void *)(uintptr_t)FORMAT_KEY};
-        MDB_val fv = {sizeof(FORMAT_VALUE) - 1, (void *)(uintptr_t)FORMAT_VALUE}, got;
-        rc = mdb_dbi_open(txn, NULL, 0, &main_dbi);
-        if (rc == 0) {
-            rc = mdb_get(txn, main_dbi, &fk, &got);
-            if (rc == MDB_NOTFOUND) {
-                rc = mdb_put(txn, main_dbi, &fk, &fv, 0);
-            } else if (rc == 0 &&
-                       (got.mv_size != fv.mv_size || memcmp(got.mv_data, fv.mv_data, fv.mv_size))) {
-                rc = MDB_VERSION_MISMATCH;
+    char why[384] = "";
+    st = open_checked(m, max_readers, why, sizeof(why), err, errlen);
+    if (st == TC_ECORRUPT && on_corrupt == ON_CORRUPT_FAIL) {
+        tc_tier_errf(err, errlen,
+                     "lmdb://%s: the environment is damaged (%s); on_corrupt=fail, so it is left "
+                     "as it is: move %s/data.mdb aside (and remove %s/" DAMAGE_MARK
+                     " if present), or set on_corrupt=recreate",
+                     path, why, path, path);
+    } else if (st == TC_ECORRUPT) {
+        st = move_aside(m, why, err, errlen);
+        if (st == TC_OK) {
+            char why2[384] = "";
+            st = env_open(m, max_readers, why2, sizeof(why2), err, errlen);
+            if (st == TC_ECORRUPT) {
+                tc_tier_errf(err, errlen, "lmdb://%s: a new environment does not open either: %s",
+                             path, why2);
             }
         }
-        if (rc == 0) {
-            rc = mdb_dbi_open(txn, "tc_data", MDB_CREATE, &m->data);
-        }
-        if (rc == 0) {
-            rc = mdb_dbi_open(txn, "tc_exp", MDB_CREATE, &m->exp);
-        }
-        rc = rc == 0 ? mdb_txn_commit(txn) : (mdb_txn_abort(txn), rc);
     }
-    if (rc != 0) {
-        st = map_rc(rc);
-        if (st == TC_ENOTFOUND || st == TC_EINVAL) {
-            st = TC_ECORRUPT;
-        }
-        tc_tier_errf(err, errlen, "lmdb://%s: opening the tiercache databases failed: %s", path,
-                     rc == MDB_VERSION_MISMATCH ? "written by another tiercache record format"
-                                                : mdb_strerror(rc));
+    if (st != TC_OK) {
         goto fail;
     }
 
@@ -1321,6 +1901,11 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
     }
     m->base.max_key = TC_KEY_MAX;
     m->base.max_value = (size_t)max_item;
+    if (m->recovered[0] != '\0') {
+        /* Success, with news the caller must log at crit (tier.h). */
+        tc_tier_errf(err, errlen, "lmdb://%s: %s; remove the old file when it is no longer needed",
+                     path, m->recovered);
+    }
     *out = &m->base;
     return TC_OK;
 
@@ -1471,7 +2056,18 @@ static enum tc_status lookup(struct lmdb_tier *m, MDB_txn *txn, const struct tc_
     MDB_val dk = dkey_of(m, req->key, req->key_len, kbuf), v;
     int rc = mdb_get(txn, m->data, &dk, &v);
     if (rc != 0) {
+        if (is_fatal(rc)) {
+            /* The environment, not one record, is damaged: not TC_ECORRUPT,
+             * whose bad copy the stack would try to delete. */
+            mark_down(m, rc, "a get");
+            return TC_EUNAVAIL;
+        }
         return rc == MDB_NOTFOUND ? TC_ENOTFOUND : map_rc(rc);
+    }
+    /* A size no writer with this map_size makes is a damaged node header:
+     * copying that much out of the map could run past its end. */
+    if (v.mv_size > m->rec_max) {
+        return TC_ECORRUPT;
     }
     enum tc_status st = rec_decode(m, &v, dk.mv_size, req->key, req->key_len, r);
     if (st != TC_OK) {
@@ -1505,8 +2101,15 @@ static enum tc_status hand_out(struct tc_tier_req *req, enum tc_status st, const
 
 static enum tc_status renew(struct lmdb_ctx *c)
 {
+    struct lmdb_tier *m = (struct lmdb_tier *)c->base.tier;
+    if (is_down(m)) {
+        return TC_EUNAVAIL; /* never touch a damaged map again */
+    }
     int rc = mdb_txn_renew(c->rtxn);
     if (rc != 0) {
+        if (is_fatal(rc)) {
+            mark_down(m, rc, "a read transaction");
+        }
         return map_rc(rc) == TC_EAGAIN ? TC_EAGAIN : TC_EIO;
     }
     return TC_OK;
@@ -1552,7 +2155,8 @@ static void lmdb_get_many(struct tc_tier_ctx *cb, struct tc_tier_req **reqs, siz
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        st[i] = lookup(m, c->rtxn, reqs[i], &r[i]);
+        /* A lookup that met damage has marked the tier down: stop reading. */
+        st[i] = is_down(m) ? TC_EUNAVAIL : lookup(m, c->rtxn, reqs[i], &r[i]);
         if (st[i] == TC_OK) {
             const char *p = (const char *)r[i].value;
             size_t len = r[i].hdr.value_len;
@@ -1596,6 +2200,9 @@ static enum tc_status lmdb_sweep(struct tc_tier *t, uint64_t now_ms, size_t budg
                                  uint64_t *removed)
 {
     struct lmdb_tier *m = (struct lmdb_tier *)t;
+    if (is_down(m)) {
+        return TC_EUNAVAIL;
+    }
     struct wop op = {.kind = W_SWEEP, .now_ms = now_ms, .budget = budget ? budget : 1};
     enum tc_status st = run_sync(m, &op);
     STAT_ADD(m, sweeps, 1);
@@ -1613,7 +2220,8 @@ static void lmdb_stats(struct tc_tier *t, tc_tier_stat_fn emit, void *arg)
     uint64_t records = 0, index = 0, used = 0;
     MDB_stat es;
     mdb_env_stat(m->env, &es);
-    if (mdb_txn_begin(m->env, NULL, MDB_RDONLY, &txn) == 0) {
+    /* Down: the trees are not read again (their pages are damaged). */
+    if (!is_down(m) && mdb_txn_begin(m->env, NULL, MDB_RDONLY, &txn) == 0) {
         MDB_stat s;
         if (mdb_stat(txn, m->data, &s) == 0) {
             records = s.ms_entries;
@@ -1647,12 +2255,25 @@ static void lmdb_stats(struct tc_tier *t, tc_tier_stat_fn emit, void *arg)
 static enum tc_tier_health lmdb_health(struct tc_tier *t, char *detail, size_t len)
 {
     struct lmdb_tier *m = (struct lmdb_tier *)t;
+    int d = atomic_load_explicit(&m->down, memory_order_acquire); /* pairs with mark_down */
+    if (d != 0) {
+        if (detail != NULL && len > 0) {
+            snprintf(detail, len, "environment damaged (%s); %s", d == 2 ? m->down_why : "LMDB",
+                     m->on_corrupt == ON_CORRUPT_FAIL
+                         ? "remove data.mdb and tiercache-damaged to start again (on_corrupt=fail)"
+                         : "it is moved aside at the next start");
+        }
+        return TC_HEALTH_DOWN;
+    }
     int e = atomic_load_explicit(&m->last_error, memory_order_relaxed);
     if (e != TC_OK) {
         if (detail != NULL && len > 0) {
             snprintf(detail, len, "last commit failed: %s", tc_strerror((enum tc_status)e));
         }
         return TC_HEALTH_DEGRADED;
+    }
+    if (m->recovered[0] != '\0' && detail != NULL && len > 0) {
+        snprintf(detail, len, "%s", m->recovered); /* serving, from a new environment */
     }
     return TC_HEALTH_OK;
 }
@@ -1663,7 +2284,7 @@ const struct tc_tier_ops tc_tier_lmdb_ops = {
     .caps = TC_TIER_CAP_PERSISTENT | TC_TIER_CAP_SHARED | TC_TIER_CAP_ASYNC,
     .params = lmdb_params,
     .usage = "lmdb://PATH?map_size=1G&sync=periodic&sync_interval_ms=1000&high_water=0.90"
-             "&low_water=0.80&max_item=1M&batch=1024&writemap=off",
+             "&low_water=0.80&max_item=1M&batch=1024&writemap=off&on_corrupt=recreate",
     .open = lmdb_open,
     .close = lmdb_close,
     .ctx_init = lmdb_ctx_init,

@@ -17,11 +17,17 @@
  *              reading: both evict, no write fails.
  *   async      two threads, each with its own event_base, keep 32 writes in
  *              flight: every done() runs once, on its own loop thread.
+ *   damaged    three threads read and write an environment whose tc_data
+ *              tree is damaged below its root while the tier runs (issue
+ *              12): whoever meets the damage first takes the tier down,
+ *              once; no thread crashes or reads a wrong value, health says
+ *              DOWN, the marker is left.
  *
  * The parent never holds an open tier (or any thread) across fork(): LMDB
  * environments must not be inherited by a child (lmdb.h Caveats).
  */
 #include "tests/support/check.h"
+#include "tests/support/lmdb_damage.h"
 #include "tests/support/stats.h"
 #include "tiers/tier.h"
 
@@ -670,22 +676,120 @@ static void test_async(void)
     tc_tier_close(t);
 }
 
+/* ---- a damaged environment, several threads ------------------------------------- */
+
+enum { DM_KEYS = 2000, DM_THREADS = 3 };
+
+struct dm_arg {
+    struct tc_tier *tier;
+    int id;
+    size_t hits, wrong, unavailable, other;
+};
+
+static void *dm_main(void *p)
+{
+    struct dm_arg *a = p;
+    struct tc_tier_ctx *c;
+    struct tc_buf b = TC_BUF_INIT;
+    if (tc_tier_ctx_init(a->tier, NULL, &c) != TC_OK) {
+        a->other++;
+        return NULL;
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < DM_KEYS; i++) {
+            char key[32];
+            /* Each thread starts elsewhere, so that they meet the damage at
+             * about the same time. */
+            snprintf(key, sizeof(key), "dm:%05d", (i + a->id * 677) % DM_KEYS);
+            enum tc_status st = i % 16 == 0 ? put(c, key) : get(c, key, &b);
+            if (st == TC_OK && i % 16 != 0) {
+                a->hits++;
+                a->wrong += !value_ok(key, &b);
+            } else if (st == TC_EUNAVAIL || st == TC_ENOTFOUND) {
+                a->unavailable++;
+            } else if (st != TC_OK) {
+                a->other += st != TC_ECORRUPT && st != TC_EIO; /* the op that met it */
+            }
+        }
+    }
+    tc_buf_deinit(&b);
+    tc_tier_ctx_dispose(c);
+    return NULL;
+}
+
+static void test_damaged(void)
+{
+    struct tc_tier *t = open_tier("map_size=16M&sync=none");
+    CHECK(t != NULL, "open");
+    if (t == NULL) {
+        return;
+    }
+    struct tc_tier_ctx *c;
+    tc_tier_ctx_init(t, NULL, &c);
+    for (int i = 0; i < DM_KEYS; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "dm:%05d", i);
+        put(c, key);
+    }
+    tc_tier_ctx_dispose(c);
+    tc_tier_close(t);
+    uint64_t ps, last, root;
+    unsigned depth;
+    unsigned char pg[65536];
+    int ok = tc_test_lmdb_geometry(dir, &ps, &last) == 0 && ps <= sizeof(pg) &&
+             tc_test_lmdb_db_root(dir, "tc_data", &root, &depth) == 0 && depth >= 2 &&
+             tc_test_lmdb_page_read(dir, root, pg, ps) == 0 && tc_test_lmdb_page_nkeys(pg) >= 4;
+    CHECK(ok, "damaged: no branch page at the root of tc_data to damage");
+    if (!ok) {
+        return;
+    }
+    t = open_tier("map_size=16M&sync=none");
+    CHECK(t != NULL, "damaged: open");
+    if (t == NULL) {
+        return;
+    }
+    /* The damage comes while the tier runs (open checks every page). */
+    for (unsigned i = 1; i < tc_test_lmdb_page_nkeys(pg); i += 2) {
+        tc_test_lmdb_set_branch_child(pg, i, last + 1000 + i);
+    }
+    tc_test_lmdb_page_write(dir, root, pg, ps);
+    pthread_t th[DM_THREADS];
+    struct dm_arg args[DM_THREADS];
+    for (int i = 0; i < DM_THREADS; i++) {
+        args[i] = (struct dm_arg){.tier = t, .id = i};
+        pthread_create(&th[i], NULL, dm_main, &args[i]);
+    }
+    size_t hits = 0, wrong = 0, other = 0;
+    for (int i = 0; i < DM_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        hits += args[i].hits;
+        wrong += args[i].wrong;
+        other += args[i].other;
+    }
+    char detail[300];
+    enum tc_tier_health h = tc_tier_health(t, detail, sizeof(detail));
+    CHECK(h == TC_HEALTH_DOWN, "damaged: health is %s (%s)", tc_tier_health_name(h), detail);
+    CHECK(wrong == 0, "damaged: %zu wrong values", wrong);
+    CHECK(other == 0, "damaged: %zu unexpected statuses", other);
+    char mark[300];
+    snprintf(mark, sizeof(mark), "%s/tiercache-damaged", dir);
+    CHECK(access(mark, F_OK) == 0, "damaged: no marker");
+    printf("damaged: %zu hits before the damage was met; then down: %s\n", hits, detail);
+    tc_tier_close(t);
+}
+
 static void rm_dir(void)
 {
-    char p[512];
-    snprintf(p, sizeof(p), "%s/data.mdb", dir);
-    unlink(p);
-    snprintf(p, sizeof(p), "%s/lock.mdb", dir);
-    unlink(p);
-    rmdir(dir);
+    tc_test_rm_flat_dir(dir);
 }
 
 int main(void)
 {
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
-    static void (*const cases[])(void) = {test_kill9, test_stale_readers, test_two_procs,
-                                          test_two_procs_fill, test_async};
-    static const char *const names[] = {"kill9", "stale", "two_procs", "two_procs_fill", "async"};
+    static void (*const cases[])(void) = {test_kill9,          test_stale_readers, test_two_procs,
+                                          test_two_procs_fill, test_async,         test_damaged};
+    static const char *const names[] = {"kill9",          "stale", "two_procs",
+                                        "two_procs_fill", "async", "damaged"};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         snprintf(dir, sizeof(dir), "/tmp/tc-lmdb-stress-XXXXXX");
         if (mkdtemp(dir) == NULL) {

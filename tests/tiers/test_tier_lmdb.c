@@ -1,23 +1,36 @@
 /*
  * tests for tiers/tier_lmdb.c beyond the shared conformance suite: large
  * values, keys around LMDB's key limit, eviction of a full map, the sweep,
- * the asynchronous (event_base) path, bad URIs and corrupt records. Each
+ * the asynchronous (event_base) path, bad URIs, corrupt records, and
+ * damaged environments (issue 12: truncated files, garbage meta pages, bit
+ * flips, damage met at run time, a damaged file another process uses). Each
  * test gets a fresh environment in a temp dir. The multi-process cases
  * (kill -9, two writers) live in stress_tier_lmdb.c: they fork and run
  * threads, which Criterion cannot host under TSan (Snaipe/Criterion#274).
  */
+#define _GNU_SOURCE /* dladdr: in which library a damaged-file round crashed */
 #include "tests/support/backends.h"
+#include "tests/support/lmdb_damage.h"
 #include "tests/support/stats.h"
 #include "tiers/tier.h"
 
 #include <criterion/criterion.h>
+#include <dirent.h>
+#include <dlfcn.h>
+#include <execinfo.h>
 #include <event2/event.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <time.h>
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#endif
 #include <unistd.h>
 
 static char dir[256];
@@ -29,15 +42,9 @@ static uint64_t t0;
 
 static void rm_dir(void)
 {
-    char p[512];
-    if (dir[0] == '\0') {
-        return;
+    if (dir[0] != '\0') {
+        tc_test_rm_flat_dir(dir); /* data.mdb.corrupt-* too */
     }
-    snprintf(p, sizeof(p), "%s/data.mdb", dir);
-    unlink(p);
-    snprintf(p, sizeof(p), "%s/lock.mdb", dir);
-    unlink(p);
-    rmdir(dir);
 }
 
 static void open_with(const char *params)
@@ -961,4 +968,670 @@ Test(tier_lmdb, stats_and_health)
         nanosleep(&ms5, NULL);
     }
     cr_assert_gt(stat_of("syncs"), 0);
+}
+
+/* ---- damaged environments (issue 12) ------------------------------------------ */
+
+enum { DN = 2000 }; /* keys: enough for a tc_data tree of depth 2 */
+
+static void key_of(size_t i, char *k, size_t cap)
+{
+    snprintf(k, cap, "key:%05zu", i);
+}
+
+/* "v-" + the key, padded to a length that depends on i; every 97th value
+ * takes overflow pages. A value served for another key, or altered, shows. */
+static size_t value_of(size_t i, char *v, size_t cap)
+{
+    char k[32];
+    key_of(i, k, sizeof(k));
+    size_t len = i % 97 == 0 ? 6000 : 20 + (i * 37) % 300;
+    int h = snprintf(v, cap, "v-%s|", k);
+    for (size_t j = (size_t)h; j < len && j < cap; j++) {
+        v[j] = (char)('a' + (i + j) % 26);
+    }
+    return len < cap ? len : cap;
+}
+
+static void fill_keys(size_t n)
+{
+    open_with("map_size=16M&sync=none");
+    char k[32], v[8192];
+    for (size_t i = 0; i < n; i++) {
+        key_of(i, k, sizeof(k));
+        size_t vl = value_of(i, v, sizeof(v));
+        cr_assert_eq(put_e(k, strlen(k), v, vl, 0), TC_OK);
+    }
+    close_tier();
+}
+
+struct tally {
+    size_t hits, misses, wrong, errors;
+};
+
+/* Gets every key; any status but a hit, a miss, a corrupt record (a miss
+ * too) or "unavailable" (down) is counted an error. Never asserts, so that
+ * forked children can use it. */
+static struct tally read_back(struct tc_tier_ctx *c, size_t n, struct tc_buf *b)
+{
+    struct tally t = {0, 0, 0, 0};
+    char k[32], v[8192];
+    for (size_t i = 0; i < n; i++) {
+        key_of(i, k, sizeof(k));
+        struct tc_tier_req r = {.key = k, .key_len = strlen(k), .out = b, .now_ms = t0};
+        enum tc_status st = tc_tier_get(c, &r);
+        if (st == TC_OK) {
+            size_t vl = value_of(i, v, sizeof(v));
+            t.hits++;
+            t.wrong += b->len != vl || memcmp(b->data, v, vl) != 0;
+        } else if (st == TC_ENOTFOUND || st == TC_EUNAVAIL || st == TC_ECORRUPT) {
+            t.misses++;
+        } else {
+            t.errors++;
+        }
+    }
+    return t;
+}
+
+static void path_in(char *p, size_t cap, const char *name)
+{
+    snprintf(p, cap, "%s/%s", dir, name);
+}
+
+/* Number of data.mdb.corrupt-* files in dir, and the size of one. */
+static int moved_aside(off_t *size)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, "data.mdb.corrupt-", 17) == 0) {
+            char p[600];
+            struct stat sb;
+            path_in(p, sizeof(p), e->d_name);
+            if (size != NULL && stat(p, &sb) == 0) {
+                *size = sb.st_size;
+            }
+            n++;
+        }
+    }
+    if (d != NULL) {
+        closedir(d);
+    }
+    return n;
+}
+
+static void drop_moved_aside(void)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, "data.mdb.corrupt-", 17) == 0) {
+            char p[600];
+            path_in(p, sizeof(p), e->d_name);
+            unlink(p);
+        }
+    }
+    if (d != NULL) {
+        closedir(d);
+    }
+}
+
+/* Opens uri (set by fill_keys) with the default on_corrupt; *err gets the
+ * crit news when the environment was moved aside. */
+static void reopen(char *err, size_t errlen)
+{
+    err[0] = '\0';
+    enum tc_status st = tc_tier_open(NULL, uri, &tier, err, errlen);
+    cr_assert_eq(st, TC_OK, "open %s: %s: %s", uri, tc_status_name(st), err);
+    cr_assert_eq(tc_tier_ctx_init(tier, NULL, &ctx), TC_OK);
+}
+
+/* After a move aside: empty, healthy (health says what happened), writable. */
+static void expect_fresh(const char *err, const char *why)
+{
+    cr_assert(strstr(err, "damaged") != NULL && strstr(err, "moved") != NULL,
+              "%s: no crit news of the move: '%s'", why, err);
+    struct tally t = read_back(ctx, DN, &out);
+    cr_assert_eq(t.hits, 0, "%s: %zu hits from a new environment", why, t.hits);
+    cr_assert_eq(t.errors, 0, "%s", why);
+    char detail[700];
+    cr_assert_eq(tc_tier_health(tier, detail, sizeof(detail)), TC_HEALTH_OK, "%s: %s", why, detail);
+    cr_assert(strstr(detail, "damaged") != NULL, "%s: health detail '%s'", why, detail);
+    cr_assert_eq(put_e("after", 5, "v-after", 7, 0), TC_OK);
+    cr_assert_eq(get_at("after", 5, t0), TC_OK);
+}
+
+/* A data.mdb cut short while no server ran (a full disk, a bad copy, a
+ * power cut on a file system that lost the tail) used to open, and the
+ * first get died of SIGBUS inside mdb_get. At every cut the environment is
+ * now either moved aside at open, or (only when the lost tail held free
+ * pages) still whole. */
+Test(tier_lmdb, truncated_data_mdb_is_moved_aside_and_reads_miss)
+{
+    fill_keys(DN);
+    uint64_t ps, last;
+    cr_assert_eq(tc_test_lmdb_geometry(dir, &ps, &last), 0);
+    uint64_t used = (last + 1) * ps;
+    char data[600], tmpl[600];
+    path_in(data, sizeof(data), "data.mdb");
+    path_in(tmpl, sizeof(tmpl), "template");
+    cr_assert_eq(tc_test_copy_file(data, tmpl), 0);
+    const uint64_t cuts[] = {100, ps + 7, 2 * ps, used / 3, used * 2 / 3 + 1, used - ps};
+    for (size_t c = 0; c < sizeof(cuts) / sizeof(cuts[0]); c++) {
+        char why[64], err[1024];
+        snprintf(why, sizeof(why), "cut at %llu of %llu", (unsigned long long)cuts[c],
+                 (unsigned long long)used);
+        cr_assert_eq(tc_test_copy_file(tmpl, data), 0);
+        cr_assert_eq(truncate(data, (off_t)cuts[c]), 0);
+        reopen(err, sizeof(err));
+        off_t msize = -1;
+        int moved = moved_aside(&msize);
+        if (cuts[c] < used - ps) {
+            cr_assert_eq(moved, 1, "%s: not moved aside (%s)", why, err);
+        }
+        if (moved) {
+            cr_assert_eq((uint64_t)msize, cuts[c], "%s: the moved file was changed", why);
+            expect_fresh(err, why);
+        } else {
+            /* Only free pages were lost: everything is still there. */
+            cr_assert_eq(err[0], '\0', "%s: %s", why, err);
+            struct tally t = read_back(ctx, DN, &out);
+            cr_assert_eq(t.hits, DN, "%s: kept, but %zu of %d keys read", why, t.hits, DN);
+            cr_assert_eq(t.wrong, 0, "%s", why);
+        }
+        close_tier();
+        drop_moved_aside();
+    }
+}
+
+Test(tier_lmdb, on_corrupt_fail_refuses_a_damaged_environment)
+{
+    fill_keys(DN);
+    char data[600], u[700], err[1024] = "";
+    path_in(data, sizeof(data), "data.mdb");
+    cr_assert_eq(truncate(data, 3 * 4096 + 5), 0);
+    snprintf(u, sizeof(u), "lmdb://%s?map_size=16M&sync=none&on_corrupt=fail", dir);
+    struct tc_tier *t = NULL;
+    enum tc_status st = tc_tier_open(NULL, u, &t, err, sizeof(err));
+    cr_assert_eq(st, TC_ECORRUPT, "%s: %s", tc_status_name(st), err);
+    cr_assert_null(t);
+    cr_assert(strstr(err, "damaged") && strstr(err, "on_corrupt=fail") && strstr(err, "data.mdb"),
+              "unclear message: %s", err);
+    struct stat sb;
+    cr_assert_eq(stat(data, &sb), 0, "data.mdb must stay where it is");
+    cr_assert_eq(sb.st_size, 3 * 4096 + 5, "data.mdb must stay as it is");
+    cr_assert_eq(moved_aside(NULL), 0);
+    snprintf(u, sizeof(u), "lmdb://%s?on_corrupt=sometimes", dir);
+    expect_open_error(u, TC_EINVAL, "on_corrupt");
+}
+
+/* Meta pages LMDB refuses (MDB_INVALID) kept the server from starting; one
+ * with a page size of 0 made mdb_env_open divide by zero; a root page past
+ * the end failed the first transaction (MDB_PAGE_NOTFOUND). Each is now
+ * moved aside. */
+Test(tier_lmdb, garbage_meta_pages_are_moved_aside)
+{
+    fill_keys(DN);
+    char data[600], tmpl[600];
+    path_in(data, sizeof(data), "data.mdb");
+    path_in(tmpl, sizeof(tmpl), "template");
+    cr_assert_eq(tc_test_copy_file(data, tmpl), 0);
+    uint64_t ps, last;
+    cr_assert_eq(tc_test_lmdb_geometry(dir, &ps, &last), 0);
+    unsigned char *pg = malloc(ps);
+    static const char *const what[] = {"both meta pages garbage", "meta page 1 magic zeroed",
+                                       "page size 0 in meta page 0",
+                                       "main root past the last page in both"};
+    for (int c = 0; c < 4; c++) {
+        cr_assert_eq(tc_test_copy_file(tmpl, data), 0);
+        for (uint64_t p = 0; p < 2; p++) {
+            cr_assert_eq(tc_test_lmdb_page_read(dir, p, pg, ps), 0);
+            if (c == 0) {
+                for (size_t i = 0; i < ps; i++) {
+                    pg[i] = (unsigned char)(i * 131 + p * 7 + 3);
+                }
+            } else if (c == 1 && p == 1) {
+                memset(pg + 16, 0, 4);
+            } else if (c == 2 && p == 0) {
+                memset(pg + 16 + 24, 0, 4);
+            } else if (c == 3) {
+                uint64_t bad = last + 1000;
+                memcpy(pg + 16 + 72 + 40, &bad, 8);
+            }
+            cr_assert_eq(tc_test_lmdb_page_write(dir, p, pg, ps), 0);
+        }
+        char err[1024];
+        reopen(err, sizeof(err));
+        cr_assert_eq(moved_aside(NULL), 1, "%s: not moved aside", what[c]);
+        expect_fresh(err, what[c]);
+        close_tier();
+        drop_moved_aside();
+    }
+    free(pg);
+}
+
+#define EXIT_LMDB_CRASH 100 /* + the signal (0: a sanitizer report): died inside liblmdb */
+
+/* Whether the frames of a dying child, from the innermost, reach liblmdb
+ * before tiercache's code: first skip the frames of the handler that asks
+ * (this binary, behind a sanitizer's backtrace interceptor), then those of
+ * libc and the sanitizers (memcpy, a report), and look at the first frame
+ * left. */
+static int died_in_lmdb(void)
+{
+    void *fr[64];
+    int n = backtrace(fr, 64), i = 0;
+    Dl_info di;
+    const char *self = NULL;
+    if (dladdr((void *)(uintptr_t)died_in_lmdb, &di) != 0) {
+        self = di.dli_fname;
+    }
+#define IS_SELF(k)                                                                                 \
+    (dladdr(fr[k], &di) != 0 && di.dli_fname != NULL && self != NULL &&                            \
+     strcmp(di.dli_fname, self) == 0)
+    while (i < n && !IS_SELF(i)) {
+        i++; /* a sanitizer's backtrace interceptor */
+    }
+    while (i < n && IS_SELF(i)) {
+        i++;
+    }
+#undef IS_SELF
+    for (; i < n; i++) {
+        if (dladdr(fr[i], &di) == 0 || di.dli_fname == NULL) {
+            continue;
+        }
+        const char *f = di.dli_fname;
+        if (strstr(f, "libc.so") || strstr(f, "libasan") || strstr(f, "libubsan") ||
+            strstr(f, "vdso")) {
+            continue;
+        }
+        if (strstr(f, "liblmdb") != NULL) {
+            return 1;
+        }
+        break;
+    }
+    backtrace_symbols_fd(fr, n, 2); /* ours: show where */
+    return 0;
+}
+
+/* A damaged-file round's child: a fault inside liblmdb is LMDB trusting a
+ * damaged page (e.g. a flipped F_DUPDATA flag sends mdb_cursor_set to the
+ * NULL xcursor of a plain database), which the tier cannot prevent without
+ * a fault handler of its own; say so by the exit code. Any other fault is
+ * ours: die of it. (LMDB's assertions abort; the tier's assertion hook
+ * leaves its damage marker, which the parent reads.) */
+static void on_fault(int sig, siginfo_t *si, void *uc)
+{
+    (void)si;
+    (void)uc;
+    if (died_in_lmdb()) {
+        _exit(EXIT_LMDB_CRASH + sig);
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+/* The same for a sanitizer report (a read past a buffer inside LMDB). */
+static void on_sanitizer_death(void)
+{
+    if (died_in_lmdb()) {
+        _exit(EXIT_LMDB_CRASH);
+    }
+}
+#endif
+
+/* Bit flips and zeroed pages anywhere in a closed environment, then, in a
+ * child per round, the open, a full read-back (phase 1), and a few writes,
+ * a sweep and another read-back (phase 2). Opening and reading must never
+ * crash in tiercache's code, and no value may be wrong (values name their
+ * key; the item check covers key and value). Crashes inside LMDB are
+ * counted and printed (see on_fault), and so are crashes in phase 2 outside
+ * it: writing over a damaged page LMDB can hand out a wild pointer (mdb_put
+ * with MDB_RESERVE returns space computed from the damaged page header),
+ * which the writer then fills; the stack printed shows where. Since the
+ * open checks every page (tiers/lmdb_check.h), neither is expected. */
+Test(tier_lmdb, bit_flips_and_zeroed_pages_never_crash)
+{
+    fill_keys(DN);
+    char data[600], tmpl[600];
+    path_in(data, sizeof(data), "data.mdb");
+    path_in(tmpl, sizeof(tmpl), "template");
+    cr_assert_eq(tc_test_copy_file(data, tmpl), 0);
+    uint64_t ps, last;
+    cr_assert_eq(tc_test_lmdb_geometry(dir, &ps, &last), 0);
+    uint64_t size = (last + 1) * ps;
+    const char *es = getenv("TC_TEST_SEED"); /* to replay a round that failed */
+    unsigned seed = es != NULL ? (unsigned)strtoul(es, NULL, 10) : (unsigned)time(NULL);
+    srand(seed);
+    enum { ROUNDS = 40, FLIPS = 25 };
+    size_t crashes = 0, lmdb_crashes = 0, write_crashes = 0, hits = 0, wrong = 0, moved = 0,
+           failed_opens = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        cr_assert_eq(tc_test_copy_file(tmpl, data), 0);
+        drop_moved_aside();
+        char markp[600];
+        path_in(markp, sizeof(markp), "tiercache-damaged");
+        unlink(markp);
+        if (round % 2 == 0) {
+            /* One flip (most land in a value: the item check's) or many
+             * (most hit structure: the open's check). */
+            int flips = round % 4 == 0 ? 1 : FLIPS;
+            for (int f = 0; f < flips; f++) {
+                uint64_t off = ((uint64_t)rand() << 16 ^ (uint64_t)rand()) % size;
+                cr_assert_eq(tc_test_flip_bit(data, off, (unsigned)rand()), 0);
+            }
+        } else {
+            /* Any page, meta pages included (rounds 1 and 3 always hit one). */
+            unsigned char *z = calloc(1, ps);
+            for (int f = 0; f < 2; f++) {
+                uint64_t p = (uint64_t)rand() % (last + 1);
+                if (f == 0 && round < 4) {
+                    p = (uint64_t)round / 2;
+                }
+                cr_assert_eq(tc_test_lmdb_page_write(dir, p, z, ps), 0);
+            }
+            free(z);
+        }
+        int fds[2];
+        cr_assert_eq(pipe(fds), 0);
+        fflush(NULL);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+            close(fds[0]);
+            struct sigaction sa;
+            memset(&sa, 0, sizeof(sa));
+            sa.sa_sigaction = on_fault;
+            sa.sa_flags = SA_SIGINFO;
+            sigaction(SIGSEGV, &sa, NULL);
+            sigaction(SIGBUS, &sa, NULL);
+            sigaction(SIGFPE, &sa, NULL);
+#if defined(__SANITIZE_ADDRESS__)
+            __sanitizer_set_death_callback(on_sanitizer_death);
+#endif
+            char err[1024] = "";
+            struct tc_tier *t;
+            struct tc_tier_ctx *c;
+            struct tc_buf b = TC_BUF_INIT;
+            size_t res[4] = {0, 0, 0, 0};
+            if (tc_tier_open(NULL, uri, &t, err, sizeof(err)) != TC_OK) {
+                res[3] = 1;
+                ssize_t w = write(fds[1], res, sizeof(res));
+                (void)w;
+                _exit(0);
+            }
+            if (tc_tier_ctx_init(t, NULL, &c) != TC_OK) {
+                _exit(3);
+            }
+            struct tally ty = read_back(c, DN, &b);
+            res[0] = ty.hits;
+            res[1] = ty.wrong;
+            res[2] = err[0] != '\0';
+            if (write(fds[1], res, sizeof(res)) != (ssize_t)sizeof(res)) {
+                _exit(4);
+            }
+            for (int i = 0; i < 50; i++) {
+                char k[32];
+                key_of((size_t)i * 41, k, sizeof(k));
+                struct tc_tier_req r = {
+                    .key = k, .key_len = strlen(k), .value = "x", .value_len = 1, .now_ms = t0};
+                r.hdr.encoding = TC_ENC_BINARY;
+                tc_tier_set(c, &r);
+            }
+            uint64_t removed = 0;
+            tc_tier_sweep(t, t0 + 1, 1000, &removed);
+            read_back(c, DN, &b);
+            if (write(fds[1], "2", 1) != 1) {
+                _exit(4);
+            }
+            tc_buf_deinit(&b);
+            tc_tier_ctx_dispose(c);
+            tc_tier_close(t);
+            _exit(0);
+        }
+        close(fds[1]);
+        size_t res[4] = {0, 0, 0, 0};
+        char two = 0;
+        ssize_t got = read(fds[0], res, sizeof(res));
+        int phase2 = got == (ssize_t)sizeof(res) && res[3] == 0 && read(fds[0], &two, 1) == 1;
+        close(fds[0]);
+        int status;
+        waitpid(pid, &status, 0);
+        if (WIFEXITED(status) && WEXITSTATUS(status) >= EXIT_LMDB_CRASH) {
+            int sig = WEXITSTATUS(status) - EXIT_LMDB_CRASH;
+            lmdb_crashes++;
+            fprintf(stderr, "bit flips: round %d (seed %u) died of %s inside liblmdb\n", round,
+                    seed, sig ? strsignal(sig) : "a sanitizer report");
+            continue;
+        }
+        char markf[600], mtext[256] = "";
+        path_in(markf, sizeof(markf), "tiercache-damaged");
+        FILE *mf = fopen(markf, "r");
+        if (mf != NULL) {
+            size_t ml = fread(mtext, 1, sizeof(mtext) - 1, mf);
+            mtext[ml] = '\0';
+            fclose(mf);
+        }
+        if (WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT &&
+            strstr(mtext, "Assertion") != NULL) {
+            /* LMDB asserted (and aborted) on the damage; the marker it left
+             * through the tier's hook must make the next open recover. */
+            lmdb_crashes++;
+            fprintf(stderr, "bit flips: round %d (seed %u): %s\n", round, seed, mtext);
+            char err[1024];
+            reopen(err, sizeof(err));
+            cr_assert_eq(moved_aside(NULL), 1, "round %d: not moved aside after %s", round, mtext);
+            close_tier();
+            continue;
+        }
+        int died = WIFSIGNALED(status) || !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+        if (died && got == (ssize_t)sizeof(res) && !phase2) {
+            write_crashes++; /* after the reads: see the comment above */
+            fprintf(stderr, "bit flips: round %d (seed %u) died writing, of %s\n", round, seed,
+                    WIFSIGNALED(status) ? strsignal(WTERMSIG(status)) : "an early exit");
+        } else if (died || got != (ssize_t)sizeof(res)) {
+            crashes++;
+            fprintf(stderr, "bit flips: round %d (seed %u) ended by %s while opening or reading\n",
+                    round, seed,
+                    WIFSIGNALED(status) ? strsignal(WTERMSIG(status)) : "an early exit");
+            continue;
+        }
+        hits += res[0];
+        wrong += res[1];
+        moved += res[2];
+        failed_opens += res[3];
+    }
+    fprintf(stderr,
+            "bit flips (seed %u): %d rounds; %zu crashed in tiercache opening or reading, %zu "
+            "inside liblmdb, %zu in tiercache writing; %zu moved aside at open, %zu did not "
+            "open; %zu hits, %zu wrong values\n",
+            seed, ROUNDS, crashes, lmdb_crashes, write_crashes, moved, failed_opens, hits, wrong);
+    cr_assert_eq(crashes, 0, "%zu of %d rounds crashed (seed %u)", crashes, ROUNDS, seed);
+    cr_assert_eq(failed_opens, 0, "with on_corrupt=recreate every round must open");
+    cr_assert_eq(wrong, 0, "%zu wrong values served (seed %u)", wrong, seed);
+}
+
+/* Damage that comes while the tier runs (a disk going bad under it, a stray
+ * write by another program): written into data.mdb behind the open tier,
+ * below the root of tc_data, so that LMDB sees it through its shared map.
+ * The get or commit that meets it marks the tier down (health DOWN with the
+ * reason, then TC_EUNAVAIL without touching the map) and leaves the marker
+ * that makes the next open move the environment aside. */
+static void damage_below_root(int kind)
+{
+    uint64_t ps, last, root;
+    unsigned depth;
+    cr_assert_eq(tc_test_lmdb_geometry(dir, &ps, &last), 0);
+    cr_assert_eq(tc_test_lmdb_db_root(dir, "tc_data", &root, &depth), 0);
+    cr_assert_geq(depth, 2, "the test needs a branch page at the root");
+    unsigned char *pg = malloc(ps);
+    cr_assert_eq(tc_test_lmdb_page_read(dir, root, pg, ps), 0);
+    cr_assert(tc_test_lmdb_page_is_branch(pg));
+    unsigned n = tc_test_lmdb_page_nkeys(pg);
+    cr_assert_geq(n, 3);
+    uint64_t child = tc_test_lmdb_branch_child(pg, 1);
+    if (kind == 0) {
+        tc_test_lmdb_set_branch_child(pg, 1, last + 1000); /* MDB_PAGE_NOTFOUND */
+        cr_assert_eq(tc_test_lmdb_page_write(dir, root, pg, ps), 0);
+    } else if (kind == 1) {
+        memset(pg, 0, ps); /* a page of the wrong type: MDB_CORRUPTED */
+        cr_assert_eq(tc_test_lmdb_page_write(dir, child, pg, ps), 0);
+    } else {
+        for (unsigned i = 0; i < n; i++) {
+            tc_test_lmdb_set_branch_child(pg, i, last + 1000 + i);
+        }
+        cr_assert_eq(tc_test_lmdb_page_write(dir, root, pg, ps), 0);
+    }
+    free(pg);
+}
+
+static void runtime_damage(int kind, const char *expect_rc)
+{
+    fill_keys(DN);
+    char err[1024];
+    reopen(err, sizeof(err));
+    cr_assert_eq(err[0], '\0', "a sound environment: %s", err);
+    damage_below_root(kind);
+    cr_assert_eq(tc_tier_health(tier, NULL, 0), TC_HEALTH_OK);
+    struct tally t = read_back(ctx, DN, &out);
+    cr_assert_gt(t.hits, 0, "keys before the damaged subtree still read");
+    cr_assert_eq(t.wrong, 0);
+    char detail[512];
+    cr_assert_eq(tc_tier_health(tier, detail, sizeof(detail)), TC_HEALTH_DOWN, "%s", detail);
+    cr_assert(strstr(detail, expect_rc) != NULL, "health detail '%s' lacks %s", detail, expect_rc);
+    cr_assert_eq(get_at("key:00000", 9, t0), TC_EUNAVAIL, "down: no more reads of the map");
+    cr_assert_eq(put_e("new", 3, "v", 1, 0), TC_EUNAVAIL);
+    uint64_t removed = 0;
+    cr_assert_eq(tc_tier_sweep(tier, t0, 100, &removed), TC_EUNAVAIL);
+    char mark[600];
+    path_in(mark, sizeof(mark), "tiercache-damaged");
+    cr_assert_eq(access(mark, F_OK), 0, "no damage marker");
+    close_tier();
+    reopen(err, sizeof(err));
+    cr_assert(strstr(err, "marked damaged at run time") != NULL, "reopen: '%s'", err);
+    cr_assert_eq(moved_aside(NULL), 1);
+    cr_assert_neq(access(mark, F_OK), 0, "the marker goes with the move");
+    expect_fresh(err, "reopen after run-time damage");
+}
+
+Test(tier_lmdb, page_not_found_at_run_time_marks_the_tier_down)
+{
+    runtime_damage(0, "MDB_PAGE_NOTFOUND");
+}
+
+Test(tier_lmdb, corrupted_page_at_run_time_marks_the_tier_down)
+{
+    runtime_damage(1, "MDB_CORRUPTED");
+}
+
+/* The writer meets the damage first: the commit fails, the tier goes down. */
+Test(tier_lmdb, damage_met_by_a_commit_marks_the_tier_down)
+{
+    fill_keys(DN);
+    char err[1024];
+    reopen(err, sizeof(err));
+    damage_below_root(2);
+    enum tc_status st = put_e("key:00005", 9, "v", 1, 0);
+    cr_assert_neq(st, TC_OK);
+    char detail[512];
+    cr_assert_eq(tc_tier_health(tier, detail, sizeof(detail)), TC_HEALTH_DOWN, "%s", detail);
+    cr_assert(strstr(detail, "commit") != NULL, "%s", detail);
+}
+
+/* Moving aside an environment another process has open would pull it from
+ * under that process: open fails instead, naming the process, and leaves
+ * the file; once that process is gone the next open moves it aside. */
+Test(tier_lmdb, a_damaged_environment_in_use_elsewhere_is_not_moved)
+{
+    fill_keys(DN);
+    int go[2], ready[2];
+    cr_assert_eq(pipe(go), 0);
+    cr_assert_eq(pipe(ready), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        close(go[1]);
+        close(ready[0]);
+        struct tc_tier *t;
+        char err[512];
+        if (tc_tier_open(NULL, uri, &t, err, sizeof(err)) != TC_OK) {
+            _exit(2);
+        }
+        char b = 1, x;
+        if (write(ready[1], &b, 1) != 1 || read(go[0], &x, 1) < 0) {
+            _exit(3);
+        }
+        /* Exit without closing: the kernel drops its locks, as for a crash. */
+        _exit(0);
+    }
+    close(go[0]);
+    close(ready[1]);
+    char b;
+    cr_assert_eq(read(ready[0], &b, 1), 1, "the other process did not open the environment");
+    /* Damage seen by the other process at run time (its marker). */
+    char mark[600];
+    path_in(mark, sizeof(mark), "tiercache-damaged");
+    FILE *f = fopen(mark, "w");
+    cr_assert_not_null(f);
+    fputs("a get failed: MDB_CORRUPTED", f);
+    fclose(f);
+    char err[1024] = "", want[32];
+    struct tc_tier *t = NULL;
+    enum tc_status st = tc_tier_open(NULL, uri, &t, err, sizeof(err));
+    cr_assert_neq(st, TC_OK, "opened a damaged environment another process uses");
+    snprintf(want, sizeof(want), "process %d", (int)pid);
+    cr_assert(strstr(err, want) != NULL && strstr(err, "not moved") != NULL,
+              "message does not name %s: %s", want, err);
+    cr_assert_eq(moved_aside(NULL), 0);
+    char data[600];
+    path_in(data, sizeof(data), "data.mdb");
+    cr_assert_eq(access(data, F_OK), 0);
+    cr_assert_eq(write(go[1], "x", 1), 1);
+    close(go[1]);
+    int status;
+    waitpid(pid, &status, 0);
+    close(ready[0]);
+    reopen(err, sizeof(err));
+    cr_assert_eq(moved_aside(NULL), 1);
+    expect_fresh(err, "after the other process left");
+}
+
+/* Pages a transaction allocated at the end of the file and freed before its
+ * commit are never written: the file is shorter than its last page, and
+ * that is not damage. Everything must still be there, nothing moved. */
+Test(tier_lmdb, unwritten_free_pages_at_the_end_are_not_damage)
+{
+    fill_keys(DN);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    cr_assert_eq(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 4);
+    mdb_env_set_mapsize(env, 16u << 20);
+    cr_assert_eq(mdb_env_open(env, dir, 0, 0640), 0);
+    cr_assert_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    cr_assert_eq(mdb_dbi_open(txn, "scratch", MDB_CREATE, &dbi), 0);
+    static char big[256 << 10];
+    MDB_val k = {3, "big"}, v = {sizeof(big), big};
+    cr_assert_eq(mdb_put(txn, dbi, &k, &v, 0), 0); /* overflow pages from the end */
+    cr_assert_eq(mdb_del(txn, dbi, &k, NULL), 0);  /* freed before they are written */
+    cr_assert_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    uint64_t ps, last;
+    cr_assert_eq(tc_test_lmdb_geometry(dir, &ps, &last), 0);
+    char data[600];
+    path_in(data, sizeof(data), "data.mdb");
+    struct stat sb;
+    cr_assert_eq(stat(data, &sb), 0);
+    cr_assert_lt((uint64_t)sb.st_size, (last + 1) * ps, "the scenario needs a short file");
+    char err[1024];
+    reopen(err, sizeof(err));
+    cr_assert_eq(err[0], '\0', "%s", err);
+    cr_assert_eq(moved_aside(NULL), 0);
+    struct tally t = read_back(ctx, DN, &out);
+    cr_assert_eq(t.hits, DN);
+    cr_assert_eq(t.wrong, 0);
 }
