@@ -11,6 +11,25 @@ cd "$(dirname "$0")/.."
 deploy/deps.sh
 
 jobs=$(nproc)
+
+echo "== check: clang-format and the shm/ include rule"
+# Formatting drift fails the run (STYLE R23), and shm/ may include only its
+# own headers, libc/POSIX/Linux headers and xxhash (STYLE R1): it is the
+# library other processes link without the rest of tiercache.
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    mapfile -t srcs < <(git ls-files '*.c' '*.h')
+else
+    mapfile -t srcs < <(find shm tiers src bench tests -name '*.[ch]')
+fi
+clang-format --dry-run --Werror "${srcs[@]}"
+bad_includes=$(grep -Hn '^[[:space:]]*#[[:space:]]*include' shm/*.c shm/*.h |
+    grep -v -E '#[[:space:]]*include[[:space:]]+("shm/[a-z_]+\.h"|<(xxhash|[a-z0-9_]+|sys/[a-z0-9_]+|linux/[a-z0-9_]+)\.h>)' ||
+    true)
+if [ -n "$bad_includes" ]; then
+    echo "shm/ includes something outside its own headers, libc and xxhash:" >&2
+    echo "$bad_includes" >&2
+    exit 1
+fi
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:strict_string_checks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
