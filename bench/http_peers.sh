@@ -5,8 +5,14 @@
 # Each server is pinned to core 0 with one worker; wrk is pinned to core 1.
 #
 #   bench/http_peers.sh [SECONDS] [TIER_URI]
+#   TC_BASE_BIN=/path/to/older/tiercache bench/http_peers.sh ...
 #
-# Prints one line per server and the ratios; writes nothing outside a temp dir.
+# Prints one line per server: requests/s, p99, and the server's CPU seconds
+# over the run (utime + stime of its processes, from /proc), so that the
+# figure to compare is requests per server CPU-second when wrk, on its one
+# core, is the bottleneck. With TC_BASE_BIN, an older tiercache binary runs
+# the same test in the same run (after the new one, on the same core), for a
+# before/after ratio against the same nginx. Writes nothing outside a temp dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +31,7 @@ cleanup() {
     [ -f "$tmp/varnish.pid" ] && kill "$(cat "$tmp/varnish.pid")" 2>/dev/null || true
     [ -f "$tmp/nginx.pid" ] && kill "$(cat "$tmp/nginx.pid")" 2>/dev/null || true
     "$build/tiercache" shm unlink "tc-bench-$$" >/dev/null 2>&1 || true
+    "$build/tiercache" shm unlink "tc-bench-base-$$" >/dev/null 2>&1 || true
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -63,35 +70,80 @@ chmod 644 "$tmp/default.vcl"
 taskset -c 0 varnishd -a "127.0.0.1:$vp" -f "$tmp/default.vcl" -n "$tmp/varnish" \
     -P "$tmp/varnish.pid" -s malloc,64m -p thread_pools=1 -p thread_pool_min=8 >/dev/null
 
-# tiercache: one worker on core 0.
-taskset -c 0 "$build/tiercache" --listen 127.0.0.1:0 --workers 1 --tier "$tier" \
-    2>"$tmp/tc.log" &
-pids+=($!)
-tcp=""
-for _ in $(seq 100); do
-    tcp=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$tmp/tc.log" 2>/dev/null | cut -d: -f2 || true)
-    [ -n "$tcp" ] && break
-    sleep 0.1
-done
-[ -n "$tcp" ] || { echo "tiercache did not start"; cat "$tmp/tc.log"; exit 1; }
-curl -sf -X PUT -H 'Content-Type: application/json' \
-    -d "{\"value\":\"$value\",\"ttl\":3600}" "http://127.0.0.1:$tcp/cache/bench" >/dev/null
-curl -sf "http://127.0.0.1:$tcp/cache/bench" >/dev/null
+# tiercache: one worker on core 0. start_tc BIN TIER LOG sets $port. (Not
+# called in $(...): a subshell would lose the pid and run the EXIT trap.)
+start_tc() {
+    taskset -c 0 "$1" --listen 127.0.0.1:0 --workers 1 --tier "$2" 2>"$3" &
+    pids+=($!)
+    port=""
+    for _ in $(seq 100); do
+        port=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$3" 2>/dev/null | cut -d: -f2 || true)
+        [ -n "$port" ] && break
+        sleep 0.1
+    done
+    [ -n "$port" ] || { echo "tiercache ($1) did not start" >&2; cat "$3" >&2; exit 1; }
+    curl -sf -X PUT -H 'Content-Type: application/json' \
+        -d "{\"value\":\"$value\",\"ttl\":3600}" "http://127.0.0.1:$port/cache/bench" >/dev/null
+    curl -sf "http://127.0.0.1:$port/cache/bench" >/dev/null
+}
+start_tc "$build/tiercache" "$tier" "$tmp/tc.log"
+tcp=$port
+tc_pid=${pids[-1]}
+if [ -n "${TC_BASE_BIN:-}" ]; then
+    start_tc "$TC_BASE_BIN" "shm://tc-bench-base-$$?size=64M" "$tmp/tc-base.log"
+    basep=$port
+    base_pid=${pids[-1]}
+fi
 curl -sf "http://127.0.0.1:$vp/" >/dev/null
 curl -sf "http://127.0.0.1:$vp/" >/dev/null
 
-run() { # name url
-    local out rps
-    out=$(taskset -c 1 wrk -t1 -c64 -d"${secs}s" --latency "$2")
+# CPU seconds (utime + stime, all threads) of the processes given.
+cpu_of() {
+    local sum=0 tck
+    tck=$(getconf CLK_TCK)
+    for p in "$@"; do
+        # Fields after the ")" of the command name: utime is 12th, stime 13th.
+        local f
+        f=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null) || continue
+        sum=$((sum + $(echo "$f" | awk '{print $12 + $13}')))
+    done
+    awk -v s="$sum" -v t="$tck" 'BEGIN { printf "%.3f", s / t }'
+}
+run() { # name url pids... -> prints a line, sets $rps and $cpu
+    local name=$1 url=$2 out c0 c1 p99
+    shift 2
+    c0=$(cpu_of "$@")
+    out=$(taskset -c 1 wrk -t1 -c64 -d"${secs}s" --latency "$url")
+    c1=$(cpu_of "$@")
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     p99=$(echo "$out" | awk '$1=="99%" {print $2}')
-    printf '%-10s %12.0f req/s   p99 %s\n' "$1" "$rps" "$p99" >&2
-    echo "$rps"
+    cpu=$(awk -v c0="$c0" -v c1="$c1" 'BEGIN { print c1 - c0 }')
+    awk -v n="$name" -v r="$rps" -v p="$p99" -v cpu="$cpu" -v s="$secs" 'BEGIN {
+        printf "%-14s %10.0f req/s   p99 %-8s server CPU %6.2f s   %9.0f req per CPU-s\n",
+        n, r, p, cpu, (cpu > 0 ? r * s / cpu : 0) }'
 }
 echo "GET hit, 100-byte value, wrk -t1 -c64 -d${secs}s, servers on core 0, wrk on core 1 (load: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
-n=$(run nginx "http://127.0.0.1:$np/")
-v=$(run varnish "http://127.0.0.1:$vp/")
-t=$(run tiercache "http://127.0.0.1:$tcp/cache/bench")
-awk -v t="$t" -v n="$n" -v v="$v" 'BEGIN {
-    printf "tiercache/nginx   = %.2f (target >= 0.8)\n", t / n;
-    printf "tiercache/varnish = %.2f (target >= 1.3)\n", t / v }'
+# nginx renames its processes ("nginx: worker process"): take the master
+# from its pid file and the workers as its children.
+ngx_master=$(cat "$tmp/nginx.pid")
+mapfile -t ngx < <(echo "$ngx_master"; pgrep -P "$ngx_master")
+mapfile -t vrn < <(pgrep -f "$tmp/varnish")
+run nginx "http://127.0.0.1:$np/" "${ngx[@]}"
+n=$rps ncpu=$cpu
+run varnish "http://127.0.0.1:$vp/" "${vrn[@]}"
+v=$rps
+run tiercache "http://127.0.0.1:$tcp/cache/bench" "$tc_pid"
+t=$rps tcpu=$cpu
+awk -v t="$t" -v n="$n" -v v="$v" -v tc="$tcpu" -v nc="$ncpu" -v s="$secs" 'BEGIN {
+    printf "tiercache/nginx   = %.2f req/s, %.2f per server CPU-s (target >= 0.8)\n", t / n,
+        (nc > 0 && tc > 0) ? (t / tc) / (n / nc) : 0;
+    printf "tiercache/varnish = %.2f req/s (target >= 1.3)\n", t / v }'
+if [ -n "${TC_BASE_BIN:-}" ]; then
+    run tiercache-base "http://127.0.0.1:$basep/cache/bench" "$base_pid"
+    b=$rps bcpu=$cpu
+    awk -v t="$t" -v b="$b" -v n="$n" -v tc="$tcpu" -v bc="$bcpu" -v nc="$ncpu" 'BEGIN {
+        printf "base/nginx        = %.2f req/s, %.2f per server CPU-s\n", b / n,
+            (nc > 0 && bc > 0) ? (b / bc) / (n / nc) : 0;
+        printf "new/base          = %.2f req/s, %.2f per server CPU-s\n", t / b,
+            (bc > 0 && tc > 0) ? (t / tc) / (b / bc) : 0 }'
+fi
