@@ -1,6 +1,6 @@
 #include "src/keylock.h"
+#include "src/clock.h"
 #include "src/log.h"
-#include "src/stats.h"
 
 #include <event2/event.h>
 #include <openssl/rand.h>
@@ -358,7 +358,7 @@ static void local_token(char out[TC_LOCK_TOKEN_MAX])
         /* Not secret, only unique: a local token never leaves the process's
          * own check. */
         static _Atomic uint64_t seq;
-        uint64_t v = atomic_fetch_add(&seq, 1) ^ tc_now_ns();
+        uint64_t v = atomic_fetch_add(&seq, 1) ^ tc_clock_ns();
         memcpy(raw, &v, sizeof(v));
         memcpy(raw + 8, &v, sizeof(v));
     }
@@ -498,7 +498,7 @@ static void wide_done(struct tc_tier_lock_req *req)
     struct kl_wide *w = req->arg;
     struct kl_entry *e = w->e;
     struct tc_kl_home *h = w->h;
-    uint64_t now = tc_now_ms();
+    uint64_t now = tc_clock_ms();
     enum tc_status st = req->status;
 
     if (e != NULL) {
@@ -600,7 +600,7 @@ static void wide_done(struct tc_tier_lock_req *req)
 
 static void on_acquire(struct tc_kl_home *h, struct tc_kl_waiter *kw)
 {
-    uint64_t now = tc_now_ms();
+    uint64_t now = tc_clock_ms();
     if (h->closing) {
         kw->status = TC_EUNAVAIL;
         reply_waiter(kw, TC_KL_FAILED);
@@ -629,7 +629,7 @@ static void on_acquire(struct tc_kl_home *h, struct tc_kl_waiter *kw)
 
 static void on_release(struct tc_kl_home *h, struct kl_msg *m)
 {
-    uint64_t now = tc_now_ms();
+    uint64_t now = tc_clock_ms();
     struct kl_entry *e = entry_find(h, name_hash(m->name, m->name_len), m->name, m->name_len);
     int ours = e != NULL && e->held && strcmp(e->token, m->token) == 0;
     if (ours && (e->local_only || h->ctx == NULL)) {
@@ -671,7 +671,7 @@ static void on_release(struct tc_kl_home *h, struct kl_msg *m)
 
 static void on_peek(struct tc_kl_home *h, struct kl_msg *m)
 {
-    uint64_t now = tc_now_ms();
+    uint64_t now = tc_clock_ms();
     struct kl_entry *e = entry_find(h, name_hash(m->name, m->name_len), m->name, m->name_len);
     if (e != NULL && e->held && e->lease_end > now) {
         reply_done(m, TC_OK, e->lease_end - now, e->token);
@@ -722,7 +722,7 @@ static void on_notify_entry(struct kl_entry *e, struct kl_msg *m, uint64_t now)
 
 static void on_notify(struct tc_kl_home *h, struct kl_msg *m)
 {
-    uint64_t now = tc_now_ms();
+    uint64_t now = tc_clock_ms();
     if (!m->all) {
         struct kl_entry *e = entry_find(h, name_hash(m->name, m->name_len), m->name, m->name_len);
         if (e != NULL) {
@@ -746,7 +746,7 @@ static void entry_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct kl_entry *e = arg;
     struct tc_kl_home *h = e->home;
-    uint64_t now = tc_now_ms();
+    uint64_t now = tc_clock_ms();
     (void)fd;
     (void)what;
     if (e->held && e->lease_end <= now) {
@@ -812,7 +812,7 @@ static void mbox_cb(evutil_socket_t fd, short what, void *arg)
                 entry_find(h, name_hash(km->name, km->name_len), km->name, km->name_len);
             if (e != NULL && e->wq_head != NULL) {
                 wake_all(e, NULL);
-                schedule(e, tc_now_ms());
+                schedule(e, tc_clock_ms());
                 entry_maybe_free(e);
             }
             free(km);

@@ -5,9 +5,10 @@
  *   conf → log → tiers (registry) → stack → workers → signals/sweeper loop
  */
 #include "src/conf.h"
+#include "src/clock.h"
 #include "src/log.h"
-#include "src/server.h"
-#include "src/stats.h"
+#include "src/worker.h"
+#include "src/hist.h"
 #include "tiers/tier.h"
 #include "shm/ring.h"
 
@@ -61,10 +62,10 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     struct tc_server *srv = m->srv;
     (void)fd;
     (void)what;
-    uint64_t now = tc_now_ms();
+    uint64_t now = tc_clock_ms();
     for (size_t i = 0; i < tc_stack_ntiers(srv->stack); i++) {
         uint64_t removed = 0;
-        uint64_t t0 = tc_now_ns();
+        uint64_t t0 = tc_clock_ns();
         enum tc_status st =
             tc_tier_sweep(tc_stack_tier(srv->stack, i), now, srv->conf->sweep_budget, &removed);
         if (st == TC_ENOTSUP) {
@@ -76,7 +77,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
             tc_log(TC_LOG_WARN, "sweep of tier l%zu failed: %s", i + 1, tc_strerror(st));
         } else if (removed > 0) {
             tc_log(TC_LOG_DEBUG, "sweep of tier l%zu removed %llu in %llu us", i + 1,
-                   (unsigned long long)removed, (unsigned long long)(tc_now_ns() - t0) / 1000);
+                   (unsigned long long)removed, (unsigned long long)(tc_clock_ns() - t0) / 1000);
         }
     }
     char detail[512];
@@ -260,11 +261,17 @@ int main(int argc, char **argv)
     pthread_mutex_init(&srv.done_lock, NULL);
     pthread_cond_init(&srv.done_cond, NULL);
     srv.conf = &conf;
-    srv.start_ms = tc_now_ms();
+    srv.start_ms = tc_clock_ms();
 
     if (open_tiers(&conf, tiers, &ntiers) != 0) {
         goto out_conf;
     }
+    srv.rt_opt = (struct tc_rt_options){.default_ttl_ms = conf.default_ttl_ms,
+                                        .max_ttl_ms = conf.max_ttl_ms,
+                                        .grace_ms = conf.grace_ms,
+                                        .lease_ms = conf.lease_ms,
+                                        .origin_timeout_ms = conf.origin_timeout_ms,
+                                        .max_value = conf.max_value};
     srv.stack = tc_stack_create(tiers, ntiers);
     if (srv.stack == NULL) {
         for (size_t k = ntiers; k-- > 0;) {
