@@ -174,10 +174,10 @@ enum tc_status tc_api_stats(struct tc_worker *w, struct tc_http_req *r)
     json_object_set_new(locks, "scope", json_string(tc_keylock_scope(srv->keylock)));
     json_object_set_new(locks, "active",
                         json_integer((json_int_t)tc_keylock_entries(srv->keylock)));
-    for (int k = 0; k < TC_KL_NSTATS; k++) {
+    for (int k = 0; k < TC_KEYLOCK_NSTATS; k++) {
         json_object_set_new(
-            locks, tc_keylock_stat_name((enum tc_kl_stat)k),
-            json_integer((json_int_t)tc_keylock_stat(srv->keylock, (enum tc_kl_stat)k)));
+            locks, tc_keylock_stat_name((enum tc_keylock_counter)k),
+            json_integer((json_int_t)tc_keylock_stat(srv->keylock, (enum tc_keylock_counter)k)));
     }
     json_object_set_new(j, "dogpile", locks);
     if (srv->origin != NULL) {
@@ -343,15 +343,15 @@ enum tc_status tc_api_metrics(struct tc_worker *w, struct tc_http_req *r)
                 "Keys and lock names with waiters or a holder in this process.");
     prom_line(&b, "tiercache_dogpile_active{scope=\"%s\"} %llu\n", tc_keylock_scope(srv->keylock),
               (unsigned long long)tc_keylock_entries(srv->keylock));
-    for (int k = 0; k < TC_KL_NSTATS; k++) {
+    for (int k = 0; k < TC_KEYLOCK_NSTATS; k++) {
         char fam[96], help[160];
         snprintf(fam, sizeof(fam), "tiercache_dogpile_%s_total",
-                 tc_keylock_stat_name((enum tc_kl_stat)k));
+                 tc_keylock_stat_name((enum tc_keylock_counter)k));
         snprintf(help, sizeof(help), "Dogpile protection: %s.",
-                 tc_keylock_stat_help((enum tc_kl_stat)k));
+                 tc_keylock_stat_help((enum tc_keylock_counter)k));
         prom_family(&b, fam, "counter", help);
         prom_line(&b, "%s %llu\n", fam,
-                  (unsigned long long)tc_keylock_stat(srv->keylock, (enum tc_kl_stat)k));
+                  (unsigned long long)tc_keylock_stat(srv->keylock, (enum tc_keylock_counter)k));
     }
     if (srv->origin != NULL) {
         struct tc_origin_stats os;

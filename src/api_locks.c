@@ -24,7 +24,7 @@
 struct lock_call {
     struct tc_worker *w;
     struct tc_http_req *r;
-    struct tc_kl_waiter kw;
+    struct tc_keylock_waiter kw;
     int waited;
     size_t name_len; /* of the name without its "n:" */
     uint8_t lname[2 + TC_KEY_MAX];
@@ -36,28 +36,28 @@ static json_t *lock_name_json(const struct lock_call *lc)
     return j ? j : json_string("");
 }
 
-static void lock_acquire_cb(struct tc_kl_waiter *kw)
+static void lock_acquire_cb(struct tc_keylock_waiter *kw)
 {
     struct lock_call *lc = kw->arg;
     struct tc_worker *w = lc->w;
-    tc_kl_result_unref(kw->result);
+    tc_keylock_result_unref(kw->result);
     kw->result = NULL;
-    if (kw->outcome == TC_KL_WOKEN) {
+    if (kw->outcome == TC_KEYLOCK_WOKEN) {
         /* Released (or its lease ended): try again within our wait. */
         if (!lc->waited) {
             lc->waited = 1;
-            tc_keylock_count(w->srv->keylock, TC_KL_lock_waits);
+            tc_keylock_count(w->srv->keylock, TC_KEYLOCK_lock_waits);
         }
         tc_keylock_acquire(w->home, kw, lc->lname, lc->name_len + 2);
         return;
     }
-    if (kw->outcome == TC_KL_ACQUIRED) {
+    if (kw->outcome == TC_KEYLOCK_ACQUIRED) {
         json_t *j = json_object();
         json_object_set_new(j, "name", lock_name_json(lc));
         json_object_set_new(j, "token", json_string(kw->token));
         json_object_set_new(j, "ttl", json_real((double)kw->ttl_ms / 1000.0));
         tc_api_respond_json(w, lc->r, 200, j, NULL);
-    } else if (kw->outcome == TC_KL_TIMEOUT) {
+    } else if (kw->outcome == TC_KEYLOCK_TIMEOUT) {
         tc_api_error(w, lc->r, TC_API_LOCK_HELD, NULL,
                      "the lock is held by someone else (for %llu ms more)",
                      (unsigned long long)kw->remaining_ms);

@@ -31,7 +31,7 @@ struct rt_call {
     size_t lname_len;
     uint8_t *lname; /* "k:" + key (lname_buf, or allocated) */
     /* Not cleared for each call: set before use. */
-    struct tc_kl_waiter kw;
+    struct tc_keylock_waiter kw;
     uint8_t lname_buf[66];
 };
 
@@ -67,7 +67,7 @@ static void call_free(struct rt_call *c)
     free(c);
 }
 
-static void count(const struct rt_call *c, enum tc_kl_stat s)
+static void count(const struct rt_call *c, enum tc_keylock_counter s)
 {
     tc_keylock_count(c->env->keylock, s);
 }
@@ -78,7 +78,7 @@ static void finish(struct rt_call *c, struct tc_rt_result *res)
     res->key = c->lname + LOCK_PREFIX_LEN;
     res->key_len = c->lname_len - LOCK_PREFIX_LEN;
     if (c->parked && res->value != NULL) {
-        count(c, TC_KL_waiters_served);
+        count(c, TC_KEYLOCK_waiters_served);
     }
     c->done(c->arg, res);
     call_free(c);
@@ -93,7 +93,7 @@ static void finish_value(struct rt_call *c, enum tc_rt_outcome outcome)
                                .now_ms = op->now_ms,
                                .tier = op->hit_tier};
     if (outcome == TC_RT_STALE) {
-        count(c, TC_KL_stale_served);
+        count(c, TC_KEYLOCK_stale_served);
     }
     finish(c, &res);
 }
@@ -108,11 +108,12 @@ static void finish_failed(struct rt_call *c, enum tc_status st)
 
 static void get_done(struct tc_stack_op *op);
 static void recheck_done(struct tc_stack_op *op);
-static void miss_lock_cb(struct tc_kl_waiter *kw);
-static void stale_lock_cb(struct tc_kl_waiter *kw);
+static void miss_lock_cb(struct tc_keylock_waiter *kw);
+static void stale_lock_cb(struct tc_keylock_waiter *kw);
 static void lead(struct rt_call *c);
 
-static void start_lock(struct rt_call *c, uint64_t deadline_ms, void (*cb)(struct tc_kl_waiter *))
+static void start_lock(struct rt_call *c, uint64_t deadline_ms,
+                       void (*cb)(struct tc_keylock_waiter *))
 {
     c->kw.ttl_ms = c->lock_ms;
     c->kw.deadline_ms = deadline_ms;
@@ -185,44 +186,44 @@ static void get_done(struct tc_stack_op *op)
     start_lock(c, c->deadline_ms, miss_lock_cb);
 }
 
-static void stale_lock_cb(struct tc_kl_waiter *kw)
+static void stale_lock_cb(struct tc_keylock_waiter *kw)
 {
     struct rt_call *c = kw->arg;
-    if (kw->outcome == TC_KL_ACQUIRED) {
+    if (kw->outcome == TC_KEYLOCK_ACQUIRED) {
         snprintf(c->token, sizeof(c->token), "%s", kw->token);
         lead(c);
         return;
     }
-    tc_kl_result_unref(kw->result);
+    tc_keylock_result_unref(kw->result);
     finish_value(c, TC_RT_STALE);
 }
 
 struct fill;
 static void finish_fill(struct rt_call *c, const struct fill *f, int leader);
 
-static void miss_lock_cb(struct tc_kl_waiter *kw)
+static void miss_lock_cb(struct tc_keylock_waiter *kw)
 {
     struct rt_call *c = kw->arg;
     struct tc_rt_result res = {0};
     switch (kw->outcome) {
-    case TC_KL_ACQUIRED:
+    case TC_KEYLOCK_ACQUIRED:
         /* Someone may have stored the value between our miss and now. */
         snprintf(c->token, sizeof(c->token), "%s", kw->token);
         reread(c, recheck_done);
         return;
-    case TC_KL_WOKEN:
+    case TC_KEYLOCK_WOKEN:
         c->parked = 1;
         if (kw->result != NULL) {
             /* The leader's answer, whatever it was (even one not cached). */
-            struct tc_kl_result *r = kw->result;
+            struct tc_keylock_result *r = kw->result;
             kw->result = NULL;
             finish_fill(c, (const struct fill *)r, 0);
-            tc_kl_result_unref(r);
+            tc_keylock_result_unref(r);
             return;
         }
         reread(c, get_done);
         return;
-    case TC_KL_TIMEOUT:
+    case TC_KEYLOCK_TIMEOUT:
         if (c->mode == TC_RT_LEASE && !c->last_try) {
             /* The end of our wait is about when the lease we waited on ends:
              * one more try, so that one waiter takes over an abandoned lease. */
@@ -263,7 +264,7 @@ static void recheck_done(struct tc_stack_op *op)
 
 /* The leader's answer, shared with the waiters its release wakes. */
 struct fill {
-    struct tc_kl_result base; /* first: the keylock hands this to waiters */
+    struct tc_keylock_result base; /* first: the keylock hands this to waiters */
     const struct tc_rt_env *env;
     struct rt_call *leader; /* the leader's read; NULL: refreshing in the background */
     enum tc_rt_outcome outcome;
@@ -278,7 +279,7 @@ struct fill {
     uint8_t lname[LOCK_PREFIX_LEN + TC_KEY_MAX];
 };
 
-static void fill_free(struct tc_kl_result *b)
+static void fill_free(struct tc_keylock_result *b)
 {
     struct fill *f = (struct fill *)b;
     tc_buf_deinit(&f->value);
@@ -380,7 +381,7 @@ static void origin_done(struct tc_origin_result *res, void *arg)
         fill_finish(f);
         return;
     }
-    tc_keylock_count(env->keylock, TC_KL_origin_errors);
+    tc_keylock_count(env->keylock, TC_KEYLOCK_origin_errors);
     f->outcome = TC_RT_ORIGIN_FAILED;
     if (res->status == TC_ETIMEOUT) {
         f->status = TC_ETIMEOUT;
@@ -421,7 +422,7 @@ static void fetch_origin(struct rt_call *c, int stale)
     } else {
         f->leader = c;
     }
-    tc_keylock_count(env->keylock, TC_KL_origin_fetches);
+    tc_keylock_count(env->keylock, TC_KEYLOCK_origin_fetches);
     enum tc_status st = tc_origin_fetch(env->origin, f->lname + LOCK_PREFIX_LEN,
                                         f->lname_len - LOCK_PREFIX_LEN, origin_done, f);
     if (st != TC_OK) {
@@ -441,7 +442,7 @@ static void lead(struct rt_call *c)
         fetch_origin(c, c->op->status == TC_OK);
         return;
     }
-    count(c, TC_KL_leases_granted);
+    count(c, TC_KEYLOCK_leases_granted);
     struct tc_rt_result res = {
         .outcome = TC_RT_LEASE_GRANTED, .token = c->token, .lease_ms = c->lock_ms};
     finish(c, &res);
@@ -483,7 +484,7 @@ static void put_release_done(void *arg, enum tc_status st, uint64_t remaining, c
     (void)remaining;
     (void)token;
     if (st == TC_OK) {
-        count(c, TC_KL_leases_fulfilled);
+        count(c, TC_KEYLOCK_leases_fulfilled);
     }
     struct tc_rt_write_result res = {.outcome = TC_RT_STORED,
                                      .lease =

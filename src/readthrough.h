@@ -59,7 +59,7 @@ struct tc_rt_options {
  * outlive every call made with it. */
 struct tc_rt_env {
     struct tc_stack_ctx *sc;
-    struct tc_kl_home *home; /* the worker's part of the key-lock table */
+    struct tc_keylock_home *home; /* the worker's part of the key-lock table */
     struct tc_keylock *keylock;
     struct tc_origin_ctx *origin; /* NULL without an origin */
     const struct tc_rt_options *opt;

@@ -27,7 +27,7 @@ struct tc_worker {
     struct event_base *base;
     struct tc_http_server *http;
     struct tc_stack_ctx *sc;
-    struct tc_kl_home *home;      /* this worker's part of the lock table */
+    struct tc_keylock_home *home; /* this worker's part of the lock table */
     struct tc_origin_ctx *origin; /* its connections to the origin, or NULL */
     struct tc_rt_env rt;          /* the above, for read-through */
     struct event *stop_ev, *drain_ev;
