@@ -1043,3 +1043,16 @@ void tc_keylock_home_dispose(struct tc_keylock_home *h)
     /* The struct itself stays until tc_keylock_destroy: other threads may
      * still post to it (and find it closed). */
 }
+
+int tc_keylock_widest_tier(struct tc_tier *const *tiers, size_t n)
+{
+    static const unsigned widest_first[] = {TC_TIER_CAP_LOCK_CLUSTER, TC_TIER_CAP_LOCK_HOST};
+    for (size_t k = 0; k < sizeof(widest_first) / sizeof(widest_first[0]); k++) {
+        for (size_t i = 0; i < n; i++) {
+            if (tc_tier_caps(tiers[i]) & widest_first[k]) {
+                return (int)i;
+            }
+        }
+    }
+    return -1;
+}

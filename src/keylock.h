@@ -118,6 +118,14 @@ enum tc_keylock_counter {
 };
 
 /**
+ * The tier whose lease locks reach widest, for tc_keylock_create(): the
+ * first with TC_TIER_CAP_LOCK_CLUSTER (every host sharing it), else the
+ * first with TC_TIER_CAP_LOCK_HOST (every process on the host); -1 when
+ * none has locks (the worker-pool scope, this process only).
+ */
+int tc_keylock_widest_tier(struct tc_tier *const *tiers, size_t n);
+
+/**
  * Makes the lock table for @p nhomes workers over @p lock_tier (NULL:
  * worker-pool scope), whose release notifications it subscribes to.
  */
