@@ -2,7 +2,8 @@
 #include "src/conf.h"
 #include "src/log.h"
 #include "tiers/tier.h"
-#include "tiers/tier_impl.h"
+#include "tiers/parse.h"
+#include "tiers/tier.h"
 
 #include <errno.h>
 #include <getopt.h>

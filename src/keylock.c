@@ -1,6 +1,6 @@
 #include "src/keylock.h"
+#include "src/clock.h"
 #include "src/log.h"
-#include "src/stats.h"
 
 #include <event2/event.h>
 #include <openssl/rand.h>
@@ -25,14 +25,14 @@ enum {
 
 /* Every message but the waiter ones: the header and what it carries. */
 struct kl_msg {
-    struct tc_kl_msg hdr;
-    struct tc_kl_home *from;
-    tc_kl_done_fn done;
+    struct tc_keylock_msg hdr;
+    struct tc_keylock_home *from;
+    tc_keylock_done_fn done;
     void *arg;
     enum tc_status st;
     uint64_t remaining_ms;
     char token[TC_LOCK_TOKEN_MAX];
-    struct tc_kl_result *result;
+    struct tc_keylock_result *result;
     int all; /* M_NOTIFY: the tier does not say which lock */
     size_t name_len;
     uint8_t name[];
@@ -53,19 +53,19 @@ struct kl_entry {
     int acquiring; /* a wide acquire is in flight */
     int releasing; /* held, and the wide release of it is in flight */
     int inflight;  /* wide operations referring to this entry */
-    struct tc_kl_waiter *wq_head, *wq_tail;
+    struct tc_keylock_waiter *wq_head, *wq_tail;
     struct event *timer;
-    struct tc_kl_home *home;
+    struct tc_keylock_home *home;
 };
 
-struct tc_kl_home {
+struct tc_keylock_home {
     struct tc_keylock *kl;
     size_t id;
     struct event_base *base;
     struct tc_tier_ctx *ctx;
     struct event *mbox_ev;
     pthread_mutex_t mu; /* guards head, tail, closed */
-    struct tc_kl_msg *head, *tail;
+    struct tc_keylock_msg *head, *tail;
     int closed;
     int closing; /* shut down: nothing new starts */
     struct kl_entry *buckets[KL_BUCKETS];
@@ -73,10 +73,10 @@ struct tc_kl_home {
 
 struct tc_keylock {
     size_t nhomes;
-    _Atomic(struct tc_kl_home *) *homes;
+    _Atomic(struct tc_keylock_home *) *homes;
     struct tc_tier *tier;
     const char *scope;
-    _Atomic uint64_t stats[TC_KL_NSTATS];
+    _Atomic uint64_t stats[TC_KEYLOCK_NSTATS];
     _Atomic uint64_t entries;
 };
 
@@ -85,42 +85,42 @@ enum { W_ACQUIRE = 1, W_RELEASE, W_PEEK_POLL, W_PEEK_HELD, W_PEEK_REPLY, W_FORGE
 
 struct kl_wide {
     struct tc_tier_lock_req req;
-    struct tc_kl_home *h;
+    struct tc_keylock_home *h;
     struct kl_entry *e; /* may be NULL */
     int kind;
-    struct tc_kl_waiter *kw;     /* W_ACQUIRE */
-    struct kl_msg *m;            /* W_RELEASE, W_PEEK_REPLY: the request to answer */
-    struct tc_kl_result *result; /* W_RELEASE: for the woken waiters */
-    uint8_t *name;               /* a copy when there is no entry */
+    struct tc_keylock_waiter *kw;     /* W_ACQUIRE */
+    struct kl_msg *m;                 /* W_RELEASE, W_PEEK_REPLY: the request to answer */
+    struct tc_keylock_result *result; /* W_RELEASE: for the woken waiters */
+    uint8_t *name;                    /* a copy when there is no entry */
 };
 
 static const char *const stat_names[] = {
 #define TC_X(name, help) #name,
-    TC_KL_STATS(TC_X)
+    TC_KEYLOCK_STATS(TC_X)
 #undef TC_X
 };
 static const char *const stat_helps[] = {
 #define TC_X(name, help) help,
-    TC_KL_STATS(TC_X)
+    TC_KEYLOCK_STATS(TC_X)
 #undef TC_X
 };
 
-const char *tc_keylock_stat_name(enum tc_kl_stat s)
+const char *tc_keylock_stat_name(enum tc_keylock_counter s)
 {
     return stat_names[s];
 }
 
-const char *tc_keylock_stat_help(enum tc_kl_stat s)
+const char *tc_keylock_stat_help(enum tc_keylock_counter s)
 {
     return stat_helps[s];
 }
 
-void tc_keylock_count(struct tc_keylock *kl, enum tc_kl_stat s)
+void tc_keylock_count(struct tc_keylock *kl, enum tc_keylock_counter s)
 {
     atomic_fetch_add_explicit(&kl->stats[s], 1, memory_order_relaxed);
 }
 
-uint64_t tc_keylock_stat(const struct tc_keylock *kl, enum tc_kl_stat s)
+uint64_t tc_keylock_stat(const struct tc_keylock *kl, enum tc_keylock_counter s)
 {
     return atomic_load_explicit(&((struct tc_keylock *)kl)->stats[s], memory_order_relaxed);
 }
@@ -135,7 +135,7 @@ const char *tc_keylock_scope(const struct tc_keylock *kl)
     return kl->scope;
 }
 
-struct tc_kl_result *tc_kl_result_ref(struct tc_kl_result *r)
+struct tc_keylock_result *tc_keylock_result_ref(struct tc_keylock_result *r)
 {
     if (r != NULL) {
         atomic_fetch_add_explicit(&r->refs, 1, memory_order_relaxed);
@@ -143,7 +143,7 @@ struct tc_kl_result *tc_kl_result_ref(struct tc_kl_result *r)
     return r;
 }
 
-void tc_kl_result_unref(struct tc_kl_result *r)
+void tc_keylock_result_unref(struct tc_keylock_result *r)
 {
     if (r != NULL && atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) == 1) {
         r->free(r);
@@ -157,23 +157,23 @@ static uint64_t name_hash(const void *name, size_t len)
     return XXH3_64bits(name, len);
 }
 
-static struct tc_kl_home *home_of(struct tc_keylock *kl, uint64_t hash)
+static struct tc_keylock_home *home_of(struct tc_keylock *kl, uint64_t hash)
 {
     return atomic_load_explicit(&kl->homes[hash % kl->nhomes], memory_order_acquire);
 }
 
-__attribute__((noinline)) static void msg_drop(struct tc_kl_msg *m)
+__attribute__((noinline)) static void msg_drop(struct tc_keylock_msg *m)
 {
     if (m->kind == M_ACQUIRE || m->kind == M_REPLY_WAITER) {
         return; /* embedded in a waiter whose worker is gone too */
     }
     struct kl_msg *km = (struct kl_msg *)m;
-    tc_kl_result_unref(km->result);
+    tc_keylock_result_unref(km->result);
     free(km);
 }
 
 /* Queues m for h's thread. A closed mailbox (its worker stopped) drops it. */
-static void post(struct tc_kl_home *h, struct tc_kl_msg *m)
+static void post(struct tc_keylock_home *h, struct tc_keylock_msg *m)
 {
     if (h == NULL) {
         msg_drop(m);
@@ -211,7 +211,7 @@ static struct kl_msg *msg_new(int kind, const void *name, size_t len)
     return m;
 }
 
-static void reply_waiter(struct tc_kl_waiter *kw, enum tc_kl_outcome outcome)
+static void reply_waiter(struct tc_keylock_waiter *kw, enum tc_keylock_outcome outcome)
 {
     if (kw->_name != kw->_namebuf) {
         free(kw->_name); /* only on_acquire reads it, before any answer */
@@ -229,7 +229,7 @@ static void reply_done(struct kl_msg *m, enum tc_status st, uint64_t remaining, 
     m->st = st;
     m->remaining_ms = remaining;
     snprintf(m->token, sizeof(m->token), "%s", token ? token : "");
-    tc_kl_result_unref(m->result);
+    tc_keylock_result_unref(m->result);
     m->result = NULL;
     post(m->from, &m->hdr);
 }
@@ -238,7 +238,7 @@ static void reply_done(struct kl_msg *m, enum tc_status st, uint64_t remaining, 
 
 static void entry_timer_cb(evutil_socket_t fd, short what, void *arg);
 
-static struct kl_entry *entry_find(struct tc_kl_home *h, uint64_t hash, const void *name,
+static struct kl_entry *entry_find(struct tc_keylock_home *h, uint64_t hash, const void *name,
                                    size_t len)
 {
     for (struct kl_entry *e = h->buckets[hash % KL_BUCKETS]; e != NULL; e = e->next) {
@@ -249,7 +249,8 @@ static struct kl_entry *entry_find(struct tc_kl_home *h, uint64_t hash, const vo
     return NULL;
 }
 
-static struct kl_entry *entry_get(struct tc_kl_home *h, uint64_t hash, const void *name, size_t len)
+static struct kl_entry *entry_get(struct tc_keylock_home *h, uint64_t hash, const void *name,
+                                  size_t len)
 {
     struct kl_entry *e = entry_find(h, hash, name, len);
     if (e != NULL) {
@@ -280,7 +281,7 @@ static void entry_maybe_free(struct kl_entry *e)
     if (e->held || e->acquiring || e->inflight > 0 || e->wq_head != NULL) {
         return;
     }
-    struct tc_kl_home *h = e->home;
+    struct tc_keylock_home *h = e->home;
     struct kl_entry **pp = &h->buckets[e->hash % KL_BUCKETS];
     while (*pp != e) {
         pp = &(*pp)->next;
@@ -292,7 +293,7 @@ static void entry_maybe_free(struct kl_entry *e)
     atomic_fetch_sub_explicit(&h->kl->entries, 1, memory_order_relaxed);
 }
 
-static void enqueue(struct kl_entry *e, struct tc_kl_waiter *kw)
+static void enqueue(struct kl_entry *e, struct tc_keylock_waiter *kw)
 {
     kw->_next = NULL;
     if (e->wq_tail != NULL) {
@@ -305,16 +306,16 @@ static void enqueue(struct kl_entry *e, struct tc_kl_waiter *kw)
 
 /* Wakes every waiter of e: the lock may be free, or what they wait for may
  * be there. They recheck, and one of them acquires again if need be. */
-static void wake_all(struct kl_entry *e, struct tc_kl_result *result)
+static void wake_all(struct kl_entry *e, struct tc_keylock_result *result)
 {
-    struct tc_kl_waiter *kw = e->wq_head;
+    struct tc_keylock_waiter *kw = e->wq_head;
     e->wq_head = e->wq_tail = NULL;
     e->busy = 0;
     while (kw != NULL) {
-        struct tc_kl_waiter *next = kw->_next;
-        kw->result = tc_kl_result_ref(result);
-        tc_keylock_count(e->home->kl, TC_KL_woken);
-        reply_waiter(kw, TC_KL_WOKEN);
+        struct tc_keylock_waiter *next = kw->_next;
+        kw->result = tc_keylock_result_ref(result);
+        tc_keylock_count(e->home->kl, TC_KEYLOCK_woken);
+        reply_waiter(kw, TC_KEYLOCK_WOKEN);
         kw = next;
     }
 }
@@ -324,7 +325,7 @@ static void wake_all(struct kl_entry *e, struct tc_kl_result *result)
 static void schedule(struct kl_entry *e, uint64_t now)
 {
     uint64_t next = UINT64_MAX;
-    for (struct tc_kl_waiter *kw = e->wq_head; kw != NULL; kw = kw->_next) {
+    for (struct tc_keylock_waiter *kw = e->wq_head; kw != NULL; kw = kw->_next) {
         if (kw->deadline_ms < next) {
             next = kw->deadline_ms;
         }
@@ -358,7 +359,7 @@ static void local_token(char out[TC_LOCK_TOKEN_MAX])
         /* Not secret, only unique: a local token never leaves the process's
          * own check. */
         static _Atomic uint64_t seq;
-        uint64_t v = atomic_fetch_add(&seq, 1) ^ tc_now_ns();
+        uint64_t v = atomic_fetch_add(&seq, 1) ^ tc_clock_ns();
         memcpy(raw, &v, sizeof(v));
         memcpy(raw + 8, &v, sizeof(v));
     }
@@ -368,8 +369,8 @@ static void local_token(char out[TC_LOCK_TOKEN_MAX])
     }
 }
 
-static void grant(struct kl_entry *e, struct tc_kl_waiter *kw, const char *token, int local_only,
-                  uint64_t now)
+static void grant(struct kl_entry *e, struct tc_keylock_waiter *kw, const char *token,
+                  int local_only, uint64_t now)
 {
     e->held = 1;
     e->releasing = 0;
@@ -379,20 +380,20 @@ static void grant(struct kl_entry *e, struct tc_kl_waiter *kw, const char *token
     e->lease_end = now + kw->ttl_ms;
     snprintf(kw->token, sizeof(kw->token), "%s", token);
     kw->remaining_ms = kw->ttl_ms;
-    tc_keylock_count(e->home->kl, TC_KL_acquired);
-    reply_waiter(kw, TC_KL_ACQUIRED);
+    tc_keylock_count(e->home->kl, TC_KEYLOCK_acquired);
+    reply_waiter(kw, TC_KEYLOCK_ACQUIRED);
     schedule(e, now);
 }
 
-static void park(struct kl_entry *e, struct tc_kl_waiter *kw, uint64_t now)
+static void park(struct kl_entry *e, struct tc_keylock_waiter *kw, uint64_t now)
 {
     if (kw->deadline_ms <= now || e->home->closing) {
         kw->remaining_ms = e->held ? (e->lease_end > now ? e->lease_end - now : 1)
                                    : (e->busy_until > now ? e->busy_until - now : 1);
-        reply_waiter(kw, e->home->closing ? TC_KL_FAILED : TC_KL_TIMEOUT);
+        reply_waiter(kw, e->home->closing ? TC_KEYLOCK_FAILED : TC_KEYLOCK_TIMEOUT);
         return;
     }
-    tc_keylock_count(e->home->kl, TC_KL_waits);
+    tc_keylock_count(e->home->kl, TC_KEYLOCK_waits);
     enqueue(e, kw);
     schedule(e, now);
 }
@@ -401,7 +402,7 @@ static void park(struct kl_entry *e, struct tc_kl_waiter *kw, uint64_t now)
 
 static void wide_done(struct tc_tier_lock_req *req);
 
-static struct kl_wide *wide_new(struct tc_kl_home *h, struct kl_entry *e, int kind,
+static struct kl_wide *wide_new(struct tc_keylock_home *h, struct kl_entry *e, int kind,
                                 const void *name, size_t len)
 {
     struct kl_wide *w = calloc(1, sizeof(*w));
@@ -459,9 +460,9 @@ static void wide_start(struct kl_wide *w)
     }
 }
 
-static void try_acquire(struct kl_entry *e, struct tc_kl_waiter *kw, uint64_t now)
+static void try_acquire(struct kl_entry *e, struct tc_keylock_waiter *kw, uint64_t now)
 {
-    struct tc_kl_home *h = e->home;
+    struct tc_keylock_home *h = e->home;
     if (h->ctx == NULL) {
         char tok[TC_LOCK_TOKEN_MAX];
         local_token(tok);
@@ -471,7 +472,7 @@ static void try_acquire(struct kl_entry *e, struct tc_kl_waiter *kw, uint64_t no
     struct kl_wide *w = wide_new(h, e, W_ACQUIRE, NULL, 0);
     if (w == NULL) {
         kw->status = TC_ENOMEM;
-        reply_waiter(kw, TC_KL_FAILED);
+        reply_waiter(kw, TC_KEYLOCK_FAILED);
         return;
     }
     w->kw = kw;
@@ -483,7 +484,7 @@ static void try_acquire(struct kl_entry *e, struct tc_kl_waiter *kw, uint64_t no
 /* Looks at someone else's lock again: free now → wake the waiters. */
 static void poll_entry(struct kl_entry *e, uint64_t now)
 {
-    e->next_poll = now + TC_KL_POLL_MS;
+    e->next_poll = now + TC_KEYLOCK_POLL_MS;
     if (e->home->closing || e->home->ctx == NULL) {
         return;
     }
@@ -497,8 +498,8 @@ static void wide_done(struct tc_tier_lock_req *req)
 {
     struct kl_wide *w = req->arg;
     struct kl_entry *e = w->e;
-    struct tc_kl_home *h = w->h;
-    uint64_t now = tc_now_ms();
+    struct tc_keylock_home *h = w->h;
+    uint64_t now = tc_clock_ms();
     enum tc_status st = req->status;
 
     if (e != NULL) {
@@ -506,25 +507,25 @@ static void wide_done(struct tc_tier_lock_req *req)
     }
     switch (w->kind) {
     case W_ACQUIRE: {
-        struct tc_kl_waiter *kw = w->kw;
+        struct tc_keylock_waiter *kw = w->kw;
         e->acquiring = 0;
         if (st == TC_OK) {
             grant(e, kw, req->token, 0, now);
         } else if (st == TC_EEXIST) {
             e->busy = 1;
             e->busy_until = now + (req->remaining_ms ? req->remaining_ms : 1);
-            e->next_poll = now + TC_KL_POLL_MS;
+            e->next_poll = now + TC_KEYLOCK_POLL_MS;
             park(e, kw, now);
         } else if (h->closing) {
             kw->status = TC_EUNAVAIL;
-            reply_waiter(kw, TC_KL_FAILED);
+            reply_waiter(kw, TC_KEYLOCK_FAILED);
         } else {
             /* The lock tier failed (Redis down, ...): coalesce in this process
              * at least, rather than fail the request or let every request
              * through. */
             char tok[TC_LOCK_TOKEN_MAX];
             local_token(tok);
-            tc_keylock_count(h->kl, TC_KL_fallbacks);
+            tc_keylock_count(h->kl, TC_KEYLOCK_fallbacks);
             tc_log(TC_LOG_DEBUG, "lock tier failed (%s): locking in this process only",
                    tc_strerror(st));
             if (req->token[0] != '\0') {
@@ -555,12 +556,12 @@ static void wide_done(struct tc_tier_lock_req *req)
         } else if (e == NULL) {
             we = entry_find(h, name_hash(req->name, req->name_len), req->name, req->name_len);
         }
-        tc_keylock_count(h->kl, st == TC_OK ? TC_KL_released : TC_KL_release_refused);
+        tc_keylock_count(h->kl, st == TC_OK ? TC_KEYLOCK_released : TC_KEYLOCK_release_refused);
         if (we != NULL && (st == TC_OK || we == e)) {
             wake_all(we, st == TC_OK ? w->result : NULL);
         }
         reply_done(w->m, st, 0, NULL);
-        tc_kl_result_unref(w->result);
+        tc_keylock_result_unref(w->result);
         e = we; /* rescheduled (or freed) below */
         break;
     }
@@ -598,25 +599,25 @@ static void wide_done(struct tc_tier_lock_req *req)
 
 /* ---- the home's side of each request --------------------------------------------------------- */
 
-static void on_acquire(struct tc_kl_home *h, struct tc_kl_waiter *kw)
+static void on_acquire(struct tc_keylock_home *h, struct tc_keylock_waiter *kw)
 {
-    uint64_t now = tc_now_ms();
+    uint64_t now = tc_clock_ms();
     if (h->closing) {
         kw->status = TC_EUNAVAIL;
-        reply_waiter(kw, TC_KL_FAILED);
+        reply_waiter(kw, TC_KEYLOCK_FAILED);
         return;
     }
     struct kl_entry *e =
         entry_get(h, name_hash(kw->_name, kw->_name_len), kw->_name, kw->_name_len);
     if (e == NULL) {
         kw->status = TC_ENOMEM;
-        reply_waiter(kw, TC_KL_FAILED);
+        reply_waiter(kw, TC_KEYLOCK_FAILED);
         return;
     }
     if (e->held && e->lease_end <= now) {
         /* Its lease ran out before the timer saw it. */
         e->held = 0;
-        tc_keylock_count(h->kl, TC_KL_leases_expired);
+        tc_keylock_count(h->kl, TC_KEYLOCK_leases_expired);
     }
     if (e->held || e->acquiring || (e->busy && e->busy_until > now)) {
         park(e, kw, now);
@@ -627,14 +628,14 @@ static void on_acquire(struct tc_kl_home *h, struct tc_kl_waiter *kw)
     entry_maybe_free(e);
 }
 
-static void on_release(struct tc_kl_home *h, struct kl_msg *m)
+static void on_release(struct tc_keylock_home *h, struct kl_msg *m)
 {
-    uint64_t now = tc_now_ms();
+    uint64_t now = tc_clock_ms();
     struct kl_entry *e = entry_find(h, name_hash(m->name, m->name_len), m->name, m->name_len);
     int ours = e != NULL && e->held && strcmp(e->token, m->token) == 0;
     if (ours && (e->local_only || h->ctx == NULL)) {
         e->held = 0;
-        tc_keylock_count(h->kl, TC_KL_released);
+        tc_keylock_count(h->kl, TC_KEYLOCK_released);
         wake_all(e, m->result);
         schedule(e, now);
         entry_maybe_free(e);
@@ -643,7 +644,7 @@ static void on_release(struct tc_kl_home *h, struct kl_msg *m)
     }
     if (h->ctx == NULL || m->token[0] == 'p' || h->closing) {
         /* A local token this home does not hold, or no wider scope to ask. */
-        tc_keylock_count(h->kl, TC_KL_release_refused);
+        tc_keylock_count(h->kl, TC_KEYLOCK_release_refused);
         reply_done(m, h->closing ? TC_EUNAVAIL : TC_ENOTFOUND, 0, NULL);
         return;
     }
@@ -669,9 +670,9 @@ static void on_release(struct tc_kl_home *h, struct kl_msg *m)
     }
 }
 
-static void on_peek(struct tc_kl_home *h, struct kl_msg *m)
+static void on_peek(struct tc_keylock_home *h, struct kl_msg *m)
 {
-    uint64_t now = tc_now_ms();
+    uint64_t now = tc_clock_ms();
     struct kl_entry *e = entry_find(h, name_hash(m->name, m->name_len), m->name, m->name_len);
     if (e != NULL && e->held && e->lease_end > now) {
         reply_done(m, TC_OK, e->lease_end - now, e->token);
@@ -720,9 +721,9 @@ static void on_notify_entry(struct kl_entry *e, struct kl_msg *m, uint64_t now)
     schedule(e, now);
 }
 
-static void on_notify(struct tc_kl_home *h, struct kl_msg *m)
+static void on_notify(struct tc_keylock_home *h, struct kl_msg *m)
 {
-    uint64_t now = tc_now_ms();
+    uint64_t now = tc_clock_ms();
     if (!m->all) {
         struct kl_entry *e = entry_find(h, name_hash(m->name, m->name_len), m->name, m->name_len);
         if (e != NULL) {
@@ -745,30 +746,30 @@ static void on_notify(struct tc_kl_home *h, struct kl_msg *m)
 static void entry_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct kl_entry *e = arg;
-    struct tc_kl_home *h = e->home;
-    uint64_t now = tc_now_ms();
+    struct tc_keylock_home *h = e->home;
+    uint64_t now = tc_clock_ms();
     (void)fd;
     (void)what;
     if (e->held && e->lease_end <= now) {
         /* The holder never released: its lease is over here and (same ttl,
          * started earlier) in the lock tier. */
         e->held = 0;
-        tc_keylock_count(h->kl, TC_KL_leases_expired);
+        tc_keylock_count(h->kl, TC_KEYLOCK_leases_expired);
         wake_all(e, NULL);
     } else if (e->busy && e->wq_head != NULL && (now >= e->busy_until || now >= e->next_poll)) {
         poll_entry(e, now);
     }
     /* Waiters whose time is up. */
-    struct tc_kl_waiter **pp = &e->wq_head, *last = NULL;
+    struct tc_keylock_waiter **pp = &e->wq_head, *last = NULL;
     while (*pp != NULL) {
-        struct tc_kl_waiter *kw = *pp;
+        struct tc_keylock_waiter *kw = *pp;
         if (kw->deadline_ms <= now) {
             *pp = kw->_next;
             kw->remaining_ms = e->held               ? e->lease_end - now
                                : e->busy_until > now ? e->busy_until - now
                                                      : 1;
-            tc_keylock_count(h->kl, TC_KL_timeouts);
-            reply_waiter(kw, TC_KL_TIMEOUT);
+            tc_keylock_count(h->kl, TC_KEYLOCK_timeouts);
+            reply_waiter(kw, TC_KEYLOCK_TIMEOUT);
         } else {
             last = kw;
             pp = &kw->_next;
@@ -781,23 +782,24 @@ static void entry_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 static void mbox_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct tc_kl_home *h = arg;
+    struct tc_keylock_home *h = arg;
     (void)fd;
     (void)what;
     pthread_mutex_lock(&h->mu);
-    struct tc_kl_msg *m = h->head;
+    struct tc_keylock_msg *m = h->head;
     h->head = h->tail = NULL;
     pthread_mutex_unlock(&h->mu);
     while (m != NULL) {
-        struct tc_kl_msg *next = m->next;
+        struct tc_keylock_msg *next = m->next;
         struct kl_msg *km = (struct kl_msg *)m;
         switch (m->kind) {
         case M_ACQUIRE:
-            on_acquire(h, (struct tc_kl_waiter *)((char *)m - offsetof(struct tc_kl_waiter, _msg)));
+            on_acquire(h, (struct tc_keylock_waiter *)((char *)m -
+                                                       offsetof(struct tc_keylock_waiter, _msg)));
             break;
         case M_REPLY_WAITER: {
-            struct tc_kl_waiter *kw =
-                (struct tc_kl_waiter *)((char *)m - offsetof(struct tc_kl_waiter, _msg));
+            struct tc_keylock_waiter *kw =
+                (struct tc_keylock_waiter *)((char *)m - offsetof(struct tc_keylock_waiter, _msg));
             kw->cb(kw);
             break;
         }
@@ -812,7 +814,7 @@ static void mbox_cb(evutil_socket_t fd, short what, void *arg)
                 entry_find(h, name_hash(km->name, km->name_len), km->name, km->name_len);
             if (e != NULL && e->wq_head != NULL) {
                 wake_all(e, NULL);
-                schedule(e, tc_now_ms());
+                schedule(e, tc_clock_ms());
                 entry_maybe_free(e);
             }
             free(km);
@@ -835,8 +837,8 @@ static void mbox_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- public calls ------------------------------------------------------------------------- */
 
-void tc_keylock_acquire(struct tc_kl_home *from, struct tc_kl_waiter *kw, const void *name,
-                        size_t len)
+void tc_keylock_acquire(struct tc_keylock_home *from, struct tc_keylock_waiter *kw,
+                        const void *name, size_t len)
 {
     kw->_from = from;
     kw->outcome = 0;
@@ -851,7 +853,7 @@ void tc_keylock_acquire(struct tc_kl_home *from, struct tc_kl_waiter *kw, const 
         kw->_name = kw->_namebuf;
     } else if ((kw->_name = malloc(len)) == NULL) {
         kw->status = TC_ENOMEM;
-        reply_waiter(kw, TC_KL_FAILED);
+        reply_waiter(kw, TC_KEYLOCK_FAILED);
         return;
     }
     memcpy(kw->_name, name, len);
@@ -860,12 +862,13 @@ void tc_keylock_acquire(struct tc_kl_home *from, struct tc_kl_waiter *kw, const 
     post(home_of(from->kl, name_hash(name, len)), &kw->_msg);
 }
 
-static void send_req(struct tc_kl_home *from, int kind, const void *name, size_t len,
-                     const char *token, struct tc_kl_result *result, tc_kl_done_fn done, void *arg)
+static void send_req(struct tc_keylock_home *from, int kind, const void *name, size_t len,
+                     const char *token, struct tc_keylock_result *result, tc_keylock_done_fn done,
+                     void *arg)
 {
     struct kl_msg *m = msg_new(kind, name, len);
     if (m == NULL) {
-        tc_kl_result_unref(result);
+        tc_keylock_result_unref(result);
         if (done != NULL) {
             /* Answer on the caller's thread later, like every answer. */
             done(arg, TC_ENOMEM, 0, "");
@@ -880,19 +883,20 @@ static void send_req(struct tc_kl_home *from, int kind, const void *name, size_t
     post(home_of(from->kl, name_hash(name, len)), &m->hdr);
 }
 
-void tc_keylock_release(struct tc_kl_home *from, const void *name, size_t len, const char *token,
-                        struct tc_kl_result *result, tc_kl_done_fn done, void *arg)
+void tc_keylock_release(struct tc_keylock_home *from, const void *name, size_t len,
+                        const char *token, struct tc_keylock_result *result,
+                        tc_keylock_done_fn done, void *arg)
 {
     send_req(from, M_RELEASE, name, len, token, result, done, arg);
 }
 
-void tc_keylock_peek(struct tc_kl_home *from, const void *name, size_t len, tc_kl_done_fn done,
-                     void *arg)
+void tc_keylock_peek(struct tc_keylock_home *from, const void *name, size_t len,
+                     tc_keylock_done_fn done, void *arg)
 {
     send_req(from, M_PEEK, name, len, NULL, NULL, done, arg);
 }
 
-void tc_keylock_poke(struct tc_kl_home *from, const void *name, size_t len)
+void tc_keylock_poke(struct tc_keylock_home *from, const void *name, size_t len)
 {
     struct kl_msg *m = msg_new(M_POKE, name, len);
     if (m != NULL) {
@@ -942,7 +946,7 @@ struct tc_keylock *tc_keylock_create(size_t nhomes, struct tc_tier *lock_tier)
         kl->scope = (tc_tier_caps(lock_tier) & TC_TIER_CAP_LOCK_CLUSTER) ? "cluster" : "host";
         if (tc_tier_on_lock_release(lock_tier, on_tier_release, kl) != TC_OK) {
             tc_log(TC_LOG_WARN, "locks: no release notifications from %s; waiters poll every %u ms",
-                   tc_tier_uri(lock_tier), TC_KL_POLL_MS);
+                   tc_tier_uri(lock_tier), TC_KEYLOCK_POLL_MS);
         }
     }
     return kl;
@@ -957,7 +961,7 @@ void tc_keylock_destroy(struct tc_keylock *kl)
         tc_tier_on_lock_release(kl->tier, NULL, NULL);
     }
     for (size_t i = 0; i < kl->nhomes; i++) {
-        struct tc_kl_home *h = atomic_load(&kl->homes[i]);
+        struct tc_keylock_home *h = atomic_load(&kl->homes[i]);
         if (h != NULL) {
             pthread_mutex_destroy(&h->mu);
             free(h);
@@ -967,10 +971,10 @@ void tc_keylock_destroy(struct tc_keylock *kl)
     free(kl);
 }
 
-enum tc_status tc_kl_home_init(struct tc_keylock *kl, size_t id, struct event_base *base,
-                               struct tc_tier_ctx *lock_ctx, struct tc_kl_home **out)
+enum tc_status tc_keylock_home_init(struct tc_keylock *kl, size_t id, struct event_base *base,
+                                    struct tc_tier_ctx *lock_ctx, struct tc_keylock_home **out)
 {
-    struct tc_kl_home *h = calloc(1, sizeof(*h));
+    struct tc_keylock_home *h = calloc(1, sizeof(*h));
     if (h == NULL) {
         return TC_ENOMEM;
     }
@@ -990,24 +994,24 @@ enum tc_status tc_kl_home_init(struct tc_keylock *kl, size_t id, struct event_ba
     return TC_OK;
 }
 
-void tc_kl_home_shutdown(struct tc_kl_home *h)
+void tc_keylock_home_shutdown(struct tc_keylock_home *h)
 {
     h->closing = 1;
     for (size_t b = 0; b < KL_BUCKETS; b++) {
         for (struct kl_entry *e = h->buckets[b]; e != NULL; e = e->next) {
-            struct tc_kl_waiter *kw = e->wq_head;
+            struct tc_keylock_waiter *kw = e->wq_head;
             e->wq_head = e->wq_tail = NULL;
             while (kw != NULL) {
-                struct tc_kl_waiter *next = kw->_next;
+                struct tc_keylock_waiter *next = kw->_next;
                 kw->status = TC_EUNAVAIL;
-                reply_waiter(kw, TC_KL_FAILED);
+                reply_waiter(kw, TC_KEYLOCK_FAILED);
                 kw = next;
             }
         }
     }
 }
 
-void tc_kl_home_dispose(struct tc_kl_home *h)
+void tc_keylock_home_dispose(struct tc_keylock_home *h)
 {
     if (h == NULL) {
         return;
@@ -1015,13 +1019,13 @@ void tc_kl_home_dispose(struct tc_kl_home *h)
     h->closing = 1;
     pthread_mutex_lock(&h->mu);
     h->closed = 1;
-    struct tc_kl_msg *m = h->head;
+    struct tc_keylock_msg *m = h->head;
     h->head = h->tail = NULL;
     event_free(h->mbox_ev);
     h->mbox_ev = NULL;
     pthread_mutex_unlock(&h->mu);
     while (m != NULL) {
-        struct tc_kl_msg *next = m->next;
+        struct tc_keylock_msg *next = m->next;
         msg_drop(m);
         m = next;
     }
@@ -1038,4 +1042,17 @@ void tc_kl_home_dispose(struct tc_kl_home *h)
     }
     /* The struct itself stays until tc_keylock_destroy: other threads may
      * still post to it (and find it closed). */
+}
+
+int tc_keylock_widest_tier(struct tc_tier *const *tiers, size_t n)
+{
+    static const unsigned widest_first[] = {TC_TIER_CAP_LOCK_CLUSTER, TC_TIER_CAP_LOCK_HOST};
+    for (size_t k = 0; k < sizeof(widest_first) / sizeof(widest_first[0]); k++) {
+        for (size_t i = 0; i < n; i++) {
+            if (tc_tier_caps(tiers[i]) & widest_first[k]) {
+                return (int)i;
+            }
+        }
+    }
+    return -1;
 }

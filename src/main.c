@@ -5,14 +5,15 @@
  *   conf → log → tiers (registry) → stack → workers → signals/sweeper loop
  */
 #include "src/conf.h"
+#include "src/clock.h"
 #include "src/log.h"
-#include "src/server.h"
-#include "src/stats.h"
+#include "src/shm_admin.h"
+#include "src/sweeper.h"
+#include "src/worker.h"
+#include "src/hist.h"
 #include "tiers/tier.h"
-#include "shm/ring.h"
 
 #include <event2/event.h>
-#include <jansson.h>
 #include <event2/thread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -29,7 +30,6 @@ static const char *const default_tiers[] = {
 struct main_ctx {
     struct tc_server *srv;
     struct event_base *base;
-    struct event *sweep_ev;
     int stopping;
 };
 
@@ -50,37 +50,6 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
            sig == SIGTERM ? "SIGTERM" : "SIGINT");
     tc_workers_stop(m->srv);
     event_base_loopexit(m->base, NULL);
-}
-
-/* The sweeper: bounded expiry work on every tier, then a health check that
- * lets the stack skip tiers that are down. Runs on the main thread, never on
- * a worker, so a sweep cannot stall a request. */
-static void on_sweep(evutil_socket_t fd, short what, void *arg)
-{
-    struct main_ctx *m = arg;
-    struct tc_server *srv = m->srv;
-    (void)fd;
-    (void)what;
-    uint64_t now = tc_now_ms();
-    for (size_t i = 0; i < tc_stack_ntiers(srv->stack); i++) {
-        uint64_t removed = 0;
-        uint64_t t0 = tc_now_ns();
-        enum tc_status st =
-            tc_tier_sweep(tc_stack_tier(srv->stack, i), now, srv->conf->sweep_budget, &removed);
-        if (st == TC_ENOTSUP) {
-            continue;
-        }
-        atomic_fetch_add(&srv->sweeps[i], 1);
-        atomic_fetch_add(&srv->swept[i], removed);
-        if (st != TC_OK && st != TC_EAGAIN) {
-            tc_log(TC_LOG_WARN, "sweep of tier l%zu failed: %s", i + 1, tc_strerror(st));
-        } else if (removed > 0) {
-            tc_log(TC_LOG_DEBUG, "sweep of tier l%zu removed %llu in %llu us", i + 1,
-                   (unsigned long long)removed, (unsigned long long)(tc_now_ns() - t0) / 1000);
-        }
-    }
-    char detail[512];
-    tc_stack_check_health(srv->stack, detail, sizeof(detail));
 }
 
 /* Lets max-connections actually be reached: the default soft limit on file
@@ -161,72 +130,10 @@ static int open_tiers(const struct tc_conf *conf, struct tc_tier **tiers, size_t
     return 0;
 }
 
-/* `tiercache shm stats NAME` and `tiercache shm unlink NAME`: inspection of
- * an L1 segment from outside any server, through the ring library alone. */
-static int shm_command(int argc, char **argv)
-{
-    char err[512] = "";
-    if (argc != 4 || (strcmp(argv[2], "stats") != 0 && strcmp(argv[2], "unlink") != 0)) {
-        fprintf(stderr, "Usage: tiercache shm stats NAME   print a segment's state as JSON\n"
-                        "       tiercache shm unlink NAME  remove a segment\n");
-        return 2;
-    }
-    const char *name = argv[3];
-    if (strcmp(argv[2], "unlink") == 0) {
-        enum tc_status st = tc_ring_unlink(name, err, sizeof(err));
-        if (st != TC_OK) {
-            fprintf(stderr, "tiercache: shm unlink %s: %s\n", name, err[0] ? err : tc_strerror(st));
-            return 1;
-        }
-        return 0;
-    }
-    struct tc_ring *ring;
-    /* Attach only, any size, any owner and mode: it only reads, and shows
-     * owner and mode so that a squatted segment can be seen for what it is. */
-    struct tc_ring_options o = {.size = 0, .attach_timeout_ms = 500, .any_owner = 1};
-    enum tc_status st = tc_ring_open(name, &o, &ring, err, sizeof(err));
-    if (st != TC_OK) {
-        fprintf(stderr, "tiercache: shm stats %s: %s\n", name, err[0] ? err : tc_strerror(st));
-        return 1;
-    }
-    struct tc_ring_stats rs;
-    char why[512];
-    tc_ring_stats(ring, &rs);
-    int damaged = tc_ring_check(ring, why, sizeof(why)) != TC_OK;
-    tc_ring_close(ring);
-    json_t *j = json_object();
-    json_object_set_new(j, "name", json_string(name));
-    json_object_set_new(j, "layout", json_sprintf("%u.%u", rs.layout_major, rs.layout_minor));
-    json_object_set_new(j, "creator_pid", json_integer((json_int_t)rs.creator_pid));
-    json_object_set_new(j, "owner_uid", json_integer((json_int_t)rs.seg_uid));
-    json_object_set_new(j, "group_gid", json_integer((json_int_t)rs.seg_gid));
-    json_object_set_new(j, "mode", json_sprintf("%04o", (unsigned)rs.seg_mode));
-    json_object_set_new(j, "capacity", json_integer((json_int_t)rs.seg_size));
-    json_object_set_new(j, "log_capacity", json_integer((json_int_t)rs.log_capacity));
-    json_object_set_new(j, "bytes_used", json_integer((json_int_t)rs.bytes_used));
-    json_object_set_new(j, "items", json_integer((json_int_t)rs.items));
-    json_object_set_new(j, "index_slots", json_integer((json_int_t)rs.slots));
-    json_object_set_new(j, "attached_ctxs", json_integer((json_int_t)rs.ctxs));
-    json_object_set_new(j, "lock_slots", json_integer((json_int_t)rs.lock_slots));
-    json_object_set_new(j, "locks_held", json_integer((json_int_t)rs.locks_held));
-    json_object_set_new(j, "stats_rejected", json_integer((json_int_t)rs.stats_rejected));
-    json_object_set_new(j, "check", json_string(damaged ? why : "ok"));
-#define TC_RING_X(field, i) json_object_set_new(j, #field, json_integer((json_int_t)rs.field));
-    TC_RING_STATS_COUNTERS(TC_RING_X)
-#undef TC_RING_X
-    uint64_t lookups = rs.hits + rs.misses;
-    json_object_set_new(j, "hit_ratio",
-                        json_real(lookups ? (double)rs.hits / (double)lookups : 0.0));
-    json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    fputc('\n', stdout);
-    json_decref(j);
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "shm") == 0) {
-        return shm_command(argc, argv); /* a tool, before any server set-up */
+        return tc_shm_admin_main(argc, argv); /* a tool, before any server set-up */
     }
     struct tc_conf conf;
     enum tc_conf_result cr = tc_conf_load(&conf, argc, argv);
@@ -260,11 +167,17 @@ int main(int argc, char **argv)
     pthread_mutex_init(&srv.done_lock, NULL);
     pthread_cond_init(&srv.done_cond, NULL);
     srv.conf = &conf;
-    srv.start_ms = tc_now_ms();
+    srv.start_ms = tc_clock_ms();
 
     if (open_tiers(&conf, tiers, &ntiers) != 0) {
         goto out_conf;
     }
+    srv.rt_opt = (struct tc_rt_options){.default_ttl_ms = conf.default_ttl_ms,
+                                        .max_ttl_ms = conf.max_ttl_ms,
+                                        .grace_ms = conf.grace_ms,
+                                        .lease_ms = conf.lease_ms,
+                                        .origin_timeout_ms = conf.origin_timeout_ms,
+                                        .max_value = conf.max_value};
     srv.stack = tc_stack_create(tiers, ntiers);
     if (srv.stack == NULL) {
         for (size_t k = ntiers; k-- > 0;) {
@@ -275,17 +188,7 @@ int main(int argc, char **argv)
     }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     srv.nworkers = conf.workers ? (size_t)conf.workers : (size_t)(cores > 0 ? cores : 1);
-    /* Dogpile locks at the widest scope a tier offers. */
-    srv.lock_tier = -1;
-    for (unsigned want = TC_TIER_CAP_LOCK_CLUSTER; want != 0 && srv.lock_tier < 0;
-         want = want == TC_TIER_CAP_LOCK_CLUSTER ? TC_TIER_CAP_LOCK_HOST : 0) {
-        for (size_t i = 0; i < ntiers; i++) {
-            if (tc_tier_caps(tiers[i]) & want) {
-                srv.lock_tier = (int)i;
-                break;
-            }
-        }
-    }
+    srv.lock_tier = tc_keylock_widest_tier(tiers, ntiers);
     srv.keylock = tc_keylock_create(srv.nworkers, srv.lock_tier >= 0 ? tiers[srv.lock_tier] : NULL);
     if (srv.keylock == NULL) {
         tc_log(TC_LOG_CRIT, "out of memory");
@@ -333,16 +236,18 @@ int main(int argc, char **argv)
     tc_log(TC_LOG_INFO, "listening on %s:%u with %zu workers", conf.listen_host, srv.port,
            srv.nworkers);
 
-    m.sweep_ev = event_new(m.base, -1, EV_PERSIST, on_sweep, &m);
-    struct timeval iv = {(time_t)(conf.sweep_interval_ms / 1000),
-                         (suseconds_t)(conf.sweep_interval_ms % 1000) * 1000};
-    event_add(m.sweep_ev, &iv);
-    event_base_dispatch(m.base);
+    struct tc_sweeper *sweeper = tc_sweeper_create(m.base, &srv);
+    if (sweeper == NULL) {
+        tc_log(TC_LOG_CRIT, "out of memory");
+        tc_workers_stop(&srv);
+    } else {
+        event_base_dispatch(m.base);
+    }
 
     tc_workers_join(&srv);
     rc = 0;
     tc_log(TC_LOG_INFO, "stopped");
-    event_free(m.sweep_ev);
+    tc_sweeper_destroy(sweeper);
 out_stack:
     for (int i = 0; i < 3; i++) {
         if (sig_ev[i] != NULL) {

@@ -1,4 +1,5 @@
 #include "src/stack.h"
+#include "src/clock.h"
 #include "src/log.h"
 
 #include <stddef.h>
@@ -42,7 +43,7 @@ static void on_invalidate(void *arg, const void *key, size_t key_len)
             iv->ctx[i] = NULL;
             continue;
         }
-        struct tc_tier_req r = {.key = key, .key_len = key_len, .now_ms = tc_now_ms()};
+        struct tc_tier_req r = {.key = key, .key_len = key_len, .now_ms = tc_clock_ms()};
         enum tc_status st = tc_tier_del(iv->ctx[i], &r);
         if (st != TC_OK) {
             tc_log(TC_LOG_WARN, "invalidation of a key in l%zu failed: %s", i + 1, tc_strerror(st));
@@ -314,12 +315,12 @@ static void prep(struct tc_stack_op *op, size_t i, int phase)
     r->done = req_done;
     r->arg = op;
     op->_phase[i] = (uint8_t)phase;
-    op->_t0[i] = tc_now_ns();
+    op->_t0[i] = tc_clock_ns();
 }
 
 static void observe(struct tc_stack_op *op, size_t i, int kind)
 {
-    tc_hist_add(&op->_sc->hist[i][kind], tc_now_ns() - op->_t0[i]);
+    tc_hist_add(&op->_sc->hist[i][kind], tc_clock_ns() - op->_t0[i]);
 }
 
 static void answer(struct tc_stack_op *op)

@@ -28,7 +28,7 @@
 #ifndef TC_SRC_STACK_H
 #define TC_SRC_STACK_H
 
-#include "src/stats.h"
+#include "src/hist.h"
 #include "tiers/tier.h"
 
 #define TC_STACK_MAX_TIERS 8

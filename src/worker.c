@@ -4,7 +4,9 @@
  * that nothing on the request path is shared between workers.
  */
 #include "src/log.h"
-#include "src/server.h"
+#include "src/clock.h"
+#include "src/worker.h"
+#include "src/routes.h"
 
 #include <event2/event.h>
 #include <fcntl.h>
@@ -28,7 +30,7 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
     struct tc_worker *w = arg;
     (void)fd;
     (void)what;
-    if (tc_http_server_busy(w->http) == 0 || tc_now_ns() >= w->stop_deadline_ns) {
+    if (tc_http_server_busy(w->http) == 0 || tc_clock_ns() >= w->stop_deadline_ns) {
         if (tc_http_server_busy(w->http) != 0) {
             tc_log(TC_LOG_WARN, "worker %d: %zu requests still in flight at shutdown", w->id,
                    tc_http_server_busy(w->http));
@@ -46,8 +48,8 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     tc_http_server_stop_accepting(w->http);
-    tc_kl_home_shutdown(w->home); /* parked requests answer now */
-    w->stop_deadline_ns = tc_now_ns() + w->srv->conf->shutdown_timeout_ms * 1000000u;
+    tc_keylock_home_shutdown(w->home); /* parked requests answer now */
+    w->stop_deadline_ns = tc_clock_ns() + w->srv->conf->shutdown_timeout_ms * 1000000u;
     drain_cb(-1, 0, w);
 }
 
@@ -77,10 +79,10 @@ static void *worker_main(void *arg)
     if (tc_stack_ctx_init(srv->stack, w->base, &w->sc) != TC_OK) {
         goto fail;
     }
-    if (tc_kl_home_init(srv->keylock, (size_t)w->id, w->base,
-                        srv->lock_tier >= 0 ? tc_stack_ctx_tier(w->sc, (size_t)srv->lock_tier)
-                                            : NULL,
-                        &w->home) != TC_OK) {
+    if (tc_keylock_home_init(srv->keylock, (size_t)w->id, w->base,
+                             srv->lock_tier >= 0 ? tc_stack_ctx_tier(w->sc, (size_t)srv->lock_tier)
+                                                 : NULL,
+                             &w->home) != TC_OK) {
         tc_log(TC_LOG_CRIT, "worker %d: out of memory", w->id);
         goto fail;
     }
@@ -88,6 +90,7 @@ static void *worker_main(void *arg)
         tc_log(TC_LOG_CRIT, "worker %d: out of memory", w->id);
         goto fail;
     }
+    w->rt = (struct tc_rt_env){w->sc, w->home, srv->keylock, w->origin, &srv->rt_opt};
     w->http = tc_http_server_create(w->base, w->fd, &limits, tc_routes_handle, w);
     w->fd = -1; /* taken over, even on failure */
     w->stop_ev = event_new(w->base, -1, 0, stop_cb, w);
@@ -107,12 +110,12 @@ static void *worker_main(void *arg)
     pthread_mutex_unlock(&srv->done_lock);
     tc_http_server_destroy(w->http);
     w->http = NULL;
-    tc_kl_home_shutdown(w->home);
+    tc_keylock_home_shutdown(w->home);
     tc_origin_ctx_dispose(w->origin); /* fetches in flight answer (unavailable) */
     w->origin = NULL;
     tc_stack_ctx_dispose(w->sc); /* lock operations in flight complete first */
     w->sc = NULL;
-    tc_kl_home_dispose(w->home);
+    tc_keylock_home_dispose(w->home);
     w->home = NULL;
     event_free(w->stop_ev);
     event_free(w->drain_ev);
@@ -127,13 +130,13 @@ fail:
     tc_http_server_destroy(w->http);
     w->http = NULL;
     if (w->home != NULL) {
-        tc_kl_home_shutdown(w->home);
+        tc_keylock_home_shutdown(w->home);
     }
     tc_origin_ctx_dispose(w->origin);
     w->origin = NULL;
     tc_stack_ctx_dispose(w->sc);
     w->sc = NULL;
-    tc_kl_home_dispose(w->home);
+    tc_keylock_home_dispose(w->home);
     w->home = NULL;
     if (w->stop_ev != NULL) {
         event_free(w->stop_ev);

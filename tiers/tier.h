@@ -23,6 +23,11 @@
  * authoritative expiry E in req->hdr.expire_ms, and tc_tier_set computes the
  * tier's local expiry (tiers/item.h) before the backend sees the request.
  *
+ * Results: every call returns an enum tc_status, defined in shm/status.h
+ * (included here, so that one include gives a tier user everything):
+ * TC_OK, TC_ENOTFOUND, TC_ECORRUPT, TC_EINPROGRESS, ...; tc_strerror() says
+ * what each means.
+ *
  * Thread safety: a struct tc_tier may be used from any thread for ctx_init,
  * sweep, stats, health and accessors. A struct tc_tier_ctx belongs to the
  * thread that created it. Close a tier only after disposing of all its ctxs.

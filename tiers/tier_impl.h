@@ -16,6 +16,7 @@
 #ifndef TC_TIERS_TIER_IMPL_H
 #define TC_TIERS_TIER_IMPL_H
 
+#include "tiers/parse.h"
 #include "tiers/tier.h"
 
 #include <pthread.h>
@@ -213,10 +214,5 @@ enum tc_status tc_tier_params_bool(const struct tc_tier_params *p, const char *n
  */
 void tc_tier_errf(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-
-/** Parses a size string alone (as tc_tier_params_size); TC_EINVAL if bad. */
-enum tc_status tc_parse_size(const char *s, uint64_t *out);
-/** Parses a duration string alone (as tc_tier_params_duration). */
-enum tc_status tc_parse_duration(const char *s, uint64_t bare_unit_ms, uint64_t *out);
 
 #endif

@@ -1,6 +1,4 @@
-#include "src/stats.h"
-
-#include <time.h>
+#include "src/hist.h"
 
 const uint64_t tc_hist_le_ns[TC_HIST_NB] = {
     250,      500,       1000,      2500,      5000,       10000,      25000,      50000,
@@ -51,18 +49,4 @@ uint64_t tc_hist_snap_quantile(const struct tc_hist_snap *s, double q)
         seen += s->b[i];
     }
     return tc_hist_le_ns[TC_HIST_NB - 2];
-}
-
-uint64_t tc_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-uint64_t tc_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }

@@ -3,8 +3,8 @@
  * and /metrics (Prometheus histograms). Each histogram has one writer (a
  * worker thread) and is read by the stats renderer with relaxed loads.
  */
-#ifndef TC_SRC_STATS_H
-#define TC_SRC_STATS_H
+#ifndef TC_SRC_HIST_H
+#define TC_SRC_HIST_H
 
 #include <stdatomic.h>
 #include <stdint.h>
@@ -33,11 +33,5 @@ void tc_hist_snap_add(struct tc_hist_snap *s, const struct tc_hist *h);
 
 /** The q-quantile (0 < q < 1) in ns, interpolated inside its bucket; 0 if empty. */
 uint64_t tc_hist_snap_quantile(const struct tc_hist_snap *s, double q);
-
-/** Monotonic clock in ns. */
-uint64_t tc_now_ns(void);
-
-/** Wall clock in ms since the Unix epoch (the "now" tiers are given). */
-uint64_t tc_now_ms(void);
 
 #endif

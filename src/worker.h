@@ -1,14 +1,16 @@
 /*
- * The server: one struct tc_server built by main() and handed down (STYLE
- * R10), N workers each with its own event_base, HTTP server and stack ctx.
+ * The server and its workers: one struct tc_server built by main() and
+ * handed down (STYLE R10), N workers each with its own thread, event_base,
+ * HTTP server, stack ctx, key-lock home and origin connections.
  */
-#ifndef TC_SRC_SERVER_H
-#define TC_SRC_SERVER_H
+#ifndef TC_SRC_WORKER_H
+#define TC_SRC_WORKER_H
 
 #include "src/conf.h"
 #include "src/http.h"
 #include "src/keylock.h"
 #include "src/origin.h"
+#include "src/readthrough.h"
 #include "src/stack.h"
 
 #include <pthread.h>
@@ -25,8 +27,9 @@ struct tc_worker {
     struct event_base *base;
     struct tc_http_server *http;
     struct tc_stack_ctx *sc;
-    struct tc_kl_home *home;      /* this worker's part of the lock table */
+    struct tc_keylock_home *home; /* this worker's part of the lock table */
     struct tc_origin_ctx *origin; /* its connections to the origin, or NULL */
+    struct tc_rt_env rt;          /* the above, for read-through */
     struct event *stop_ev, *drain_ev;
     uint64_t stop_deadline_ns;
     _Atomic int ready;                           /* 1 once serving, -1 if setup failed */
@@ -37,8 +40,9 @@ struct tc_server {
     const struct tc_conf *conf;
     struct tc_stack *stack;
     struct tc_keylock *keylock;
-    struct tc_origin *origin; /* --origin, or NULL */
-    int lock_tier;            /* index of the tier holding the locks, -1: worker-pool scope */
+    struct tc_origin *origin;    /* --origin, or NULL */
+    struct tc_rt_options rt_opt; /* read-through's settings, from conf */
+    int lock_tier;               /* index of the tier holding the locks, -1: worker-pool scope */
     struct tc_worker *workers;
     size_t nworkers;
     uint64_t start_ms;
@@ -53,9 +57,6 @@ struct tc_server {
     pthread_cond_t done_cond;
     size_t done;
 };
-
-/** Routes and answers one request (src/routes.c). */
-void tc_routes_handle(struct tc_http_req *r, void *worker);
 
 /** Starts the workers' threads; returns once each is serving or failed. */
 enum tc_status tc_workers_start(struct tc_server *srv);

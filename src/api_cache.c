@@ -1,0 +1,537 @@
+/*
+ * /cache/{key}: reads, writes and deletes of cache values, over HTTP.
+ *
+ *   GET|HEAD  200 {"key","value","ttl"} + X-Cache, X-Cache-Tier | 404
+ *             X-Cache-Lease: MS (or ?lease=MS): a miss gives the first
+ *             reader a lease (X-Lease-Token) and parks the others
+ *   PUT       {"value": JSON, "ttl"|"timeout": s}, or octet-stream + ?ttl=;
+ *             X-Lease-Token: fills a key whose lease the writer holds
+ *   DELETE    200, idempotent
+ *
+ * This file is the HTTP side only: it reads the request, hands the work to
+ * read-through (src/readthrough.h), and turns the one result it gets back
+ * into one response (answer_read, answer_write).
+ */
+#include "src/api.h"
+#include "src/clock.h"
+#include "src/log.h"
+#include "src/readthrough.h"
+#include "src/text.h"
+
+#include <errno.h>
+#include <event2/http.h>
+#include <float.h>
+#include <math.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#define CACHE_PREFIX_LEN (sizeof("/cache/") - 1)
+#define LEASE_MAX_MS     3600000u
+
+/* One request being answered. */
+struct cache_req {
+    struct tc_worker *w;
+    struct tc_http_req *r;
+    int is_put;
+    struct tc_buf json;           /* a hit's body, rendered when it was accepted */
+    const struct tc_buf *json_of; /* the value json was rendered from */
+};
+
+static void req_free(struct cache_req *q)
+{
+    tc_buf_deinit(&q->json);
+    free(q);
+}
+
+/* Appends s as a JSON string; TC_EINVAL if it is not valid UTF-8. */
+static enum tc_status append_json_string(struct tc_buf *out, const char *s, size_t n)
+{
+    if (tc_text_plain_ascii(s, n)) {
+        enum tc_status st = tc_buf_append(out, "\"", 1);
+        if (st == TC_OK) {
+            st = tc_buf_append(out, s, n);
+        }
+        return st == TC_OK ? tc_buf_append(out, "\"", 1) : st;
+    }
+    json_t *j = json_stringn(n ? s : "", n);
+    if (j == NULL) {
+        return TC_EINVAL;
+    }
+    char *text = json_dumps(j, JSON_ENCODE_ANY);
+    json_decref(j);
+    if (text == NULL) {
+        return TC_ENOMEM;
+    }
+    enum tc_status st = tc_buf_append(out, text, strlen(text));
+    free(text);
+    return st;
+}
+
+/* Builds the JSON body of a hit into out: {"key":..,"value":..,["encoding":"base64",]"ttl":..}.
+ * TC_ECORRUPT: the value is not what its encoding says (a string that is not UTF-8). */
+static enum tc_status render_value(const void *key, size_t key_len, const struct tc_buf *value,
+                                   const struct tc_item_hdr *hdr, uint64_t now_ms,
+                                   struct tc_buf *out)
+{
+    enum tc_status st = tc_buf_append(out, "{\"key\":", 7);
+    if (st == TC_OK) {
+        st = append_json_string(out, key, key_len);
+    }
+    if (st == TC_OK) {
+        st = tc_buf_append(out, ",\"value\":", 9);
+    }
+    if (st != TC_OK) {
+        return st;
+    }
+    switch (hdr->encoding) {
+    case TC_ENC_JSON:
+        /* Stored as serialized JSON: spliced back as the same value. */
+        st = tc_buf_append(out, value->data, value->len);
+        break;
+    case TC_ENC_STRING:
+        st = append_json_string(out, (const char *)value->data, value->len);
+        if (st == TC_EINVAL) {
+            return TC_ECORRUPT; /* not UTF-8: not what a PUT stores */
+        }
+        break;
+    default: {
+        size_t n = 4 * ((value->len + 2) / 3);
+        size_t at = out->len;
+        st = tc_buf_reserve(out, at + n + 32);
+        if (st == TC_OK) {
+            out->data[at] = '"';
+            EVP_EncodeBlock(out->data + at + 1, value->data, (int)value->len);
+            out->len = at + 1 + n;
+            st = tc_buf_append(out, "\",\"encoding\":\"base64\"", 21);
+        }
+        break;
+    }
+    }
+    if (st != TC_OK) {
+        return st;
+    }
+    char ttl[48];
+    int n;
+    uint64_t fresh = tc_item_fresh_until(hdr);
+    if (fresh == 0) {
+        n = snprintf(ttl, sizeof(ttl), ",\"ttl\":null}");
+    } else if (fresh <= now_ms) {
+        n = snprintf(ttl, sizeof(ttl), ",\"ttl\":0,\"stale\":true}");
+    } else {
+        uint64_t left = fresh - now_ms;
+        n = snprintf(ttl, sizeof(ttl), ",\"ttl\":%llu}", (unsigned long long)((left + 999) / 1000));
+    }
+    return tc_buf_append(out, ttl, (size_t)n);
+}
+
+/* Whether the client takes values as octets only (Accept), not as JSON. */
+static int wants_raw(const struct tc_http_req *r)
+{
+    const char *accept = tc_http_header(r, "accept");
+    return accept != NULL && strstr(accept, "application/octet-stream") != NULL &&
+           strstr(accept, "application/json") == NULL;
+}
+
+/*
+ * Read-through's accept hook: renders a hit's body while the stack's
+ * callback runs, so that a value that does not render as its encoding says
+ * is rejected there and the lookup goes on to the next tier (a corrupt
+ * record is a miss, never a 5xx). Rendering once, here, costs what
+ * rendering at answer time did.
+ */
+static int accept_value(void *arg, const void *key, size_t key_len, const struct tc_buf *value,
+                        const struct tc_item_hdr *hdr, uint64_t now_ms)
+{
+    struct cache_req *q = arg;
+    q->json.len = 0;
+    q->json_of = NULL;
+    if (wants_raw(q->r)) {
+        return 1; /* octets need no rendering */
+    }
+    enum tc_status st = render_value(key, key_len, value, hdr, now_ms, &q->json);
+    if (st == TC_OK) {
+        q->json_of = value;
+    }
+    /* TC_ENOMEM leaves json empty: respond_value renders again and says 503. */
+    return st != TC_ECORRUPT;
+}
+
+/* Answers 200 with a value: raw if the client accepts only octets, else JSON. */
+static void respond_value(struct cache_req *q, const struct tc_rt_result *res, const char *headers)
+{
+    if (wants_raw(q->r)) {
+        tc_api_respond(q->w, q->r, 200, "application/octet-stream", res->value->data,
+                       res->value->len, headers);
+        return;
+    }
+    struct tc_buf body = TC_BUF_INIT;
+    enum tc_status st = TC_OK;
+    if (q->json_of == res->value) {
+        body = q->json; /* rendered by accept_value() */
+        q->json = (struct tc_buf)TC_BUF_INIT;
+        q->json_of = NULL;
+    } else {
+        st = render_value(res->key, res->key_len, res->value, res->hdr, res->now_ms, &body);
+    }
+    if (st == TC_OK) {
+        tc_api_respond(q->w, q->r, 200, "application/json", body.data, body.len, headers);
+    } else {
+        tc_log(TC_LOG_WARN, "cannot render a value: %s", tc_strerror(st));
+        tc_api_status(q->w, q->r, st == TC_ECORRUPT ? TC_EIO : st);
+    }
+    tc_buf_deinit(&body);
+}
+
+/* The one place a read's result becomes a response. */
+static void answer_read(void *arg, const struct tc_rt_result *res)
+{
+    struct cache_req *q = arg;
+    struct tc_worker *w = q->w;
+    struct tc_http_req *r = q->r;
+    char headers[160];
+    switch (res->outcome) {
+    case TC_RT_HIT:
+        snprintf(headers, sizeof(headers), "X-Cache: HIT\r\nX-Cache-Tier: %s\r\n",
+                 tc_api_tier_label(res->tier));
+        respond_value(q, res, headers);
+        break;
+    case TC_RT_STALE: {
+        const struct tc_item_hdr *h = res->hdr;
+        uint64_t age = res->now_ms > h->created_ms ? res->now_ms - h->created_ms : 0;
+        snprintf(headers, sizeof(headers), "X-Cache: STALE\r\nX-Cache-Tier: %s\r\nAge: %llu\r\n",
+                 tc_api_tier_label(res->tier), (unsigned long long)(age / 1000));
+        respond_value(q, res, headers);
+        break;
+    }
+    case TC_RT_FILLED:
+        respond_value(q, res,
+                      res->coalesced ? "X-Cache: MISS\r\nX-Cache-Origin: coalesced\r\n"
+                                     : "X-Cache: MISS\r\nX-Cache-Origin: fetched\r\n");
+        break;
+    case TC_RT_MISS:
+        tc_api_error(w, r, TC_API_NOT_FOUND, "X-Cache: MISS\r\n", "%s",
+                     res->message ? res->message : "no value for this key");
+        break;
+    case TC_RT_LEASE_GRANTED:
+        snprintf(headers, sizeof(headers), "X-Cache: MISS\r\nX-Lease-Token: %s\r\n", res->token);
+        tc_api_error(w, r, TC_API_NOT_FOUND, headers,
+                     "no value for this key: you hold its lease for %llu ms; PUT the value with "
+                     "header X-Lease-Token",
+                     (unsigned long long)res->lease_ms);
+        break;
+    case TC_RT_LEASE_TIMEOUT:
+        tc_api_error(w, r, TC_API_LEASE_TIMEOUT, "X-Cache: MISS\r\n",
+                     "no value arrived within %llu ms and another client holds the lease "
+                     "(for %llu ms more)",
+                     (unsigned long long)res->lease_ms, (unsigned long long)res->remaining_ms);
+        break;
+    case TC_RT_WAIT_TIMEOUT:
+        tc_api_error(w, r, TC_API_ORIGIN_TIMEOUT, NULL,
+                     "waited %llu ms for another request's origin fetch of this key",
+                     (unsigned long long)res->lease_ms);
+        break;
+    case TC_RT_ORIGIN_FAILED: {
+        enum tc_api_error e = res->status == TC_ETIMEOUT  ? TC_API_ORIGIN_TIMEOUT
+                              : res->status == TC_EIO     ? TC_API_ORIGIN_ERROR
+                              : res->status == TC_ETOOBIG ? TC_API_ORIGIN_TOO_BIG
+                                                          : TC_API_ORIGIN_UNREACHABLE;
+        tc_api_error(w, r, e, "X-Cache: MISS\r\n", "%s", res->message ? res->message : "");
+        break;
+    }
+    case TC_RT_FAILED:
+    default:
+        tc_api_status(w, r, res->status == TC_OK ? TC_EUNAVAIL : res->status);
+        break;
+    }
+    req_free(q);
+}
+
+/* The one place a write's result becomes a response. */
+static void answer_write(void *arg, const struct tc_rt_write_result *res)
+{
+    struct cache_req *q = arg;
+    struct tc_worker *w = q->w;
+    struct tc_http_req *r = q->r;
+    switch (res->outcome) {
+    case TC_RT_STORED:
+        tc_api_respond_ok(w, r,
+                          res->lease == TC_RT_LEASE_RELEASED  ? "X-Lease: released\r\n"
+                          : res->lease == TC_RT_LEASE_EXPIRED ? "X-Lease: expired\r\n"
+                                                              : NULL);
+        break;
+    case TC_RT_NOT_OWNER:
+        tc_api_error(w, r, TC_API_NOT_OWNER, NULL,
+                     "X-Lease-Token does not hold the lease of this key (it expired, was "
+                     "released, or was never granted): nothing stored");
+        break;
+    case TC_RT_REFUSED:
+    default:
+        if (res->status == TC_ETOOBIG) {
+            tc_api_error(w, r, TC_API_TOO_LARGE, NULL,
+                         "the value (%zu bytes) is larger than any tier accepts", res->value_len);
+        } else if (res->failed_mask != 0) {
+            char failed[128];
+            size_t used = 0;
+            failed[0] = '\0';
+            for (size_t i = 0; i < TC_STACK_MAX_TIERS && used < sizeof(failed); i++) {
+                if (res->failed_mask & (1u << i)) {
+                    int n = snprintf(failed + used, sizeof(failed) - used, "%s%s", used ? ", " : "",
+                                     tc_api_tier_label((int)i));
+                    used += n > 0 ? (size_t)n : 0;
+                }
+            }
+            tc_api_error(w, r, TC_API_UNAVAILABLE, NULL, "%s failed on tiers: %s",
+                         q->is_put ? "storing" : "deleting", failed);
+        } else {
+            tc_api_status(w, r, res->status);
+        }
+        break;
+    }
+    req_free(q);
+}
+
+/* Parses a TTL in seconds (integer or fraction) into ms within the limits;
+ * -1 when it answered (bad TTL). */
+static int parse_ttl(struct tc_worker *w, struct tc_http_req *r, json_t *v, const char *text,
+                     const char *what, uint64_t *ttl_ms)
+{
+    double secs;
+    if (v != NULL) {
+        if (!json_is_number(v)) {
+            tc_api_error(w, r, TC_API_BAD_TTL, NULL, "%s must be a number of seconds", what);
+            return -1;
+        }
+        secs = json_number_value(v);
+    } else {
+        char *end;
+        errno = 0;
+        secs = strtod(text, &end);
+        if (text[0] == '\0' || *end != '\0') {
+            tc_api_error(w, r, TC_API_BAD_TTL, NULL, "%s must be a number of seconds, not '%s'",
+                         what, text);
+            return -1;
+        }
+        if (errno == ERANGE && secs >= 0 && secs < 1) {
+            /* Underflow (1e-400): positive, smaller than a double holds. */
+            secs = DBL_MIN;
+        }
+    }
+    if (!isfinite(secs) || secs < 0) {
+        tc_api_error(w, r, TC_API_BAD_TTL, NULL, "%s must be 0 (never expires) or positive", what);
+        return -1;
+    }
+    double max = (double)w->srv->conf->max_ttl_ms / 1000.0;
+    if (secs > max) {
+        tc_api_error(w, r, TC_API_BAD_TTL, NULL, "%s %.17g is above the largest allowed, %.0f s",
+                     what, secs, max);
+        return -1;
+    }
+    *ttl_ms = tc_api_secs_to_ms(secs);
+    return 0;
+}
+
+/* Fills op's value and header from a PUT's body; -1 when it answered (a
+ * bad request), or *st when the caller must answer that. */
+static int read_put(struct cache_req *q, struct tc_stack_op *op, struct evkeyvalq *qs,
+                    enum tc_status *st)
+{
+    struct tc_worker *w = q->w;
+    struct tc_http_req *r = q->r;
+    const struct tc_conf *conf = w->srv->conf;
+    const char *ct = tc_http_header(r, "content-type");
+    uint64_t ttl_ms = conf->default_ttl_ms;
+    const char *qttl = tc_api_query(r, "ttl", qs);
+    *st = TC_OK;
+    if (qttl != NULL && parse_ttl(w, r, NULL, qttl, "ttl", &ttl_ms) != 0) {
+        return -1;
+    }
+    if (ct != NULL && tc_text_ctype_is(ct, "application/octet-stream")) {
+        if (r->body.len > conf->max_value) {
+            tc_api_error(w, r, TC_API_TOO_LARGE, NULL,
+                         "the value is %zu bytes; the largest accepted is %llu", r->body.len,
+                         (unsigned long long)conf->max_value);
+            return -1;
+        }
+        /* The body buffer moves into the op: no copy of large values. */
+        tc_buf_deinit(&op->value);
+        op->value = r->body;
+        tc_buf_init(&r->body);
+        op->hdr.encoding = TC_ENC_BINARY;
+    } else if (ct == NULL || tc_text_ctype_is(ct, "application/json")) {
+        json_error_t err;
+        json_t *doc = json_loadb((const char *)r->body.data, r->body.len,
+                                 JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
+        if (doc == NULL) {
+            tc_api_error(w, r, TC_API_BAD_JSON, NULL,
+                         "malformed JSON body: %s (line %d, column %d)", err.text, err.line,
+                         err.column);
+            return -1;
+        }
+        json_t *value = json_is_object(doc) ? json_object_get(doc, "value") : NULL;
+        if (!json_is_object(doc)) {
+            json_decref(doc);
+            tc_api_error(w, r, TC_API_BAD_JSON, NULL,
+                         "the body must be a JSON object like {\"value\": ..., \"ttl\": 60}");
+            return -1;
+        }
+        if (value == NULL) {
+            json_decref(doc);
+            tc_api_error(w, r, TC_API_MISSING_VALUE, NULL, "the JSON body has no \"value\" member");
+            return -1;
+        }
+        json_t *ttl = json_object_get(doc, "ttl");
+        json_t *timeout = json_object_get(doc, "timeout");
+        if (ttl != NULL && timeout != NULL) {
+            json_decref(doc);
+            tc_api_error(w, r, TC_API_BAD_TTL, NULL,
+                         "give \"ttl\" or its alias \"timeout\", not both");
+            return -1;
+        }
+        json_t *t = ttl ? ttl : timeout;
+        if (t != NULL && !json_is_null(t) &&
+            parse_ttl(w, r, t, NULL, ttl ? "ttl" : "timeout", &ttl_ms) != 0) {
+            json_decref(doc);
+            return -1;
+        }
+        if (json_is_string(value)) {
+            op->hdr.encoding = TC_ENC_STRING;
+            *st = tc_buf_set(&op->value, json_string_value(value), json_string_length(value));
+        } else {
+            op->hdr.encoding = TC_ENC_JSON;
+            char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+            *st = text ? tc_buf_set(&op->value, text, strlen(text)) : TC_ENOMEM;
+            free(text);
+        }
+        json_decref(doc);
+        if (*st != TC_OK) {
+            return -1;
+        }
+        if (op->value.len > conf->max_value) {
+            tc_api_error(w, r, TC_API_TOO_LARGE, NULL,
+                         "the value is %zu bytes; the largest accepted is %llu", op->value.len,
+                         (unsigned long long)conf->max_value);
+            return -1;
+        }
+    } else {
+        tc_api_error(w, r, TC_API_UNSUPPORTED_MEDIA_TYPE, NULL,
+                     "Content-Type '%s' is not accepted (use application/json or "
+                     "application/octet-stream)",
+                     ct);
+        return -1;
+    }
+    tc_rt_set_expiry(w->rt.opt, &op->hdr, op->now_ms, ttl_ms);
+    return 0;
+}
+
+/* A positive whole number of ms from a header or query value; 0 if bad. */
+static uint64_t parse_ms(const char *s, uint64_t max)
+{
+    char *end;
+    if (s == NULL || *s < '0' || *s > '9') {
+        return 0;
+    }
+    unsigned long long v = strtoull(s, &end, 10);
+    return *end == '\0' && v >= 1 && v <= max ? (uint64_t)v : 0;
+}
+
+static enum tc_status cache_get(struct cache_req *q, const char *key, size_t klen,
+                                struct evkeyvalq *qs)
+{
+    struct tc_worker *w = q->w;
+    struct tc_http_req *r = q->r;
+    const struct tc_conf *conf = w->srv->conf;
+    enum tc_rt_mode mode = TC_RT_PLAIN;
+    uint64_t lease_ms = conf->lease_ms; /* plain: a stale value's refresher */
+    const char *lease = tc_http_header(r, "x-cache-lease");
+    if (lease == NULL) {
+        lease = tc_api_query(r, "lease", qs);
+    }
+    if (lease != NULL) {
+        mode = TC_RT_LEASE;
+        lease_ms = parse_ms(lease, LEASE_MAX_MS);
+        if (lease_ms == 0) {
+            tc_api_error(w, r, TC_API_BAD_LEASE, NULL,
+                         "a lease is a whole number of ms from 1 to %u, not '%s'", LEASE_MAX_MS,
+                         lease);
+            req_free(q);
+            return TC_OK;
+        }
+    } else if (conf->origin[0] != '\0') {
+        mode = TC_RT_ORIGIN;
+        lease_ms = conf->origin_timeout_ms + 1000;
+    }
+    enum tc_status st = tc_rt_get(&w->rt, key, klen, mode, lease_ms, accept_value, answer_read, q);
+    if (st != TC_OK) {
+        req_free(q);
+    }
+    return st;
+}
+
+static enum tc_status cache_write(struct cache_req *q, const char *key, size_t klen,
+                                  struct evkeyvalq *qs)
+{
+    struct tc_worker *w = q->w;
+    struct tc_http_req *r = q->r;
+    struct tc_stack_op *op = tc_stack_op_create(w->sc, key, klen, tc_clock_ms());
+    if (op == NULL) {
+        req_free(q);
+        return TC_ENOMEM;
+    }
+    enum tc_status st = TC_OK;
+    if (r->method == TC_HTTP_DELETE) {
+        st = tc_rt_del(&w->rt, op, answer_write, q);
+    } else {
+        q->is_put = 1;
+        if (read_put(q, op, qs, &st) != 0) {
+            tc_stack_op_release(op);
+            req_free(q);
+            return st;
+        }
+        const char *token = tc_http_header(r, "x-lease-token");
+        if (token != NULL && (token[0] == '\0' || strlen(token) >= TC_LOCK_TOKEN_MAX)) {
+            tc_stack_op_release(op);
+            tc_api_error(w, r, TC_API_BAD_TOKEN, NULL,
+                         "X-Lease-Token must be the 1 to %u characters a lease GET returned",
+                         TC_LOCK_TOKEN_MAX - 1);
+            req_free(q);
+            return TC_OK;
+        }
+        st = tc_rt_set(&w->rt, op, token, answer_write, q);
+    }
+    if (st != TC_OK) {
+        req_free(q);
+    }
+    return st;
+}
+
+enum tc_status tc_api_cache(struct tc_worker *w, struct tc_http_req *r)
+{
+    char *decoded;
+    const char *key;
+    size_t klen;
+    enum tc_status st;
+    if (tc_api_decode_name(w, r, r->path + CACHE_PREFIX_LEN, "key", "/cache/{key}", &decoded, &key,
+                           &klen, &st) != 0) {
+        return st;
+    }
+    struct cache_req *q = calloc(1, sizeof(*q));
+    if (q == NULL) {
+        free(decoded);
+        return TC_ENOMEM;
+    }
+    q->w = w;
+    q->r = r;
+    struct evkeyvalq qs;
+    TAILQ_INIT(&qs);
+    if (r->method == TC_HTTP_GET || r->method == TC_HTTP_HEAD) {
+        st = cache_get(q, key, klen, &qs);
+    } else {
+        st = cache_write(q, key, klen, &qs);
+    }
+    evhttp_clear_headers(&qs);
+    free(decoded);
+    return st;
+}

@@ -1,0 +1,207 @@
+/*
+ * /locks/{name}: named lease locks, at the widest scope the tiers offer
+ * (the key-lock table of src/keylock.h: worker pool, host, or cluster).
+ *
+ *   POST    {"ttl": s, "wait": s}  200 {"name","token","ttl"} | 409 held
+ *   DELETE  token as X-Lock-Token, ?token= or {"token": ...}  200 | 409 not_owner
+ *   GET     200 {"name","held","ttl","scope"} (never the token)
+ */
+#include "src/api.h"
+#include "src/clock.h"
+
+#include <event2/http.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#define LOCKS_PREFIX     "/locks/"
+#define LOCKS_PREFIX_LEN (sizeof(LOCKS_PREFIX) - 1)
+#define LOCK_DEFAULT_TTL 30000u
+#define LOCK_MAX_WAIT    3600000u
+#define LOCK_MAX_TTL     TC_LOCK_TTL_MAX
+
+struct lock_call {
+    struct tc_worker *w;
+    struct tc_http_req *r;
+    struct tc_keylock_waiter kw;
+    int waited;
+    size_t name_len; /* of the name without its "n:" */
+    uint8_t lname[2 + TC_KEY_MAX];
+};
+
+static json_t *lock_name_json(const struct lock_call *lc)
+{
+    json_t *j = json_stringn((const char *)lc->lname + 2, lc->name_len);
+    return j ? j : json_string("");
+}
+
+static void lock_acquire_cb(struct tc_keylock_waiter *kw)
+{
+    struct lock_call *lc = kw->arg;
+    struct tc_worker *w = lc->w;
+    tc_keylock_result_unref(kw->result);
+    kw->result = NULL;
+    if (kw->outcome == TC_KEYLOCK_WOKEN) {
+        /* Released (or its lease ended): try again within our wait. */
+        if (!lc->waited) {
+            lc->waited = 1;
+            tc_keylock_count(w->srv->keylock, TC_KEYLOCK_lock_waits);
+        }
+        tc_keylock_acquire(w->home, kw, lc->lname, lc->name_len + 2);
+        return;
+    }
+    if (kw->outcome == TC_KEYLOCK_ACQUIRED) {
+        json_t *j = json_object();
+        json_object_set_new(j, "name", lock_name_json(lc));
+        json_object_set_new(j, "token", json_string(kw->token));
+        json_object_set_new(j, "ttl", json_real((double)kw->ttl_ms / 1000.0));
+        tc_api_respond_json(w, lc->r, 200, j, NULL);
+    } else if (kw->outcome == TC_KEYLOCK_TIMEOUT) {
+        tc_api_error(w, lc->r, TC_API_LOCK_HELD, NULL,
+                     "the lock is held by someone else (for %llu ms more)",
+                     (unsigned long long)kw->remaining_ms);
+    } else {
+        tc_api_status(w, lc->r, kw->status == TC_OK ? TC_EUNAVAIL : kw->status);
+    }
+    free(lc);
+}
+
+static void lock_release_done(void *arg, enum tc_status st, uint64_t remaining, const char *token)
+{
+    struct lock_call *lc = arg;
+    (void)remaining;
+    (void)token;
+    if (st == TC_OK) {
+        tc_api_respond_ok(lc->w, lc->r, NULL);
+    } else if (st == TC_ENOTFOUND) {
+        tc_api_error(lc->w, lc->r, TC_API_NOT_OWNER, NULL,
+                     "this token does not hold the lock (it expired, was released, or belongs "
+                     "to someone else)");
+    } else {
+        tc_api_status(lc->w, lc->r, st);
+    }
+    free(lc);
+}
+
+static void lock_peek_done(void *arg, enum tc_status st, uint64_t remaining, const char *token)
+{
+    struct lock_call *lc = arg;
+    (void)token; /* the holder's: never shown */
+    if (st != TC_OK && st != TC_ENOTFOUND) {
+        tc_api_status(lc->w, lc->r, st);
+    } else {
+        json_t *j = json_object();
+        json_object_set_new(j, "name", lock_name_json(lc));
+        json_object_set_new(j, "held", json_boolean(st == TC_OK));
+        if (st == TC_OK) {
+            json_object_set_new(j, "ttl", json_real((double)remaining / 1000.0));
+        }
+        json_object_set_new(j, "scope", json_string(tc_keylock_scope(lc->w->srv->keylock)));
+        tc_api_respond_json(lc->w, lc->r, 200, j, NULL);
+    }
+    free(lc);
+}
+
+/* Seconds in a JSON member → ms in [0, max]; -1 (answered) if bad. */
+static int json_seconds(struct tc_worker *w, struct tc_http_req *r, json_t *doc, const char *name,
+                        uint64_t def, uint64_t max, uint64_t *out)
+{
+    json_t *v = doc ? json_object_get(doc, name) : NULL;
+    *out = def;
+    if (v == NULL || json_is_null(v)) {
+        return 0;
+    }
+    double secs = json_is_number(v) ? json_number_value(v) : -1;
+    if (!isfinite(secs) || secs < 0 || secs * 1000.0 > (double)max) {
+        tc_api_error(w, r, TC_API_BAD_REQUEST, NULL,
+                     "\"%s\" must be a number of seconds from 0 to %.0f", name,
+                     (double)max / 1000.0);
+        return -1;
+    }
+    *out = tc_api_secs_to_ms(secs);
+    return 0;
+}
+
+enum tc_status tc_api_locks(struct tc_worker *w, struct tc_http_req *r)
+{
+    char *decoded;
+    const char *name;
+    size_t len;
+    enum tc_status st;
+    if (tc_api_decode_name(w, r, r->path + LOCKS_PREFIX_LEN, "lock name", "/locks/{name}", &decoded,
+                           &name, &len, &st) != 0) {
+        return st;
+    }
+    struct lock_call *lc = calloc(1, sizeof(*lc));
+    if (lc == NULL) {
+        free(decoded);
+        return TC_ENOMEM;
+    }
+    lc->w = w;
+    lc->r = r;
+    lc->lname[0] = 'n';
+    lc->lname[1] = ':';
+    memcpy(lc->lname + 2, name, len);
+    lc->name_len = len;
+    free(decoded);
+
+    json_t *doc = NULL;
+    if (r->body.len > 0) {
+        json_error_t err;
+        doc = json_loadb((const char *)r->body.data, r->body.len, 0, &err);
+        if (!json_is_object(doc)) {
+            json_decref(doc);
+            tc_api_error(w, r, TC_API_BAD_JSON, NULL,
+                         "the body must be a JSON object like {\"ttl\": 30, \"wait\": 5}");
+            free(lc);
+            return TC_OK;
+        }
+    }
+    if (r->method == TC_HTTP_POST) {
+        uint64_t ttl, wait;
+        if (json_seconds(w, r, doc, "ttl", LOCK_DEFAULT_TTL, LOCK_MAX_TTL, &ttl) != 0 ||
+            json_seconds(w, r, doc, "wait", 0, LOCK_MAX_WAIT, &wait) != 0) {
+            json_decref(doc);
+            free(lc);
+            return TC_OK;
+        }
+        json_decref(doc);
+        if (ttl == 0) {
+            tc_api_error(w, r, TC_API_BAD_REQUEST, NULL, "\"ttl\" must be above 0");
+            free(lc);
+            return TC_OK;
+        }
+        lc->kw.ttl_ms = ttl;
+        lc->kw.deadline_ms = wait ? tc_clock_ms() + wait : 0;
+        lc->kw.cb = lock_acquire_cb;
+        lc->kw.arg = lc;
+        tc_keylock_acquire(w->home, &lc->kw, lc->lname, len + 2);
+        return TC_OK;
+    }
+    if (r->method == TC_HTTP_DELETE) {
+        struct evkeyvalq q;
+        TAILQ_INIT(&q);
+        const char *token = tc_http_header(r, "x-lock-token");
+        if (token == NULL) {
+            token = tc_api_query(r, "token", &q);
+        }
+        if (token == NULL && doc != NULL && json_is_string(json_object_get(doc, "token"))) {
+            token = json_string_value(json_object_get(doc, "token"));
+        }
+        if (token == NULL || token[0] == '\0' || strlen(token) >= TC_LOCK_TOKEN_MAX) {
+            tc_api_error(w, r, TC_API_MISSING_TOKEN, NULL,
+                         "give the token that POST returned: header X-Lock-Token, ?token=, or "
+                         "{\"token\": ...}");
+            free(lc);
+        } else {
+            tc_keylock_release(w->home, lc->lname, len + 2, token, NULL, lock_release_done, lc);
+        }
+        evhttp_clear_headers(&q);
+        json_decref(doc);
+        return TC_OK;
+    }
+    json_decref(doc);
+    tc_keylock_peek(w->home, lc->lname, len + 2, lock_peek_done, lc);
+    return TC_OK;
+}

@@ -1,0 +1,585 @@
+#include "src/readthrough.h"
+#include "src/clock.h"
+#include "src/log.h"
+#include "src/text.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* A key's lock in the key-lock table is "k:" + key: lock names of the
+ * /locks API are "n:" + name, so neither can take the other's. */
+#define LOCK_PREFIX_LEN 2u
+
+/* One read or write in progress. Freed right after its callback ran. */
+struct rt_call {
+    const struct tc_rt_env *env;
+    struct tc_stack_op *op; /* the current lookup; a stale value stays in it */
+    enum tc_rt_mode mode;
+    int is_set;                    /* a write: set (else delete) */
+    int parked;                    /* was woken at least once */
+    int last_try;                  /* lease mode: the try at the end of the wait was made */
+    uint64_t lock_ms;              /* the lease a leader takes */
+    uint64_t deadline_ms;          /* waiting ends */
+    char token[TC_LOCK_TOKEN_MAX]; /* the lease this call holds (or, writing, presents) */
+    tc_rt_accept_fn accept;
+    tc_rt_done_fn done;
+    tc_rt_write_fn write_done;
+    void *arg;
+    size_t lname_len;
+    uint8_t *lname; /* "k:" + key (lname_buf, or allocated) */
+    /* Not cleared for each call: set before use. */
+    struct tc_keylock_waiter kw;
+    uint8_t lname_buf[66];
+};
+
+static struct rt_call *call_create(const struct tc_rt_env *env, const void *key, size_t key_len)
+{
+    struct rt_call *c = malloc(sizeof(*c));
+    if (c == NULL) {
+        return NULL;
+    }
+    memset(c, 0, offsetof(struct rt_call, kw));
+    c->env = env;
+    size_t n = LOCK_PREFIX_LEN + key_len;
+    c->lname = n <= sizeof(c->lname_buf) ? c->lname_buf : malloc(n);
+    if (c->lname == NULL) {
+        free(c);
+        return NULL;
+    }
+    c->lname[0] = 'k';
+    c->lname[1] = ':';
+    memcpy(c->lname + LOCK_PREFIX_LEN, key, key_len);
+    c->lname_len = n;
+    return c;
+}
+
+static void call_free(struct rt_call *c)
+{
+    if (c->op != NULL) {
+        tc_stack_op_release(c->op);
+    }
+    if (c->lname != c->lname_buf) {
+        free(c->lname);
+    }
+    free(c);
+}
+
+static void count(const struct rt_call *c, enum tc_keylock_counter s)
+{
+    tc_keylock_count(c->env->keylock, s);
+}
+
+/* Hands res to the caller and ends the call. */
+static void finish(struct rt_call *c, struct tc_rt_result *res)
+{
+    res->key = c->lname + LOCK_PREFIX_LEN;
+    res->key_len = c->lname_len - LOCK_PREFIX_LEN;
+    if (c->parked && res->value != NULL) {
+        count(c, TC_KEYLOCK_waiters_served);
+    }
+    c->done(c->arg, res);
+    call_free(c);
+}
+
+static void finish_value(struct rt_call *c, enum tc_rt_outcome outcome)
+{
+    struct tc_stack_op *op = c->op;
+    struct tc_rt_result res = {.outcome = outcome,
+                               .value = &op->value,
+                               .hdr = &op->hdr,
+                               .now_ms = op->now_ms,
+                               .tier = op->hit_tier};
+    if (outcome == TC_RT_STALE) {
+        count(c, TC_KEYLOCK_stale_served);
+    }
+    finish(c, &res);
+}
+
+static void finish_failed(struct rt_call *c, enum tc_status st)
+{
+    struct tc_rt_result res = {.outcome = TC_RT_FAILED, .status = st};
+    finish(c, &res);
+}
+
+/* ---- reads --------------------------------------------------------------------------- */
+
+static void get_done(struct tc_stack_op *op);
+static void recheck_done(struct tc_stack_op *op);
+static void miss_lock_cb(struct tc_keylock_waiter *kw);
+static void stale_lock_cb(struct tc_keylock_waiter *kw);
+static void lead(struct rt_call *c);
+
+static void start_lock(struct rt_call *c, uint64_t deadline_ms,
+                       void (*cb)(struct tc_keylock_waiter *))
+{
+    c->kw.ttl_ms = c->lock_ms;
+    c->kw.deadline_ms = deadline_ms;
+    c->kw.cb = cb;
+    c->kw.arg = c;
+    tc_keylock_acquire(c->env->home, &c->kw, c->lname, c->lname_len);
+}
+
+/* Reads the key again through the stack (after a wait, or as a new leader). */
+static void reread(struct rt_call *c, tc_stack_cb cb)
+{
+    struct tc_stack_op *op =
+        tc_stack_op_create(c->env->sc, c->op->key, c->op->key_len, tc_clock_ms());
+    if (op == NULL) {
+        if (c->token[0] != '\0') {
+            tc_keylock_release(c->env->home, c->lname, c->lname_len, c->token, NULL, NULL, NULL);
+        }
+        finish_failed(c, TC_ENOMEM);
+        return;
+    }
+    tc_stack_op_release(c->op);
+    c->op = op;
+    tc_stack_get(op, cb, c);
+}
+
+/* A hit the caller cannot serve is rejected: the stack goes on and calls
+ * back. Returns 1 when the hit may be used. */
+static int accepted(struct rt_call *c, struct tc_stack_op *op)
+{
+    if (c->accept == NULL ||
+        c->accept(c->arg, op->key, op->key_len, &op->value, &op->hdr, op->now_ms)) {
+        return 1;
+    }
+    tc_log(TC_LOG_NOTICE, "tier l%d returned a value that does not render as %s: a miss",
+           op->hit_tier + 1, tc_item_encoding_name(op->hdr.encoding));
+    tc_stack_get_reject(op);
+    return 0;
+}
+
+static int fresh(const struct tc_stack_op *op)
+{
+    uint64_t until = tc_item_fresh_until(&op->hdr);
+    return until == 0 || op->now_ms < until;
+}
+
+static void get_done(struct tc_stack_op *op)
+{
+    struct rt_call *c = op->arg;
+    if (op->status == TC_OK) {
+        if (!accepted(c, op)) {
+            return;
+        }
+        if (fresh(op)) {
+            finish_value(c, TC_RT_HIT);
+            return;
+        }
+        /* Within grace: one reader refreshes it, everyone else gets it stale. */
+        start_lock(c, 0, stale_lock_cb);
+        return;
+    }
+    if (op->status != TC_ENOTFOUND) {
+        finish_failed(c, op->status);
+        return;
+    }
+    if (c->mode == TC_RT_PLAIN) {
+        struct tc_rt_result res = {.outcome = TC_RT_MISS};
+        finish(c, &res);
+        return;
+    }
+    start_lock(c, c->deadline_ms, miss_lock_cb);
+}
+
+static void stale_lock_cb(struct tc_keylock_waiter *kw)
+{
+    struct rt_call *c = kw->arg;
+    if (kw->outcome == TC_KEYLOCK_ACQUIRED) {
+        snprintf(c->token, sizeof(c->token), "%s", kw->token);
+        lead(c);
+        return;
+    }
+    tc_keylock_result_unref(kw->result);
+    finish_value(c, TC_RT_STALE);
+}
+
+struct fill;
+static void finish_fill(struct rt_call *c, const struct fill *f, int leader);
+
+static void miss_lock_cb(struct tc_keylock_waiter *kw)
+{
+    struct rt_call *c = kw->arg;
+    struct tc_rt_result res = {0};
+    switch (kw->outcome) {
+    case TC_KEYLOCK_ACQUIRED:
+        /* Someone may have stored the value between our miss and now. */
+        snprintf(c->token, sizeof(c->token), "%s", kw->token);
+        reread(c, recheck_done);
+        return;
+    case TC_KEYLOCK_WOKEN:
+        c->parked = 1;
+        if (kw->result != NULL) {
+            /* The leader's answer, whatever it was (even one not cached). */
+            struct tc_keylock_result *r = kw->result;
+            kw->result = NULL;
+            finish_fill(c, (const struct fill *)r, 0);
+            tc_keylock_result_unref(r);
+            return;
+        }
+        reread(c, get_done);
+        return;
+    case TC_KEYLOCK_TIMEOUT:
+        if (c->mode == TC_RT_LEASE && !c->last_try) {
+            /* The end of our wait is about when the lease we waited on ends:
+             * one more try, so that one waiter takes over an abandoned lease. */
+            c->last_try = 1;
+            start_lock(c, 0, miss_lock_cb);
+            return;
+        }
+        res.outcome = c->mode == TC_RT_LEASE ? TC_RT_LEASE_TIMEOUT : TC_RT_WAIT_TIMEOUT;
+        res.status = TC_ETIMEOUT;
+        res.lease_ms = c->lock_ms;
+        res.remaining_ms = kw->remaining_ms;
+        finish(c, &res);
+        return;
+    default:
+        finish_failed(c, kw->status == TC_OK ? TC_EUNAVAIL : kw->status);
+        return;
+    }
+}
+
+/* A new leader: is the value there after all? */
+static void recheck_done(struct tc_stack_op *op)
+{
+    struct rt_call *c = op->arg;
+    if (op->status == TC_OK) {
+        if (!accepted(c, op)) {
+            return;
+        }
+        if (fresh(op)) {
+            tc_keylock_release(c->env->home, c->lname, c->lname_len, c->token, NULL, NULL, NULL);
+            finish_value(c, TC_RT_HIT);
+            return;
+        }
+    }
+    lead(c);
+}
+
+/* ---- read-through: one read fetches from the origin, every waiter gets its answer ---- */
+
+/* The leader's answer, shared with the waiters its release wakes. */
+struct fill {
+    struct tc_keylock_result base; /* first: the keylock hands this to waiters */
+    const struct tc_rt_env *env;
+    struct rt_call *leader; /* the leader's read; NULL: refreshing in the background */
+    enum tc_rt_outcome outcome;
+    enum tc_status status;
+    int origin_status;
+    char message[320];
+    struct tc_item_hdr hdr;
+    struct tc_buf value;
+    struct tc_stack_op *op; /* storing it */
+    char token[TC_LOCK_TOKEN_MAX];
+    size_t lname_len;
+    uint8_t lname[LOCK_PREFIX_LEN + TC_KEY_MAX];
+};
+
+static void fill_free(struct tc_keylock_result *b)
+{
+    struct fill *f = (struct fill *)b;
+    tc_buf_deinit(&f->value);
+    free(f);
+}
+
+/* Ends a read with a leader's answer (its own, or a waiter's). */
+static void finish_fill(struct rt_call *c, const struct fill *f, int leader)
+{
+    struct tc_rt_result res = {.outcome = f->outcome,
+                               .status = f->status,
+                               .origin_status = f->origin_status,
+                               .message = f->message[0] ? f->message : NULL};
+    if (f->outcome == TC_RT_FILLED) {
+        res.value = &f->value;
+        res.hdr = &f->hdr;
+        res.now_ms = tc_clock_ms();
+        res.tier = -1;
+        res.coalesced = !leader;
+    }
+    finish(c, &res);
+}
+
+static void fill_finish(struct fill *f)
+{
+    const struct tc_rt_env *env = f->env;
+    if (f->leader != NULL) {
+        struct rt_call *c = f->leader;
+        f->leader = NULL;
+        finish_fill(c, f, 1);
+    }
+    /* The waiters here get f itself; other processes read the stored value
+     * (or, if it could not be stored, fetch again, one at a time). */
+    tc_keylock_release(env->home, f->lname, f->lname_len, f->token, &f->base, NULL, NULL);
+}
+
+static void fill_stored(struct tc_stack_op *op)
+{
+    struct fill *f = op->arg;
+    if (op->status != TC_OK) {
+        tc_log(TC_LOG_WARN, "storing an origin answer failed: %s", tc_strerror(op->status));
+    }
+    tc_stack_op_release(op);
+    f->op = NULL;
+    fill_finish(f);
+}
+
+/* The encoding an origin answer is stored with. */
+static uint8_t origin_encoding(const char *ctype, const struct tc_buf *body)
+{
+    if (tc_text_ctype_is(ctype, "application/json")) {
+        json_t *j = json_loadb((const char *)body->data, body->len, JSON_DECODE_ANY, NULL);
+        if (j != NULL) {
+            json_decref(j);
+            return TC_ENC_JSON; /* valid JSON text: spliced back as the same value */
+        }
+    }
+    if ((ctype[0] == '\0' || strncasecmp(ctype, "text/", 5) == 0) &&
+        tc_text_utf8_valid((const char *)body->data, body->len)) {
+        return TC_ENC_STRING;
+    }
+    return TC_ENC_BINARY;
+}
+
+static void origin_done(struct tc_origin_result *res, void *arg)
+{
+    struct fill *f = arg;
+    const struct tc_rt_env *env = f->env;
+    const struct tc_rt_options *opt = env->opt;
+    uint64_t now = tc_clock_ms();
+    if (res->status == TC_OK && res->http_status == 200) {
+        tc_origin_result_take_body(res, &f->value);
+        f->outcome = TC_RT_FILLED;
+        f->hdr.encoding = origin_encoding(res->content_type, &f->value);
+        uint64_t ttl = res->has_ttl ? res->ttl_ms : opt->default_ttl_ms;
+        if (ttl > opt->max_ttl_ms) {
+            ttl = opt->max_ttl_ms;
+        }
+        tc_rt_set_expiry(opt, &f->hdr, now, ttl);
+        if (res->cacheable && f->value.len <= opt->max_value &&
+            (f->op = tc_stack_op_create(env->sc, f->lname + LOCK_PREFIX_LEN,
+                                        f->lname_len - LOCK_PREFIX_LEN, now)) != NULL) {
+            f->op->hdr = f->hdr;
+            if (tc_buf_set(&f->op->value, f->value.data, f->value.len) == TC_OK) {
+                tc_stack_set(f->op, fill_stored, f);
+                return;
+            }
+            tc_stack_op_release(f->op);
+            f->op = NULL;
+        }
+        fill_finish(f);
+        return;
+    }
+    f->origin_status = res->status == TC_OK ? res->http_status : 0;
+    if (res->status == TC_OK && (res->http_status == 404 || res->http_status == 410)) {
+        f->outcome = TC_RT_MISS;
+        snprintf(f->message, sizeof(f->message), "no value for this key (the origin answered %d)",
+                 res->http_status);
+        fill_finish(f);
+        return;
+    }
+    tc_keylock_count(env->keylock, TC_KEYLOCK_origin_errors);
+    f->outcome = TC_RT_ORIGIN_FAILED;
+    if (res->status == TC_ETIMEOUT) {
+        f->status = TC_ETIMEOUT;
+        snprintf(f->message, sizeof(f->message), "the origin did not answer within %llu ms",
+                 (unsigned long long)opt->origin_timeout_ms);
+    } else if (res->status == TC_OK) {
+        f->status = TC_EIO;
+        snprintf(f->message, sizeof(f->message), "the origin answered %d%s%s", res->http_status,
+                 res->error[0] ? ": " : "", res->error);
+    } else {
+        f->status = res->status == TC_ETOOBIG ? TC_ETOOBIG : TC_EUNAVAIL;
+        snprintf(f->message, sizeof(f->message), "origin fetch failed: %s",
+                 res->error[0] ? res->error : tc_strerror(res->status));
+    }
+    fill_finish(f);
+}
+
+/* Fetches c's key from the origin as its leader (holding c->token). With a
+ * stale value in hand, the reader gets that now and the fetch goes on
+ * without it. */
+static void fetch_origin(struct rt_call *c, int stale)
+{
+    const struct tc_rt_env *env = c->env;
+    struct fill *f = calloc(1, sizeof(*f));
+    if (f == NULL) {
+        tc_keylock_release(env->home, c->lname, c->lname_len, c->token, NULL, NULL, NULL);
+        finish_failed(c, TC_ENOMEM);
+        return;
+    }
+    atomic_init(&f->base.refs, 1);
+    f->base.free = fill_free;
+    f->env = env;
+    memcpy(f->token, c->token, sizeof(f->token));
+    memcpy(f->lname, c->lname, c->lname_len);
+    f->lname_len = c->lname_len;
+    if (stale) {
+        finish_value(c, TC_RT_STALE);
+    } else {
+        f->leader = c;
+    }
+    tc_keylock_count(env->keylock, TC_KEYLOCK_origin_fetches);
+    enum tc_status st = tc_origin_fetch(env->origin, f->lname + LOCK_PREFIX_LEN,
+                                        f->lname_len - LOCK_PREFIX_LEN, origin_done, f);
+    if (st != TC_OK) {
+        struct tc_origin_result res;
+        memset(&res, 0, sizeof(res));
+        res.status = st;
+        snprintf(res.error, sizeof(res.error), "%s", tc_strerror(st));
+        origin_done(&res, f);
+    }
+}
+
+/* This read holds the key's lock (c->token) and the value is missing or
+ * stale: fetch it from the origin, or hand the lease to the reader. */
+static void lead(struct rt_call *c)
+{
+    if (c->mode == TC_RT_ORIGIN) {
+        fetch_origin(c, c->op->status == TC_OK);
+        return;
+    }
+    count(c, TC_KEYLOCK_leases_granted);
+    struct tc_rt_result res = {
+        .outcome = TC_RT_LEASE_GRANTED, .token = c->token, .lease_ms = c->lock_ms};
+    finish(c, &res);
+}
+
+enum tc_status tc_rt_get(const struct tc_rt_env *env, const void *key, size_t key_len,
+                         enum tc_rt_mode mode, uint64_t lease_ms, tc_rt_accept_fn accept,
+                         tc_rt_done_fn done, void *arg)
+{
+    uint64_t now = tc_clock_ms();
+    struct rt_call *c = call_create(env, key, key_len);
+    if (c == NULL || (c->op = tc_stack_op_create(env->sc, key, key_len, now)) == NULL) {
+        if (c != NULL) {
+            call_free(c);
+        }
+        return TC_ENOMEM;
+    }
+    c->mode = mode == TC_RT_ORIGIN && env->origin == NULL ? TC_RT_PLAIN : mode;
+    c->lock_ms = lease_ms;
+    c->deadline_ms = now + lease_ms;
+    c->accept = accept;
+    c->done = done;
+    c->arg = arg;
+    tc_stack_get(c->op, get_done, c);
+    return TC_OK;
+}
+
+/* ---- writes ------------------------------------------------------------------------------ */
+
+static void write_finish(struct rt_call *c, struct tc_rt_write_result *res)
+{
+    c->write_done(c->arg, res);
+    call_free(c);
+}
+
+static void put_release_done(void *arg, enum tc_status st, uint64_t remaining, const char *token)
+{
+    struct rt_call *c = arg;
+    (void)remaining;
+    (void)token;
+    if (st == TC_OK) {
+        count(c, TC_KEYLOCK_leases_fulfilled);
+    }
+    struct tc_rt_write_result res = {.outcome = TC_RT_STORED,
+                                     .lease =
+                                         st == TC_OK ? TC_RT_LEASE_RELEASED : TC_RT_LEASE_EXPIRED,
+                                     .value_len = c->op->value.len};
+    write_finish(c, &res);
+}
+
+static void write_done(struct tc_stack_op *op)
+{
+    struct rt_call *c = op->arg;
+    const struct tc_rt_env *env = c->env;
+    int is_set = c->is_set;
+    if (is_set && c->token[0] != '\0') {
+        /* A leaseholder's write: release the lease so that waiters read the
+         * value (or, if storing failed, one of them takes the lease over). */
+        if (op->status == TC_OK) {
+            tc_keylock_release(env->home, c->lname, c->lname_len, c->token, NULL, put_release_done,
+                               c);
+            return;
+        }
+        tc_keylock_release(env->home, c->lname, c->lname_len, c->token, NULL, NULL, NULL);
+    } else if (is_set && op->status == TC_OK) {
+        tc_keylock_poke(env->home, c->lname, c->lname_len); /* waiters may have it now */
+    }
+    struct tc_rt_write_result res = {.outcome = op->status == TC_OK ? TC_RT_STORED : TC_RT_REFUSED,
+                                     .status = op->status,
+                                     .failed_mask = op->failed_mask,
+                                     .value_len = op->value.len};
+    write_finish(c, &res);
+}
+
+static void put_check_done(void *arg, enum tc_status st, uint64_t remaining, const char *token)
+{
+    struct rt_call *c = arg;
+    (void)remaining;
+    if (st == TC_OK && strcmp(token, c->token) == 0) {
+        tc_stack_set(c->op, write_done, c);
+        return;
+    }
+    struct tc_rt_write_result res = {.outcome = TC_RT_NOT_OWNER, .status = st};
+    if (st != TC_OK && st != TC_ENOTFOUND) {
+        res.outcome = TC_RT_REFUSED; /* the lock tier failed: whether we own it is unknown */
+    }
+    write_finish(c, &res);
+}
+
+/* Takes op over; is_set tells a set from a delete. */
+static enum tc_status start_write(const struct tc_rt_env *env, struct tc_stack_op *op,
+                                  const char *token, int is_set, tc_rt_write_fn done, void *arg)
+{
+    struct rt_call *c = call_create(env, op->key, op->key_len);
+    if (c == NULL) {
+        tc_stack_op_release(op);
+        return TC_ENOMEM;
+    }
+    c->op = op;
+    c->is_set = is_set;
+    c->write_done = done;
+    c->arg = arg;
+    if (!is_set) {
+        tc_stack_del(op, write_done, c);
+        return TC_OK;
+    }
+    if (token != NULL) {
+        snprintf(c->token, sizeof(c->token), "%s", token);
+        tc_keylock_peek(env->home, c->lname, c->lname_len, put_check_done, c);
+        return TC_OK;
+    }
+    tc_stack_set(op, write_done, c);
+    return TC_OK;
+}
+
+enum tc_status tc_rt_set(const struct tc_rt_env *env, struct tc_stack_op *op, const char *token,
+                         tc_rt_write_fn done, void *arg)
+{
+    return start_write(env, op, token, 1, done, arg);
+}
+
+enum tc_status tc_rt_del(const struct tc_rt_env *env, struct tc_stack_op *op, tc_rt_write_fn done,
+                         void *arg)
+{
+    return start_write(env, op, NULL, 0, done, arg);
+}
+
+void tc_rt_set_expiry(const struct tc_rt_options *opt, struct tc_item_hdr *hdr, uint64_t now_ms,
+                      uint64_t ttl_ms)
+{
+    hdr->created_ms = now_ms;
+    hdr->expire_ms = ttl_ms == 0 ? 0 : now_ms + ttl_ms;
+    if (ttl_ms != 0 && opt->grace_ms > 0) {
+        /* Every tier keeps it through the grace; readers see it fresh until
+         * the TTL and stale after. */
+        hdr->flags |= TC_ITEM_F_GRACE;
+        hdr->grace_s = (uint16_t)((opt->grace_ms + 999) / 1000);
+        hdr->expire_ms += (uint64_t)hdr->grace_s * 1000;
+    }
+}

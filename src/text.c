@@ -1,0 +1,41 @@
+#include "src/text.h"
+
+#include <jansson.h>
+#include <string.h>
+#include <strings.h>
+
+int tc_text_plain_ascii(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* jansson's decoder is the UTF-8 check; the ASCII scan spares it the
+ * common case. */
+int tc_text_utf8_valid(const char *s, size_t n)
+{
+    if (tc_text_plain_ascii(s, n)) {
+        return 1;
+    }
+    json_t *j = json_stringn(n ? s : "", n);
+    json_decref(j);
+    return j != NULL;
+}
+
+int tc_text_ctype_is(const char *ct, const char *want)
+{
+    size_t n = strlen(want);
+    if (strncasecmp(ct, want, n) != 0) {
+        return 0;
+    }
+    ct += n;
+    while (*ct == ' ' || *ct == '\t') {
+        ct++;
+    }
+    return *ct == '\0' || *ct == ';';
+}

@@ -1,0 +1,21 @@
+/*
+ * Small text checks shared by the API handlers and read-through: UTF-8 and
+ * plain-ASCII tests, and media types without their parameters.
+ */
+#ifndef TC_SRC_TEXT_H
+#define TC_SRC_TEXT_H
+
+#include <stddef.h>
+
+/** 1 if s[0..n) is printable ASCII other than '"' and '\\' (its own JSON
+ * string body: the common case needs no escaping). */
+int tc_text_plain_ascii(const char *s, size_t n);
+
+/** 1 if s[0..n) is valid UTF-8 (NULs allowed). */
+int tc_text_utf8_valid(const char *s, size_t n);
+
+/** 1 if the media type @p ct, without its parameters and compared without
+ * case, is @p want ("application/json; charset=utf-8" is application/json). */
+int tc_text_ctype_is(const char *ct, const char *want);
+
+#endif
