@@ -224,7 +224,7 @@ static void usage(FILE *out)
     tc_tier_registry_destroy(reg);
     fprintf(out,
             "\nTier URIs: SCHEME://TARGET?PARAM=VALUE&...  (schemes: %s)\n"
-            "Every tier takes ttl_ratio=(0,1] and max_ttl=DURATION. See README.md.\n",
+            "Every tier takes ttl_ratio=(0,1] and max_ttl=DURATION. See docs/tiers.md.\n",
             schemes);
 }
 

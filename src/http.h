@@ -11,7 +11,7 @@
  * header size, body size, bodies being received server-wide
  * (max_pending_body), unsent output (reading stops while more than 1 MiB
  * waits), time to send the headers, time between body reads, idle time and
- * the number of connections. Measured figures: README.md.
+ * the number of connections. Measured figures: docs/benchmarks.md.
  *
  * http-parser is built without HTTP_PARSER_STRICT on Debian, so it accepts
  * framing that another parser in front of us may read differently (request

@@ -169,7 +169,7 @@ enum tc_status tc_workers_start(struct tc_server *srv)
         struct tc_worker *w = &srv->workers[i];
         /* The first socket fixes the port (port 0 picks one); the others join
          * it with SO_REUSEPORT, or share it (listener=shared: every worker
-         * polls one accept queue; kept to compare, see README). */
+         * polls one accept queue; kept to compare, see docs/benchmarks.md). */
         if (i > 0 && c->listener_shared) {
             w->fd = fcntl(srv->workers[0].fd, F_DUPFD_CLOEXEC, 0);
         } else {

@@ -160,7 +160,7 @@ const struct tc_tier_ops *tc_tier_registry_find(const struct tc_tier_registry *r
 void tc_tier_registry_schemes(const struct tc_tier_registry *reg, char *out, size_t len);
 
 /**
- * Opens a tier from @p uri (see README "Configuring tiers"). @p reg may be
+ * Opens a tier from @p uri (see docs/tiers.md). @p reg may be
  * NULL for the built-in schemes only. The common parameters ttl_ratio
  * (0 < r <= 1, default 1) and max_ttl (a duration: 60, 60s, 500ms, 5m, 1h;
  * default none) are handled here; every other parameter must be one the
@@ -259,7 +259,7 @@ void tc_tier_note_corrupt(struct tc_tier_ctx *c);
  * results: each reqs[i]->status is its final status, or TC_EINPROGRESS and
  * its done() runs later. A tier in memory (shm) overlaps the cache misses of
  * the batch, which is worth it when the keys are not in the CPU cache
- * (README "Measured speed"); lmdb shares one read transaction across the
+ * (docs/benchmarks.md); lmdb shares one read transaction across the
  * batch; others just loop.
  */
 void tc_tier_get_many(struct tc_tier_ctx *c, struct tc_tier_req **reqs, size_t n);
