@@ -48,6 +48,24 @@ static const char *keep(struct tc_conf *c, const char *s)
     return d;
 }
 
+/* One line of --list-tiers: a scheme and its usage, then one line per
+ * parameter with its default and meaning. */
+struct tier_list {
+    FILE *out;
+    int schemes; /* printed so far: a blank line between two */
+};
+
+static void list_tier_line(void *arg, const char *scheme, const char *param, const char *def,
+                           const char *help)
+{
+    struct tier_list *l = arg;
+    if (param == NULL) {
+        fprintf(l->out, "%s%s://  %s\n", l->schemes++ ? "\n" : "", scheme, help);
+        return;
+    }
+    fprintf(l->out, "  %-20s %-22s %s\n", param, def[0] ? def : "-", help);
+}
+
 static const char *type_hint(const struct opt_desc *o)
 {
     switch (o->type) {
@@ -215,7 +233,8 @@ static void usage(FILE *out)
     }
     fprintf(out, "  --%-18s %s\n", "config FILE", "read settings from an INI file");
     fprintf(out, "  --%-18s %s\n", "describe-config", "print every setting as an INI file");
-    fprintf(out, "  --%-18s %s\n", "list-tiers", "list the tier schemes this build knows");
+    fprintf(out, "  --%-18s %s\n", "list-tiers",
+            "list the tier schemes this build knows, each parameter with its default");
     fprintf(out, "  --%-18s %s\n", "help", "show this help");
     fprintf(out, "  --%-18s %s\n", "version", "print the version");
     char schemes[256];
@@ -329,11 +348,8 @@ enum tc_conf_result tc_conf_load(struct tc_conf *c, int argc, char **argv)
             describe();
             return TC_CONF_EXIT;
         case OPT_LIST_TIERS: {
-            char schemes[256];
-            struct tc_tier_registry *reg = tc_tier_registry_create();
-            tc_tier_registry_schemes(reg, schemes, sizeof(schemes));
-            tc_tier_registry_destroy(reg);
-            printf("%s\n", schemes);
+            struct tier_list l = {stdout, 0};
+            tc_tier_registry_describe(NULL, list_tier_line, &l);
             return TC_CONF_EXIT;
         }
         case '?':

@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <strings.h>
 #include <uriparser/Uri.h>
@@ -29,7 +30,20 @@ static const struct tc_tier_ops *const builtin_tiers[] = {
     &tc_tier_redis_ops, &tc_tier_redis_unix_ops, NULL,
 };
 
-static const char *const common_params[] = {"ttl_ratio", "max_ttl", NULL};
+/* The parameters every tier takes, handled here (tc_tier_open). */
+struct common_settings {
+    double ttl_ratio;
+    uint64_t max_ttl_ms; /* 0: no cap */
+};
+
+static const struct tc_tier_param common_params[] = {
+    {"ttl_ratio", TC_TIER_PARAM_DOUBLE, offsetof(struct common_settings, ttl_ratio), "1", 0, 1, 1,
+     NULL, "this tier keeps a value for this fraction (0, 1] of its remaining TTL", NULL},
+    {"max_ttl", TC_TIER_PARAM_SECS, offsetof(struct common_settings, max_ttl_ms), NULL, 1,
+     (double)(1ull << 52), 0, NULL,
+     "a cap on this tier's local lifetime: 60 (seconds), 500ms, 30s, 5m, 1h, 1d", "none"},
+    {NULL, 0, 0, NULL, 0, 0, 0, NULL, NULL, NULL},
+};
 
 struct tc_tier_registry {
     const struct tc_tier_ops **ops;
@@ -166,6 +180,38 @@ enum tc_status tc_tier_register(struct tc_tier_registry *reg, const struct tc_ti
     return TC_OK;
 }
 
+/* The default of a row, as --list-tiers shows it. */
+static const char *shown_default(const struct tc_tier_param *row)
+{
+    if (row->def != NULL) {
+        return row->def;
+    }
+    return row->def_help != NULL ? row->def_help : "";
+}
+
+void tc_tier_registry_describe(const struct tc_tier_registry *reg, tc_tier_describe_fn fn,
+                               void *arg)
+{
+    const struct tc_tier_ops *const *list = reg ? reg->ops : builtin_tiers;
+    size_t n = reg ? reg->n : 0;
+    if (reg == NULL) {
+        while (builtin_tiers[n] != NULL) {
+            n++;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct tc_tier_ops *ops = list[i];
+        fn(arg, ops->scheme, NULL, "", ops->usage ? ops->usage : "");
+        const struct tc_tier_param *lists[2] = {ops->params, common_params};
+        for (int l = 0; l < 2; l++) {
+            for (size_t k = 0; lists[l] != NULL && lists[l][k].name != NULL; k++) {
+                const struct tc_tier_param *row = &lists[l][k];
+                fn(arg, ops->scheme, row->name, shown_default(row), row->help ? row->help : "");
+            }
+        }
+    }
+}
+
 void tc_tier_registry_schemes(const struct tc_tier_registry *reg, char *out, size_t len)
 {
     const struct tc_tier_ops *const *list = reg ? reg->ops : builtin_tiers;
@@ -226,10 +272,10 @@ static void params_free(struct tc_tier_params *p)
     free(p->params);
 }
 
-static int name_in(const char *name, const char *const *list)
+static int name_in(const char *name, const struct tc_tier_param *rows)
 {
-    for (size_t i = 0; list != NULL && list[i] != NULL; i++) {
-        if (strcmp(list[i], name) == 0) {
+    for (size_t i = 0; rows != NULL && rows[i].name != NULL; i++) {
+        if (strcmp(rows[i].name, name) == 0) {
             return 1;
         }
     }
@@ -240,10 +286,10 @@ static void valid_list(const struct tc_tier_ops *ops, char *out, size_t len)
 {
     size_t used = 0;
     out[0] = '\0';
-    const char *const *lists[2] = {ops->params, common_params};
+    const struct tc_tier_param *lists[2] = {ops->params, common_params};
     for (int l = 0; l < 2; l++) {
-        for (size_t i = 0; lists[l] != NULL && lists[l][i] != NULL && used < len; i++) {
-            int w = snprintf(out + used, len - used, "%s%s", used ? ", " : "", lists[l][i]);
+        for (size_t i = 0; lists[l] != NULL && lists[l][i].name != NULL && used < len; i++) {
+            int w = snprintf(out + used, len - used, "%s%s", used ? ", " : "", lists[l][i].name);
             if (w < 0) {
                 return;
             }
@@ -593,11 +639,10 @@ enum tc_status tc_tier_open(const struct tc_tier_registry *reg, const char *uri,
         free(redacted);
         return st;
     }
-    st = tc_tier_params_double(&p, "ttl_ratio", 1.0, 0.0, 1, 1.0, &ratio, err, errlen);
-    if (st == TC_OK) {
-        st = tc_tier_params_duration(&p, "max_ttl", 1000, 0, 1, UINT64_MAX / 4, &max_ttl, err,
-                                     errlen);
-    }
+    struct common_settings common = {1.0, 0};
+    st = tc_tier_params_load(&p, common_params, &common, err, errlen);
+    ratio = common.ttl_ratio;
+    max_ttl = common.max_ttl_ms;
     if (st == TC_OK) {
         st = ops->open(&p, &t, err, errlen);
         if (st == TC_OK && t == NULL) {
@@ -813,4 +858,130 @@ enum tc_status tc_tier_params_bool(const struct tc_tier_params *p, const char *n
         *out = tc_tier_params_get(p, name) == NULL ? def : (i & 1);
     }
     return st;
+}
+
+/* ---- parameters as rows ------------------------------------------------------ */
+
+/* A row's default, parsed as the row's kind would parse a value; 0 when the
+ * row has none or it does not parse (a backend's bug, caught by the
+ * registry test that loads every backend's defaults). */
+static int row_default(const struct tc_tier_param *row, uint64_t *u, double *d, int *i)
+{
+    const char *def = row->def;
+    char *end;
+    if (def == NULL) {
+        return 0;
+    }
+    switch (row->kind) {
+    case TC_TIER_PARAM_SIZE:
+        return tc_parse_size(def, u) == TC_OK;
+    case TC_TIER_PARAM_MS:
+        return tc_parse_duration(def, 1, u) == TC_OK;
+    case TC_TIER_PARAM_SECS:
+        return tc_parse_duration(def, 1000, u) == TC_OK;
+    case TC_TIER_PARAM_UINT:
+    case TC_TIER_PARAM_OCTAL:
+        *u = strtoull(def, &end, row->kind == TC_TIER_PARAM_OCTAL ? 8 : 10);
+        return *end == '\0';
+    case TC_TIER_PARAM_DOUBLE:
+        *d = strtod(def, &end);
+        return *end == '\0';
+    case TC_TIER_PARAM_BOOL:
+        *i = strcmp(def, "on") == 0 || strcmp(def, "true") == 0 || strcmp(def, "yes") == 0 ||
+             strcmp(def, "1") == 0;
+        return 1;
+    case TC_TIER_PARAM_CHOICE:
+        for (int k = 0; row->choices != NULL && row->choices[k] != NULL; k++) {
+            if (strcmp(row->choices[k], def) == 0) {
+                *i = k;
+                return 1;
+            }
+        }
+        return 0;
+    case TC_TIER_PARAM_TEXT:
+        return 1;
+    }
+    return 0;
+}
+
+/* The bound of a row as an integer (rows keep doubles, exact up to 2^53). */
+static uint64_t bound_u64(double v)
+{
+    if (!(v > 0)) {
+        return 0;
+    }
+    return v >= 18446744073709551615.0 ? UINT64_MAX : (uint64_t)v;
+}
+
+enum tc_status tc_tier_params_load(const struct tc_tier_params *p, const struct tc_tier_param *rows,
+                                   void *settings, char *err, size_t errlen)
+{
+    unsigned char *base = settings;
+    for (size_t k = 0; rows != NULL && rows[k].name != NULL; k++) {
+        const struct tc_tier_param *row = &rows[k];
+        void *field = base + row->offset;
+        uint64_t u = 0;
+        double d = 0;
+        int i = 0;
+        int has_def = row_default(row, &u, &d, &i);
+        if (row->def != NULL && !has_def) {
+            /* A backend's row whose default does not parse: its bug, said
+             * plainly, so the first open in any test finds it. */
+            tc_tier_errf(err, errlen, "%s:// declares a default '%s' for %s that does not parse",
+                         p->scheme, row->def, row->name);
+            return TC_EINVAL;
+        }
+        if (tc_tier_params_get(p, row->name) == NULL && !has_def) {
+            continue; /* no default: the backend's own value stays */
+        }
+        enum tc_status st = TC_OK;
+        uint64_t lo = bound_u64(row->min), hi = bound_u64(row->max);
+        switch (row->kind) {
+        case TC_TIER_PARAM_SIZE:
+            st = tc_tier_params_size(p, row->name, u, lo, hi, &u, err, errlen);
+            break;
+        case TC_TIER_PARAM_MS:
+        case TC_TIER_PARAM_SECS:
+            st = tc_tier_params_duration(p, row->name, row->kind == TC_TIER_PARAM_SECS ? 1000 : 1,
+                                         u, lo, hi, &u, err, errlen);
+            break;
+        case TC_TIER_PARAM_UINT:
+        case TC_TIER_PARAM_OCTAL:
+            st = tc_tier_params_uint(p, row->name, row->kind == TC_TIER_PARAM_OCTAL ? 8 : 10, u, lo,
+                                     hi, &u, err, errlen);
+            break;
+        case TC_TIER_PARAM_DOUBLE:
+            st = tc_tier_params_double(p, row->name, d, row->min, row->min_open, row->max, &d, err,
+                                       errlen);
+            break;
+        case TC_TIER_PARAM_BOOL:
+            st = tc_tier_params_bool(p, row->name, i, &i, err, errlen);
+            break;
+        case TC_TIER_PARAM_CHOICE:
+            st = tc_tier_params_choice(p, row->name, row->choices, i, &i, err, errlen);
+            break;
+        case TC_TIER_PARAM_TEXT: {
+            const char *v = tc_tier_params_get(p, row->name);
+            const char *text = v != NULL ? v : row->def;
+            memcpy(field, &text, sizeof(text));
+            continue;
+        }
+        }
+        if (st != TC_OK) {
+            return st;
+        }
+        switch (row->kind) {
+        case TC_TIER_PARAM_DOUBLE:
+            memcpy(field, &d, sizeof(d));
+            break;
+        case TC_TIER_PARAM_BOOL:
+        case TC_TIER_PARAM_CHOICE:
+            memcpy(field, &i, sizeof(i));
+            break;
+        default:
+            memcpy(field, &u, sizeof(u));
+            break;
+        }
+    }
+    return TC_OK;
 }

@@ -51,8 +51,9 @@ struct tc_tier_ctx;      /* per-thread context of a tier */
 struct tc_tier_registry; /* scheme -> backend table */
 struct tc_tier_req;
 
-/** Bumped whenever struct tc_tier_ops or struct tc_tier_req changes shape. */
-#define TC_TIER_ABI_VERSION 3u
+/** Bumped whenever struct tc_tier_ops or struct tc_tier_req changes shape
+ * (4: parameters declared as rows, struct tc_tier_param). */
+#define TC_TIER_ABI_VERSION 4u
 
 /** Capability bits of a backend (struct tc_tier_ops.caps). */
 #define TC_TIER_CAP_PERSISTENT   0x01u /* data survives a restart of the process and host */
@@ -152,6 +153,23 @@ enum tc_status tc_tier_register(struct tc_tier_registry *reg, const struct tc_ti
 /** Returns the backend registered for @p scheme, or NULL. */
 const struct tc_tier_ops *tc_tier_registry_find(const struct tc_tier_registry *reg,
                                                 const char *scheme);
+
+/**
+ * Receives one line of a registry's description: a scheme (@p param NULL;
+ * @p help is its usage, e.g. "lmdb://PATH?map_size=4G&sync=periodic"), or
+ * one of its URI parameters with its default as written (@p def; "" when
+ * it has none) and what it sets. Strings are valid during the call only.
+ */
+typedef void (*tc_tier_describe_fn)(void *arg, const char *scheme, const char *param,
+                                    const char *def, const char *help);
+
+/**
+ * Describes every scheme of @p reg (NULL: the built-in ones) and each of its
+ * parameters, the common ones (ttl_ratio, max_ttl) included, through @p fn,
+ * in registration order. For `tiercache --list-tiers`.
+ */
+void tc_tier_registry_describe(const struct tc_tier_registry *reg, tc_tier_describe_fn fn,
+                               void *arg);
 
 /**
  * Writes the registered schemes, comma-separated ("lmdb, mem, redis, ..."),

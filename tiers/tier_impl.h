@@ -76,17 +76,63 @@ struct tc_tier {
 /** The parsed URI a backend's open() receives. Opaque; use the helpers. */
 struct tc_tier_params;
 
+/*
+ * A backend's URI parameters, declared once as rows: the row drives the
+ * parsing, the bounds, the default, the "unknown parameter" check and
+ * `tiercache --list-tiers`. A backend keeps its settings in a struct and
+ * loads it with tc_tier_params_load(); bounds that depend on another
+ * parameter (max_item below map_size) it checks itself after the load.
+ */
+
+/** How a parameter is read, and the type of the field it fills. */
+enum tc_tier_param_kind {
+    TC_TIER_PARAM_SIZE = 1, /* uint64_t: bytes, "64M", "1G" (tiers/parse.h) */
+    TC_TIER_PARAM_UINT,     /* uint64_t: a decimal integer */
+    TC_TIER_PARAM_OCTAL,    /* uint64_t: an octal integer, "0600" */
+    TC_TIER_PARAM_MS,       /* uint64_t: a duration in ms, "250ms", "2s"; a bare number is ms */
+    TC_TIER_PARAM_SECS,     /* uint64_t: a duration in ms, as MS, but a bare number is seconds */
+    TC_TIER_PARAM_DOUBLE,   /* double */
+    TC_TIER_PARAM_BOOL,     /* int: true/false, yes/no, on/off, 1/0 */
+    TC_TIER_PARAM_CHOICE,   /* int: the index of the value in choices */
+    TC_TIER_PARAM_TEXT,     /* const char *: the value as given, valid during open(); or def */
+};
+
+struct tc_tier_param {
+    const char *name;
+    enum tc_tier_param_kind kind;
+    size_t offset;   /* of the field in the backend's settings struct (offsetof) */
+    const char *def; /* the default as a user would write it; NULL: none, the field
+                      * keeps what the backend put there (a default computed from
+                      * other parameters, which def_help describes) */
+    double min, max; /* accepted values of a number: [min, max], or (min, max] with min_open */
+    int min_open;
+    const char *const *choices; /* CHOICE: the accepted words, NULL-terminated */
+    const char *help;           /* one line: what it sets */
+    const char *def_help;       /* with def NULL: how the default is computed, or NULL */
+};
+
+/**
+ * Fills @p settings from @p p by @p rows (ended by a row whose name is
+ * NULL): a parameter given is parsed and checked against its row, one not
+ * given takes the row's default (or keeps the field as it was, for a row
+ * without one).
+ * @return TC_OK; TC_EINVAL with "bad value 'X' for NAME in SCHEME:// (expected
+ *         ...)" in @p err.
+ */
+enum tc_status tc_tier_params_load(const struct tc_tier_params *p, const struct tc_tier_param *rows,
+                                   void *settings, char *err, size_t errlen);
+
 /**
  * A backend. One const instance per scheme; the registry keeps a pointer.
  * Every function pointer is required except clear, sweep, stats, health and
  * on_invalidate.
  */
 struct tc_tier_ops {
-    const char *scheme;        /* lower case, e.g. "lmdb" */
-    unsigned abi_version;      /* TC_TIER_ABI_VERSION */
-    unsigned caps;             /* TC_TIER_CAP_* */
-    const char *const *params; /* NULL-terminated names of the backend's own parameters */
-    const char *usage;         /* e.g. "lmdb://PATH?map_size=4G&sync=periodic" */
+    const char *scheme;                 /* lower case, e.g. "lmdb" */
+    unsigned abi_version;               /* TC_TIER_ABI_VERSION */
+    unsigned caps;                      /* TC_TIER_CAP_* */
+    const struct tc_tier_param *params; /* its URI parameters, ended by a row with no name */
+    const char *usage;                  /* e.g. "lmdb://PATH?map_size=4G&sync=periodic" */
 
     /**
      * Opens the backend. On failure writes a message to @p err (naming the

@@ -170,6 +170,7 @@
 #include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -293,9 +294,41 @@ struct lmdb_ctx {
     int notified;     /* a byte is in the pipe and not yet drained */
 };
 
-static const char *const lmdb_params[] = {
-    "map_size", "sync",        "sync_interval_ms", "high_water", "low_water", "max_item",
-    "batch",    "max_readers", "writemap",         "on_corrupt", NULL};
+struct lmdb_settings {
+    uint64_t map_size;
+    int sync;
+    uint64_t sync_interval_ms;
+    double high_water, low_water;
+    int on_corrupt;
+    uint64_t max_item; /* UINT64_MAX: not given */
+    uint64_t batch, max_readers;
+    int writemap;
+};
+
+#define LMDB_FIELD(f) offsetof(struct lmdb_settings, f)
+static const struct tc_tier_param lmdb_params[] = {
+    {"map_size", TC_TIER_PARAM_SIZE, LMDB_FIELD(map_size), "1G", 1 << 20, (double)(1ull << 44), 0,
+     NULL, "the LMDB map: the most the file can hold (sparse; every process the same)", NULL},
+    {"sync", TC_TIER_PARAM_CHOICE, LMDB_FIELD(sync), "periodic", 0, 0, 0, sync_names,
+     "always: durable at the acknowledgement; periodic: within sync_interval_ms; none", NULL},
+    {"sync_interval_ms", TC_TIER_PARAM_MS, LMDB_FIELD(sync_interval_ms), "1000", 1, 3600000, 0,
+     NULL, "with sync=periodic, the longest a commit stays unflushed", NULL},
+    {"high_water", TC_TIER_PARAM_DOUBLE, LMDB_FIELD(high_water), "0.90", 0, 0.99, 1, NULL,
+     "fraction of the map in use above which the writer evicts the earliest expiries", NULL},
+    {"low_water", TC_TIER_PARAM_DOUBLE, LMDB_FIELD(low_water), "0.80", 0, 0.99, 1, NULL,
+     "where eviction stops; below high_water", NULL},
+    {"on_corrupt", TC_TIER_PARAM_CHOICE, LMDB_FIELD(on_corrupt), "recreate", 0, 0, 0,
+     on_corrupt_names, "a damaged environment at start: recreate (moved aside) or fail", NULL},
+    {"max_item", TC_TIER_PARAM_SIZE, LMDB_FIELD(max_item), NULL, 0, (double)(1ull << 42), 0, NULL,
+     "largest value accepted (at most map_size/4)", "min(1M, map_size/16)"},
+    {"batch", TC_TIER_PARAM_UINT, LMDB_FIELD(batch), "1024", 1, 1 << 20, 0, NULL,
+     "most writes committed in one transaction (1: one per write)", NULL},
+    {"max_readers", TC_TIER_PARAM_UINT, LMDB_FIELD(max_readers), "256", 8, 65536, 0, NULL,
+     "LMDB reader slots: one per worker thread in every process sharing the environment", NULL},
+    {"writemap", TC_TIER_PARAM_BOOL, LMDB_FIELD(writemap), "off", 0, 0, 0, NULL,
+     "on: commits write into a writable map (faster; a stray write could damage the file)", NULL},
+    {NULL, 0, 0, NULL, 0, 0, 0, NULL, NULL, NULL},
+};
 
 #define STAT_ADD(m, name, n) atomic_fetch_add_explicit(&(m)->stats.name, (n), memory_order_relaxed)
 
@@ -1771,29 +1804,28 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
         tc_tier_errf(err, errlen, "lmdb:// needs a directory: lmdb://PATH (e.g. lmdb://./data/l2)");
         return TC_EINVAL;
     }
-    if ((st = tc_tier_params_size(p, "map_size", 1ull << 30, 1ull << 20, 1ull << 44, &map_size, err,
-                                  errlen)) != TC_OK ||
-        (st = tc_tier_params_choice(p, "sync", sync_names, SYNC_PERIODIC, &sync, err, errlen)) !=
-            TC_OK ||
-        (st = tc_tier_params_duration(p, "sync_interval_ms", 1, 1000, 1, 3600000, &interval, err,
-                                      errlen)) != TC_OK ||
-        (st = tc_tier_params_double(p, "high_water", 0.90, 0.0, 1, 0.99, &high, err, errlen)) !=
-            TC_OK ||
-        (st = tc_tier_params_double(p, "low_water", 0.80, 0.0, 1, 0.99, &low, err, errlen)) !=
-            TC_OK ||
-        (st = tc_tier_params_choice(p, "on_corrupt", on_corrupt_names, ON_CORRUPT_RECREATE,
-                                    &on_corrupt, err, errlen)) != TC_OK) {
+    struct lmdb_settings set = {.max_item = UINT64_MAX};
+    if ((st = tc_tier_params_load(p, lmdb_params, &set, err, errlen)) != TC_OK) {
         return st;
     }
-    uint64_t def_item = map_size / 16 < (1u << 20) ? map_size / 16 : (1u << 20);
-    if ((st = tc_tier_params_size(p, "max_item", def_item, 0, map_size / 4, &max_item, err,
-                                  errlen)) != TC_OK ||
-        (st = tc_tier_params_uint(p, "batch", 10, 1024, 1, 1u << 20, &batch, err, errlen)) !=
-            TC_OK ||
-        (st = tc_tier_params_uint(p, "max_readers", 10, 256, 8, 65536, &max_readers, err,
-                                  errlen)) != TC_OK ||
-        (st = tc_tier_params_bool(p, "writemap", 0, &writemap, err, errlen)) != TC_OK) {
-        return st;
+    map_size = set.map_size;
+    sync = set.sync;
+    interval = set.sync_interval_ms;
+    high = set.high_water;
+    low = set.low_water;
+    on_corrupt = set.on_corrupt;
+    batch = set.batch;
+    max_readers = set.max_readers;
+    writemap = set.writemap;
+    max_item = set.max_item;
+    if (max_item == UINT64_MAX) {
+        max_item = map_size / 16 < (1u << 20) ? map_size / 16 : (1u << 20);
+    } else if (max_item > map_size / 4) {
+        tc_tier_errf(err, errlen,
+                     "bad value '%s' for max_item in lmdb:// (expected a size from 0 to "
+                     "map_size/4, %llu bytes)",
+                     tc_tier_params_get(p, "max_item"), (unsigned long long)(map_size / 4));
+        return TC_EINVAL;
     }
     if (low >= high) {
         tc_tier_errf(err, errlen, "lmdb://%s: low_water (%g) must be below high_water (%g)", path,

@@ -11,6 +11,7 @@
  */
 #include "tiers/tier_impl.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -40,7 +41,18 @@ struct mem_ctx {
     struct tc_tier_ctx base;
 };
 
-static const char *const mem_params[] = {"size", "max_item", NULL};
+struct mem_settings {
+    uint64_t size;
+    uint64_t max_item; /* UINT64_MAX: not given */
+};
+
+static const struct tc_tier_param mem_params[] = {
+    {"size", TC_TIER_PARAM_SIZE, offsetof(struct mem_settings, size), "64M", 64 << 10,
+     (double)(1ull << 40), 0, NULL, "bytes charged for entries, keys and values; LRU beyond", NULL},
+    {"max_item", TC_TIER_PARAM_SIZE, offsetof(struct mem_settings, max_item), NULL, 0,
+     (double)(1ull << 40), 0, NULL, "largest value accepted (at most size/2)", "min(1M, size/16)"},
+    {NULL, 0, 0, NULL, 0, 0, 0, NULL, NULL, NULL},
+};
 
 static size_t entry_cost(size_t klen, size_t vlen)
 {
@@ -113,16 +125,20 @@ static int entry_expired(const struct mem_entry *e, uint64_t now_ms)
 static enum tc_status mem_open(const struct tc_tier_params *p, struct tc_tier **out, char *err,
                                size_t errlen)
 {
-    uint64_t size, max_item;
-    enum tc_status st =
-        tc_tier_params_size(p, "size", 64ull << 20, 64u << 10, 1ull << 40, &size, err, errlen);
+    struct mem_settings set = {.max_item = UINT64_MAX};
+    enum tc_status st = tc_tier_params_load(p, mem_params, &set, err, errlen);
     if (st != TC_OK) {
         return st;
     }
-    uint64_t def_item = size / 16 < (1u << 20) ? size / 16 : (1u << 20);
-    st = tc_tier_params_size(p, "max_item", def_item, 0, size / 2, &max_item, err, errlen);
-    if (st != TC_OK) {
-        return st;
+    uint64_t size = set.size, max_item = set.max_item;
+    if (max_item == UINT64_MAX) {
+        max_item = size / 16 < (1u << 20) ? size / 16 : (1u << 20);
+    } else if (max_item > size / 2) {
+        tc_tier_errf(err, errlen,
+                     "bad value '%s' for max_item in mem:// (expected a size from 0 to size/2, "
+                     "%llu bytes)",
+                     tc_tier_params_get(p, "max_item"), (unsigned long long)(size / 2));
+        return TC_EINVAL;
     }
     struct mem_tier *m = calloc(1, sizeof(*m));
     if (m == NULL) {

@@ -56,6 +56,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -71,9 +72,42 @@
 /* Longest password_file accepted: a password, not a document. */
 #define PASSWORD_FILE_MAX 4096
 
-static const char *const redis_params[] = {
-    "prefix",           "timeout_ms", "connect_timeout_ms", "invalidate",    "db", "max_item",
-    "breaker_failures", "backoff_ms", "backoff_max_ms",     "password_file", NULL};
+struct redis_settings {
+    const char *prefix;
+    uint64_t timeout_ms, connect_timeout_ms;
+    int invalidate;
+    uint64_t db; /* UINT64_MAX: not given (the URI path may say) */
+    uint64_t max_item;
+    uint64_t breaker_failures, backoff_ms, backoff_max_ms;
+    const char *password_file; /* read by credentials() */
+};
+
+static const char *const inval_choices[] = {"none", "pubsub", NULL};
+
+#define REDIS_FIELD(f) offsetof(struct redis_settings, f)
+static const struct tc_tier_param redis_params[] = {
+    {"prefix", TC_TIER_PARAM_TEXT, REDIS_FIELD(prefix), "tc:", 0, 0, 0, NULL,
+     "every key is stored as PREFIX+key; clear and the invalidation channel stay inside it", NULL},
+    {"timeout_ms", TC_TIER_PARAM_MS, REDIS_FIELD(timeout_ms), "50", 1, 3600000, 0, NULL,
+     "deadline of one operation (one round trip)", NULL},
+    {"connect_timeout_ms", TC_TIER_PARAM_MS, REDIS_FIELD(connect_timeout_ms), "200", 1, 3600000, 0,
+     NULL, "deadline of connect + AUTH + SELECT", NULL},
+    {"invalidate", TC_TIER_PARAM_CHOICE, REDIS_FIELD(invalidate), "pubsub", 0, 0, 0, inval_choices,
+     "pubsub: publish every set and delete, and apply other hosts'; none", NULL},
+    {"db", TC_TIER_PARAM_UINT, REDIS_FIELD(db), NULL, 0, 1000000, 0, NULL,
+     "database number (redis:// may give it as the path instead)", "0"},
+    {"max_item", TC_TIER_PARAM_SIZE, REDIS_FIELD(max_item), "1M", 0, (double)((512ull << 20) - 64),
+     0, NULL, "largest value accepted; a reply longer than this plus its header is refused", NULL},
+    {"breaker_failures", TC_TIER_PARAM_UINT, REDIS_FIELD(breaker_failures), "5", 1, 1000000, 0,
+     NULL, "consecutive failures that open the circuit", NULL},
+    {"backoff_ms", TC_TIER_PARAM_MS, REDIS_FIELD(backoff_ms), "100", 1, 3600000, 0, NULL,
+     "first delay between probes of an open circuit", NULL},
+    {"backoff_max_ms", TC_TIER_PARAM_MS, REDIS_FIELD(backoff_max_ms), "5000", 1, 3600000, 0, NULL,
+     "largest delay between probes of an open circuit", NULL},
+    {"password_file", TC_TIER_PARAM_TEXT, REDIS_FIELD(password_file), NULL, 0, 0, 0, NULL,
+     "read the password from this file (mode 0600 or 0400) instead of the URI", "none"},
+    {NULL, 0, 0, NULL, 0, 0, 0, NULL, NULL, NULL},
+};
 
 /* ---- building commands ------------------------------------------------------------ */
 
@@ -803,28 +837,15 @@ static void set_limits(struct redis_tier *rt, uint64_t max_item)
 static enum tc_status redis_open_common(const struct tc_tier_params *p, int unix_socket,
                                         struct tc_tier **out, char *err, size_t errlen)
 {
-    static const char *const inval_choices[] = {"none", "pubsub", NULL};
     const char *scheme = tc_tier_params_scheme(p);
-    uint64_t timeout, ctimeout, max_item, db = 0, brk, bo, bomax;
-    int inval;
-    enum tc_status st;
-
-    if ((st = tc_tier_params_duration(p, "timeout_ms", 1, 50, 1, 3600000, &timeout, err, errlen)) !=
-            TC_OK ||
-        (st = tc_tier_params_duration(p, "connect_timeout_ms", 1, 200, 1, 3600000, &ctimeout, err,
-                                      errlen)) != TC_OK ||
-        (st = tc_tier_params_size(p, "max_item", 1u << 20, 0, (512ull << 20) - 64, &max_item, err,
-                                  errlen)) != TC_OK ||
-        (st = tc_tier_params_uint(p, "breaker_failures", 10, 5, 1, 1000000, &brk, err, errlen)) !=
-            TC_OK ||
-        (st = tc_tier_params_duration(p, "backoff_ms", 1, 100, 1, 3600000, &bo, err, errlen)) !=
-            TC_OK ||
-        (st = tc_tier_params_duration(p, "backoff_max_ms", 1, 5000, 1, 3600000, &bomax, err,
-                                      errlen)) != TC_OK ||
-        (st = tc_tier_params_choice(p, "invalidate", inval_choices, TC_REDIS_INVALIDATE_PUBSUB,
-                                    &inval, err, errlen)) != TC_OK) {
+    struct redis_settings set = {.db = UINT64_MAX};
+    enum tc_status st = tc_tier_params_load(p, redis_params, &set, err, errlen);
+    if (st != TC_OK) {
         return st;
     }
+    uint64_t timeout = set.timeout_ms, ctimeout = set.connect_timeout_ms, max_item = set.max_item;
+    uint64_t db = 0, brk = set.breaker_failures, bo = set.backoff_ms, bomax = set.backoff_max_ms;
+    int inval = set.invalidate;
     if (bomax < bo) {
         tc_tier_errf(err, errlen, "backoff_max_ms (%llu) is below backoff_ms (%llu) in %s://",
                      (unsigned long long)bomax, (unsigned long long)bo, scheme);
@@ -849,9 +870,8 @@ static enum tc_status redis_open_common(const struct tc_tier_params *p, int unix
         }
         db = v;
     }
-    if (dbparam != NULL &&
-        (st = tc_tier_params_uint(p, "db", 10, 0, 0, 1000000, &db, err, errlen)) != TC_OK) {
-        return st;
+    if (dbparam != NULL) {
+        db = set.db;
     }
 
     struct redis_tier *rt = calloc(1, sizeof(*rt));
@@ -894,10 +914,7 @@ static enum tc_status redis_open_common(const struct tc_tier_params *p, int unix
         goto fail;
     }
     st = TC_ENOMEM;
-    const char *prefix = tc_tier_params_get(p, "prefix");
-    if (prefix == NULL) {
-        prefix = "tc:";
-    }
+    const char *prefix = set.prefix;
     rt->prefix_len = strlen(prefix);
     if ((rt->prefix = strdup(prefix)) == NULL) {
         goto fail;

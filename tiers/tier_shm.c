@@ -45,6 +45,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -76,8 +77,36 @@ struct shm_ctx {
     struct tc_ring_ctx *rc;
 };
 
-static const char *const shm_params[] = {"size",        "mode",  "max_item", "small_pct",
-                                         "promote_pct", "owner", "group",    NULL};
+struct shm_settings {
+    uint64_t size;
+    uint64_t mode;
+    uint64_t max_item;               /* UINT64_MAX: not given */
+    uint64_t small_pct, promote_pct; /* 0: the ring's default */
+    const char *owner, *group;       /* resolved by id_param() */
+};
+
+#define SHM_FIELD(f) offsetof(struct shm_settings, f)
+static const struct tc_tier_param shm_params[] = {
+    {"size", TC_TIER_PARAM_SIZE, SHM_FIELD(size), "64M", 256 << 10, (double)(1ull << 44), 0, NULL,
+     "bytes of the whole segment (header, index, logs); fixed at creation", NULL},
+    {"mode", TC_TIER_PARAM_OCTAL, SHM_FIELD(mode), "0600", 0, 0777, 0, NULL,
+     "permissions, at least 0600: a new segment gets exactly these; an existing one that grants "
+     "more is refused",
+     NULL},
+    {"owner", TC_TIER_PARAM_TEXT, SHM_FIELD(owner), NULL, 0, 0, 0, NULL,
+     "user (name or uid) an existing segment must belong to", "the server's own user"},
+    {"group", TC_TIER_PARAM_TEXT, SHM_FIELD(group), NULL, 0, 0, 0, NULL,
+     "group (name or gid) a new segment gets; an existing one that lets its group in must have "
+     "it",
+     "none"},
+    {"max_item", TC_TIER_PARAM_SIZE, SHM_FIELD(max_item), NULL, 1, (double)(1ull << 44), 0, NULL,
+     "largest value (at most size/4); larger ones go to slower tiers", "min(1M, size/16)"},
+    {"small_pct", TC_TIER_PARAM_UINT, SHM_FIELD(small_pct), NULL, 1, 50, 0, NULL,
+     "percent of the log for probation (new keys)", "20"},
+    {"promote_pct", TC_TIER_PARAM_UINT, SHM_FIELD(promote_pct), NULL, 1, 100, 0, NULL,
+     "a main-log item read in the oldest promote_pct% of the log is re-appended", "15"},
+    {NULL, 0, 0, NULL, 0, 0, 0, NULL, NULL, NULL},
+};
 
 /* Largest uid or gid a parameter may name: (uid_t)-1 means "unchanged" to
  * chown, and is nobody's id. */
@@ -134,14 +163,12 @@ static enum tc_status id_param(const struct tc_tier_params *p, const char *name,
 static enum tc_status shm_open_tier(const struct tc_tier_params *p, struct tc_tier **out, char *err,
                                     size_t errlen)
 {
-    uint64_t size, mode, max_item, small_pct, promote_pct;
+    struct shm_settings set = {.max_item = UINT64_MAX};
     int has_owner = 0, has_group = 0;
     uint32_t owner = 0, group = 0;
-    enum tc_status st =
-        tc_tier_params_size(p, "size", 64ull << 20, 256u << 10, 1ull << 44, &size, err, errlen);
-    if (st == TC_OK) {
-        st = tc_tier_params_uint(p, "mode", 8, 0600, 0, 0777, &mode, err, errlen);
-    }
+    enum tc_status st = tc_tier_params_load(p, shm_params, &set, err, errlen);
+    uint64_t size = set.size, mode = set.mode, max_item = set.max_item;
+    uint64_t small_pct = set.small_pct, promote_pct = set.promote_pct;
     if (st == TC_OK && (mode & 0600) != 0600) {
         /* Without them the owner could not open its own segment again. */
         tc_tier_errf(err, errlen,
@@ -156,16 +183,14 @@ static enum tc_status shm_open_tier(const struct tc_tier_params *p, struct tc_ti
     if (st == TC_OK) {
         st = id_param(p, "group", &has_group, &group, err, errlen);
     }
-    if (st == TC_OK) {
-        uint64_t def_item = size / 16 < (1u << 20) ? size / 16 : (1u << 20);
-        st = tc_tier_params_size(p, "max_item", def_item, 1, size / 4, &max_item, err, errlen);
-    }
-    if (st == TC_OK) {
-        /* Base 10; absent leaves 0, which means the ring's own default. */
-        st = tc_tier_params_uint(p, "small_pct", 10, 0, 1, 50, &small_pct, err, errlen);
-    }
-    if (st == TC_OK) {
-        st = tc_tier_params_uint(p, "promote_pct", 10, 0, 1, 100, &promote_pct, err, errlen);
+    if (st == TC_OK && max_item == UINT64_MAX) {
+        max_item = size / 16 < (1u << 20) ? size / 16 : (1u << 20);
+    } else if (st == TC_OK && max_item > size / 4) {
+        tc_tier_errf(err, errlen,
+                     "bad value '%s' for max_item in shm:// (expected a size from 1 to size/4, "
+                     "%llu bytes)",
+                     tc_tier_params_get(p, "max_item"), (unsigned long long)(size / 4));
+        st = TC_EINVAL;
     }
     if (st != TC_OK) {
         return st;

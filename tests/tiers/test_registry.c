@@ -16,7 +16,31 @@ struct probe_tier {
     struct tc_tier base;
 };
 
-static const char *const probe_params[] = {"color", "size", NULL};
+struct probe_settings {
+    const char *color;
+    uint64_t size;
+    uint64_t wait_ms, cap_ms;
+    double weight;
+    int loud, shape;
+    uint64_t mode;
+};
+
+static const char *const shapes[] = {"round", "square", NULL};
+
+#define PF(f) offsetof(struct probe_settings, f)
+static const struct tc_tier_param probe_params[] = {
+    {"color", TC_TIER_PARAM_TEXT, PF(color), NULL, 0, 0, 0, NULL, "a word", "none"},
+    {"size", TC_TIER_PARAM_SIZE, PF(size), "1K", 1, 1 << 30, 0, NULL, "bytes", NULL},
+    {"wait", TC_TIER_PARAM_MS, PF(wait_ms), "250", 1, 60000, 0, NULL, "a wait", NULL},
+    {"cap", TC_TIER_PARAM_SECS, PF(cap_ms), "2", 0, 3600000, 0, NULL, "a cap", NULL},
+    {"weight", TC_TIER_PARAM_DOUBLE, PF(weight), "0.5", 0, 1, 1, NULL, "a fraction", NULL},
+    {"loud", TC_TIER_PARAM_BOOL, PF(loud), "off", 0, 0, 0, NULL, "on or off", NULL},
+    {"shape", TC_TIER_PARAM_CHOICE, PF(shape), "square", 0, 0, 0, shapes, "a shape", NULL},
+    {"mode", TC_TIER_PARAM_OCTAL, PF(mode), "0640", 0, 0777, 0, NULL, "permissions", NULL},
+    {NULL, 0, 0, NULL, 0, 0, 0, NULL, NULL, NULL},
+};
+
+static struct probe_settings loaded;
 
 static void copy(char *dst, size_t n, const char *src)
 {
@@ -34,11 +58,16 @@ static enum tc_status probe_open(const struct tc_tier_params *p, struct tc_tier 
     copy(seen.password, sizeof(seen.password), tc_tier_params_password(p));
     copy(seen.color, sizeof(seen.color), tc_tier_params_get(p, "color"));
     seen.port = tc_tier_params_port(p);
-    uint64_t size;
-    enum tc_status st = tc_tier_params_size(p, "size", 1024, 1, 1 << 30, &size, err, errlen);
+    memset(&loaded, 0, sizeof(loaded));
+    loaded.color = "unset";
+    enum tc_status st = tc_tier_params_load(p, probe_params, &loaded, err, errlen);
     if (st != TC_OK) {
         return st;
     }
+    /* A TEXT value lives as long as the open call: keep a copy. */
+    static char color[32];
+    snprintf(color, sizeof(color), "%s", loaded.color);
+    loaded.color = color;
     struct probe_tier *t = calloc(1, sizeof(*t));
     t->base.max_value = 100;
     *out = &t->base;
@@ -122,8 +151,8 @@ Test(registry, unknown_parameter_names_it_and_lists_valid)
 {
     char err[512];
     cr_assert_eq(open_err("probe://x?colour=red", err, sizeof(err)), TC_EINVAL);
-    cr_assert_str_eq(err, "unknown parameter 'colour' for probe:// (valid: color, size, "
-                          "ttl_ratio, max_ttl)");
+    cr_assert_str_eq(err, "unknown parameter 'colour' for probe:// (valid: color, size, wait, "
+                          "cap, weight, loud, shape, mode, ttl_ratio, max_ttl)");
 }
 
 Test(registry, bad_values_are_named)
@@ -340,4 +369,96 @@ Test(registry, open_errors_quote_uris_redacted)
     cr_assert(strstr(err, "hunter") == NULL, "%s", err);
     cr_assert_eq(open_err("probe://:hunter5@h:99999/x", err, sizeof(err)), TC_EINVAL);
     cr_assert(strstr(err, "hunter5") == NULL && strstr(err, "port") != NULL, "%s", err);
+}
+
+/* ---- parameters as rows ---- */
+
+Test(registry, rows_give_defaults_and_parse_every_kind)
+{
+    char err[256] = "";
+    cr_assert_eq(open_err("probe://x", err, sizeof(err)), TC_OK, "%s", err);
+    cr_assert_str_eq(loaded.color, "unset", "a row without a default leaves the field");
+    cr_assert_eq(loaded.size, 1024);
+    cr_assert_eq(loaded.wait_ms, 250, "MS: a bare number is ms");
+    cr_assert_eq(loaded.cap_ms, 2000, "SECS: a bare number is seconds");
+    cr_assert_float_eq(loaded.weight, 0.5, 1e-12);
+    cr_assert_eq(loaded.loud, 0);
+    cr_assert_eq(loaded.shape, 1);
+    cr_assert_eq(loaded.mode, 0640);
+    cr_assert_eq(open_err("probe://x?color=teal&size=2M&wait=1s&cap=90&weight=1&loud=yes"
+                          "&shape=round&mode=0600",
+                          err, sizeof(err)),
+                 TC_OK, "%s", err);
+    cr_assert_str_eq(loaded.color, "teal");
+    cr_assert_eq(loaded.size, 2u << 20);
+    cr_assert_eq(loaded.wait_ms, 1000);
+    cr_assert_eq(loaded.cap_ms, 90000);
+    cr_assert_float_eq(loaded.weight, 1.0, 1e-12);
+    cr_assert_eq(loaded.loud, 1);
+    cr_assert_eq(loaded.shape, 0);
+    cr_assert_eq(loaded.mode, 0600);
+}
+
+Test(registry, rows_refuse_values_out_of_bounds_naming_them)
+{
+    static const struct {
+        const char *uri, *want;
+    } bad[] = {
+        {"probe://x?size=2G", "bad value '2G' for size in probe://"},
+        {"probe://x?wait=0", "bad value '0' for wait in probe://"},
+        {"probe://x?weight=0",
+         "bad value '0' for weight in probe:// (expected a number in (0, 1])"},
+        {"probe://x?loud=maybe", "bad value 'maybe' for loud in probe://"},
+        {"probe://x?shape=oval", "bad value 'oval' for shape in probe:// (valid: round, square)"},
+        {"probe://x?mode=0999", "bad value '0999' for mode in probe://"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char err[256] = "";
+        cr_assert_eq(open_err(bad[i].uri, err, sizeof(err)), TC_EINVAL, "%s", bad[i].uri);
+        cr_assert(strstr(err, bad[i].want) != NULL, "%s: %s", bad[i].uri, err);
+    }
+}
+
+struct described {
+    char text[8192];
+    size_t len;
+};
+
+static void describe_cb(void *arg, const char *scheme, const char *param, const char *def,
+                        const char *help)
+{
+    struct described *d = arg;
+    int n = snprintf(d->text + d->len, sizeof(d->text) - d->len, "%s|%s|%s|%s\n", scheme,
+                     param ? param : "-", def, help);
+    if (n > 0 && d->len + (size_t)n < sizeof(d->text)) {
+        d->len += (size_t)n;
+    }
+}
+
+Test(registry, describe_lists_every_parameter_with_its_default_and_meaning)
+{
+    static struct described d;
+    d.len = 0;
+    tc_tier_registry_describe(reg, describe_cb, &d);
+    cr_assert(strstr(d.text, "probe|size|1K|bytes\n") != NULL, "%s", d.text);
+    cr_assert(strstr(d.text, "probe|color|none|a word\n") != NULL, "%s", d.text);
+    cr_assert(strstr(d.text, "probe|ttl_ratio|1|") != NULL, "%s", d.text);
+    cr_assert(strstr(d.text, "probe|max_ttl|none|") != NULL, "%s", d.text);
+    cr_assert(strstr(d.text, "lmdb|map_size|1G|") != NULL, "%s", d.text);
+    cr_assert(strstr(d.text, "lmdb|max_item|min(1M, map_size/16)|") != NULL, "%s", d.text);
+    cr_assert(strstr(d.text, "redis|timeout_ms|50|") != NULL, "%s", d.text);
+    cr_assert(strstr(d.text, "shm|mode|0600|") != NULL, "%s", d.text);
+    /* Every built-in row has a meaning, and a default or a word on how it is computed. */
+    for (char *line = strtok(d.text, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        char *f[4] = {line, NULL, NULL, NULL};
+        for (int k = 1; k < 4; k++) {
+            f[k] = strchr(f[k - 1], '|');
+            cr_assert_not_null(f[k], "%s", line);
+            *f[k]++ = '\0';
+        }
+        if (strcmp(f[1], "-") != 0) {
+            cr_assert(f[2][0] != '\0', "%s:// %s has no default shown", f[0], f[1]);
+            cr_assert(f[3][0] != '\0', "%s:// %s has no help", f[0], f[1]);
+        }
+    }
 }
