@@ -29,10 +29,14 @@ struct tst_ctl {
     int down;
     char corrupt_key[64]; /* get of this key answers TC_ECORRUPT ("" = none) */
     unsigned gets, sets, dels;
+    /* tstr:// only: the stack's invalidation callback, for the test to call
+     * as the tier's subscriber thread would when another host writes. */
+    tc_tier_invalidate_fn inval_fn;
+    void *inval_arg;
 };
 
 static struct tst_ctl ctl[TC_STACK_MAX_TIERS];
-static struct tc_tier_ops tst_ops;
+static struct tc_tier_ops tst_ops, tstr_ops;
 static const char *const tst_params[] = {"size", "max_item", "id", NULL};
 
 static struct tst_ctl *ctl_of(const struct tc_tier *t)
@@ -86,6 +90,14 @@ static enum tc_status tst_del(struct tc_tier_ctx *c, struct tc_tier_req *req)
     return tc_tier_mem_ops.del(c, req);
 }
 
+static enum tc_status tst_on_invalidate(struct tc_tier *t, tc_tier_invalidate_fn fn, void *arg)
+{
+    struct tst_ctl *k = ctl_of(t);
+    k->inval_fn = fn;
+    k->inval_arg = arg;
+    return TC_OK;
+}
+
 static enum tc_tier_health tst_health(struct tc_tier *t, char *detail, size_t len)
 {
     if (ctl_of(t)->down) {
@@ -118,6 +130,13 @@ static void open_stack(const char *uri, ...)
     tst_ops.del = tst_del;
     tst_ops.health = tst_health;
     cr_assert_eq(tc_tier_register(reg, &tst_ops), TC_OK);
+    /* tstr://: the same, claiming to be a remote tier shared with other
+     * hosts, whose writes it reports (tc_tier_on_invalidate). */
+    tstr_ops = tst_ops;
+    tstr_ops.scheme = "tstr";
+    tstr_ops.caps = TC_TIER_CAP_REMOTE;
+    tstr_ops.on_invalidate = tst_on_invalidate;
+    cr_assert_eq(tc_tier_register(reg, &tstr_ops), TC_OK);
 
     struct tc_tier *tiers[TC_STACK_MAX_TIERS];
     size_t n = 0;
@@ -666,4 +685,36 @@ Test(stack, a_long_key_and_a_recycled_op_work_as_a_fresh_one)
     cr_expect_eq(s.status, TC_ENOTFOUND);
     cr_expect_eq(s.value_len, 0u, "a recycled op kept the previous value");
     close_stack();
+}
+
+/* ---- writes by other hosts ------------------------------------------------------------------ */
+
+Test(stack, a_write_by_another_host_clears_the_faster_tiers)
+{
+    open_stack("tst://?id=0&size=1M", "tst://?id=1&size=1M", "tstr://?id=2&size=1M", NULL);
+    cr_assert_not_null(ctl[2].inval_fn, "the stack did not subscribe to the remote tier");
+    cr_expect_null(ctl[0].inval_fn, "a local tier has nothing to report");
+    sset("k", "v", 1, T0, 0);
+    sset("other", "w", 1, T0, 0);
+
+    ctl[2].inval_fn(ctl[2].inval_arg, "k", 1);
+    expect_absent(0, "k", T0);
+    expect_absent(1, "k", T0);
+    expect_tier(2, "k", "v", T0, 0); /* the shared tier holds the other host's write */
+    expect_tier(0, "other", "w", T0, 0);
+    uint64_t lost = 99;
+    cr_expect_eq(tc_stack_invalidations(stack, &lost), 1u);
+    cr_expect_eq(lost, 0u);
+
+    /* Messages may have been lost: counted, nothing cleared. */
+    ctl[2].inval_fn(ctl[2].inval_arg, NULL, 0);
+    cr_expect_eq(tc_stack_invalidations(stack, &lost), 1u);
+    cr_expect_eq(lost, 1u);
+    expect_tier(0, "other", "w", T0, 0);
+
+    /* The next get finds the new value below and fills the faster tiers. */
+    struct seen s = sget("k", T0, 0);
+    cr_expect_eq(s.hit_tier, 2);
+    close_stack();
+    cr_expect_null(ctl[2].inval_fn, "the stack did not unsubscribe when destroyed");
 }
