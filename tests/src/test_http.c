@@ -145,6 +145,10 @@ static int open_conn(void)
 {
     int sv[2];
     cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    /* A known, small socket buffer, so that a 2 MiB answer leaves more
+     * than OUT_PAUSE (1 MiB) waiting in the server whatever the sysctls. */
+    int sndbuf = 65536;
+    cr_assert_eq(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)), 0);
     cr_assert_eq(tc_http_server_adopt(srv, sv[0]), TC_OK);
     return sv[1];
 }
