@@ -6,12 +6,12 @@
  * crosses from its own worker to the name's home and back. Host scope opens
  * one shm:// segment twice, one handle and one lock table per "process".
  *
- * The keylock reads the wall clock itself (tc_now_ms()), so the lease and
+ * The keylock reads the wall clock itself (tc_clock_ms()), so the lease and
  * deadline cases wait for real, with leases of a few hundred ms.
  */
 #include "shm/ring.h"
 #include "src/keylock.h"
-#include "src/stats.h"
+#include "src/clock.h"
 
 #include <criterion/criterion.h>
 #include <event2/event.h>
@@ -26,7 +26,7 @@
 struct proc {
     struct tc_keylock *kl;
     struct event_base *base[NHOMES];
-    struct tc_kl_home *home[NHOMES];
+    struct tc_keylock_home *home[NHOMES];
     struct tc_tier *tier; /* host scope only */
     struct tc_tier_ctx *ctx[NHOMES];
 };
@@ -49,7 +49,7 @@ static void proc_init(struct proc *p, size_t nhomes, const char *lock_uri)
         if (p->tier != NULL) {
             cr_assert_eq(tc_tier_ctx_init(p->tier, p->base[i], &p->ctx[i]), TC_OK);
         }
-        cr_assert_eq(tc_kl_home_init(p->kl, i, p->base[i], p->ctx[i], &p->home[i]), TC_OK);
+        cr_assert_eq(tc_keylock_home_init(p->kl, i, p->base[i], p->ctx[i], &p->home[i]), TC_OK);
     }
 }
 
@@ -60,11 +60,11 @@ static void proc_fini(struct proc *p)
         return;
     }
     for (size_t i = 0; i < NHOMES && p->home[i] != NULL; i++) {
-        tc_kl_home_shutdown(p->home[i]);
+        tc_keylock_home_shutdown(p->home[i]);
     }
     for (size_t i = 0; i < NHOMES && p->home[i] != NULL; i++) {
         tc_tier_ctx_dispose(p->ctx[i]);
-        tc_kl_home_dispose(p->home[i]);
+        tc_keylock_home_dispose(p->home[i]);
     }
     tc_keylock_destroy(p->kl);
     for (size_t i = 0; i < NHOMES && p->base[i] != NULL; i++) {
@@ -115,8 +115,8 @@ static void spin(void)
 /* Turns the loops until *flag is non-zero or @p ms have passed. */
 static int spin_until(const int *flag, unsigned ms)
 {
-    uint64_t end = tc_now_ms() + ms;
-    while (!*flag && tc_now_ms() < end) {
+    uint64_t end = tc_clock_ms() + ms;
+    while (!*flag && tc_clock_ms() < end) {
         spin();
         nap_ms(1);
     }
@@ -132,25 +132,25 @@ static void spin_for(unsigned ms)
 }
 
 struct waiter {
-    struct tc_kl_waiter kw;
+    struct tc_keylock_waiter kw;
     int calls;
     uint64_t at_ms; /* when the callback ran */
 };
 
-static void waiter_cb(struct tc_kl_waiter *kw)
+static void waiter_cb(struct tc_keylock_waiter *kw)
 {
     struct waiter *w = kw->arg;
     w->calls++;
-    w->at_ms = tc_now_ms();
+    w->at_ms = tc_clock_ms();
 }
 
 /* Starts an acquire of @p name from @p home; the callback never runs inside. */
-static void acquire(struct tc_kl_home *home, struct waiter *w, const char *name, uint64_t ttl_ms,
-                    uint64_t wait_ms)
+static void acquire(struct tc_keylock_home *home, struct waiter *w, const char *name,
+                    uint64_t ttl_ms, uint64_t wait_ms)
 {
     memset(w, 0, sizeof(*w));
     w->kw.ttl_ms = ttl_ms;
-    w->kw.deadline_ms = wait_ms ? tc_now_ms() + wait_ms : 0;
+    w->kw.deadline_ms = wait_ms ? tc_clock_ms() + wait_ms : 0;
     w->kw.cb = waiter_cb;
     w->kw.arg = w;
     tc_keylock_acquire(home, &w->kw, name, strlen(name));
@@ -158,8 +158,8 @@ static void acquire(struct tc_kl_home *home, struct waiter *w, const char *name,
 }
 
 /* Acquires and waits for the answer. */
-static enum tc_kl_outcome acquire_now(struct tc_kl_home *home, struct waiter *w, const char *name,
-                                      uint64_t ttl_ms)
+static enum tc_keylock_outcome acquire_now(struct tc_keylock_home *home, struct waiter *w,
+                                           const char *name, uint64_t ttl_ms)
 {
     acquire(home, w, name, ttl_ms, 0);
     cr_assert(spin_until(&w->calls, 5000), "no answer to an acquire of %s", name);
@@ -182,8 +182,8 @@ static void done_cb(void *arg, enum tc_status st, uint64_t remaining_ms, const c
     snprintf(d->token, sizeof(d->token), "%s", token ? token : "");
 }
 
-static struct done release(struct tc_kl_home *home, const char *name, const char *token,
-                           struct tc_kl_result *result)
+static struct done release(struct tc_keylock_home *home, const char *name, const char *token,
+                           struct tc_keylock_result *result)
 {
     struct done d = {0};
     tc_keylock_release(home, name, strlen(name), token, result, done_cb, &d);
@@ -193,7 +193,7 @@ static struct done release(struct tc_kl_home *home, const char *name, const char
     return d;
 }
 
-static struct done peek(struct tc_kl_home *home, const char *name)
+static struct done peek(struct tc_keylock_home *home, const char *name)
 {
     struct done d = {0};
     tc_keylock_peek(home, name, strlen(name), done_cb, &d);
@@ -204,18 +204,18 @@ static struct done peek(struct tc_kl_home *home, const char *name)
 
 /* A holder's answer for its waiters; counts how often it is freed. */
 struct answer {
-    struct tc_kl_result base;
+    struct tc_keylock_result base;
     int *freed;
 };
 
-static void answer_free(struct tc_kl_result *r)
+static void answer_free(struct tc_keylock_result *r)
 {
     struct answer *a = (struct answer *)r;
     (*a->freed)++;
     free(a);
 }
 
-static struct tc_kl_result *answer_new(int *freed)
+static struct tc_keylock_result *answer_new(int *freed)
 {
     struct answer *a = calloc(1, sizeof(*a));
     cr_assert_not_null(a);
@@ -232,7 +232,7 @@ Test(keylock, one_holder_at_a_time)
     proc_init(&pa, NHOMES, NULL);
     cr_expect_str_eq(tc_keylock_scope(pa.kl), "worker-pool");
     struct waiter a, b;
-    cr_assert_eq(acquire_now(pa.home[0], &a, "job", 5000), TC_KL_ACQUIRED);
+    cr_assert_eq(acquire_now(pa.home[0], &a, "job", 5000), TC_KEYLOCK_ACQUIRED);
     cr_expect_eq(a.calls, 1);
     cr_expect_neq(a.kw.token[0], '\0');
     cr_expect_eq(a.kw.remaining_ms, 5000u);
@@ -240,7 +240,7 @@ Test(keylock, one_holder_at_a_time)
 
     /* From either worker, a try without waiting is refused with the time left. */
     for (size_t i = 0; i < NHOMES; i++) {
-        cr_expect_eq(acquire_now(pa.home[i], &b, "job", 5000), TC_KL_TIMEOUT);
+        cr_expect_eq(acquire_now(pa.home[i], &b, "job", 5000), TC_KEYLOCK_TIMEOUT);
         cr_expect(b.kw.remaining_ms > 0 && b.kw.remaining_ms <= 5000, "remaining %llu ms",
                   (unsigned long long)b.kw.remaining_ms);
         cr_expect_eq(b.kw.token[0], '\0');
@@ -250,22 +250,22 @@ Test(keylock, one_holder_at_a_time)
     cr_expect_str_eq(d.token, a.kw.token);
 
     /* Another name is independent. */
-    cr_expect_eq(acquire_now(pa.home[1], &b, "other", 5000), TC_KL_ACQUIRED);
+    cr_expect_eq(acquire_now(pa.home[1], &b, "other", 5000), TC_KEYLOCK_ACQUIRED);
     cr_expect_str_neq(b.kw.token, a.kw.token);
-    cr_expect_eq(tc_keylock_stat(pa.kl, TC_KL_acquired), 2u);
+    cr_expect_eq(tc_keylock_stat(pa.kl, TC_KEYLOCK_acquired), 2u);
 
     cr_expect_eq(release(pa.home[1], "job", a.kw.token, NULL).st, TC_OK);
     cr_expect_eq(release(pa.home[0], "other", b.kw.token, NULL).st, TC_OK);
     cr_expect_eq(peek(pa.home[0], "job").st, TC_ENOTFOUND);
     cr_expect_eq(tc_keylock_entries(pa.kl), 0u, "a free name kept its entry");
-    cr_expect_eq(tc_keylock_stat(pa.kl, TC_KL_released), 2u);
+    cr_expect_eq(tc_keylock_stat(pa.kl, TC_KEYLOCK_released), 2u);
 }
 
 Test(keylock, waiters_are_woken_by_the_release_with_the_result)
 {
     proc_init(&pa, NHOMES, NULL);
     struct waiter h, w[4];
-    cr_assert_eq(acquire_now(pa.home[0], &h, "job", 5000), TC_KL_ACQUIRED);
+    cr_assert_eq(acquire_now(pa.home[0], &h, "job", 5000), TC_KEYLOCK_ACQUIRED);
     for (size_t i = 0; i < 4; i++) {
         acquire(pa.home[i % NHOMES], &w[i], "job", 5000, 5000);
     }
@@ -273,23 +273,23 @@ Test(keylock, waiters_are_woken_by_the_release_with_the_result)
     for (size_t i = 0; i < 4; i++) {
         cr_assert_eq(w[i].calls, 0, "waiter %zu answered while the lock was held", i);
     }
-    cr_expect_eq(tc_keylock_stat(pa.kl, TC_KL_waits), 4u);
+    cr_expect_eq(tc_keylock_stat(pa.kl, TC_KEYLOCK_waits), 4u);
 
     int freed = 0;
-    struct tc_kl_result *res = answer_new(&freed);
+    struct tc_keylock_result *res = answer_new(&freed);
     cr_expect_eq(release(pa.home[1], "job", h.kw.token, res).st, TC_OK);
     for (size_t i = 0; i < 4; i++) {
         cr_assert(spin_until(&w[i].calls, 2000), "waiter %zu not woken", i);
         cr_expect_eq(w[i].calls, 1);
-        cr_expect_eq(w[i].kw.outcome, TC_KL_WOKEN);
+        cr_expect_eq(w[i].kw.outcome, TC_KEYLOCK_WOKEN);
         cr_expect_eq(w[i].kw.result, res, "waiter %zu did not get the holder's result", i);
     }
     cr_expect_eq(freed, 0, "the result was freed while waiters held it");
     for (size_t i = 0; i < 4; i++) {
-        tc_kl_result_unref(w[i].kw.result);
+        tc_keylock_result_unref(w[i].kw.result);
     }
     cr_expect_eq(freed, 1, "the result was freed %d times", freed);
-    cr_expect_eq(tc_keylock_stat(pa.kl, TC_KL_woken), 4u);
+    cr_expect_eq(tc_keylock_stat(pa.kl, TC_KEYLOCK_woken), 4u);
 
     /* Woken, they recheck, all at once; exactly one becomes the next holder. */
     for (size_t i = 0; i < 4; i++) {
@@ -298,7 +298,7 @@ Test(keylock, waiters_are_woken_by_the_release_with_the_result)
     int holders = 0;
     for (size_t i = 0; i < 4; i++) {
         cr_assert(spin_until(&w[i].calls, 2000));
-        holders += w[i].kw.outcome == TC_KL_ACQUIRED;
+        holders += w[i].kw.outcome == TC_KEYLOCK_ACQUIRED;
     }
     cr_expect_eq(holders, 1);
 }
@@ -307,15 +307,15 @@ Test(keylock, a_waiter_gives_up_at_its_deadline)
 {
     proc_init(&pa, NHOMES, NULL);
     struct waiter h, w;
-    cr_assert_eq(acquire_now(pa.home[0], &h, "job", 10000), TC_KL_ACQUIRED);
-    uint64_t t0 = tc_now_ms();
+    cr_assert_eq(acquire_now(pa.home[0], &h, "job", 10000), TC_KEYLOCK_ACQUIRED);
+    uint64_t t0 = tc_clock_ms();
     acquire(pa.home[1], &w, "job", 5000, 300);
     cr_assert(spin_until(&w.calls, 5000));
-    cr_expect_eq(w.kw.outcome, TC_KL_TIMEOUT);
+    cr_expect_eq(w.kw.outcome, TC_KEYLOCK_TIMEOUT);
     cr_expect(w.at_ms >= t0 + 300, "gave up after %llu ms", (unsigned long long)(w.at_ms - t0));
     cr_expect(w.at_ms < t0 + 3000, "gave up after %llu ms", (unsigned long long)(w.at_ms - t0));
     cr_expect(w.kw.remaining_ms > 0 && w.kw.remaining_ms <= 10000);
-    cr_expect_eq(tc_keylock_stat(pa.kl, TC_KL_timeouts), 1u);
+    cr_expect_eq(tc_keylock_stat(pa.kl, TC_KEYLOCK_timeouts), 1u);
     struct done d = peek(pa.home[0], "job");
     cr_expect_eq(d.st, TC_OK, "the holder lost the lock to a waiter's timeout");
     cr_expect_str_eq(d.token, h.kw.token);
@@ -325,23 +325,23 @@ Test(keylock, an_expired_lease_hands_the_lock_to_one_waiter)
 {
     proc_init(&pa, NHOMES, NULL);
     struct waiter h, w[3];
-    uint64_t t0 = tc_now_ms();
-    cr_assert_eq(acquire_now(pa.home[0], &h, "job", 300), TC_KL_ACQUIRED);
+    uint64_t t0 = tc_clock_ms();
+    cr_assert_eq(acquire_now(pa.home[0], &h, "job", 300), TC_KEYLOCK_ACQUIRED);
     for (size_t i = 0; i < 3; i++) {
         acquire(pa.home[(i + 1) % NHOMES], &w[i], "job", 5000, 5000);
     }
     for (size_t i = 0; i < 3; i++) {
         cr_assert(spin_until(&w[i].calls, 5000), "waiter %zu not woken", i);
-        cr_expect_eq(w[i].kw.outcome, TC_KL_WOKEN);
+        cr_expect_eq(w[i].kw.outcome, TC_KEYLOCK_WOKEN);
         cr_expect_null(w[i].kw.result, "an expired lease has no result to hand over");
         cr_expect(w[i].at_ms >= t0 + 300, "woken after %llu ms, before the lease ended",
                   (unsigned long long)(w[i].at_ms - t0));
     }
-    cr_expect_eq(tc_keylock_stat(pa.kl, TC_KL_leases_expired), 1u);
+    cr_expect_eq(tc_keylock_stat(pa.kl, TC_KEYLOCK_leases_expired), 1u);
     int holders = 0;
     struct waiter *next = NULL;
     for (size_t i = 0; i < 3; i++) {
-        if (acquire_now(pa.home[i % NHOMES], &w[i], "job", 5000) == TC_KL_ACQUIRED) {
+        if (acquire_now(pa.home[i % NHOMES], &w[i], "job", 5000) == TC_KEYLOCK_ACQUIRED) {
             holders++;
             next = &w[i];
         }
@@ -358,7 +358,7 @@ Test(keylock, a_release_with_another_token_is_refused)
 {
     proc_init(&pa, NHOMES, NULL);
     struct waiter h, w;
-    cr_assert_eq(acquire_now(pa.home[0], &h, "job", 5000), TC_KL_ACQUIRED);
+    cr_assert_eq(acquire_now(pa.home[0], &h, "job", 5000), TC_KEYLOCK_ACQUIRED);
     acquire(pa.home[1], &w, "job", 5000, 5000);
     const char *wrong[] = {"p00000000000000000000000000000000", "not-a-local-token", ""};
     for (size_t i = 0; i < 3; i++) {
@@ -367,16 +367,16 @@ Test(keylock, a_release_with_another_token_is_refused)
     }
     /* A token of another name does not release this one either. */
     struct waiter o;
-    cr_assert_eq(acquire_now(pa.home[0], &o, "other", 5000), TC_KL_ACQUIRED);
+    cr_assert_eq(acquire_now(pa.home[0], &o, "other", 5000), TC_KEYLOCK_ACQUIRED);
     cr_expect_eq(release(pa.home[0], "job", o.kw.token, NULL).st, TC_ENOTFOUND);
-    cr_expect_eq(tc_keylock_stat(pa.kl, TC_KL_release_refused), 4u);
+    cr_expect_eq(tc_keylock_stat(pa.kl, TC_KEYLOCK_release_refused), 4u);
     spin_for(50);
     cr_expect_eq(w.calls, 0, "a refused release woke the waiter");
     cr_expect_str_eq(peek(pa.home[1], "job").token, h.kw.token);
 
     cr_expect_eq(release(pa.home[0], "job", h.kw.token, NULL).st, TC_OK);
     cr_expect(spin_until(&w.calls, 2000));
-    cr_expect_eq(w.kw.outcome, TC_KL_WOKEN);
+    cr_expect_eq(w.kw.outcome, TC_KEYLOCK_WOKEN);
     /* Released twice: the second is refused. */
     cr_expect_eq(release(pa.home[0], "job", h.kw.token, NULL).st, TC_ENOTFOUND);
 }
@@ -385,12 +385,12 @@ Test(keylock, a_poke_wakes_the_waiters_and_keeps_the_holder)
 {
     proc_init(&pa, NHOMES, NULL);
     struct waiter h, w;
-    cr_assert_eq(acquire_now(pa.home[0], &h, "job", 5000), TC_KL_ACQUIRED);
+    cr_assert_eq(acquire_now(pa.home[0], &h, "job", 5000), TC_KEYLOCK_ACQUIRED);
     acquire(pa.home[1], &w, "job", 5000, 5000);
     spin_for(20);
     tc_keylock_poke(pa.home[1], "job", 3);
     cr_assert(spin_until(&w.calls, 2000));
-    cr_expect_eq(w.kw.outcome, TC_KL_WOKEN);
+    cr_expect_eq(w.kw.outcome, TC_KEYLOCK_WOKEN);
     cr_expect_str_eq(peek(pa.home[0], "job").token, h.kw.token);
 }
 
@@ -398,21 +398,21 @@ Test(keylock, shutdown_fails_the_parked_waiters)
 {
     proc_init(&pa, NHOMES, NULL);
     struct waiter h, w[2];
-    cr_assert_eq(acquire_now(pa.home[0], &h, "job", 5000), TC_KL_ACQUIRED);
+    cr_assert_eq(acquire_now(pa.home[0], &h, "job", 5000), TC_KEYLOCK_ACQUIRED);
     acquire(pa.home[0], &w[0], "job", 5000, 5000);
     acquire(pa.home[1], &w[1], "job", 5000, 5000);
     spin_for(20);
     for (size_t i = 0; i < NHOMES; i++) {
-        tc_kl_home_shutdown(pa.home[i]);
+        tc_keylock_home_shutdown(pa.home[i]);
     }
     for (size_t i = 0; i < 2; i++) {
         cr_assert(spin_until(&w[i].calls, 2000));
-        cr_expect_eq(w[i].kw.outcome, TC_KL_FAILED);
+        cr_expect_eq(w[i].kw.outcome, TC_KEYLOCK_FAILED);
         cr_expect_eq(w[i].kw.status, TC_EUNAVAIL);
     }
     /* And nothing new starts. */
     struct waiter late;
-    cr_expect_eq(acquire_now(pa.home[1], &late, "new", 5000), TC_KL_FAILED);
+    cr_expect_eq(acquire_now(pa.home[1], &late, "new", 5000), TC_KEYLOCK_FAILED);
 }
 
 Test(keylock, names_of_any_length_and_bytes)
@@ -422,9 +422,9 @@ Test(keylock, names_of_any_length_and_bytes)
     memset(name, 'n', sizeof(name) - 1);
     name[sizeof(name) - 1] = '\0';
     struct waiter a, b;
-    cr_assert_eq(acquire_now(pa.home[0], &a, name, 5000), TC_KL_ACQUIRED);
+    cr_assert_eq(acquire_now(pa.home[0], &a, name, 5000), TC_KEYLOCK_ACQUIRED);
     name[sizeof(name) - 2] = 'm'; /* differs in the last byte only */
-    cr_expect_eq(acquire_now(pa.home[1], &b, name, 5000), TC_KL_ACQUIRED);
+    cr_expect_eq(acquire_now(pa.home[1], &b, name, 5000), TC_KEYLOCK_ACQUIRED);
     cr_expect_eq(release(pa.home[1], name, b.kw.token, NULL).st, TC_OK);
     name[sizeof(name) - 2] = 'n';
     cr_expect_eq(release(pa.home[1], name, a.kw.token, NULL).st, TC_OK);
@@ -448,8 +448,8 @@ Test(keylock, host_scope_one_holder_across_processes)
 {
     open_two_processes();
     struct waiter a, b;
-    cr_assert_eq(acquire_now(pa.home[0], &a, "job", 5000), TC_KL_ACQUIRED);
-    cr_expect_eq(acquire_now(pb.home[0], &b, "job", 5000), TC_KL_TIMEOUT);
+    cr_assert_eq(acquire_now(pa.home[0], &a, "job", 5000), TC_KEYLOCK_ACQUIRED);
+    cr_expect_eq(acquire_now(pb.home[0], &b, "job", 5000), TC_KEYLOCK_TIMEOUT);
     cr_expect(b.kw.remaining_ms > 0 && b.kw.remaining_ms <= 5000);
     struct done d = peek(pb.home[0], "job");
     cr_expect_eq(d.st, TC_OK);
@@ -465,40 +465,40 @@ Test(keylock, host_scope_one_holder_across_processes)
     cr_assert_eq(w.calls, 0);
     cr_expect_eq(release(pb.home[0], "job", a.kw.token, NULL).st, TC_OK);
     cr_assert(spin_until(&w.calls, 1000), "the holder's process never heard of the release");
-    cr_expect_eq(w.kw.outcome, TC_KL_WOKEN);
-    cr_expect_eq(acquire_now(pb.home[0], &b, "job", 5000), TC_KL_ACQUIRED);
+    cr_expect_eq(w.kw.outcome, TC_KEYLOCK_WOKEN);
+    cr_expect_eq(acquire_now(pb.home[0], &b, "job", 5000), TC_KEYLOCK_ACQUIRED);
 }
 
 Test(keylock, host_scope_release_wakes_a_waiter_in_the_other_process)
 {
     open_two_processes();
     struct waiter a, b;
-    cr_assert_eq(acquire_now(pa.home[0], &a, "job", 10000), TC_KL_ACQUIRED);
+    cr_assert_eq(acquire_now(pa.home[0], &a, "job", 10000), TC_KEYLOCK_ACQUIRED);
     acquire(pb.home[0], &b, "job", 5000, 8000);
     spin_for(50);
     cr_assert_eq(b.calls, 0, "the waiter answered while the lock was held elsewhere");
-    uint64_t released = tc_now_ms();
+    uint64_t released = tc_clock_ms();
     cr_expect_eq(release(pa.home[0], "job", a.kw.token, NULL).st, TC_OK);
     cr_assert(spin_until(&b.calls, 5000), "the waiter in the other process was never woken");
-    cr_expect_eq(b.kw.outcome, TC_KL_WOKEN);
+    cr_expect_eq(b.kw.outcome, TC_KEYLOCK_WOKEN);
     /* By the segment's release notification, not by its own next look at
-     * the lock (every TC_KL_POLL_MS, the first one ~200 ms from now). */
-    cr_expect(b.at_ms < released + TC_KL_POLL_MS / 2, "woken %llu ms after the release",
+     * the lock (every TC_KEYLOCK_POLL_MS, the first one ~200 ms from now). */
+    cr_expect(b.at_ms < released + TC_KEYLOCK_POLL_MS / 2, "woken %llu ms after the release",
               (unsigned long long)(b.at_ms - released));
     cr_expect_null(b.kw.result, "a result crossed processes");
-    cr_expect_eq(acquire_now(pb.home[0], &b, "job", 5000), TC_KL_ACQUIRED);
-    cr_expect_eq(acquire_now(pa.home[0], &a, "job", 5000), TC_KL_TIMEOUT);
+    cr_expect_eq(acquire_now(pb.home[0], &b, "job", 5000), TC_KEYLOCK_ACQUIRED);
+    cr_expect_eq(acquire_now(pa.home[0], &a, "job", 5000), TC_KEYLOCK_TIMEOUT);
 }
 
 Test(keylock, host_scope_an_expired_lease_elsewhere_lets_a_waiter_in)
 {
     open_two_processes();
     struct waiter a, b;
-    uint64_t t0 = tc_now_ms();
-    cr_assert_eq(acquire_now(pa.home[0], &a, "job", 300), TC_KL_ACQUIRED);
+    uint64_t t0 = tc_clock_ms();
+    cr_assert_eq(acquire_now(pa.home[0], &a, "job", 300), TC_KEYLOCK_ACQUIRED);
     acquire(pb.home[0], &b, "job", 5000, 8000);
     cr_assert(spin_until(&b.calls, 5000));
-    cr_expect_eq(b.kw.outcome, TC_KL_WOKEN);
+    cr_expect_eq(b.kw.outcome, TC_KEYLOCK_WOKEN);
     cr_expect(b.at_ms >= t0 + 300, "woken after %llu ms", (unsigned long long)(b.at_ms - t0));
-    cr_expect_eq(acquire_now(pb.home[0], &b, "job", 5000), TC_KL_ACQUIRED);
+    cr_expect_eq(acquire_now(pb.home[0], &b, "job", 5000), TC_KEYLOCK_ACQUIRED);
 }

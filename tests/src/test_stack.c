@@ -37,7 +37,14 @@ struct tst_ctl {
 
 static struct tst_ctl ctl[TC_STACK_MAX_TIERS];
 static struct tc_tier_ops tst_ops, tstr_ops;
-static const char *const tst_params[] = {"size", "max_item", "id", NULL};
+/* Names only: tst_open reads "id" itself and hands the rest to mem://'s open,
+ * which loads its own rows. */
+static const struct tc_tier_param tst_params[] = {
+    {"size", TC_TIER_PARAM_TEXT, 0, NULL, 0, 0, 0, NULL, "as mem://", NULL},
+    {"max_item", TC_TIER_PARAM_TEXT, 0, NULL, 0, 0, 0, NULL, "as mem://", NULL},
+    {"id", TC_TIER_PARAM_TEXT, 0, NULL, 0, 0, 0, NULL, "this test's handle on the tier", NULL},
+    {NULL, 0, 0, NULL, 0, 0, 0, NULL, NULL, NULL},
+};
 
 static struct tst_ctl *ctl_of(const struct tc_tier *t)
 {
