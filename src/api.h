@@ -59,7 +59,8 @@ enum tc_api_error {
 enum tc_api_error tc_api_error_of(enum tc_status st);
 
 /** Answers @p r with @p status and @p body; @p headers: extra lines, each
- * ending in "\r\n", or NULL. Counts the status for /stats. */
+ * ending in "\r\n", or NULL. Counts the answer (route, method, status,
+ * time since the request was complete) for /stats and /metrics. */
 void tc_api_respond(struct tc_worker *w, struct tc_http_req *r, int status, const char *ctype,
                     const void *body, size_t len, const char *headers);
 
