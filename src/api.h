@@ -23,7 +23,8 @@ typedef enum tc_status (*tc_api_handler_fn)(struct tc_worker *w, struct tc_http_
 /*
  * Every error the API answers: {name, HTTP status, "error" code}. A handler
  * names one of these, never a status code of its own, so the status of each
- * error is written once, here.
+ * error is written once, here. A status new to this table needs a slot in
+ * TC_WORKER_CODES (src/worker.h), or /metrics counts it as code="other".
  */
 #define TC_API_ERRORS(X)                                                                           \
     X(BAD_REQUEST, 400, "bad_request")                                                             \
