@@ -4,6 +4,8 @@
 # network; apt-get update runs only when something is missing.
 set -euo pipefail
 
+# prometheus: only its promtool, which checks /metrics in tests/http/test_metrics.c
+# (the package's daemon is not used).
 pkgs=(
     build-essential cmake pkg-config clang-format
     clang libclang-rt-14-dev
@@ -11,6 +13,7 @@ pkgs=(
     libjansson-dev libxxhash-dev libcriterion-dev libinih-dev
     liburiparser-dev libhttp-parser-dev
     redis-server redis-tools lmdb-utils curl
+    prometheus
 )
 # Benchmark peers are only needed by bench/ scripts, never by the tests.
 if [ "${TC_DEPS_BENCH:-0}" = 1 ]; then

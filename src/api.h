@@ -23,7 +23,8 @@ typedef enum tc_status (*tc_api_handler_fn)(struct tc_worker *w, struct tc_http_
 /*
  * Every error the API answers: {name, HTTP status, "error" code}. A handler
  * names one of these, never a status code of its own, so the status of each
- * error is written once, here.
+ * error is written once, here. A status new to this table needs a slot in
+ * TC_WORKER_CODES (src/worker.h), or /metrics counts it as code="other".
  */
 #define TC_API_ERRORS(X)                                                                           \
     X(BAD_REQUEST, 400, "bad_request")                                                             \
@@ -59,7 +60,8 @@ enum tc_api_error {
 enum tc_api_error tc_api_error_of(enum tc_status st);
 
 /** Answers @p r with @p status and @p body; @p headers: extra lines, each
- * ending in "\r\n", or NULL. Counts the status for /stats. */
+ * ending in "\r\n", or NULL. Counts the answer (route, method, status,
+ * time since the request was complete) for /stats and /metrics. */
 void tc_api_respond(struct tc_worker *w, struct tc_http_req *r, int status, const char *ctype,
                     const void *body, size_t len, const char *headers);
 

@@ -192,13 +192,16 @@ static void answer_read(void *arg, const struct tc_rt_result *res)
     struct tc_worker *w = q->w;
     struct tc_http_req *r = q->r;
     char headers[160];
+    /* Each answer with an X-Cache header is counted as that header says. */
     switch (res->outcome) {
     case TC_RT_HIT:
+        tc_worker_count_read(w, TC_READ_HIT, res->tier);
         snprintf(headers, sizeof(headers), "X-Cache: HIT\r\nX-Cache-Tier: %s\r\n",
                  tc_api_tier_label(res->tier));
         respond_value(q, res, headers);
         break;
     case TC_RT_STALE: {
+        tc_worker_count_read(w, TC_READ_STALE, res->tier);
         const struct tc_item_hdr *h = res->hdr;
         uint64_t age = res->now_ms > h->created_ms ? res->now_ms - h->created_ms : 0;
         snprintf(headers, sizeof(headers), "X-Cache: STALE\r\nX-Cache-Tier: %s\r\nAge: %llu\r\n",
@@ -207,15 +210,18 @@ static void answer_read(void *arg, const struct tc_rt_result *res)
         break;
     }
     case TC_RT_FILLED:
+        tc_worker_count_read(w, TC_READ_MISS, -1);
         respond_value(q, res,
                       res->coalesced ? "X-Cache: MISS\r\nX-Cache-Origin: coalesced\r\n"
                                      : "X-Cache: MISS\r\nX-Cache-Origin: fetched\r\n");
         break;
     case TC_RT_MISS:
+        tc_worker_count_read(w, TC_READ_MISS, -1);
         tc_api_error(w, r, TC_API_NOT_FOUND, "X-Cache: MISS\r\n", "%s",
                      res->message ? res->message : "no value for this key");
         break;
     case TC_RT_LEASE_GRANTED:
+        tc_worker_count_read(w, TC_READ_MISS, -1);
         snprintf(headers, sizeof(headers), "X-Cache: MISS\r\nX-Lease-Token: %s\r\n", res->token);
         tc_api_error(w, r, TC_API_NOT_FOUND, headers,
                      "no value for this key: you hold its lease for %llu ms; PUT the value with "
@@ -223,6 +229,7 @@ static void answer_read(void *arg, const struct tc_rt_result *res)
                      (unsigned long long)res->lease_ms);
         break;
     case TC_RT_LEASE_TIMEOUT:
+        tc_worker_count_read(w, TC_READ_MISS, -1);
         tc_api_error(w, r, TC_API_LEASE_TIMEOUT, "X-Cache: MISS\r\n",
                      "no value arrived within %llu ms and another client holds the lease "
                      "(for %llu ms more)",
@@ -234,6 +241,7 @@ static void answer_read(void *arg, const struct tc_rt_result *res)
                      (unsigned long long)res->lease_ms);
         break;
     case TC_RT_ORIGIN_FAILED: {
+        tc_worker_count_read(w, TC_READ_MISS, -1);
         enum tc_api_error e = res->status == TC_ETIMEOUT  ? TC_API_ORIGIN_TIMEOUT
                               : res->status == TC_EIO     ? TC_API_ORIGIN_ERROR
                               : res->status == TC_ETOOBIG ? TC_API_ORIGIN_TOO_BIG

@@ -73,6 +73,7 @@ struct tc_http_req {
     int keep_alive;
     struct tc_buf body; /* the whole body; owned by the request */
     void *udata;        /* for the handler */
+    unsigned tag;       /* for the handler too, 0 at first (src/routes.c: the route's slot) */
     uint64_t start_ns;  /* when the request was complete */
 
     /* Private. */

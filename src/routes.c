@@ -17,6 +17,7 @@
  */
 #include "src/routes.h"
 #include "src/api.h"
+#include "src/clock.h"
 #include "src/log.h"
 #include "src/text.h"
 
@@ -39,7 +40,8 @@ enum route_scope {
 
 struct route {
     const char *path;
-    int prefix; /* path is a prefix: the rest is the key or name */
+    const char *label; /* the route's "route" label in /metrics */
+    int prefix;        /* path is a prefix: the rest is the key or name */
     unsigned methods;
     const char *allow;            /* the methods, for 405 and Allow */
     enum route_scope read_scope;  /* for GET and HEAD */
@@ -50,14 +52,28 @@ struct route {
 #define RW (TC_HTTP_GET | TC_HTTP_HEAD)
 
 static const struct route routes[] = {
-    {"/cache/", 1, RW | TC_HTTP_PUT | TC_HTTP_DELETE, "GET, HEAD, PUT, DELETE", SCOPE_READ,
-     SCOPE_WRITE, tc_api_cache},
-    {"/locks/", 1, RW | TC_HTTP_POST | TC_HTTP_DELETE, "GET, HEAD, POST, DELETE", SCOPE_LOCKS,
-     SCOPE_LOCKS, tc_api_locks},
-    {"/health", 0, RW, "GET, HEAD", SCOPE_PUBLIC, SCOPE_PUBLIC, tc_api_health},
-    {"/stats", 0, RW, "GET, HEAD", SCOPE_ADMIN, SCOPE_ADMIN, tc_api_stats},
-    {"/metrics", 0, RW, "GET, HEAD", SCOPE_ADMIN, SCOPE_ADMIN, tc_api_metrics},
+    {"/cache/", "/cache/{key}", 1, RW | TC_HTTP_PUT | TC_HTTP_DELETE, "GET, HEAD, PUT, DELETE",
+     SCOPE_READ, SCOPE_WRITE, tc_api_cache},
+    {"/locks/", "/locks/{name}", 1, RW | TC_HTTP_POST | TC_HTTP_DELETE, "GET, HEAD, POST, DELETE",
+     SCOPE_LOCKS, SCOPE_LOCKS, tc_api_locks},
+    {"/health", "/health", 0, RW, "GET, HEAD", SCOPE_PUBLIC, SCOPE_PUBLIC, tc_api_health},
+    {"/stats", "/stats", 0, RW, "GET, HEAD", SCOPE_ADMIN, SCOPE_ADMIN, tc_api_stats},
+    {"/metrics", "/metrics", 0, RW, "GET, HEAD", SCOPE_ADMIN, SCOPE_ADMIN, tc_api_metrics},
 };
+
+#define NROUTES (sizeof(routes) / sizeof(routes[0]))
+
+/* A request's slot in the per-worker request histograms (r->tag): 0 when no
+ * route matched, else 1 + the route's index. */
+_Static_assert(NROUTES + 1 <= TC_ROUTE_SLOTS, "TC_ROUTE_SLOTS (src/worker.h) is too small");
+
+const char *tc_routes_label(unsigned slot)
+{
+    if (slot == 0 || slot > NROUTES) {
+        return "none";
+    }
+    return routes[slot - 1].label;
+}
 
 /* ---- the error table --------------------------------------------------------------- */
 
@@ -91,7 +107,8 @@ enum tc_api_error tc_api_error_of(enum tc_status st)
 void tc_api_respond(struct tc_worker *w, struct tc_http_req *r, int status, const char *ctype,
                     const void *body, size_t len, const char *headers)
 {
-    tc_worker_count_status(w, status);
+    /* The answer's one clock read; start_ns is on the same clock (CLOCK_MONOTONIC). */
+    tc_worker_count_response(w, r->tag, r->method, status, tc_clock_ns() - r->start_ns);
     tc_http_respond(r, status, ctype, body, len, headers);
 }
 
@@ -217,7 +234,7 @@ int tc_api_decode_name(struct tc_worker *w, struct tc_http_req *r, const char *r
 void tc_routes_handle(struct tc_http_req *r, void *arg)
 {
     struct tc_worker *w = arg;
-    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+    for (size_t i = 0; i < NROUTES; i++) {
         const struct route *rt = &routes[i];
         size_t n = strlen(rt->path);
         int match = rt->prefix ? strncmp(r->path, rt->path, n) == 0
@@ -225,6 +242,7 @@ void tc_routes_handle(struct tc_http_req *r, void *arg)
         if (!match) {
             continue;
         }
+        r->tag = (unsigned)i + 1;
         if (!(r->method & rt->methods)) {
             char allow[96];
             snprintf(allow, sizeof(allow), "Allow: %s\r\n", rt->allow);

@@ -13,4 +13,11 @@
  */
 void tc_routes_handle(struct tc_http_req *r, void *worker);
 
+/**
+ * The "route" label of request-histogram slot @p slot (struct tc_worker's
+ * requests): "/cache/{key}", "/locks/{name}", "/health", ..., or "none" for
+ * slot 0, the requests no route matched.
+ */
+const char *tc_routes_label(unsigned slot);
+
 #endif

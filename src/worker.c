@@ -15,14 +15,69 @@
 #include <time.h>
 #include <unistd.h>
 
-void tc_worker_count_status(struct tc_worker *w, int status)
+/* Single writer (this worker): a relaxed load and store, no locked
+ * read-modify-write; readers pair with nothing (counters order nothing). */
+static void bump(_Atomic uint64_t *c)
 {
-    if (status < 0 || status >= TC_STATUS_CODES) {
-        status = 0;
-    }
-    atomic_store_explicit(&w->by_status[status],
-                          atomic_load_explicit(&w->by_status[status], memory_order_relaxed) + 1,
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
                           memory_order_relaxed);
+}
+
+enum tc_worker_code tc_worker_code_slot(int status)
+{
+    switch (status) {
+#define TC_X(c)                                                                                    \
+    case c:                                                                                        \
+        return TC_CODE_##c;
+        TC_WORKER_CODES(TC_X)
+#undef TC_X
+    default:
+        return TC_CODE_OTHER;
+    }
+}
+
+const char *tc_worker_code_name(enum tc_worker_code slot)
+{
+    static const char *const names[TC_CODE_SLOTS] = {"other",
+#define TC_X(c) #c,
+                                                     TC_WORKER_CODES(TC_X)
+#undef TC_X
+    };
+    return (unsigned)slot < TC_CODE_SLOTS ? names[slot] : "other";
+}
+
+unsigned tc_worker_method_slot(enum tc_http_method method)
+{
+    /* One bit per method, GET = 1 ... OTHER = 32. */
+    unsigned m = (unsigned)method;
+    unsigned slot = m != 0 ? (unsigned)__builtin_ctz(m) : TC_METHOD_SLOTS - 1;
+    return slot < TC_METHOD_SLOTS ? slot : TC_METHOD_SLOTS - 1;
+}
+
+const char *tc_worker_method_name(unsigned slot)
+{
+    static const char *const names[TC_METHOD_SLOTS] = {"GET",    "HEAD", "PUT",
+                                                       "DELETE", "POST", "OTHER"};
+    return slot < TC_METHOD_SLOTS ? names[slot] : "OTHER";
+}
+
+void tc_worker_count_response(struct tc_worker *w, unsigned route, enum tc_http_method method,
+                              int status, uint64_t ns)
+{
+    if (route >= TC_ROUTE_SLOTS) {
+        route = TC_ROUTE_SLOTS - 1;
+    }
+    tc_hist_add(&w->requests[route][tc_worker_method_slot(method)][tc_worker_code_slot(status)],
+                ns);
+}
+
+void tc_worker_count_read(struct tc_worker *w, enum tc_worker_read what, int tier)
+{
+    if (what == TC_READ_MISS) {
+        bump(&w->read_misses);
+    } else if (tier >= 0 && tier < TC_STACK_MAX_TIERS) {
+        bump(what == TC_READ_HIT ? &w->read_hits[tier] : &w->read_stale[tier]);
+    }
 }
 
 static void drain_cb(evutil_socket_t fd, short what, void *arg)

@@ -7,6 +7,7 @@
 #define TC_SRC_WORKER_H
 
 #include "src/conf.h"
+#include "src/hist.h"
 #include "src/http.h"
 #include "src/keylock.h"
 #include "src/origin.h"
@@ -16,7 +17,37 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#define TC_STATUS_CODES 600
+/*
+ * What each worker counts of the answers it gives, read by the metrics
+ * registry (src/metrics.c) for /stats and /metrics.
+ *
+ * Request durations by route, method and status: a histogram per
+ * combination, so that counting one answer is a bucket search and two
+ * relaxed load/store pairs on this worker's own memory (no lock, no
+ * allocation, no shared cache line). The slots are fixed: the routes of
+ * src/routes.c then "none" (no route matched), the bits of enum
+ * tc_http_method, and the statuses the API answers (every status of
+ * TC_API_ERRORS in src/api.h, and 200); any other status counts as "other".
+ */
+#define TC_ROUTE_SLOTS  6 /* src/routes.c checks that its table fits */
+#define TC_METHOD_SLOTS 6 /* GET HEAD PUT DELETE POST OTHER */
+#define TC_WORKER_CODES(X)                                                                         \
+    X(200) X(400) X(404) X(405) X(409) X(413) X(414) X(415) X(502) X(503) X(504)
+
+enum tc_worker_code {
+    TC_CODE_OTHER = 0,
+#define TC_X(c) TC_CODE_##c,
+    TC_WORKER_CODES(TC_X)
+#undef TC_X
+        TC_CODE_SLOTS
+};
+
+/** What a cache read answered (X-Cache), counted by tc_worker_count_read(). */
+enum tc_worker_read {
+    TC_READ_HIT = 0, /* X-Cache: HIT, from the tier given */
+    TC_READ_STALE,   /* X-Cache: STALE, from the tier given */
+    TC_READ_MISS,    /* X-Cache: MISS (no tier) */
+};
 
 struct tc_worker {
     struct tc_server *srv;
@@ -32,8 +63,12 @@ struct tc_worker {
     struct tc_rt_env rt;          /* the above, for read-through */
     struct event *stop_ev, *drain_ev;
     uint64_t stop_deadline_ns;
-    _Atomic int ready;                           /* 1 once serving, -1 if setup failed */
-    _Atomic uint64_t by_status[TC_STATUS_CODES]; /* single writer: this worker */
+    _Atomic int ready; /* 1 once serving, -1 if setup failed */
+    /* Single writer: this worker; any thread reads them with relaxed loads. */
+    struct tc_hist requests[TC_ROUTE_SLOTS][TC_METHOD_SLOTS][TC_CODE_SLOTS];
+    _Atomic uint64_t read_hits[TC_STACK_MAX_TIERS];
+    _Atomic uint64_t read_stale[TC_STACK_MAX_TIERS];
+    _Atomic uint64_t read_misses;
 };
 
 struct tc_server {
@@ -67,7 +102,30 @@ void tc_workers_stop(struct tc_server *srv);
 /** Joins the workers and frees them. */
 void tc_workers_join(struct tc_server *srv);
 
-/** Counts a response status for the worker. */
-void tc_worker_count_status(struct tc_worker *w, int status);
+/**
+ * Counts an answer of the API on worker @p w (its thread only): @p route is
+ * the route's slot (< TC_ROUTE_SLOTS), @p method the request's, @p status
+ * the HTTP status, @p ns the time from the complete request to the answer.
+ */
+void tc_worker_count_response(struct tc_worker *w, unsigned route, enum tc_http_method method,
+                              int status, uint64_t ns);
+
+/** The slot of HTTP status @p status in the request histograms (TC_CODE_OTHER if none). */
+enum tc_worker_code tc_worker_code_slot(int status);
+
+/** The status of slot @p slot ("200"), or "other". */
+const char *tc_worker_code_name(enum tc_worker_code slot);
+
+/** The slot of @p method in the request histograms (< TC_METHOD_SLOTS). */
+unsigned tc_worker_method_slot(enum tc_http_method method);
+
+/** The method name of slot @p slot ("GET", ..., "OTHER"). */
+const char *tc_worker_method_name(unsigned slot);
+
+/**
+ * Counts what a cache read answered on worker @p w (its thread only);
+ * @p tier is the tier that answered a HIT or STALE read, ignored for a MISS.
+ */
+void tc_worker_count_read(struct tc_worker *w, enum tc_worker_read what, int tier);
 
 #endif

@@ -426,11 +426,13 @@ Test(api, health_stats_metrics)
     r = req("GET", "/metrics", NULL, NULL);
     cr_assert_eq(r.status, 200);
     cr_assert(strncmp(r.content_type, "text/plain", 10) == 0);
-    cr_assert(strstr(r.body, "# TYPE tiercache_requests_total counter") != NULL);
-    cr_assert(strstr(r.body, "tiercache_requests_total{code=\"404\"}") != NULL);
+    cr_assert(strstr(r.body, "# TYPE tiercache_http_request_duration_seconds histogram") != NULL);
+    cr_assert(strstr(r.body, "tiercache_http_request_duration_seconds_count{route=\"/cache/{key}\","
+                             "method=\"GET\",code=\"404\"}") != NULL);
     cr_assert(strstr(r.body, "tiercache_tier_hits_total{tier=\"l1\",scheme=\"mem\"}") != NULL);
     cr_assert(strstr(r.body, "# TYPE tiercache_tier_op_duration_seconds histogram") != NULL);
-    cr_assert(strstr(r.body, "tiercache_tier_op_duration_seconds_bucket{tier=\"l1\",op=\"get\","
+    cr_assert(strstr(r.body, "tiercache_tier_op_duration_seconds_bucket{tier=\"l1\",scheme=\"mem\","
+                             "op=\"get\","
                              "le=\"+Inf\"}") != NULL);
     tc_test_resp_free(&r);
 }
