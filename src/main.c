@@ -48,7 +48,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     m->stopping = 1;
     tc_log(TC_LOG_INFO, "%s: stopping (finishing in-flight requests)",
            sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    tc_workers_stop(m->srv);
+    tc_worker_stop_all(m->srv);
     event_base_loopexit(m->base, NULL);
 }
 
@@ -226,11 +226,11 @@ int main(int argc, char **argv)
         sig_ev[i] = evsignal_new(m.base, sigs[i], on_signal, &m);
         event_add(sig_ev[i], NULL);
     }
-    if (tc_workers_start(&srv) != TC_OK) {
+    if (tc_worker_start_all(&srv) != TC_OK) {
         tc_log(TC_LOG_CRIT, "could not start the workers on %s", conf.listen);
         fprintf(stderr, "tiercache: could not listen on %s (see the log above)\n", conf.listen);
-        tc_workers_stop(&srv);
-        tc_workers_join(&srv);
+        tc_worker_stop_all(&srv);
+        tc_worker_join_all(&srv);
         goto out_stack;
     }
     tc_log(TC_LOG_INFO, "listening on %s:%u with %zu workers", conf.listen_host, srv.port,
@@ -239,12 +239,12 @@ int main(int argc, char **argv)
     struct tc_sweeper *sweeper = tc_sweeper_create(m.base, &srv);
     if (sweeper == NULL) {
         tc_log(TC_LOG_CRIT, "out of memory");
-        tc_workers_stop(&srv);
+        tc_worker_stop_all(&srv);
     } else {
         event_base_dispatch(m.base);
     }
 
-    tc_workers_join(&srv);
+    tc_worker_join_all(&srv);
     rc = 0;
     tc_log(TC_LOG_INFO, "stopped");
     tc_sweeper_destroy(sweeper);

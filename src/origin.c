@@ -168,7 +168,7 @@ static int name_is(const char *name, size_t n, const char *want)
     return strlen(want) == n && strncasecmp(name, want, n) == 0;
 }
 
-void tc_cache_control_parse(const char *v, struct tc_cache_policy *out)
+void tc_origin_cache_control_parse(const char *v, struct tc_cache_policy *out)
 {
     memset(out, 0, sizeof(*out));
     if (v == NULL) {
@@ -435,7 +435,7 @@ void tc_origin_freshness(int http_status, const struct tc_origin_hdrs *h, int64_
                          struct tc_origin_result *res)
 {
     struct tc_cache_policy cc;
-    tc_cache_control_parse(h->cache_control, &cc);
+    tc_origin_cache_control_parse(h->cache_control, &cc);
     uint64_t life = 0;
     int has = 1;
     if (cc.has_s_maxage) {

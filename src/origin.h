@@ -184,7 +184,7 @@ struct tc_cache_policy {
  * only; numbers above TC_CACHE_MAX_DELTA_S are clamped. Unknown directives
  * are ignored. @p value may be NULL (no header). Never fails.
  */
-void tc_cache_control_parse(const char *value, struct tc_cache_policy *out);
+void tc_origin_cache_control_parse(const char *value, struct tc_cache_policy *out);
 
 /**
  * Parses an HTTP-date (IMF-fixdate, RFC 850 or asctime form) into Unix

@@ -211,7 +211,7 @@ fail:
     return NULL;
 }
 
-enum tc_status tc_workers_start(struct tc_server *srv)
+enum tc_status tc_worker_start_all(struct tc_server *srv)
 {
     const struct tc_conf *c = srv->conf;
     unsigned port = c->listen_port;
@@ -264,7 +264,7 @@ enum tc_status tc_workers_start(struct tc_server *srv)
     return failed ? TC_EIO : TC_OK;
 }
 
-void tc_workers_stop(struct tc_server *srv)
+void tc_worker_stop_all(struct tc_server *srv)
 {
     for (size_t i = 0; i < srv->nworkers; i++) {
         struct tc_worker *w = &srv->workers[i];
@@ -275,7 +275,7 @@ void tc_workers_stop(struct tc_server *srv)
     }
 }
 
-void tc_workers_join(struct tc_server *srv)
+void tc_worker_join_all(struct tc_server *srv)
 {
     for (size_t i = 0; i < srv->nworkers; i++) {
         if (srv->workers[i].started) {

@@ -94,13 +94,13 @@ struct tc_server {
 };
 
 /** Starts the workers' threads; returns once each is serving or failed. */
-enum tc_status tc_workers_start(struct tc_server *srv);
+enum tc_status tc_worker_start_all(struct tc_server *srv);
 
 /** Asks every worker to stop (thread-safe, async-signal-unsafe). */
-void tc_workers_stop(struct tc_server *srv);
+void tc_worker_stop_all(struct tc_server *srv);
 
 /** Joins the workers and frees them. */
-void tc_workers_join(struct tc_server *srv);
+void tc_worker_join_all(struct tc_server *srv);
 
 /**
  * Counts an answer of the API on worker @p w (its thread only): @p route is

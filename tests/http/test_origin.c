@@ -82,7 +82,7 @@ Test(cache_control, table)
         const struct cc_case *c = &cc_cases[i];
         struct tc_cache_policy p;
         memset(&p, 0xAB, sizeof(p));
-        tc_cache_control_parse(c->value, &p);
+        tc_origin_cache_control_parse(c->value, &p);
         const char *v = c->value ? c->value : "(null)";
         cr_expect_eq(p.no_store, c->no_store, "[%s] no_store %d", v, p.no_store);
         cr_expect_eq(p.no_cache, c->no_cache, "[%s] no_cache %d", v, p.no_cache);
