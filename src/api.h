@@ -100,6 +100,10 @@ uint64_t tc_api_secs_to_ms(double secs);
 /** "l1", "l2", ... for tier index @p i. */
 const char *tc_api_tier_label(int i);
 
+/** Frees the /cache request states worker kept for reuse (src/api_cache.c);
+ * on the worker's thread once it serves no request. NULL is a no-op. */
+void tc_api_cache_pool_destroy(struct tc_api_cache_pool *pool);
+
 /* The handlers, one file per area of the API. */
 enum tc_status tc_api_cache(struct tc_worker *w, struct tc_http_req *r);  /* src/api_cache.c */
 enum tc_status tc_api_locks(struct tc_worker *w, struct tc_http_req *r);  /* src/api_locks.c */

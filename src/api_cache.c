@@ -31,19 +31,74 @@
 #define CACHE_PREFIX_LEN (sizeof("/cache/") - 1)
 #define LEASE_MAX_MS     3600000u
 
-/* One request being answered. */
+/* One request being answered. Ended ones are kept in the worker's pool and
+ * reused with their body buffer, so that a GET hit allocates nothing here. */
 struct cache_req {
     struct tc_worker *w;
     struct tc_http_req *r;
     int is_put;
-    struct tc_buf json;           /* a hit's body, rendered when it was accepted */
     const struct tc_buf *json_of; /* the value json was rendered from */
+    struct tc_buf json;           /* a hit's body, rendered when it was accepted */
+    struct cache_req *next_free;
 };
+
+#define POOL_MAX     64u
+#define POOL_BUF_MAX 16384u /* a larger body buffer is not kept */
+
+struct tc_api_cache_pool {
+    struct cache_req *free;
+    unsigned n;
+};
+
+static struct cache_req *req_create(struct tc_worker *w, struct tc_http_req *r)
+{
+    struct tc_api_cache_pool *pool = w->cache_pool;
+    if (pool == NULL && (pool = w->cache_pool = calloc(1, sizeof(*pool))) == NULL) {
+        return NULL;
+    }
+    struct cache_req *q = pool->free;
+    if (q != NULL) {
+        pool->free = q->next_free;
+        pool->n--;
+        q->json.len = 0;
+    } else if ((q = calloc(1, sizeof(*q))) == NULL) {
+        return NULL;
+    }
+    q->w = w;
+    q->r = r;
+    q->is_put = 0;
+    q->json_of = NULL;
+    return q;
+}
 
 static void req_free(struct cache_req *q)
 {
+    struct tc_api_cache_pool *pool = q->w->cache_pool;
+    if (pool->n < POOL_MAX) {
+        if (q->json.cap > POOL_BUF_MAX) {
+            tc_buf_deinit(&q->json);
+        }
+        q->next_free = pool->free;
+        pool->free = q;
+        pool->n++;
+        return;
+    }
     tc_buf_deinit(&q->json);
     free(q);
+}
+
+void tc_api_cache_pool_destroy(struct tc_api_cache_pool *pool)
+{
+    if (pool == NULL) {
+        return;
+    }
+    while (pool->free != NULL) {
+        struct cache_req *q = pool->free;
+        pool->free = q->next_free;
+        tc_buf_deinit(&q->json);
+        free(q);
+    }
+    free(pool);
 }
 
 /* Appends s as a JSON string; TC_EINVAL if it is not valid UTF-8. */
@@ -167,22 +222,22 @@ static void respond_value(struct cache_req *q, const struct tc_rt_result *res, c
                        res->value->len, headers);
         return;
     }
-    struct tc_buf body = TC_BUF_INIT;
     enum tc_status st = TC_OK;
-    if (q->json_of == res->value) {
-        body = q->json; /* rendered by accept_value() */
-        q->json = (struct tc_buf)TC_BUF_INIT;
-        q->json_of = NULL;
-    } else {
-        st = render_value(res->key, res->key_len, res->value, res->hdr, res->now_ms, &body);
+    if (q->json_of != res->value) {
+        /* Not rendered by accept_value(): an origin's answer, or a render
+         * that ran out of memory there. */
+        q->json.len = 0;
+        st = render_value(res->key, res->key_len, res->value, res->hdr, res->now_ms, &q->json);
     }
+    q->json_of = NULL;
     if (st == TC_OK) {
-        tc_api_respond(q->w, q->r, 200, "application/json", body.data, body.len, headers);
+        /* tc_http_respond copies the body into the connection's output, so
+         * the buffer stays with q for the next request. */
+        tc_api_respond(q->w, q->r, 200, "application/json", q->json.data, q->json.len, headers);
     } else {
         tc_log(TC_LOG_WARN, "cannot render a value: %s", tc_strerror(st));
         tc_api_status(q->w, q->r, st == TC_ECORRUPT ? TC_EIO : st);
     }
-    tc_buf_deinit(&body);
 }
 
 /* The one place a read's result becomes a response. */
@@ -525,13 +580,11 @@ enum tc_status tc_api_cache(struct tc_worker *w, struct tc_http_req *r)
                            &klen, &st) != 0) {
         return st;
     }
-    struct cache_req *q = calloc(1, sizeof(*q));
+    struct cache_req *q = req_create(w, r);
     if (q == NULL) {
         free(decoded);
         return TC_ENOMEM;
     }
-    q->w = w;
-    q->r = r;
     struct evkeyvalq qs;
     TAILQ_INIT(&qs);
     if (r->method == TC_HTTP_GET || r->method == TC_HTTP_HEAD) {

@@ -13,9 +13,9 @@
  * /locks API are "n:" + name, so neither can take the other's. */
 #define LOCK_PREFIX_LEN 2u
 
-/* One read or write in progress. Freed right after its callback ran. */
-struct rt_call {
-    const struct tc_rt_env *env;
+/* One read or write in progress. Recycled right after its callback ran. */
+struct tc_rt_call {
+    struct tc_rt_env *env;
     struct tc_stack_op *op; /* the current lookup; a stale value stays in it */
     enum tc_rt_mode mode;
     int is_set;                    /* a write: set (else delete) */
@@ -31,17 +31,23 @@ struct rt_call {
     size_t lname_len;
     uint8_t *lname; /* "k:" + key (lname_buf, or allocated) */
     /* Not cleared for each call: set before use. */
+    struct tc_rt_call *next_free; /* in env->_free */
     struct tc_keylock_waiter kw;
     uint8_t lname_buf[66];
 };
 
-static struct rt_call *call_create(const struct tc_rt_env *env, const void *key, size_t key_len)
+#define MAX_FREE_CALLS 64u
+
+static struct tc_rt_call *call_create(struct tc_rt_env *env, const void *key, size_t key_len)
 {
-    struct rt_call *c = malloc(sizeof(*c));
-    if (c == NULL) {
+    struct tc_rt_call *c = env->_free;
+    if (c != NULL) {
+        env->_free = c->next_free;
+        env->_nfree--;
+    } else if ((c = malloc(sizeof(*c))) == NULL) {
         return NULL;
     }
-    memset(c, 0, offsetof(struct rt_call, kw));
+    memset(c, 0, offsetof(struct tc_rt_call, kw));
     c->env = env;
     size_t n = LOCK_PREFIX_LEN + key_len;
     c->lname = n <= sizeof(c->lname_buf) ? c->lname_buf : malloc(n);
@@ -56,7 +62,7 @@ static struct rt_call *call_create(const struct tc_rt_env *env, const void *key,
     return c;
 }
 
-static void call_free(struct rt_call *c)
+static void call_free(struct tc_rt_call *c)
 {
     if (c->op != NULL) {
         tc_stack_op_release(c->op);
@@ -64,16 +70,33 @@ static void call_free(struct rt_call *c)
     if (c->lname != c->lname_buf) {
         free(c->lname);
     }
+    struct tc_rt_env *env = c->env;
+    if (env->_nfree < MAX_FREE_CALLS) {
+        c->next_free = env->_free;
+        env->_free = c;
+        env->_nfree++;
+        return;
+    }
     free(c);
 }
 
-static void count(const struct rt_call *c, enum tc_keylock_counter s)
+void tc_rt_env_deinit(struct tc_rt_env *env)
+{
+    while (env->_free != NULL) {
+        struct tc_rt_call *c = env->_free;
+        env->_free = c->next_free;
+        free(c);
+    }
+    env->_nfree = 0;
+}
+
+static void count(const struct tc_rt_call *c, enum tc_keylock_counter s)
 {
     tc_keylock_count(c->env->keylock, s);
 }
 
 /* Hands res to the caller and ends the call. */
-static void finish(struct rt_call *c, struct tc_rt_result *res)
+static void finish(struct tc_rt_call *c, struct tc_rt_result *res)
 {
     res->key = c->lname + LOCK_PREFIX_LEN;
     res->key_len = c->lname_len - LOCK_PREFIX_LEN;
@@ -84,7 +107,7 @@ static void finish(struct rt_call *c, struct tc_rt_result *res)
     call_free(c);
 }
 
-static void finish_value(struct rt_call *c, enum tc_rt_outcome outcome)
+static void finish_value(struct tc_rt_call *c, enum tc_rt_outcome outcome)
 {
     struct tc_stack_op *op = c->op;
     struct tc_rt_result res = {.outcome = outcome,
@@ -98,7 +121,7 @@ static void finish_value(struct rt_call *c, enum tc_rt_outcome outcome)
     finish(c, &res);
 }
 
-static void finish_failed(struct rt_call *c, enum tc_status st)
+static void finish_failed(struct tc_rt_call *c, enum tc_status st)
 {
     struct tc_rt_result res = {.outcome = TC_RT_FAILED, .status = st};
     finish(c, &res);
@@ -110,9 +133,9 @@ static void get_done(struct tc_stack_op *op);
 static void recheck_done(struct tc_stack_op *op);
 static void miss_lock_cb(struct tc_keylock_waiter *kw);
 static void stale_lock_cb(struct tc_keylock_waiter *kw);
-static void lead(struct rt_call *c);
+static void lead(struct tc_rt_call *c);
 
-static void start_lock(struct rt_call *c, uint64_t deadline_ms,
+static void start_lock(struct tc_rt_call *c, uint64_t deadline_ms,
                        void (*cb)(struct tc_keylock_waiter *))
 {
     c->kw.ttl_ms = c->lock_ms;
@@ -123,7 +146,7 @@ static void start_lock(struct rt_call *c, uint64_t deadline_ms,
 }
 
 /* Reads the key again through the stack (after a wait, or as a new leader). */
-static void reread(struct rt_call *c, tc_stack_cb cb)
+static void reread(struct tc_rt_call *c, tc_stack_cb cb)
 {
     struct tc_stack_op *op =
         tc_stack_op_create(c->env->sc, c->op->key, c->op->key_len, tc_clock_ms());
@@ -141,7 +164,7 @@ static void reread(struct rt_call *c, tc_stack_cb cb)
 
 /* A hit the caller cannot serve is rejected: the stack goes on and calls
  * back. Returns 1 when the hit may be used. */
-static int accepted(struct rt_call *c, struct tc_stack_op *op)
+static int accepted(struct tc_rt_call *c, struct tc_stack_op *op)
 {
     if (c->accept == NULL ||
         c->accept(c->arg, op->key, op->key_len, &op->value, &op->hdr, op->now_ms)) {
@@ -161,7 +184,7 @@ static int fresh(const struct tc_stack_op *op)
 
 static void get_done(struct tc_stack_op *op)
 {
-    struct rt_call *c = op->arg;
+    struct tc_rt_call *c = op->arg;
     if (op->status == TC_OK) {
         if (!accepted(c, op)) {
             return;
@@ -188,7 +211,7 @@ static void get_done(struct tc_stack_op *op)
 
 static void stale_lock_cb(struct tc_keylock_waiter *kw)
 {
-    struct rt_call *c = kw->arg;
+    struct tc_rt_call *c = kw->arg;
     if (kw->outcome == TC_KEYLOCK_ACQUIRED) {
         snprintf(c->token, sizeof(c->token), "%s", kw->token);
         lead(c);
@@ -199,11 +222,11 @@ static void stale_lock_cb(struct tc_keylock_waiter *kw)
 }
 
 struct fill;
-static void finish_fill(struct rt_call *c, const struct fill *f, int leader);
+static void finish_fill(struct tc_rt_call *c, const struct fill *f, int leader);
 
 static void miss_lock_cb(struct tc_keylock_waiter *kw)
 {
-    struct rt_call *c = kw->arg;
+    struct tc_rt_call *c = kw->arg;
     struct tc_rt_result res = {0};
     switch (kw->outcome) {
     case TC_KEYLOCK_ACQUIRED:
@@ -246,7 +269,7 @@ static void miss_lock_cb(struct tc_keylock_waiter *kw)
 /* A new leader: is the value there after all? */
 static void recheck_done(struct tc_stack_op *op)
 {
-    struct rt_call *c = op->arg;
+    struct tc_rt_call *c = op->arg;
     if (op->status == TC_OK) {
         if (!accepted(c, op)) {
             return;
@@ -265,8 +288,8 @@ static void recheck_done(struct tc_stack_op *op)
 /* The leader's answer, shared with the waiters its release wakes. */
 struct fill {
     struct tc_keylock_result base; /* first: the keylock hands this to waiters */
-    const struct tc_rt_env *env;
-    struct rt_call *leader; /* the leader's read; NULL: refreshing in the background */
+    struct tc_rt_env *env;
+    struct tc_rt_call *leader; /* the leader's read; NULL: refreshing in the background */
     enum tc_rt_outcome outcome;
     enum tc_status status;
     int origin_status;
@@ -287,7 +310,7 @@ static void fill_free(struct tc_keylock_result *b)
 }
 
 /* Ends a read with a leader's answer (its own, or a waiter's). */
-static void finish_fill(struct rt_call *c, const struct fill *f, int leader)
+static void finish_fill(struct tc_rt_call *c, const struct fill *f, int leader)
 {
     struct tc_rt_result res = {.outcome = f->outcome,
                                .status = f->status,
@@ -305,9 +328,9 @@ static void finish_fill(struct rt_call *c, const struct fill *f, int leader)
 
 static void fill_finish(struct fill *f)
 {
-    const struct tc_rt_env *env = f->env;
+    struct tc_rt_env *env = f->env;
     if (f->leader != NULL) {
-        struct rt_call *c = f->leader;
+        struct tc_rt_call *c = f->leader;
         f->leader = NULL;
         finish_fill(c, f, 1);
     }
@@ -347,7 +370,7 @@ static uint8_t origin_encoding(const char *ctype, const struct tc_buf *body)
 static void origin_done(struct tc_origin_result *res, void *arg)
 {
     struct fill *f = arg;
-    const struct tc_rt_env *env = f->env;
+    struct tc_rt_env *env = f->env;
     const struct tc_rt_options *opt = env->opt;
     uint64_t now = tc_clock_ms();
     if (res->status == TC_OK && res->http_status == 200) {
@@ -402,9 +425,9 @@ static void origin_done(struct tc_origin_result *res, void *arg)
 /* Fetches c's key from the origin as its leader (holding c->token). With a
  * stale value in hand, the reader gets that now and the fetch goes on
  * without it. */
-static void fetch_origin(struct rt_call *c, int stale)
+static void fetch_origin(struct tc_rt_call *c, int stale)
 {
-    const struct tc_rt_env *env = c->env;
+    struct tc_rt_env *env = c->env;
     struct fill *f = calloc(1, sizeof(*f));
     if (f == NULL) {
         tc_keylock_release(env->home, c->lname, c->lname_len, c->token, NULL, NULL, NULL);
@@ -436,7 +459,7 @@ static void fetch_origin(struct rt_call *c, int stale)
 
 /* This read holds the key's lock (c->token) and the value is missing or
  * stale: fetch it from the origin, or hand the lease to the reader. */
-static void lead(struct rt_call *c)
+static void lead(struct tc_rt_call *c)
 {
     if (c->mode == TC_RT_ORIGIN) {
         fetch_origin(c, c->op->status == TC_OK);
@@ -448,12 +471,12 @@ static void lead(struct rt_call *c)
     finish(c, &res);
 }
 
-enum tc_status tc_rt_get(const struct tc_rt_env *env, const void *key, size_t key_len,
+enum tc_status tc_rt_get(struct tc_rt_env *env, const void *key, size_t key_len,
                          enum tc_rt_mode mode, uint64_t lease_ms, tc_rt_accept_fn accept,
                          tc_rt_done_fn done, void *arg)
 {
     uint64_t now = tc_clock_ms();
-    struct rt_call *c = call_create(env, key, key_len);
+    struct tc_rt_call *c = call_create(env, key, key_len);
     if (c == NULL || (c->op = tc_stack_op_create(env->sc, key, key_len, now)) == NULL) {
         if (c != NULL) {
             call_free(c);
@@ -472,7 +495,7 @@ enum tc_status tc_rt_get(const struct tc_rt_env *env, const void *key, size_t ke
 
 /* ---- writes ------------------------------------------------------------------------------ */
 
-static void write_finish(struct rt_call *c, struct tc_rt_write_result *res)
+static void write_finish(struct tc_rt_call *c, struct tc_rt_write_result *res)
 {
     c->write_done(c->arg, res);
     call_free(c);
@@ -480,7 +503,7 @@ static void write_finish(struct rt_call *c, struct tc_rt_write_result *res)
 
 static void put_release_done(void *arg, enum tc_status st, uint64_t remaining, const char *token)
 {
-    struct rt_call *c = arg;
+    struct tc_rt_call *c = arg;
     (void)remaining;
     (void)token;
     if (st == TC_OK) {
@@ -495,8 +518,8 @@ static void put_release_done(void *arg, enum tc_status st, uint64_t remaining, c
 
 static void write_done(struct tc_stack_op *op)
 {
-    struct rt_call *c = op->arg;
-    const struct tc_rt_env *env = c->env;
+    struct tc_rt_call *c = op->arg;
+    struct tc_rt_env *env = c->env;
     int is_set = c->is_set;
     if (is_set && c->token[0] != '\0') {
         /* A leaseholder's write: release the lease so that waiters read the
@@ -519,7 +542,7 @@ static void write_done(struct tc_stack_op *op)
 
 static void put_check_done(void *arg, enum tc_status st, uint64_t remaining, const char *token)
 {
-    struct rt_call *c = arg;
+    struct tc_rt_call *c = arg;
     (void)remaining;
     if (st == TC_OK && strcmp(token, c->token) == 0) {
         tc_stack_set(c->op, write_done, c);
@@ -533,10 +556,10 @@ static void put_check_done(void *arg, enum tc_status st, uint64_t remaining, con
 }
 
 /* Takes op over; is_set tells a set from a delete. */
-static enum tc_status start_write(const struct tc_rt_env *env, struct tc_stack_op *op,
-                                  const char *token, int is_set, tc_rt_write_fn done, void *arg)
+static enum tc_status start_write(struct tc_rt_env *env, struct tc_stack_op *op, const char *token,
+                                  int is_set, tc_rt_write_fn done, void *arg)
 {
-    struct rt_call *c = call_create(env, op->key, op->key_len);
+    struct tc_rt_call *c = call_create(env, op->key, op->key_len);
     if (c == NULL) {
         tc_stack_op_release(op);
         return TC_ENOMEM;
@@ -558,13 +581,13 @@ static enum tc_status start_write(const struct tc_rt_env *env, struct tc_stack_o
     return TC_OK;
 }
 
-enum tc_status tc_rt_set(const struct tc_rt_env *env, struct tc_stack_op *op, const char *token,
+enum tc_status tc_rt_set(struct tc_rt_env *env, struct tc_stack_op *op, const char *token,
                          tc_rt_write_fn done, void *arg)
 {
     return start_write(env, op, token, 1, done, arg);
 }
 
-enum tc_status tc_rt_del(const struct tc_rt_env *env, struct tc_stack_op *op, tc_rt_write_fn done,
+enum tc_status tc_rt_del(struct tc_rt_env *env, struct tc_stack_op *op, tc_rt_write_fn done,
                          void *arg)
 {
     return start_write(env, op, NULL, 0, done, arg);

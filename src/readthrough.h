@@ -55,15 +55,24 @@ struct tc_rt_options {
     uint64_t max_value;         /* an origin answer larger than this is not stored */
 };
 
+struct tc_rt_call;
+
 /** A worker's share: everything it owns on its thread. Caller-owned; must
- * outlive every call made with it. */
+ * outlive every call made with it; tc_rt_env_deinit() frees what it kept. */
 struct tc_rt_env {
     struct tc_stack_ctx *sc;
     struct tc_keylock_home *home; /* the worker's part of the key-lock table */
     struct tc_keylock *keylock;
     struct tc_origin_ctx *origin; /* NULL without an origin */
     const struct tc_rt_options *opt;
+    /* Private: ended calls kept for the next ones, so that a read allocates
+     * nothing (the stack recycles its operations the same way). */
+    struct tc_rt_call *_free;
+    unsigned _nfree;
 };
+
+/** Frees the calls @p env kept for reuse. On the env's thread, once no call is in flight. */
+void tc_rt_env_deinit(struct tc_rt_env *env);
 
 /** What a read came to. */
 enum tc_rt_outcome {
@@ -116,7 +125,7 @@ typedef void (*tc_rt_done_fn)(void *arg, const struct tc_rt_result *res);
  * @return TC_OK: @p done runs exactly once (maybe before this returns);
  *         TC_ENOMEM: nothing started, @p done never runs.
  */
-enum tc_status tc_rt_get(const struct tc_rt_env *env, const void *key, size_t key_len,
+enum tc_status tc_rt_get(struct tc_rt_env *env, const void *key, size_t key_len,
                          enum tc_rt_mode mode, uint64_t lease_ms, tc_rt_accept_fn accept,
                          tc_rt_done_fn done, void *arg);
 
@@ -152,11 +161,11 @@ typedef void (*tc_rt_write_fn)(void *arg, const struct tc_rt_write_result *res);
  * without, readers parked on the key are told to look again.
  * @return as tc_rt_get(); on TC_ENOMEM the op is still released.
  */
-enum tc_status tc_rt_set(const struct tc_rt_env *env, struct tc_stack_op *op, const char *token,
+enum tc_status tc_rt_set(struct tc_rt_env *env, struct tc_stack_op *op, const char *token,
                          tc_rt_write_fn done, void *arg);
 
 /** Deletes @p op's key (op taken over) from every tier. As tc_rt_set(). */
-enum tc_status tc_rt_del(const struct tc_rt_env *env, struct tc_stack_op *op, tc_rt_write_fn done,
+enum tc_status tc_rt_del(struct tc_rt_env *env, struct tc_stack_op *op, tc_rt_write_fn done,
                          void *arg);
 
 /**

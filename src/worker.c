@@ -6,6 +6,7 @@
 #include "src/log.h"
 #include "src/clock.h"
 #include "src/worker.h"
+#include "src/api.h"
 #include "src/routes.h"
 
 #include <event2/event.h>
@@ -145,7 +146,7 @@ static void *worker_main(void *arg)
         tc_log(TC_LOG_CRIT, "worker %d: out of memory", w->id);
         goto fail;
     }
-    w->rt = (struct tc_rt_env){w->sc, w->home, srv->keylock, w->origin, &srv->rt_opt};
+    w->rt = (struct tc_rt_env){w->sc, w->home, srv->keylock, w->origin, &srv->rt_opt, NULL, 0};
     w->http = tc_http_server_create(w->base, w->fd, &limits, tc_routes_handle, w);
     w->fd = -1; /* taken over, even on failure */
     w->stop_ev = event_new(w->base, -1, 0, stop_cb, w);
@@ -172,6 +173,9 @@ static void *worker_main(void *arg)
     w->sc = NULL;
     tc_keylock_home_dispose(w->home);
     w->home = NULL;
+    tc_rt_env_deinit(&w->rt);
+    tc_api_cache_pool_destroy(w->cache_pool);
+    w->cache_pool = NULL;
     event_free(w->stop_ev);
     event_free(w->drain_ev);
     event_base_free(w->base);

@@ -49,6 +49,8 @@ enum tc_worker_read {
     TC_READ_MISS,    /* X-Cache: MISS (no tier) */
 };
 
+struct tc_api_cache_pool;
+
 struct tc_worker {
     struct tc_server *srv;
     int id;
@@ -58,9 +60,10 @@ struct tc_worker {
     struct event_base *base;
     struct tc_http_server *http;
     struct tc_stack_ctx *sc;
-    struct tc_keylock_home *home; /* this worker's part of the lock table */
-    struct tc_origin_ctx *origin; /* its connections to the origin, or NULL */
-    struct tc_rt_env rt;          /* the above, for read-through */
+    struct tc_keylock_home *home;         /* this worker's part of the lock table */
+    struct tc_origin_ctx *origin;         /* its connections to the origin, or NULL */
+    struct tc_rt_env rt;                  /* the above, for read-through */
+    struct tc_api_cache_pool *cache_pool; /* /cache requests ended, kept for reuse */
     struct event *stop_ev, *drain_ev;
     uint64_t stop_deadline_ns;
     _Atomic int ready; /* 1 once serving, -1 if setup failed */
