@@ -2025,7 +2025,7 @@ static enum tc_status checkpoint(struct lmdb_tier *m, char *why, size_t wl)
     tc_lmdb_durable_unlock(lk);
     if (st != TC_OK) {
         unpin(m, nxt);
-        snprintf(why, wl, "writing " TC_LMDB_DURABLE_FILE ": %s", rw);
+        snprintf(why, wl, "writing " TC_LMDB_DURABLE_FILE ": %.150s", rw);
         return st;
     }
     if (cur >= 0) {
