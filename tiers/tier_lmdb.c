@@ -338,13 +338,14 @@ struct lmdb_tier {
     pthread_t writer;
     /* sync=periodic: a thread of its own flushes, so that the writer goes on
      * committing while the disk works. */
-    pthread_cond_t sync_wake; /* syncer: stopping, or a checkpoint asked for */
-    pthread_cond_t ckpt_cv;   /* writer: a checkpoint it asked for is done */
-    uint64_t commits;         /* batches committed */
-    uint64_t ckpt_req;        /* checkpoints asked for by the writer (full map) */
-    uint64_t ckpt_done;       /* of those, taken (or failed) */
-    uint64_t pin_txnid;       /* the snapshot pinned last */
-    char sync_why[200];       /* the last checkpoint's failure, "" after a success */
+    pthread_cond_t sync_wake;   /* syncer: stopping, or a checkpoint asked for */
+    pthread_cond_t ckpt_cv;     /* writer: a checkpoint it asked for is done */
+    uint64_t commits;           /* batches committed */
+    uint64_t ckpt_req;          /* checkpoints asked for by the writer (full map) */
+    uint64_t ckpt_done;         /* of those, taken (or failed) */
+    uint64_t pin_txnid;         /* the snapshot pinned last */
+    _Atomic uint64_t grow_mark; /* the file's last page when the last checkpoint began */
+    char sync_why[200];         /* the last checkpoint's failure, "" after a success */
     int has_syncer;
     pthread_t syncer;
     struct wop **batch; /* the writer's batch, batch_max slots */
@@ -375,6 +376,7 @@ static const char *const lmdb_params[] = {
 #define STAT_ADD(m, name, n) atomic_fetch_add_explicit(&(m)->stats.name, (n), memory_order_relaxed)
 
 static int checkpoint_now(struct lmdb_tier *m);
+static void checkpoint_if_grown(struct lmdb_tier *m);
 
 /* ---- helpers --------------------------------------------------------------- */
 
@@ -1194,6 +1196,9 @@ static void *writer_main(void *arg)
             continue;
         }
         pthread_mutex_unlock(&m->lock);
+        if (m->has_syncer) {
+            checkpoint_if_grown(m);
+        }
         run_batch(m, ops, n);
         pthread_mutex_lock(&m->lock);
         m->commits++;
@@ -1238,6 +1243,10 @@ static void *syncer_main(void *arg)
         uint64_t req = m->ckpt_req;
         due = mono_ms() + m->sync_interval_ms;
         pthread_mutex_unlock(&m->lock);
+        MDB_envinfo info;
+        if (mdb_env_info(m->env, &info) == 0) {
+            atomic_store_explicit(&m->grow_mark, (uint64_t)info.me_last_pgno, memory_order_relaxed);
+        }
         char why[sizeof(m->sync_why)] = "";
         enum tc_status st = checkpoint(m, why, sizeof(why));
         pthread_mutex_lock(&m->lock);
@@ -1252,6 +1261,32 @@ static void *syncer_main(void *arg)
     }
     pthread_mutex_unlock(&m->lock);
     return NULL;
+}
+
+/*
+ * sync=periodic, writer thread, before a batch: the pin keeps every page
+ * freed since the last checkpoint from being reused, so the file grows by
+ * what the writers copy until the next one moves it on (a few hundred MB a
+ * second under a load of small sets). Once it has grown by half the band
+ * between high and low water since the last checkpoint began, ask for the
+ * next one now (without waiting): the writeback is the same volume either
+ * way (every page the pin kept is flushed once), but the file stays within
+ * about that much of what the trees need.
+ */
+static void checkpoint_if_grown(struct lmdb_tier *m)
+{
+    MDB_envinfo info;
+    if (mdb_env_info(m->env, &info) != 0 ||
+        (uint64_t)info.me_last_pgno <=
+            atomic_load_explicit(&m->grow_mark, memory_order_relaxed) + m->txn_pages) {
+        return;
+    }
+    pthread_mutex_lock(&m->lock);
+    if (m->ckpt_req == m->ckpt_done) {
+        m->ckpt_req++;
+        pthread_cond_signal(&m->sync_wake);
+    }
+    pthread_mutex_unlock(&m->lock);
 }
 
 /*
@@ -2488,6 +2523,7 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
     atomic_init(&m->down, 0);
     m->pin_cur = -1;
     m->lock_fd = -1;
+    atomic_init(&m->grow_mark, 0);
     tc_lmdb_durable_boot_id(m->boot_id);
     /* Before the environment opens: the first checkpoint takes the lock. */
     pthread_condattr_t ca;
