@@ -101,7 +101,8 @@ enum tc_status tc_lmdb_durable_store(const char *dir, const struct tc_lmdb_durab
  * lock file of LMDB's is opened or closed (closing a descriptor of lock.mdb
  * would drop the process's LMDB record locks). Waits. The descriptor to give
  * tc_lmdb_durable_unlock, or -1 when the directory cannot be opened or
- * locked (the caller goes on unlocked: the record is still replaced whole).
+ * locked (the record is still replaced whole; whether going on unlocked is
+ * safe is the caller's to decide).
  */
 int tc_lmdb_durable_lock(const char *dir);
 

@@ -1203,7 +1203,7 @@ static void *writer_main(void *arg)
             continue;
         }
         pthread_mutex_unlock(&m->lock);
-        if (m->has_syncer) {
+        if (m->sync == SYNC_PERIODIC) {
             checkpoint_if_grown(m);
         }
         run_batch(m, ops, n);
@@ -1307,7 +1307,7 @@ static void checkpoint_if_grown(struct lmdb_tier *m)
 static int checkpoint_now(struct lmdb_tier *m)
 {
     MDB_envinfo info;
-    if (!m->has_syncer || mdb_env_info(m->env, &info) != 0) {
+    if (m->sync != SYNC_PERIODIC || mdb_env_info(m->env, &info) != 0) {
         return 0;
     }
     pthread_mutex_lock(&m->lock);
@@ -2057,6 +2057,13 @@ static enum tc_status checkpoint(struct lmdb_tier *m, char *why, size_t wl)
     struct tc_lmdb_durable on_disk;
     char rw[200];
     int lk = tc_lmdb_durable_lock(m->path);
+    if (lk < 0) {
+        /* Unlocked, another process could put an older snapshot back over
+         * a newer one that only its writer's pin covers. */
+        unpin(m, nxt);
+        snprintf(why, wl, "locking %.150s with flock failed", m->path);
+        return TC_EIO;
+    }
     /* Only ever a later snapshot: a process whose pin is not newer than
      * the record's keeps the record, and its pin covers it. */
     int later = tc_lmdb_durable_load(m->path, &on_disk, rw, sizeof(rw)) == TC_OK &&
