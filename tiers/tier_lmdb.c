@@ -1250,10 +1250,6 @@ static void *syncer_main(void *arg)
         uint64_t req = m->ckpt_req;
         due = mono_ms() + m->sync_interval_ms;
         pthread_mutex_unlock(&m->lock);
-        MDB_envinfo info;
-        if (mdb_env_info(m->env, &info) == 0) {
-            atomic_store_explicit(&m->grow_mark, (uint64_t)info.me_last_pgno, memory_order_relaxed);
-        }
         char why[sizeof(m->sync_why)] = "";
         enum tc_status st = checkpoint(m, why, sizeof(why));
         pthread_mutex_lock(&m->lock);
@@ -1996,6 +1992,10 @@ static enum tc_status checkpoint(struct lmdb_tier *m, char *why, size_t wl)
     if (cur >= 0 && mdb_env_info(m->env, &info) == 0 &&
         (uint64_t)info.me_last_txnid == m->pin_txnid) {
         return TC_OK; /* nothing committed since: the record stands */
+    }
+    /* checkpoint_if_grown measures from here (the first, in open, too). */
+    if (mdb_env_info(m->env, &info) == 0) {
+        atomic_store_explicit(&m->grow_mark, (uint64_t)info.me_last_pgno, memory_order_relaxed);
     }
     struct tc_lmdb_durable d;
     durable_base(m, &d); /* its time: no later than the pin */
