@@ -62,8 +62,8 @@
  *
  * While one commit runs, new ops queue up and ride the next one: that is the
  * group commit, and why a worker on an event loop never waits for an fsync.
- * With sync=periodic a second thread (the syncer) runs mdb_env_sync every
- * interval beside the writer, so that commits go on during the flush.
+ * With sync=periodic a second thread (the syncer) takes the checkpoints
+ * (below) beside the writer, so that commits go on during the flush.
  * Async ops beyond MAX_QUEUE queued are refused with TC_EAGAIN. A sync
  * caller's op lives on its stack; an async op comes from its ctx's free
  * list and points at the caller's request, which tier.h keeps valid until
@@ -84,36 +84,92 @@
  *
  * Durability. sync=always commits as LMDB does by default: the dirty pages,
  * fdatasync, the meta page, fdatasync; an acknowledged write survives a host
- * crash. sync=periodic opens the environment with MDB_NOMETASYNC: the dirty
- * pages, fdatasync, then the meta page without one. The next commit's
- * fdatasync carries that meta page to the disk, and when no commit comes the
- * syncer does, within sync_interval_ms; so a host crash loses at most the
- * commits of the last interval (in practice the last one), and the file
- * always opens. Why that keeps the file whole, where MDB_NOSYNC (periodic
- * before issue 12) did not:
+ * crash. sync=periodic and sync=none commit with MDB_NOSYNC: a commit only
+ * writes into the page cache, so no write waits for the disk. What makes
+ * periodic durable is a checkpoint that a second thread (the syncer) takes
+ * every sync_interval_ms, and that the next open puts back if the host went
+ * down:
  *
- *   - Every meta page that can reach the disk names pages that are there
- *     already: a commit writes its meta page only after its own pages are
- *     flushed. Under MDB_NOSYNC the kernel writes dirty pages back in any
- *     order, so a meta page could land before the pages it names.
- *   - LMDB lets commit K overwrite only pages freed by commit K - 2 or
- *     earlier (fewer with readers), which no snapshot from K - 2 on uses;
- *     and before commit K writes anything, commit K - 1's flush has made
- *     meta K - 2 durable. So the newest meta page on the disk is always
- *     K - 2 or later, and names intact pages. Under MDB_NOSYNC the commits
- *     after the last flush overwrite, in the page cache, the pages of the
- *     last durable snapshot, and any writeback of those pages destroys it
- *     while the meta page on the disk still names it.
+ *   every interval (syncer)                  at open, alone, host crashed
+ *   ---------------------------------------  ---------------------------------
+ *   W = a write txn: LMDB's writer lock, so  PATH/tiercache-durable (written
+ *       no process commits until W ends      by another boot, not clean)
+ *   R = a read txn: pins S, the last         names S: S's meta page goes back
+ *       committed txn (W's id - 1)           into its slot, and a copy with
+ *   pread S's meta page; abort W             txnid S - 1 into the other one;
+ *   mdb_env_sync: S's pages are on disk      fdatasync. LMDB then opens at S,
+ *   tiercache-durable := S, its meta page,   and the page check at open
+ *       the boot id... (tmp, fsync, rename) verifies S.
+ *   release the previous pin; keep R
  *
- * The price is one fdatasync per group commit instead of one per interval;
- * the writer keeps batching while it waits, so under load a commit carries
- * everything that queued during the last flush (README "Measured speed").
- * Acknowledging before the flush, as Redis's appendfsync everysec does,
- * would not help here: LMDB makes a write visible to readers only by
- * committing, and every commit writes a meta page. sync=none keeps
- * MDB_NOSYNC: after a host crash the file may be damaged, which the checks
- * below catch at open or at run time. Every process sharing PATH should use
- * the same sync mode: one with MDB_NOSYNC voids the others' guarantee.
+ * Why S is whole on the disk after a host crash, whatever the kernel wrote
+ * back after the flush: LMDB lets a commit reuse a page only when the
+ * transaction that freed it is older than every live reader's snapshot
+ * (mdb_page_alloc, mdb_find_oldest in mdb.c), and the pages of S are freed
+ * only by commits after S; so while R pins S, no commit writes a page of S,
+ * in the page cache or on the disk, and the flush put them all there. The
+ * meta pages on the disk, though, may name a later commit whose pages never
+ * got there (the kernel writes dirty pages back in any order: that is how
+ * MDB_NOSYNC lost whole environments), which is why they are put back rather
+ * than trusted. LMDB 0.9 refuses a file unless both meta pages are sound and
+ * uses the one with the higher txnid, hence the S - 1 copy; a commit writes
+ * the slot of its own txnid's parity, so the next one (S + 1) overwrites the
+ * copy and S stays. A host crash therefore loses the writes after the last
+ * checkpoint's pin: at most sync_interval_ms plus the time one flush takes.
+ *
+ * A crash of the process alone loses nothing: its commits are in the page
+ * cache, which outlives it. The record's boot id tells the two apart; with
+ * the boot it was written in, nothing is restored. When the boot id cannot
+ * be read, every unclean stop counts as a host crash (sound: S is intact
+ * either way, only more is lost).
+ *
+ * Several processes. Each runs its own syncer and pins its own snapshots;
+ * the record is shared. It is replaced under flock(2) on PATH and only by a
+ * later snapshot (a process whose S is not newer than the record's leaves
+ * the record as it is), and a process releases its previous pin only after
+ * the record names a snapshot at least as new as its new pin. So every
+ * process that has taken a checkpoint holds a pin at or before the record's
+ * S; a pin protects every later snapshot as well (their pages are freed by
+ * still later commits), so while any of those processes lives no commit can
+ * touch the pages the record names. A process commits nothing before its
+ * first checkpoint, taken in open right after mdb_env_open. So when the
+ * process that wrote the record dies and others go on writing, their pins
+ * still cover it: there is no window. When the last one dies, nobody
+ * commits until the next open, which, alone with the files, flushes them and
+ * writes a fresh record (naming the newest meta page) before LMDB opens.
+ * The record also carries the sync mode: a process that finds the
+ * environment open with another mode refuses to open it (one process
+ * committing without checkpoints, or with MDB_NOSYNC beside sync=always
+ * processes, would void the others' guarantee). Programs other than
+ * tiercache must not write to PATH while tiercache uses it.
+ *
+ * sync=none takes no checkpoints; its record only says which boot opened the
+ * environment and whether the last process closed it cleanly. Opened after a
+ * host crash, the environment is moved aside (see "Damage"): the pages
+ * MDB_NOSYNC left may be stale yet well formed, and then an old value could
+ * come back under its key, which no check can tell from the right one (an
+ * old record is a valid record of its key). A clean close, in any mode,
+ * flushes and, when no other process has the environment open, marks the
+ * record clean.
+ *
+ * The price of the pin: a page freed since the last checkpoint cannot be
+ * reused until the next one moves the pin on, so every page a commit
+ * copies is a new page, and the flush writes each of them once (under
+ * MDB_NOSYNC alone, the same few pages are rewritten in the page cache and
+ * flushed once an interval). Commits never wait for that writeback; with
+ * small random sets it is about 8 KB per set, and where the disk writes
+ * less than that the syncer falls behind, the file grows, and once the map
+ * is full the writer waits for a checkpoint (see checkpoint_now) rather
+ * than evict. The file also grows by what is copied between two
+ * checkpoints; once it has grown by half the high/low water band since the
+ * last one began, the writer asks for the next at once (see
+ * checkpoint_if_grown), which costs no extra writeback. Each process uses
+ * two reader slots for its pins.
+ *
+ * The alternative, MDB_NOMETASYNC (the pages flushed at every commit, the
+ * meta page left to the next flush), also keeps the file whole, but costs
+ * an fdatasync per commit, and with LMDB copying whole pages that held
+ * periodic to about a quarter of MDB_NOSYNC's set throughput.
  *
  * Damage. Bytes in the file are untrusted, and LMDB trusts its pages. At
  * open, the tier checks what LMDB does not, before LMDB reads more than the
@@ -128,9 +184,17 @@
  * lists. That check reads every page in use, so an open takes about as long
  * as reading the file.
  *
+ * Before those checks, alone with the files, the open reads
+ * tiercache-durable (see "Durability") and puts the meta pages back to its
+ * snapshot when the host went down with the environment open in
+ * sync=periodic; the checks then verify that snapshot. A record that does
+ * not decode, or names another data.mdb, or a snapshot newer than the file,
+ * restores nothing and is named in the open message.
+ *
  * A damaged environment (those checks failing; mdb_env_open or the first
  * transaction failing with MDB_INVALID, MDB_CORRUPTED, MDB_PAGE_NOTFOUND or
- * MDB_INCOMPATIBLE; a garbage format marker; or the marker file below) is
+ * MDB_INCOMPATIBLE; a garbage format marker; the marker file below; or a
+ * host crash while it was open with sync=none) is
  * moved aside, data.mdb renamed data.mdb.corrupt-<UTC time>, and a new empty
  * environment created. open() then succeeds with a message in its err
  * buffer that the caller logs at crit (src/main.c), and health says so. With
@@ -162,6 +226,7 @@
 #include "tiers/tier_impl.h"
 
 #include "tiers/lmdb_check.h"
+#include "tiers/lmdb_durable.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -189,6 +254,7 @@
 #define SCRUB_SLACK    4096u  /* stale tc_exp entries tolerated beyond one per record */
 #define SCRUB_VISITS   4u     /* tc_exp entries a scrub looks at per op in the batch */
 #define DAMAGE_MARK    "tiercache-damaged" /* in PATH: damage seen at run time */
+#define CKPT_WAIT_MS   10000u /* longest a writer waits for a checkpoint it asked for */
 
 enum sync_mode { SYNC_ALWAYS = 0, SYNC_PERIODIC = 1, SYNC_NONE = 2 };
 static const char *const sync_names[] = {"always", "periodic", "none", NULL};
@@ -225,6 +291,7 @@ struct wop {
     X(sweeps)                                                                                      \
     X(map_full_retries)                                                                            \
     X(syncs)                                                                                       \
+    X(sync_errors)                                                                                 \
     X(queue_full)                                                                                  \
     X(stale_readers_cleared)
 
@@ -258,6 +325,16 @@ struct lmdb_tier {
     _Atomic int down;
     char down_why[256];
     char recovered[640]; /* set at open when a damaged environment was moved aside */
+    char news[640];      /* set at open: a restore, or a record that could not be used */
+    char boot_id[TC_LMDB_DURABLE_BOOT_ID];
+    /* sync=periodic: the pinned snapshots (see "Durability"). pin[pin_cur]
+     * holds the newest; during a checkpoint the other one pins the next.
+     * The env opener, then the syncer thread only; pin_txnid is also read by
+     * the writer, under lock. */
+    MDB_txn *pin[2];
+    int pin_live[2];
+    int pin_cur; /* -1: nothing pinned yet */
+    int lock_fd; /* lock.mdb, from lock_exclusive until mdb_env_close; or -1 */
 
     /* Writer. Everything below is guarded by lock. */
     pthread_mutex_t lock;
@@ -269,8 +346,14 @@ struct lmdb_tier {
     pthread_t writer;
     /* sync=periodic: a thread of its own flushes, so that the writer goes on
      * committing while the disk works. */
-    pthread_cond_t sync_wake; /* syncer: stopping */
-    uint64_t commits;         /* batches committed (the syncer's "dirty") */
+    pthread_cond_t sync_wake;   /* syncer: stopping, or a checkpoint asked for */
+    pthread_cond_t ckpt_cv;     /* writer: a checkpoint it asked for is done */
+    uint64_t commits;           /* batches committed */
+    uint64_t ckpt_req;          /* checkpoints asked for by the writer (full map) */
+    uint64_t ckpt_done;         /* of those, taken (or failed) */
+    uint64_t pin_txnid;         /* the snapshot pinned last */
+    _Atomic uint64_t grow_mark; /* the file's last page when the last checkpoint began */
+    char sync_why[200];         /* the last checkpoint's failure, "" after a success */
     int has_syncer;
     pthread_t syncer;
     struct wop **batch; /* the writer's batch, batch_max slots */
@@ -331,6 +414,9 @@ static const struct tc_tier_param lmdb_params[] = {
 };
 
 #define STAT_ADD(m, name, n) atomic_fetch_add_explicit(&(m)->stats.name, (n), memory_order_relaxed)
+
+static int checkpoint_now(struct lmdb_tier *m);
+static void checkpoint_if_grown(struct lmdb_tier *m);
 
 /* ---- helpers --------------------------------------------------------------- */
 
@@ -878,7 +964,10 @@ static uint64_t evict(struct lmdb_tier *m, size_t target, uint64_t min_records)
             mdb_txn_abort(txn);
         }
         if (rc == MDB_MAP_FULL) {
-            chunk /= 2;
+            /* Pinned room first (see run_batch), then smaller deletes. */
+            if (m->sync != SYNC_PERIODIC || !checkpoint_now(m)) {
+                chunk /= 2;
+            }
             continue;
         }
         if (rc != 0) {
@@ -1001,6 +1090,12 @@ static void run_batch(struct lmdb_tier *m, struct wop **ops, size_t n)
             break;
         }
         STAT_ADD(m, map_full_retries, 1);
+        /* With sync=periodic the room may only be pinned (by the pin, or
+         * by the last evictions' frees, which the pin holds too): move the
+         * pin on before splitting or evicting more. */
+        if (m->sync == SYNC_PERIODIC && checkpoint_now(m)) {
+            continue; /* the room the pin held is free now: the same batch again */
+        }
         /* Freed pages may be pinned: by a dead process's reader slot (clear
          * it now, not at the next periodic check), or by a reader inside a
          * get (or another process's long read), so later tries wait a
@@ -1141,6 +1236,9 @@ static void *writer_main(void *arg)
             continue;
         }
         pthread_mutex_unlock(&m->lock);
+        if (m->sync == SYNC_PERIODIC) {
+            checkpoint_if_grown(m);
+        }
         run_batch(m, ops, n);
         pthread_mutex_lock(&m->lock);
         m->commits++;
@@ -1150,44 +1248,114 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+static enum tc_status checkpoint(struct lmdb_tier *m, char *why, size_t wl);
+
+/* CLOCK_MONOTONIC deadline @p ms from now, for the conds made with it. */
+static struct timespec deadline_in(uint64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t ns = (uint64_t)ts.tv_nsec + ms * 1000000u;
+    ts.tv_sec += (time_t)(ns / 1000000000u);
+    ts.tv_nsec = (long)(ns % 1000000000u);
+    return ts;
+}
+
 /*
- * sync=periodic: flushes every sync_interval_ms when something was committed
- * since the last flush. Under MDB_NOMETASYNC each commit has flushed its own
- * pages already; what this carries to the disk is the meta page of the last
- * commit when no later commit's flush did (writes stopped), so that a host
- * crash loses at most one interval. It runs beside the writer: a flush that
- * overlaps a commit can only make durable earlier what the commit flushes
- * anyway, and a meta page is written only after its pages are durable (see
- * "Durability" at the top). A clean close flushes after the writer stopped.
+ * sync=periodic: a checkpoint (see "Durability") every sync_interval_ms,
+ * counted from the start of the last one so that the pin, which bounds what
+ * a host crash loses, moves on at that rate however long a flush takes; and
+ * one at once when the writer asks (a full map). A checkpoint with nothing
+ * committed since the last one is free. Beside the writer: its only wait on
+ * the writer is LMDB's writer lock, held for two preads.
  */
 static void *syncer_main(void *arg)
 {
     struct lmdb_tier *m = arg;
-    uint64_t synced = 0;
-
     pthread_mutex_lock(&m->lock);
+    uint64_t due = mono_ms() + m->sync_interval_ms;
     while (!m->stopping) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint64_t ns = (uint64_t)ts.tv_nsec + m->sync_interval_ms * 1000000u;
-        ts.tv_sec += (time_t)(ns / 1000000000u);
-        ts.tv_nsec = (long)(ns % 1000000000u);
-        while (!m->stopping && pthread_cond_timedwait(&m->sync_wake, &m->lock, &ts) == 0) {
-        }
-        if (m->stopping || m->commits == synced) {
+        if (m->ckpt_done == m->ckpt_req && mono_ms() < due) {
+            struct timespec ts = deadline_in(due - mono_ms());
+            pthread_cond_timedwait(&m->sync_wake, &m->lock, &ts);
             continue;
         }
-        uint64_t upto = m->commits;
+        uint64_t req = m->ckpt_req;
+        due = mono_ms() + m->sync_interval_ms;
         pthread_mutex_unlock(&m->lock);
-        int rc = mdb_env_sync(m->env, 1);
+        char why[sizeof(m->sync_why)] = "";
+        enum tc_status st = checkpoint(m, why, sizeof(why));
         pthread_mutex_lock(&m->lock);
-        if (rc == 0) {
-            synced = upto;
-            STAT_ADD(m, syncs, 1);
+        if (st != TC_OK && st != TC_EUNAVAIL) {
+            STAT_ADD(m, sync_errors, 1);
+            snprintf(m->sync_why, sizeof(m->sync_why), "%s", why);
+        } else if (st == TC_OK) {
+            m->sync_why[0] = '\0';
         }
+        m->ckpt_done = req;
+        pthread_cond_broadcast(&m->ckpt_cv);
     }
     pthread_mutex_unlock(&m->lock);
     return NULL;
+}
+
+/*
+ * sync=periodic, writer thread, before a batch: the pin keeps every page
+ * freed since the last checkpoint from being reused, so the file grows by
+ * what the writers copy until the next one moves it on (a few hundred MB a
+ * second under a load of small sets). Once it has grown by half the band
+ * between high and low water since the last checkpoint began, ask for the
+ * next one now (without waiting): the writeback is the same volume either
+ * way (every page the pin kept is flushed once), but the file stays within
+ * about that much of what the trees need.
+ */
+static void checkpoint_if_grown(struct lmdb_tier *m)
+{
+    MDB_envinfo info;
+    if (mdb_env_info(m->env, &info) != 0 ||
+        (uint64_t)info.me_last_pgno <=
+            atomic_load_explicit(&m->grow_mark, memory_order_relaxed) + m->txn_pages) {
+        return;
+    }
+    pthread_mutex_lock(&m->lock);
+    if (m->ckpt_req == m->ckpt_done) {
+        m->ckpt_req++;
+        pthread_cond_signal(&m->sync_wake);
+    }
+    pthread_mutex_unlock(&m->lock);
+}
+
+/*
+ * sync=periodic, writer thread, on MDB_MAP_FULL: the pages freed since the
+ * oldest pinned snapshot cannot be reused until the syncer moves the pin on,
+ * so have it do that now (and wait, at most CKPT_WAIT_MS) rather than evict
+ * records for room that is only pinned. 1 when a checkpoint was taken since
+ * the call, 0 when there is none to gain (the pin is at the last commits
+ * already) or it did not come in time.
+ */
+static int checkpoint_now(struct lmdb_tier *m)
+{
+    MDB_envinfo info;
+    if (m->sync != SYNC_PERIODIC || mdb_env_info(m->env, &info) != 0) {
+        return 0;
+    }
+    pthread_mutex_lock(&m->lock);
+    /* Pages freed by commits before the pin are reusable already. */
+    if (m->pin_txnid + 1 >= (uint64_t)info.me_last_txnid) {
+        pthread_mutex_unlock(&m->lock);
+        return 0;
+    }
+    uint64_t want = ++m->ckpt_req;
+    pthread_cond_signal(&m->sync_wake);
+    struct timespec ts = deadline_in(CKPT_WAIT_MS);
+    while (!m->stopping && m->ckpt_done < want) {
+        if (pthread_cond_timedwait(&m->ckpt_cv, &m->lock, &ts) == ETIMEDOUT) {
+            break;
+        }
+    }
+    int ok = m->ckpt_done >= want && m->sync_why[0] == '\0';
+    pthread_mutex_unlock(&m->lock);
+    return ok;
 }
 
 /* Queues op; the writer owns it until it comes back through completion. */
@@ -1335,6 +1503,15 @@ static enum tc_status make_dir(const char *path, char *err, size_t errlen)
 
 /* ---- open: checks, and moving a damaged environment aside ------------------ */
 
+/* The descriptor lock_exclusive left open; only with no environment open. */
+static void unlock_files(struct lmdb_tier *m)
+{
+    if (m->lock_fd >= 0) {
+        close(m->lock_fd);
+        m->lock_fd = -1;
+    }
+}
+
 /* LMDB answers at open that mean the files are damaged, rather than
  * unreadable, locked, or written by another LMDB version. */
 static int is_damage(int rc)
@@ -1353,6 +1530,14 @@ static int is_damage(int rc)
  * or locked). POSIX record locks belong to the process, and closing any
  * descriptor of the file drops them all, so this runs only while this tier
  * has no environment open (and one process must not open PATH twice).
+ *
+ * Whoever goes on to open the environment keeps the descriptor open until
+ * after mdb_env_close (m->lock_fd): mdb_env_open's own write lock on byte 0
+ * then succeeds (the process holds it already), so LMDB initialises
+ * lock.mdb as the first opener and only then shares the lock. Closing the
+ * descriptor before mdb_env_open would let a process waiting inside its
+ * own mdb_env_open take the shared lock of a lock.mdb nobody initialised
+ * (a new one is empty: mdb_env_open fails with EINVAL).
  */
 static int lock_exclusive(const char *path, long *holder)
 {
@@ -1505,6 +1690,500 @@ static enum tc_status check_file(struct lmdb_tier *m, char *why, size_t wl, char
     return st;
 }
 
+/* ---- the durable snapshot (see "Durability" at the top) --------------------- */
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* "2024-05-01T12:00:00.250Z" for people: wall-clock, as move_aside's names. */
+static void utc_ms(uint64_t ms, char *buf, size_t cap)
+{
+    time_t t = (time_t)(ms / 1000u);
+    struct tm tm;
+    char s[32];
+    if (gmtime_r(&t, &tm) == NULL || strftime(s, sizeof(s), "%Y-%m-%dT%H:%M:%S", &tm) == 0) {
+        snprintf(buf, cap, "%llu ms after the epoch", (unsigned long long)ms);
+        return;
+    }
+    snprintf(buf, cap, "%s.%03uZ", s, (unsigned)(ms % 1000u));
+}
+
+/* Appends to the news open() hands its caller (logged at crit). */
+__attribute__((format(printf, 2, 3))) static void add_news(struct lmdb_tier *m, const char *fmt,
+                                                           ...)
+{
+    size_t len = strlen(m->news);
+    if (len > 0 && len + 2 < sizeof(m->news)) {
+        m->news[len++] = ';';
+        m->news[len++] = ' ';
+        m->news[len] = '\0';
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m->news + len, sizeof(m->news) - len, fmt, ap);
+    va_end(ap);
+}
+
+/* Meta page @p slot of the data file open as @p fd, its first META_READ
+ * bytes into @p b: NULL when sound, else what is wrong with it. */
+static const char *meta_at(int fd, uint64_t psize, int slot, unsigned char *b, struct meta_view *mv)
+{
+    if (pread(fd, b, META_READ, (off_t)(psize * (uint64_t)slot)) != (ssize_t)META_READ) {
+        return "cannot be read";
+    }
+    return meta_check(b, mv);
+}
+
+/* The fields every record of this process carries. */
+static void durable_base(const struct lmdb_tier *m, struct tc_lmdb_durable *d)
+{
+    memset(d, 0, sizeof(*d));
+    d->mode = (uint32_t)m->sync;
+    d->interval_ms = m->sync_interval_ms;
+    d->pinned_ms = wall_ms();
+    memcpy(d->boot_id, m->boot_id, sizeof(d->boot_id));
+}
+
+/*
+ * Puts the meta pages of data.mdb (open read-write as @p fd) back to the
+ * snapshot @p rec names: its meta page into its slot, and into the other
+ * the same with that slot's page number and the txnid before it (LMDB
+ * reads both and uses the higher). TC_OK with *done = 1 when it rewrote
+ * them, 0 when they named the snapshot already; TC_ECORRUPT with why when
+ * the record cannot be this file's (nothing written); TC_EIO with why.
+ */
+static enum tc_status restore_snapshot(const struct tc_lmdb_durable *rec, int fd, int *done,
+                                       char *why, size_t wl)
+{
+    struct meta_view sv, dv[2];
+    unsigned char disk[2][META_READ];
+    *done = 0;
+    const char *bad = rec->meta_len != META_READ ? "its meta page has another length"
+                                                 : meta_check(rec->meta, &sv);
+    if (bad == NULL && (sv.txnid != rec->txnid || sv.psize != rec->psize ||
+                        rd_u64(rec->meta) != (rec->txnid & 1))) {
+        bad = "its meta page is not the snapshot's";
+    }
+    if (bad != NULL) {
+        snprintf(why, wl, "%s", bad);
+        return TC_ECORRUPT;
+    }
+    int slot = (int)(rec->txnid & 1), ok[2], any = 0;
+    uint64_t newest = 0;
+    for (int i = 0; i < 2; i++) {
+        ok[i] = meta_at(fd, sv.psize, i, disk[i], &dv[i]) == NULL && dv[i].psize == sv.psize;
+        if (ok[i] && (!any || dv[i].txnid > newest)) {
+            newest = dv[i].txnid;
+            any = 1;
+        }
+    }
+    /* The flush made meta S durable, and later commits only raise the txnid
+     * in its slot: a file behind S is another file, or one a disk lost. */
+    if (any && newest < rec->txnid) {
+        snprintf(why, wl, "data.mdb is at transaction %llu, before the snapshot's %llu",
+                 (unsigned long long)newest, (unsigned long long)rec->txnid);
+        return TC_ECORRUPT;
+    }
+    if (ok[0] && ok[1] && dv[!slot].txnid < rec->txnid &&
+        memcmp(disk[slot], rec->meta, META_READ) == 0) {
+        return TC_OK;
+    }
+    unsigned char other[META_READ];
+    uint64_t pg = (uint64_t)!slot, t = rec->txnid > 0 ? rec->txnid - 1 : 0;
+    memcpy(other, rec->meta, META_READ);
+    memcpy(other, &pg, sizeof(pg)); /* mp_pgno, at the start of the page header */
+    memcpy(other + META_TXNID, &t, sizeof(t));
+    const char *what = NULL;
+    if (pwrite(fd, rec->meta, META_READ, (off_t)(sv.psize * (uint64_t)slot)) !=
+            (ssize_t)META_READ ||
+        pwrite(fd, other, META_READ, (off_t)(sv.psize * (uint64_t)!slot)) != (ssize_t)META_READ) {
+        what = "pwrite";
+    } else if (fdatasync(fd) != 0) {
+        what = "fdatasync";
+    }
+    if (what != NULL) {
+        snprintf(why, wl, "%s(data.mdb): %s", what, strerror(errno));
+        return TC_EIO;
+    }
+    *done = 1;
+    return TC_OK;
+}
+
+/*
+ * At open, alone with the files (lock_exclusive held), before check_file:
+ * what tiercache-durable says about the last run. After a host crash
+ * (another boot, not closed cleanly): with sync=periodic the meta pages go
+ * back to its snapshot; with sync=none the environment is damaged
+ * (TC_ECORRUPT with why: moved aside). A record that cannot be used
+ * restores nothing and goes into the news. TC_OK, TC_ECORRUPT, or an error
+ * with err.
+ */
+static enum tc_status durable_recover(struct lmdb_tier *m, char *why, size_t wl, char *err,
+                                      size_t errlen)
+{
+    char *dp = path_join(m->path, "data.mdb");
+    int fd = dp != NULL ? open(dp, O_RDWR | O_CLOEXEC) : -1;
+    int e = errno;
+    free(dp);
+    if (fd < 0) {
+        if (e == ENOENT) {
+            return TC_OK; /* a new environment: nothing to recover */
+        }
+        tc_tier_errf(err, errlen, "lmdb://%s: cannot open data.mdb: %s", m->path, strerror(e));
+        return TC_EIO;
+    }
+    struct stat sb;
+    struct tc_lmdb_durable rec;
+    char rw[200];
+    enum tc_status st = TC_OK;
+    if (fstat(fd, &sb) != 0 || sb.st_size == 0) {
+        goto out; /* fstat failing is check_file's to report */
+    }
+    enum tc_status ls = tc_lmdb_durable_load(m->path, &rec, rw, sizeof(rw));
+    if (ls == TC_ENOTFOUND) {
+        goto out; /* written before this record existed, or by sync=always only */
+    }
+    if (ls != TC_OK) {
+        add_news(m, TC_LMDB_DURABLE_FILE " is unusable (%s): ignored, nothing restored", rw);
+        goto out;
+    }
+    if ((rec.flags & TC_LMDB_DURABLE_CLEAN) ||
+        (m->boot_id[0] != '\0' && strcmp(rec.boot_id, m->boot_id) == 0)) {
+        goto out; /* closed cleanly, or only a process died: the page cache has it all */
+    }
+    if (rec.inode != (uint64_t)sb.st_ino) {
+        add_news(m,
+                 "the host went down with the environment open, but " TC_LMDB_DURABLE_FILE
+                 " belongs to another data.mdb (inode %llu, this one is %llu): ignored, "
+                 "nothing restored",
+                 (unsigned long long)rec.inode, (unsigned long long)sb.st_ino);
+        goto out;
+    }
+    if (rec.mode == SYNC_NONE) {
+        snprintf(why, wl,
+                 "the host went down while it was open with sync=none, so pages it had not "
+                 "flushed may hold older values");
+        st = TC_ECORRUPT;
+    } else if (rec.mode == SYNC_PERIODIC && (rec.flags & TC_LMDB_DURABLE_SNAPSHOT)) {
+        int done = 0;
+        st = restore_snapshot(&rec, fd, &done, rw, sizeof(rw));
+        if (st == TC_ECORRUPT) {
+            add_news(m,
+                     "the host went down with the environment open, but " TC_LMDB_DURABLE_FILE
+                     " does not fit data.mdb (%s): nothing restored",
+                     rw);
+            st = TC_OK;
+        } else if (st != TC_OK) {
+            tc_tier_errf(err, errlen, "lmdb://%s: restoring the durable snapshot failed: %s",
+                         m->path, rw);
+        } else if (done) {
+            char when[48];
+            utc_ms(rec.pinned_ms, when, sizeof(when));
+            add_news(m,
+                     "the host went down with the environment open: restored to the durable "
+                     "snapshot of %s (transaction %llu), losing at most sync_interval_ms "
+                     "(%llu ms, plus one flush) of writes before the crash",
+                     when, (unsigned long long)rec.txnid, (unsigned long long)rec.interval_ms);
+        }
+    }
+out:
+    close(fd);
+    return st;
+}
+
+/*
+ * Still alone with the files, once they passed check_file (or after a move
+ * aside): the record for the run that starts, written before LMDB opens, so
+ * that it is this boot's, names this data.mdb and carries this mode before
+ * any other process can open the environment. With sync=periodic it names
+ * the newest meta page, flushed first: the process that wrote it may have
+ * died with its commits in the page cache only. Nothing commits before a
+ * checkpoint replaces it (see "Durability"). TC_OK, or an error with err.
+ */
+static enum tc_status durable_reset(struct lmdb_tier *m, char *err, size_t errlen)
+{
+    struct tc_lmdb_durable d;
+    durable_base(m, &d);
+    char *dp = path_join(m->path, "data.mdb");
+    int fd = dp != NULL ? open(dp, O_RDWR | O_CLOEXEC) : -1;
+    int e = errno;
+    free(dp);
+    const char *what = NULL;
+    struct stat sb;
+    if (fd < 0 && e != ENOENT) {
+        what = "open(data.mdb)";
+    } else if (fd >= 0 && fstat(fd, &sb) != 0) {
+        what = "fstat(data.mdb)";
+        e = errno;
+    } else if (fd >= 0) {
+        d.inode = (uint64_t)sb.st_ino;
+        if (sb.st_size > 0 && m->sync == SYNC_PERIODIC) {
+            if (fdatasync(fd) != 0) {
+                what = "fdatasync(data.mdb)";
+                e = errno;
+            } else {
+                unsigned char b[META_READ];
+                struct meta_view mv;
+                uint64_t ps = 0;
+                /* check_file found both sound; the page size is meta 0's. */
+                if (meta_at(fd, 0, 0, b, &mv) == NULL) {
+                    ps = mv.psize;
+                }
+                for (int i = 0; ps > 0 && i < 2; i++) {
+                    if (meta_at(fd, ps, i, b, &mv) == NULL &&
+                        (!(d.flags & TC_LMDB_DURABLE_SNAPSHOT) || mv.txnid > d.txnid)) {
+                        d.flags = TC_LMDB_DURABLE_SNAPSHOT;
+                        d.txnid = mv.txnid;
+                        d.psize = (uint32_t)ps;
+                        d.meta_len = META_READ;
+                        memcpy(d.meta, b, META_READ);
+                    }
+                }
+            }
+        }
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (what != NULL) {
+        tc_tier_errf(err, errlen, "lmdb://%s: %s: %s", m->path, what, strerror(e));
+        return TC_EIO;
+    }
+    char rw[200];
+    int lk = tc_lmdb_durable_lock(m->path);
+    enum tc_status st = tc_lmdb_durable_store(m->path, &d, rw, sizeof(rw));
+    tc_lmdb_durable_unlock(lk);
+    if (st != TC_OK) {
+        tc_tier_errf(err, errlen, "lmdb://%s: writing " TC_LMDB_DURABLE_FILE ": %s", m->path, rw);
+    }
+    return st;
+}
+
+/*
+ * When another process has the environment open: it must be in the same
+ * sync mode (see "Durability": several processes). TC_OK, or TC_EINVAL
+ * with err.
+ */
+static enum tc_status durable_check_mode(struct lmdb_tier *m, char *err, size_t errlen)
+{
+    struct tc_lmdb_durable rec;
+    char rw[200];
+    /* A clean record is one a closing process wrote just now; no record,
+     * or an unusable one, was not written by a tiercache that checks. */
+    if (tc_lmdb_durable_load(m->path, &rec, rw, sizeof(rw)) != TC_OK ||
+        (rec.flags & TC_LMDB_DURABLE_CLEAN) || rec.mode == (uint32_t)m->sync) {
+        return TC_OK;
+    }
+    tc_tier_errf(err, errlen,
+                 "lmdb://%s: another process has the environment open with sync=%s; every "
+                 "process sharing it must use the same sync mode (this one has sync=%s)",
+                 m->path, sync_names[rec.mode], sync_names[m->sync]);
+    return TC_EINVAL;
+}
+
+static void unpin(struct lmdb_tier *m, int i)
+{
+    if (m->pin_live[i]) {
+        mdb_txn_reset(m->pin[i]); /* keeps the reader slot for the next pin */
+        m->pin_live[i] = 0;
+    }
+}
+
+/* Before mdb_env_close: the pins are read transactions. */
+static void pins_release(struct lmdb_tier *m)
+{
+    for (int i = 0; i < 2; i++) {
+        if (m->pin[i] != NULL) {
+            mdb_txn_abort(m->pin[i]);
+            m->pin[i] = NULL;
+        }
+        m->pin_live[i] = 0;
+    }
+    m->pin_cur = -1;
+}
+
+/*
+ * One checkpoint (sync=periodic; see "Durability"): pins the last committed
+ * snapshot S, flushes, makes the record name S (unless it names a later
+ * one already), then releases the previous pin. On any failure the previous
+ * pin stays and the new one goes: the record names nothing unpinned. The
+ * syncer thread, or open() before the threads start. TC_OK; TC_EUNAVAIL
+ * when the tier is down; another status with why.
+ */
+static enum tc_status checkpoint(struct lmdb_tier *m, char *why, size_t wl)
+{
+    if (is_down(m)) {
+        return TC_EUNAVAIL; /* never touch a damaged map again */
+    }
+    int cur = m->pin_cur, nxt = cur == 0 ? 1 : 0;
+    MDB_envinfo info;
+    /* pin_txnid is written by this thread only (under lock, for the writer). */
+    if (cur >= 0 && mdb_env_info(m->env, &info) == 0 &&
+        (uint64_t)info.me_last_txnid == m->pin_txnid) {
+        return TC_OK; /* nothing committed since: the record stands */
+    }
+    /* checkpoint_if_grown measures from here (the first, in open, too). */
+    if (mdb_env_info(m->env, &info) == 0) {
+        atomic_store_explicit(&m->grow_mark, (uint64_t)info.me_last_pgno, memory_order_relaxed);
+    }
+    struct tc_lmdb_durable d;
+    durable_base(m, &d); /* its time: no later than the pin */
+    MDB_txn *w;
+    int rc = mdb_txn_begin(m->env, NULL, 0, &w);
+    if (rc != 0) {
+        if (is_fatal(rc)) {
+            mark_down(m, rc, "a checkpoint");
+        }
+        snprintf(why, wl, "a write transaction to pin the snapshot: %s", mdb_strerror(rc));
+        return TC_EIO;
+    }
+    /* LMDB's writer lock is held: no process commits until w ends, so the
+     * last committed transaction is w's id - 1, the read transaction below
+     * pins exactly it, and its meta page stays as it is while it is read. */
+    uint64_t s = (uint64_t)mdb_txn_id(w) - 1;
+    rc = m->pin[nxt] == NULL ? mdb_txn_begin(m->env, NULL, MDB_RDONLY, &m->pin[nxt])
+                             : mdb_txn_renew(m->pin[nxt]);
+    const char *bad = NULL;
+    mdb_filehandle_t fd;
+    struct stat sb;
+    if (rc == 0) {
+        struct meta_view mv;
+        m->pin_live[nxt] = 1;
+        if ((uint64_t)mdb_txn_id(m->pin[nxt]) != s) {
+            bad = "the read transaction is not at the last commit";
+        } else if (mdb_env_get_fd(m->env, &fd) != 0 || fstat(fd, &sb) != 0) {
+            bad = "data.mdb cannot be read";
+        } else if ((bad = meta_at(fd, m->psize, (int)(s & 1), d.meta, &mv)) == NULL &&
+                   mv.txnid != s) {
+            bad = "it names another transaction";
+        }
+    }
+    mdb_txn_abort(w);
+    if (rc != 0 || bad != NULL) {
+        if (rc == 0) {
+            unpin(m, nxt);
+            snprintf(why, wl, "the snapshot's meta page: %s", bad);
+        } else {
+            if (is_fatal(rc)) {
+                mark_down(m, rc, "a checkpoint");
+            }
+            snprintf(why, wl, "a read transaction to pin the snapshot: %s", mdb_strerror(rc));
+        }
+        return TC_EIO;
+    }
+    /* Every page of S on the disk: from here on, only the meta pages can
+     * name anything that is not. */
+    if ((rc = mdb_env_sync(m->env, 1)) != 0) {
+        unpin(m, nxt);
+        snprintf(why, wl, "mdb_env_sync: %s", mdb_strerror(rc));
+        return TC_EIO;
+    }
+    d.flags = TC_LMDB_DURABLE_SNAPSHOT;
+    d.psize = (uint32_t)m->psize;
+    d.txnid = s;
+    d.inode = (uint64_t)sb.st_ino;
+    d.meta_len = META_READ;
+    struct tc_lmdb_durable on_disk;
+    char rw[200];
+    int lk = tc_lmdb_durable_lock(m->path);
+    if (lk < 0) {
+        /* Unlocked, another process could put an older snapshot back over
+         * a newer one that only its writer's pin covers. */
+        unpin(m, nxt);
+        snprintf(why, wl, "locking %.150s with flock failed", m->path);
+        return TC_EIO;
+    }
+    /* Only ever a later snapshot: a process whose pin is not newer than
+     * the record's keeps the record, and its pin covers it. */
+    int later = tc_lmdb_durable_load(m->path, &on_disk, rw, sizeof(rw)) == TC_OK &&
+                !(on_disk.flags & TC_LMDB_DURABLE_CLEAN) &&
+                (on_disk.flags & TC_LMDB_DURABLE_SNAPSHOT) && on_disk.inode == d.inode &&
+                on_disk.txnid >= s;
+    enum tc_status st = later ? TC_OK : tc_lmdb_durable_store(m->path, &d, rw, sizeof(rw));
+    tc_lmdb_durable_unlock(lk);
+    if (st != TC_OK) {
+        unpin(m, nxt);
+        snprintf(why, wl, "writing " TC_LMDB_DURABLE_FILE ": %.150s", rw);
+        return st;
+    }
+    if (cur >= 0) {
+        unpin(m, cur);
+    }
+    m->pin_cur = nxt;
+    pthread_mutex_lock(&m->lock);
+    m->pin_txnid = s;
+    pthread_mutex_unlock(&m->lock);
+    STAT_ADD(m, syncs, 1);
+    return TC_OK;
+}
+
+/*
+ * After mdb_env_open, before this process commits anything (see
+ * "Durability"): with sync=periodic the first checkpoint; otherwise the
+ * record must say "open, this boot" (it may say "clean" from a process
+ * that closed while this one was opening). TC_OK, or an error with err.
+ */
+static enum tc_status durable_start(struct lmdb_tier *m, char *err, size_t errlen)
+{
+    char rw[200];
+    enum tc_status st;
+    if (m->sync == SYNC_PERIODIC) {
+        if ((st = checkpoint(m, rw, sizeof(rw))) != TC_OK) {
+            tc_tier_errf(err, errlen, "lmdb://%s: the first checkpoint failed: %s", m->path, rw);
+            return TC_EIO;
+        }
+        return TC_OK;
+    }
+    struct tc_lmdb_durable d, on_disk;
+    mdb_filehandle_t fd;
+    struct stat sb;
+    durable_base(m, &d);
+    if (mdb_env_get_fd(m->env, &fd) == 0 && fstat(fd, &sb) == 0) {
+        d.inode = (uint64_t)sb.st_ino;
+    }
+    int lk = tc_lmdb_durable_lock(m->path);
+    int same = tc_lmdb_durable_load(m->path, &on_disk, rw, sizeof(rw)) == TC_OK &&
+               !(on_disk.flags & TC_LMDB_DURABLE_CLEAN) && on_disk.mode == d.mode &&
+               on_disk.inode == d.inode && m->boot_id[0] != '\0' &&
+               strcmp(on_disk.boot_id, m->boot_id) == 0;
+    st = same ? TC_OK : tc_lmdb_durable_store(m->path, &d, rw, sizeof(rw));
+    tc_lmdb_durable_unlock(lk);
+    if (st != TC_OK) {
+        tc_tier_errf(err, errlen, "lmdb://%s: writing " TC_LMDB_DURABLE_FILE ": %s", m->path, rw);
+    }
+    return st;
+}
+
+/*
+ * After a clean close (everything flushed, LMDB closed): when no other
+ * process has the environment open, the record says so, and names the last
+ * transaction. Otherwise the others' pins keep covering it. Best effort: a
+ * record left "open" only makes the next start after a host crash restore
+ * (or move aside) what a clean one would have kept.
+ */
+static void durable_close(struct lmdb_tier *m, uint64_t txnid, uint64_t inode)
+{
+    long holder = 0;
+    int lfd = lock_exclusive(m->path, &holder);
+    if (lfd < 0) {
+        return;
+    }
+    struct tc_lmdb_durable d;
+    char rw[200];
+    durable_base(m, &d);
+    d.flags = TC_LMDB_DURABLE_CLEAN;
+    d.txnid = txnid;
+    d.inode = inode;
+    int lk = tc_lmdb_durable_lock(m->path);
+    (void)tc_lmdb_durable_store(m->path, &d, rw, sizeof(rw));
+    tc_lmdb_durable_unlock(lk);
+    close(lfd);
+}
+
 /*
  * The structural check of tiers/lmdb_check.h over the snapshot LMDB is
  * about to use, before it follows any page of a file this process did not
@@ -1606,6 +2285,10 @@ static enum tc_status env_open(struct lmdb_tier *m, uint64_t max_readers, char *
     m->txn_pages = band / 2 > 16 ? band / 2 : 16;
     m->evict_chunk = band / 6 > EVICT_CHUNK ? EVICT_CHUNK : band / 6 > 0 ? band / 6 : 1;
 
+    /* Before this process commits anything, the format marker included. */
+    if ((st = durable_start(m, err, errlen)) != TC_OK) {
+        goto fail;
+    }
     if ((st = check_structure(m, why, wl, err, errlen)) != TC_OK) {
         goto fail;
     }
@@ -1657,8 +2340,10 @@ static enum tc_status env_open(struct lmdb_tier *m, uint64_t max_readers, char *
     return TC_OK;
 
 fail:
+    pins_release(m);
     mdb_env_close(m->env);
     m->env = NULL;
+    unlock_files(m);
     return st;
 }
 
@@ -1730,11 +2415,19 @@ static enum tc_status move_aside(struct lmdb_tier *m, const char *why, char *err
         goto out;
     }
     unlink(mark);
+    /* A new data.mdb: the record of the old one must not be applied to it. */
+    if ((st = durable_reset(m, err, errlen)) != TC_OK) {
+        goto out;
+    }
     snprintf(m->recovered, sizeof(m->recovered),
              "data.mdb was damaged (%s); %s%s, and a new environment was created", why,
              moved ? "moved at start to " : "it was already gone", moved ? to : "");
+    m->lock_fd = lfd; /* held into mdb_env_open: see lock_exclusive */
+    lfd = -1;
 out:
-    close(lfd);
+    if (lfd >= 0) {
+        close(lfd);
+    }
     free(from);
     free(mark);
     free(to);
@@ -1780,11 +2473,22 @@ static enum tc_status open_checked(struct lmdb_tier *m, uint64_t max_readers, ch
     long holder = 0;
     int lfd = lock_exclusive(m->path, &holder);
     if (lfd >= 0) {
-        st = check_file(m, why, wl, err, errlen);
-        close(lfd); /* before mdb_env_open: see lock_exclusive */
+        /* Alone with the files: what the last run left, then the meta
+         * pages as they now are, then this run's record. */
+        st = durable_recover(m, why, wl, err, errlen);
+        if (st == TC_OK) {
+            st = check_file(m, why, wl, err, errlen);
+        }
+        if (st == TC_OK) {
+            st = durable_reset(m, err, errlen);
+        }
         if (st != TC_OK) {
+            close(lfd);
             return st;
         }
+        m->lock_fd = lfd; /* held into mdb_env_open: see lock_exclusive */
+    } else if (lfd == -1 && (st = durable_check_mode(m, err, errlen)) != TC_OK) {
+        return st;
     }
     return env_open(m, max_readers, why, wl, err, errlen);
 }
@@ -1863,15 +2567,33 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
 #undef TC_X
     atomic_init(&m->last_error, TC_OK);
     atomic_init(&m->down, 0);
+    m->pin_cur = -1;
+    m->lock_fd = -1;
+    atomic_init(&m->grow_mark, 0);
+    tc_lmdb_durable_boot_id(m->boot_id);
+    /* Before the environment opens: the first checkpoint takes the lock. */
+    pthread_condattr_t ca;
+    if (pthread_mutex_init(&m->lock, NULL) != 0 || pthread_condattr_init(&ca) != 0) {
+        free(m->batch);
+        free(m->path);
+        free(m);
+        tc_tier_errf(err, errlen, "out of memory opening lmdb://%s", path);
+        return TC_ENOMEM;
+    }
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&m->wake, &ca);
+    pthread_cond_init(&m->sync_wake, &ca);
+    pthread_cond_init(&m->ckpt_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_cond_init(&m->done, NULL);
 
     /* NOTLS: read txns belong to ctxs, not threads, and are reset/renewed
      * (a thread may own several ctxs). NORDAHEAD: random access to a cache
-     * larger than RAM gains nothing from readahead. NOMETASYNC for periodic
-     * and NOSYNC for none: see "Durability" at the top. */
+     * larger than RAM gains nothing from readahead. NOSYNC for periodic
+     * (made durable by the checkpoints) and none: see "Durability" at the
+     * top. */
     m->env_flags = MDB_NOTLS | MDB_NORDAHEAD;
-    if (sync == SYNC_PERIODIC) {
-        m->env_flags |= MDB_NOMETASYNC;
-    } else if (sync == SYNC_NONE) {
+    if (sync != SYNC_ALWAYS) {
         m->env_flags |= MDB_NOSYNC;
     }
     if (writemap) {
@@ -1903,22 +2625,7 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
     if (st != TC_OK) {
         goto fail;
     }
-
-    pthread_condattr_t ca;
-    if (pthread_mutex_init(&m->lock, NULL) != 0 || pthread_condattr_init(&ca) != 0) {
-        st = TC_ENOMEM;
-        goto fail;
-    }
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&m->wake, &ca);
-    pthread_cond_init(&m->sync_wake, &ca);
-    pthread_condattr_destroy(&ca);
-    pthread_cond_init(&m->done, NULL);
     if (pthread_create(&m->writer, NULL, writer_main, m) != 0) {
-        pthread_cond_destroy(&m->wake);
-        pthread_cond_destroy(&m->sync_wake);
-        pthread_cond_destroy(&m->done);
-        pthread_mutex_destroy(&m->lock);
         tc_tier_errf(err, errlen, "lmdb://%s: cannot start the writer thread", path);
         st = TC_ENOMEM;
         goto fail;
@@ -1933,18 +2640,27 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
     }
     m->base.max_key = TC_KEY_MAX;
     m->base.max_value = (size_t)max_item;
-    if (m->recovered[0] != '\0') {
+    if (m->recovered[0] != '\0' || m->news[0] != '\0') {
         /* Success, with news the caller must log at crit (tier.h). */
-        tc_tier_errf(err, errlen, "lmdb://%s: %s; remove the old file when it is no longer needed",
-                     path, m->recovered);
+        tc_tier_errf(err, errlen, "lmdb://%s: %s%s%s%s", path, m->news,
+                     m->news[0] != '\0' && m->recovered[0] != '\0' ? "; " : "", m->recovered,
+                     m->recovered[0] != '\0' ? "; remove the old file when it is no longer needed"
+                                             : "");
     }
     *out = &m->base;
     return TC_OK;
 
 fail:
     if (m->env != NULL) {
+        pins_release(m);
         mdb_env_close(m->env);
     }
+    unlock_files(m);
+    pthread_cond_destroy(&m->wake);
+    pthread_cond_destroy(&m->sync_wake);
+    pthread_cond_destroy(&m->ckpt_cv);
+    pthread_cond_destroy(&m->done);
+    pthread_mutex_destroy(&m->lock);
     free(m->batch);
     free(m->path);
     free(m);
@@ -1958,17 +2674,29 @@ static void lmdb_close(struct tc_tier *t)
     m->stopping = 1;
     pthread_cond_signal(&m->wake);
     pthread_cond_signal(&m->sync_wake);
+    pthread_cond_broadcast(&m->ckpt_cv);
     pthread_mutex_unlock(&m->lock);
     pthread_join(m->writer, NULL);
     if (m->has_syncer) {
         pthread_join(m->syncer, NULL);
     }
-    if (m->sync != SYNC_ALWAYS) {
-        mdb_env_sync(m->env, 1); /* a clean close loses nothing in any mode */
-    }
+    /* A clean close loses nothing in any mode. */
+    int synced = m->sync == SYNC_ALWAYS || mdb_env_sync(m->env, 1) == 0;
+    MDB_envinfo info;
+    mdb_filehandle_t fd;
+    struct stat sb;
+    uint64_t last = mdb_env_info(m->env, &info) == 0 ? (uint64_t)info.me_last_txnid : 0;
+    uint64_t inode =
+        mdb_env_get_fd(m->env, &fd) == 0 && fstat(fd, &sb) == 0 ? (uint64_t)sb.st_ino : 0;
+    pins_release(m);
     mdb_env_close(m->env);
+    unlock_files(m);
+    if (synced && !is_down(m)) {
+        durable_close(m, last, inode);
+    }
     pthread_cond_destroy(&m->wake);
     pthread_cond_destroy(&m->sync_wake);
+    pthread_cond_destroy(&m->ckpt_cv);
     pthread_cond_destroy(&m->done);
     pthread_mutex_destroy(&m->lock);
     free(m->batch);
@@ -2304,8 +3032,19 @@ static enum tc_tier_health lmdb_health(struct tc_tier *t, char *detail, size_t l
         }
         return TC_HEALTH_DEGRADED;
     }
-    if (m->recovered[0] != '\0' && detail != NULL && len > 0) {
-        snprintf(detail, len, "%s", m->recovered); /* serving, from a new environment */
+    char sync_why[sizeof(m->sync_why)];
+    pthread_mutex_lock(&m->lock);
+    memcpy(sync_why, m->sync_why, sizeof(sync_why));
+    pthread_mutex_unlock(&m->lock);
+    if (sync_why[0] != '\0') {
+        if (detail != NULL && len > 0) {
+            snprintf(detail, len, "the durable snapshot is not moving on: %s", sync_why);
+        }
+        return TC_HEALTH_DEGRADED;
+    }
+    if (detail != NULL && len > 0 && (m->recovered[0] != '\0' || m->news[0] != '\0')) {
+        /* serving, from a new or restored environment */
+        snprintf(detail, len, "%s", m->recovered[0] != '\0' ? m->recovered : m->news);
     }
     return TC_HEALTH_OK;
 }

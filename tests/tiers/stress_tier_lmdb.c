@@ -17,6 +17,11 @@
  *              reading: both evict, no write fails.
  *   async      two threads, each with its own event_base, keep 32 writes in
  *              flight: every done() runs once, on its own loop thread.
+ *   pinned     sync=periodic in a 1 MiB map with no checkpoint due: two
+ *              threads overwrite their keys, so the map fills with pages
+ *              the pin holds, and the writer has the syncer take
+ *              checkpoints (a write transaction beside the writer's); a
+ *              third reads health and stats. No write fails, no eviction.
  *   damaged    three threads read and write an environment whose tc_data
  *              tree is damaged below its root while the tier runs (issue
  *              12): whoever meets the damage first takes the tier down,
@@ -37,6 +42,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -778,6 +784,102 @@ static void test_damaged(void)
     tc_tier_close(t);
 }
 
+/* ---- pinned: checkpoints asked for by a writer on a full map ------------------ */
+
+enum { PN_KEYS = 150, PN_OPS = 3000, PN_THREADS = 2 };
+
+struct pn_arg {
+    struct tc_tier *tier;
+    int id;
+    size_t failed, wrong;
+};
+
+/* Overwrites its own keys over and over (the map holds a few versions of
+ * them at most), reading one back after each write. */
+static void *pn_main(void *p)
+{
+    struct pn_arg *a = p;
+    struct tc_tier_ctx *c;
+    struct tc_buf b = TC_BUF_INIT;
+    if (tc_tier_ctx_init(a->tier, NULL, &c) != TC_OK) {
+        a->failed++;
+        return NULL;
+    }
+    for (int i = 0; i < PN_OPS; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "pn:%d:%03d", a->id, i % PN_KEYS);
+        a->failed += put(c, key) != TC_OK;
+        a->failed += get(c, key, &b) != TC_OK;
+        a->wrong += !value_ok(key, &b);
+    }
+    tc_buf_deinit(&b);
+    tc_tier_ctx_dispose(c);
+    return NULL;
+}
+
+static _Atomic int pn_stop;
+
+static void pn_stat(void *arg, const char *name, uint64_t v, enum tc_stat_kind kind)
+{
+    (void)arg;
+    (void)name;
+    (void)v;
+    (void)kind;
+}
+
+static void *pn_watch(void *p)
+{
+    struct tc_tier *t = p;
+    char detail[300];
+    while (!atomic_load(&pn_stop)) {
+        tc_tier_health(t, detail, sizeof(detail));
+        tc_tier_stats(t, pn_stat, NULL);
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+/*
+ * sync=periodic with no checkpoint due (1 h) and a 1 MiB map: the pages
+ * freed by overwrites stay pinned until the writer, on a full map, has the
+ * syncer take a checkpoint (a write transaction of its own, beside the
+ * writer's) and waits for it; readers renew meanwhile, and another thread
+ * reads health and stats. No write fails, nothing is evicted.
+ */
+static void test_pinned(void)
+{
+    struct tc_tier *t = open_tier("map_size=1M&sync=periodic&sync_interval_ms=1h");
+    CHECK(t != NULL, "pinned: open");
+    if (t == NULL) {
+        return;
+    }
+    pthread_t th[PN_THREADS], w;
+    struct pn_arg args[PN_THREADS];
+    atomic_store(&pn_stop, 0);
+    pthread_create(&w, NULL, pn_watch, t);
+    for (int i = 0; i < PN_THREADS; i++) {
+        args[i] = (struct pn_arg){.tier = t, .id = i};
+        pthread_create(&th[i], NULL, pn_main, &args[i]);
+    }
+    size_t failures = 0, wrong = 0;
+    for (int i = 0; i < PN_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        failures += args[i].failed;
+        wrong += args[i].wrong;
+    }
+    atomic_store(&pn_stop, 1);
+    pthread_join(w, NULL);
+    CHECK(failures == 0, "pinned: %zu operations failed", failures);
+    CHECK(wrong == 0, "pinned: %zu wrong values", wrong);
+    CHECK(stat_of(t, "evictions") == 0, "pinned: %llu evictions",
+          (unsigned long long)stat_of(t, "evictions"));
+    uint64_t syncs = stat_of(t, "syncs");
+    CHECK(syncs > 1, "pinned: no checkpoint asked for by the writer");
+    printf("pinned: %d writes, %llu checkpoints\n", PN_THREADS * PN_OPS, (unsigned long long)syncs);
+    tc_tier_close(t);
+}
+
 static void rm_dir(void)
 {
     tc_test_rm_flat_dir(dir);
@@ -787,9 +889,10 @@ int main(void)
 {
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
     static void (*const cases[])(void) = {test_kill9,          test_stale_readers, test_two_procs,
-                                          test_two_procs_fill, test_async,         test_damaged};
-    static const char *const names[] = {"kill9",          "stale", "two_procs",
-                                        "two_procs_fill", "async", "damaged"};
+                                          test_two_procs_fill, test_async,         test_damaged,
+                                          test_pinned};
+    static const char *const names[] = {"kill9", "stale",   "two_procs", "two_procs_fill",
+                                        "async", "damaged", "pinned"};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         snprintf(dir, sizeof(dir), "/tmp/tc-lmdb-stress-XXXXXX");
         if (mkdtemp(dir) == NULL) {
