@@ -413,7 +413,9 @@ static const struct tc_tier_param lmdb_params[] = {
      "every process sharing the environment",
      NULL},
     {"writemap", TC_TIER_PARAM_BOOL, LMDB_FIELD(writemap), "off", 0, 0, 0, NULL,
-     "on: commits write into a writable map (faster; a stray write could damage the file)", NULL},
+     "on: commits write into a writable map (faster with sync=always|none, slower with "
+     "periodic; a stray write could damage the file)",
+     NULL},
     {NULL, 0, 0, NULL, 0, 0, 0, NULL, NULL, NULL},
 };
 
