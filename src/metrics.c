@@ -966,6 +966,7 @@ enum tier_metric {
     TM_LMDB_COMMIT_ERRORS,
     TM_LMDB_MAP_FULL,
     TM_LMDB_SYNCS,
+    TM_LMDB_SYNC_ERRORS,
     TM_LMDB_QUEUE_FULL,
     TM_LMDB_STALE_READERS,
     TM_REDIS_TIMEOUTS,
@@ -1106,8 +1107,11 @@ static const struct metric tier_metrics[TM_N] = {
         TC("tiercache_lmdb_commit_errors_total", "Write transactions that failed to commit."),
     [TM_LMDB_MAP_FULL] = TC("tiercache_lmdb_map_full_retries_total",
                             "Commits retried after eviction because the map was full."),
-    [TM_LMDB_SYNCS] =
-        TC("tiercache_lmdb_syncs_total", "Flushes of the environment to disk (mdb_env_sync)."),
+    [TM_LMDB_SYNCS] = TC("tiercache_lmdb_syncs_total",
+                         "Flushes of the environment to disk: with sync=periodic, checkpoints "
+                         "of the durable snapshot."),
+    [TM_LMDB_SYNC_ERRORS] = TC("tiercache_lmdb_sync_errors_total",
+                               "Checkpoints of the durable snapshot (sync=periodic) that failed."),
     [TM_LMDB_QUEUE_FULL] = TC("tiercache_lmdb_queue_full_total",
                               "Writes refused (TC_EAGAIN) because the write queue was full."),
     [TM_LMDB_STALE_READERS] =
@@ -1255,6 +1259,7 @@ static const struct stat_map lmdb_map[] = {
     {"sweeps", -1, PART_VALUE, NULL},
     SAME("map_full_retries", TM_LMDB_MAP_FULL),
     SAME("syncs", TM_LMDB_SYNCS),
+    SAME("sync_errors", TM_LMDB_SYNC_ERRORS),
     SAME("queue_full", TM_LMDB_QUEUE_FULL),
     SAME("stale_readers_cleared", TM_LMDB_STALE_READERS),
     /* A precomputed mean: /metrics has its _sum and _count instead. */
