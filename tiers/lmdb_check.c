@@ -19,6 +19,11 @@
  */
 #include "tiers/lmdb_check.h"
 
+/* The layout below is LMDB 0.9's: a new LMDB version needs it re-checked. */
+#if MDB_VERSION_MAJOR != 0 || MDB_VERSION_MINOR != 9
+#error "tiers/lmdb_check.c reads the LMDB 0.9 page layout: re-check it for this LMDB"
+#endif
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -350,6 +355,38 @@ static enum tc_status walk(struct ck *c, uint64_t pgno, unsigned buf, unsigned l
     return TC_OK;
 }
 
+_Static_assert(META_END == TC_LMDB_META_SIZE && META_TXNID == TC_LMDB_META_TXNID_OFF,
+               "one meta page layout");
+
+const char *tc_lmdb_meta_decode(const unsigned char *b, struct tc_lmdb_meta *out)
+{
+    if (!(rd16(b + 10) & P_META) || rd32(b + META_OFF) != LMDB_MAGIC) {
+        return "not an LMDB meta page";
+    }
+    if (rd32(b + META_OFF + 4) != LMDB_VERSION) {
+        return "unknown LMDB data version";
+    }
+    uint64_t ps = rd32(b + META_DBS); /* mm_dbs[FREE_DBI].md_pad */
+    if (ps < 512 || ps > 65536 || (ps & (ps - 1)) != 0) {
+        return "impossible page size";
+    }
+    uint64_t last = rd64(b + META_LAST_PG);
+    if (last < 1 || last >= (1ull << 44) / ps) {
+        return "impossible last page";
+    }
+    for (unsigned i = 0; i < 2; i++) {
+        uint64_t root = db_at(b + META_DBS + i * DB_SIZE).root;
+        if (root != P_INVALID && (root < 2 || root > last)) {
+            return "a root page beyond the last page";
+        }
+    }
+    out->pgno = rd64(b);
+    out->psize = ps;
+    out->last_pg = last;
+    out->txnid = rd64(b + META_TXNID);
+    return NULL;
+}
+
 /* The meta page of the snapshot with id txnid, from pages 0 and 1. */
 static enum tc_status find_meta(struct ck *c, uint64_t txnid, unsigned char *meta)
 {
@@ -359,9 +396,11 @@ static enum tc_status find_meta(struct ck *c, uint64_t txnid, unsigned char *met
             return st;
         }
         if (rd64(meta + META_TXNID) == txnid) {
-            if (rd64(meta) != m || !(rd16(meta + 10) & P_META) ||
-                rd32(meta + META_OFF) != LMDB_MAGIC || rd32(meta + META_OFF + 4) != LMDB_VERSION) {
-                return bad(c, "meta page %llu is damaged", (unsigned long long)m);
+            struct tc_lmdb_meta mv;
+            const char *why = tc_lmdb_meta_decode(meta, &mv);
+            if (why != NULL || mv.pgno != m) {
+                return bad(c, "meta page %llu is damaged: %s", (unsigned long long)m,
+                           why ? why : "it says it is the other one");
             }
             return TC_OK;
         }

@@ -38,6 +38,31 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/*
+ * LMDB's meta page, for code that must read it before LMDB does (the
+ * lmdb:// tier checks both at open and puts one back after a host crash).
+ * Its first TC_LMDB_META_SIZE bytes are the page header and MDB_meta.
+ */
+#define TC_LMDB_META_SIZE      152u
+#define TC_LMDB_META_TXNID_OFF 144u /* mm_txnid: where a copy is relabelled */
+
+/** The fields of a meta page that tiercache uses. */
+struct tc_lmdb_meta {
+    uint64_t pgno;    /* the page's own number: 0 or 1 */
+    uint64_t psize;   /* page size */
+    uint64_t last_pg; /* last page in use */
+    uint64_t txnid;   /* the commit it names */
+};
+
+/**
+ * Decodes and checks the meta page at @p b (TC_LMDB_META_SIZE bytes, any
+ * alignment): its kind, magic, data version, a page size LMDB could have
+ * written (a power of two, 512..65536), a last page inside 16 TiB, and tree
+ * roots no further than the last page.
+ * @return NULL with *out filled when it is sound, else what is wrong with it.
+ */
+const char *tc_lmdb_meta_decode(const unsigned char *b, struct tc_lmdb_meta *out);
+
 /** What the check saw. */
 struct tc_lmdb_check_report {
     uint64_t pages; /* pages read (overflow runs count their first page) */

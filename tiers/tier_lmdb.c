@@ -1568,79 +1568,10 @@ static int lock_exclusive(const char *path, long *holder)
 }
 
 /*
- * The meta pages of an LMDB 0.9 data file (data version 1) as mdb.c lays
- * them out: a 16-byte page header (flags at 10), then MDB_meta, in the
- * host's byte order with 64-bit page numbers. Read here because LMDB checks
- * only their magic and version before it trusts the rest (see "Damage" at
- * the top). A new LMDB major version needs this re-checked.
- */
-#if MDB_VERSION_MAJOR != 0 || MDB_VERSION_MINOR != 9
-#error "check_file() reads the LMDB 0.9 meta page layout: re-check it for this LMDB"
-#endif
-#define META_READ    152u /* page header + MDB_meta */
-#define META_FLAGS   10u  /* mp_flags */
-#define META_P_META  0x08u
-#define META_MAGIC   0xBEEFC0DEu
-#define META_M(off)  (16u + (off)) /* offsets in MDB_meta: */
-#define META_VERSION META_M(4)
-#define META_PSIZE   META_M(24)            /* mm_dbs[FREE_DBI].md_pad */
-#define META_ROOT(i) META_M(64 + 48 * (i)) /* mm_dbs[i].md_root */
-#define META_LAST_PG META_M(120)
-#define META_TXNID   META_M(128)
-#define PGNO_INVALID UINT64_MAX
-
-struct meta_view {
-    uint64_t psize, last_pg, txnid;
-};
-
-static uint64_t rd_u64(const unsigned char *p)
-{
-    uint64_t v;
-    memcpy(&v, p, sizeof(v));
-    return v;
-}
-
-static uint32_t rd_u32(const unsigned char *p)
-{
-    uint32_t v;
-    memcpy(&v, p, sizeof(v));
-    return v;
-}
-
-/* NULL when the meta page in b is sound, else what is wrong with it. */
-static const char *meta_check(const unsigned char *b, struct meta_view *mv)
-{
-    uint16_t flags;
-    memcpy(&flags, b + META_FLAGS, sizeof(flags));
-    if (!(flags & META_P_META) || rd_u32(b + META_M(0)) != META_MAGIC) {
-        return "not an LMDB meta page";
-    }
-    if (rd_u32(b + META_VERSION) != 1) {
-        return "unknown LMDB data version";
-    }
-    uint64_t ps = rd_u32(b + META_PSIZE);
-    if (ps < 512 || ps > 65536 || (ps & (ps - 1)) != 0) {
-        return "impossible page size";
-    }
-    uint64_t last = rd_u64(b + META_LAST_PG);
-    if (last < 1 || last >= (1ull << 44) / ps) {
-        return "impossible last page";
-    }
-    for (int i = 0; i < 2; i++) {
-        uint64_t root = rd_u64(b + META_ROOT(i));
-        if (root != PGNO_INVALID && (root < 2 || root > last)) {
-            return "a root page beyond the last page";
-        }
-    }
-    mv->psize = ps;
-    mv->last_pg = last;
-    mv->txnid = rd_u64(b + META_TXNID);
-    return NULL;
-}
-
-/*
- * The meta pages of data.mdb, checked before mdb_env_open reads them (see
- * "Damage" at the top), while this process holds the environment
+ * The meta pages of data.mdb, checked before mdb_env_open reads them (LMDB
+ * checks only their magic and version before it trusts the rest; see
+ * "Damage" at the top; the layout is tiers/lmdb_check.c's), while this
+ * process holds the environment
  * exclusively. TC_OK; TC_ECORRUPT with the reason in why; another status
  * with a message in err.
  */
@@ -1663,8 +1594,8 @@ static enum tc_status check_file(struct lmdb_tier *m, char *why, size_t wl, char
     }
     enum tc_status st = TC_OK;
     struct stat sb;
-    unsigned char b[2][META_READ];
-    struct meta_view mv[2];
+    unsigned char b[2][TC_LMDB_META_SIZE];
+    struct tc_lmdb_meta mv[2];
     const char *bad = NULL;
     if (fstat(fd, &sb) != 0) {
         tc_tier_errf(err, errlen, "lmdb://%s: fstat(data.mdb): %s", m->path, strerror(errno));
@@ -1676,16 +1607,17 @@ static enum tc_status check_file(struct lmdb_tier *m, char *why, size_t wl, char
         close(fd); /* LMDB makes an empty file a new environment */
         return TC_OK;
     }
-    if (pread(fd, b[0], META_READ, 0) != (ssize_t)META_READ) {
+    if (pread(fd, b[0], TC_LMDB_META_SIZE, 0) != (ssize_t)TC_LMDB_META_SIZE) {
         snprintf(why, wl, "data.mdb is only %llu bytes", (unsigned long long)size);
         st = TC_ECORRUPT;
-    } else if ((bad = meta_check(b[0], &mv[0])) != NULL) {
+    } else if ((bad = tc_lmdb_meta_decode(b[0], &mv[0])) != NULL) {
         snprintf(why, wl, "meta page 0: %s", bad);
         st = TC_ECORRUPT;
-    } else if (pread(fd, b[1], META_READ, (off_t)mv[0].psize) != (ssize_t)META_READ) {
+    } else if (pread(fd, b[1], TC_LMDB_META_SIZE, (off_t)mv[0].psize) !=
+               (ssize_t)TC_LMDB_META_SIZE) {
         snprintf(why, wl, "data.mdb is only %llu bytes", (unsigned long long)size);
         st = TC_ECORRUPT;
-    } else if ((bad = meta_check(b[1], &mv[1])) != NULL) {
+    } else if ((bad = tc_lmdb_meta_decode(b[1], &mv[1])) != NULL) {
         snprintf(why, wl, "meta page 1: %s", bad);
         st = TC_ECORRUPT;
     } else if (mv[0].psize != mv[1].psize) {
@@ -1734,14 +1666,16 @@ __attribute__((format(printf, 2, 3))) static void add_news(struct lmdb_tier *m, 
     va_end(ap);
 }
 
-/* Meta page @p slot of the data file open as @p fd, its first META_READ
+/* Meta page @p slot of the data file open as @p fd, its first TC_LMDB_META_SIZE
  * bytes into @p b: NULL when sound, else what is wrong with it. */
-static const char *meta_at(int fd, uint64_t psize, int slot, unsigned char *b, struct meta_view *mv)
+static const char *meta_at(int fd, uint64_t psize, int slot, unsigned char *b,
+                           struct tc_lmdb_meta *mv)
 {
-    if (pread(fd, b, META_READ, (off_t)(psize * (uint64_t)slot)) != (ssize_t)META_READ) {
+    if (pread(fd, b, TC_LMDB_META_SIZE, (off_t)(psize * (uint64_t)slot)) !=
+        (ssize_t)TC_LMDB_META_SIZE) {
         return "cannot be read";
     }
-    return meta_check(b, mv);
+    return tc_lmdb_meta_decode(b, mv);
 }
 
 /* The fields every record of this process carries. */
@@ -1765,13 +1699,13 @@ static void durable_base(const struct lmdb_tier *m, struct tc_lmdb_durable *d)
 static enum tc_status restore_snapshot(const struct tc_lmdb_durable *rec, int fd, int *done,
                                        char *why, size_t wl)
 {
-    struct meta_view sv, dv[2];
-    unsigned char disk[2][META_READ];
+    struct tc_lmdb_meta sv, dv[2];
+    unsigned char disk[2][TC_LMDB_META_SIZE];
     *done = 0;
-    const char *bad = rec->meta_len != META_READ ? "its meta page has another length"
-                                                 : meta_check(rec->meta, &sv);
-    if (bad == NULL && (sv.txnid != rec->txnid || sv.psize != rec->psize ||
-                        rd_u64(rec->meta) != (rec->txnid & 1))) {
+    const char *bad = rec->meta_len != TC_LMDB_META_SIZE ? "its meta page has another length"
+                                                         : tc_lmdb_meta_decode(rec->meta, &sv);
+    if (bad == NULL &&
+        (sv.txnid != rec->txnid || sv.psize != rec->psize || sv.pgno != (rec->txnid & 1))) {
         bad = "its meta page is not the snapshot's";
     }
     if (bad != NULL) {
@@ -1795,18 +1729,19 @@ static enum tc_status restore_snapshot(const struct tc_lmdb_durable *rec, int fd
         return TC_ECORRUPT;
     }
     if (ok[0] && ok[1] && dv[!slot].txnid < rec->txnid &&
-        memcmp(disk[slot], rec->meta, META_READ) == 0) {
+        memcmp(disk[slot], rec->meta, TC_LMDB_META_SIZE) == 0) {
         return TC_OK;
     }
-    unsigned char other[META_READ];
+    unsigned char other[TC_LMDB_META_SIZE];
     uint64_t pg = (uint64_t)!slot, t = rec->txnid > 0 ? rec->txnid - 1 : 0;
-    memcpy(other, rec->meta, META_READ);
+    memcpy(other, rec->meta, TC_LMDB_META_SIZE);
     memcpy(other, &pg, sizeof(pg)); /* mp_pgno, at the start of the page header */
-    memcpy(other + META_TXNID, &t, sizeof(t));
+    memcpy(other + TC_LMDB_META_TXNID_OFF, &t, sizeof(t));
     const char *what = NULL;
-    if (pwrite(fd, rec->meta, META_READ, (off_t)(sv.psize * (uint64_t)slot)) !=
-            (ssize_t)META_READ ||
-        pwrite(fd, other, META_READ, (off_t)(sv.psize * (uint64_t)!slot)) != (ssize_t)META_READ) {
+    if (pwrite(fd, rec->meta, TC_LMDB_META_SIZE, (off_t)(sv.psize * (uint64_t)slot)) !=
+            (ssize_t)TC_LMDB_META_SIZE ||
+        pwrite(fd, other, TC_LMDB_META_SIZE, (off_t)(sv.psize * (uint64_t)!slot)) !=
+            (ssize_t)TC_LMDB_META_SIZE) {
         what = "pwrite";
     } else if (fdatasync(fd) != 0) {
         what = "fdatasync";
@@ -1932,8 +1867,8 @@ static enum tc_status durable_reset(struct lmdb_tier *m, char *err, size_t errle
                 what = "fdatasync(data.mdb)";
                 e = errno;
             } else {
-                unsigned char b[META_READ];
-                struct meta_view mv;
+                unsigned char b[TC_LMDB_META_SIZE];
+                struct tc_lmdb_meta mv;
                 uint64_t ps = 0;
                 /* check_file found both sound; the page size is meta 0's. */
                 if (meta_at(fd, 0, 0, b, &mv) == NULL) {
@@ -1945,8 +1880,8 @@ static enum tc_status durable_reset(struct lmdb_tier *m, char *err, size_t errle
                         d.flags = TC_LMDB_DURABLE_SNAPSHOT;
                         d.txnid = mv.txnid;
                         d.psize = (uint32_t)ps;
-                        d.meta_len = META_READ;
-                        memcpy(d.meta, b, META_READ);
+                        d.meta_len = TC_LMDB_META_SIZE;
+                        memcpy(d.meta, b, TC_LMDB_META_SIZE);
                     }
                 }
             }
@@ -2057,7 +1992,7 @@ static enum tc_status checkpoint(struct lmdb_tier *m, char *why, size_t wl)
     mdb_filehandle_t fd;
     struct stat sb;
     if (rc == 0) {
-        struct meta_view mv;
+        struct tc_lmdb_meta mv;
         m->pin_live[nxt] = 1;
         if ((uint64_t)mdb_txn_id(m->pin[nxt]) != s) {
             bad = "the read transaction is not at the last commit";
@@ -2092,7 +2027,7 @@ static enum tc_status checkpoint(struct lmdb_tier *m, char *why, size_t wl)
     d.psize = (uint32_t)m->psize;
     d.txnid = s;
     d.inode = (uint64_t)sb.st_ino;
-    d.meta_len = META_READ;
+    d.meta_len = TC_LMDB_META_SIZE;
     struct tc_lmdb_durable on_disk;
     char rw[200];
     int lk = tc_lmdb_durable_lock(m->path);
