@@ -1,5 +1,6 @@
 #define _GNU_SOURCE /* SO_REUSEPORT, SOCK_NONBLOCK, SOCK_CLOEXEC, CLOCK_MONOTONIC_COARSE */
 #include "src/http.h"
+#include "src/clock.h"
 #include "src/log.h"
 
 #include <errno.h>
@@ -112,13 +113,6 @@ static void conn_free(struct tc_http_conn *c);
 static void conn_write(struct tc_http_conn *c, const void *a, size_t alen, const void *b,
                        size_t blen);
 static void respond_error(struct tc_http_conn *c, int status, const char *msg);
-
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* Deadlines are set on every request: the coarse clock (vDSO, no syscall,
  * a few ms of resolution) is cheap enough for that and precise enough. */
@@ -887,7 +881,7 @@ static void access_log(struct tc_http_req *r, int status, size_t len)
      * X-Lease-Token carry credentials. */
     int n = snprintf(line, sizeof(line), "%s %.*s%s%.*s %d %zu %.3fms", r->method_name,
                      (int)(r->path_len > 256 ? 256 : r->path_len), r->path, r->query ? "?" : "",
-                     (int)qlen, query, status, len, (double)(mono_ns() - r->start_ns) / 1e6);
+                     (int)qlen, query, status, len, (double)(tc_clock_ns() - r->start_ns) / 1e6);
     if (n > 0) {
         tc_log_access(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
     }
@@ -968,7 +962,7 @@ static void dispatch(struct tc_http_conn *c)
     }
     r->path = t;
     r->path_len = strlen(t);
-    r->start_ns = mono_ns();
+    r->start_ns = tc_clock_ns();
     /* The body is complete: it is the handler's now, no longer pending. */
     body_release(c);
     c->wait = WAIT_NONE;

@@ -16,6 +16,7 @@
  * bookkeeping.
  */
 #include "src/origin.h"
+#include "src/clock.h"
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -109,13 +110,6 @@ struct tc_origin_ctx {
     atomic_store_explicit(&(c)->field,                                                             \
                           atomic_load_explicit(&(c)->field, memory_order_relaxed) + (n),           \
                           memory_order_relaxed)
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void errf(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -1036,7 +1030,7 @@ static void deliver(struct fetch *f)
 static int should_retry(const struct fetch *f)
 {
     return f->res.status == TC_EUNAVAIL && f->reused && !f->headers_seen && !f->retried &&
-           !f->ctx->closing && now_ns() + 1000000u < f->deadline_ns;
+           !f->ctx->closing && tc_clock_ns() + 1000000u < f->deadline_ns;
 }
 
 static void process_done(struct tc_origin_ctx *c)
@@ -1054,7 +1048,7 @@ static void process_done(struct tc_origin_ctx *c)
             memset(&f->res, 0, sizeof(f->res));
             f->state = FETCH_ACTIVE;
             link_active(f);
-            uint64_t left = f->deadline_ns - now_ns();
+            uint64_t left = f->deadline_ns - tc_clock_ns();
             struct timeval tv = {(time_t)(left / 1000000000u),
                                  (suseconds_t)(left % 1000000000u) / 1000};
             set_deadline(f, &tv);
@@ -1108,7 +1102,7 @@ enum tc_status tc_origin_fetch(struct tc_origin_ctx *c, const void *key, size_t 
         free(f);
         return TC_ENOMEM;
     }
-    f->deadline_ns = now_ns() + o->timeout_ms * 1000000u;
+    f->deadline_ns = tc_clock_ns() + o->timeout_ms * 1000000u;
     link_active(f);
     set_deadline(f, c->deadline_tv);
     enum tc_status st = send_fetch(f);
