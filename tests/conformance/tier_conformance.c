@@ -11,6 +11,7 @@
  * whose own expiry follows real time, agree with it) and the expiry cases
  * move it forward by hand instead of sleeping.
  */
+#include "tests/support/clock.h"
 #include "tests/support/backends.h"
 #include "tests/support/conc.h"
 #include "tiers/tier.h"
@@ -29,13 +30,6 @@ static struct tc_tier *tier;
 static struct tc_tier_ctx *ctx;
 static struct tc_buf out;
 static uint64_t t0;
-
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static void open_tier(const char *extra)
 {
@@ -60,7 +54,7 @@ static void setup(void)
     cr_assert_not_null(be, "TC_TEST_TIER=%s: no such backend in the conformance suite",
                        getenv("TC_TEST_TIER"));
     tc_buf_init(&out);
-    t0 = wall_ms();
+    t0 = tc_test_wall_ms();
     open_tier("");
 }
 

@@ -13,6 +13,7 @@
  *
  * Prints "tier_locks: N passed, M failed" and exits non-zero on failure.
  */
+#include "tests/support/clock.h"
 #include "tests/support/check.h"
 #include "tests/support/backends.h"
 #include "tiers/tier.h"
@@ -27,13 +28,6 @@
 
 static struct tc_tier *t1, *t2;
 static struct tc_tier_ctx *c1, *c2;
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static void nap_ms(unsigned ms)
 {
@@ -135,16 +129,16 @@ static void case_acquire_busy_release(void)
 static void case_lease_expiry(void)
 {
     struct tc_tier_lock_req a = {0}, b = {0};
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = tc_test_mono_ms();
     CHECK(acquire(c1, "lease", 1000, &a) == TC_OK, "acquire a 1 s lease");
     CHECK(acquire(c2, "lease", 30000, &b) == TC_EEXIST, "held during its lease");
     enum tc_status st = TC_EEXIST;
     uint64_t end = t0 + 10000;
-    while (st == TC_EEXIST && mono_ms() < end) {
+    while (st == TC_EEXIST && tc_test_mono_ms() < end) {
         nap_ms(20);
         st = acquire(c2, "lease", 30000, &b);
     }
-    uint64_t took = mono_ms() - t0;
+    uint64_t took = tc_test_mono_ms() - t0;
     CHECK(st == TC_OK, "second acquirer after the lease: %s", tc_status_name(st));
     CHECK(took >= 950 && took < 10000, "taken over after %llu ms of a 1000 ms lease",
           (unsigned long long)took);
@@ -251,8 +245,8 @@ static void cycle(const char *name)
 
 static int wait_calls(struct heard *h, int above, unsigned ms)
 {
-    uint64_t end = mono_ms() + ms;
-    while (atomic_load(&h->calls) <= above && mono_ms() < end) {
+    uint64_t end = tc_test_mono_ms() + ms;
+    while (atomic_load(&h->calls) <= above && tc_test_mono_ms() < end) {
         nap_ms(5);
     }
     return atomic_load(&h->calls) > above;
@@ -286,8 +280,8 @@ static void case_release_callback(void)
     /* A tier that subscribes for notices (Redis) gets there, over every
      * transport: over a unix socket the subscriber once dropped its own
      * connection before SUBSCRIBE went out (TCP keepalive options). */
-    uint64_t until = mono_ms() + 5000;
-    while (subscribed(t1) == 0 && mono_ms() < until) {
+    uint64_t until = tc_test_mono_ms() + 5000;
+    while (subscribed(t1) == 0 && tc_test_mono_ms() < until) {
         nap_ms(10);
     }
     CHECK(subscribed(t1) != 0, "the tier's subscriber is not subscribed within 5 s of registering");
@@ -299,8 +293,9 @@ static void case_release_callback(void)
     atomic_store(&h.slow, 300);
     int before = atomic_load(&h.calls);
     cycle("cb");
-    uint64_t end = mono_ms() + 5000;
-    while (atomic_load(&h.inside) == 0 && atomic_load(&h.calls) == before && mono_ms() < end) {
+    uint64_t end = tc_test_mono_ms() + 5000;
+    while (atomic_load(&h.inside) == 0 && atomic_load(&h.calls) == before &&
+           tc_test_mono_ms() < end) {
         nap_ms(1);
     }
     CHECK(tc_tier_on_lock_release(t1, NULL, NULL) == TC_OK, "unregister");
@@ -352,8 +347,8 @@ static void *race(void *p)
     for (int i = 0; i < r->iters; i++) {
         struct tc_tier_lock_req req = {.name = "race", .name_len = 4, .ttl_ms = 20000};
         enum tc_status st;
-        uint64_t end = mono_ms() + 20000;
-        while ((st = tc_tier_lock_acquire(c, &req)) == TC_EEXIST && mono_ms() < end) {
+        uint64_t end = tc_test_mono_ms() + 20000;
+        while ((st = tc_tier_lock_acquire(c, &req)) == TC_EEXIST && tc_test_mono_ms() < end) {
             nap_ms(1);
         }
         if (st != TC_OK) {

@@ -6,6 +6,7 @@
  * against the TSan build of the server. Prints "dogpile: N passed, M failed".
  */
 #define _GNU_SOURCE
+#include "tests/support/clock.h"
 #include "tests/support/burst.h"
 #include "tests/support/check.h"
 #include "tests/support/origin.h"
@@ -35,12 +36,6 @@ static double now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
 }
 
 static int start_one(struct tc_test_server *s, const char *const *extra)
@@ -266,7 +261,7 @@ static void *release_later(void *p)
 {
     struct delayed_release *d = p;
     char hdr[128];
-    sleep_ms(d->delay_ms);
+    tc_test_sleep_ms(d->delay_ms);
     snprintf(hdr, sizeof(hdr), "X-Lock-Token: %s\r\n", d->token);
     lock_call(d->port, "DELETE", d->name, hdr, NULL, NULL, NULL);
     return NULL;
@@ -390,14 +385,14 @@ static void test_origin(void)
     tc_test_origin_config(&origin, "delay_ms=0&cache_control=max-age%3D1");
     t = herd(1, key, want, NULL);
     CHECK(t.n200 == 1, "%s: first fill", scope);
-    sleep_ms(1300);
+    tc_test_sleep_ms(1300);
     tc_test_origin_config(&origin, "delay_ms=1200&cache_control=max-age%3D60");
     tc_test_origin_reset(&origin);
     t = herd(100, key, want, &took);
     CHECK(t.n200 == 100 && t.stale >= 99 && took < 1200,
           "%s: stale herd: %d x 200, %d stale, took %.0f ms (the origin takes 1200)", scope, t.n200,
           t.stale, took);
-    sleep_ms(1500);
+    tc_test_sleep_ms(1500);
     CHECK(tc_test_origin_requests(&origin) == 1, "%s: %ld refreshes of a stale key, want 1", scope,
           tc_test_origin_requests(&origin));
     struct tc_test_resp r;
@@ -420,7 +415,7 @@ static void test_origin(void)
      * (a client that arrives after an answer asks again). */
     CHECK(reqs >= 1 && reqs <= 4, "%s: 5xx origin saw %ld requests for 60 clients", scope, reqs);
     snprintf(key, sizeof(key), "grace-%s", scope);
-    sleep_ms(100);
+    tc_test_sleep_ms(100);
     tc_test_origin_config(&origin, "delay_ms=0&status=200&cache_control=max-age%3D1");
     herd(1, key, NULL, NULL); /* still fresh from above (60 s): a hit */
 

@@ -11,6 +11,7 @@
  * its encoding says, written through the tier API.
  */
 #define _GNU_SOURCE /* mkdtemp */
+#include "tests/support/clock.h"
 #include "tests/support/redis_server.h"
 #include "tests/support/server.h"
 #include "tiers/tier.h"
@@ -36,19 +37,6 @@ static struct tc_test_server srv;
 static struct tc_redis_server *redis;
 static char lmdb_dir[64];
 static char uri_lmdb[256], uri_redis[256];
-
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
 
 static void setup(void)
 {
@@ -356,7 +344,7 @@ Test(issue_12, a_corrupt_copy_falls_through_to_the_next_tier_and_is_replaced)
     tc_test_resp_free(&r);
     cr_assert_eq(tier_stat(0, "corrupt"), 2);
     /* The back-fill replaced the bad copies: l1 answers now, rightly. */
-    sleep_ms(200);
+    tc_test_sleep_ms(200);
     cr_assert_eq(get_check("a", &r), 1, "%d %s", r.status, r.body);
     cr_assert_str_eq(r.x_cache_tier, "l1");
     tc_test_resp_free(&r);
@@ -376,7 +364,7 @@ static void plant_bad_string(const char *uri, const char *key)
     char err[256];
     cr_assert_eq(tc_tier_open(NULL, uri, &t, err, sizeof(err)), TC_OK, "%s", err);
     cr_assert_eq(tc_tier_ctx_init(t, NULL, &ctx), TC_OK);
-    uint64_t now = wall_ms();
+    uint64_t now = tc_test_wall_ms();
     struct tc_tier_req q = {.key = key, .key_len = strlen(key), .now_ms = now};
     q.value = "\xff\xfe not utf-8";
     q.value_len = strlen(q.value);
@@ -399,7 +387,7 @@ Test(issue_12, a_value_that_does_not_render_is_a_miss_not_a_503)
     cr_assert_str_eq(r.x_cache_tier, "l2");
     tc_test_resp_free(&r);
     cr_assert_eq(tier_stat(0, "corrupt"), 1);
-    sleep_ms(200);
+    tc_test_sleep_ms(200);
     cr_assert_eq(get_check("s", &r), 1, "%d %s", r.status, r.body);
     cr_assert_str_eq(r.x_cache_tier, "l1");
     tc_test_resp_free(&r);
@@ -409,7 +397,7 @@ Test(issue_12, a_value_that_does_not_render_is_a_miss_not_a_503)
     cr_assert_eq(get_check("t", &r), 0, "%d %s", r.status, r.body);
     tc_test_resp_free(&r);
     redisContext *c = raw_redis();
-    sleep_ms(100);
+    tc_test_sleep_ms(100);
     cr_assert_eq(raw_exists(c, "t"), 0);
     redisFree(c);
 }
@@ -428,7 +416,7 @@ Test(issue_12, a_tiny_positive_ttl_expires)
         struct tc_test_resp r = http("PUT", "/cache/tiny", bodies[i]);
         cr_assert_eq(r.status, 200, "%s: %s", bodies[i], r.body);
         tc_test_resp_free(&r);
-        sleep_ms(20);
+        tc_test_sleep_ms(20);
         r = http("GET", "/cache/tiny", NULL);
         cr_assert_eq(r.status, 404, "%s is still there after 20 ms: %s", bodies[i], r.body);
         tc_test_resp_free(&r);
@@ -441,7 +429,7 @@ Test(issue_12, a_tiny_positive_ttl_expires)
                      0);
         cr_assert_eq(r.status, 200, "%s: %s", targets[i], r.body);
         tc_test_resp_free(&r);
-        sleep_ms(20);
+        tc_test_sleep_ms(20);
         r = http("GET", "/cache/tiny", NULL);
         cr_assert_eq(r.status, 404, "%s is still there after 20 ms: %s", targets[i], r.body);
         tc_test_resp_free(&r);
@@ -450,7 +438,7 @@ Test(issue_12, a_tiny_positive_ttl_expires)
     struct tc_test_resp r = http("PUT", "/cache/forever", "{\"value\":\"x\",\"ttl\":0}");
     cr_assert_eq(r.status, 200);
     tc_test_resp_free(&r);
-    sleep_ms(20);
+    tc_test_sleep_ms(20);
     r = http("GET", "/cache/forever", NULL);
     cr_assert_eq(r.status, 200);
     cr_assert_not_null(strstr(r.body, "\"ttl\":null"), "%s", r.body);

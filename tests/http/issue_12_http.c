@@ -6,6 +6,7 @@
  * Black-box against the real binary (STYLE R20); each hostile client is
  * written here, on raw sockets.
  */
+#include "tests/support/clock.h"
 #include "tests/support/server.h"
 
 #include <criterion/criterion.h>
@@ -52,12 +53,6 @@ static uint64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 /* The server's resident set (VmRSS), KiB. */
@@ -202,7 +197,7 @@ Test(issue12, pipelined_unread_gets_keep_rss_bounded)
     free(all);
     long peak = base;
     for (int i = 0; i < 40; i++) {
-        sleep_ms(50);
+        tc_test_sleep_ms(50);
         long now = rss_kib(srv.pid);
         peak = now > peak ? now : peak;
     }
@@ -258,7 +253,7 @@ Test(issue12, half_closed_client_gets_every_answer)
         cr_assert_eq(send_all(fd, get, sizeof(get) - 1), 0);
     }
     shutdown(fd, SHUT_WR);
-    sleep_ms(500);
+    tc_test_sleep_ms(500);
     http_parser p;
     http_parser_settings st = {0};
     st.on_body = count_body;
@@ -328,7 +323,7 @@ Test(issue12, held_back_uploads_hit_max_pending_body)
     held[1] = upload_start("held1", len, len - 1);
     uint64_t end = now_ms() + 5000;
     while (http_stat("pending_body_bytes") < (long long)(2 * len - 2) && now_ms() < end) {
-        sleep_ms(20);
+        tc_test_sleep_ms(20);
     }
     /* A third one does not fit in the 8 MiB budget: refused, not buffered. */
     char *body = malloc(len);
@@ -363,7 +358,7 @@ Test(issue12, held_back_uploads_hit_max_pending_body)
     for (int i = 0; i < 3; i++) {
         idle[i] = upload_start("announced", len, 100);
     }
-    sleep_ms(100);
+    tc_test_sleep_ms(100);
     cr_assert_eq(tc_test_http(srv.port, "PUT", "/cache/fourth",
                               "Content-Type: application/octet-stream\r\n", body, len, &r),
                  0);
@@ -376,7 +371,7 @@ Test(issue12, held_back_uploads_hit_max_pending_body)
     /* Dropped bodies give their budget back too. */
     end = now_ms() + 3000;
     while (http_stat("pending_body_bytes") != 0 && now_ms() < end) {
-        sleep_ms(20);
+        tc_test_sleep_ms(20);
     }
     cr_expect_eq(http_stat("pending_body_bytes"), 0);
 }
@@ -470,7 +465,7 @@ Test(issue12, stalled_body_gets_408_a_slow_one_does_not)
     n = snprintf(head, sizeof(head), put_head, "slow", (size_t)10);
     cr_assert_eq(send_all(fd, head, (size_t)n), 0);
     for (int i = 0; i < 10; i++) {
-        sleep_ms(200);
+        tc_test_sleep_ms(200);
         cr_assert_eq(send_all(fd, "s", 1), 0);
     }
     struct pollfd p = {fd, POLLIN, 0};
@@ -582,7 +577,7 @@ Test(issue12, smuggling_shapes_get_400)
     int fd = tc_test_connect(srv.port);
     static const char part1[] = PUT_OCTETS "Transfer-Encoding: chunked\r\n\r\n5\r\nhel";
     cr_assert_eq(send_all(fd, part1, sizeof(part1) - 1), 0);
-    sleep_ms(100);
+    tc_test_sleep_ms(100);
     cr_assert_eq(send_all(fd, "loXX0\r\n\r\n", 9), 0);
     int err;
     read_to_eof(fd, buf, sizeof(buf), 3000, &err);
@@ -604,7 +599,7 @@ Test(issue12, smuggling_shapes_get_400)
                               "application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
                               "5\r\nhello\r";
     cr_assert_eq(send_all(fd, ok2, sizeof(ok2) - 1), 0);
-    sleep_ms(100);
+    tc_test_sleep_ms(100);
     cr_assert_eq(send_all(fd, "\n2\r\n!!\r\n0\r\n\r\n", 14), 0);
     struct pollfd p = {fd, POLLIN, 0};
     cr_assert_eq(poll(&p, 1, 3000), 1);

@@ -3,6 +3,7 @@
  * (tables, no network), then fetches against a real tc-test-origin and
  * against raw sockets that misbehave.
  */
+#include "tests/support/clock.h"
 #include "src/origin.h"
 #include "tests/support/origin.h"
 
@@ -271,13 +272,6 @@ static struct tc_origin_ctx *ctx;
 static struct got got;
 static struct slot slots[MAXF];
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void on_result(struct tc_origin_result *res, void *arg)
 {
     struct slot *s = arg;
@@ -298,7 +292,7 @@ static void on_result(struct tc_origin_result *res, void *arg)
     g->r[s->i].body[n] = '\0';
     snprintf(g->r[s->i].content_type, sizeof(g->r[0].content_type), "%s", res->content_type);
     snprintf(g->r[s->i].error, sizeof(g->r[0].error), "%s", res->error);
-    g->r[s->i].at_ms = mono_ms();
+    g->r[s->i].at_ms = tc_test_mono_ms();
     if (++g->n == g->want) {
         event_base_loopbreak(g->base);
     }
@@ -454,7 +448,7 @@ Test(fetch, slow_origin_times_out_within_bounds)
     static const char *const args[] = {"--delay-ms", "6000", NULL};
     start_origin(args);
     client(origin.url, 300, 1 << 20);
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = tc_test_mono_ms();
     fetch(0, "slow");
     fetch(1, "slow2"); /* a second one, queued or on a second connection */
     run(10000);
@@ -497,7 +491,7 @@ Test(fetch, refused_port_is_unavailable)
     char url[64];
     snprintf(url, sizeof(url), "http://127.0.0.1:%u", free_port());
     client(url, 3000, 1 << 20);
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = tc_test_mono_ms();
     fetch(0, "a");
     fetch(1, "b");
     run(10000);
@@ -506,7 +500,8 @@ Test(fetch, refused_port_is_unavailable)
         cr_expect_eq(got.r[i].http_status, 0);
         cr_expect_neq(got.r[i].error[0], '\0');
     }
-    cr_expect_lt(mono_ms() - t0, 2500, "a refused connect should not wait for the deadline");
+    cr_expect_lt(tc_test_mono_ms() - t0, 2500,
+                 "a refused connect should not wait for the deadline");
 }
 
 Test(fetch, body_over_max_body_is_too_big)

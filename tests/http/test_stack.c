@@ -6,6 +6,7 @@
  * see what each tier holds and to clear single tiers.
  */
 #define _GNU_SOURCE /* mkdtemp */
+#include "tests/support/clock.h"
 #include "tests/support/redis_server.h"
 #include "tests/support/server.h"
 #include "tiers/tier.h"
@@ -26,19 +27,6 @@ static struct tc_test_server srv;
 static struct tc_redis_server *redis;
 static char shm_name[64], lmdb_dir[64];
 static char uri_l1[256], uri_l2[256], uri_l3[256];
-
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
 
 static void setup(void)
 {
@@ -119,7 +107,8 @@ static struct held peek(const char *uri, const char *k)
     cr_assert_eq(tc_tier_open(NULL, uri, &t, err, sizeof(err)), TC_OK, "%s: %s", uri, err);
     cr_assert_eq(tc_tier_ctx_init(t, NULL, &c), TC_OK);
     struct tc_buf out = TC_BUF_INIT;
-    struct tc_tier_req r = {.key = k, .key_len = strlen(k), .out = &out, .now_ms = wall_ms()};
+    struct tc_tier_req r = {
+        .key = k, .key_len = strlen(k), .out = &out, .now_ms = tc_test_wall_ms()};
     struct held h = {tc_tier_get(c, &r), r.hdr.expire_ms, r.local_expire_ms};
     tc_buf_deinit(&out);
     tc_tier_ctx_dispose(c);
@@ -134,7 +123,7 @@ static void drop(const char *uri, const char *k)
     char err[256];
     cr_assert_eq(tc_tier_open(NULL, uri, &t, err, sizeof(err)), TC_OK, "%s: %s", uri, err);
     cr_assert_eq(tc_tier_ctx_init(t, NULL, &c), TC_OK);
-    struct tc_tier_req r = {.key = k, .key_len = strlen(k), .now_ms = wall_ms()};
+    struct tc_tier_req r = {.key = k, .key_len = strlen(k), .now_ms = tc_test_wall_ms()};
     cr_assert_eq(tc_tier_del(c, &r), TC_OK);
     tc_tier_ctx_dispose(c);
     tc_tier_close(t);
@@ -148,7 +137,7 @@ static void drop(const char *uri, const char *k)
 Test(stack, write_through_backfill_and_ttl_ratios)
 {
     start(uri_l1, uri_l2, uri_l3);
-    uint64_t t = wall_ms();
+    uint64_t t = tc_test_wall_ms();
     struct tc_test_resp r = http("PUT", "/cache/k", "{\"value\":\"v\",\"ttl\":100}");
     cr_assert_eq(r.status, 200, "%s", r.body);
     tc_test_resp_free(&r);
@@ -170,13 +159,13 @@ Test(stack, write_through_backfill_and_ttl_ratios)
     drop(uri_l1, "k");
     drop(uri_l2, "k");
     cr_assert_eq(peek(uri_l1, "k").st, TC_ENOTFOUND);
-    sleep_ms(300); /* let the remaining time shrink a little */
-    uint64_t t2 = wall_ms();
+    tc_test_sleep_ms(300); /* let the remaining time shrink a little */
+    uint64_t t2 = tc_test_wall_ms();
     r = http("GET", "/cache/k", NULL);
     cr_assert_eq(r.status, 200, "%s", r.body);
     cr_assert_str_eq(r.x_cache_tier, "l3");
     tc_test_resp_free(&r);
-    sleep_ms(100); /* the back-fill happens after the answer */
+    tc_test_sleep_ms(100); /* the back-fill happens after the answer */
     h1 = peek(uri_l1, "k");
     h2 = peek(uri_l2, "k");
     cr_assert_eq(h1.st, TC_OK, "L1 was not back-filled");
@@ -200,7 +189,7 @@ Test(stack, nothing_outlives_its_authoritative_expiry)
     r = http("GET", "/cache/short", NULL);
     cr_assert_eq(r.status, 200);
     tc_test_resp_free(&r);
-    sleep_ms(900);
+    tc_test_sleep_ms(900);
     r = http("GET", "/cache/short", NULL);
     cr_assert_eq(r.status, 404, "served past E from %s", r.x_cache_tier);
     tc_test_resp_free(&r);
@@ -269,7 +258,7 @@ Test(stack, restart_serves_from_l2_after_the_segment_is_gone)
             break;
         }
         tc_test_resp_free(&r);
-        sleep_ms(10);
+        tc_test_sleep_ms(10);
     }
     cr_assert_str_eq(r.x_cache_tier, "l1");
     tc_test_resp_free(&r);
@@ -331,15 +320,15 @@ Test(stack, redis_killed_mid_load_degrades_and_recovers)
     struct load l = {0};
     pthread_t th;
     pthread_create(&th, NULL, load_main, &l);
-    sleep_ms(500);
+    tc_test_sleep_ms(500);
     tc_redis_server_kill(redis);
-    sleep_ms(1500);
+    tc_test_sleep_ms(1500);
     const char *h = health_status();
     cr_expect_str_eq(h, "degraded", "health while Redis is down");
     cr_assert_eq(tc_redis_server_restart(redis), 0);
     int healthy = 0;
     for (int i = 0; i < 100 && !healthy; i++) {
-        sleep_ms(100);
+        tc_test_sleep_ms(100);
         healthy = strcmp(health_status(), "ok") == 0;
     }
     l.stop = 1;
@@ -372,14 +361,14 @@ Test(stack, writes_on_one_host_invalidate_the_other)
     cr_assert_eq(r.status, 200);
     cr_assert_str_eq(r.x_cache_tier, "l3");
     tc_test_resp_free(&r);
-    sleep_ms(50);
+    tc_test_sleep_ms(50);
     cr_assert_eq(peek(l1b, "shared").st, TC_OK, "host b back-filled its L1");
 
     srv = a;
     r = http("PUT", "/cache/shared", "{\"value\":\"two\",\"ttl\":300}");
     cr_assert_eq(r.status, 200);
     tc_test_resp_free(&r);
-    sleep_ms(100);
+    tc_test_sleep_ms(100);
     cr_assert_eq(peek(l1b, "shared").st, TC_ENOTFOUND, "host b's L1 still holds the old value");
     cr_assert_eq(peek(l2b, "shared").st, TC_ENOTFOUND, "host b's L2 still holds the old value");
     srv = b;
@@ -392,7 +381,7 @@ Test(stack, writes_on_one_host_invalidate_the_other)
     r = http("DELETE", "/cache/shared", NULL);
     cr_assert_eq(r.status, 200);
     tc_test_resp_free(&r);
-    sleep_ms(100);
+    tc_test_sleep_ms(100);
     srv = b;
     r = http("GET", "/cache/shared", NULL);
     cr_assert_eq(r.status, 404, "deleted on a, still served by b from %s", r.x_cache_tier);

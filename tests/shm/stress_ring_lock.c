@@ -26,6 +26,7 @@
 /* MAP_ANONYMOUS (a shared results area for forked workers) is not in POSIX
  * 2008; ask glibc for its default set in this file only. */
 #define _DEFAULT_SOURCE
+#include "tests/support/clock.h"
 #include "tests/support/check.h"
 #include "shm/ring.h"
 #include "shm/ring_layout.h"
@@ -66,13 +67,6 @@ struct shared {
 };
 
 static char seg[64];
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static void nap_ms(unsigned ms)
 {
@@ -143,8 +137,8 @@ static pid_t spawn(void (*fn)(struct shared *, int), struct shared *sh, int arg)
 static int reap(pid_t pid, unsigned ms)
 {
     int status = 0;
-    uint64_t end = mono_ms() + ms;
-    while (mono_ms() < end) {
+    uint64_t end = tc_test_mono_ms() + ms;
+    while (tc_test_mono_ms() < end) {
         if (waitpid(pid, &status, WNOHANG) == pid) {
             return status;
         }
@@ -180,7 +174,7 @@ static int token_ok(const char *t)
 static enum tc_status take(struct tc_ring *r, const char *name, uint64_t ttl, char *token,
                            struct shared *sh)
 {
-    uint64_t end = mono_ms() + 30000;
+    uint64_t end = tc_test_mono_ms() + 30000;
     for (;;) {
         uint64_t rem = 0;
         enum tc_status st = tc_ring_lock_acquire(r, name, strlen(name), ttl, token, &rem);
@@ -190,7 +184,7 @@ static enum tc_status take(struct tc_ring *r, const char *name, uint64_t ttl, ch
         if (rem < 1 || rem > 60000) { /* no lease in this program is longer */
             atomic_fetch_add(&sh->errors, 1);
         }
-        if (mono_ms() > end) {
+        if (tc_test_mono_ms() > end) {
             return TC_ETIMEOUT;
         }
         atomic_fetch_add(&sh->waits, 1);
@@ -281,9 +275,9 @@ static void phase_api(void)
           "release both");
     /* A short lease ends on its own; wait returns at once for a free name. */
     CHECK(tc_ring_lock_acquire(r, "short", 5, 50, ta, NULL) == TC_OK, "short lease");
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = tc_test_mono_ms();
     CHECK(tc_ring_lock_wait(r, "short", 5, 10000) == TC_OK, "wait for a lease to end");
-    uint64_t waited = mono_ms() - t0;
+    uint64_t waited = tc_test_mono_ms() - t0;
     CHECK(waited < 5000, "waited %llu ms for a 50 ms lease", (unsigned long long)waited);
     CHECK(tc_ring_lock_acquire(r, "short", 5, 10000, tb, NULL) == TC_OK, "after the lease");
     CHECK(tc_ring_lock_release(r, "short", 5, ta) == TC_ENOTFOUND, "expired holder's release");
@@ -322,11 +316,11 @@ static void phase_api(void)
           (unsigned long long)s.locks_held, held);
     if (full >= 0) {
         snprintf(name, sizeof(name), "n%d", full);
-        t0 = mono_ms();
+        t0 = tc_test_mono_ms();
         CHECK(tc_ring_lock_wait(r, name, strlen(name), 150) == TC_ETIMEOUT,
               "wait on a full bucket must sleep to its timeout");
-        CHECK(mono_ms() - t0 >= 149, "ETIMEOUT after %llu ms of 150",
-              (unsigned long long)(mono_ms() - t0));
+        CHECK(tc_test_mono_ms() - t0 >= 149, "ETIMEOUT after %llu ms of 150",
+              (unsigned long long)(tc_test_mono_ms() - t0));
     }
     for (int i = 0; i < 200; i++) {
         snprintf(name, sizeof(name), "n%d", i);
@@ -478,10 +472,10 @@ static void wait_then_take(struct shared *sh, int slot)
         return;
     }
     atomic_fetch_add(&sh->go, 1);
-    uint64_t t0 = mono_ms(), c0 = cpu_ms();
+    uint64_t t0 = tc_test_mono_ms(), c0 = cpu_ms();
     enum tc_status st = tc_ring_lock_wait(r, "victim", 6, 30000);
-    atomic_store(&sh->at_ms[slot], mono_ms());
-    atomic_store(&sh->wall_ms[slot], mono_ms() - t0);
+    atomic_store(&sh->at_ms[slot], tc_test_mono_ms());
+    atomic_store(&sh->wall_ms[slot], tc_test_mono_ms() - t0);
     atomic_store(&sh->cpu_ms[slot], cpu_ms() - c0);
     char token[TC_RING_LOCK_TOKEN_MAX];
     enum tc_status got = tc_ring_lock_acquire(r, "victim", 6, 60000, token, NULL);
@@ -525,8 +519,8 @@ static void phase_killed(void)
     }
     struct shared *sh = shared_area();
     pid_t holder = spawn(hold_forever, sh, 0);
-    uint64_t end = mono_ms() + 10000;
-    while (atomic_load(&sh->ready) == 0 && mono_ms() < end) {
+    uint64_t end = tc_test_mono_ms() + 10000;
+    while (atomic_load(&sh->ready) == 0 && tc_test_mono_ms() < end) {
         nap_ms(2);
     }
     CHECK(atomic_load(&sh->ready) == 1, "holder did not take the lock");
@@ -541,12 +535,12 @@ static void phase_killed(void)
           "held by a live holder: %llu ms left", (unsigned long long)rem);
 
     pid_t waiter = spawn(wait_then_take, sh, 0);
-    end = mono_ms() + 10000;
-    while (atomic_load(&sh->go) == 0 && mono_ms() < end) {
+    end = tc_test_mono_ms() + 10000;
+    while (atomic_load(&sh->go) == 0 && tc_test_mono_ms() < end) {
         nap_ms(2);
     }
     nap_ms(300); /* the waiter is asleep in the futex by now, most likely */
-    uint64_t killed_at = mono_ms();
+    uint64_t killed_at = tc_test_mono_ms();
     kill(holder, SIGKILL);
     int hs = reap(holder, 10000);
     CHECK(hs != -1 && WIFSIGNALED(hs), "holder killed");
@@ -562,10 +556,11 @@ static void phase_killed(void)
      * over at once by an acquire. */
     CHECK(tc_ring_lock_peek(r, "victim", 6, NULL, NULL, NULL) == TC_ENOTFOUND,
           "a dead holder's lock peeks free");
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = tc_test_mono_ms();
     CHECK(tc_ring_lock_acquire(r, "victim", 6, 1000, tok, NULL) == TC_OK,
           "acquire over a dead holder");
-    CHECK(mono_ms() - t0 < 5000, "takeover took %llu ms", (unsigned long long)(mono_ms() - t0));
+    CHECK(tc_test_mono_ms() - t0 < 5000, "takeover took %llu ms",
+          (unsigned long long)(tc_test_mono_ms() - t0));
     CHECK(tc_ring_lock_release(r, "victim", 6, tok) == TC_OK, "release after takeover");
     printf("killed holder: waiter woke %llu ms after SIGKILL, %llu ms CPU in %llu ms asleep\n",
            (unsigned long long)(at - killed_at), (unsigned long long)cpu, (unsigned long long)wall);
@@ -586,8 +581,8 @@ static void phase_killed(void)
         killed += st != -1 && WIFSIGNALED(st);
     }
     uint64_t before = atomic_load(&sh->progress);
-    end = mono_ms() + 15000;
-    while (atomic_load(&sh->progress) < before + 200 && mono_ms() < end) {
+    end = tc_test_mono_ms() + 15000;
+    while (atomic_load(&sh->progress) < before + 200 && tc_test_mono_ms() < end) {
         nap_ms(5);
     }
     CHECK(atomic_load(&sh->progress) >= before + 200, "survivor stuck after the kills");
@@ -595,15 +590,15 @@ static void phase_killed(void)
     CHECK(exited_ok(reap(surv, 20000)), "survivor exited");
     CHECK(sh->errors == 0, "survivor: %llu errors", (unsigned long long)sh->errors);
     /* Every name can be had within its lease (3 s) plus the pid checks. */
-    t0 = mono_ms();
+    t0 = tc_test_mono_ms();
     for (int k = 0; k < 4; k++) {
         char name[8];
         snprintf(name, sizeof(name), "c%d", k);
         CHECK(take(r, name, 1000, tok, sh) == TC_OK, "%s after the kills", name);
         CHECK(tc_ring_lock_release(r, name, strlen(name), tok) == TC_OK, "release %s", name);
     }
-    CHECK(mono_ms() - t0 < 10000, "names blocked %llu ms after the kills",
-          (unsigned long long)(mono_ms() - t0));
+    CHECK(tc_test_mono_ms() - t0 < 10000, "names blocked %llu ms after the kills",
+          (unsigned long long)(tc_test_mono_ms() - t0));
     printf("churn: %d processes killed, survivor did %llu lock cycles\n", killed,
            (unsigned long long)atomic_load(&sh->progress));
     CHECK(killed == 30, "only %d of 30 killed", killed);
@@ -618,14 +613,14 @@ static void overstay(struct shared *sh, int arg)
 {
     (void)arg;
     struct tc_ring *r = attach();
-    atomic_store(&sh->at_ms[0], mono_ms());
+    atomic_store(&sh->at_ms[0], tc_test_mono_ms());
     if (r == NULL || tc_ring_lock_acquire(r, "lease", 5, 400, sh->token, NULL) != TC_OK) {
         atomic_store(&sh->ready, -1);
         return;
     }
     atomic_store(&sh->ready, 1);
-    uint64_t end = mono_ms() + 30000;
-    while (atomic_load(&sh->go) == 0 && mono_ms() < end) {
+    uint64_t end = tc_test_mono_ms() + 30000;
+    while (atomic_load(&sh->go) == 0 && tc_test_mono_ms() < end) {
         nap_ms(5);
     }
     atomic_store(&sh->status[0], tc_ring_lock_release(r, "lease", 5, sh->token));
@@ -641,14 +636,14 @@ static void phase_lease(void)
     struct shared *sh = shared_area();
     atomic_store(&sh->status[0], 99);
     pid_t child = spawn(overstay, sh, 0);
-    uint64_t end = mono_ms() + 10000;
-    while (atomic_load(&sh->ready) == 0 && mono_ms() < end) {
+    uint64_t end = tc_test_mono_ms() + 10000;
+    while (atomic_load(&sh->ready) == 0 && tc_test_mono_ms() < end) {
         nap_ms(2);
     }
     CHECK(atomic_load(&sh->ready) == 1, "holder did not take the lock");
     char tok[TC_RING_LOCK_TOKEN_MAX];
     enum tc_status st = take(r, "lease", 30000, tok, sh);
-    uint64_t got = mono_ms(), since = got - atomic_load(&sh->at_ms[0]);
+    uint64_t got = tc_test_mono_ms(), since = got - atomic_load(&sh->at_ms[0]);
     CHECK(st == TC_OK, "take over an ended lease: %s", tc_status_name(st));
     CHECK(since >= 399 && since < 5000, "taken over %llu ms after a 400 ms lease began",
           (unsigned long long)since);
@@ -678,10 +673,10 @@ static void sleep_on_name(struct shared *sh, int slot)
         return;
     }
     atomic_fetch_add(&sh->ready, 1);
-    uint64_t t0 = mono_ms(), c0 = cpu_ms();
+    uint64_t t0 = tc_test_mono_ms(), c0 = cpu_ms();
     atomic_store(&sh->status[slot], tc_ring_lock_wait(r, "wake", 4, 30000));
-    atomic_store(&sh->at_ms[slot], mono_ms());
-    atomic_store(&sh->wall_ms[slot], mono_ms() - t0);
+    atomic_store(&sh->at_ms[slot], tc_test_mono_ms());
+    atomic_store(&sh->wall_ms[slot], tc_test_mono_ms() - t0);
     atomic_store(&sh->cpu_ms[slot], cpu_ms() - c0);
     tc_ring_close(r);
 }
@@ -700,14 +695,14 @@ static void sleep_on_epoch(struct shared *sh, int slot)
         st = tc_ring_lock_wait_epoch(r, seen, 30000);
     } while (st == TC_OK && tc_ring_lock_epoch(r) == seen); /* spurious: sleep again */
     atomic_store(&sh->status[slot], st);
-    atomic_store(&sh->at_ms[slot], mono_ms());
+    atomic_store(&sh->at_ms[slot], tc_test_mono_ms());
     tc_ring_close(r);
 }
 
 static void wait_ready(struct shared *sh, int n)
 {
-    uint64_t end = mono_ms() + 10000;
-    while (atomic_load(&sh->ready) < n && mono_ms() < end) {
+    uint64_t end = tc_test_mono_ms() + 10000;
+    while (atomic_load(&sh->ready) < n && tc_test_mono_ms() < end) {
         nap_ms(2);
     }
     CHECK(atomic_load(&sh->ready) == n, "%d of %d sleepers ready", atomic_load(&sh->ready), n);
@@ -729,7 +724,7 @@ static void phase_wakeups(void)
     }
     pids[3] = spawn(sleep_on_epoch, sh, 3);
     wait_ready(sh, 4);
-    uint64_t rel = mono_ms();
+    uint64_t rel = tc_test_mono_ms();
     CHECK(tc_ring_lock_release(r, "wake", 4, tok) == TC_OK, "release");
     for (int i = 0; i < 4; i++) {
         CHECK(pids[i] > 0 && exited_ok(reap(pids[i], 20000)), "sleeper %d exited", i);
@@ -749,16 +744,16 @@ static void phase_wakeups(void)
     memset(sh, 0, sizeof(*sh));
     pid_t p = spawn(sleep_on_epoch, sh, 0);
     wait_ready(sh, 1);
-    uint64_t kick = mono_ms();
+    uint64_t kick = tc_test_mono_ms();
     tc_ring_lock_kick(r);
     CHECK(p > 0 && exited_ok(reap(p, 20000)), "epoch sleeper exited");
     CHECK(atomic_load(&sh->status[0]) == TC_OK && atomic_load(&sh->at_ms[0]) - kick < 5000,
           "kick woke the epoch sleeper");
     uint32_t e = tc_ring_lock_epoch(r);
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = tc_test_mono_ms();
     CHECK(tc_ring_lock_wait_epoch(r, e, 100) == TC_ETIMEOUT, "quiet epoch times out");
-    CHECK(mono_ms() - t0 >= 99, "timed out after %llu ms of 100",
-          (unsigned long long)(mono_ms() - t0));
+    CHECK(tc_test_mono_ms() - t0 >= 99, "timed out after %llu ms of 100",
+          (unsigned long long)(tc_test_mono_ms() - t0));
     CHECK(tc_ring_lock_wait_epoch(r, e + 1, 10000) == TC_OK, "an old epoch returns at once");
     munmap(sh, sizeof(*sh));
     tc_ring_close(r);
@@ -792,7 +787,7 @@ static void phase_garbage(void)
     uint64_t seed = 0x5eed;
     int bad = 0;
     for (int variant = 0; variant < 4; variant++) {
-        uint64_t now = mono_ms();
+        uint64_t now = tc_test_mono_ms();
         for (uint64_t *p = lo; p < hi; p++) {
             switch (variant) {
             case 0:

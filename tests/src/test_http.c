@@ -13,6 +13,7 @@
  * body budget left behind (the invariant the fuzz target checks too).
  */
 #define _GNU_SOURCE /* memmem */
+#include "tests/support/clock.h"
 #include "src/http.h"
 #include "src/log.h"
 
@@ -153,13 +154,6 @@ static int open_conn(void)
     return sv[1];
 }
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void turn(void)
 {
     event_base_loop(base, EVLOOP_NONBLOCK);
@@ -171,8 +165,8 @@ static void teardown(void)
     if (srv == NULL) {
         return;
     }
-    uint64_t end = mono_ms() + 10000;
-    while ((atomic_load(&conns) != 0 || deferred > 0) && mono_ms() < end) {
+    uint64_t end = tc_test_mono_ms() + 10000;
+    while ((atomic_load(&conns) != 0 || deferred > 0) && tc_test_mono_ms() < end) {
         event_base_loop(base, EVLOOP_NONBLOCK);
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
@@ -222,7 +216,7 @@ static void client_close(struct client *c)
 static void send_bytes(struct client *c, const void *data, size_t len)
 {
     const char *p = data;
-    uint64_t end = mono_ms() + 10000;
+    uint64_t end = tc_test_mono_ms() + 10000;
     while (len > 0) {
         ssize_t w = send(c->fd, p, len, MSG_NOSIGNAL);
         if (w > 0) {
@@ -231,7 +225,7 @@ static void send_bytes(struct client *c, const void *data, size_t len)
             continue;
         }
         cr_assert(w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK), "send: %s", strerror(errno));
-        cr_assert_lt(mono_ms(), end, "the server stopped reading");
+        cr_assert_lt(tc_test_mono_ms(), end, "the server stopped reading");
         turn();
     }
     turn();
@@ -309,12 +303,12 @@ static int take(struct client *c, struct resp *r, int head_only)
 /* Waits up to @p ms for one complete response. */
 static int read_resp_within(struct client *c, struct resp *r, int head_only, unsigned ms)
 {
-    uint64_t end = mono_ms() + ms;
+    uint64_t end = tc_test_mono_ms() + ms;
     for (;;) {
         if (take(c, r, head_only)) {
             return 1;
         }
-        if (c->eof || mono_ms() >= end) {
+        if (c->eof || tc_test_mono_ms() >= end) {
             return 0;
         }
         turn();
@@ -336,8 +330,8 @@ static struct resp read_resp(struct client *c)
 /* Expects the server to close the connection within @p ms, sending nothing more. */
 static void expect_closed(struct client *c, unsigned ms)
 {
-    uint64_t end = mono_ms() + ms;
-    while (!c->eof && mono_ms() < end) {
+    uint64_t end = tc_test_mono_ms() + ms;
+    while (!c->eof && tc_test_mono_ms() < end) {
         turn();
         if (!pull(c)) {
             struct timespec ts = {0, 1000000};
@@ -664,11 +658,11 @@ Test(http, headers_not_complete_in_header_timeout_get_408)
     l.header_timeout_ms = 300;
     start(l);
     struct client *c = client_new();
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = tc_test_mono_ms();
     send_str(c, "GET / HTTP/1.1\r\nHost: h\r\n");
     struct resp r;
     cr_assert(read_resp_within(c, &r, 0, 5000), "no 408");
-    uint64_t took = mono_ms() - t0;
+    uint64_t took = tc_test_mono_ms() - t0;
     cr_expect_eq(r.status, 408, "%s", r.head);
     cr_expect(strstr(r.body, "request_timeout") != NULL, "%s", r.body);
     cr_expect(took >= 250 && took < 3000, "answered after %llu ms", (unsigned long long)took);
@@ -691,18 +685,18 @@ Test(http, a_stalled_body_gets_408_after_body_timeout)
     send_str(c, "PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc");
     /* Bytes that keep coming keep it alive, each within the timeout. */
     for (int i = 0; i < 3; i++) {
-        uint64_t until = mono_ms() + 150;
-        while (mono_ms() < until) {
+        uint64_t until = tc_test_mono_ms() + 150;
+        while (tc_test_mono_ms() < until) {
             turn();
             struct timespec ts = {0, 2000000};
             nanosleep(&ts, NULL);
         }
         send_str(c, "d");
     }
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = tc_test_mono_ms();
     struct resp r;
     cr_assert(read_resp_within(c, &r, 0, 5000), "no 408");
-    uint64_t took = mono_ms() - t0;
+    uint64_t took = tc_test_mono_ms() - t0;
     cr_expect_eq(r.status, 408, "%s", r.head);
     cr_expect(took >= 250 && took < 3000, "answered %llu ms after the last byte",
               (unsigned long long)took);

@@ -2,6 +2,7 @@
  * take its redis-server down with it instead of leaking it. */
 #define _GNU_SOURCE
 #include "tests/support/redis_server.h"
+#include "tests/support/clock.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -24,13 +25,6 @@ struct tc_redis_server {
     char sock[128];
     char *requirepass, *acl_user, *acl_password;
 };
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
 
 /* A port the kernel just handed out; the tiny race with other programs is
  * covered by retrying start with a new port. */
@@ -141,7 +135,7 @@ static int spawn(struct tc_redis_server *s)
         if (answers_ping(s)) {
             return 0;
         }
-        sleep_ms(20);
+        tc_test_sleep_ms(20);
     }
     fprintf(stderr, "redis_server: no PING answer on port %u (log: %s)\n", s->port, logfile);
     tc_redis_server_kill(s);
@@ -217,7 +211,7 @@ static void reap(struct tc_redis_server *s, int sig, int wait_ms)
             waitpid(s->pid, &status, 0);
             break;
         }
-        sleep_ms(10);
+        tc_test_sleep_ms(10);
     }
     s->pid = 0;
 }
@@ -258,7 +252,7 @@ int tc_redis_server_restart(struct tc_redis_server *s)
         if (spawn(s) == 0) {
             return 0;
         }
-        sleep_ms(50);
+        tc_test_sleep_ms(50);
     }
     return -1;
 }

@@ -60,6 +60,7 @@
  * "powercut_tier_lmdb: N passed, M failed".
  */
 #define _GNU_SOURCE /* unshare(CLONE_NEWNS), SEEK_DATA/SEEK_HOLE */
+#include "tests/support/clock.h"
 #include "tests/support/check.h"
 #include "tiers/lmdb_durable.h"
 #include "tiers/tier.h"
@@ -93,20 +94,6 @@
 #define FLUSH_SLACK_MS 1000u
 
 static char work[256]; /* temp dir: template.img, img, copy.img, mnt, mnt2 */
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static void in_work(char *p, size_t cap, const char *name)
 {
@@ -302,7 +289,7 @@ static void w_issue(struct writer *w, struct wslot *s)
     memset(&s->req, 0, sizeof(s->req));
     s->req.key = s->key;
     s->req.key_len = strlen(s->key);
-    s->req.now_ms = wall_ms();
+    s->req.now_ms = tc_test_wall_ms();
     s->req.done = w_complete;
     s->req.arg = s;
     enum tc_status st;
@@ -468,7 +455,7 @@ static void verify_child(const char *path, const char *mode, int fd)
         for (uint32_t k = 0; k < NKEYS; k++) {
             snprintf(key, sizeof(key), "pc:%u", k);
             struct tc_tier_req r = {
-                .key = key, .key_len = strlen(key), .out = &b, .now_ms = wall_ms()};
+                .key = key, .key_len = strlen(key), .out = &b, .now_ms = tc_test_wall_ms()};
             enum tc_status st = tc_tier_get(c, &r);
             if (st == TC_OK || st == TC_ENOTFOUND) {
                 judge(&v, k, &b, st == TC_OK, none);
@@ -594,7 +581,7 @@ static void one_cut(const char *mode, int n)
     uint64_t cut_at = 0, killed_wall = 0, flush_at = 0, commit_at = 0;
     int dfd = -1;
     for (;;) {
-        uint64_t now = mono_ms();
+        uint64_t now = tc_test_mono_ms();
         if (cut_at != 0 && now >= flush_at) {
             flusher(db, &dfd);
             flush_at = now + 5 + (uint64_t)(rand() % 20);
@@ -611,7 +598,7 @@ static void one_cut(const char *mode, int n)
             commit_at = 0;
         }
         if (cut_at != 0 && now >= cut_at) {
-            killed_wall = wall_ms();
+            killed_wall = tc_test_wall_ms();
             kill(wpid, SIGKILL);
             /* The power cut: the disk as ext4 left it, right now. */
             if (copy_sparse(img, copy) != 0) {
@@ -635,13 +622,13 @@ static void one_cut(const char *mode, int n)
             CHECK(0, "%s cut %d: the writer stopped early", mode, n);
             goto out;
         }
-        uint64_t at = wall_ms();
+        uint64_t at = tc_test_wall_ms();
         for (ssize_t i = 0; i < r / 4 && nacks < MAX_ACKS; i++) {
             acks[nacks++] = (struct ack){rec[i], at};
         }
         if (cut_at == 0) {
-            cut_at = mono_ms() + 3 * INTERVAL_MS + (uint64_t)(rand() % (4 * INTERVAL_MS));
-            commit_at = none ? mono_ms() + 2 * INTERVAL_MS : 0;
+            cut_at = tc_test_mono_ms() + 3 * INTERVAL_MS + (uint64_t)(rand() % (4 * INTERVAL_MS));
+            commit_at = none ? tc_test_mono_ms() + 2 * INTERVAL_MS : 0;
         }
     }
     /* Acknowledgements still in the pipe were given before the cut. */
@@ -851,7 +838,7 @@ int main(void)
         rm_work();
         return 2;
     }
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = tc_test_mono_ms();
     static const char *const modes[] = {"periodic", "always", "none"};
     for (int m = 0; m < 3; m++) {
         for (int n = 0; n < CUTS; n++) {
@@ -861,7 +848,7 @@ int main(void)
     free(acks);
     rm_work();
     printf("powercut_tier_lmdb: %d cuts in %llu ms\n", 3 * CUTS,
-           (unsigned long long)(mono_ms() - t0));
+           (unsigned long long)(tc_test_mono_ms() - t0));
     printf("powercut_tier_lmdb: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -29,6 +29,7 @@
  *                 a lock taken before survives; Redis restarted: the
  *                 subscribers say "recheck everything" and notices flow again.
  */
+#include "tests/support/clock.h"
 #include "tests/support/check.h"
 #include "tests/support/stats.h"
 #include "tests/support/redis_server.h"
@@ -48,27 +49,6 @@
 
 /* Scheduling slack on a loaded 2-core machine under TSan. */
 #define SLACK_MS 400
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
 
 static uint64_t stat(struct tc_tier *t, const char *name)
 {
@@ -145,11 +125,11 @@ static void slot_issue(struct load *l, struct slot *s)
     memset(&s->req, 0, sizeof(s->req));
     s->req.key = s->key;
     s->req.key_len = strlen(s->key);
-    s->req.now_ms = wall_ms();
+    s->req.now_ms = tc_test_wall_ms();
     s->req.done = slot_done;
     s->req.arg = s;
     s->busy = 1;
-    s->started = mono_ms();
+    s->started = tc_test_mono_ms();
     enum tc_status st;
     if ((x >> 32) % 4 == 0) {
         int n = snprintf(s->val, sizeof(s->val), "%s|%llu", s->key, (unsigned long long)x);
@@ -182,7 +162,7 @@ static void slot_done(struct tc_tier_req *req)
     }
     s->busy = 0;
     l->inflight--;
-    uint64_t lat = mono_ms() - s->started;
+    uint64_t lat = tc_test_mono_ms() - s->started;
     if (lat > l->max_latency) {
         l->max_latency = lat;
     }
@@ -226,9 +206,9 @@ static void load_deinit(struct load *l)
 /* Runs the loop for ms milliseconds, re-issuing idle slots every 2 ms. */
 static void run_for(struct event_base *base, struct load *l, uint64_t ms)
 {
-    uint64_t end = mono_ms() + ms;
+    uint64_t end = tc_test_mono_ms() + ms;
     struct timeval tick = {0, 2000};
-    while (mono_ms() < end) {
+    while (tc_test_mono_ms() < end) {
         load_tick(l);
         event_base_loopexit(base, &tick);
         event_base_dispatch(base);
@@ -239,9 +219,9 @@ static void run_for(struct event_base *base, struct load *l, uint64_t ms)
 static void drain(struct event_base *base, struct load *l)
 {
     l->stop = 1;
-    uint64_t end = mono_ms() + 3000;
+    uint64_t end = tc_test_mono_ms() + 3000;
     struct timeval tick = {0, 5000};
-    while (l->inflight > 0 && mono_ms() < end) {
+    while (l->inflight > 0 && tc_test_mono_ms() < end) {
         event_base_loopexit(base, &tick);
         event_base_dispatch(base);
     }
@@ -291,11 +271,11 @@ static void test_fault(void)
            (unsigned long long)stat(t, "skipped"), (unsigned long long)stat(t, "timeouts"));
 
     CHECK(tc_redis_server_restart(srv) == 0, "restart on port %u", tc_redis_server_port(srv));
-    uint64_t restarted = mono_ms(), healthy_after = 0;
-    while (mono_ms() - restarted < 5000) {
+    uint64_t restarted = tc_test_mono_ms(), healthy_after = 0;
+    while (tc_test_mono_ms() - restarted < 5000) {
         run_for(base, &l, 5);
         if (tc_tier_health(t, NULL, 0) == TC_HEALTH_OK) {
-            healthy_after = mono_ms() - restarted;
+            healthy_after = tc_test_mono_ms() - restarted;
             break;
         }
     }
@@ -330,12 +310,12 @@ static void test_fault(void)
     CHECK(l.done > done_at_pause + 100, "operations keep completing while Redis is frozen");
     CHECK(h == TC_HEALTH_DOWN, "health while frozen: %s (%s)", tc_tier_health_name(h), detail);
     tc_redis_server_resume(srv);
-    uint64_t resumed = mono_ms();
+    uint64_t resumed = tc_test_mono_ms();
     healthy_after = 0;
-    while (mono_ms() - resumed < 5000) {
+    while (tc_test_mono_ms() - resumed < 5000) {
         run_for(base, &l, 5);
         if (tc_tier_health(t, NULL, 0) == TC_HEALTH_OK) {
-            healthy_after = mono_ms() - resumed;
+            healthy_after = tc_test_mono_ms() - resumed;
             break;
         }
     }
@@ -355,26 +335,26 @@ static void test_fault(void)
     /* Idle: no request in flight when Redis dies; health must still say
      * so (the closed connection is re-made at once, and that fails). */
     drain(base, &l);
-    uint64_t killed = mono_ms(), down_after = 0;
+    uint64_t killed = tc_test_mono_ms(), down_after = 0;
     tc_redis_server_kill(srv);
-    while (mono_ms() - killed < 3000) {
+    while (tc_test_mono_ms() - killed < 3000) {
         struct timeval tick = {0, 5000};
         event_base_loopexit(base, &tick);
         event_base_dispatch(base);
         if (tc_tier_health(t, NULL, 0) == TC_HEALTH_DOWN) {
-            down_after = mono_ms() - killed;
+            down_after = tc_test_mono_ms() - killed;
             break;
         }
     }
     CHECK(down_after > 0, "an idle tier notices a dead Redis");
     CHECK(tc_redis_server_restart(srv) == 0, "restart");
-    uint64_t back = mono_ms(), ok_after = 0;
-    while (mono_ms() - back < 5000) {
+    uint64_t back = tc_test_mono_ms(), ok_after = 0;
+    while (tc_test_mono_ms() - back < 5000) {
         struct timeval tick = {0, 5000};
         event_base_loopexit(base, &tick);
         event_base_dispatch(base);
         if (tc_tier_health(t, NULL, 0) == TC_HEALTH_OK) {
-            ok_after = mono_ms() - back;
+            ok_after = tc_test_mono_ms() - back;
             break;
         }
     }
@@ -435,20 +415,23 @@ static int heard_lost(struct heard *h)
 /* Milliseconds until h hears key, or -1 after limit_ms. */
 static long wait_heard(struct heard *h, const char *key, long limit_ms)
 {
-    uint64_t start = mono_ms();
-    while ((long)(mono_ms() - start) <= limit_ms) {
+    uint64_t start = tc_test_mono_ms();
+    while ((long)(tc_test_mono_ms() - start) <= limit_ms) {
         if (heard_key(h, key)) {
-            return (long)(mono_ms() - start);
+            return (long)(tc_test_mono_ms() - start);
         }
-        sleep_ms(1);
+        tc_test_sleep_ms(1);
     }
     return -1;
 }
 
 static enum tc_status sync_write(struct tc_tier_ctx *c, const char *key, int del)
 {
-    struct tc_tier_req r = {
-        .key = key, .key_len = strlen(key), .value = "v", .value_len = 1, .now_ms = wall_ms()};
+    struct tc_tier_req r = {.key = key,
+                            .key_len = strlen(key),
+                            .value = "v",
+                            .value_len = 1,
+                            .now_ms = tc_test_wall_ms()};
     r.hdr.encoding = TC_ENC_STRING;
     r.hdr.expire_ms = r.now_ms + 60000;
     return del ? tc_tier_del(c, &r) : tc_tier_set(c, &r);
@@ -489,7 +472,7 @@ static void test_invalidation(void)
     CHECK(ms2 >= 0, "b heard a's delete within 100 ms");
     CHECK(sync_write(cb, "set-on-b", 0) == TC_OK, "set on b");
     CHECK(wait_heard(&ha, "set-on-b", 100) >= 0, "a heard b's set within 100 ms");
-    sleep_ms(50);
+    tc_test_sleep_ms(50);
     CHECK(!heard_key(&hb, "set-on-b"), "b heard its own message");
     CHECK(!heard_key(&ha, "set-on-a") && !heard_key(&ha, "del-on-a"), "a heard its own messages");
     CHECK(stat(b, "inval_own") >= 1, "b counted its own message");
@@ -498,14 +481,15 @@ static void test_invalidation(void)
     /* A lost subscription is reported as (NULL, 0), then messages flow again. */
     tc_redis_server_kill(srv);
     CHECK(tc_redis_server_restart(srv) == 0, "restart");
-    uint64_t start = mono_ms();
-    while (heard_lost(&hb) == 0 && mono_ms() - start < 3000) {
-        sleep_ms(5);
+    uint64_t start = tc_test_mono_ms();
+    while (heard_lost(&hb) == 0 && tc_test_mono_ms() - start < 3000) {
+        tc_test_sleep_ms(5);
     }
     CHECK(heard_lost(&hb) >= 1, "b was told that messages may have been lost");
     CHECK(stat(b, "subscribed") == 1, "b subscribed again");
     enum tc_status st = TC_EUNAVAIL;
-    for (start = mono_ms(); st != TC_OK && mono_ms() - start < 3000; sleep_ms(10)) {
+    for (start = tc_test_mono_ms(); st != TC_OK && tc_test_mono_ms() - start < 3000;
+         tc_test_sleep_ms(10)) {
         st = sync_write(ca, "after-restart", 0);
     }
     CHECK(st == TC_OK, "a writes again after the restart");
@@ -549,9 +533,9 @@ static void child_writer(unsigned port, int go_fd, int report_fd)
         _exit(3);
     }
     uint64_t at[2];
-    at[0] = mono_ms();
+    at[0] = tc_test_mono_ms();
     int ok = sync_write(c, "from-child", 0) == TC_OK;
-    at[1] = mono_ms();
+    at[1] = tc_test_mono_ms();
     ok &= sync_write(c, "from-child-del", 1) == TC_OK;
     if (write(report_fd, at, sizeof(at)) != (ssize_t)sizeof(at)) {
         ok = 0;
@@ -595,7 +579,7 @@ static void test_processes(void)
     CHECK(read(report[0], at, sizeof(at)) == (ssize_t)sizeof(at), "child's report");
     if (t != NULL) {
         long a = wait_heard(&h, "from-child", 1000), d = wait_heard(&h, "from-child-del", 1000);
-        uint64_t now = mono_ms();
+        uint64_t now = tc_test_mono_ms();
         CHECK(a >= 0 && d >= 0, "heard the other process's set and delete");
         /* An upper bound: both were heard by now, and now - at is their age. */
         CHECK(a >= 0 && now - at[0] <= 100, "set heard %llu ms after it was written",
@@ -778,15 +762,15 @@ static void child_mutex(unsigned port, int async, int go_fd)
         _exit(3);
     }
     int code = 0;
-    uint64_t give_up = mono_ms() + 60000;
+    uint64_t give_up = tc_test_mono_ms() + 60000;
     for (int i = 0; i < MUTEX_ROUNDS && code == 0; i++) {
         struct tc_tier_lock_req r;
         enum tc_status st;
         while ((st = lock_named(c, base, 0, "mutex", 10000, &r)) == TC_EEXIST) {
-            if (mono_ms() > give_up) {
+            if (tc_test_mono_ms() > give_up) {
                 _exit(4);
             }
-            sleep_ms(r.remaining_ms < 3 ? (long)r.remaining_ms : 3);
+            tc_test_sleep_ms(r.remaining_ms < 3 ? (long)r.remaining_ms : 3);
         }
         if (st != TC_OK) {
             code = 5;
@@ -800,7 +784,7 @@ static void child_mutex(unsigned port, int async, int go_fd)
         }
         freeReplyObject(in);
         long long v = raw_get_int(rc, "counter");
-        sleep_ms(1);
+        tc_test_sleep_ms(1);
         freeReplyObject(redisCommand(rc, "SET counter %lld", v + 1));
         freeReplyObject(redisCommand(rc, "DECR inside"));
         if (lock_named(c, base, 1, "mutex", 0, &r) != TC_OK) {
@@ -838,7 +822,7 @@ static void test_lock_mutex(void)
         }
     }
     close(go[0]);
-    uint64_t start = mono_ms();
+    uint64_t start = tc_test_mono_ms();
     char all[MUTEX_CHILDREN] = {0};
     CHECK(write(go[1], all, sizeof(all)) == (ssize_t)sizeof(all), "start the children");
     close(go[1]);
@@ -854,7 +838,7 @@ static void test_lock_mutex(void)
     CHECK(counter == MUTEX_CHILDREN * MUTEX_ROUNDS, "counter %lld, expected %d", counter,
           MUTEX_CHILDREN * MUTEX_ROUNDS);
     printf("lock_mutex: %d processes x %d rounds, counter %lld, %llu ms\n", MUTEX_CHILDREN,
-           MUTEX_ROUNDS, counter, (unsigned long long)(mono_ms() - start));
+           MUTEX_ROUNDS, counter, (unsigned long long)(tc_test_mono_ms() - start));
     if (rc != NULL) {
         redisFree(rc);
     }
@@ -880,7 +864,7 @@ static void child_holder(unsigned port, int report_fd)
         char token[TC_LOCK_TOKEN_MAX];
     } rep;
     struct tc_tier_lock_req r;
-    rep.before = mono_ms();
+    rep.before = tc_test_mono_ms();
     if (lock_named(c, NULL, 0, "crash", KILLED_TTL, &r) != TC_OK) {
         _exit(4);
     }
@@ -934,7 +918,7 @@ static void test_lock_killed(void)
     rep.token[TC_LOCK_TOKEN_MAX - 1] = '\0';
     struct tc_tier_lock_req r;
     enum tc_status st = lock_named(c, NULL, 2, "crash", 0, &r);
-    uint64_t now = mono_ms();
+    uint64_t now = tc_test_mono_ms();
     if (now - rep.before < KILLED_TTL) {
         CHECK(st == TC_OK && strcmp(r.token, rep.token) == 0,
               "the dead holder's lease outlives it: %s, '%s'", tc_strerror(st), r.token);
@@ -942,17 +926,17 @@ static void test_lock_killed(void)
     /* Poll: free at the ttl (to the few ms Redis' clock and ours differ),
      * not before, and without anyone's help. */
     uint64_t freed = 0;
-    while (mono_ms() - rep.before < KILLED_TTL + 5000) {
+    while (tc_test_mono_ms() - rep.before < KILLED_TTL + 5000) {
         st = lock_named(c, NULL, 0, "crash", 60000, &r);
         if (st != TC_EEXIST) {
-            freed = st == TC_OK ? mono_ms() : 0;
+            freed = st == TC_OK ? tc_test_mono_ms() : 0;
             break;
         }
-        sleep_ms(10);
+        tc_test_sleep_ms(10);
     }
     CHECK(st == TC_OK || st == TC_EEXIST, "acquire while held: %s", tc_strerror(st));
     CHECK(freed != 0, "free again %llu ms after a %d ms lease",
-          (unsigned long long)(mono_ms() - rep.before), KILLED_TTL);
+          (unsigned long long)(tc_test_mono_ms() - rep.before), KILLED_TTL);
     CHECK(freed == 0 || freed + 5 >= rep.before + KILLED_TTL,
           "taken over %llu ms into a %d ms lease", (unsigned long long)(freed - rep.before),
           KILLED_TTL);
@@ -1021,12 +1005,12 @@ static int heard_notice(struct notices *h, const void *name, size_t len, const c
 static long wait_notice(struct notices *h, const void *name, size_t len, const char *token,
                         long limit_ms)
 {
-    uint64_t start = mono_ms();
-    while ((long)(mono_ms() - start) <= limit_ms) {
+    uint64_t start = tc_test_mono_ms();
+    while ((long)(tc_test_mono_ms() - start) <= limit_ms) {
         if (heard_notice(h, name, len, token)) {
-            return (long)(mono_ms() - start);
+            return (long)(tc_test_mono_ms() - start);
         }
-        sleep_ms(1);
+        tc_test_sleep_ms(1);
     }
     return -1;
 }
@@ -1041,12 +1025,12 @@ static int notices_count(struct notices *h, int recheck)
 
 static int wait_recheck(struct notices *h, int above, long limit_ms)
 {
-    uint64_t start = mono_ms();
-    while ((long)(mono_ms() - start) <= limit_ms) {
+    uint64_t start = tc_test_mono_ms();
+    while ((long)(tc_test_mono_ms() - start) <= limit_ms) {
         if (notices_count(h, 1) > above) {
             return 1;
         }
-        sleep_ms(5);
+        tc_test_sleep_ms(5);
     }
     return 0;
 }
@@ -1161,7 +1145,7 @@ static void test_lock_notices(void)
     int bx = notices_count(&hx, 0), by = notices_count(&hy, 0), bb = notices_count(&hb, 0);
     take_and_release(ca, "after-unregister", 16, tok);
     CHECK(wait_notice(&hn, "after-unregister", 16, tok, 5000) >= 0, "n heard it");
-    sleep_ms(100);
+    tc_test_sleep_ms(100);
     late +=
         notices_count(&hx, 0) != bx || notices_count(&hy, 0) != by || notices_count(&hb, 0) != bb;
     CHECK(late == 0, "%d notices reached a callback after it was replaced", late);
@@ -1241,9 +1225,9 @@ static void test_lock_faults(void)
         if (op == 1) {
             memcpy(r.token, held.token, sizeof(r.token));
         }
-        uint64_t t0 = mono_ms();
+        uint64_t t0 = tc_test_mono_ms();
         enum tc_status st = lock_named(c, bb, op, op == 1 ? "held" : "frozen", 60000, &r);
-        uint64_t took = mono_ms() - t0;
+        uint64_t took = tc_test_mono_ms() - t0;
         if (bb != NULL && took > worst_async) {
             worst_async = took;
         } else if (bb == NULL && took > worst_sync) {
@@ -1273,8 +1257,9 @@ static void test_lock_faults(void)
      * at all. */
     struct tc_tier_lock_req r;
     enum tc_status st = TC_EUNAVAIL;
-    uint64_t start = mono_ms();
-    while ((st = lock_named(cx, base, 2, "held", 0, &r)) != TC_OK && mono_ms() - start < 5000) {
+    uint64_t start = tc_test_mono_ms();
+    while ((st = lock_named(cx, base, 2, "held", 0, &r)) != TC_OK &&
+           tc_test_mono_ms() - start < 5000) {
         struct timeval tick = {0, 20000};
         event_base_loopexit(base, &tick);
         event_base_dispatch(base);
@@ -1288,8 +1273,9 @@ static void test_lock_faults(void)
     }
     CHECK(known, "'frozen' is held by a token no acquire reported: %s '%s'", tc_strerror(st),
           r.token);
-    for (start = mono_ms(); (st = lock_do(cs, NULL, 1, &held)) != TC_OK && mono_ms() - start < 5000;
-         sleep_ms(20)) {
+    for (start = tc_test_mono_ms();
+         (st = lock_do(cs, NULL, 1, &held)) != TC_OK && tc_test_mono_ms() - start < 5000;
+         tc_test_sleep_ms(20)) {
     }
     CHECK(st == TC_OK, "the blocking ctx releases held after the freeze: %s", tc_strerror(st));
     CHECK(wait_notice(&hn, "held", 4, held.token, 5000) >= 0, "n heard held's release");
@@ -1302,7 +1288,8 @@ static void test_lock_faults(void)
     CHECK(tc_redis_server_restart(srv) == 0, "restart");
     CHECK(wait_recheck(&hn, rechecks, 5000), "n was told to recheck after the restart");
     char tok[TC_LOCK_TOKEN_MAX] = "";
-    for (start = mono_ms(); tok[0] == '\0' && mono_ms() - start < 5000; sleep_ms(20)) {
+    for (start = tc_test_mono_ms(); tok[0] == '\0' && tc_test_mono_ms() - start < 5000;
+         tc_test_sleep_ms(20)) {
         take_and_release(cs, "after-restart", 13, tok);
     }
     CHECK(tok[0] != '\0', "locks work again after the restart");

@@ -23,6 +23,7 @@
  * ThreadSanitizer. Prints one line of figures per case and
  * "redis_hostile: N passed, M failed"; `redis_hostile CASE` runs one case.
  */
+#include "tests/support/clock.h"
 #include "tests/support/check.h"
 #include "tests/support/fake_redis.h"
 #include "tests/support/stats.h"
@@ -67,27 +68,6 @@ static const struct fault faults[] = {
     {"close_mid", TC_FAKE_CLOSE_MID, 0, 0, 1},
     {"stall", TC_FAKE_STALL, 0, 0, 1},
 };
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
 
 /* A line of /proc/self/status, in kB; -1 if absent. */
 static long status_kb(const char *field)
@@ -152,7 +132,7 @@ static enum tc_status run(const char *key, const char *value, int *calls)
     memset(&o, 0, sizeof(o));
     o.req.key = key;
     o.req.key_len = strlen(key);
-    o.req.now_ms = wall_ms();
+    o.req.now_ms = tc_test_wall_ms();
     o.req.done = base != NULL ? op_done : NULL;
     o.req.arg = &o;
     enum tc_status st;
@@ -167,8 +147,8 @@ static enum tc_status run(const char *key, const char *value, int *calls)
         st = tc_tier_get(ctx, &o.req);
     }
     if (st == TC_EINPROGRESS) {
-        uint64_t end = mono_ms() + 10000;
-        while (o.calls == 0 && mono_ms() < end) {
+        uint64_t end = tc_test_mono_ms() + 10000;
+        while (o.calls == 0 && tc_test_mono_ms() < end) {
             event_base_loop(base, EVLOOP_ONCE);
         }
         /* A second completion would come from the loop: give it a chance. */
@@ -187,7 +167,7 @@ static enum tc_status run(const char *key, const char *value, int *calls)
 static void idle(long ms)
 {
     if (base == NULL) {
-        sleep_ms(ms);
+        tc_test_sleep_ms(ms);
         return;
     }
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
@@ -230,9 +210,9 @@ static int child_case(const struct fault *f, int async)
 
     /* The fault. */
     tc_fake_redis_set_mode(fake, f->mode);
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = tc_test_mono_ms();
     st = run("k0", NULL, &calls);
-    uint64_t took = mono_ms() - t0;
+    uint64_t took = tc_test_mono_ms() - t0;
     CHECK(calls == 1, "%s: the get completed %d times", f->name, calls);
     if (f->ok) {
         CHECK(st == TC_OK && out.len == strlen(VALUE) && memcmp(out.data, VALUE, out.len) == 0,
@@ -261,8 +241,8 @@ static int child_case(const struct fault *f, int async)
     }
     if (f->protocol) {
         /* Closed by us (the fake saw it), and a new one made. */
-        uint64_t end = mono_ms() + 2000;
-        while (tc_fake_redis_closed_by_client(fake) == closed0 && mono_ms() < end) {
+        uint64_t end = tc_test_mono_ms() + 2000;
+        while (tc_fake_redis_closed_by_client(fake) == closed0 && tc_test_mono_ms() < end) {
             idle(10);
         }
         CHECK(tc_fake_redis_closed_by_client(fake) > closed0, "%s: the connection was not closed",
@@ -272,8 +252,8 @@ static int child_case(const struct fault *f, int async)
     /* Repeated faults open the circuit; every get still completes once. */
     int ops = 0, twice = 0;
     if (f->trips) {
-        uint64_t end = mono_ms() + 8000;
-        while (tstat(t, "circuit_opens") == 0 && mono_ms() < end) {
+        uint64_t end = tc_test_mono_ms() + 8000;
+        while (tstat(t, "circuit_opens") == 0 && tc_test_mono_ms() < end) {
             st = run("k0", NULL, &calls);
             twice += calls != 1;
             ops++;
@@ -292,9 +272,9 @@ static int child_case(const struct fault *f, int async)
     long peak = status_kb("VmHWM"), grew = peak - rss0;
     CHECK(grew < LIMIT_KB, "%s: peak RSS grew by %ld kB (limit %d kB)", f->name, grew, LIMIT_KB);
     if (f->trips && f->mode != TC_FAKE_CLOSE_MID) { /* that one the fake closes */
-        uint64_t end = mono_ms() + 2000;
-        while (tc_fake_redis_closed_by_client(fake) == closed0 && mono_ms() < end) {
-            sleep_ms(5);
+        uint64_t end = tc_test_mono_ms() + 2000;
+        while (tc_fake_redis_closed_by_client(fake) == closed0 && tc_test_mono_ms() < end) {
+            tc_test_sleep_ms(5);
         }
         CHECK(tc_fake_redis_closed_by_client(fake) > closed0,
               "%s: the faulty connection was not closed", f->name);
@@ -302,11 +282,11 @@ static int child_case(const struct fault *f, int async)
 
     /* The fake behaves again: probed back, hits. */
     tc_fake_redis_set_mode(fake, TC_FAKE_NORMAL);
-    uint64_t back0 = mono_ms(), back = 0;
+    uint64_t back0 = tc_test_mono_ms(), back = 0;
     int is_back = 0;
-    while (mono_ms() - back0 < 5000) {
+    while (tc_test_mono_ms() - back0 < 5000) {
         if (run("k0", NULL, &calls) == TC_OK && tc_tier_health(t, NULL, 0) == TC_HEALTH_OK) {
-            back = mono_ms() - back0;
+            back = tc_test_mono_ms() - back0;
             is_back = 1;
             break;
         }
@@ -362,9 +342,9 @@ static int child_subscriber(void)
     long rss0 = status_kb("VmRSS");
     unsigned closed0 = tc_fake_redis_closed_by_client(fake);
     tc_fake_redis_set_mode(fake, TC_FAKE_BIG_MESSAGE);
-    uint64_t end = mono_ms() + 3000;
-    while (tstat(t, "protocol_errors") < 2 && mono_ms() < end) {
-        sleep_ms(10);
+    uint64_t end = tc_test_mono_ms() + 3000;
+    while (tstat(t, "protocol_errors") < 2 && tc_test_mono_ms() < end) {
+        tc_test_sleep_ms(10);
     }
     CHECK(tstat(t, "protocol_errors") >= 2, "big_message: refused %llu times",
           (unsigned long long)tstat(t, "protocol_errors"));
@@ -372,9 +352,9 @@ static int child_subscriber(void)
     long grew = status_kb("VmHWM") - rss0;
     CHECK(grew < LIMIT_KB, "big_message: peak RSS grew by %ld kB", grew);
     tc_fake_redis_set_mode(fake, TC_FAKE_NORMAL);
-    end = mono_ms() + 3000;
-    while (tstat(t, "subscribed") == 0 && mono_ms() < end) {
-        sleep_ms(10);
+    end = tc_test_mono_ms() + 3000;
+    while (tstat(t, "subscribed") == 0 && tc_test_mono_ms() < end) {
+        tc_test_sleep_ms(10);
     }
     CHECK(tstat(t, "subscribed") == 1, "big_message: not subscribed again");
     printf("hostile: big_message subscriber: peak RSS +%ld kB; protocol_errors %llu, "

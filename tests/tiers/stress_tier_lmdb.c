@@ -31,6 +31,7 @@
  * The parent never holds an open tier (or any thread) across fork(): LMDB
  * environments must not be inherited by a child (lmdb.h Caveats).
  */
+#include "tests/support/clock.h"
 #include "tests/support/check.h"
 #include "tests/support/lmdb_damage.h"
 #include "tests/support/stats.h"
@@ -51,20 +52,6 @@
 #include <unistd.h>
 
 static char dir[256];
-
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static uint32_t fnv(const void *p, size_t n)
 {
@@ -105,8 +92,11 @@ static enum tc_status put(struct tc_tier_ctx *c, const char *key)
 {
     char val[512];
     size_t vl = make_value(key, val, sizeof(val));
-    struct tc_tier_req r = {
-        .key = key, .key_len = strlen(key), .value = val, .value_len = vl, .now_ms = wall_ms()};
+    struct tc_tier_req r = {.key = key,
+                            .key_len = strlen(key),
+                            .value = val,
+                            .value_len = vl,
+                            .now_ms = tc_test_wall_ms()};
     r.hdr.encoding = TC_ENC_BINARY;
     r.hdr.expire_ms = r.now_ms + 3600000;
     return tc_tier_set(c, &r);
@@ -114,7 +104,8 @@ static enum tc_status put(struct tc_tier_ctx *c, const char *key)
 
 static enum tc_status get(struct tc_tier_ctx *c, const char *key, struct tc_buf *b)
 {
-    struct tc_tier_req r = {.key = key, .key_len = strlen(key), .out = b, .now_ms = wall_ms()};
+    struct tc_tier_req r = {
+        .key = key, .key_len = strlen(key), .out = b, .now_ms = tc_test_wall_ms()};
     return tc_tier_get(c, &r);
 }
 
@@ -207,11 +198,11 @@ static void test_kill9(void)
         }
         /* Collect acks for a random 150..450 ms, then kill mid-stride. */
         uint32_t next[3] = {0, 0, 0};
-        uint64_t deadline = mono_ms() + 150 + (uint64_t)(rand() % 300);
+        uint64_t deadline = tc_test_mono_ms() + 150 + (uint64_t)(rand() % 300);
         size_t acked = 0;
         int killed = 0;
         for (;;) {
-            if (!killed && mono_ms() >= deadline) {
+            if (!killed && tc_test_mono_ms() >= deadline) {
                 kill(pid, SIGKILL);
                 killed = 1;
             }
@@ -495,7 +486,7 @@ static int fill_child(int me)
                                 .key_len = strlen(key),
                                 .value = val,
                                 .value_len = sizeof(val),
-                                .now_ms = wall_ms()};
+                                .now_ms = tc_test_wall_ms()};
         r.hdr.encoding = TC_ENC_BINARY;
         r.hdr.expire_ms = r.now_ms + 3600000 + (uint64_t)i;
         if (tc_tier_set(c, &r) != TC_OK) {
@@ -599,7 +590,7 @@ static void as_issue(struct as_slot *s)
     memset(&s->req, 0, sizeof(s->req));
     s->req.key = s->key;
     s->req.key_len = strlen(s->key);
-    s->req.now_ms = wall_ms();
+    s->req.now_ms = tc_test_wall_ms();
     s->req.done = as_done;
     s->req.arg = s;
     s->busy = 1;
@@ -633,13 +624,13 @@ static void *as_main(void *p)
         l->slots[i].loop = l;
         as_issue(&l->slots[i]);
     }
-    uint64_t deadline = mono_ms() + 20000;
-    while (l->outstanding > 0 && mono_ms() < deadline) {
+    uint64_t deadline = tc_test_mono_ms() + 20000;
+    while (l->outstanding > 0 && tc_test_mono_ms() < deadline) {
         event_base_loop(l->base, EVLOOP_ONCE);
     }
     /* Gets between writes: a synchronous answer on the async ctx. */
     struct tc_buf b = TC_BUF_INIT;
-    struct tc_tier_req g = {.key = "as:0:1", .key_len = 6, .out = &b, .now_ms = wall_ms()};
+    struct tc_tier_req g = {.key = "as:0:1", .key_len = 6, .out = &b, .now_ms = tc_test_wall_ms()};
     g.done = as_done; /* required on an async ctx; never called for a get */
     enum tc_status st = tc_tier_get(l->ctx, &g);
     if (st != TC_OK && st != TC_ENOTFOUND) {
@@ -899,9 +890,9 @@ int main(void)
             fprintf(stderr, "mkdtemp: %s\n", strerror(errno));
             return 2;
         }
-        uint64_t t = mono_ms();
+        uint64_t t = tc_test_mono_ms();
         cases[i]();
-        printf("%s: %llu ms\n", names[i], (unsigned long long)(mono_ms() - t));
+        printf("%s: %llu ms\n", names[i], (unsigned long long)(tc_test_mono_ms() - t));
         rm_dir();
     }
     printf("stress_tier_lmdb: %d passed, %d failed\n", passed, failed);

@@ -7,6 +7,7 @@
  * (tests/support/redis_server.h).
  * Threaded and fault cases live in redis_faults.c, which also runs under TSan.
  */
+#include "tests/support/clock.h"
 #include "tests/support/redis_server.h"
 #include "tests/support/stats.h"
 #include "tiers/tier.h"
@@ -28,13 +29,6 @@ static struct tc_tier_ctx *ctx;
 static struct tc_buf out;
 static uint64_t t0;
 
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void start_server(const struct tc_redis_server_opts *o)
 {
     cr_assert_eq(tc_redis_server_start(o, &srv), 0, "cannot start redis-server");
@@ -43,7 +37,7 @@ static void start_server(const struct tc_redis_server_opts *o)
 static void setup(void)
 {
     tc_buf_init(&out);
-    t0 = wall_ms();
+    t0 = tc_test_wall_ms();
 }
 
 static void teardown(void)
@@ -472,11 +466,11 @@ Test(redis, unreachable_server_opens_down_and_misses_fast)
     cr_assert_eq(tc_tier_ctx_init(tier, NULL, &ctx), TC_OK);
     cr_assert_eq(get("x"), TC_ENOTFOUND);
     cr_assert_eq(put("x", "v"), TC_EUNAVAIL);
-    uint64_t before = wall_ms();
+    uint64_t before = tc_test_wall_ms();
     for (int i = 0; i < 100; i++) {
         cr_assert_eq(get("x"), TC_ENOTFOUND);
     }
-    cr_assert_lt(wall_ms() - before, 1000, "an open circuit must fail fast");
+    cr_assert_lt(tc_test_wall_ms() - before, 1000, "an open circuit must fail fast");
     cr_assert_geq(tier_stat("skipped"), 100);
     cr_assert_eq(tier_stat("circuit_open"), 1);
     cr_assert_eq(tc_tier_health(tier, NULL, 0), TC_HEALTH_DOWN);
@@ -718,39 +712,32 @@ Test(redis, lock_acquire_busy_release_reacquire_async)
     acquire_busy_release_reacquire(1);
 }
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void expires_after_ttl(int async)
 {
     start_server(NULL);
     open_lock_tier(async, "");
     const uint64_t ttl = 400;
     struct tc_tier_lock_req a, b;
-    uint64_t before = mono_ms();
+    uint64_t before = tc_test_mono_ms();
     cr_assert_eq(acquire("lease", ttl, &a), TC_OK);
     enum tc_status st = acquire("lease", ttl, &b);
-    if (mono_ms() - before < ttl) { /* else the machine stalled past the lease */
+    if (tc_test_mono_ms() - before < ttl) { /* else the machine stalled past the lease */
         cr_assert_eq(st, TC_EEXIST, "held before its ttl: %s", tc_strerror(st));
         cr_assert(b.remaining_ms >= 1 && b.remaining_ms <= ttl);
     }
     /* Free again at its ttl, not before (Redis' clock and ours agree to a
      * few ms on one host), and within a generous bound after. */
     uint64_t freed = 0;
-    while (mono_ms() - before < ttl + 5000) {
+    while (tc_test_mono_ms() - before < ttl + 5000) {
         if (acquire("lease", 60000, &b) == TC_OK) {
-            freed = mono_ms();
+            freed = tc_test_mono_ms();
             break;
         }
         struct timespec ts = {0, 10 * 1000000L};
         nanosleep(&ts, NULL);
     }
     cr_assert_neq(freed, 0, "still held %llu ms after a %llu ms lease",
-                  (unsigned long long)(mono_ms() - before), (unsigned long long)ttl);
+                  (unsigned long long)(tc_test_mono_ms() - before), (unsigned long long)ttl);
     cr_assert_geq(freed + 5, before + ttl, "free after %llu ms of a %llu ms lease",
                   (unsigned long long)(freed - before), (unsigned long long)ttl);
     cr_assert_eq(release("lease", a.token), TC_ENOTFOUND,
