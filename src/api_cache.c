@@ -37,6 +37,7 @@ struct cache_req {
     struct tc_worker *w;
     struct tc_http_req *r;
     int is_put;
+    int raw;                      /* the client takes values as octets (Accept) */
     const struct tc_buf *json_of; /* the value json was rendered from */
     struct tc_buf json;           /* a hit's body, rendered when it was accepted */
     struct cache_req *next_free;
@@ -49,6 +50,14 @@ struct tc_api_cache_pool {
     struct cache_req *free;
     unsigned n;
 };
+
+/* Whether the client takes values as octets only (Accept), not as JSON. */
+static int wants_raw(const struct tc_http_req *r)
+{
+    const char *accept = tc_http_header(r, "accept");
+    return accept != NULL && strstr(accept, "application/octet-stream") != NULL &&
+           strstr(accept, "application/json") == NULL;
+}
 
 static struct cache_req *req_create(struct tc_worker *w, struct tc_http_req *r)
 {
@@ -67,6 +76,7 @@ static struct cache_req *req_create(struct tc_worker *w, struct tc_http_req *r)
     q->w = w;
     q->r = r;
     q->is_put = 0;
+    q->raw = wants_raw(r);
     q->json_of = NULL;
     return q;
 }
@@ -182,14 +192,6 @@ static enum tc_status render_value(const void *key, size_t key_len, const struct
     return tc_buf_append(out, ttl, (size_t)n);
 }
 
-/* Whether the client takes values as octets only (Accept), not as JSON. */
-static int wants_raw(const struct tc_http_req *r)
-{
-    const char *accept = tc_http_header(r, "accept");
-    return accept != NULL && strstr(accept, "application/octet-stream") != NULL &&
-           strstr(accept, "application/json") == NULL;
-}
-
 /*
  * Read-through's accept hook: renders a hit's body while the stack's
  * callback runs, so that a value that does not render as its encoding says
@@ -203,7 +205,7 @@ static int accept_value(void *arg, const void *key, size_t key_len, const struct
     struct cache_req *q = arg;
     q->json.len = 0;
     q->json_of = NULL;
-    if (wants_raw(q->r)) {
+    if (q->raw) {
         return 1; /* octets need no rendering */
     }
     enum tc_status st = render_value(key, key_len, value, hdr, now_ms, &q->json);
@@ -217,7 +219,7 @@ static int accept_value(void *arg, const void *key, size_t key_len, const struct
 /* Answers 200 with a value: raw if the client accepts only octets, else JSON. */
 static void respond_value(struct cache_req *q, const struct tc_rt_result *res, const char *headers)
 {
-    if (wants_raw(q->r)) {
+    if (q->raw) {
         tc_api_respond(q->w, q->r, 200, "application/octet-stream", res->value->data,
                        res->value->len, headers);
         return;
