@@ -407,17 +407,9 @@ static enum tc_status ctx_connect(struct redis_ctx *c)
     tc_redis_arm(c, o->deadline);
     const char *argv[3];
     size_t argvlen[3];
-    int argc = 0;
+    int argc = tc_redis_auth_args(rt, argv, argvlen);
     st = TC_OK;
-    if (rt->password != NULL) {
-        argv[argc] = "AUTH";
-        argvlen[argc++] = 4;
-        if (rt->user != NULL) {
-            argv[argc] = rt->user;
-            argvlen[argc++] = strlen(rt->user);
-        }
-        argv[argc] = rt->password;
-        argvlen[argc++] = strlen(rt->password);
+    if (argc > 0) {
         st = tc_redis_send(c, o, W_AUTH, argc, argv, argvlen);
     }
     char db[16];
@@ -925,4 +917,21 @@ void tc_redis_ctx_destroy(struct redis_ctx *c)
     tc_buf_deinit(&c->kbuf);
     tc_buf_deinit(&c->vbuf);
     free(c);
+}
+
+int tc_redis_auth_args(const struct redis_tier *rt, const char *argv[3], size_t argvlen[3])
+{
+    int argc = 0;
+    if (rt->password == NULL) {
+        return 0;
+    }
+    argv[argc] = "AUTH";
+    argvlen[argc++] = 4;
+    if (rt->user != NULL) {
+        argv[argc] = rt->user;
+        argvlen[argc++] = strlen(rt->user);
+    }
+    argv[argc] = rt->password;
+    argvlen[argc++] = strlen(rt->password);
+    return argc;
 }

@@ -340,6 +340,12 @@ enum { BRK_CLOSED = 0, BRK_HALF_OPEN = 1, BRK_OPEN = 2 };
 
 /** Monotonic ms. */
 uint64_t tc_redis_mono_ms(void);
+/**
+ * The AUTH command of the tier's credentials into @p argv / @p argvlen
+ * ("AUTH [user] password"; the strings stay the tier's). Returns argc, or 0
+ * when the tier has no password (no AUTH to send).
+ */
+int tc_redis_auth_args(const struct redis_tier *rt, const char *argv[3], size_t argvlen[3]);
 /** Records why Redis is unusable, for health (printable characters only). */
 void tc_redis_set_error(struct redis_tier *rt, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

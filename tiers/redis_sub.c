@@ -257,17 +257,9 @@ static void sub_connect(struct redis_tier *rt)
     rt->sub_ever = 1;
     const char *argv[3];
     size_t argvlen[3];
-    int argc = 0;
+    int argc = tc_redis_auth_args(rt, argv, argvlen);
     enum tc_status st = TC_OK;
-    if (rt->password != NULL) {
-        argv[argc] = "AUTH";
-        argvlen[argc++] = 4;
-        if (rt->user != NULL) {
-            argv[argc] = rt->user;
-            argvlen[argc++] = strlen(rt->user);
-        }
-        argv[argc] = rt->password;
-        argvlen[argc++] = strlen(rt->password);
+    if (argc > 0) {
         st = tc_redis_io_send(&rt->sub_io, argc, argv, argvlen);
         rt->sub_auth_pending = st == TC_OK;
     }
