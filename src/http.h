@@ -75,6 +75,9 @@ struct tc_http_req {
     void *udata;        /* for the handler */
     unsigned tag;       /* for the handler too, 0 at first (src/routes.c: the route's slot) */
     uint64_t start_ns;  /* when the request was complete */
+    /* TC_SCOPE_* bits (src/scope.h) a verified TLS client certificate grants
+     * on this connection; 0 when there is none (set by the TLS layer). */
+    unsigned peer_scopes;
 
     /* Private. */
     struct tc_http_conn *_conn; /* NULL once the connection is gone */
