@@ -11,7 +11,7 @@ pkgs=(
     clang libclang-rt-14-dev
     libevent-dev libhiredis-dev liblmdb-dev libssl-dev
     libjansson-dev libxxhash-dev libcriterion-dev libinih-dev
-    liburiparser-dev libhttp-parser-dev
+    liburiparser-dev libhttp-parser-dev libzstd-dev gnuplot-nox
     redis-server redis-tools lmdb-utils curl
     prometheus
 )

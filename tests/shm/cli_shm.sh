@@ -8,7 +8,7 @@ bench=$2
 name="tc-test-cli-$$"
 fail() { echo "cli_shm: FAIL: $*" >&2; "$bin" shm unlink "$name" 2>/dev/null || true; exit 1; }
 
-timeout 60 "$bench" --tier "shm://$name?size=1M" --keys 100 --seconds 0.1 >/dev/null 2>&1 ||
+timeout 60 "$bench" --tier "shm://$name?size=1M" --keys 100 --prefill --keep --seconds 0.1 >/dev/null 2>&1 ||
     fail "creating the segment"
 out=$("$bin" shm stats "$name") || fail "stats of an existing segment"
 echo "$out" | grep -q '"capacity": 1048576' || fail "stats lacks the capacity: $out"
