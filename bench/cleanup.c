@@ -92,12 +92,7 @@ int tb_cleanup_tag_uri(const char *uri, const char *tag, const char *fixed, char
         if (n < 0 || (size_t)n >= sizeof(dir) || add(lo, TB_LEFT_LMDB, dir, (size_t)n) != 0) {
             return -1;
         }
-        /* The DIR entry, if any, goes after DIR/TAG: removal runs in reverse. */
-        if (lo->n >= 2 && lo->e[lo->n - 2].kind == TB_LEFT_DIR) {
-            struct tb_left t = lo->e[lo->n - 2];
-            lo->e[lo->n - 2] = lo->e[lo->n - 1];
-            lo->e[lo->n - 1] = t;
-        }
+        /* Removal runs in reverse: DIR/TAG, then DIR (recorded first). */
         return cat(out, len, &pos, "lmdb://", 7) || cat(out, len, &pos, dir, (size_t)n) ||
                cat(out, len, &pos, rest, strlen(rest));
     }

@@ -46,6 +46,7 @@ static int src_fill(struct src *s)
             if (s->eof) {
                 return 0;
             }
+            s->zin.src = s->in;
             s->zin.size = fread(s->in, 1, sizeof(s->in), s->f);
             s->zin.pos = 0;
             if (s->zin.size == 0) {
