@@ -9,16 +9,20 @@
  * SIGINT in the middle of a cell.
  */
 #include "tests/support/redis_server.h"
+#include "tests/support/server.h"
 
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <jansson.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -335,4 +339,126 @@ Test(bench_run, sigint_mid_run_leaves_nothing)
               "the interrupted cell is in results.json");
     free(res);
     check_nothing_left();
+}
+
+/* HTTP mode against the real server: pipelined keep-alive requests, and
+ * the per-tier split read from X-Cache-Tier. */
+Test(bench_run, http_against_the_server)
+{
+    char l1[128], l2[160], url[64];
+    struct tc_test_server srv;
+    snprintf(l1, sizeof(l1), "shm://%s-srv?size=1M", shm_base);
+    snprintf(l2, sizeof(l2), "lmdb://%s/srv-l2?map_size=64M&sync=none", dir);
+    const char *args[] = {"--tier", l1, "--tier", l2, NULL};
+    cr_assert_eq(tc_test_server_start(&srv, args), 0, "%s", srv.log);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u", srv.port);
+    char *argv[] = {"tiercache-bench",
+                    "--url",
+                    url,
+                    "--keys",
+                    "20000",
+                    "--zipf",
+                    "0.9",
+                    "--mix",
+                    "8,1,1",
+                    "--seconds",
+                    "1",
+                    "--connections",
+                    "2",
+                    "--pipeline",
+                    "4",
+                    "--inflight",
+                    "8",
+                    "--json",
+                    NULL};
+    int rc = finish(start("http", argv), 60);
+    tc_test_server_stop(&srv, SIGTERM);
+    char *out = slurp("http.out", NULL), *err = slurp("http.err", NULL);
+    cr_assert_eq(rc, 0, "exit %d: %s", rc, err);
+    json_error_t je;
+    json_t *j = json_loads(out, 0, &je);
+    cr_assert_not_null(j, "%s: %s", je.text, out);
+    cr_expect(json_integer_value(json_object_get(j, "gets")) > 100, "%s", out);
+    cr_expect(json_integer_value(json_object_get(j, "deletes")) > 0, "%s", out);
+    cr_expect_eq(json_integer_value(json_object_get(j, "errors")), 0, "%s", out);
+    json_t *t0 = json_array_get(json_object_get(j, "tiers"), 0);
+    json_t *t1 = json_array_get(json_object_get(j, "tiers"), 1);
+    cr_expect_str_eq(json_string_value(json_object_get(t0, "name")), "l1");
+    cr_expect(json_integer_value(json_object_get(t0, "hits")) > 0, "%s", out);
+    cr_expect_str_eq(json_string_value(json_object_get(t1, "name")), "l2");
+    json_decref(j);
+    free(out);
+    free(err);
+}
+
+/* A hostile-enough peer: counts the GETs that carry the bearer token. */
+struct peer {
+    int lfd;
+    unsigned port;
+    int with_token, without;
+};
+
+static void *peer_main(void *arg)
+{
+    struct peer *p = arg;
+    int fd = accept(p->lfd, NULL, NULL);
+    char buf[65536];
+    size_t have = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + have, sizeof(buf) - 1 - have);
+        if (n <= 0) {
+            break;
+        }
+        have += (size_t)n;
+        buf[have] = '\0';
+        char *end;
+        while ((end = strstr(buf, "\r\n\r\n")) != NULL) {
+            *end = '\0';
+            const char *h = strstr(buf, "\r\nAuthorization: Bearer t0k-en");
+            if (h != NULL && (h[30] == '\r' || h[30] == '\0')) {
+                p->with_token++;
+            } else {
+                p->without++;
+            }
+            const char *ans = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+            if (write(fd, ans, strlen(ans)) < 0) {
+                break;
+            }
+            size_t used = (size_t)(end + 4 - buf);
+            memmove(buf, buf + used, have - used);
+            have -= used;
+            buf[have] = '\0';
+        }
+    }
+    close(fd);
+    return NULL;
+}
+
+Test(bench_run, http_token_file_sent_as_bearer)
+{
+    struct peer p = {0};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    p.lfd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(p.lfd >= 0);
+    cr_assert_eq(bind(p.lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(p.lfd, 4), 0);
+    cr_assert_eq(getsockname(p.lfd, (struct sockaddr *)&a, &al), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, peer_main, &p), 0);
+    char url[64], tf[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u", ntohs(a.sin_port));
+    write_file("token", "t0k-en\n");
+    snprintf(tf, sizeof(tf), "%s/token", dir);
+    char *argv[] = {
+        "tiercache-bench",  "--url",     url,   "--token-file",  tf,  "--read-ratio", "1",
+        "--no-cache-aside", "--seconds", "0.5", "--connections", "1", "--json",       NULL};
+    int rc = finish(start("tok", argv), 30);
+    pthread_join(th, NULL);
+    close(p.lfd);
+    char *err = slurp("tok.err", NULL);
+    cr_expect_eq(rc, 0, "exit %d: %s", rc, err);
+    free(err);
+    cr_expect(p.with_token > 10, "%d requests carried the token", p.with_token);
+    cr_expect_eq(p.without, 0, "%d requests without it", p.without);
 }
