@@ -30,7 +30,10 @@ run() { # label, uri, extra args...
     shift 2
     rm -rf "$dir/db"
     printf '%-44s ' "$label"
-    "$bench" --tier "$uri" --seconds "$secs" "$@" | grep -E '^throughput' | sed 's/^throughput: *//'
+    # --prefill --keep: the keyspace written before timing and left for
+    # tiercache-lmdb-raw, as this script has always measured.
+    "$bench" --tier "$uri" --seconds "$secs" --prefill --keep "$@" 2>/dev/null |
+        grep -E '^throughput' | sed 's/^throughput: *//'
 }
 
 if [ $# -ge 3 ]; then
@@ -47,9 +50,10 @@ if [ $# -ge 3 ]; then
         for r in $(seq 1 "$rounds"); do
             for side in base new; do
                 b=$bench
-                [ "$side" = base ] && b=$base
+                extra=(--prefill) # the base build always prefilled
+                [ "$side" = base ] && b=$base && extra=()
                 rm -rf "$dir/db"
-                t=$("$b" --tier "$uri" --seconds "$secs" "${args[@]}" |
+                t=$("$b" --tier "$uri" --seconds "$secs" "${extra[@]}" "${args[@]}" 2>/dev/null |
                     sed -n 's/^throughput: *\([0-9.]*\).*/\1/p')
                 printf 'sets sync=%-8s round %d %-4s %12s/s\n' "$sync" "$r" "$side" "$t"
                 if [ "$side" = base ]; then

@@ -593,6 +593,8 @@ static int run_sims(struct tb_results *rs, size_t wi, const struct tb_req *trace
             x->workload = wi;
             x->policy = (enum tb_sim_policy)p;
             x->size = sizes[i];
+            struct timespec c0, c1;
+            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
             uint64_t t0 = tb_mono_ns();
             if (tb_sim_run(x->policy, x->size, reqs, n, &x->r) != 0) {
                 fprintf(stderr, "tiercache-bench: out of memory in the simulator\n");
@@ -600,6 +602,10 @@ static int run_sims(struct tb_results *rs, size_t wi, const struct tb_req *trace
                 return -1;
             }
             x->seconds = (double)(tb_mono_ns() - t0) / 1e9;
+            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+            /* CPU time too: on a shared machine wall time counts the waits. */
+            x->cpu_seconds =
+                (double)(c1.tv_sec - c0.tv_sec) + (double)(c1.tv_nsec - c0.tv_nsec) / 1e9;
             rs->nsims++;
         }
     }
@@ -705,30 +711,41 @@ static int mkdirs(const char *dir)
     return mkdir(p, 0755) != 0 && errno != EEXIST ? -1 : 0;
 }
 
+/* The text of a one-off run; the first words of each line are the ones the
+ * older tiercache-bench printed, for the scripts that grep them
+ * ("throughput:" in bench/lmdb_group_commit.sh). */
 static void print_text(const struct tb_results *rs)
 {
     for (size_t i = 0; i < rs->ncells; i++) {
         const struct tb_cellrec *c = &rs->cells[i];
         const struct tb_result *r = &c->r;
+        const struct tb_stack *s = &rs->run->stacks[c->stack];
         struct tb_lat all = {0};
         for (int t = 0; t <= TB_MAX_TIERS; t++) {
             tb_lat_merge(&all, &r->lat_get[t]);
         }
-        printf("%s / %s: %.0f requests/s over %.1fs (%llu gets, %llu sets, %llu deletes, %llu "
-               "errors)\n",
-               rs->run->stacks[c->stack].name, rs->run->workloads[c->workload].name,
-               tb_cell_throughput(c), c->seconds, (unsigned long long)r->gets,
-               (unsigned long long)r->sets, (unsigned long long)r->dels,
-               (unsigned long long)r->errors);
-        printf("  get: p50 %llu ns, p99 %llu ns, p99.9 %llu ns; hit ratio %.4f\n",
+        printf("tiers:      ");
+        for (int t = 0; t < c->ntiers; t++) {
+            printf("%s%s", t ? " -> " : "", s->url[0] ? c->tier_names[t] : c->tier_uris[t]);
+        }
+        printf("%s%s\n", s->url[0] ? " at " : "", s->url);
+        printf("throughput: %.0f ops/s (%llu gets, %llu sets, %llu deletes, %llu errors) over "
+               "%.1fs\n",
+               tb_cell_throughput(c), (unsigned long long)r->gets, (unsigned long long)r->sets,
+               (unsigned long long)r->dels, (unsigned long long)r->errors, c->seconds);
+        printf("get:        p50 %llu ns, p99 %llu ns, p99.9 %llu ns\n",
                (unsigned long long)tb_lat_quantile(&all, 0.5),
                (unsigned long long)tb_lat_quantile(&all, 0.99),
-               (unsigned long long)tb_lat_quantile(&all, 0.999),
-               r->gets ? (double)r->hits / (double)r->gets : 0.0);
+               (unsigned long long)tb_lat_quantile(&all, 0.999));
+        printf("set:        p50 %llu ns, p99 %llu ns\n",
+               (unsigned long long)tb_lat_quantile(&r->lat_set, 0.5),
+               (unsigned long long)tb_lat_quantile(&r->lat_set, 0.99));
+        printf("hit ratio:  %.4f (", r->gets ? (double)r->hits / (double)r->gets : 0.0);
         for (int t = 0; t < c->ntiers; t++) {
-            printf("  %-8s %.4f of gets\n", c->tier_names[t],
+            printf("%s%s %.4f", t ? ", " : "", c->tier_names[t],
                    r->gets ? (double)r->tier_hits[t] / (double)r->gets : 0.0);
         }
+        printf(" of gets)\n");
     }
     for (size_t i = 0; i < rs->nsims; i++) {
         const struct tb_simrec *x = &rs->sims[i];

@@ -49,7 +49,7 @@ redis-benchmark -p "$port" -t set -d 100 -r "$keys" -n $((keys * 3)) -c 50 --thr
 
 uri="redis://127.0.0.1:$port/0"
 tc_cmd=("$build/tiercache-bench" --tier "$uri" --threads 1 --inflight 50 --value-size 100
-    --read-ratio 1.0 --keys "$keys" --seconds "$seconds" --json)
+    --read-ratio 1.0 --keys "$keys" --prefill --seconds "$seconds" --json)
 # About as many GETs as the tier's run does in $seconds at 100k ops/s.
 rb_cmd=(redis-benchmark -t get -d 100 -c 50 --threads 1 -p "$port" -r "$keys"
     -n $((seconds * 100000)) --csv)
@@ -63,8 +63,8 @@ tc=()
 rb=()
 for r in $(seq "$rounds"); do
     j=$("${tc_cmd[@]}" 2>/dev/null || true)
-    t=$(sed -n 's/.*"ops_per_sec":\([0-9.]*\).*/\1/p' <<<"$j")
-    e=$(sed -n 's/.*"errors":\([0-9]*\).*/\1/p' <<<"$j")
+    t=$(python3 -c 'import json,sys; print("%.0f" % json.load(sys.stdin)["throughput"])' <<<"$j" 2>/dev/null || true)
+    e=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["errors"])' <<<"$j" 2>/dev/null || true)
     b=$("${rb_cmd[@]}" | awk -F'"' '$2 == "GET" { print $4 }')
     if [ -z "$t" ] || [ "${e:-1}" != 0 ]; then
         # Failed operations (deadlines missed on an overloaded machine, so

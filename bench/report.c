@@ -52,8 +52,12 @@ static void merged(const struct tb_results *rs, size_t s, size_t w, struct tb_re
 
 static FILE *open_in(const char *dir, const char *name)
 {
-    char path[1200];
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    char path[1400];
+    int n = snprintf(path, sizeof(path), "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= sizeof(path)) {
+        fprintf(stderr, "tiercache-bench: path too long: %s/%s\n", dir, name);
+        return NULL;
+    }
     FILE *f = fopen(path, "w");
     if (f == NULL) {
         fprintf(stderr, "tiercache-bench: cannot write %s: %s\n", path, strerror(errno));

@@ -188,6 +188,7 @@ json_t *tb_results_json(const struct tb_results *rs)
         json_t *o = sim_json(&rs->sims[i]);
         json_object_set_new(o, "workload", json_string(run->workloads[rs->sims[i].workload].name));
         json_object_set_new(o, "seconds", json_real(rs->sims[i].seconds));
+        json_object_set_new(o, "cpu_seconds", json_real(rs->sims[i].cpu_seconds));
         json_array_append_new(sims, o);
     }
     json_object_set_new(j, "sim", sims);

@@ -33,7 +33,8 @@ struct tb_simrec {
     enum tb_sim_policy policy;
     uint64_t size;
     struct tb_sim_result r;
-    double seconds; /* time the simulation took */
+    double seconds;     /* wall time the simulation took */
+    double cpu_seconds; /* its thread's CPU time */
 };
 
 struct tb_results {
