@@ -14,20 +14,6 @@
 #include <time.h>
 #include <unistd.h>
 
-uint64_t tb_mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-uint64_t tb_wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 void tb_result_merge(struct tb_result *dst, const struct tb_result *src)
 {
     dst->gets += src->gets;
@@ -204,7 +190,7 @@ static void wait_phase(struct tb_shared *sh, int n, const struct tb_cell *c, uin
                        uint64_t *lo, uint64_t *lh, uint64_t *last_print)
 {
     for (;;) {
-        uint64_t now = tb_mono_ns();
+        uint64_t now = tc_clock_ns();
         if (now >= deadline_ns || *stop || atomic_load(&sh->finished) >= n) {
             return;
         }
@@ -271,7 +257,7 @@ int tb_driver_run(const struct tb_cell *c, volatile sig_atomic_t *stop, int prog
         }
         sleep_ns(1000000);
     }
-    uint64_t lo = 0, lh = 0, t0 = tb_mono_ns(), last = t0, start = t0, end = t0;
+    uint64_t lo = 0, lh = 0, t0 = tc_clock_ns(), last = t0, start = t0, end = t0;
     if (rc == 0 && !*stop) {
         atomic_store(&sh->phase, wl->warmup > 0 ? TB_PH_WARMUP : TB_PH_TIMED);
         if (wl->warmup > 0) {
@@ -279,12 +265,12 @@ int tb_driver_run(const struct tb_cell *c, volatile sig_atomic_t *stop, int prog
                        &last);
             atomic_store(&sh->phase, TB_PH_TIMED);
         }
-        start = tb_mono_ns();
+        start = tc_clock_ns();
         wait_phase(sh, n, c, t0, start + (uint64_t)(wl->seconds * 1e9), stop, progress, &lo, &lh,
                    &last);
     }
     atomic_store(&sh->phase, TB_PH_STOP);
-    end = tb_mono_ns();
+    end = tc_clock_ns();
     for (int i = 0; i < nchild; i++) {
         int status;
         if (pids[i] > 0 && waitpid(pids[i], &status, 0) > 0 &&

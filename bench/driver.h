@@ -16,6 +16,7 @@
 #include "bench/result.h"
 #include "bench/spec.h"
 #include "bench/workload.h"
+#include "src/clock.h" /* the server's clocks: tc_clock_ns, tc_clock_ms */
 
 #include <signal.h>
 #include <stdatomic.h>
@@ -72,10 +73,6 @@ enum tb_phase tb_wctx_phase(const struct tb_wctx *w);
 
 /** Marks the worker ready after prefill and waits for the parent's go. */
 void tb_wctx_ready(struct tb_wctx *w);
-
-/** Nanoseconds on the monotonic clock; ms on the wall clock. */
-uint64_t tb_mono_ns(void);
-uint64_t tb_wall_ms(void);
 
 /**
  * Runs cell @p c into @p out. @p stop is set by the SIGINT handler; the cell

@@ -169,7 +169,7 @@ static enum tc_status issue(struct slot *s)
 static void refresh(struct worker *w)
 {
     if ((++w->nops & 63) == 0) {
-        w->now_ms = tb_wall_ms();
+        w->now_ms = tc_clock_ms();
         struct tb_result *res = w->res;
         atomic_store_explicit(&w->wc->sh->prog_ops[w->wc->id], res->gets + res->sets + res->dels,
                               memory_order_relaxed);
@@ -182,7 +182,7 @@ static void refresh(struct worker *w)
         enum tb_phase ph = tb_wctx_phase(w->wc);
         if (ph == TB_PH_TIMED && !w->counting) {
             w->counting = 1;
-            w->res->start_ns = tb_mono_ns();
+            w->res->start_ns = tc_clock_ns();
         }
         if (ph == TB_PH_STOP) {
             w->stopping = 1;
@@ -221,7 +221,7 @@ static int start_op(struct slot *s, uint64_t t0)
     s->phase = s->r.op == TB_GET ? PH_GET : s->r.op == TB_SET ? PH_SET : PH_DEL;
     s->timed = s->counted && (w->open || (w->nops % LAT_EVERY) == 0);
     if (s->timed) {
-        s->t0 = t0 ? t0 : tb_mono_ns();
+        s->t0 = t0 ? t0 : tc_clock_ns();
     }
     return 1;
 }
@@ -260,7 +260,7 @@ static void answer(struct slot *s, int hit_tier)
         break;
     }
     if (s->timed) {
-        tb_lat_add(h, tb_mono_ns() - s->t0);
+        tb_lat_add(h, tc_clock_ns() - s->t0);
     }
 }
 
@@ -455,9 +455,9 @@ static void run_open(struct worker *w)
         w->slots[i].next_free = w->free_head;
         w->free_head = i;
     }
-    w->next_due = tb_mono_ns();
+    w->next_due = tc_clock_ns();
     while (!w->stopping || w->outstanding > 0) {
-        uint64_t now = tb_mono_ns();
+        uint64_t now = tc_clock_ns();
         while (!w->stopping && w->next_due <= now && w->free_head >= 0) {
             struct slot *s = &w->slots[w->free_head];
             if (!start_op(s, w->next_due)) {
@@ -474,7 +474,7 @@ static void run_open(struct worker *w)
             event_base_loop(w->base, EVLOOP_NONBLOCK);
         }
         refresh(w);
-        now = tb_mono_ns();
+        now = tc_clock_ns();
         if (!w->stopping && w->next_due > now && (w->free_head >= 0 || w->outstanding == 0)) {
             uint64_t ns = w->next_due - now;
             struct timespec ts = {0, (long)(ns < 50000 ? ns : 50000)};
@@ -512,7 +512,7 @@ void tb_engine_thread(struct tb_engine *e, struct tb_wctx *wc)
     w->value = value;
     w->inflight = inflight;
     w->batch = batch;
-    w->now_ms = tb_wall_ms();
+    w->now_ms = tc_clock_ms();
     w->base = event_base_new();
     if (w->base == NULL) {
         snprintf(wc->res->error, sizeof(wc->res->error), "event_base_new failed");
@@ -543,10 +543,10 @@ void tb_engine_thread(struct tb_engine *e, struct tb_wctx *wc)
     }
     tb_wctx_ready(wc);
     ready = 1;
-    w->now_ms = tb_wall_ms();
+    w->now_ms = tc_clock_ms();
     w->counting = tb_wctx_phase(wc) == TB_PH_TIMED;
     if (w->counting) {
-        w->res->start_ns = tb_mono_ns();
+        w->res->start_ns = tc_clock_ns();
     }
     if (wl->rate > 0) {
         int n = wl->threads * wl->processes;
@@ -561,7 +561,7 @@ void tb_engine_thread(struct tb_engine *e, struct tb_wctx *wc)
     } else {
         run_closed(w);
     }
-    w->res->end_ns = tb_mono_ns();
+    w->res->end_ns = tc_clock_ns();
 
 out:
     if (!ready) {

@@ -79,7 +79,7 @@ static void refresh(struct hworker *w)
         enum tb_phase ph = tb_wctx_phase(w->wc);
         if (ph == TB_PH_TIMED && !w->counting) {
             w->counting = 1;
-            res->start_ns = tb_mono_ns();
+            res->start_ns = tc_clock_ns();
         }
         if (ph == TB_PH_STOP) {
             w->stopping = 1;
@@ -102,7 +102,7 @@ static int next_req(struct hslot *s, uint64_t t0)
     }
     s->counted = w->counting;
     s->step = s->r.op == TB_GET ? ST_GET : s->r.op == TB_SET ? ST_SET : ST_DEL;
-    s->t0 = t0 ? t0 : tb_mono_ns();
+    s->t0 = t0 ? t0 : tc_clock_ns();
     return 1;
 }
 
@@ -129,7 +129,7 @@ static void answer(struct hslot *s, int hit_tier)
         res->dels++;
         h = &res->lat_del;
     }
-    tb_lat_add(h, tb_mono_ns() - s->t0);
+    tb_lat_add(h, tc_clock_ns() - s->t0);
 }
 
 /* The slot is free for a new request: the next one now (closed loop), or
@@ -410,7 +410,7 @@ static int parse_url(struct hworker *w, const char *url)
 /* Open loop: sends every request due by now on a connection with room. */
 static void send_due(struct hworker *w)
 {
-    uint64_t now = tb_mono_ns();
+    uint64_t now = tc_clock_ns();
     int ci = 0;
     while (!w->stopping && !w->dead && w->next_due <= now && w->free_slots != NULL) {
         struct hconn *c = NULL;
@@ -509,7 +509,7 @@ void tb_http_thread(struct tb_wctx *wc)
     ready = 1;
     w->counting = tb_wctx_phase(wc) == TB_PH_TIMED;
     if (w->counting) {
-        w->res->start_ns = tb_mono_ns();
+        w->res->start_ns = tc_clock_ns();
     }
     struct timeval tv = {0, 1000};
     if (wl->rate > 0) {
@@ -517,7 +517,7 @@ void tb_http_thread(struct tb_wctx *wc)
         w->open = 1;
         w->interval_ns = (uint64_t)(1e9 * (double)n / wl->rate);
         w->interval_ns = w->interval_ns ? w->interval_ns : 1;
-        w->next_due = tb_mono_ns();
+        w->next_due = tc_clock_ns();
     } else {
         /* Closed loop: every slot on a connection, round-robin, until stopped. */
         for (int i = 0; i < nslots; i++) {
@@ -537,7 +537,7 @@ void tb_http_thread(struct tb_wctx *wc)
         goto out;
     }
     event_base_dispatch(w->base);
-    w->res->end_ns = tb_mono_ns();
+    w->res->end_ns = tc_clock_ns();
 out:
     if (!ready) {
         atomic_fetch_add(&wc->sh->ready, 1);

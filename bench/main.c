@@ -595,13 +595,13 @@ static int run_sims(struct tb_results *rs, size_t wi, const struct tb_req *trace
             x->size = sizes[i];
             struct timespec c0, c1;
             clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
-            uint64_t t0 = tb_mono_ns();
+            uint64_t t0 = tc_clock_ns();
             if (tb_sim_run(x->policy, x->size, reqs, n, &x->r) != 0) {
                 fprintf(stderr, "tiercache-bench: out of memory in the simulator\n");
                 free(own);
                 return -1;
             }
-            x->seconds = (double)(tb_mono_ns() - t0) / 1e9;
+            x->seconds = (double)(tc_clock_ns() - t0) / 1e9;
             clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
             /* CPU time too: on a shared machine wall time counts the waits. */
             x->cpu_seconds =

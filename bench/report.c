@@ -50,6 +50,19 @@ static void merged(const struct tb_results *rs, size_t s, size_t w, struct tb_re
     }
 }
 
+/* A configuration's throughput figures, merged counts and last cell; NULL
+ * when it has no cell. */
+static const struct tb_cellrec *config(const struct tb_results *rs, size_t s, size_t w,
+                                       struct tb_result *m, double *med, double *mn, double *mx)
+{
+    const struct tb_cellrec *last = NULL;
+    if (stats_of(rs, s, w, med, mn, mx, &last) == 0) {
+        return NULL;
+    }
+    merged(rs, s, w, m);
+    return last;
+}
+
 static FILE *open_in(const char *dir, const char *name)
 {
     char path[1400];
@@ -91,15 +104,14 @@ static int write_data(const struct tb_results *rs, const char *pdir, int *ncdf, 
     for (size_t s = 0; rc == 0 && s < run->nstacks; s++) {
         for (size_t w = 0; w < run->nworkloads; w++) {
             double med, mn, mx;
-            const struct tb_cellrec *last = NULL;
-            if (stats_of(rs, s, w, &med, &mn, &mx, &last) == 0) {
+            struct tb_result m;
+            const struct tb_cellrec *last = config(rs, s, w, &m, &med, &mn, &mx);
+            if (last == NULL) {
                 continue;
             }
             char lb[160];
             label(lb, sizeof(lb), run, s, w);
             fprintf(tp, "\"%s\" %.0f %.0f %.0f\n", lb, med, mn, mx);
-            struct tb_result m;
-            merged(rs, s, w, &m);
             fprintf(sh, "\"%s\"", lb);
             for (int t = 0; t < TB_MAX_TIERS; t++) {
                 fprintf(sh, " %.6f",
@@ -341,12 +353,11 @@ int tb_report_write(const struct tb_results *rs, const char *dir)
     for (size_t s = 0; s < run->nstacks; s++) {
         for (size_t w = 0; w < run->nworkloads; w++) {
             double med, mn, mx;
-            const struct tb_cellrec *last = NULL;
-            if (stats_of(rs, s, w, &med, &mn, &mx, &last) == 0) {
+            struct tb_result m;
+            const struct tb_cellrec *last = config(rs, s, w, &m, &med, &mn, &mx);
+            if (last == NULL) {
                 continue;
             }
-            struct tb_result m;
-            merged(rs, s, w, &m);
             fprintf(f, "| %s | %s | %.0f | %.0f | %.0f | %.4f |", run->stacks[s].name,
                     run->workloads[w].name, med, mn, mx,
                     m.gets ? (double)m.hits / (double)m.gets : 0.0);
@@ -367,12 +378,11 @@ int tb_report_write(const struct tb_results *rs, const char *dir)
     for (size_t s = 0; s < run->nstacks; s++) {
         for (size_t w = 0; w < run->nworkloads; w++) {
             double med, mn, mx;
-            const struct tb_cellrec *last = NULL;
-            if (stats_of(rs, s, w, &med, &mn, &mx, &last) == 0) {
+            struct tb_result m;
+            const struct tb_cellrec *last = config(rs, s, w, &m, &med, &mn, &mx);
+            if (last == NULL) {
                 continue;
             }
-            struct tb_result m;
-            merged(rs, s, w, &m);
             for (int t = 0; t <= last->ntiers + 2; t++) {
                 const struct tb_lat *h;
                 const char *op = "get", *by;

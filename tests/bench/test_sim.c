@@ -109,15 +109,15 @@ static void check(const struct tb_req *reqs, size_t n)
     cr_expect_eq(r.misses, 5);
 }
 
-Test(sim, oracle_general)
+static void replay_oracle(const char *name, int compress)
 {
     struct tb_workload w;
     struct tb_req *reqs;
     size_t n;
     tb_workload_defaults(&w);
-    snprintf(w.trace, sizeof(w.trace), "%s/t.oracleGeneral", dir);
+    snprintf(w.trace, sizeof(w.trace), "%s/%s", dir, name);
     w.trace_format = TB_TRACE_ORACLE;
-    write_oracle(w.trace, 0);
+    write_oracle(w.trace, compress);
     load(&w, &reqs, &n);
     cr_expect_eq(reqs[5].id, 4);
     cr_expect_eq(reqs[5].vsize, 200);
@@ -126,18 +126,14 @@ Test(sim, oracle_general)
     free(reqs);
 }
 
+Test(sim, oracle_general)
+{
+    replay_oracle("t.oracleGeneral", 0);
+}
+
 Test(sim, oracle_general_zst)
 {
-    struct tb_workload w;
-    struct tb_req *reqs;
-    size_t n;
-    tb_workload_defaults(&w);
-    snprintf(w.trace, sizeof(w.trace), "%s/t.oracleGeneral.zst", dir);
-    w.trace_format = TB_TRACE_ORACLE;
-    write_oracle(w.trace, 1);
-    load(&w, &reqs, &n);
-    check(reqs, n);
-    free(reqs);
+    replay_oracle("t.oracleGeneral.zst", 1);
 }
 
 Test(sim, twitter_csv)
