@@ -92,15 +92,24 @@ static void label(char *out, size_t len, const struct tb_run *run, size_t s, siz
     }
 }
 
-static int write_data(const struct tb_results *rs, const char *pdir, int *ncdf, int *max_tiers)
+#define MAX_CONFIGS (TB_MAX_STACKS * TB_MAX_WORKLOADS)
+
+/* What the script needs to know of the data: the curves and their titles. */
+struct plotinfo {
+    int ncdf, max_tiers, nl1;
+    char cdf[MAX_CONFIGS][160];  /* latency_cdf.dat index i */
+    char l1[TB_MAX_STACKS][160]; /* mrc_stacks.dat index i */
+};
+
+static int write_data(const struct tb_results *rs, const char *pdir, struct plotinfo *pi)
 {
     const struct tb_run *run = rs->run;
     FILE *tp = open_in(pdir, "throughput.dat"), *sh = open_in(pdir, "tier_share.dat");
     FILE *cdf = open_in(pdir, "latency_cdf.dat"), *mrc = open_in(pdir, "mrc.dat");
     FILE *l1 = open_in(pdir, "mrc_stacks.dat");
     int rc = tp && sh && cdf && mrc && l1 ? 0 : -1;
-    *ncdf = 0;
-    *max_tiers = 0;
+    size_t simw = rs->nsims ? rs->sims[0].workload : 0; /* the workload the curves are of */
+    pi->ncdf = pi->max_tiers = pi->nl1 = 0;
     for (size_t s = 0; rc == 0 && s < run->nstacks; s++) {
         for (size_t w = 0; w < run->nworkloads; w++) {
             double med, mn, mx;
@@ -118,8 +127,8 @@ static int write_data(const struct tb_results *rs, const char *pdir, int *ncdf, 
                         t < last->ntiers && m.gets ? (double)m.tier_hits[t] / (double)m.gets : 0.0);
             }
             fprintf(sh, " %.6f\n", m.gets ? (double)(m.gets - m.hits) / (double)m.gets : 0.0);
-            if (last->ntiers > *max_tiers) {
-                *max_tiers = last->ntiers;
+            if (last->ntiers > pi->max_tiers) {
+                pi->max_tiers = last->ntiers;
             }
             struct tb_lat all = {0};
             for (int i = 0; i <= TB_MAX_TIERS; i++) {
@@ -136,12 +145,13 @@ static int write_data(const struct tb_results *rs, const char *pdir, int *ncdf, 
                         (double)seen / (double)all.count);
             }
             fprintf(cdf, "\n\n");
-            (*ncdf)++;
-            /* The stack's L1 as a point on the miss-ratio curve. */
+            snprintf(pi->cdf[pi->ncdf++], 160, "%s", lb);
+            /* The stack's L1 as a point on the miss-ratio curve of its workload. */
             uint64_t l1size = run->stacks[s].ntiers ? tb_shm_uri_size(run->stacks[s].tiers[0]) : 0;
-            if (l1size > 0 && m.gets > 0 && w == 0) {
-                fprintf(l1, "%.3f %.6f \"%s\"\n", (double)l1size / 1048576.0,
-                        1.0 - (double)m.tier_hits[0] / (double)m.gets, lb);
+            if (l1size > 0 && m.gets > 0 && w == simw) {
+                fprintf(l1, "%.3f %.6f\n\n\n", (double)l1size / 1048576.0,
+                        1.0 - (double)m.tier_hits[0] / (double)m.gets);
+                snprintf(pi->l1[pi->nl1++], 160, "L1 of %.150s", lb);
             }
         }
     }
@@ -150,7 +160,7 @@ static int write_data(const struct tb_results *rs, const char *pdir, int *ncdf, 
         fprintf(mrc, "# %s\n", tb_sim_policy_name((enum tb_sim_policy)p));
         for (size_t i = 0; i < rs->nsims; i++) {
             const struct tb_simrec *x = &rs->sims[i];
-            if ((int)x->policy == p && x->workload == rs->sims[0].workload) {
+            if ((int)x->policy == p && x->workload == simw) {
                 fprintf(mrc, "%.3f %.6f\n", (double)x->size / 1048576.0,
                         x->r.requests ? (double)x->r.misses / (double)x->r.requests : 0.0);
             }
@@ -166,7 +176,7 @@ static int write_data(const struct tb_results *rs, const char *pdir, int *ncdf, 
     return rc;
 }
 
-static int write_script(const struct tb_results *rs, const char *pdir, int ncdf, int max_tiers)
+static int write_script(const struct tb_results *rs, const char *pdir, const struct plotinfo *pi)
 {
     FILE *f = open_in(pdir, "plots.gp");
     if (f == NULL) {
@@ -178,8 +188,8 @@ static int write_script(const struct tb_results *rs, const char *pdir, int ncdf,
                "set grid ytics\n"
                "set key outside right top\n"
                "do for [fmt in \"svg png\"] {\n"
-               "  if (fmt eq \"svg\") { set terminal svg size 900,500 dynamic } "
-               "else { set terminal pngcairo size 900,500 }\n"
+               "  if (fmt eq \"svg\") { set terminal svg size 900,500 dynamic noenhanced } "
+               "else { set terminal pngcairo size 900,500 noenhanced }\n"
                "  set output \"throughput.\".fmt\n"
                "  set title \"Throughput per configuration (median; bars: min-max of repeats)\"\n"
                "  set ylabel \"requests/s\"\n"
@@ -187,20 +197,22 @@ static int write_script(const struct tb_results *rs, const char *pdir, int ncdf,
                "  set style histogram errorbars gap 1 lw 1\n"
                "  set style fill solid 0.6 border -1\n"
                "  set xtics rotate by -30\n"
-               "  set yrange [0:*]\n"
-               "  plot \"throughput.dat\" using 2:3:4:xtic(1) title \"requests/s\"\n"
+               "  set logscale y\n"
+               "  set yrange [*:*]\n"
+               "  plot \"throughput.dat\" using 2:3:4:xtic(1) title \"requests/s (log scale)\"\n"
+               "  unset logscale y\n"
                "  set output \"tier_share.\".fmt\n"
                "  set title \"Share of gets served by each tier\"\n"
                "  set ylabel \"fraction of gets\"\n"
                "  set style histogram rowstacked\n"
                "  set yrange [0:1]\n"
                "  plot ");
-    for (int t = 0; t < max_tiers; t++) {
+    for (int t = 0; t < pi->max_tiers; t++) {
         fprintf(f, "\"tier_share.dat\" using %d%s title \"L%d\", ", t + 2, t == 0 ? ":xtic(1)" : "",
                 t + 1);
     }
     fprintf(f, "\"tier_share.dat\" using %d%s title \"miss\"\n", TB_MAX_TIERS + 2,
-            max_tiers == 0 ? ":xtic(1)" : "");
+            pi->max_tiers == 0 ? ":xtic(1)" : "");
     fprintf(f, "  set output \"latency_cdf.\".fmt\n"
                "  set title \"Get latency CDF (all repeats)\"\n"
                "  set style data lines\n"
@@ -210,30 +222,32 @@ static int write_script(const struct tb_results *rs, const char *pdir, int ncdf,
                "  set ylabel \"fraction of gets\"\n"
                "  set yrange [0:1]\n"
                "  plot ");
-    for (int i = 0; i < ncdf; i++) {
-        fprintf(f, "%s\"latency_cdf.dat\" index %d using 1:2 with steps title columnheader(1)",
-                i ? ", " : "", i);
+    for (int i = 0; i < pi->ncdf; i++) {
+        fprintf(f, "%s\"latency_cdf.dat\" index %d using 1:2 with steps title \"%s\"",
+                i ? ", " : "", i, pi->cdf[i]);
     }
-    if (ncdf == 0) {
+    if (pi->ncdf == 0) {
         fprintf(f, "NaN title \"no gets\"");
     }
-    fprintf(f,
-            "\n  unset logscale x\n"
-            "  set output \"mrc.\".fmt\n"
-            "  set title \"Miss ratio by cache size: exact LRU and FIFO, and each stack's L1\"\n"
-            "  set xlabel \"cache size (MiB)\"\n"
-            "  set ylabel \"miss ratio\"\n"
-            "  set yrange [0:1]\n"
-            "  set xrange [0:*]\n"
-            "  plot \"mrc.dat\" index 0 using 1:2 with linespoints title \"LRU\", "
-            "\"mrc.dat\" index 1 using 1:2 with linespoints title \"FIFO\"%s\n"
-            "  unset xrange\n"
-            "  unset xlabel\n"
-            "}\n",
-            rs->nsims ? ", \"mrc_stacks.dat\" using 1:2 with points pt 7 ps 1.5 title \"L1 "
-                        "(stacks)\", \"mrc_stacks.dat\" using 1:2:3 with labels offset 1,1 "
-                        "notitle"
-                      : "");
+    fprintf(f, "\n  unset logscale x\n"
+               "  set output \"mrc.\".fmt\n"
+               "  set title \"Miss ratio by cache size: exact LRU and FIFO, and each stack's L1\"\n"
+               "  set xlabel \"cache size (MiB)\"\n"
+               "  set ylabel \"miss ratio\"\n"
+               "  set yrange [0:1]\n"
+               "  set xrange [0:*]\n"
+               "  set key inside right top\n"
+               "  plot \"mrc.dat\" index 0 using 1:2 with linespoints title \"LRU\", "
+               "\"mrc.dat\" index 1 using 1:2 with linespoints title \"FIFO\"");
+    /* One point per stack, each in the key (their L1 sizes often coincide). */
+    for (int i = 0; rs->nsims && i < pi->nl1; i++) {
+        fprintf(f, ", \"mrc_stacks.dat\" index %d using 1:2 with points pt %d ps 1.5 title \"%s\"",
+                i, 4 + i % 10, pi->l1[i]);
+    }
+    fprintf(f, "\n  unset xrange\n"
+               "  set key outside right top\n"
+               "  unset xlabel\n"
+               "}\n");
     return fclose(f) == 0 ? 0 : -1;
 }
 
@@ -277,14 +291,14 @@ int tb_report_write(const struct tb_results *rs, const char *dir)
 {
     const struct tb_run *run = rs->run;
     char pdir[1200];
-    int ncdf = 0, max_tiers = 0;
+    static struct plotinfo pi;
     snprintf(pdir, sizeof(pdir), "%s/plots", dir);
     if (mkdir(pdir, 0755) != 0 && errno != EEXIST) {
         fprintf(stderr, "tiercache-bench: cannot make %s: %s\n", pdir, strerror(errno));
         return -1;
     }
-    int plots_ok = write_data(rs, pdir, &ncdf, &max_tiers) == 0 &&
-                   write_script(rs, pdir, ncdf, max_tiers) == 0 && run_gnuplot(pdir) == 0;
+    int plots_ok = write_data(rs, pdir, &pi) == 0 && write_script(rs, pdir, &pi) == 0 &&
+                   run_gnuplot(pdir) == 0;
     if (!plots_ok) {
         fprintf(stderr, "tiercache-bench: gnuplot failed (is it installed?); see %s/gnuplot.log\n",
                 pdir);
@@ -342,11 +356,11 @@ int tb_report_write(const struct tb_results *rs, const char *dir)
     }
     fprintf(f, "\n## Throughput and tiers\n\n"
                "| stack | workload | requests/s (median) | min | max | hit ratio |");
-    for (int t = 0; t < max_tiers; t++) {
+    for (int t = 0; t < pi.max_tiers; t++) {
         fprintf(f, " L%d share |", t + 1);
     }
     fprintf(f, " errors |\n|---|---|---|---|---|---|");
-    for (int t = 0; t < max_tiers; t++) {
+    for (int t = 0; t < pi.max_tiers; t++) {
         fprintf(f, "---|");
     }
     fprintf(f, "---|\n");
@@ -361,7 +375,7 @@ int tb_report_write(const struct tb_results *rs, const char *dir)
             fprintf(f, "| %s | %s | %.0f | %.0f | %.0f | %.4f |", run->stacks[s].name,
                     run->workloads[w].name, med, mn, mx,
                     m.gets ? (double)m.hits / (double)m.gets : 0.0);
-            for (int t = 0; t < max_tiers; t++) {
+            for (int t = 0; t < pi.max_tiers; t++) {
                 if (t < last->ntiers) {
                     fprintf(f, " %s %.4f |", last->tier_names[t],
                             m.gets ? (double)m.tier_hits[t] / (double)m.gets : 0.0);
