@@ -26,7 +26,8 @@ enum tc_log_level {
     TC_LOG_DEBUG = 4,
 };
 
-extern int tc_log_level_current;
+/* Atomic: a reload changes it while workers log. */
+extern _Atomic int tc_log_level_current;
 
 #define tc_log(level, ...)                                                                         \
     do {                                                                                           \
@@ -47,6 +48,15 @@ enum tc_status tc_log_setup(enum tc_log_level level, const char *log_path, const
 
 /** Reopens both files (after logrotate: SIGHUP). Thread-safe. */
 void tc_log_reopen(void);
+
+/**
+ * For a reload: sets the level and replaces both files by @p log_path and
+ * @p access_path (NULL or "": none), reopening them even when unchanged.
+ * Both are opened before anything is replaced, so a path that cannot be
+ * opened leaves the old files (TC_EIO, with a log line). Thread-safe.
+ */
+enum tc_status tc_log_reconfigure(enum tc_log_level level, const char *log_path,
+                                  const char *access_path);
 
 /** Closes the files. */
 void tc_log_teardown(void);
