@@ -1,5 +1,6 @@
 #define _GNU_SOURCE /* getopt_long */
 #include "src/conf.h"
+#include "src/access_log.h"
 #include "src/log.h"
 #include "tiers/tier.h"
 #include "tiers/parse.h"
@@ -555,6 +556,12 @@ static enum tc_conf_result load(struct tc_conf *c, int argc, char **argv, FILE *
         }
     }
     if (parse_listen(c) != 0) {
+        return TC_CONF_ERROR;
+    }
+    if (tc_access_format_parse(c->access_log_format) < 0) {
+        fprintf(c->_err,
+                "tiercache: bad value '%s' for access-log-format (valid: combined, json)\n",
+                c->access_log_format);
         return TC_CONF_ERROR;
     }
     if (test || dump) {

@@ -13,7 +13,8 @@
 
 /* The log sink: the globals STYLE R10 allows. */
 _Atomic int tc_log_level_current = TC_LOG_INFO;
-static atomic_int access_on; /* access_fp != NULL, for the unlocked check */
+static atomic_int access_on;     /* access_fp != NULL, for the unlocked check */
+static atomic_int access_format; /* enum tc_access_format (src/access_log.h) */
 static FILE *log_fp;
 static FILE *access_fp;
 static char *log_path;
@@ -173,6 +174,16 @@ void tc_log_teardown(void)
     log_path = access_path = NULL;
     atomic_store(&access_on, 0);
     pthread_mutex_unlock(&log_lock);
+}
+
+void tc_log_set_access_format(int format)
+{
+    atomic_store_explicit(&access_format, format, memory_order_relaxed);
+}
+
+int tc_log_access_format(void)
+{
+    return atomic_load_explicit(&access_format, memory_order_relaxed);
 }
 
 int tc_log_access_enabled(void)

@@ -61,6 +61,12 @@ enum tc_status tc_log_reconfigure(enum tc_log_level level, const char *log_path,
 /** Closes the files. */
 void tc_log_teardown(void);
 
+/** Sets the access log's line format (enum tc_access_format, src/access_log.h). Thread-safe. */
+void tc_log_set_access_format(int format);
+
+/** The access log's line format. Thread-safe. */
+int tc_log_access_format(void);
+
 /** True when an access log is configured. */
 int tc_log_access_enabled(void);
 

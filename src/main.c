@@ -5,6 +5,7 @@
  *   conf → log → tiers (registry) → stack → workers → signals/sweeper loop
  */
 #include "src/conf.h"
+#include "src/access_log.h"
 #include "src/clock.h"
 #include "src/log.h"
 #include "src/shm_admin.h"
@@ -176,6 +177,7 @@ int main(int argc, char **argv)
         tc_conf_deinit(&conf);
         return 1;
     }
+    tc_log_set_access_format(tc_access_format_parse(conf.access_log_format));
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit(conf.max_connections + 256);
     if (conf.max_pending_body < conf.max_value) {

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 #define _GNU_SOURCE /* open_memstream */
 #include "src/reload.h"
+#include "src/access_log.h"
 #include "src/log.h"
 
 #include <event2/event.h>
@@ -139,6 +140,7 @@ enum tc_status tc_reload_run(struct tc_reload *r)
         /* The log module kept its old files and said why. */
         tc_log(TC_LOG_WARN, "reload: log files unchanged");
     }
+    tc_log_set_access_format(tc_access_format_parse(s->conf.access_log_format));
     s->rt = (struct tc_rt_options){.default_ttl_ms = s->conf.default_ttl_ms,
                                    .max_ttl_ms = s->conf.max_ttl_ms,
                                    .grace_ms = s->conf.grace_ms,
