@@ -47,8 +47,20 @@ if command -v man >/dev/null && [ -d "$tmp/p/share/man" ]; then
         [ -f "$tmp/p/share/man/$m" ] || fail "man page $m not installed"
     done
 fi
-grep -q "ExecStart=$tmp/p/sbin/tiercache" "$tmp/p/lib/systemd/system/tiercache.service" ||
-    fail "the unit does not name the installed binary"
+unit="$tmp/p/lib/systemd/system/tiercache.service"
+grep -q "ExecStart=$tmp/p/sbin/tiercache" "$unit" || fail "the unit does not name the installed binary"
+# The installed unit verifies (its binary and man page exist) and its
+# sandbox scores at most 2.0 (tests/package/package.sh checks the packaged one).
+if command -v systemd-analyze >/dev/null; then
+    MANPATH="$tmp/p/share/man" systemd-analyze verify "$unit" >"$tmp/verify.log" 2>&1 || {
+        cat "$tmp/verify.log"
+        fail "systemd-analyze verify"
+    }
+    score=$(systemd-analyze security --offline=true "$unit" 2>/dev/null |
+        sed -n 's/.*Overall exposure level for tiercache.service: \([0-9.]*\).*/\1/p')
+    echo "unit exposure: $score"
+    [ -n "$score" ] && awk -v s="$score" 'BEGIN { exit !(s <= 2.0) }' || fail "exposure '$score' > 2.0"
+fi
 
 # The example, built against the prefix only.
 libdir=$(dirname "$so")
