@@ -214,14 +214,14 @@ static json_t *fetch(struct top *t, char *err, size_t errlen)
         goto out;
     }
     if (status != 200) {
-        snprintf(err, errlen, "GET %s: HTTP %d%s", t->path, status,
+        snprintf(err, errlen, "GET %.200s: HTTP %d%s", t->path, status,
                  status == 401 || status == 403 ? " (give a token: --token-file FILE)" : "");
         goto out;
     }
     json_error_t je;
     j = json_loads(body + 4, 0, &je);
     if (j == NULL || !json_is_object(j)) {
-        snprintf(err, errlen, "GET %s: not a JSON object: %s", t->path, je.text);
+        snprintf(err, errlen, "GET %.200s: not a JSON object: %s", t->path, je.text);
         json_decref(j);
         j = NULL;
     }

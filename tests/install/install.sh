@@ -43,7 +43,7 @@ needed=$(objdump -p "$so" | awk '/NEEDED/ {print $2}' | grep -v -E '^(libc|libxx
 extra=$(nm -D --defined-only "$so" | awk '$2 ~ /[TDB]/ {print $3}' | grep -v '^tc_l1_' || true)
 [ -z "$extra" ] || fail "libtiercache exports more than tc_l1_*: $extra"
 if command -v man >/dev/null && [ -d "$tmp/p/share/man" ]; then
-    for m in man8/tiercache.8 man1/tiercache-bench.1 man3/libtiercache.3; do
+    for m in man8/tiercache.8 man1/tiercache-bench.1 man1/tiercache-burst.1 man3/libtiercache.3; do
         [ -f "$tmp/p/share/man/$m" ] || fail "man page $m not installed"
     done
 fi

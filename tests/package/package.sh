@@ -57,7 +57,7 @@ dpkg -i ./tiercache_*.deb ./libtiercache1_*.deb ./libtiercache-dev_*.deb >"$tmp/
 }
 echo "installed files:"
 dpkg -L tiercache libtiercache1 libtiercache-dev | sort -u | while read -r f; do
-    [ -d "$f" ] || echo "  $f"
+    [ -z "$f" ] || [ -d "$f" ] || echo "  $f"
 done
 [ -x /usr/sbin/tiercache ] || fail "/usr/sbin/tiercache"
 dpkg-query -W -f='${Conffiles}\n' tiercache | grep -q '/etc/tiercache/tiercache.conf' ||
