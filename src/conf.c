@@ -280,15 +280,30 @@ static void format_value(const struct tc_conf *c, const struct opt_desc *o, char
         out[0] = '\0'; /* one line per tier: print_conf() */
         return;
     case TC_CONF_UINT:
-    case TC_CONF_SIZE:
         snprintf(out, len, "%llu", *(const unsigned long long *)(const void *)(base + o->offset));
         return;
+    case TC_CONF_SIZE:
     case TC_CONF_DURATION: {
-        uint64_t ms = *(const uint64_t *)(const void *)(base + o->offset);
-        if (ms % 1000 == 0) {
-            snprintf(out, len, "%llus", (unsigned long long)(ms / 1000));
-        } else {
-            snprintf(out, len, "%llums", (unsigned long long)ms);
+        /* The largest unit that divides the value exactly, as people write
+         * it (16M, 1h); the parsers read every form back. */
+        static const struct {
+            uint64_t n;
+            const char *unit;
+        } sizes[] = {{1ull << 30, "G"}, {1ull << 20, "M"}, {1ull << 10, "K"}, {1, ""}},
+          durations[] = {{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}, {1, "ms"}};
+        uint64_t v = *(const uint64_t *)(const void *)(base + o->offset);
+        int size = o->type == TC_CONF_SIZE;
+        size_t n =
+            size ? sizeof(sizes) / sizeof(sizes[0]) : sizeof(durations) / sizeof(durations[0]);
+        for (size_t i = 0; i < n; i++) {
+            uint64_t u = size ? sizes[i].n : durations[i].n;
+            if (v == 0 || v % u == 0 || i == n - 1) {
+                snprintf(out, len, "%llu%s", (unsigned long long)(v / u),
+                         v == 0 ? (size ? "" : "s")
+                         : size ? sizes[i].unit
+                                : durations[i].unit);
+                return;
+            }
         }
         return;
     }

@@ -205,12 +205,7 @@ int main(int argc, char **argv)
     if (open_tiers(&conf, tiers, &ntiers) != 0) {
         goto out_conf;
     }
-    srv.rt_opt = (struct tc_rt_options){.default_ttl_ms = conf.default_ttl_ms,
-                                        .max_ttl_ms = conf.max_ttl_ms,
-                                        .grace_ms = conf.grace_ms,
-                                        .lease_ms = conf.lease_ms,
-                                        .origin_timeout_ms = conf.origin_timeout_ms,
-                                        .max_value = conf.max_value};
+    tc_reload_rt_options(&conf, &srv.rt_opt);
     srv.stack = tc_stack_create(tiers, ntiers);
     if (srv.stack == NULL) {
         for (size_t k = ntiers; k-- > 0;) {

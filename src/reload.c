@@ -43,6 +43,16 @@ int tc_reload_is_live(const char *name)
     return 0;
 }
 
+void tc_reload_rt_options(const struct tc_conf *c, struct tc_rt_options *out)
+{
+    *out = (struct tc_rt_options){.default_ttl_ms = c->default_ttl_ms,
+                                  .max_ttl_ms = c->max_ttl_ms,
+                                  .grace_ms = c->grace_ms,
+                                  .lease_ms = c->lease_ms,
+                                  .origin_timeout_ms = c->origin_timeout_ms,
+                                  .max_value = c->max_value};
+}
+
 struct tc_reload *tc_reload_create(struct tc_server *srv, int argc, char **argv)
 {
     struct tc_reload *r = calloc(1, sizeof(*r));
@@ -141,12 +151,7 @@ enum tc_status tc_reload_run(struct tc_reload *r)
         tc_log(TC_LOG_WARN, "reload: log files unchanged");
     }
     tc_log_set_access_format(tc_access_format_parse(s->conf.access_log_format));
-    s->rt = (struct tc_rt_options){.default_ttl_ms = s->conf.default_ttl_ms,
-                                   .max_ttl_ms = s->conf.max_ttl_ms,
-                                   .grace_ms = s->conf.grace_ms,
-                                   .lease_ms = s->conf.lease_ms,
-                                   .origin_timeout_ms = old->origin_timeout_ms,
-                                   .max_value = s->conf.max_value};
+    tc_reload_rt_options(&s->conf, &s->rt);
     s->prev = r->applied;
     r->applied = s;
     /* Release: a worker that loads the pointer sees the settings written above. */

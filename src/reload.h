@@ -45,6 +45,9 @@ struct tc_reload *tc_reload_create(struct tc_server *srv, int argc, char **argv)
  */
 enum tc_status tc_reload_run(struct tc_reload *r);
 
+/** The read-through options of configuration @p c (at start and on every reload). */
+void tc_reload_rt_options(const struct tc_conf *c, struct tc_rt_options *out);
+
 /** Whether setting @p name (as in TC_CONF_OPTIONS) applies on reload. */
 int tc_reload_is_live(const char *name);
 

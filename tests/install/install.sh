@@ -8,6 +8,7 @@
 set -eu
 build=$1
 src=$2
+. "$src/tests/support/server.sh"
 tmp=$(mktemp -d)
 seg="tc17inst$$"
 pid=
@@ -70,19 +71,8 @@ cc -std=c11 -Wall -Werror -o "$tmp/l1_get" "$src/tests/install/l1_get.c" $flags 
     fail "the example does not build with: $flags"
 
 # A server from this build writes a value over HTTP; the example reads it.
-"$build/tiercache" --listen 127.0.0.1:0 --workers 1 --tier "shm://$seg?size=8M" \
-    --tier "lmdb://$tmp/l2?map_size=16M" >"$tmp/server.log" 2>&1 &
-pid=$!
-port=
-for _ in $(seq 100); do
-    port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$tmp/server.log")
-    [ -n "$port" ] && break
-    sleep 0.1
-done
-[ -n "$port" ] || {
-    cat "$tmp/server.log"
-    fail "server did not start"
-}
+tc_server_start "$build/tiercache" "$tmp/server.log" --workers 1 --tier "shm://$seg?size=8M" \
+    --tier "lmdb://$tmp/l2?map_size=16M" || fail "server did not start"
 curl -sf -X PUT -H 'Content-Type: application/json' \
     --data '{"value":"hello from HTTP","ttl":60}' "http://127.0.0.1:$port/cache/greeting" >/dev/null ||
     fail "PUT over HTTP"

@@ -29,7 +29,7 @@ seg="tc17chk$$"
 cat >"$tmp/good.conf" <<CONF
 [server]
 listen = 127.0.0.1:18080
-default-ttl = 120
+default-ttl = 150
 tier = shm://$seg?size=8M&ttl_ratio=0.5
 tier = lmdb://$tmp/l2?map_size=16M
 access-log = $tmp/access.log
@@ -61,7 +61,7 @@ expect 2 "cannot read config file" -t --config "$tmp/missing.conf"
 expect 2 "bad value 'x' for grace" -t --config "$tmp/good.conf" --grace x
 
 # -T: the file's values and the command line's, one effective config.
-expect 0 'default-ttl = 120s' -T --config "$tmp/good.conf" --grace 7
+expect 0 'default-ttl = 150s' -T --config "$tmp/good.conf" --grace 7
 expect 0 'grace = 7s' -T --config "$tmp/good.conf" --grace 7
 expect 0 "tier = shm://$seg" -T --config "$tmp/good.conf"
 expect 0 'listen = 127.0.0.1:18080' -T --config "$tmp/good.conf"
@@ -73,7 +73,7 @@ if "$bin" -T --tier 'redis://:s3cret@127.0.0.1:6379/0' 2>&1 | grep -q s3cret; th
     fail "-T printed a tier password"
 fi
 # --describe-config shows the file's value, not the default (it printed 3600 before).
-expect 0 '^default-ttl = 120s' --describe-config --config "$tmp/good.conf"
+expect 0 '^default-ttl = 150s' --describe-config --config "$tmp/good.conf"
 # -h and -V.
 expect 0 'Usage: tiercache' -h
 expect 0 '^tiercache [0-9]' -V

@@ -7,6 +7,7 @@
 #   top.sh TIERCACHE
 set -u
 bin=$1
+. "$(dirname "$0")/../support/server.sh"
 tmp=$(mktemp -d)
 seg="tc17top$$"
 sess="tc17top$$"
@@ -23,15 +24,8 @@ fail() {
     [ -f "$tmp/pane" ] && cat "$tmp/pane" >&2
     exit 1
 }
-"$bin" --listen 127.0.0.1:0 --workers 1 --tier "shm://$seg?size=8M" >"$tmp/server.log" 2>&1 &
-pid=$!
-port=
-for _ in $(seq 100); do
-    port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$tmp/server.log")
-    [ -n "$port" ] && break
-    sleep 0.1
-done
-[ -n "$port" ] || fail "server did not start: $(cat "$tmp/server.log")"
+tc_server_start "$bin" "$tmp/server.log" --workers 1 --tier "shm://$seg?size=8M" ||
+    fail "server did not start"
 url="http://127.0.0.1:$port"
 traffic() {
     for i in 1 2 3 4 5; do
@@ -60,37 +54,23 @@ grep -q 'connect to 127.0.0.1:1' "$tmp/down" || fail "top against nothing: $(cat
 # The full-screen view under tmux.
 tmux new-session -d -s "$sess" -x 120 -y 30 "$bin top -i 0.3 $url; echo TOP-EXITED \$?; sleep 30" ||
     fail "tmux new-session"
-ok=0
-for _ in $(seq 50); do
-    tmux capture-pane -p -t "$sess" >"$tmp/pane"
-    if grep -q '^l1 *ok ' "$tmp/pane" && grep -q 'q: quit' "$tmp/pane"; then
-        ok=1
-        break
-    fi
-    sleep 0.1
-done
-[ "$ok" = 1 ] || fail "the view did not show the tier table"
+# pane_shows PATTERN...: waits up to 5 s for the pane to hold every pattern.
+pane_shows() {
+    for _ in $(seq 50); do
+        tmux capture-pane -p -t "$sess" >"$tmp/pane"
+        all=1
+        for p in "$@"; do
+            grep -q -- "$p" "$tmp/pane" || all=0
+        done
+        [ "$all" = 1 ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+pane_shows '^l1 *ok ' 'q: quit' || fail "the view did not show the tier table"
 # It refreshes: new requests show in the counts.
 traffic
-ok=0
-for _ in $(seq 50); do
-    tmux capture-pane -p -t "$sess" >"$tmp/pane"
-    if grep -q '404 10' "$tmp/pane"; then
-        ok=1
-        break
-    fi
-    sleep 0.1
-done
-[ "$ok" = 1 ] || fail "the view did not refresh (404 10 never shown)"
+pane_shows '404 10' || fail "the view did not refresh (404 10 never shown)"
 tmux send-keys -t "$sess" q
-ok=0
-for _ in $(seq 50); do
-    tmux capture-pane -p -t "$sess" >"$tmp/pane"
-    if grep -q 'TOP-EXITED 0' "$tmp/pane"; then
-        ok=1
-        break
-    fi
-    sleep 0.1
-done
-[ "$ok" = 1 ] || fail "q did not quit with exit 0"
+pane_shows 'TOP-EXITED 0' || fail "q did not quit with exit 0"
 echo "top: ok"
