@@ -90,4 +90,9 @@ LD_LIBRARY_PATH="$libdir" "$tmp/l1_get" "$seg" nosuchkey 2>/dev/null
 rc=$?
 set -e
 [ "$rc" = 1 ] || fail "a missing key gave exit $rc, not 1 (miss)"
+# The other way: a value the library stores is what the server serves.
+LD_LIBRARY_PATH="$libdir" "$tmp/l1_get" "$seg" fromlib "written by libtiercache" ||
+    fail "tc_l1_set"
+got=$(curl -sf "http://127.0.0.1:$port/cache/fromlib") || fail "GET of a value the library set"
+echo "$got" | grep -q '"value":"written by libtiercache"' || fail "server served '$got'"
 echo "install: ok"

@@ -5,6 +5,7 @@
  *   cc l1_get.c $(pkg-config --cflags --libs tiercache)
  *   ./a.out SEGMENT KEY          prints the value and its encoding, exit 0;
  *                                exit 1 on a miss, 2 on an error.
+ *   ./a.out SEGMENT KEY VALUE    stores VALUE (a string, TTL 60 s) read-write.
  *
  * It includes only <tiercache/l1.h>: anything else it needed would be a
  * hole in the installed library.
@@ -17,12 +18,24 @@
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s SEGMENT KEY\n", argv[0]);
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: %s SEGMENT KEY [VALUE]\n", argv[0]);
         return 2;
     }
     struct tc_l1 *l1;
     char err[512];
+    if (argc == 4) {
+        int st = tc_l1_open(argv[1], TC_L1_WRITE, NULL, &l1, err, sizeof(err));
+        if (st == TC_L1_OK) {
+            st = tc_l1_set(l1, argv[2], strlen(argv[2]), argv[3], strlen(argv[3]), TC_L1_STRING,
+                           60000);
+            tc_l1_close(l1);
+        }
+        if (st != TC_L1_OK) {
+            fprintf(stderr, "set: %s %s\n", tc_l1_strerror(st), err);
+        }
+        return st == TC_L1_OK ? 0 : 2;
+    }
     int st = tc_l1_open(argv[1], TC_L1_READ, NULL, &l1, err, sizeof(err));
     if (st != TC_L1_OK) {
         fprintf(stderr, "tc_l1_open: %s: %s\n", tc_l1_strerror(st), err);
