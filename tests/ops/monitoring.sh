@@ -1,20 +1,49 @@
 #!/bin/sh
 # SPDX-License-Identifier: BSD-2-Clause
 # Issue 17: the shipped alert rules load and fire when they should
-# (promtool check rules / test rules), and the Grafana dashboard is JSON
-# whose panels all query tiercache metrics.
-#   monitoring.sh DEPLOY_DIR
+# (promtool check rules / test rules), the Grafana dashboard is JSON, and
+# every tiercache_* series the rules and the dashboard query is one a
+# running server exports (a renamed metric fails here, not on a pager).
+#   monitoring.sh DEPLOY_DIR TIERCACHE
 set -eu
 deploy=$1
+bin=$2
+. "$(dirname "$0")/../support/server.sh"
+tmp=$(mktemp -d)
+seg="tc17mon$$"
+pid=
+cleanup() {
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    rm -f "/dev/shm/$seg"
+    rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
 promtool check rules "$deploy/prometheus/tiercache.rules.yml"
 (cd "$deploy/prometheus" && promtool test rules tiercache.rules.test.yml)
-python3 - "$deploy/grafana/tiercache.json" <<'PY'
+
+tc_server_start "$bin" "$tmp/server.log" --workers 1 --tier "shm://$seg?size=8M" \
+    --tier "lmdb://$tmp/l2?map_size=16M"
+curl -sf "http://127.0.0.1:$port/cache/warm" >/dev/null || true
+curl -sf "http://127.0.0.1:$port/metrics" >"$tmp/metrics"
+python3 - "$deploy/grafana/tiercache.json" "$deploy/prometheus/tiercache.rules.yml" "$tmp/metrics" <<'PY'
 import json, re, sys
-d = json.load(open(sys.argv[1]))
+dash, rules, metrics = sys.argv[1:4]
+exported = set()
+for line in open(metrics):
+    if line.startswith("# TYPE "):
+        name, kind = line.split()[2:4]
+        exported.add(name)
+        if kind == "histogram":
+            exported.update(name + s for s in ("_bucket", "_count", "_sum"))
+d = json.load(open(dash))
 assert d["panels"], "no panels"
-for p in d["panels"]:
-    for t in p["targets"]:
-        assert re.search(r"tiercache_[a-z_]+", t["expr"]), (p["title"], t["expr"])
-print("dashboard: %d panels" % len(d["panels"]))
+exprs = [t["expr"] for p in d["panels"] for t in p["targets"]]
+exprs.append(open(rules).read())
+used = set()
+for e in exprs:
+    used.update(re.findall(r"\btiercache_[a-z0-9_]+", e))
+missing = sorted(used - exported)
+assert not missing, "queried but not exported: %s" % missing
+print("dashboard: %d panels; %d series used, all exported" % (len(d["panels"]), len(used)))
 PY
 echo "monitoring: ok"
