@@ -32,5 +32,24 @@ for sub in top; do
         failed=1
     }
 done
+# bash completion: subcommands, option names (from --help), option values.
+completion="$(dirname "$0")/../../deploy/tiercache.bash-completion"
+if command -v bash >/dev/null; then
+    out=$(PATH="$(dirname "$bin"):$PATH" bash -c '
+        . "$1"
+        try() { COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); COMPREPLY=(); _tiercache; echo "${COMPREPLY[*]}"; }
+        try tiercache t
+        try tiercache --log-level d
+        try tiercache --check
+        try tiercache --access-log-format j' _ "$completion")
+    expected="top
+debug
+--check-config
+json"
+    [ "$out" = "$expected" ] || {
+        echo "FAIL: bash completion gave: $out" >&2
+        failed=1
+    }
+fi
 [ "$failed" = 0 ] && echo "tools: ok"
 exit $failed
