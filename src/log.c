@@ -106,7 +106,8 @@ static int open_new(const char *what, const char *path, FILE **fp)
 
 enum tc_status tc_log_reconfigure(enum tc_log_level level, const char *lpath, const char *apath)
 {
-    FILE *nlog, *nacc;
+    FILE *nlog = NULL, *nacc = NULL;
+    tc_log_level_current = (int)level; /* whatever becomes of the files */
     char *nlog_path = lpath != NULL && lpath[0] != '\0' ? strdup(lpath) : NULL;
     char *nacc_path = apath != NULL && apath[0] != '\0' ? strdup(apath) : NULL;
     if (open_new("log file", lpath, &nlog) != 0 || open_new("access log", apath, &nacc) != 0 ||
@@ -114,6 +115,9 @@ enum tc_status tc_log_reconfigure(enum tc_log_level level, const char *lpath, co
         (apath != NULL && apath[0] != '\0' && nacc_path == NULL)) {
         if (nlog != NULL) {
             fclose(nlog);
+        }
+        if (nacc != NULL) {
+            fclose(nacc);
         }
         free(nlog_path);
         free(nacc_path);
@@ -134,7 +138,6 @@ enum tc_status tc_log_reconfigure(enum tc_log_level level, const char *lpath, co
     access_path = nacc_path;
     atomic_store(&access_on, nacc != NULL);
     pthread_mutex_unlock(&log_lock);
-    tc_log_level_current = (int)level;
     return TC_OK;
 }
 

@@ -53,7 +53,8 @@ void tc_log_reopen(void);
  * For a reload: sets the level and replaces both files by @p log_path and
  * @p access_path (NULL or "": none), reopening them even when unchanged.
  * Both are opened before anything is replaced, so a path that cannot be
- * opened leaves the old files (TC_EIO, with a log line). Thread-safe.
+ * opened leaves the old files (TC_EIO, with a log line); the level is set
+ * either way. Thread-safe.
  */
 enum tc_status tc_log_reconfigure(enum tc_log_level level, const char *log_path,
                                   const char *access_path);

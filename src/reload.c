@@ -129,7 +129,9 @@ enum tc_status tc_reload_run(struct tc_reload *r)
     if (cr != TC_CONF_RUN) {
         /* One log line per message line: the parser's messages name the
          * file, the line and the setting. */
-        for (char *line = strtok(errbuf, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        char *save = NULL;
+        for (char *line = strtok_r(errbuf, "\n", &save); line != NULL;
+             line = strtok_r(NULL, "\n", &save)) {
             tc_log(TC_LOG_WARN, "reload: %s", line);
         }
         tc_log(TC_LOG_WARN, "reload: configuration refused; the running one is kept");
@@ -147,7 +149,10 @@ enum tc_status tc_reload_run(struct tc_reload *r)
 
     if (tc_log_reconfigure((enum tc_log_level)s->conf.log_level, s->conf.log_file,
                            s->conf.access_log) != TC_OK) {
-        /* The log module kept its old files and said why. */
+        /* The log module kept its old files and said why; the running
+         * configuration says so too, and the next reload tries again. */
+        s->conf.log_file = old->log_file;
+        s->conf.access_log = old->access_log;
         tc_log(TC_LOG_WARN, "reload: log files unchanged");
     }
     tc_log_set_access_format(tc_access_format_parse(s->conf.access_log_format));

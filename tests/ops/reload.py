@@ -121,6 +121,30 @@ def main():
     lines = open(acc).read().splitlines()
     assert lines and json.loads(lines[-1])["path"] == "/cache/json", lines[-3:]
     assert conn.sock is sock
+
+    # 5. an access log that cannot be opened: the old file stays in use,
+    #    the rest of the file applies (here default-ttl), and the next
+    #    reload tries the path again.
+    mark = len(log_text())
+    n = len(open(acc).read().splitlines())
+    write_conf(200, "access-log-format = json\naccess-log = %s/no/such/dir/a.log\n" % tmp)
+    with open(conf) as f:
+        text = f.read().replace("access-log = %s\n" % acc, "")
+    with open(conf, "w") as f:
+        f.write(text)
+    proc.send_signal(signal.SIGHUP)
+    wait_log(r"cannot open access log '.*/no/such/dir/a.log'", mark)
+    wait_log(r"reload: log files unchanged", mark)
+    wait_log(r"reload: configuration applied", mark)
+    assert 199 <= put_ttl(conn, "logkept") <= 200
+    time.sleep(0.2)
+    lines = open(acc).read().splitlines()
+    assert len(lines) > n and json.loads(lines[-1])["path"] == "/cache/logkept", lines[-2:]
+    mark = len(log_text())
+    proc.send_signal(signal.SIGHUP)
+    # Tried again and still shown as a change: the running config kept the old path.
+    wait_log(r"reload: access-log: '%s' -> '.*/no/such/dir/a.log'" % re.escape(acc), mark)
+    wait_log(r"cannot open access log", mark)
     conn.close()
     print("reload: ok")
 
