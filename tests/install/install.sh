@@ -70,6 +70,16 @@ flags=$(pkg-config --cflags --libs tiercache) || fail "pkg-config tiercache"
 cc -std=c11 -Wall -Werror -o "$tmp/l1_get" "$src/tests/install/l1_get.c" $flags ||
     fail "the example does not build with: $flags"
 
+# The static library: the same example linked against libtiercache.a with
+# what `pkg-config --static` lists, and no libtiercache.so at run time.
+sflags=$(pkg-config --static --cflags --libs-only-other --libs-only-L tiercache)
+slibs=$(pkg-config --static --libs-only-l tiercache | sed 's/-ltiercache//')
+cc -std=c11 -Wall -Werror -o "$tmp/l1_get_static" "$src/tests/install/l1_get.c" $sflags \
+    "$libdir/libtiercache.a" $slibs || fail "the example does not link statically"
+if ldd "$tmp/l1_get_static" | grep -q libtiercache; then
+    fail "the static example still needs libtiercache.so"
+fi
+
 # A server from this build writes a value over HTTP; the example reads it.
 tc_server_start "$build/tiercache" "$tmp/server.log" --workers 1 --tier "shm://$seg?size=8M" \
     --tier "lmdb://$tmp/l2?map_size=16M" || fail "server did not start"
@@ -85,6 +95,8 @@ echo "$out" | grep -q 'encoding=1' || fail "string encoding not reported: $out"
 out=$(LD_LIBRARY_PATH="$libdir" "$tmp/l1_get" "$seg" doc) || fail "example: $out"
 echo "$out" | head -1 | grep -qx '{"n":\[1,2,3\]}' || fail "example read '$out'"
 echo "$out" | grep -q 'encoding=2' || fail "json encoding not reported: $out"
+out=$("$tmp/l1_get_static" "$seg" greeting) || fail "static example: $out"
+echo "$out" | head -1 | grep -qx 'hello from HTTP' || fail "static example read '$out'"
 set +e
 LD_LIBRARY_PATH="$libdir" "$tmp/l1_get" "$seg" nosuchkey 2>/dev/null
 rc=$?
