@@ -9,19 +9,7 @@ set -eu
 build=$1
 src=$2
 . "$src/tests/support/server.sh"
-tmp=$(mktemp -d)
-seg="tc17inst$$"
-pid=
-cleanup() {
-    [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-    rm -f "/dev/shm/$seg"
-    rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
+tc_test_begin tc17inst
 
 cmake --install "$build" --prefix "$tmp/p" >"$tmp/install.log" 2>&1 || {
     cat "$tmp/install.log"

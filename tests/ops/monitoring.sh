@@ -9,15 +9,7 @@ set -eu
 deploy=$1
 bin=$2
 . "$(dirname "$0")/../support/server.sh"
-tmp=$(mktemp -d)
-seg="tc17mon$$"
-pid=
-cleanup() {
-    [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-    rm -f "/dev/shm/$seg"
-    rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
+tc_test_begin tc17mon
 promtool check rules "$deploy/prometheus/tiercache.rules.yml"
 (cd "$deploy/prometheus" && promtool test rules tiercache.rules.test.yml)
 

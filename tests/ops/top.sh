@@ -8,17 +8,12 @@
 set -u
 bin=$1
 . "$(dirname "$0")/../support/server.sh"
-tmp=$(mktemp -d)
-seg="tc17top$$"
+tc_test_begin tc17top
 sess="tc17top$$"
-pid=
-cleanup() {
+tc_test_cleanup_extra() {
     tmux kill-session -t "$sess" 2>/dev/null
-    [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-    rm -f "/dev/shm/$seg"
-    rm -rf "$tmp"
 }
-trap cleanup EXIT INT TERM
+# Failures show the screen as it was.
 fail() {
     echo "FAIL: $*" >&2
     [ -f "$tmp/pane" ] && cat "$tmp/pane" >&2

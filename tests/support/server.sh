@@ -18,3 +18,31 @@ tc_server_start() {
     cat "$_log" >&2
     return 1
 }
+
+# tc_test_begin PREFIX: sets $tmp (a new temp dir), $seg (PREFIX + pid, a
+# segment name) and $pid (empty); on exit, Ctrl-C or kill, the server in
+# $pid is stopped, tc_test_cleanup_extra runs if the test defines it, and
+# the segment and the temp dir are removed.
+tc_test_begin() {
+    tmp=$(mktemp -d)
+    seg="$1$$"
+    pid=
+    trap tc_test_end EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+tc_test_end() {
+    if command -v tc_test_cleanup_extra >/dev/null 2>&1; then
+        tc_test_cleanup_extra
+    fi
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    rm -f "/dev/shm/$seg"
+    rm -rf "$tmp"
+}
+
+# fail MESSAGE: says so on stderr and ends the test (exit 1).
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
