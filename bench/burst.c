@@ -118,7 +118,9 @@ static void usage(FILE *f)
             "  --method M           request method (default GET)\n"
             "  --timeout-ms N       bound for connecting all, and again for all answers (10000)\n"
             "  --count-header NAME  count responses carrying NAME, with a histogram of its\n"
-            "                       values of at most 32 characters; repeatable\n");
+            "                       values of at most 32 characters; repeatable\n"
+            "  -h, --help           show this help\n"
+            "  -V, --version        print the version\n");
 }
 
 static int fail(const char *fmt, const char *a)
@@ -135,6 +137,10 @@ static int parse_args(int argc, char **argv)
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
+            exit(0);
+        }
+        if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
+            printf("tiercache-burst %s\n", TC_VERSION);
             exit(0);
         }
         if (i + 1 >= argc) {

@@ -12,7 +12,8 @@
 #
 #   bench/dogpile_peers.sh [ROUNDS] [CLIENTS]
 #
-# Environment: TC_BUILD_DIR (default build-rel), TC_DOGPILE_DELAY_MS (200),
+# Environment: TC_BUILD_DIR (default build, as deploy/run.sh), TC_DOGPILE_DELAY_MS (200),
+# TC_BENCH_SHM (the shm segment name, default tc-dogpile-PID), TMPDIR,
 # TC_DOGPILE_TC_ARGS (extra tiercache arguments, e.g. a lock scope).
 # Prints a per-round log on stderr and the table on stdout; writes nothing
 # outside a temp dir; everything listens on 127.0.0.1.
@@ -23,7 +24,8 @@ rounds=${1:-5}
 clients=${2:-200}
 delay=${TC_DOGPILE_DELAY_MS:-200}
 TC_DEPS_BENCH=1 deploy/deps.sh
-build=${TC_BUILD_DIR:-build-rel}
+build=${TC_BUILD_DIR:-build}
+shm=${TC_BENCH_SHM:-tc-dogpile-$$}
 # tc-test-origin is built with the tests (it is their origin too).
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DTC_BUILD_TESTS=ON >/dev/null
 cmake --build "$build" -j"$(nproc)" --target tiercache tiercache-burst tc-test-origin >/dev/null
@@ -35,10 +37,13 @@ cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     if [ -f "$tmp/varnish.pid" ]; then kill "$(cat "$tmp/varnish.pid")" 2>/dev/null || true; fi
     if [ -f "$tmp/nginx.pid" ]; then kill "$(cat "$tmp/nginx.pid")" 2>/dev/null || true; fi
-    "$build/tiercache" shm unlink "tc-dogpile-$$" >/dev/null 2>&1 || true
+    "$build/tiercache" shm unlink "$shm" >/dev/null 2>&1 || true
     rm -rf "$tmp"
 }
 trap cleanup EXIT
+# Ctrl-C or kill: exit through the EXIT trap, so nothing is left behind.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -114,7 +119,7 @@ tcp=""
 tc_skip=""
 # shellcheck disable=SC2086 # TC_DOGPILE_TC_ARGS is a list of arguments
 taskset -c 0 "$build/tiercache" --listen 127.0.0.1:0 --workers 1 --origin "$origin" \
-    --tier "shm://tc-dogpile-$$?size=64M" ${TC_DOGPILE_TC_ARGS:-} 2>"$tmp/tc.log" &
+    --tier "shm://$shm?size=64M" ${TC_DOGPILE_TC_ARGS:-} 2>"$tmp/tc.log" &
 tc_pid=$!
 pids+=("$tc_pid")
 tcp=$(wait_port "$tmp/tc.log" "$tc_pid")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Hostile-store figures for issue 12, against any tiercache binary.
 
-    bench/faults.py [--bin build-rel/tiercache] [SCENARIO ...]
+    bench/faults.py [--bin build/tiercache] [SCENARIO ...]
 
 Runs each scenario against a fresh server on 127.0.0.1 (a temp LMDB dir, a
 private redis-server on a free port) and prints one line of figures each:
@@ -285,8 +285,11 @@ def tiny_ttl(binary):
 
 
 def main():
+    # kill (SIGTERM) unwinds like Ctrl-C, through the finally blocks that
+    # stop the servers and remove the temp dirs and segments.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bin", default="build-rel/tiercache")
+    ap.add_argument("--bin", default=os.path.join(os.environ.get("TC_BUILD_DIR", "build"), "tiercache"))
     ap.add_argument("--seed", type=int, default=12)
     ap.add_argument("scenarios", nargs="*",
                     default=["lmdb-flips", "lmdb-zero", "redis-byte", "redis-swap", "tiny-ttl"])

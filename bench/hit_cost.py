@@ -93,6 +93,9 @@ def total_ir(binary, tier, n, work):
 
 
 def main():
+    # kill (SIGTERM) unwinds like Ctrl-C, through the finally blocks that
+    # stop the servers and remove the temp dirs and segments.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("bins", nargs="+")
     ap.add_argument("--tier", action="append")

@@ -12,14 +12,18 @@
 # figure to compare is requests per server CPU-second when wrk, on its one
 # core, is the bottleneck. With TC_BASE_BIN, an older tiercache binary runs
 # the same test in the same run (after the new one, on the same core), for a
-# before/after ratio against the same nginx. Writes nothing outside a temp dir.
+# before/after ratio against the same nginx. Writes nothing outside a temp dir
+# (under TMPDIR); TC_BUILD_DIR (default build, as deploy/run.sh) and
+# TC_BENCH_SHM (segment name, default tc-bench-PID) are options. Removes its
+# segments and temp dir on exit, Ctrl-C and kill.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 secs=${1:-10}
-tier=${2:-shm://tc-bench-$$?size=64M}
+shm=${TC_BENCH_SHM:-tc-bench-$$}
+tier=${2:-shm://$shm?size=64M}
 TC_DEPS_BENCH=1 deploy/deps.sh
-build=${TC_BUILD_DIR:-build-rel}
+build=${TC_BUILD_DIR:-build}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DTC_BUILD_TESTS=OFF >/dev/null
 cmake --build "$build" -j"$(nproc)" --target tiercache >/dev/null
 
@@ -30,11 +34,14 @@ cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     [ -f "$tmp/varnish.pid" ] && kill "$(cat "$tmp/varnish.pid")" 2>/dev/null || true
     [ -f "$tmp/nginx.pid" ] && kill "$(cat "$tmp/nginx.pid")" 2>/dev/null || true
-    "$build/tiercache" shm unlink "tc-bench-$$" >/dev/null 2>&1 || true
-    "$build/tiercache" shm unlink "tc-bench-base-$$" >/dev/null 2>&1 || true
+    "$build/tiercache" shm unlink "$shm" >/dev/null 2>&1 || true
+    "$build/tiercache" shm unlink "$shm-base" >/dev/null 2>&1 || true
     rm -rf "$tmp"
 }
 trap cleanup EXIT
+# Ctrl-C or kill: exit through the EXIT trap, so nothing is left behind.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 value=$(head -c 100 /dev/zero | tr '\0' 'v')
@@ -90,7 +97,7 @@ start_tc "$build/tiercache" "$tier" "$tmp/tc.log"
 tcp=$port
 tc_pid=${pids[-1]}
 if [ -n "${TC_BASE_BIN:-}" ]; then
-    start_tc "$TC_BASE_BIN" "shm://tc-bench-base-$$?size=64M" "$tmp/tc-base.log"
+    start_tc "$TC_BASE_BIN" "shm://$shm-base?size=64M" "$tmp/tc-base.log"
     basep=$port
     base_pid=${pids[-1]}
 fi

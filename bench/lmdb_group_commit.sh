@@ -5,6 +5,8 @@
 # run; the load average is printed with them.
 #
 #   bench/lmdb_group_commit.sh [BUILD_DIR] [SECONDS]
+#   (BUILD_DIR default: $TC_BUILD_DIR, else build, as deploy/run.sh; the
+#   LMDB environments live under $TMPDIR and are removed on any exit)
 #   bench/lmdb_group_commit.sh BUILD_DIR SECONDS BASE_BUILD_DIR [ROUNDS]
 #
 # With a BASE_BUILD_DIR (e.g. today's main built in another worktree), it
@@ -19,11 +21,14 @@
 # bench writes every key once before timing, and with batch=1 every one of
 # those writes is an fsync.
 set -euo pipefail
-build=${1:-build-rel}
+build=${1:-${TC_BUILD_DIR:-build}}
 secs=${2:-3}
 bench="$build/tiercache-bench"
-dir=$(mktemp -d /tmp/tc-lmdb-bench-XXXXXX)
+dir=$(mktemp -d "${TMPDIR:-/tmp}/tc-lmdb-bench-XXXXXX")
 trap 'rm -rf "$dir"' EXIT
+# Ctrl-C or kill: exit through the EXIT trap, so the LMDB files go too.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 run() { # label, uri, extra args...
     local label=$1 uri=$2

@@ -85,10 +85,24 @@ static double run(MDB_txn *txn, MDB_dbi dbi, uint64_t keys, double secs, int ren
     return (double)n / (t - t0);
 }
 
+#ifndef TC_VERSION
+#define TC_VERSION "0.0.0"
+#endif
+
 int main(int argc, char **argv)
 {
+    if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+        printf("Usage: tiercache-lmdb-raw PATH KEYS SECONDS\n"
+               "Reads keys 0..KEYS-1 of the lmdb:// tier environment at PATH with bare mdb_get\n"
+               "for SECONDS (at most 600): the baseline of bench/lmdb_group_commit.sh.\n");
+        return 0;
+    }
+    if (argc == 2 && (strcmp(argv[1], "-V") == 0 || strcmp(argv[1], "--version") == 0)) {
+        printf("tiercache-lmdb-raw %s\n", TC_VERSION);
+        return 0;
+    }
     if (argc != 4) {
-        fprintf(stderr, "usage: tiercache-lmdb-raw PATH KEYS SECONDS\n");
+        fprintf(stderr, "usage: tiercache-lmdb-raw PATH KEYS SECONDS (see --help)\n");
         return 2;
     }
     char *e1, *e2;

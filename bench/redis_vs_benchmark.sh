@@ -7,13 +7,16 @@
 #
 #   bench/redis_vs_benchmark.sh [BUILD_DIR] [ROUNDS] [SECONDS]
 #
-# BUILD_DIR holds tiercache-bench (default: build-release, built if missing).
+# BUILD_DIR holds tiercache-bench (default: $TC_BUILD_DIR, else build, as
+# deploy/run.sh; built if missing). The private redis-server listens on
+# TC_BENCH_REDIS_PORT (default: a free port) with its files under TMPDIR;
+# it is stopped and its files removed on any exit, Ctrl-C included.
 # Each round runs both tools once, alternating, so that drift in the
 # machine's load hits both; the median of the rounds is compared.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-build=${1:-build-release}
+build=${1:-${TC_BUILD_DIR:-build}}
 rounds=${2:-3}
 seconds=${3:-5}
 keys=100000
@@ -27,8 +30,8 @@ command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || {
     exit 2
 }
 
-dir=$(mktemp -d /tmp/tc-redis-bench-XXXXXX)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+dir=$(mktemp -d "${TMPDIR:-/tmp}/tc-redis-bench-XXXXXX")
+port=${TC_BENCH_REDIS_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
     --logfile "$dir/redis.log" --daemonize no &
 pid=$!
@@ -38,6 +41,9 @@ cleanup() {
     rm -rf "$dir"
 }
 trap cleanup EXIT
+# Ctrl-C or kill: exit through the EXIT trap, so nothing is left behind.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 for _ in $(seq 100); do
     redis-cli -p "$port" ping >/dev/null 2>&1 && break
     sleep 0.05

@@ -14,6 +14,10 @@ pkgs=(
     liburiparser-dev libhttp-parser-dev libzstd-dev gnuplot-nox
     redis-server redis-tools lmdb-utils curl
     prometheus
+    # Issue 17: sd_notify, `tiercache top`, man pages, the Debian package
+    # and its checks (lintian, systemd-analyze), the top test (tmux).
+    libsystemd-dev libncurses-dev scdoc systemd tmux python3
+    dpkg-dev debhelper fakeroot lintian
 )
 # Benchmark peers are only needed by bench/ scripts, never by the tests.
 if [ "${TC_DEPS_BENCH:-0}" = 1 ]; then

@@ -4,7 +4,8 @@
 # short bounded time, then rebuild under ThreadSanitizer and run the
 # concurrency tests again. Exits non-zero on any failure. Set TC_SKIP_TSAN=1
 # to skip the TSan pass while iterating, TC_FUZZ_SECONDS=N to fuzz each
-# target N s (default 20; 0 skips fuzzing).
+# target N s (default 20; 0 skips fuzzing), TC_SKIP_PACKAGE=1 to skip the
+# Debian package build + install test (it runs by default; it needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,8 @@ if [ -n "$bad_includes" ]; then
     echo "$bad_includes" >&2
     exit 1
 fi
+# Every source file carries its SPDX license line (LICENSE).
+deploy/spdx.sh --check
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:strict_string_checks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
@@ -47,6 +50,12 @@ trap 'rm -f "$log"' EXIT
 
 echo "== test: everything (ASan + UBSan)"
 (cd build-asan && ctest -V --timeout 600) | tee -a "$log"
+
+if [ "${TC_SKIP_PACKAGE:-0}" != 1 ] && command -v dpkg-buildpackage >/dev/null; then
+    echo "== package: build (Release, no tests), lintian, dpkg -i, systemd-analyze, purge"
+    # Installs on this machine's root and removes it again (tests/package/package.sh).
+    sh tests/package/package.sh . | tee -a "$log"
+fi
 
 fuzz_secs=${TC_FUZZ_SECONDS:-20}
 if [ "$fuzz_secs" != 0 ]; then

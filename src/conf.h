@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define TC_CONF_MAX_TIERS 8
 
@@ -69,7 +70,9 @@ enum tc_conf_type {
       "reuseport: a listening socket per worker; shared: one socket all workers accept on")        \
     X("log-level", log_level, TC_CONF_LEVEL, "info", 0, 0, "crit, warn, notice, info or debug")    \
     X("log-file", log_file, TC_CONF_STR, "", 0, 0, "log to this file instead of stderr")           \
-    X("access-log", access_log, TC_CONF_STR, "", 0, 0, "write one line per request to this file")
+    X("access-log", access_log, TC_CONF_STR, "", 0, 0, "write one line per request to this file")  \
+    X("access-log-format", access_log_format, TC_CONF_STR, "combined", 0, 0,                       \
+      "combined (nginx/Apache combined + cache=, tier=, us=) or json (one object per line)")
 
 struct tc_conf {
     const char *listen;
@@ -96,9 +99,11 @@ struct tc_conf {
     int log_level;
     const char *log_file;
     const char *access_log;
+    const char *access_log_format;
     /* Derived. */
     char listen_host[256];
     unsigned listen_port;
+    FILE *_err; /* where load errors go: stderr, or the reload's buffer */
     /* Storage for strings (owned). */
     char *_strings[64];
     size_t _nstrings;
@@ -113,9 +118,32 @@ enum tc_conf_result {
 /**
  * Fills @p c from the defaults, the config file (--config FILE) and the
  * command line. Prints errors naming the option, the value and what is
- * valid. On TC_CONF_RUN the caller owns @p c (tc_conf_deinit()).
+ * valid. -t/--check-config checks it (tier URIs by tc_tier_check(), log
+ * paths writable) and says "configuration ok" (TC_CONF_EXIT) or names the
+ * problem (TC_CONF_ERROR); -T also prints the effective settings, as does
+ * --describe-config (with each setting's description).
+ * On TC_CONF_RUN the caller owns @p c (tc_conf_deinit()).
  */
 enum tc_conf_result tc_conf_load(struct tc_conf *c, int argc, char **argv);
+
+/**
+ * For a reload (SIGHUP): fills @p c from the defaults, the config file and
+ * the command line of @p argv (the argv the server started with, whose
+ * informational flags are ignored), writing errors to @p err instead of
+ * stderr. The caller owns @p c whatever the result (tc_conf_deinit()).
+ * Not thread-safe (getopt): the main thread only.
+ */
+enum tc_conf_result tc_conf_reload(struct tc_conf *c, int argc, char **argv, FILE *err);
+
+/** Prints every setting of @p c as an INI file (tier URIs redacted): what -T shows. */
+void tc_conf_print(const struct tc_conf *c, FILE *out);
+
+/** Receives one setting that differs: its name, the old and the new value as text. */
+typedef void (*tc_conf_diff_fn)(void *arg, const char *name, const char *old_value,
+                                const char *new_value);
+
+/** Calls @p fn for every setting whose value differs between @p a and @p b, in table order. */
+void tc_conf_diff(const struct tc_conf *a, const struct tc_conf *b, tc_conf_diff_fn fn, void *arg);
 
 /** Frees what tc_conf_load() allocated. */
 void tc_conf_deinit(struct tc_conf *c);

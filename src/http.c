@@ -1,5 +1,6 @@
 #define _GNU_SOURCE /* SO_REUSEPORT, SOCK_NONBLOCK, SOCK_CLOEXEC, CLOCK_MONOTONIC_COARSE */
 #include "src/http.h"
+#include "src/access_log.h"
 #include "src/clock.h"
 #include "src/log.h"
 
@@ -9,6 +10,7 @@
 #include <event2/listener.h>
 #include <http_parser.h>
 #include <netdb.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/uio.h>
@@ -872,19 +874,70 @@ static size_t mask_query(char *dst, size_t cap, const char *q)
     return n;
 }
 
-static void access_log(struct tc_http_req *r, int status, size_t len)
+/* The value of response header @p name ("X-Cache") in @p headers (lines
+ * ending in CRLF) into @p out; NULL when absent. */
+static const char *resp_header(const char *headers, const char *name, char *out, size_t cap)
 {
-    char line[512];
-    char query[320];
-    size_t qlen = r->query != NULL ? mask_query(query, sizeof(query), r->query) : 0;
-    /* Headers are never written: Authorization, X-Lock-Token and
-     * X-Lease-Token carry credentials. */
-    int n = snprintf(line, sizeof(line), "%s %.*s%s%.*s %d %zu %.3fms", r->method_name,
-                     (int)(r->path_len > 256 ? 256 : r->path_len), r->path, r->query ? "?" : "",
-                     (int)qlen, query, status, len, (double)(tc_clock_ns() - r->start_ns) / 1e6);
-    if (n > 0) {
-        tc_log_access(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+    size_t nl = strlen(name);
+    for (const char *h = headers; h != NULL && *h != '\0';) {
+        const char *eol = strstr(h, "\r\n");
+        size_t len = eol ? (size_t)(eol - h) : strlen(h);
+        if (len > nl + 1 && strncasecmp(h, name, nl) == 0 && h[nl] == ':') {
+            const char *v = h + nl + 1;
+            while (*v == ' ') {
+                v++;
+            }
+            size_t vl = (size_t)(h + len - v);
+            vl = vl < cap - 1 ? vl : cap - 1;
+            memcpy(out, v, vl);
+            out[vl] = '\0';
+            return out;
+        }
+        h = eol ? eol + 2 : h + len;
     }
+    return NULL;
+}
+
+/* One access-log line, in the configured format (src/access_log.h). */
+static void access_log(struct tc_http_req *r, int status, size_t len, const char *headers)
+{
+    char line[2048];
+    char query[320];
+    char remote[INET6_ADDRSTRLEN] = "";
+    char cache[16], tier[16];
+    size_t qlen = r->query != NULL ? mask_query(query, sizeof(query), r->query) : 0;
+    struct tc_http_conn *c = r->_conn;
+    if (c != NULL) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) == 0) {
+            getnameinfo((struct sockaddr *)&ss, sl, remote, sizeof(remote), NULL, 0,
+                        NI_NUMERICHOST);
+        }
+    }
+    /* Headers other than these two are never written: Authorization,
+     * X-Lock-Token and X-Lease-Token carry credentials. */
+    struct tc_access_entry e = {
+        .remote = remote,
+        .method = r->method_name,
+        .path = r->path,
+        .path_len = r->path_len > 1024 ? 1024 : r->path_len,
+        .query = r->query != NULL ? query : NULL,
+        .query_len = qlen,
+        .http_major = c != NULL ? c->parser.http_major : 1,
+        .http_minor = c != NULL ? c->parser.http_minor : 1,
+        .status = status,
+        .bytes = len,
+        .duration_us = (tc_clock_ns() - r->start_ns) / 1000,
+        .referer = tc_http_header(r, "referer"),
+        .user_agent = tc_http_header(r, "user-agent"),
+        .cache = resp_header(headers, "X-Cache", cache, sizeof(cache)),
+        .tier = resp_header(headers, "X-Cache-Tier", tier, sizeof(tier)),
+        .now_ms = tc_clock_ms(),
+    };
+    size_t n =
+        tc_access_format((enum tc_access_format)tc_log_access_format(), &e, line, sizeof(line));
+    tc_log_access(line, n);
 }
 
 void tc_http_respond(struct tc_http_req *r, int status, const char *ctype, const void *body,
@@ -892,7 +945,7 @@ void tc_http_respond(struct tc_http_req *r, int status, const char *ctype, const
 {
     struct tc_http_conn *c = r->_conn;
     if (tc_log_access_enabled()) {
-        access_log(r, status, len);
+        access_log(r, status, len, headers);
     }
     if (c == NULL) {
         /* The connection is gone (shutdown); nothing to send. */

@@ -1,6 +1,7 @@
 #include "src/log.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +12,9 @@
 #include <unistd.h>
 
 /* The log sink: the globals STYLE R10 allows. */
-int tc_log_level_current = TC_LOG_INFO;
+_Atomic int tc_log_level_current = TC_LOG_INFO;
+static atomic_int access_on;     /* access_fp != NULL, for the unlocked check */
+static atomic_int access_format; /* enum tc_access_format (src/access_log.h) */
 static FILE *log_fp;
 static FILE *access_fp;
 static char *log_path;
@@ -81,7 +84,60 @@ enum tc_status tc_log_setup(enum tc_log_level level, const char *lpath, const ch
             return TC_EIO;
         }
         access_path = strdup(apath);
+        atomic_store(&access_on, 1);
     }
+    return TC_OK;
+}
+
+/* Opens @p path for appending into *fp, or leaves *fp NULL for no path;
+ * -1 (with a log line) when it cannot be opened. */
+static int open_new(const char *what, const char *path, FILE **fp)
+{
+    *fp = NULL;
+    if (path == NULL || path[0] == '\0') {
+        return 0;
+    }
+    if ((*fp = open_append(path)) == NULL) {
+        tc_log(TC_LOG_WARN, "cannot open %s '%s': %m", what, path);
+        return -1;
+    }
+    return 0;
+}
+
+enum tc_status tc_log_reconfigure(enum tc_log_level level, const char *lpath, const char *apath)
+{
+    FILE *nlog = NULL, *nacc = NULL;
+    tc_log_level_current = (int)level; /* whatever becomes of the files */
+    char *nlog_path = lpath != NULL && lpath[0] != '\0' ? strdup(lpath) : NULL;
+    char *nacc_path = apath != NULL && apath[0] != '\0' ? strdup(apath) : NULL;
+    if (open_new("log file", lpath, &nlog) != 0 || open_new("access log", apath, &nacc) != 0 ||
+        (lpath != NULL && lpath[0] != '\0' && nlog_path == NULL) ||
+        (apath != NULL && apath[0] != '\0' && nacc_path == NULL)) {
+        if (nlog != NULL) {
+            fclose(nlog);
+        }
+        if (nacc != NULL) {
+            fclose(nacc);
+        }
+        free(nlog_path);
+        free(nacc_path);
+        return TC_EIO;
+    }
+    pthread_mutex_lock(&log_lock);
+    if (log_fp != NULL) {
+        fclose(log_fp);
+    }
+    if (access_fp != NULL) {
+        fclose(access_fp);
+    }
+    free(log_path);
+    free(access_path);
+    log_fp = nlog;
+    access_fp = nacc;
+    log_path = nlog_path;
+    access_path = nacc_path;
+    atomic_store(&access_on, nacc != NULL);
+    pthread_mutex_unlock(&log_lock);
     return TC_OK;
 }
 
@@ -119,12 +175,23 @@ void tc_log_teardown(void)
     free(log_path);
     free(access_path);
     log_path = access_path = NULL;
+    atomic_store(&access_on, 0);
     pthread_mutex_unlock(&log_lock);
+}
+
+void tc_log_set_access_format(int format)
+{
+    atomic_store_explicit(&access_format, format, memory_order_relaxed);
+}
+
+int tc_log_access_format(void)
+{
+    return atomic_load_explicit(&access_format, memory_order_relaxed);
 }
 
 int tc_log_access_enabled(void)
 {
-    return access_fp != NULL;
+    return atomic_load_explicit(&access_on, memory_order_relaxed);
 }
 
 void tc_log_access(const char *line, size_t len)

@@ -26,7 +26,8 @@ enum tc_log_level {
     TC_LOG_DEBUG = 4,
 };
 
-extern int tc_log_level_current;
+/* Atomic: a reload changes it while workers log. */
+extern _Atomic int tc_log_level_current;
 
 #define tc_log(level, ...)                                                                         \
     do {                                                                                           \
@@ -48,8 +49,24 @@ enum tc_status tc_log_setup(enum tc_log_level level, const char *log_path, const
 /** Reopens both files (after logrotate: SIGHUP). Thread-safe. */
 void tc_log_reopen(void);
 
+/**
+ * For a reload: sets the level and replaces both files by @p log_path and
+ * @p access_path (NULL or "": none), reopening them even when unchanged.
+ * Both are opened before anything is replaced, so a path that cannot be
+ * opened leaves the old files (TC_EIO, with a log line); the level is set
+ * either way. Thread-safe.
+ */
+enum tc_status tc_log_reconfigure(enum tc_log_level level, const char *log_path,
+                                  const char *access_path);
+
 /** Closes the files. */
 void tc_log_teardown(void);
+
+/** Sets the access log's line format (enum tc_access_format, src/access_log.h). Thread-safe. */
+void tc_log_set_access_format(int format);
+
+/** The access log's line format. Thread-safe. */
+int tc_log_access_format(void);
 
 /** True when an access log is configured. */
 int tc_log_access_enabled(void);

@@ -5,12 +5,15 @@
  *   conf → log → tiers (registry) → stack → workers → signals/sweeper loop
  */
 #include "src/conf.h"
+#include "src/access_log.h"
 #include "src/clock.h"
 #include "src/log.h"
 #include "src/shm_admin.h"
 #include "src/sweeper.h"
 #include "src/worker.h"
 #include "src/hist.h"
+#include "src/reload.h"
+#include "src/top.h"
 #include "tiers/tier.h"
 
 #include <event2/event.h>
@@ -21,6 +24,9 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
+#ifdef TC_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 
 static const char *const default_tiers[] = {
     "shm://tiercache?size=64M",
@@ -30,21 +36,44 @@ static const char *const default_tiers[] = {
 struct main_ctx {
     struct tc_server *srv;
     struct event_base *base;
+    struct tc_reload *reload;
     int stopping;
 };
+
+/* Tells systemd (Type=notify) where the service is: READY=1, RELOADING=1,
+ * STOPPING=1. A no-op outside systemd (no NOTIFY_SOCKET) or without
+ * libsystemd in the build. */
+static void notify(const char *state)
+{
+#ifdef TC_HAVE_SYSTEMD
+    sd_notify(0, state);
+#else
+    (void)state;
+#endif
+}
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct main_ctx *m = arg;
     (void)what;
     if (sig == SIGHUP) {
-        tc_log_reopen();
-        tc_log(TC_LOG_INFO, "SIGHUP: log files reopened");
+        if (m->stopping) {
+            return;
+        }
+        notify("RELOADING=1");
+        tc_log(TC_LOG_INFO, "SIGHUP: reloading the configuration");
+        if (tc_reload_run(m->reload) != TC_OK) {
+            tc_log_reopen(); /* logrotate still gets its new files */
+        }
+        /* Module reloads (auth tokens, TLS certificates, keyring) go here,
+         * each keeping its old state when its file is bad. */
+        notify("READY=1");
         return;
     }
     if (m->stopping) {
         return;
     }
+    notify("STOPPING=1");
     m->stopping = 1;
     tc_log(TC_LOG_INFO, "%s: stopping (finishing in-flight requests)",
            sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -135,6 +164,9 @@ int main(int argc, char **argv)
     if (argc >= 2 && strcmp(argv[1], "shm") == 0) {
         return tc_shm_admin_main(argc, argv); /* a tool, before any server set-up */
     }
+    if (argc >= 2 && strcmp(argv[1], "top") == 0) {
+        return tc_top_main(argc - 1, argv + 1); /* a client of /stats, no server set-up */
+    }
     struct tc_conf conf;
     enum tc_conf_result cr = tc_conf_load(&conf, argc, argv);
     if (cr != TC_CONF_RUN) {
@@ -145,6 +177,7 @@ int main(int argc, char **argv)
         tc_conf_deinit(&conf);
         return 1;
     }
+    tc_log_set_access_format(tc_access_format_parse(conf.access_log_format));
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit(conf.max_connections + 256);
     if (conf.max_pending_body < conf.max_value) {
@@ -172,12 +205,7 @@ int main(int argc, char **argv)
     if (open_tiers(&conf, tiers, &ntiers) != 0) {
         goto out_conf;
     }
-    srv.rt_opt = (struct tc_rt_options){.default_ttl_ms = conf.default_ttl_ms,
-                                        .max_ttl_ms = conf.max_ttl_ms,
-                                        .grace_ms = conf.grace_ms,
-                                        .lease_ms = conf.lease_ms,
-                                        .origin_timeout_ms = conf.origin_timeout_ms,
-                                        .max_value = conf.max_value};
+    tc_reload_rt_options(&conf, &srv.rt_opt);
     srv.stack = tc_stack_create(tiers, ntiers);
     if (srv.stack == NULL) {
         for (size_t k = ntiers; k-- > 0;) {
@@ -217,6 +245,11 @@ int main(int argc, char **argv)
         goto out_stack;
     }
     m.srv = &srv;
+    m.reload = tc_reload_create(&srv, argc, argv);
+    if (m.reload == NULL) {
+        tc_log(TC_LOG_CRIT, "out of memory");
+        goto out_stack;
+    }
     char detail[512];
     tc_stack_check_health(srv.stack, detail, sizeof(detail));
     /* Signals first: a SIGTERM that arrives while workers start is kept and
@@ -235,6 +268,7 @@ int main(int argc, char **argv)
     }
     tc_log(TC_LOG_INFO, "listening on %s:%u with %zu workers", conf.listen_host, srv.port,
            srv.nworkers);
+    notify("READY=1");
 
     struct tc_sweeper *sweeper = tc_sweeper_create(m.base, &srv);
     if (sweeper == NULL) {
@@ -258,6 +292,7 @@ out_stack:
         event_base_free(m.base);
     }
     free(srv.workers);
+    tc_reload_destroy(m.reload); /* the workers, which read its configurations, are gone */
     tc_origin_destroy(srv.origin);
     tc_keylock_destroy(srv.keylock); /* before its lock tier closes */
     tc_stack_destroy(srv.stack);     /* closes the tiers: flushes LMDB, detaches shm */

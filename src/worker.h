@@ -75,12 +75,17 @@ struct tc_worker {
 };
 
 struct tc_server {
-    const struct tc_conf *conf;
+    /* The running configuration: replaced whole by a reload (src/reload.h),
+     * hence atomic; read it once per request. */
+    const struct tc_conf *_Atomic conf;
     struct tc_stack *stack;
     struct tc_keylock *keylock;
     struct tc_origin *origin;    /* --origin, or NULL */
     struct tc_rt_options rt_opt; /* read-through's settings, from conf */
-    int lock_tier;               /* index of the tier holding the locks, -1: worker-pool scope */
+    /* The read-through settings of the last reload (NULL before one): each
+     * worker copies the pointer into its w->rt.opt on its own loop. */
+    const struct tc_rt_options *_Atomic rt_live;
+    int lock_tier; /* index of the tier holding the locks, -1: worker-pool scope */
     struct tc_worker *workers;
     size_t nworkers;
     uint64_t start_ms;

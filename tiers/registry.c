@@ -681,6 +681,59 @@ enum tc_status tc_tier_open(const struct tc_tier_registry *reg, const char *uri,
     return st;
 }
 
+/* Every backend's settings struct is small: the scratch that
+ * tc_tier_check() parses into only has to reach past the last row's field. */
+static size_t settings_extent(const struct tc_tier_param *rows)
+{
+    size_t end = 0;
+    for (const struct tc_tier_param *r = rows; r != NULL && r->name != NULL; r++) {
+        if (r->offset + 16 > end) {
+            end = r->offset + 16; /* 16: the widest field kind (pointer, double) and then some */
+        }
+    }
+    return end;
+}
+
+enum tc_status tc_tier_check(const struct tc_tier_registry *reg, const char *uri, char *err,
+                             size_t errlen)
+{
+    struct tc_tier_params p;
+    const struct tc_tier_ops *ops = NULL;
+    if (err != NULL && errlen > 0) {
+        err[0] = '\0';
+    }
+    if (uri == NULL) {
+        tc_tier_errf(err, errlen, "no tier URI given");
+        return TC_EINVAL;
+    }
+    char *redacted = redact_dup(uri);
+    if (redacted == NULL) {
+        tc_tier_errf(err, errlen, "out of memory parsing tier URI");
+        return TC_ENOMEM;
+    }
+    enum tc_status st = parse_uri(reg, uri, redacted, &p, &ops, err, errlen);
+    free(redacted);
+    if (st != TC_OK) {
+        return st;
+    }
+    struct common_settings common = {1.0, 0};
+    st = tc_tier_params_load(&p, common_params, &common, err, errlen);
+    if (st == TC_OK && ops->params != NULL) {
+        /* Parsed into scratch memory: the values are checked against their
+         * rows exactly as open() would, and nothing is opened. */
+        void *scratch = calloc(1, settings_extent(ops->params));
+        if (scratch == NULL) {
+            st = TC_ENOMEM;
+            tc_tier_errf(err, errlen, "out of memory checking tier URI");
+        } else {
+            st = tc_tier_params_load(&p, ops->params, scratch, err, errlen);
+            free(scratch);
+        }
+    }
+    params_free(&p);
+    return st;
+}
+
 /* ---- parameter helpers -------------------------------------------------- */
 
 const char *tc_tier_params_scheme(const struct tc_tier_params *p)

@@ -197,6 +197,17 @@ void tc_tier_registry_schemes(const struct tc_tier_registry *reg, char *out, siz
 enum tc_status tc_tier_open(const struct tc_tier_registry *reg, const char *uri,
                             struct tc_tier **out, char *err, size_t errlen);
 
+/**
+ * Checks @p uri as tc_tier_open() would parse it (scheme, target, every
+ * parameter's name and value against the backend's rows), without opening
+ * anything: for `tiercache -t`. What only the backend's open can find out
+ * (a segment of another layout, an unreachable Redis) is not checked.
+ * @return TC_OK; TC_EINVAL with the same message tc_tier_open() gives in
+ *         @p err; TC_ENOMEM.
+ */
+enum tc_status tc_tier_check(const struct tc_tier_registry *reg, const char *uri, char *err,
+                             size_t errlen);
+
 /** Closes @p t and frees it. All its ctxs must be disposed of first. NULL is a no-op. */
 void tc_tier_close(struct tc_tier *t);
 
