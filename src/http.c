@@ -2,6 +2,7 @@
 #include "src/http.h"
 #include "src/clock.h"
 #include "src/log.h"
+#include "src/tls.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -29,6 +30,7 @@ enum conn_wait {
     WAIT_HEADER, /* a request started and its headers are not complete: 408 */
     WAIT_BODY,   /* waiting for the next bytes of a body: 408 */
     WAIT_LINGER, /* lingering close: close */
+    WAIT_TLS,    /* the TLS handshake is not complete: close (tls-handshake-timeout) */
 };
 
 /* Framing scanner states (scan_framing), kept across reads. */
@@ -83,6 +85,12 @@ struct tc_http_conn {
     const char *error_msg;
     int close_after; /* close once the current response is written */
     struct tc_http_conn *prev, *next;
+    /* TLS (a listen-tls server): NULL on a plain connection, whose reads and
+     * writes then go straight to the socket (conn_recv, conn_send). */
+    struct tc_tls_conn *tls;
+    unsigned peer_scopes; /* from the verified client certificate, for each request */
+    uint8_t handshaking;  /* read_cb and write_cb advance the handshake */
+    uint8_t read_blocked; /* a TLS read needs the socket writable first */
 };
 
 struct tc_http_server {
@@ -97,6 +105,8 @@ struct tc_http_server {
     size_t busy;
     struct tc_http_counters counters;
     http_parser_settings settings;
+    struct tc_tls *tls;        /* a TLS listener: its context; NULL: plain HTTP */
+    uint64_t tls_handshake_ms; /* tls-handshake-timeout */
 };
 
 #define BUMP(s, f)                                                                                 \
@@ -113,6 +123,87 @@ static void conn_free(struct tc_http_conn *c);
 static void conn_write(struct tc_http_conn *c, const void *a, size_t alen, const void *b,
                        size_t blen);
 static void respond_error(struct tc_http_conn *c, int status, const char *msg);
+
+/* ---- transport: the socket, or TLS over it -------------------------------------------- */
+
+/*
+ * conn_recv and conn_send behave as read(2) and writev(2) (bytes; 0 at EOF;
+ * -1 with errno EAGAIN, or another errno when the connection is lost),
+ * whichever the connection speaks, so that one state machine serves both
+ * and a plain connection pays one branch per call.
+ */
+static ssize_t conn_recv(struct tc_http_conn *c, void *buf, size_t len)
+{
+    ssize_t got;
+    if (c->tls == NULL) {
+        do {
+            got = read(c->fd, buf, len);
+        } while (got < 0 && errno == EINTR);
+        return got;
+    }
+    size_t n = 0;
+    switch (tc_tls_read(c->tls, buf, len, &n)) {
+    case TC_TLS_DONE:
+        return (ssize_t)n;
+    case TC_TLS_CLOSED:
+        return 0;
+    case TC_TLS_WANT_WRITE:
+        /* Rare after the handshake (a TLS 1.3 KeyUpdate to answer while the
+         * socket is full): write_cb wakes the read once the socket drains. */
+        c->read_blocked = 1;
+        event_add(c->wev, NULL);
+        errno = EAGAIN;
+        return -1;
+    case TC_TLS_WANT_READ:
+        errno = EAGAIN;
+        return -1;
+    case TC_TLS_FAILED:
+        break;
+    }
+    errno = EIO;
+    return -1;
+}
+
+static ssize_t conn_send(struct tc_http_conn *c, const void *a, size_t alen, const void *b,
+                         size_t blen)
+{
+    ssize_t w;
+    if (c->tls == NULL) {
+        struct iovec iov[2] = {{(void *)a, alen}, {(void *)b, blen}};
+        do {
+            w = writev(c->fd, iov, blen ? 2 : 1);
+        } while (w < 0 && errno == EINTR);
+        return w;
+    }
+    /* Partial writes are on (src/tls.c): a record at a time, like write(2). */
+    size_t done = 0;
+    const char *p = a;
+    size_t left = alen;
+    for (int part = 0; part < 2; part++, p = b, left = blen) {
+        while (left > 0) {
+            size_t n = 0;
+            enum tc_tls_io io = tc_tls_write(c->tls, p, left, &n);
+            if (io == TC_TLS_DONE) {
+                done += n;
+                p += n;
+                left -= n;
+                continue;
+            }
+            if (io == TC_TLS_WANT_WRITE) {
+                if (done > 0) {
+                    return (ssize_t)done;
+                }
+                errno = EAGAIN;
+                return -1;
+            }
+            /* WANT_READ cannot come without renegotiation (it is off): a
+             * lost connection, as the rest. */
+            errno = EPIPE;
+            return -1;
+        }
+    }
+    return (ssize_t)done;
+}
 
 /* Deadlines are set on every request: the coarse clock (vDSO, no syscall,
  * a few ms of resolution) is cheap enough for that and precise enough. */
@@ -173,6 +264,11 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
         case WAIT_BODY:
             BUMP(s, body_timeouts);
             respond_error(c, 408, "the request body stalled");
+            return;
+        case WAIT_TLS:
+            BUMP(s, tls_handshake_timeouts);
+            tc_log(TC_LOG_DEBUG, "tls: handshake not complete within tls-handshake-timeout");
+            conn_free(c);
             return;
         case WAIT_IDLE:
         case WAIT_LINGER:
@@ -408,6 +504,7 @@ static int on_message_begin(http_parser *p)
         return fail(c, 503, "out of memory");
     }
     c->req->_conn = c;
+    c->req->peer_scopes = c->peer_scopes;
     return 0;
 }
 
@@ -715,11 +812,7 @@ static void conn_write(struct tc_http_conn *c, const void *a, size_t alen, const
         }
         return;
     }
-    struct iovec iov[2] = {{(void *)a, alen}, {(void *)b, blen}};
-    ssize_t w;
-    do {
-        w = writev(c->fd, iov, blen ? 2 : 1);
-    } while (w < 0 && errno == EINTR);
+    ssize_t w = conn_send(c, a, alen, b, blen);
     if (w < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK) {
             c->close_after = 1; /* the peer is gone; close once answered */
@@ -795,6 +888,9 @@ static void write_response(struct tc_http_conn *c, int status, const char *ctype
  * sending reads the answer before it sees the connection go. */
 static void finish_close(struct tc_http_conn *c)
 {
+    if (c->tls != NULL) {
+        tc_tls_shutdown(c->tls); /* close_notify, before the write side closes */
+    }
     if (!c->linger || shutdown(c->fd, SHUT_WR) != 0) {
         conn_free(c);
         return;
@@ -1036,6 +1132,15 @@ static int finish_feed(struct tc_http_conn *c)
     return 1;
 }
 
+/* Reading goes on: bytes already inside TLS wake no socket event, so read_cb
+ * is run for them. */
+static void tls_more(struct tc_http_conn *c)
+{
+    if (c->tls != NULL && c->state == ST_READING && !c->out_paused && tc_tls_pending(c->tls)) {
+        event_active(c->rev, EV_READ, 0);
+    }
+}
+
 /* Parses what is buffered on the connection (pipelined leftovers). */
 static void feed(struct tc_http_conn *c)
 {
@@ -1052,6 +1157,8 @@ static void feed(struct tc_http_conn *c)
     }
     if (c->state == ST_ANSWERING) {
         event_del(c->rev); /* read nothing while answering asynchronously */
+    } else {
+        tls_more(c);
     }
 }
 
@@ -1083,19 +1190,79 @@ static void linger_read(struct tc_http_conn *c)
     timer_arm(c, c->read_deadline_ms, now);
 }
 
+/* Plain HTTP sent to the TLS port: answered 400 in plain HTTP (as nginx
+ * does), so that the client learns why, then closed lingering. */
+static void tls_refuse_plain(struct tc_http_conn *c)
+{
+    static const char body[] = "{\"error\":\"bad_request\",\"message\":\"plain HTTP sent to "
+                               "the TLS port; use https://\"}";
+    char resp[320];
+    int n = snprintf(resp, sizeof(resp),
+                     "HTTP/1.1 400 Bad Request\r\nServer: tiercache\r\nContent-Type: "
+                     "application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     sizeof(body) - 1, body);
+    ssize_t w = send(c->fd, resp, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)w; /* best effort: the connection closes either way */
+    c->handshaking = 0;
+    c->linger = 1;
+    c->state = ST_CLOSING;
+    finish_close(c);
+}
+
+/* Advances the TLS handshake of @p c, from read_cb or write_cb; may free c. */
+static void tls_handshake_step(struct tc_http_conn *c)
+{
+    struct tc_http_server *s = c->srv;
+    enum tc_tls_fail why = TC_TLS_FAIL_PROTOCOL;
+    switch (tc_tls_handshake(c->tls, &why)) {
+    case TC_TLS_WANT_READ:
+        return; /* rev is armed */
+    case TC_TLS_WANT_WRITE:
+        event_add(c->wev, NULL);
+        return;
+    case TC_TLS_DONE:
+        break;
+    case TC_TLS_CLOSED:
+    case TC_TLS_FAILED:
+        if (why == TC_TLS_FAIL_CERT) {
+            BUMP(s, tls_handshake_cert_errors);
+        } else {
+            BUMP(s, tls_handshake_protocol_errors);
+        }
+        if (why == TC_TLS_FAIL_PLAINTEXT) {
+            tls_refuse_plain(c);
+        } else {
+            conn_free(c);
+        }
+        return;
+    }
+    c->handshaking = 0;
+    BUMP(s, tls_handshakes);
+    if (tc_tls_resumed(c->tls)) {
+        BUMP(s, tls_handshakes_resumed);
+    }
+    c->peer_scopes = tc_tls_peer_scopes(c->tls);
+    /* The header clock starts now, so that header-timeout means the same
+     * on both listeners. */
+    set_wait(c, WAIT_IDLE, s->limits.header_timeout_ms);
+    tls_more(c);
+}
+
 static void read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct tc_http_conn *c = arg;
     struct tc_http_server *s = c->srv;
+    (void)fd;
     (void)what;
     if (c->state == ST_LINGERING) {
         linger_read(c);
         return;
     }
-    ssize_t got;
-    do {
-        got = read(fd, s->rbuf, sizeof(s->rbuf));
-    } while (got < 0 && errno == EINTR);
+    if (c->handshaking) {
+        tls_handshake_step(c);
+        return;
+    }
+    ssize_t got = conn_recv(c, s->rbuf, sizeof(s->rbuf));
     if (got == 0 && output_pending(c)) {
         /* The client shut its side after its last request (as "printf |
          * nc" does): its answers still go out, under the write deadline. */
@@ -1133,17 +1300,30 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
     }
     if (c->state == ST_ANSWERING) {
         event_del(c->rev);
+    } else {
+        tls_more(c);
     }
 }
 
 static void write_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct tc_http_conn *c = arg;
+    (void)fd;
     (void)what;
-    ssize_t w;
-    do {
-        w = write(fd, c->out.data + c->out_off, c->out.len - c->out_off);
-    } while (w < 0 && errno == EINTR);
+    if (c->handshaking) {
+        tls_handshake_step(c);
+        return;
+    }
+    if (c->read_blocked) {
+        c->read_blocked = 0;
+        if (c->state == ST_READING && !c->out_paused) {
+            event_active(c->rev, EV_READ, 0);
+        }
+        if (!output_pending(c)) {
+            return;
+        }
+    }
+    ssize_t w = conn_send(c, c->out.data + c->out_off, c->out.len - c->out_off, NULL, 0);
     if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
         if (c->state == ST_ANSWERING) {
             c->close_after = 1; /* the handler still owns the request */
@@ -1207,6 +1387,11 @@ static void conn_free(struct tc_http_conn *c)
     event_free(c->rev);
     event_free(c->wev);
     event_free(c->tev);
+    if (c->tls != NULL) {
+        tc_tls_shutdown(c->tls); /* close_notify on an idle or finished connection */
+        tc_tls_conn_destroy(c->tls);
+        DROP(s, tls_active);
+    }
     close(c->fd);
     tc_buf_deinit(&c->in);
     tc_buf_deinit(&c->out);
@@ -1260,6 +1445,20 @@ static enum tc_status conn_open(struct tc_http_server *s, int fd)
     s->conns = c;
     BUMP(s, accepted);
     BUMP(s, active);
+    if (s->tls != NULL) {
+        c->tls = tc_tls_conn_create(s->tls, fd);
+        if (c->tls == NULL) {
+            tc_log(TC_LOG_WARN, "http: out of memory accepting a TLS connection");
+            conn_free(c);
+            return TC_ENOMEM;
+        }
+        BUMP(s, tls_active);
+        c->handshaking = 1;
+        /* The handshake has its own deadline; the header clock starts after. */
+        set_wait(c, WAIT_TLS, s->tls_handshake_ms);
+        event_add(c->rev, NULL);
+        return TC_OK;
+    }
     /* A connection that never completes its headers is closed after
      * header-timeout: quietly if it sent nothing, with 408 otherwise. */
     set_wait(c, WAIT_IDLE, s->limits.header_timeout_ms);
@@ -1276,6 +1475,13 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)salen;
     /* One shared counter across workers, touched only on connect and close. */
     uint64_t n = atomic_fetch_add_explicit(s->limits.conn_count, 1, memory_order_relaxed);
+    if (n >= s->limits.max_connections && s->tls != NULL) {
+        /* No plaintext 503 on a TLS port: the client would read garbage. */
+        evutil_closesocket(fd);
+        atomic_fetch_sub_explicit(s->limits.conn_count, 1, memory_order_relaxed);
+        BUMP(s, refused);
+        return;
+    }
     if (n >= s->limits.max_connections) {
         static const char body[] =
             "{\"error\":\"unavailable\",\"message\":\"too many open connections\"}";
@@ -1347,6 +1553,12 @@ struct tc_http_server *tc_http_server_create(struct event_base *base, int fd,
     }
     evconnlistener_set_error_cb(s->listener, accept_error_cb);
     return s;
+}
+
+void tc_http_server_set_tls(struct tc_http_server *s, struct tc_tls *tls, uint64_t handshake_ms)
+{
+    s->tls = tls;
+    s->tls_handshake_ms = handshake_ms;
 }
 
 void tc_http_server_stop_accepting(struct tc_http_server *s)
