@@ -303,8 +303,14 @@ static SSL_CTX *ctx_build(const struct tc_tls *t, char *err, size_t errlen, enum
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, t->key, SSL_FILETYPE_PEM) != 1) {
-        set_err(err, errlen, "tls-key '%s': not a usable PEM private key: %s", t->key,
-                ssl_reason());
+        if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+            set_err(err, errlen, "tls-key '%s' does not match the certificate in tls-cert '%s'",
+                    t->key, t->cert);
+            ERR_clear_error();
+        } else {
+            set_err(err, errlen, "tls-key '%s': not a usable PEM private key: %s", t->key,
+                    ssl_reason());
+        }
         goto fail;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
