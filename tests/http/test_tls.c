@@ -219,6 +219,30 @@ Test(tls, curl_put_get_over_https_beside_plain)
     cr_expect_eq(metric("tiercache_tls_handshake_protocol_errors_total"), 0);
 }
 
+Test(tls, large_value_round_trip)
+{
+    /* Many records each way: partial TLS writes, output waiting for the
+     * socket, a body read over many SSL_reads. */
+    start_tls("server.pem", NULL);
+    char file[512], back[512], out[4096];
+    snprintf(file, sizeof(file), "%s/big-%d", certs, getpid());
+    snprintf(back, sizeof(back), "%s/back-%d", certs, getpid());
+    cr_assert_eq(run(out, sizeof(out), "head -c 1000000 /dev/urandom >%s", file), 0, "%s", out);
+    int rc = run(out, sizeof(out),
+                 "curl -sS --cacert %s -X PUT -H 'Content-Type: application/octet-stream' "
+                 "--data-binary @%s https://127.0.0.1:%u/cache/big",
+                 path("ca.pem"), file, tls_port);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "\"ok\":true") != NULL, "%s", out);
+    rc = run(out, sizeof(out),
+             "curl -sS --cacert %s -H 'Accept: application/octet-stream' -o %s "
+             "--limit-rate 2M https://127.0.0.1:%u/cache/big && cmp %s %s",
+             path("ca.pem"), back, tls_port, file, back);
+    cr_assert_eq(rc, 0, "the value came back different: %s", out);
+    unlink(file);
+    unlink(back);
+}
+
 Test(tls, openssl_s_client_alpn_and_versions)
 {
     start_tls("server.pem", NULL);
