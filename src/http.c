@@ -50,6 +50,10 @@ enum { FR_TEXT, FR_CR, FR_LF, FR_CHUNK_END };
 #define LINGER_MAX_MS    5000u
 #define LINGER_MAX_BYTES ((uint64_t)64 << 20)
 
+/* The largest TLS record's plaintext (RFC 8446 5.1): answers up to this
+ * size are written to a TLS connection as one record. */
+#define TLS_RECORD_MAX ((size_t)16384)
+
 /* Smallest allocation for a body: growth then doubles, capped at the
  * announced length, so memory follows what arrived, not what was announced. */
 #define BODY_MIN_ALLOC ((size_t)16384)
@@ -877,8 +881,11 @@ static void write_response(struct tc_http_conn *c, int status, const char *ctype
     if (head_only) {
         len = 0;
     }
-    /* Small bodies ride in the same buffer; large ones go by reference. */
-    if (len > 0 && len <= 4096 && tc_buf_append(sb, body, len) == TC_OK) {
+    /* Small bodies ride in the same buffer; large ones go by reference. Over
+     * TLS a body up to one record rides too: one record and one write per
+     * answer instead of two, for a copy much cheaper than the encryption. */
+    size_t ride = c->tls != NULL ? TLS_RECORD_MAX : 4096;
+    if (len > 0 && len <= ride && tc_buf_append(sb, body, len) == TC_OK) {
         len = 0;
     }
     conn_write(c, sb->data, sb->len, body, len);

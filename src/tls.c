@@ -293,6 +293,9 @@ static SSL_CTX *ctx_build(const struct tc_tls *t, char *err, size_t errlen, enum
                               SSL_MODE_RELEASE_BUFFERS);
     /* Resumption: tickets (stateless, TLS 1.2 and 1.3) are on by default;
      * the cache serves TLS 1.2 clients that resume by session id. */
+    /* Read-ahead: one read(2) takes a record's header and body (and what
+     * follows) instead of two; http.c asks tc_tls_pending() for the rest. */
+    SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     static const unsigned char sid_ctx[] = "tiercache";
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
