@@ -33,6 +33,12 @@
  * Lingering (as nginx's lingering_close) lets a client that is still sending
  * a body read an early 413 or 431 instead of a TCP reset.
  *
+ * TLS (tc_http_server_set_tls, listen-tls): the same state machine, with a
+ * handshake before READING under its own deadline; reads and writes go
+ * through src/tls.h instead of the socket, bytes already decrypted inside
+ * TLS re-run the read callback (no socket event would come), and an
+ * answer up to one TLS record is written as one record.
+ *
  * Threading: a server and its connections belong to the thread running its
  * event_base. tc_http_respond() must be called on that thread.
  */
