@@ -1197,19 +1197,28 @@ static void linger_read(struct tc_http_conn *c)
     timer_arm(c, c->read_deadline_ms, now);
 }
 
+/* An error answer written straight to the socket @p fd of a connection that
+ * is being refused (no conn state): best effort, the connection closes
+ * either way. @p msg is a constant of this file: no JSON escaping needed. */
+static void send_raw_error(int fd, int status, const char *msg)
+{
+    char resp[512];
+    char body[256];
+    int blen = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"message\":\"%s\"}",
+                        status == 503 ? "unavailable" : "bad_request", msg);
+    int n = snprintf(resp, sizeof(resp),
+                     "HTTP/1.1 %d %s\r\nServer: tiercache\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
+                     status, tc_http_reason(status), blen, body);
+    ssize_t w = send(fd, resp, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)w;
+}
+
 /* Plain HTTP sent to the TLS port: answered 400 in plain HTTP (as nginx
  * does), so that the client learns why, then closed lingering. */
 static void tls_refuse_plain(struct tc_http_conn *c)
 {
-    static const char body[] = "{\"error\":\"bad_request\",\"message\":\"plain HTTP sent to "
-                               "the TLS port; use https://\"}";
-    char resp[320];
-    int n = snprintf(resp, sizeof(resp),
-                     "HTTP/1.1 400 Bad Request\r\nServer: tiercache\r\nContent-Type: "
-                     "application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                     sizeof(body) - 1, body);
-    ssize_t w = send(c->fd, resp, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
-    (void)w; /* best effort: the connection closes either way */
+    send_raw_error(c->fd, 400, "plain HTTP sent to the TLS port; use https://");
     c->handshaking = 0;
     c->linger = 1;
     c->state = ST_CLOSING;
@@ -1490,15 +1499,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     if (n >= s->limits.max_connections) {
-        static const char body[] =
-            "{\"error\":\"unavailable\",\"message\":\"too many open connections\"}";
-        char busy[256];
-        int len = snprintf(busy, sizeof(busy),
-                           "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                           "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                           sizeof(body) - 1, body);
-        ssize_t w = send(fd, busy, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL);
-        (void)w; /* best effort: the client is refused either way */
+        send_raw_error(fd, 503, "too many open connections");
         evutil_closesocket(fd);
         atomic_fetch_sub_explicit(s->limits.conn_count, 1, memory_order_relaxed);
         BUMP(s, refused);

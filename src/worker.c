@@ -12,6 +12,7 @@
 
 #include <event2/event.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -242,70 +243,57 @@ fail:
     return NULL;
 }
 
-/* The listen-tls sockets, one per worker as for listen (the same
- * listener setting applies). Closes what it opened on failure. */
-static enum tc_status listen_tls(struct tc_server *srv)
+/* One listening socket per worker on host:*port, stored at offset @p
+ * fd_off of each struct tc_worker (fd, or tls_fd for listen-tls). The first
+ * socket fixes the port (port 0 picks one, written back to *port); the
+ * others join it with SO_REUSEPORT, or share it (listener=shared: every
+ * worker polls one accept queue; kept to compare, see docs/benchmarks.md).
+ * Closes what it opened on failure. */
+static enum tc_status open_listeners(struct tc_server *srv, const char *host, unsigned *port,
+                                     size_t fd_off)
 {
-    const struct tc_conf *c = srv->conf;
-    if (srv->tls == NULL) {
-        return TC_OK;
-    }
-    unsigned port = c->listen_tls_port;
+#define WORKER_FD(i) (*(int *)((char *)&srv->workers[i] + fd_off))
     for (size_t i = 0; i < srv->nworkers; i++) {
-        struct tc_worker *w = &srv->workers[i];
-        if (i > 0 && c->listener_shared) {
-            w->tls_fd = fcntl(srv->workers[0].tls_fd, F_DUPFD_CLOEXEC, 0);
+        if (i > 0 && srv->conf->listener_shared) {
+            WORKER_FD(i) = fcntl(WORKER_FD(0), F_DUPFD_CLOEXEC, 0);
         } else {
-            w->tls_fd = tc_http_listen(c->listen_tls_host, port, &port);
+            WORKER_FD(i) = tc_http_listen(host, *port, port);
         }
-        if (w->tls_fd < 0) {
+        if (WORKER_FD(i) < 0) {
             for (size_t k = 0; k < i; k++) {
-                close(srv->workers[k].tls_fd);
-                srv->workers[k].tls_fd = -1;
+                close(WORKER_FD(k));
+                WORKER_FD(k) = -1;
             }
             return TC_EIO;
         }
     }
-    srv->tls_port = port;
     return TC_OK;
+#undef WORKER_FD
 }
 
 enum tc_status tc_worker_start_all(struct tc_server *srv)
 {
     const struct tc_conf *c = srv->conf;
-    unsigned port = c->listen_port;
+    unsigned port = c->listen_port, tls_port = c->listen_tls_port;
     for (size_t i = 0; i < srv->nworkers; i++) {
         srv->workers[i].srv = srv;
         srv->workers[i].id = (int)i;
         srv->workers[i].fd = -1;
         srv->workers[i].tls_fd = -1;
     }
-    for (size_t i = 0; i < srv->nworkers; i++) {
-        struct tc_worker *w = &srv->workers[i];
-        /* The first socket fixes the port (port 0 picks one); the others join
-         * it with SO_REUSEPORT, or share it (listener=shared: every worker
-         * polls one accept queue; kept to compare, see docs/benchmarks.md). */
-        if (i > 0 && c->listener_shared) {
-            w->fd = fcntl(srv->workers[0].fd, F_DUPFD_CLOEXEC, 0);
-        } else {
-            w->fd = tc_http_listen(c->listen_host, port, &port);
-        }
-        if (w->fd < 0) {
-            for (size_t k = 0; k < i; k++) {
-                close(srv->workers[k].fd);
-                srv->workers[k].fd = -1;
-            }
-            return TC_EIO;
-        }
+    if (open_listeners(srv, c->listen_host, &port, offsetof(struct tc_worker, fd)) != TC_OK) {
+        return TC_EIO;
     }
     srv->port = port;
-    if (listen_tls(srv) != TC_OK) {
+    if (srv->tls != NULL && open_listeners(srv, c->listen_tls_host, &tls_port,
+                                           offsetof(struct tc_worker, tls_fd)) != TC_OK) {
         for (size_t k = 0; k < srv->nworkers; k++) {
             close(srv->workers[k].fd);
             srv->workers[k].fd = -1;
         }
         return TC_EIO;
     }
+    srv->tls_port = tls_port;
     for (size_t i = 0; i < srv->nworkers; i++) {
         struct tc_worker *w = &srv->workers[i];
         if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {

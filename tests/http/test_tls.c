@@ -6,8 +6,8 @@
  * (tests/http/tls_client.py). The hostile peers (plain HTTP on the TLS
  * port, garbage, a stalled handshake) are written here on raw sockets.
  */
-#define _GNU_SOURCE /* mkdtemp, setenv */
 #include "tests/support/server.h"
+#include "tests/support/tls_certs.h"
 
 #include <criterion/criterion.h>
 #include <criterion/hooks.h>
@@ -29,41 +29,26 @@
 #error "TC_SOURCE_DIR must name the source tree"
 #endif
 
-static char certs[256]; /* made once by the runner (PRE_ALL), inherited through the env */
-
 ReportHook(PRE_ALL)(struct criterion_test_set *set)
 {
     (void)set;
-    char tmpl[] = "/tmp/tc-tls-XXXXXX";
-    if (mkdtemp(tmpl) == NULL) {
-        return;
-    }
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "sh %s/tests/support/tls_certs.sh %s", TC_SOURCE_DIR, tmpl);
-    if (system(cmd) == 0) {
-        setenv("TC_TLS_DIR", tmpl, 1);
-    }
+    tc_test_tls_certs_make();
 }
 
 ReportHook(POST_ALL)(struct criterion_global_stats *stats)
 {
     (void)stats;
-    const char *d = getenv("TC_TLS_DIR");
-    if (d != NULL && strncmp(d, "/tmp/tc-tls-", 12) == 0) {
-        char cmd[512];
-        snprintf(cmd, sizeof(cmd), "rm -rf %s", d);
-        (void)!system(cmd);
-    }
+    tc_test_tls_certs_remove();
 }
 
 static struct tc_test_server srv;
+static const char *certs; /* tc_test_tls_dir() */
 static unsigned tls_port;
 
 static void setup(void)
 {
-    const char *d = getenv("TC_TLS_DIR");
-    cr_assert(d != NULL, "tests/support/tls_certs.sh failed");
-    snprintf(certs, sizeof(certs), "%s", d);
+    certs = tc_test_tls_dir();
+    cr_assert(certs != NULL, "tests/support/tls_certs.sh failed");
     signal(SIGPIPE, SIG_IGN);
 }
 
@@ -85,23 +70,19 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static const char *path(const char *file)
-{
-    static char buf[8][512];
-    static int next;
-    char *p = buf[next++ % 8];
-    snprintf(p, 512, "%s/%s", certs, file);
-    return p;
-}
+#define path tc_test_tls_path
 
-/* Starts the server with a TLS listener using @p cert and the extra
- * arguments @p extra (NULL-terminated); sets tls_port. */
+/* Starts the server with a TLS listener using the certificate file @p cert
+ * (a name in the certificate directory, or a path) and the extra arguments
+ * @p extra (NULL-terminated); sets tls_port from its log. */
 static void start_tls(const char *cert, const char *const *extra)
 {
-    const char *args[40] = {
-        "--listen-tls",     "127.0.0.1:0", "--tls-cert",      path(cert),  "--tls-key",
-        path("server.key"), "--tier",      "mem://?size=16M", "--workers", "1",
-        "--log-level",      "debug"};
+    const char *args[40] = {"--listen-tls", "127.0.0.1:0",
+                            "--tls-cert",   cert[0] == '/' ? cert : path(cert),
+                            "--tls-key",    path("server.key"),
+                            "--tier",       "mem://?size=16M",
+                            "--workers",    "1",
+                            "--log-level",  "debug"};
     size_t n = 12;
     for (size_t i = 0; extra != NULL && extra[i] != NULL && n < 38; i++) {
         args[n++] = extra[i];
@@ -114,7 +95,7 @@ static void start_tls(const char *cert, const char *const *extra)
     const char *at = NULL;
     while ((at = strstr(srv.log, "listening for TLS on 127.0.0.1:")) == NULL &&
            now_ms() < deadline) {
-        usleep(20000);
+        nanosleep(&(struct timespec){0, 20000000}, NULL);
         tc_test_server_drain_log(&srv);
     }
     cr_assert(at != NULL, "no TLS listener in the log:\n%s", srv.log);
@@ -460,19 +441,7 @@ Test(tls, sighup_reloads_the_certificate_open_connections_keep_theirs)
     snprintf(cert, sizeof(cert), "%s/reload-%d.pem", certs, getpid());
     char out[4096];
     cr_assert_eq(run(out, sizeof(out), "cp %s %s", path("server.pem"), cert), 0, "%s", out);
-    const char *args[] = {
-        "--listen-tls", "127.0.0.1:0",     "--tls-cert", cert, "--tls-key", path("server.key"),
-        "--tier",       "mem://?size=16M", "--workers",  "1",  NULL};
-    cr_assert_eq(tc_test_server_start(&srv, args), 0, "%s", srv.log);
-    uint64_t deadline = now_ms() + 5000;
-    const char *at;
-    while ((at = strstr(srv.log, "listening for TLS on 127.0.0.1:")) == NULL &&
-           now_ms() < deadline) {
-        usleep(20000);
-        tc_test_server_drain_log(&srv);
-    }
-    cr_assert(at != NULL);
-    tls_port = (unsigned)atoi(at + strlen("listening for TLS on 127.0.0.1:"));
+    start_tls(cert, NULL);
     int rc = run(out, sizeof(out), "python3 %s/tests/http/tls_client.py reload %u %s %d %s",
                  TC_SOURCE_DIR, tls_port, certs, (int)srv.pid, cert);
     tc_test_server_drain_log(&srv);

@@ -5,10 +5,10 @@
  * TLS server (src/http.c) that answers with them; curl, with and without a
  * client certificate, is the client. The test turns the event loop.
  */
-#define _GNU_SOURCE /* mkdtemp, setenv */
 #include "src/http.h"
 #include "src/scope.h"
 #include "src/tls.h"
+#include "tests/support/tls_certs.h"
 
 #include <criterion/criterion.h>
 #include <criterion/hooks.h>
@@ -23,44 +23,22 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef TC_SOURCE_DIR
-#error "TC_SOURCE_DIR must name the source tree"
-#endif
-
 ReportHook(PRE_ALL)(struct criterion_test_set *set)
 {
     (void)set;
-    char tmpl[] = "/tmp/tc-tlsu-XXXXXX";
-    if (mkdtemp(tmpl) == NULL) {
-        return;
-    }
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "sh %s/tests/support/tls_certs.sh %s", TC_SOURCE_DIR, tmpl);
-    if (system(cmd) == 0) {
-        setenv("TC_TLS_DIR", tmpl, 1);
-    }
+    tc_test_tls_certs_make();
 }
 
 ReportHook(POST_ALL)(struct criterion_global_stats *stats)
 {
     (void)stats;
-    const char *d = getenv("TC_TLS_DIR");
-    if (d != NULL && strncmp(d, "/tmp/tc-tlsu-", 13) == 0) {
-        char cmd[512];
-        snprintf(cmd, sizeof(cmd), "rm -rf %s", d);
-        (void)!system(cmd);
-    }
+    tc_test_tls_certs_remove();
 }
 
 static const char *path(const char *file)
 {
-    static char buf[8][512];
-    static int next;
-    char *p = buf[next++ % 8];
-    const char *d = getenv("TC_TLS_DIR");
-    cr_assert(d != NULL, "tests/support/tls_certs.sh failed");
-    snprintf(p, 512, "%s/%s", d, file);
-    return p;
+    cr_assert(tc_test_tls_dir() != NULL, "tests/support/tls_certs.sh failed");
+    return tc_test_tls_path(file);
 }
 
 /* ---- the mapping ------------------------------------------------------------------------ */
