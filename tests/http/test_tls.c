@@ -452,6 +452,16 @@ Test(tls, sighup_reloads_the_certificate_open_connections_keep_theirs)
     unlink(cert);
 }
 
+Test(tls, pipelined_records_wait_inside_tls)
+{
+    start_tls("server.pem", NULL);
+    char out[4096];
+    int rc = run(out, sizeof(out), "python3 %s/tests/http/tls_client.py pipeline %u %s",
+                 TC_SOURCE_DIR, tls_port, path("ca.pem"));
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert_str_eq(out, "pipeline ok\n");
+}
+
 Test(tls, seed_http_api_backend_shape_over_https)
 {
     start_tls("server.pem", NULL);

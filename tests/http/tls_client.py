@@ -4,6 +4,7 @@
   tls_client.py get PORT CAFILE [tls1.2]      GET /health; prints version, ALPN, status
   tls_client.py reload PORT DIR PID CERT      SIGHUP with an open connection (see below)
   tls_client.py seed PORT CAFILE TOKEN        the seed's HTTPAPIBackend shape over https
+  tls_client.py pipeline PORT CAFILE          pipelined requests in several records at once
 
 Exit status 0 when every check passed; a message on stderr otherwise.
 """
@@ -83,6 +84,31 @@ def cmd_reload(port, d, pid, cert):
     return 0
 
 
+def cmd_pipeline(port, cafile):
+    """Five requests as five TLS records in one TCP segment (TCP_CORK), then
+    five more in one record: every answer must come, though after the first
+    read the rest of the records wait inside the server's TLS layer, where
+    no socket event announces them."""
+    s = conn(port, ctx(cafile))
+    req = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+    for _ in range(5):
+        s.sendall(req)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+    s.sendall(req * 5)
+    s.settimeout(5)
+    got = b""
+    while got.count(b"HTTP/1.1 200 OK") < 10:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    n = got.count(b"HTTP/1.1 200 OK")
+    assert n == 10, f"{n} answers of 10"
+    print("pipeline ok")
+    return 0
+
+
 def cmd_seed(port, cafile, token):
     """cache-middleware's HTTPAPIBackend: GET/PUT/DELETE /cache/{key},
     JSON {"value", "timeout"}, Authorization: Bearer, over https."""
@@ -115,9 +141,11 @@ def main(argv):
             return cmd_get(int(argv[2]), argv[3], argv[4] if len(argv) > 4 else "")
         if argv[1] == "reload":
             return cmd_reload(int(argv[2]), argv[3], int(argv[4]), argv[5])
+        if argv[1] == "pipeline":
+            return cmd_pipeline(int(argv[2]), argv[3])
         if argv[1] == "seed":
             return cmd_seed(int(argv[2]), argv[3], argv[4])
-    except (AssertionError, OSError, ssl.SSLError, http.client.HTTPException) as e:
+    except (AssertionError, OSError, TimeoutError, ssl.SSLError, http.client.HTTPException) as e:
         print(f"tls_client.py {argv[1]}: {e!r}", file=sys.stderr)
         return 1
     print(__doc__, file=sys.stderr)
