@@ -90,7 +90,7 @@ done
 curl -sf --cacert "$c/ca.pem" "https://127.0.0.1:$tp/cache/b100" >/dev/null
 curl -sf --cacert "$c/ca.pem" "https://127.0.0.1:$np/100" >/dev/null
 
-proto() { echo | openssl s_client -connect "127.0.0.1:$1" 2>/dev/null | grep -E '^ +(Protocol|Cipher) +:' | head -2 | awk '{printf "%s ", $3}'; }
+proto() { timeout 10 openssl s_client -connect "127.0.0.1:$1" -brief </dev/null 2>&1 | awk -F': ' '/^(Protocol version|Ciphersuite)/ {printf "%s ", $2}'; }
 echo "negotiated: nginx $(proto "$np")/ tiercache $(proto "$tp")" >&2
 
 cpu_of() {
