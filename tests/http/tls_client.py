@@ -5,6 +5,7 @@
   tls_client.py reload PORT DIR PID CERT      SIGHUP with an open connection (see below)
   tls_client.py seed PORT CAFILE TOKEN        the seed's HTTPAPIBackend shape over https
   tls_client.py pipeline PORT CAFILE          pipelined requests in several records at once
+  tls_client.py hammer PORT CAFILE SECONDS    4 threads of new, resumed and keep-alive requests
 
 Exit status 0 when every check passed; a message on stderr otherwise.
 """
@@ -109,6 +110,46 @@ def cmd_pipeline(port, cafile):
     return 0
 
 
+def cmd_hammer(port, cafile, seconds, threads=4):
+    """THREADS threads for SECONDS: each opens connections (a third of them
+    resuming the last session) and makes 1-4 keep-alive requests on each.
+    Prints "ok N" and exits 0 when every request got 200."""
+    import threading
+    c = ctx(cafile)
+    stop = time.monotonic() + seconds
+    counts, errors = [0] * threads, []
+
+    def run(i):
+        session = None
+        k = 0
+        while time.monotonic() < stop and not errors:
+            k += 1
+            try:
+                raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+                s = c.wrap_socket(raw, server_hostname="localhost",
+                                  session=session if k % 3 == 0 else None)
+                for _ in range(1 + k % 4):
+                    st, _ = get(s)
+                    if st != 200:
+                        errors.append(f"status {st}")
+                    counts[i] += 1
+                session = s.session
+                s.close()
+            except (OSError, ssl.SSLError, http.client.HTTPException) as e:
+                errors.append(repr(e))
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errors:
+        print(f"errors: {errors[:3]}", file=sys.stderr)
+        return 1
+    print("ok", sum(counts))
+    return 0
+
+
 def cmd_seed(port, cafile, token):
     """cache-middleware's HTTPAPIBackend: GET/PUT/DELETE /cache/{key},
     JSON {"value", "timeout"}, Authorization: Bearer, over https."""
@@ -143,6 +184,8 @@ def main(argv):
             return cmd_reload(int(argv[2]), argv[3], int(argv[4]), argv[5])
         if argv[1] == "pipeline":
             return cmd_pipeline(int(argv[2]), argv[3])
+        if argv[1] == "hammer":
+            return cmd_hammer(int(argv[2]), argv[3], float(argv[4]))
         if argv[1] == "seed":
             return cmd_seed(int(argv[2]), argv[3], argv[4])
     except (AssertionError, OSError, TimeoutError, ssl.SSLError, http.client.HTTPException) as e:
