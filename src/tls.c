@@ -264,7 +264,12 @@ static SSL_CTX *ctx_build(const struct tc_tls *t, char *err, size_t errlen, enum
         return NULL;
     }
     struct stat sb;
-    if (stat(t->key, &sb) != 0 || (sb.st_mode & 077) != 0) {
+    if (stat(t->key, &sb) != 0) {
+        set_err(err, errlen, "tls-key '%s': %s", t->key, strerror(errno));
+        *st = TC_EIO;
+        return NULL;
+    }
+    if ((sb.st_mode & 077) != 0) {
         set_err(err, errlen,
                 "tls-key '%s' is accessible by group or others (mode %03o): chmod 600 it", t->key,
                 (unsigned)(sb.st_mode & 0777));
