@@ -379,6 +379,44 @@ Test(tls, garbage_in_the_handshake)
     cr_expect_geq(metric("tiercache_tls_handshake_protocol_errors_total"), 2);
 }
 
+Test(tls, max_connections_counts_tls_connections)
+{
+    /* One slot: held by a plain connection, so a TLS client is refused
+     * (closed, no plaintext 503 on the TLS port) until it is given back. */
+    const char *extra[] = {"--max-connections", "1", NULL};
+    start_tls("server.pem", extra);
+    int hold = tc_test_connect(srv.port);
+    cr_assert(hold >= 0);
+    nanosleep(&(struct timespec){0, 200000000}, NULL);
+    int fd = tc_test_connect(tls_port);
+    cr_assert(fd >= 0);
+    char buf[512];
+    size_t len = 0;
+    ssize_t n = 0;
+    uint64_t t0 = now_ms();
+    while (now_ms() - t0 < 3000) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 50) <= 0) {
+            continue;
+        }
+        n = read(fd, buf + len, sizeof(buf) - 1 - len);
+        if (n <= 0) {
+            break;
+        }
+        len += (size_t)n;
+    }
+    close(fd);
+    buf[len] = '\0';
+    cr_assert(n == 0 || (n < 0 && errno == ECONNRESET), "a TLS connection over max-connections "
+                                                        "was kept");
+    cr_assert_eq(len, 0, "plaintext on the TLS port: %s", buf);
+    close(hold);
+    nanosleep(&(struct timespec){0, 300000000}, NULL);
+    assert_https_alive();
+    /* Counted with the plain listener's refusals. */
+    cr_expect_geq(metric("tiercache_connections_refused_total"), 1);
+}
+
 Test(tls, stalled_handshake_closed_by_the_deadline)
 {
     const char *extra[] = {"--tls-handshake-timeout", "500ms", NULL};
