@@ -419,9 +419,10 @@ static int check_conf(struct tc_conf *c)
     return bad ? -1 : 0;
 }
 
-static int parse_listen(struct tc_conf *c)
+/* HOST:PORT or [V6]:PORT of option @p opt into host and *port. */
+static int parse_hostport(FILE *err, const char *opt, const char *s, char *host, size_t hostcap,
+                          unsigned *port_out)
 {
-    const char *s = c->listen;
     const char *colon;
     if (s[0] == '[') {
         const char *close = strchr(s, ']');
@@ -429,11 +430,11 @@ static int parse_listen(struct tc_conf *c)
             goto bad;
         }
         size_t n = (size_t)(close - s - 1);
-        if (n == 0 || n >= sizeof(c->listen_host)) {
+        if (n == 0 || n >= hostcap) {
             goto bad;
         }
-        memcpy(c->listen_host, s + 1, n);
-        c->listen_host[n] = '\0';
+        memcpy(host, s + 1, n);
+        host[n] = '\0';
         colon = close + 1;
     } else {
         colon = strrchr(s, ':');
@@ -441,13 +442,13 @@ static int parse_listen(struct tc_conf *c)
             goto bad;
         }
         size_t n = (size_t)(colon - s);
-        if (n >= sizeof(c->listen_host)) {
+        if (n >= hostcap) {
             goto bad;
         }
-        memcpy(c->listen_host, s, n);
-        c->listen_host[n] = '\0';
+        memcpy(host, s, n);
+        host[n] = '\0';
         if (n == 0) {
-            strcpy(c->listen_host, "0.0.0.0");
+            snprintf(host, hostcap, "0.0.0.0");
         }
     }
     char *end;
@@ -456,14 +457,28 @@ static int parse_listen(struct tc_conf *c)
     if (errno != 0 || *end != '\0' || colon[1] == '\0' || port > 65535) {
         goto bad;
     }
-    c->listen_port = (unsigned)port;
+    *port_out = (unsigned)port;
     return 0;
 bad:
-    fprintf(c->_err,
-            "tiercache: bad value '%s' for listen (expected HOST:PORT, e.g. 127.0.0.1:8080 or "
+    fprintf(err,
+            "tiercache: bad value '%s' for %s (expected HOST:PORT, e.g. 127.0.0.1:8080 or "
             "[::1]:8080; port 0 picks a free one)\n",
-            s);
+            s, opt);
     return -1;
+}
+
+static int parse_listen(struct tc_conf *c)
+{
+    if (parse_hostport(c->_err, "listen", c->listen, c->listen_host, sizeof(c->listen_host),
+                       &c->listen_port) != 0) {
+        return -1;
+    }
+    if (c->listen_tls[0] != '\0' &&
+        parse_hostport(c->_err, "listen-tls", c->listen_tls, c->listen_tls_host,
+                       sizeof(c->listen_tls_host), &c->listen_tls_port) != 0) {
+        return -1;
+    }
+    return 0;
 }
 
 enum { MODE_RUN, MODE_RELOAD };

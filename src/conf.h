@@ -68,6 +68,19 @@ enum tc_conf_type {
       "give up on an origin fetch after this long (504)")                                          \
     X("listener", listener_shared, TC_CONF_LISTENER, "reuseport", 0, 0,                            \
       "reuseport: a listening socket per worker; shared: one socket all workers accept on")        \
+    X("listen-tls", listen_tls, TC_CONF_STR, "", 0, 0,                                             \
+      "address:port for HTTPS clients (TLS 1.2/1.3), beside listen; needs tls-cert and tls-key")   \
+    X("tls-cert", tls_cert, TC_CONF_STR, "", 0, 0,                                                 \
+      "PEM file: the server certificate, then its chain; SIGHUP reloads it")                       \
+    X("tls-key", tls_key, TC_CONF_STR, "", 0, 0,                                                   \
+      "PEM file: the private key of tls-cert; refused if group or others may access it")           \
+    X("tls-client-ca", tls_client_ca, TC_CONF_STR, "", 0, 0,                                       \
+      "PEM CA bundle: ask TLS clients for a certificate and refuse one it does not verify")        \
+    X("tls-client-scopes", tls_client_scopes, TC_CONF_STR, "", 0, 0,                               \
+      "scopes of verified client certificates: 'CN=app1 read,write; CN=ops admin' "                \
+      "(CN=NAME or a whole RFC 2253 DN)")                                                          \
+    X("tls-handshake-timeout", tls_handshake_timeout_ms, TC_CONF_DURATION, "10", 100, 3600000,     \
+      "close a TLS connection whose handshake is not complete this long after connect")            \
     X("log-level", log_level, TC_CONF_LEVEL, "info", 0, 0, "crit, warn, notice, info or debug")    \
     X("log-file", log_file, TC_CONF_STR, "", 0, 0, "log to this file instead of stderr")           \
     X("access-log", access_log, TC_CONF_STR, "", 0, 0, "write one line per request to this file")  \
@@ -96,6 +109,12 @@ struct tc_conf {
     const char *origin;
     uint64_t origin_timeout_ms;
     int listener_shared;
+    const char *listen_tls;
+    const char *tls_cert;
+    const char *tls_key;
+    const char *tls_client_ca;
+    const char *tls_client_scopes;
+    uint64_t tls_handshake_timeout_ms;
     int log_level;
     const char *log_file;
     const char *access_log;
@@ -104,6 +123,8 @@ struct tc_conf {
     char listen_host[256];
     unsigned listen_port;
     FILE *_err; /* where load errors go: stderr, or the reload's buffer */
+    char listen_tls_host[256]; /* from listen-tls; "" when there is none */
+    unsigned listen_tls_port;
     /* Storage for strings (owned). */
     char *_strings[64];
     size_t _nstrings;

@@ -3,6 +3,7 @@
 #include "src/access_log.h"
 #include "src/clock.h"
 #include "src/log.h"
+#include "src/tls.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -31,6 +32,7 @@ enum conn_wait {
     WAIT_HEADER, /* a request started and its headers are not complete: 408 */
     WAIT_BODY,   /* waiting for the next bytes of a body: 408 */
     WAIT_LINGER, /* lingering close: close */
+    WAIT_TLS,    /* the TLS handshake is not complete: close (tls-handshake-timeout) */
 };
 
 /* Framing scanner states (scan_framing), kept across reads. */
@@ -49,6 +51,10 @@ enum { FR_TEXT, FR_CR, FR_LF, FR_CHUNK_END };
 #define LINGER_IDLE_MS   2000u
 #define LINGER_MAX_MS    5000u
 #define LINGER_MAX_BYTES ((uint64_t)64 << 20)
+
+/* The largest TLS record's plaintext (RFC 8446 5.1): answers up to this
+ * size are written to a TLS connection as one record. */
+#define TLS_RECORD_MAX ((size_t)16384)
 
 /* Smallest allocation for a body: growth then doubles, capped at the
  * announced length, so memory follows what arrived, not what was announced. */
@@ -85,6 +91,12 @@ struct tc_http_conn {
     const char *error_msg;
     int close_after; /* close once the current response is written */
     struct tc_http_conn *prev, *next;
+    /* TLS (a listen-tls server): NULL on a plain connection, whose reads and
+     * writes then go straight to the socket (conn_recv, conn_send). */
+    struct tc_tls_conn *tls;
+    unsigned peer_scopes; /* from the verified client certificate, for each request */
+    uint8_t handshaking;  /* read_cb and write_cb advance the handshake */
+    uint8_t read_blocked; /* a TLS read needs the socket writable first */
 };
 
 struct tc_http_server {
@@ -99,6 +111,8 @@ struct tc_http_server {
     size_t busy;
     struct tc_http_counters counters;
     http_parser_settings settings;
+    struct tc_tls *tls;        /* a TLS listener: its context; NULL: plain HTTP */
+    uint64_t tls_handshake_ms; /* tls-handshake-timeout */
 };
 
 #define BUMP(s, f)                                                                                 \
@@ -115,6 +129,87 @@ static void conn_free(struct tc_http_conn *c);
 static void conn_write(struct tc_http_conn *c, const void *a, size_t alen, const void *b,
                        size_t blen);
 static void respond_error(struct tc_http_conn *c, int status, const char *msg);
+
+/* ---- transport: the socket, or TLS over it -------------------------------------------- */
+
+/*
+ * conn_recv and conn_send behave as read(2) and writev(2) (bytes; 0 at EOF;
+ * -1 with errno EAGAIN, or another errno when the connection is lost),
+ * whichever the connection speaks, so that one state machine serves both
+ * and a plain connection pays one branch per call.
+ */
+static ssize_t conn_recv(struct tc_http_conn *c, void *buf, size_t len)
+{
+    ssize_t got;
+    if (c->tls == NULL) {
+        do {
+            got = read(c->fd, buf, len);
+        } while (got < 0 && errno == EINTR);
+        return got;
+    }
+    size_t n = 0;
+    switch (tc_tls_read(c->tls, buf, len, &n)) {
+    case TC_TLS_DONE:
+        return (ssize_t)n;
+    case TC_TLS_CLOSED:
+        return 0;
+    case TC_TLS_WANT_WRITE:
+        /* Rare after the handshake (a TLS 1.3 KeyUpdate to answer while the
+         * socket is full): write_cb wakes the read once the socket drains. */
+        c->read_blocked = 1;
+        event_add(c->wev, NULL);
+        errno = EAGAIN;
+        return -1;
+    case TC_TLS_WANT_READ:
+        errno = EAGAIN;
+        return -1;
+    case TC_TLS_FAILED:
+        break;
+    }
+    errno = EIO;
+    return -1;
+}
+
+static ssize_t conn_send(struct tc_http_conn *c, const void *a, size_t alen, const void *b,
+                         size_t blen)
+{
+    ssize_t w;
+    if (c->tls == NULL) {
+        struct iovec iov[2] = {{(void *)a, alen}, {(void *)b, blen}};
+        do {
+            w = writev(c->fd, iov, blen ? 2 : 1);
+        } while (w < 0 && errno == EINTR);
+        return w;
+    }
+    /* Partial writes are on (src/tls.c): a record at a time, like write(2). */
+    size_t done = 0;
+    const char *p = a;
+    size_t left = alen;
+    for (int part = 0; part < 2; part++, p = b, left = blen) {
+        while (left > 0) {
+            size_t n = 0;
+            enum tc_tls_io io = tc_tls_write(c->tls, p, left, &n);
+            if (io == TC_TLS_DONE) {
+                done += n;
+                p += n;
+                left -= n;
+                continue;
+            }
+            if (io == TC_TLS_WANT_WRITE) {
+                if (done > 0) {
+                    return (ssize_t)done;
+                }
+                errno = EAGAIN;
+                return -1;
+            }
+            /* WANT_READ cannot come without renegotiation (it is off): a
+             * lost connection, as the rest. */
+            errno = EPIPE;
+            return -1;
+        }
+    }
+    return (ssize_t)done;
+}
 
 /* Deadlines are set on every request: the coarse clock (vDSO, no syscall,
  * a few ms of resolution) is cheap enough for that and precise enough. */
@@ -175,6 +270,11 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
         case WAIT_BODY:
             BUMP(s, body_timeouts);
             respond_error(c, 408, "the request body stalled");
+            return;
+        case WAIT_TLS:
+            BUMP(s, tls_handshake_timeouts);
+            tc_log(TC_LOG_DEBUG, "tls: handshake not complete within tls-handshake-timeout");
+            conn_free(c);
             return;
         case WAIT_IDLE:
         case WAIT_LINGER:
@@ -410,6 +510,7 @@ static int on_message_begin(http_parser *p)
         return fail(c, 503, "out of memory");
     }
     c->req->_conn = c;
+    c->req->peer_scopes = c->peer_scopes;
     return 0;
 }
 
@@ -717,11 +818,7 @@ static void conn_write(struct tc_http_conn *c, const void *a, size_t alen, const
         }
         return;
     }
-    struct iovec iov[2] = {{(void *)a, alen}, {(void *)b, blen}};
-    ssize_t w;
-    do {
-        w = writev(c->fd, iov, blen ? 2 : 1);
-    } while (w < 0 && errno == EINTR);
+    ssize_t w = conn_send(c, a, alen, b, blen);
     if (w < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK) {
             c->close_after = 1; /* the peer is gone; close once answered */
@@ -786,8 +883,11 @@ static void write_response(struct tc_http_conn *c, int status, const char *ctype
     if (head_only) {
         len = 0;
     }
-    /* Small bodies ride in the same buffer; large ones go by reference. */
-    if (len > 0 && len <= 4096 && tc_buf_append(sb, body, len) == TC_OK) {
+    /* Small bodies ride in the same buffer; large ones go by reference. Over
+     * TLS a body up to one record rides too: one record and one write per
+     * answer instead of two, for a copy much cheaper than the encryption. */
+    size_t ride = c->tls != NULL ? TLS_RECORD_MAX : 4096;
+    if (len > 0 && len <= ride && tc_buf_append(sb, body, len) == TC_OK) {
         len = 0;
     }
     conn_write(c, sb->data, sb->len, body, len);
@@ -797,6 +897,9 @@ static void write_response(struct tc_http_conn *c, int status, const char *ctype
  * sending reads the answer before it sees the connection go. */
 static void finish_close(struct tc_http_conn *c)
 {
+    if (c->tls != NULL) {
+        tc_tls_shutdown(c->tls); /* close_notify, before the write side closes */
+    }
     if (!c->linger || shutdown(c->fd, SHUT_WR) != 0) {
         conn_free(c);
         return;
@@ -1089,6 +1192,15 @@ static int finish_feed(struct tc_http_conn *c)
     return 1;
 }
 
+/* Reading goes on: bytes already inside TLS wake no socket event, so read_cb
+ * is run for them. */
+static void tls_more(struct tc_http_conn *c)
+{
+    if (c->tls != NULL && c->state == ST_READING && !c->out_paused && tc_tls_pending(c->tls)) {
+        event_active(c->rev, EV_READ, 0);
+    }
+}
+
 /* Parses what is buffered on the connection (pipelined leftovers). */
 static void feed(struct tc_http_conn *c)
 {
@@ -1105,6 +1217,8 @@ static void feed(struct tc_http_conn *c)
     }
     if (c->state == ST_ANSWERING) {
         event_del(c->rev); /* read nothing while answering asynchronously */
+    } else {
+        tls_more(c);
     }
 }
 
@@ -1136,19 +1250,88 @@ static void linger_read(struct tc_http_conn *c)
     timer_arm(c, c->read_deadline_ms, now);
 }
 
+/* An error answer written straight to the socket @p fd of a connection that
+ * is being refused (no conn state): best effort, the connection closes
+ * either way. @p msg is a constant of this file: no JSON escaping needed. */
+static void send_raw_error(int fd, int status, const char *msg)
+{
+    char resp[512];
+    char body[256];
+    int blen = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"message\":\"%s\"}",
+                        status == 503 ? "unavailable" : "bad_request", msg);
+    int n = snprintf(resp, sizeof(resp),
+                     "HTTP/1.1 %d %s\r\nServer: tiercache\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
+                     status, tc_http_reason(status), blen, body);
+    ssize_t w = send(fd, resp, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)w;
+}
+
+/* Plain HTTP sent to the TLS port: answered 400 in plain HTTP (as nginx
+ * does), so that the client learns why, then closed lingering. */
+static void tls_refuse_plain(struct tc_http_conn *c)
+{
+    send_raw_error(c->fd, 400, "plain HTTP sent to the TLS port; use https://");
+    c->handshaking = 0;
+    c->linger = 1;
+    c->state = ST_CLOSING;
+    finish_close(c);
+}
+
+/* Advances the TLS handshake of @p c, from read_cb or write_cb; may free c. */
+static void tls_handshake_step(struct tc_http_conn *c)
+{
+    struct tc_http_server *s = c->srv;
+    enum tc_tls_fail why = TC_TLS_FAIL_PROTOCOL;
+    switch (tc_tls_handshake(c->tls, &why)) {
+    case TC_TLS_WANT_READ:
+        return; /* rev is armed */
+    case TC_TLS_WANT_WRITE:
+        event_add(c->wev, NULL);
+        return;
+    case TC_TLS_DONE:
+        break;
+    case TC_TLS_CLOSED:
+    case TC_TLS_FAILED:
+        if (why == TC_TLS_FAIL_CERT) {
+            BUMP(s, tls_handshake_cert_errors);
+        } else {
+            BUMP(s, tls_handshake_protocol_errors);
+        }
+        if (why == TC_TLS_FAIL_PLAINTEXT) {
+            tls_refuse_plain(c);
+        } else {
+            conn_free(c);
+        }
+        return;
+    }
+    c->handshaking = 0;
+    BUMP(s, tls_handshakes);
+    if (tc_tls_resumed(c->tls)) {
+        BUMP(s, tls_handshakes_resumed);
+    }
+    c->peer_scopes = tc_tls_peer_scopes(c->tls);
+    /* The header clock starts now, so that header-timeout means the same
+     * on both listeners. */
+    set_wait(c, WAIT_IDLE, s->limits.header_timeout_ms);
+    tls_more(c);
+}
+
 static void read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct tc_http_conn *c = arg;
     struct tc_http_server *s = c->srv;
+    (void)fd;
     (void)what;
     if (c->state == ST_LINGERING) {
         linger_read(c);
         return;
     }
-    ssize_t got;
-    do {
-        got = read(fd, s->rbuf, sizeof(s->rbuf));
-    } while (got < 0 && errno == EINTR);
+    if (c->handshaking) {
+        tls_handshake_step(c);
+        return;
+    }
+    ssize_t got = conn_recv(c, s->rbuf, sizeof(s->rbuf));
     if (got == 0 && output_pending(c)) {
         /* The client shut its side after its last request (as "printf |
          * nc" does): its answers still go out, under the write deadline. */
@@ -1186,17 +1369,30 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
     }
     if (c->state == ST_ANSWERING) {
         event_del(c->rev);
+    } else {
+        tls_more(c);
     }
 }
 
 static void write_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct tc_http_conn *c = arg;
+    (void)fd;
     (void)what;
-    ssize_t w;
-    do {
-        w = write(fd, c->out.data + c->out_off, c->out.len - c->out_off);
-    } while (w < 0 && errno == EINTR);
+    if (c->handshaking) {
+        tls_handshake_step(c);
+        return;
+    }
+    if (c->read_blocked) {
+        c->read_blocked = 0;
+        if (c->state == ST_READING && !c->out_paused) {
+            event_active(c->rev, EV_READ, 0);
+        }
+        if (!output_pending(c)) {
+            return;
+        }
+    }
+    ssize_t w = conn_send(c, c->out.data + c->out_off, c->out.len - c->out_off, NULL, 0);
     if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
         if (c->state == ST_ANSWERING) {
             c->close_after = 1; /* the handler still owns the request */
@@ -1260,6 +1456,11 @@ static void conn_free(struct tc_http_conn *c)
     event_free(c->rev);
     event_free(c->wev);
     event_free(c->tev);
+    if (c->tls != NULL) {
+        tc_tls_shutdown(c->tls); /* close_notify on an idle or finished connection */
+        tc_tls_conn_destroy(c->tls);
+        DROP(s, tls_active);
+    }
     close(c->fd);
     tc_buf_deinit(&c->in);
     tc_buf_deinit(&c->out);
@@ -1313,6 +1514,20 @@ static enum tc_status conn_open(struct tc_http_server *s, int fd)
     s->conns = c;
     BUMP(s, accepted);
     BUMP(s, active);
+    if (s->tls != NULL) {
+        c->tls = tc_tls_conn_create(s->tls, fd);
+        if (c->tls == NULL) {
+            tc_log(TC_LOG_WARN, "http: out of memory accepting a TLS connection");
+            conn_free(c);
+            return TC_ENOMEM;
+        }
+        BUMP(s, tls_active);
+        c->handshaking = 1;
+        /* The handshake has its own deadline; the header clock starts after. */
+        set_wait(c, WAIT_TLS, s->tls_handshake_ms);
+        event_add(c->rev, NULL);
+        return TC_OK;
+    }
     /* A connection that never completes its headers is closed after
      * header-timeout: quietly if it sent nothing, with 408 otherwise. */
     set_wait(c, WAIT_IDLE, s->limits.header_timeout_ms);
@@ -1329,16 +1544,15 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)salen;
     /* One shared counter across workers, touched only on connect and close. */
     uint64_t n = atomic_fetch_add_explicit(s->limits.conn_count, 1, memory_order_relaxed);
+    if (n >= s->limits.max_connections && s->tls != NULL) {
+        /* No plaintext 503 on a TLS port: the client would read garbage. */
+        evutil_closesocket(fd);
+        atomic_fetch_sub_explicit(s->limits.conn_count, 1, memory_order_relaxed);
+        BUMP(s, refused);
+        return;
+    }
     if (n >= s->limits.max_connections) {
-        static const char body[] =
-            "{\"error\":\"unavailable\",\"message\":\"too many open connections\"}";
-        char busy[256];
-        int len = snprintf(busy, sizeof(busy),
-                           "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                           "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                           sizeof(body) - 1, body);
-        ssize_t w = send(fd, busy, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL);
-        (void)w; /* best effort: the client is refused either way */
+        send_raw_error(fd, 503, "too many open connections");
         evutil_closesocket(fd);
         atomic_fetch_sub_explicit(s->limits.conn_count, 1, memory_order_relaxed);
         BUMP(s, refused);
@@ -1400,6 +1614,12 @@ struct tc_http_server *tc_http_server_create(struct event_base *base, int fd,
     }
     evconnlistener_set_error_cb(s->listener, accept_error_cb);
     return s;
+}
+
+void tc_http_server_set_tls(struct tc_http_server *s, struct tc_tls *tls, uint64_t handshake_ms)
+{
+    s->tls = tls;
+    s->tls_handshake_ms = handshake_ms;
 }
 
 void tc_http_server_stop_accepting(struct tc_http_server *s)

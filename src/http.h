@@ -33,6 +33,12 @@
  * Lingering (as nginx's lingering_close) lets a client that is still sending
  * a body read an early 413 or 431 instead of a TCP reset.
  *
+ * TLS (tc_http_server_set_tls, listen-tls): the same state machine, with a
+ * handshake before READING under its own deadline; reads and writes go
+ * through src/tls.h instead of the socket, bytes already decrypted inside
+ * TLS re-run the read callback (no socket event would come), and an
+ * answer up to one TLS record is written as one record.
+ *
  * Threading: a server and its connections belong to the thread running its
  * event_base. tc_http_respond() must be called on that thread.
  */
@@ -49,6 +55,7 @@
 struct event_base;
 struct tc_http_server;
 struct tc_http_conn;
+struct tc_tls;
 
 enum tc_http_method {
     TC_HTTP_GET = 1,
@@ -121,6 +128,25 @@ struct tc_http_limits {
     X(body_budget_refused, "requests answered 503: max-pending-body reached")                      \
     X(output_paused, "times reading a connection stopped until its unsent output drained")
 
+/*
+ * The TLS handshakes of a listen-tls server, one row per counter: field,
+ * /stats member (under "tls"), help text. Every failed handshake is counted
+ * once, under one reason.
+ */
+#define TC_HTTP_TLS_COUNTERS(X)                                                                    \
+    X(tls_handshakes, "handshakes", "TLS handshakes completed")                                    \
+    X(tls_handshakes_resumed, "handshakes_resumed",                                                \
+      "TLS handshakes that resumed a session (ticket or session cache), a subset of "              \
+      "tls_handshakes")                                                                            \
+    X(tls_handshake_timeouts, "handshake_timeouts",                                                \
+      "TLS handshakes not complete within tls-handshake-timeout (connection closed)")              \
+    X(tls_handshake_protocol_errors, "handshake_protocol_errors",                                  \
+      "TLS handshakes failed on the protocol: not TLS (plain HTTP included), a version, cipher "   \
+      "or ALPN refused, or the client closed")                                                     \
+    X(tls_handshake_cert_errors, "handshake_cert_errors",                                          \
+      "TLS handshakes failed on a certificate: a client certificate that does not verify, or "     \
+      "ours refused by the client")
+
 /** Per-server counters, written by its thread only; read with relaxed loads. */
 struct tc_http_counters {
     _Atomic uint64_t accepted;
@@ -130,6 +156,10 @@ struct tc_http_counters {
 #define TC_HTTP_X(field, help) _Atomic uint64_t field;
     TC_HTTP_REFUSALS(TC_HTTP_X)
 #undef TC_HTTP_X
+#define TC_HTTP_X(field, json, help) _Atomic uint64_t field;
+    TC_HTTP_TLS_COUNTERS(TC_HTTP_X)
+#undef TC_HTTP_X
+    _Atomic uint64_t tls_active; /* TLS connections open (handshaking included) */
 };
 
 /**
@@ -150,6 +180,15 @@ struct tc_http_server *tc_http_server_create(struct event_base *base, int fd,
  * TC_OK, TC_EUNAVAIL over max_connections or TC_ENOMEM.
  */
 enum tc_status tc_http_server_adopt(struct tc_http_server *s, int fd);
+
+/**
+ * Makes @p s a TLS server (call before it accepts anything): every
+ * connection then starts with a TLS handshake on a context from @p tls
+ * (which must outlive the server), closed if not complete within
+ * @p handshake_ms; requests carry the scopes of a verified client
+ * certificate in peer_scopes.
+ */
+void tc_http_server_set_tls(struct tc_http_server *s, struct tc_tls *tls, uint64_t handshake_ms);
 
 /** Stops accepting new connections; open ones are served on. */
 void tc_http_server_stop_accepting(struct tc_http_server *s);

@@ -10,6 +10,7 @@
 #include "src/log.h"
 #include "src/shm_admin.h"
 #include "src/sweeper.h"
+#include "src/tls.h"
 #include "src/worker.h"
 #include "src/hist.h"
 #include "src/reload.h"
@@ -67,6 +68,16 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         }
         /* Module reloads (auth tokens, TLS certificates, keyring) go here,
          * each keeping its old state when its file is bad. */
+        /* TLS: new certificates for new connections; open ones keep theirs. */
+        if (m->srv->tls != NULL) {
+            char err[512];
+            if (tc_tls_reload(m->srv->tls, err, sizeof(err)) == TC_OK) {
+                tc_log(TC_LOG_INFO, "SIGHUP: TLS certificates reloaded");
+            } else {
+                tc_log(TC_LOG_CRIT, "SIGHUP: TLS certificates not reloaded, the old ones stay: %s",
+                       err);
+            }
+        }
         notify("READY=1");
         return;
     }
@@ -235,6 +246,18 @@ int main(int argc, char **argv)
         tc_log(TC_LOG_INFO, "read-through from %s (timeout %llu ms)", tc_origin_url(srv.origin),
                (unsigned long long)conf.origin_timeout_ms);
     }
+    if (conf.listen_tls[0] != '\0') {
+        char err[512];
+        struct tc_tls_options to = {conf.tls_cert, conf.tls_key, conf.tls_client_ca,
+                                    conf.tls_client_scopes};
+        if (tc_tls_create(&to, &srv.tls, err, sizeof(err)) != TC_OK) {
+            tc_log(TC_LOG_CRIT, "listen-tls: %s", err);
+            fprintf(stderr, "tiercache: listen-tls: %s\n", err);
+            goto out_stack;
+        }
+    } else if (conf.tls_cert[0] != '\0' || conf.tls_client_ca[0] != '\0') {
+        tc_log(TC_LOG_WARN, "tls-cert / tls-client-ca are set without listen-tls: no TLS served");
+    }
     tc_log(TC_LOG_INFO, "dogpile locks: %s scope%s%s", tc_keylock_scope(srv.keylock),
            srv.lock_tier >= 0 ? " in " : "",
            srv.lock_tier >= 0 ? tc_tier_uri(tiers[srv.lock_tier]) : "");
@@ -268,6 +291,10 @@ int main(int argc, char **argv)
     }
     tc_log(TC_LOG_INFO, "listening on %s:%u with %zu workers", conf.listen_host, srv.port,
            srv.nworkers);
+    if (srv.tls != NULL) {
+        tc_log(TC_LOG_INFO, "listening for TLS on %s:%u%s", conf.listen_tls_host, srv.tls_port,
+               tc_tls_client_certs(srv.tls) ? " (client certificates verified)" : "");
+    }
     notify("READY=1");
 
     struct tc_sweeper *sweeper = tc_sweeper_create(m.base, &srv);
@@ -292,6 +319,7 @@ out_stack:
         event_base_free(m.base);
     }
     free(srv.workers);
+    tc_tls_destroy(srv.tls);     /* after the workers: their connections held it */
     tc_reload_destroy(m.reload); /* the workers, which read its configurations, are gone */
     tc_origin_destroy(srv.origin);
     tc_keylock_destroy(srv.keylock); /* before its lock tier closes */

@@ -605,16 +605,21 @@ static void get_connections(struct render *rc, const struct metric *m)
     emit_u(rc, m, atomic_load_explicit(&rc->srv->conn_count, memory_order_relaxed));
 }
 
-/* A field of struct tc_http_counters (offset m->arg), over every worker's server. */
+/* A field of struct tc_http_counters (offset m->arg), over every worker's
+ * servers: the plain listener's and the TLS listener's (listen-tls). */
 static void get_http(struct render *rc, const struct metric *m)
 {
     uint64_t sum = 0;
     for (size_t k = 0; k < rc->srv->nworkers; k++) {
         const struct tc_worker *w = &rc->srv->workers[k];
-        if (w->http != NULL) {
-            const _Atomic uint64_t *p =
-                (const _Atomic uint64_t *)((const char *)tc_http_server_counters(w->http) + m->arg);
-            sum += atomic_load_explicit(p, memory_order_relaxed);
+        const struct tc_http_server *servers[2] = {w->http, w->https};
+        for (size_t i = 0; i < 2; i++) {
+            if (servers[i] != NULL) {
+                const _Atomic uint64_t *p =
+                    (const _Atomic uint64_t *)((const char *)tc_http_server_counters(servers[i]) +
+                                               m->arg);
+                sum += atomic_load_explicit(p, memory_order_relaxed);
+            }
         }
     }
     emit_u(rc, m, sum);
@@ -838,9 +843,18 @@ static const struct metric rows[] = {
             offsetof(struct tc_http_counters, field)),
     TC_HTTP_REFUSALS(TC_HTTP_X)
 #undef TC_HTTP_X
-        {"tiercache_http_pending_body_bytes", M_GAUGE, U_BYTES,
-         "Bytes held by request bodies still being received (bounded by max-pending-body).", 0,
-         "http.pending_body_bytes", NULL, J_VALUE, get_body_pending, 0, NULL, NULL},
+/* TLS (listen-tls): handshakes by outcome, and the connections open. */
+#define TC_HTTP_X(field, json, help)                                                               \
+    COUNTER("tiercache_" #field "_total", help ".", "tls." json, get_http,                         \
+            offsetof(struct tc_http_counters, field)),
+        TC_HTTP_TLS_COUNTERS(TC_HTTP_X)
+#undef TC_HTTP_X
+            {"tiercache_tls_connections_active", M_GAUGE, U_NONE,
+             "TLS client connections open now (handshaking included).", 0, "tls.connections_active",
+             NULL, J_VALUE, get_http, offsetof(struct tc_http_counters, tls_active), NULL, NULL},
+    {"tiercache_http_pending_body_bytes", M_GAUGE, U_BYTES,
+     "Bytes held by request bodies still being received (bounded by max-pending-body).", 0,
+     "http.pending_body_bytes", NULL, J_VALUE, get_body_pending, 0, NULL, NULL},
     {"tiercache_http_request_duration_seconds", M_HISTOGRAM, U_SECONDS,
      "Time from a complete request to the API's answer, in seconds, by route, method and "
      "status (the HTTP layer's own refusals are in tiercache_http_*_total instead).",

@@ -8,9 +8,11 @@
 #include "src/worker.h"
 #include "src/api.h"
 #include "src/routes.h"
+#include "src/tls.h"
 
 #include <event2/event.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -81,15 +83,21 @@ void tc_worker_count_read(struct tc_worker *w, enum tc_worker_read what, int tie
     }
 }
 
+/* Requests being answered on this worker, over both listeners. */
+static size_t worker_busy(const struct tc_worker *w)
+{
+    return tc_http_server_busy(w->http) + (w->https != NULL ? tc_http_server_busy(w->https) : 0);
+}
+
 static void drain_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct tc_worker *w = arg;
     (void)fd;
     (void)what;
-    if (tc_http_server_busy(w->http) == 0 || tc_clock_ns() >= w->stop_deadline_ns) {
-        if (tc_http_server_busy(w->http) != 0) {
+    if (worker_busy(w) == 0 || tc_clock_ns() >= w->stop_deadline_ns) {
+        if (worker_busy(w) != 0) {
             tc_log(TC_LOG_WARN, "worker %d: %zu requests still in flight at shutdown", w->id,
-                   tc_http_server_busy(w->http));
+                   worker_busy(w));
         }
         event_base_loopexit(w->base, NULL);
         return;
@@ -104,6 +112,9 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     tc_http_server_stop_accepting(w->http);
+    if (w->https != NULL) {
+        tc_http_server_stop_accepting(w->https);
+    }
     tc_keylock_home_shutdown(w->home); /* parked requests answer now */
     w->stop_deadline_ns = tc_clock_ns() + w->srv->conf->shutdown_timeout_ms * 1000000u;
     drain_cb(-1, 0, w);
@@ -155,6 +166,15 @@ static void *worker_main(void *arg)
         tc_log(TC_LOG_CRIT, "worker %d: cannot start its HTTP server", w->id);
         goto fail;
     }
+    if (w->tls_fd >= 0) {
+        w->https = tc_http_server_create(w->base, w->tls_fd, &limits, tc_routes_handle, w);
+        w->tls_fd = -1; /* taken over, even on failure */
+        if (w->https == NULL) {
+            tc_log(TC_LOG_CRIT, "worker %d: cannot start its TLS server", w->id);
+            goto fail;
+        }
+        tc_http_server_set_tls(w->https, srv->tls, c->tls_handshake_timeout_ms);
+    }
     atomic_store(&w->ready, 1);
     event_base_dispatch(w->base);
     pthread_mutex_lock(&srv->done_lock);
@@ -166,6 +186,8 @@ static void *worker_main(void *arg)
     pthread_mutex_unlock(&srv->done_lock);
     tc_http_server_destroy(w->http);
     w->http = NULL;
+    tc_http_server_destroy(w->https);
+    w->https = NULL;
     tc_keylock_home_shutdown(w->home);
     tc_origin_ctx_dispose(w->origin); /* fetches in flight answer (unavailable) */
     w->origin = NULL;
@@ -186,8 +208,14 @@ fail:
         close(w->fd);
         w->fd = -1;
     }
+    if (w->tls_fd >= 0) {
+        close(w->tls_fd);
+        w->tls_fd = -1;
+    }
     tc_http_server_destroy(w->http);
     w->http = NULL;
+    tc_http_server_destroy(w->https);
+    w->https = NULL;
     if (w->home != NULL) {
         tc_keylock_home_shutdown(w->home);
     }
@@ -215,34 +243,57 @@ fail:
     return NULL;
 }
 
-enum tc_status tc_worker_start_all(struct tc_server *srv)
+/* One listening socket per worker on host:*port, stored at offset @p
+ * fd_off of each struct tc_worker (fd, or tls_fd for listen-tls). The first
+ * socket fixes the port (port 0 picks one, written back to *port); the
+ * others join it with SO_REUSEPORT, or share it (listener=shared: every
+ * worker polls one accept queue; kept to compare, see docs/benchmarks.md).
+ * Closes what it opened on failure. */
+static enum tc_status open_listeners(struct tc_server *srv, const char *host, unsigned *port,
+                                     size_t fd_off)
 {
-    const struct tc_conf *c = srv->conf;
-    unsigned port = c->listen_port;
+#define WORKER_FD(i) (*(int *)((char *)&srv->workers[i] + fd_off))
     for (size_t i = 0; i < srv->nworkers; i++) {
-        srv->workers[i].srv = srv;
-        srv->workers[i].id = (int)i;
-        srv->workers[i].fd = -1;
-    }
-    for (size_t i = 0; i < srv->nworkers; i++) {
-        struct tc_worker *w = &srv->workers[i];
-        /* The first socket fixes the port (port 0 picks one); the others join
-         * it with SO_REUSEPORT, or share it (listener=shared: every worker
-         * polls one accept queue; kept to compare, see docs/benchmarks.md). */
-        if (i > 0 && c->listener_shared) {
-            w->fd = fcntl(srv->workers[0].fd, F_DUPFD_CLOEXEC, 0);
+        if (i > 0 && srv->conf->listener_shared) {
+            WORKER_FD(i) = fcntl(WORKER_FD(0), F_DUPFD_CLOEXEC, 0);
         } else {
-            w->fd = tc_http_listen(c->listen_host, port, &port);
+            WORKER_FD(i) = tc_http_listen(host, *port, port);
         }
-        if (w->fd < 0) {
+        if (WORKER_FD(i) < 0) {
             for (size_t k = 0; k < i; k++) {
-                close(srv->workers[k].fd);
-                srv->workers[k].fd = -1;
+                close(WORKER_FD(k));
+                WORKER_FD(k) = -1;
             }
             return TC_EIO;
         }
     }
+    return TC_OK;
+#undef WORKER_FD
+}
+
+enum tc_status tc_worker_start_all(struct tc_server *srv)
+{
+    const struct tc_conf *c = srv->conf;
+    unsigned port = c->listen_port, tls_port = c->listen_tls_port;
+    for (size_t i = 0; i < srv->nworkers; i++) {
+        srv->workers[i].srv = srv;
+        srv->workers[i].id = (int)i;
+        srv->workers[i].fd = -1;
+        srv->workers[i].tls_fd = -1;
+    }
+    if (open_listeners(srv, c->listen_host, &port, offsetof(struct tc_worker, fd)) != TC_OK) {
+        return TC_EIO;
+    }
     srv->port = port;
+    if (srv->tls != NULL && open_listeners(srv, c->listen_tls_host, &tls_port,
+                                           offsetof(struct tc_worker, tls_fd)) != TC_OK) {
+        for (size_t k = 0; k < srv->nworkers; k++) {
+            close(srv->workers[k].fd);
+            srv->workers[k].fd = -1;
+        }
+        return TC_EIO;
+    }
+    srv->tls_port = tls_port;
     for (size_t i = 0; i < srv->nworkers; i++) {
         struct tc_worker *w = &srv->workers[i];
         if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
@@ -250,6 +301,10 @@ enum tc_status tc_worker_start_all(struct tc_server *srv)
             atomic_store(&w->ready, -1);
             close(w->fd);
             w->fd = -1;
+            if (w->tls_fd >= 0) {
+                close(w->tls_fd);
+                w->tls_fd = -1;
+            }
             pthread_mutex_lock(&srv->done_lock);
             srv->done++;
             pthread_mutex_unlock(&srv->done_lock);

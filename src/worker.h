@@ -59,6 +59,8 @@ struct tc_worker {
     int fd;      /* listening socket, handed to the HTTP server */
     struct event_base *base;
     struct tc_http_server *http;
+    int tls_fd;                   /* listen-tls socket, handed to https; -1: none */
+    struct tc_http_server *https; /* the TLS listener's server, NULL without listen-tls */
     struct tc_stack_ctx *sc;
     struct tc_keylock_home *home;         /* this worker's part of the lock table */
     struct tc_origin_ctx *origin;         /* its connections to the origin, or NULL */
@@ -90,6 +92,8 @@ struct tc_server {
     size_t nworkers;
     uint64_t start_ms;
     unsigned port;
+    struct tc_tls *tls; /* listen-tls: the TLS context (src/tls.h), NULL without it */
+    unsigned tls_port;
     _Atomic uint64_t conn_count;
     _Atomic uint64_t body_pending; /* bytes held by request bodies being received */
     _Atomic uint64_t sweeps[TC_STACK_MAX_TIERS];
