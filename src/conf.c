@@ -83,6 +83,8 @@ static const char *type_hint(const struct opt_desc *o)
         return "a tier URI";
     case TC_CONF_LISTENER:
         return "reuseport or shared";
+    case TC_CONF_BOOL:
+        return "yes or no";
     }
     return "?";
 }
@@ -129,6 +131,19 @@ static int set_opt(struct tc_conf *c, const struct opt_desc *o, const char *v, c
         }
         *(int *)(base + o->offset) = strcmp(v, "shared") == 0;
         return 0;
+    case TC_CONF_BOOL: {
+        static const char *const yes[] = {"yes", "on", "true", "1"}, *const no[] = {"no", "off",
+                                                                                    "false", "0"};
+        for (size_t i = 0; i < 4; i++) {
+            if (strcmp(v, yes[i]) == 0 || strcmp(v, no[i]) == 0) {
+                *(int *)(base + o->offset) = strcmp(v, yes[i]) == 0;
+                return 0;
+            }
+        }
+        fprintf(stderr, "tiercache: %s: bad value '%s' for %s (valid: %s)\n", origin, v, o->name,
+                type_hint(o));
+        return -1;
+    }
     case TC_CONF_LEVEL: {
         int l = tc_log_level_parse(v);
         if (l < 0) {

@@ -5,6 +5,8 @@
  *   conf → log → tiers (registry) → stack → workers → signals/sweeper loop
  */
 #include "src/conf.h"
+#include "src/auth.h"
+#include "src/cli_token.h"
 #include "src/clock.h"
 #include "src/log.h"
 #include "src/shm_admin.h"
@@ -40,6 +42,9 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     if (sig == SIGHUP) {
         tc_log_reopen();
         tc_log(TC_LOG_INFO, "SIGHUP: log files reopened");
+        /* Issue 14: a new token set; on failure the old one stays (logged). */
+        char err[512];
+        tc_auth_reload(m->srv->auth, err, sizeof(err));
         return;
     }
     if (m->stopping) {
@@ -135,6 +140,9 @@ int main(int argc, char **argv)
     if (argc >= 2 && strcmp(argv[1], "shm") == 0) {
         return tc_shm_admin_main(argc, argv); /* a tool, before any server set-up */
     }
+    if (argc >= 2 && strcmp(argv[1], "token") == 0) {
+        return tc_cli_token_main(argc, argv); /* issue 14: tiercache token new NAME SCOPES */
+    }
     struct tc_conf conf;
     enum tc_conf_result cr = tc_conf_load(&conf, argc, argv);
     if (cr != TC_CONF_RUN) {
@@ -169,6 +177,34 @@ int main(int argc, char **argv)
     srv.conf = &conf;
     srv.start_ms = tc_clock_ms();
 
+    /* Access control (issue 14), before anything is opened: protected mode,
+     * then the tokens file and the host and origin lists. */
+    {
+        /* Issue 14 [B]: conf.tls_client_ca[0] != '\0' once listen-tls lands. */
+        int has_client_certs = 0;
+        char err[1024];
+        if (tc_auth_protected_mode(conf.listen_host, conf.auth_tokens_file[0] != '\0',
+                                   has_client_certs, conf.insecure, err, sizeof(err)) != TC_OK) {
+            tc_log(TC_LOG_CRIT, "%s", err);
+            fprintf(stderr, "tiercache: %s\n", err);
+            rc = 2;
+            goto out_conf;
+        }
+        struct tc_auth_options ao = {.tokens_file = conf.auth_tokens_file,
+                                     .allowed_hosts = conf.allowed_hosts,
+                                     .allowed_origins = conf.allowed_origins,
+                                     .listen_host = conf.listen_host,
+                                     .client_certs = has_client_certs};
+        if (tc_auth_create(&ao, &srv.auth, err, sizeof(err)) != TC_OK) {
+            tc_log(TC_LOG_CRIT, "%s", err);
+            fprintf(stderr, "tiercache: %s\n", err);
+            rc = 2;
+            goto out_conf;
+        }
+        if (conf.insecure && !tc_auth_required(srv.auth)) {
+            tc_log(TC_LOG_WARN, "insecure = yes: no access control on %s", conf.listen);
+        }
+    }
     if (open_tiers(&conf, tiers, &ntiers) != 0) {
         goto out_conf;
     }
@@ -262,6 +298,7 @@ out_stack:
     tc_keylock_destroy(srv.keylock); /* before its lock tier closes */
     tc_stack_destroy(srv.stack);     /* closes the tiers: flushes LMDB, detaches shm */
 out_conf:
+    tc_auth_destroy(srv.auth); /* after the workers, which held views of it */
     pthread_cond_destroy(&srv.done_cond);
     pthread_mutex_destroy(&srv.done_lock);
     tc_log_teardown();
