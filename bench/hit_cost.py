@@ -56,11 +56,11 @@ def client(port, n):
         return int(head.split(b" ")[1])
 
     body = b'{"value":"' + b"v" * 100 + b'","ttl":3600}'
-    s.sendall(b"PUT /cache/k HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    s.sendall(b"PUT /cache/k HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
               b"Content-Length: %d\r\n\r\n" % len(body) + body)
     if resp() != 200:
         raise SystemExit("PUT failed")
-    req = b"GET /cache/k HTTP/1.1\r\nHost: x\r\n\r\n"
+    req = b"GET /cache/k HTTP/1.1\r\nHost: localhost\r\n\r\n"
     for _ in range(n):
         s.sendall(req)
         if resp() != 200:
