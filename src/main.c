@@ -201,8 +201,10 @@ int main(int argc, char **argv)
             rc = 2;
             goto out_conf;
         }
-        if (conf.insecure && !tc_auth_required(srv.auth)) {
-            tc_log(TC_LOG_WARN, "insecure = yes: no access control on %s", conf.listen);
+        if (conf.insecure && !tc_auth_required(srv.auth) &&
+            tc_auth_protected_mode(conf.listen_host, 0, 0, 0, err, sizeof(err)) != TC_OK) {
+            tc_log(TC_LOG_WARN, "insecure = yes: anyone who can reach %s may use every route",
+                   conf.listen);
         }
     }
     if (open_tiers(&conf, tiers, &ntiers) != 0) {
