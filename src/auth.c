@@ -129,17 +129,6 @@ int tc_auth_name_valid(const char *name)
     return 1;
 }
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9') {
-        return ch - '0';
-    }
-    if ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f') {
-        return (ch | 0x20) - 'a' + 10;
-    }
-    return -1;
-}
-
 /* Splits the next blank-separated field of [*p, end) into [*f, *f + *n). */
 static int next_field(const char **p, const char *end, const char **f, size_t *n)
 {
@@ -204,7 +193,8 @@ static int parse_line(const char *line, size_t len, struct entry *out, char *err
     }
     f += sizeof(pfx) - 1;
     for (size_t i = 0; i < DIGEST_LEN; i++) {
-        int hi = hexval(f[2 * i]), lo = hexval(f[2 * i + 1]);
+        int hi = OPENSSL_hexchar2int((unsigned char)f[2 * i]);
+        int lo = OPENSSL_hexchar2int((unsigned char)f[2 * i + 1]);
         if (hi < 0 || lo < 0) {
             snprintf(err, elen, "the digest has a character that is not a hex digit");
             return -1;

@@ -234,7 +234,8 @@ static int on_ini_line(void *user, const char *section, const char *name, const 
 static void usage(FILE *out)
 {
     fprintf(out, "Usage: tiercache [OPTIONS]\n"
-                 "       tiercache shm stats NAME | shm unlink NAME\n\n"
+                 "       tiercache shm stats NAME | shm unlink NAME\n"
+                 "       tiercache token new NAME SCOPES\n\n"
                  "A multi-tier caching proxy: an HTTP/JSON cache API over a stack of tiers.\n\n"
                  "Options (also settable as NAME = VALUE in --config FILE; the command line "
                  "wins):\n");

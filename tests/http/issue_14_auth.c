@@ -122,26 +122,32 @@ static const char *tokens_file(unsigned mask)
     return write_file("tokens", text, 0600);
 }
 
-static void start(const char *const *extra)
+/* The server's arguments: a small mem:// tier, 2 workers, then @p extra. */
+static void server_args(const char **args, size_t cap, const char *const *extra)
 {
-    const char *args[40] = {"--tier", "mem://?size=4M", "--workers", "2"};
-    size_t n = 4;
-    for (size_t i = 0; extra != NULL && extra[i] != NULL; i++) {
+    static const char *const base[] = {"--tier", "mem://?size=4M", "--workers", "2"};
+    size_t n = 0;
+    for (; n < 4; n++) {
+        args[n] = base[n];
+    }
+    for (size_t i = 0; extra != NULL && extra[i] != NULL && n + 1 < cap; i++) {
         args[n++] = extra[i];
     }
     args[n] = NULL;
+}
+
+static void start(const char *const *extra)
+{
+    const char *args[40];
+    server_args(args, 40, extra);
     cr_assert_eq(tc_test_server_start(&srv, args), 0, "server did not start: %s", srv.log);
 }
 
 /* Runs the server expecting it to refuse to start; returns its log. */
 static const char *start_refused(const char *const *extra, int *status)
 {
-    const char *args[40] = {"--tier", "mem://?size=4M", "--workers", "1"};
-    size_t n = 4;
-    for (size_t i = 0; extra != NULL && extra[i] != NULL; i++) {
-        args[n++] = extra[i];
-    }
-    args[n] = NULL;
+    const char *args[40];
+    server_args(args, 40, extra);
     cr_assert_neq(tc_test_server_start(&srv, args), 0, "the server started: %s", srv.log);
     int fd = srv.log_fd;
     tc_test_server_drain_log(&srv);
