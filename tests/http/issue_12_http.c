@@ -550,7 +550,8 @@ Test(issue12, smuggling_shapes_get_400)
          PUT_OCTETS "Transfer-Encoding: chunked\r\n\r\n5\nhello\r\n0"
                     "\r\n\r\n"},
         {"CR without LF", "GET /health HTTP/1.1\r\nHost: localhost\rX-A: b\r\n\r\n"},
-        {"obsolete line folding", "GET /health HTTP/1.1\r\nHost: localhost\r\nX-A: b\r\n c\r\n\r\n"},
+        {"obsolete line folding",
+         "GET /health HTTP/1.1\r\nHost: localhost\r\nX-A: b\r\n c\r\n\r\n"},
         {"Transfer-Encoding twice",
          PUT_OCTETS "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
         {"Transfer-Encoding: identity", PUT_OCTETS "Transfer-Encoding: identity\r\n"
