@@ -715,9 +715,9 @@ enum tc_auth_result tc_auth_check(struct tc_auth_view *v, const char *authorizat
                                   unsigned *grant)
 {
     *grant = 0;
-    /* "Bearer" in any case (RFC 9110 11.1), then one or more spaces. */
-    /* "Bearer " in any case, without strncasecmp's locale machinery on
-     * every request: c | 0x20 maps only 'B' and 'b' to 'b'. */
+    /* "Bearer" in any case (RFC 9110 11.1), then spaces; without
+     * strncasecmp's locale machinery on every request: c | 0x20 maps only
+     * 'B' and 'b' to 'b' (and so for each letter). */
     static const char bearer[] = "bearer ";
     for (size_t i = 0; i < 7; i++) {
         if (authorization == NULL || (authorization[i] | (i < 6 ? 0x20 : 0)) != bearer[i]) {
