@@ -3,7 +3,7 @@
 "no slower hit path" on a shared machine, where wrk's requests/s move with
 whatever else runs.
 
-    bench/hit_cost.py BIN [BIN ...] [--tier URI ...] [--gets N]
+    bench/hit_cost.py BIN [BIN ...] [--tier URI ...] [--gets N] [--auth]
 
 For each binary and tier, the server runs under `valgrind --tool=callgrind`
 with one worker; one keep-alive connection PUTs a 100-byte value, then GETs
@@ -12,6 +12,13 @@ difference of the two totals over N, so start-up and shutdown cancel out.
 Give the older build as a second BIN for a before/after ratio. callgrind
 counts user-space instructions only: the kernel's share (syscalls) and the
 vDSO clock are not in it.
+
+--auth (issue 14): each binary also runs twice with every request carrying
+`Authorization: Bearer TOKEN`: without a tokens file (the header is parsed,
+not checked: what the bytes cost), then with an auth-tokens-file of 8 tokens
+(TOKEN is the last one, read,write). Each line gives the ratio to the same
+binary without the header: the difference between the two is the check.
+Only the first BIN runs these (an older build may not know auth-tokens-file).
 """
 import argparse
 import os
@@ -33,7 +40,24 @@ def free_port():
     return p
 
 
-def client(port, n):
+AUTH_TOKENS = 8
+
+
+def write_tokens(work):
+    """A tokens file of AUTH_TOKENS entries; returns (path, the last token)."""
+    import hashlib
+    path = os.path.join(work, "tokens")
+    lines, token = [], ""
+    for i in range(AUTH_TOKENS):
+        token = "bench-token-%02d-%s" % (i, "x" * 28)
+        lines.append("client%d read,write sha256:%s" % (i, hashlib.sha256(token.encode()).hexdigest()))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, ("\n".join(lines) + "\n").encode())
+    os.close(fd)
+    return path, token
+
+
+def client(port, n, token=None):
     s = socket.create_connection(("127.0.0.1", port))
     buf = b""
 
@@ -55,12 +79,13 @@ def client(port, n):
         buf = rest[cl:]
         return int(head.split(b" ")[1])
 
+    auth = b"Authorization: Bearer %s\r\n" % token.encode() if token else b""
     body = b'{"value":"' + b"v" * 100 + b'","ttl":3600}'
-    s.sendall(b"PUT /cache/k HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-              b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    s.sendall(b"PUT /cache/k HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+              + auth + b"Content-Length: %d\r\n\r\n" % len(body) + body)
     if resp() != 200:
         raise SystemExit("PUT failed")
-    req = b"GET /cache/k HTTP/1.1\r\nHost: x\r\n\r\n"
+    req = b"GET /cache/k HTTP/1.1\r\nHost: localhost\r\n" + auth + b"\r\n"
     for _ in range(n):
         s.sendall(req)
         if resp() != 200:
@@ -68,13 +93,14 @@ def client(port, n):
     s.close()
 
 
-def total_ir(binary, tier, n, work):
+def total_ir(binary, tier, n, work, auth=None):
     port = free_port()
     out = os.path.join(work, "cg.out")
     log = open(os.path.join(work, "server.log"), "w")
     p = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, binary,
                           "--listen", "127.0.0.1:%d" % port, "--workers", "1", "--tier", tier,
-                          "--log-level", "warn", "--sweep-interval", "3600"],
+                          "--log-level", "warn", "--sweep-interval", "3600"]
+                         + (["--auth-tokens-file", auth[0]] if auth and auth[0] else []),
                          stdout=log, stderr=log)
     for _ in range(300):
         try:
@@ -82,7 +108,7 @@ def total_ir(binary, tier, n, work):
             break
         except OSError:
             time.sleep(0.1)
-    client(port, n)
+    client(port, n, auth[1] if auth else None)
     p.send_signal(signal.SIGTERM)
     p.wait(60)
     ann = subprocess.run(["callgrind_annotate", out], capture_output=True, text=True).stdout
@@ -100,6 +126,8 @@ def main():
     ap.add_argument("bins", nargs="+")
     ap.add_argument("--tier", action="append")
     ap.add_argument("--gets", type=int, default=2000)
+    ap.add_argument("--auth", action="store_true",
+                    help="also run each binary with a tokens file and Bearer tokens")
     a = ap.parse_args()
     tiers = a.tier or ["mem://?size=16M", "shm://tc-hitcost-%d?size=16M" % os.getpid()]
     work = tempfile.mkdtemp(prefix="tc-hitcost-")
@@ -116,6 +144,17 @@ def main():
                 else:
                     first[tier] = per
                 print(line, flush=True)
+                if a.auth and b == a.bins[0]:
+                    # The header alone (no tokens file: parsed, not checked),
+                    # then the header checked against AUTH_TOKENS entries.
+                    tok = write_tokens(work)
+                    for label, auth in (("Authorization sent, auth off", (None, tok[1])),
+                                        ("Bearer token checked (%d tokens)" % AUTH_TOKENS, tok)):
+                        ir1 = total_ir(b, tier, a.gets, work, auth)
+                        ir2 = total_ir(b, tier, 2 * a.gets, work, auth)
+                        pa = (ir2 - ir1) / a.gets
+                        print("%-28s %-40s %8.0f instructions per GET hit, %s: %.3fx, +%.0f" % (
+                            tier.split("?")[0], b, pa, label, pa / per, pa - per), flush=True)
                 if tier.startswith("shm://"):
                     subprocess.run([b, "shm", "unlink", tier[6:].split("?")[0]],
                                    capture_output=True)

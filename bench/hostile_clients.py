@@ -96,12 +96,12 @@ def pipeline(binary, n, extra):
     p, port = start(binary, ["--tier", "mem://?size=64M&max_item=2M", "--max-value", "2M",
                              "--workers", "2"] + extra)
     value = b"v" * MIB
-    st = request(port, b"PUT /cache/big HTTP/1.1\r\nHost: x\r\nContent-Type: "
+    st = request(port, b"PUT /cache/big HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
                  b"application/octet-stream\r\nContent-Length: %d\r\n\r\n" % len(value) + value)
     assert st == 200, st
     before = mem_kib(p.pid)
     s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(b"GET /cache/big HTTP/1.1\r\nHost: x\r\nAccept: application/octet-stream\r\n\r\n" * n)
+    s.sendall(b"GET /cache/big HTTP/1.1\r\nHost: localhost\r\nAccept: application/octet-stream\r\n\r\n" * n)
     # Sample until the RSS has not grown for 2 s (at most 30 s).
     peak, still, t0 = 0, 0, time.time()
     while still < 40 and time.time() - t0 < 30:
@@ -125,7 +125,7 @@ def uploads(binary, n, mib, extra):
     socks = []
     for i in range(n):
         s = socket.create_connection(("127.0.0.1", port))
-        s.sendall(b"PUT /cache/u%d HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream"
+        s.sendall(b"PUT /cache/u%d HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream"
                   b"\r\nContent-Length: %d\r\n\r\n" % (i, size))
         sent = 0
         s.settimeout(5)
@@ -162,7 +162,7 @@ def slow(binary, n, seconds, extra):
     for _ in range(n):
         s = socket.create_connection(("127.0.0.1", port))
         s.setblocking(False)
-        s.send(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        s.send(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
         socks.append(s)
     t0 = time.time()
     answers = {}
@@ -180,7 +180,7 @@ def slow(binary, n, seconds, extra):
                     pass
             next_drip += 1.0
         try:
-            st = request(port, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 2)
+            st = request(port, b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", 2)
         except OSError as e:
             st = type(e).__name__
         answers[st] = answers.get(st, 0) + 1

@@ -36,7 +36,7 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 1024), hard))
     before, shm0 = rss_private_kb(pid)
     conns = []
-    req = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    req = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"
     for _ in range(n):
         s = socket.create_connection(("127.0.0.1", port))
         s.sendall(req)

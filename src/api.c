@@ -50,6 +50,20 @@ void tc_api_respond(struct tc_worker *w, struct tc_http_req *r, int status, cons
 {
     /* The answer's one clock read; start_ns is on the same clock (CLOCK_MONOTONIC). */
     tc_worker_count_response(w, r->tag, r->method, status, tc_clock_ns() - r->start_ns);
+    char cors[1536];
+    if (r->cors_origin != NULL) {
+        /* An allowed origin (src/routes.c): let its page read the answer and
+         * the headers a cache client uses. The origin matched an entry of
+         * allowed-origins, which holds no control characters. */
+        int n = snprintf(cors, sizeof(cors),
+                         "%sAccess-Control-Allow-Origin: %s\r\nVary: Origin\r\n"
+                         "Access-Control-Expose-Headers: ETag, X-Cache, X-Cache-Tier, "
+                         "Retry-After, WWW-Authenticate\r\n",
+                         headers != NULL ? headers : "", r->cors_origin);
+        if (n > 0 && (size_t)n < sizeof(cors)) {
+            headers = cors;
+        }
+    }
     tc_http_respond(r, status, ctype, body, len, headers);
 }
 

@@ -35,6 +35,8 @@ typedef enum tc_status (*tc_api_handler_fn)(struct tc_worker *w, struct tc_http_
     X(BAD_TOKEN, 400, "bad_token")                                                                 \
     X(MISSING_VALUE, 400, "missing_value")                                                         \
     X(MISSING_TOKEN, 400, "missing_token")                                                         \
+    X(UNAUTHORIZED, 401, "unauthorized")                                                           \
+    X(FORBIDDEN, 403, "forbidden")                                                                 \
     X(NOT_FOUND, 404, "not_found")                                                                 \
     X(LEASE_TIMEOUT, 404, "lease_timeout")                                                         \
     X(METHOD_NOT_ALLOWED, 405, "method_not_allowed")                                               \
@@ -43,6 +45,7 @@ typedef enum tc_status (*tc_api_handler_fn)(struct tc_worker *w, struct tc_http_
     X(TOO_LARGE, 413, "payload_too_large")                                                         \
     X(KEY_TOO_LONG, 414, "key_too_long")                                                           \
     X(UNSUPPORTED_MEDIA_TYPE, 415, "unsupported_media_type")                                       \
+    X(MISDIRECTED, 421, "misdirected_request")                                                     \
     X(ORIGIN_ERROR, 502, "origin_error")                                                           \
     X(ORIGIN_UNREACHABLE, 502, "origin_unreachable")                                               \
     X(ORIGIN_TOO_BIG, 502, "origin_too_big")                                                       \

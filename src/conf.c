@@ -85,6 +85,8 @@ static const char *type_hint(const struct opt_desc *o)
         return "a tier URI";
     case TC_CONF_LISTENER:
         return "reuseport or shared";
+    case TC_CONF_BOOL:
+        return "yes or no";
     }
     return "?";
 }
@@ -131,6 +133,19 @@ static int set_opt(struct tc_conf *c, const struct opt_desc *o, const char *v, c
         }
         *(int *)(base + o->offset) = strcmp(v, "shared") == 0;
         return 0;
+    case TC_CONF_BOOL: {
+        static const char *const yes[] = {"yes", "on", "true", "1"}, *const no[] = {"no", "off",
+                                                                                    "false", "0"};
+        for (size_t i = 0; i < 4; i++) {
+            if (strcmp(v, yes[i]) == 0 || strcmp(v, no[i]) == 0) {
+                *(int *)(base + o->offset) = strcmp(v, yes[i]) == 0;
+                return 0;
+            }
+        }
+        fprintf(c->_err, "tiercache: %s: bad value '%s' for %s (valid: %s)\n", origin, v, o->name,
+                type_hint(o));
+        return -1;
+    }
     case TC_CONF_LEVEL: {
         int l = tc_log_level_parse(v);
         if (l < 0) {
@@ -223,7 +238,8 @@ static void usage(FILE *out)
     fprintf(out, "Usage: tiercache [OPTIONS]\n"
                  "       tiercache -t | -T [OPTIONS]      check | print the configuration\n"
                  "       tiercache top [-1] [URL]         live view of a running server\n"
-                 "       tiercache shm stats NAME | shm unlink NAME\n\n"
+                 "       tiercache shm stats NAME | shm unlink NAME\n"
+                 "       tiercache token new NAME SCOPES\n\n"
                  "A multi-tier caching proxy: an HTTP/JSON cache API over a stack of tiers.\n\n"
                  "Options (also settable as NAME = VALUE in --config FILE; the command line "
                  "wins):\n");
@@ -275,6 +291,9 @@ static void format_value(const struct tc_conf *c, const struct opt_desc *o, char
     }
     case TC_CONF_LISTENER:
         snprintf(out, len, "%s", *(const int *)(base + o->offset) ? "shared" : "reuseport");
+        return;
+    case TC_CONF_BOOL:
+        snprintf(out, len, "%s", *(const int *)(base + o->offset) ? "yes" : "no");
         return;
     case TC_CONF_TIERS:
         out[0] = '\0'; /* one line per tier: print_conf() */

@@ -24,6 +24,7 @@ enum tc_conf_type {
     TC_CONF_LEVEL,    /* log level name */
     TC_CONF_TIERS,    /* repeatable tier URI */
     TC_CONF_LISTENER, /* reuseport | shared */
+    TC_CONF_BOOL,     /* yes | no (also on/off, true/false, 1/0) */
 };
 
 /*    name                 field             type              default        min   max description
@@ -85,7 +86,25 @@ enum tc_conf_type {
     X("log-file", log_file, TC_CONF_STR, "", 0, 0, "log to this file instead of stderr")           \
     X("access-log", access_log, TC_CONF_STR, "", 0, 0, "write one line per request to this file")  \
     X("access-log-format", access_log_format, TC_CONF_STR, "combined", 0, 0,                       \
-      "combined (nginx/Apache combined + cache=, tier=, us=) or json (one object per line)")
+      "combined (nginx/Apache combined + cache=, tier=, us=) or json (one object per line)")       \
+    TC_CONF_AUTH_OPTIONS(X)
+
+/* Access control (issue 14, src/auth.h, docs/security.md). */
+#define TC_CONF_AUTH_OPTIONS(X)                                                                    \
+    X("auth-tokens-file", auth_tokens_file, TC_CONF_STR, "", 0, 0,                                 \
+      "Bearer tokens with scopes, one 'NAME SCOPES sha256:HEX' a line (mode 0600; re-read on "     \
+      "SIGHUP); empty: no tokens")                                                                 \
+    X("public-health", public_health, TC_CONF_BOOL, "yes", 0, 0,                                   \
+      "no: /health needs a valid token (any scope) like every other route")                        \
+    X("insecure", insecure, TC_CONF_BOOL, "no", 0, 0,                                              \
+      "yes: allow a non-loopback listen address with no auth-tokens-file and no client "           \
+      "certificates (protected mode off)")                                                         \
+    X("allowed-hosts", allowed_hosts, TC_CONF_STR, "", 0, 0,                                       \
+      "Host names clients may use (comma-separated, NAME or NAME:PORT, * for any); empty: the "    \
+      "listen address, localhost, 127.0.0.1, [::1] (and any IP address on a wildcard listen)")     \
+    X("allowed-origins", allowed_origins, TC_CONF_STR, "", 0, 0,                                   \
+      "web origins (https://app.example) allowed to send state-changing requests and given CORS "  \
+      "headers (comma-separated); empty: none")
 
 struct tc_conf {
     const char *listen;
@@ -119,10 +138,16 @@ struct tc_conf {
     const char *log_file;
     const char *access_log;
     const char *access_log_format;
+    /* Access control (TC_CONF_AUTH_OPTIONS). */
+    const char *auth_tokens_file;
+    int public_health;
+    int insecure;
+    const char *allowed_hosts;
+    const char *allowed_origins;
     /* Derived. */
     char listen_host[256];
     unsigned listen_port;
-    FILE *_err; /* where load errors go: stderr, or the reload's buffer */
+    FILE *_err;                /* where load errors go: stderr, or the reload's buffer */
     char listen_tls_host[256]; /* from listen-tls; "" when there is none */
     unsigned listen_tls_port;
     /* Storage for strings (owned). */

@@ -334,6 +334,10 @@ const char *tc_http_reason(int status)
         return "No Content";
     case 400:
         return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
     case 404:
         return "Not Found";
     case 405:
@@ -350,6 +354,8 @@ const char *tc_http_reason(int status)
         return "URI Too Long";
     case 415:
         return "Unsupported Media Type";
+    case 421:
+        return "Misdirected Request";
     case 431:
         return "Request Header Fields Too Large";
     case 500:
@@ -626,6 +632,11 @@ static int check_framing_headers(struct tc_http_conn *c, const char *cl)
     if (te != 0 && cl != NULL) {
         return fail_strict(c, "both Transfer-Encoding and Content-Length");
     }
+    /* RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request without
+     * Host; the Host check against DNS rebinding (src/auth.c) relies on it. */
+    if (host == 0 && c->parser.http_major == 1 && c->parser.http_minor >= 1) {
+        return fail(c, 400, "an HTTP/1.1 request needs a Host header");
+    }
     return 0;
 }
 
@@ -665,6 +676,9 @@ static int on_headers_complete(http_parser *p)
         break;
     case HTTP_POST:
         r->method = TC_HTTP_POST;
+        break;
+    case HTTP_OPTIONS:
+        r->method = TC_HTTP_OPTIONS; /* CORS preflight (src/routes.c) */
         break;
     default:
         r->method = TC_HTTP_OTHER;

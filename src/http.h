@@ -64,6 +64,7 @@ enum tc_http_method {
     TC_HTTP_DELETE = 8,
     TC_HTTP_POST = 16,
     TC_HTTP_OTHER = 32,
+    TC_HTTP_OPTIONS = 64, /* answered by src/routes.c for every route (CORS preflight) */
 };
 
 #define TC_HTTP_MAX_HEADERS 48
@@ -85,6 +86,9 @@ struct tc_http_req {
     /* TC_SCOPE_* bits (src/scope.h) a verified TLS client certificate grants
      * on this connection; 0 when there is none (set by the TLS layer). */
     unsigned peer_scopes;
+    /* The request's Origin when it is in allowed-origins (src/routes.c): every
+     * answer then carries the CORS headers (tc_api_respond). NULL otherwise. */
+    const char *cors_origin;
 
     /* Private. */
     struct tc_http_conn *_conn; /* NULL once the connection is gone */

@@ -6,6 +6,8 @@
  */
 #include "src/conf.h"
 #include "src/access_log.h"
+#include "src/auth.h"
+#include "src/cli_token.h"
 #include "src/clock.h"
 #include "src/log.h"
 #include "src/shm_admin.h"
@@ -78,6 +80,9 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
                        err);
             }
         }
+        /* Issue 14: a new token set; on failure the old one stays (logged). */
+        char err[512];
+        tc_auth_reload(m->srv->auth, err, sizeof(err));
         notify("READY=1");
         return;
     }
@@ -178,6 +183,9 @@ int main(int argc, char **argv)
     if (argc >= 2 && strcmp(argv[1], "top") == 0) {
         return tc_top_main(argc - 1, argv + 1); /* a client of /stats, no server set-up */
     }
+    if (argc >= 2 && strcmp(argv[1], "token") == 0) {
+        return tc_cli_token_main(argc, argv); /* issue 14: tiercache token new NAME SCOPES */
+    }
     struct tc_conf conf;
     enum tc_conf_result cr = tc_conf_load(&conf, argc, argv);
     if (cr != TC_CONF_RUN) {
@@ -213,6 +221,41 @@ int main(int argc, char **argv)
     srv.conf = &conf;
     srv.start_ms = tc_clock_ms();
 
+    /* Access control (issue 14), before anything is opened: protected mode,
+     * then the tokens file and the host and origin lists. */
+    {
+        /* Verified client certificates (mutual TLS) are a way to authenticate too. */
+        int has_client_certs = conf.listen_tls[0] != '\0' && conf.tls_client_ca[0] != '\0';
+        int has_tokens = conf.auth_tokens_file[0] != '\0';
+        char err[1024];
+        if (tc_auth_protected_mode(conf.listen_host, has_tokens, has_client_certs, conf.insecure,
+                                   err, sizeof(err)) != TC_OK ||
+            (conf.listen_tls[0] != '\0' &&
+             tc_auth_protected_mode(conf.listen_tls_host, has_tokens, has_client_certs,
+                                    conf.insecure, err, sizeof(err)) != TC_OK)) {
+            tc_log(TC_LOG_CRIT, "%s", err);
+            fprintf(stderr, "tiercache: %s\n", err);
+            rc = 2;
+            goto out_conf;
+        }
+        struct tc_auth_options ao = {.tokens_file = conf.auth_tokens_file,
+                                     .allowed_hosts = conf.allowed_hosts,
+                                     .allowed_origins = conf.allowed_origins,
+                                     .listen_host = conf.listen_host,
+                                     .listen_tls_host = conf.listen_tls_host,
+                                     .client_certs = has_client_certs};
+        if (tc_auth_create(&ao, &srv.auth, err, sizeof(err)) != TC_OK) {
+            tc_log(TC_LOG_CRIT, "%s", err);
+            fprintf(stderr, "tiercache: %s\n", err);
+            rc = 2;
+            goto out_conf;
+        }
+        if (conf.insecure && !tc_auth_required(srv.auth) &&
+            tc_auth_protected_mode(conf.listen_host, 0, 0, 0, err, sizeof(err)) != TC_OK) {
+            tc_log(TC_LOG_WARN, "insecure = yes: anyone who can reach %s may use every route",
+                   conf.listen);
+        }
+    }
     if (open_tiers(&conf, tiers, &ntiers) != 0) {
         goto out_conf;
     }
@@ -325,6 +368,7 @@ out_stack:
     tc_keylock_destroy(srv.keylock); /* before its lock tier closes */
     tc_stack_destroy(srv.stack);     /* closes the tiers: flushes LMDB, detaches shm */
 out_conf:
+    tc_auth_destroy(srv.auth); /* after the workers, which held views of it */
     pthread_cond_destroy(&srv.done_cond);
     pthread_mutex_destroy(&srv.done_lock);
     tc_log_teardown();

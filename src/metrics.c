@@ -52,6 +52,7 @@ enum {
     L_METHOD = 8,  /* method="GET" */
     L_CODE = 16,   /* code="200" */
     L_OP = 32,     /* op="get": a tier operation */
+    L_REASON = 64, /* reason="missing": why access control refused a request */
 };
 #define MAX_LABELS 8
 
@@ -258,6 +259,9 @@ static size_t label_names(const struct metric *m, const char **names)
     }
     if (m->labels & L_OP) {
         names[n++] = "op";
+    }
+    if (m->labels & L_REASON) {
+        names[n++] = "reason";
     }
     return n;
 }
@@ -721,6 +725,25 @@ static void get_origin(struct render *rc, const struct metric *m)
     }
 }
 
+/* Access control (issue 14): refusals by reason, over every worker. */
+static void get_auth_failures(struct render *rc, const struct metric *m)
+{
+    for (unsigned f = 0; f < TC_AUTH_FAIL_N; f++) {
+        struct sample s = {.tier = -1};
+        for (size_t k = 0; k < rc->srv->nworkers; k++) {
+            s.u +=
+                atomic_load_explicit(&rc->srv->workers[k].auth_failures[f], memory_order_relaxed);
+        }
+        s.lv[0] = tc_auth_failure_name((enum tc_auth_failure)f);
+        emit(rc, m, &s);
+    }
+}
+
+static void get_auth(struct render *rc, const struct metric *m)
+{
+    emit_u(rc, m, m->arg ? tc_auth_reload_failures(rc->srv->auth) : tc_auth_ntokens(rc->srv->auth));
+}
+
 /* ---- getters: per tier ---------------------------------------------------------------- */
 
 static void get_tier_uri(struct render *rc, const struct metric *m)
@@ -901,6 +924,19 @@ static const struct metric rows[] = {
         {"tiercache_origin_fetches_in_flight", M_GAUGE, U_NONE,
          "Origin fetches started and not yet complete.", 0, "origin.inflight", NULL, J_VALUE,
          get_origin, offsetof(struct tc_origin_stats, inflight), NULL, NULL},
+
+    /* Access control (issue 14, docs/security.md). */
+    {"tiercache_auth_failures_total", M_COUNTER, U_NONE,
+     "Requests refused by access control, by reason: missing (no token, 401), invalid (unknown "
+     "token, 401), scope (token without the route's scope, 403), host (Host not in "
+     "allowed-hosts, 421), origin (state-changing request from an Origin not in "
+     "allowed-origins, 403).",
+     L_REASON, "auth.failures.{reason}", NULL, J_VALUE, get_auth_failures, 0, NULL, NULL},
+    {"tiercache_auth_tokens", M_GAUGE, U_NONE, "Tokens loaded from auth-tokens-file.", 0,
+     "auth.tokens", NULL, J_VALUE, get_auth, 0, NULL, NULL},
+    COUNTER("tiercache_auth_reload_failures_total",
+            "Reloads of auth-tokens-file (SIGHUP) refused; the tokens loaded before stayed in use.",
+            "auth.reload_failures", get_auth, 1),
 
     {NULL, M_STRING, U_NONE, "The tier's URI, secrets redacted.", L_TIER, "tiers[].uri", NULL,
      J_VALUE, get_tier_uri, 0, NULL, NULL},

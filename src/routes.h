@@ -7,6 +7,8 @@
 
 #include "src/http.h"
 
+#include <stddef.h>
+
 /**
  * Routes and answers @p r. @p worker: the struct tc_worker whose thread
  * runs the request (the tc_http_handler_fn of every worker's server).
@@ -19,5 +21,20 @@ void tc_routes_handle(struct tc_http_req *r, void *worker);
  * slot 0, the requests no route matched.
  */
 const char *tc_routes_label(unsigned slot);
+
+/* A route anyone may use (not a scope bit: a row that names no scope is 0). */
+#define TC_ROUTE_PUBLIC 0x100u
+
+/** What the route table says of one route (for tests and docs). */
+struct tc_route_info {
+    const char *path;                 /* "/cache/" */
+    const char *label;                /* "/cache/{key}" */
+    int prefix;                       /* path is a prefix: the rest is the key or name */
+    unsigned methods;                 /* enum tc_http_method bits */
+    unsigned read_scope, write_scope; /* TC_SCOPE_* bit (src/scope.h) or TC_ROUTE_PUBLIC */
+};
+
+/** Fills @p out with route @p i of the table; -1 past the last route. */
+int tc_routes_info(size_t i, struct tc_route_info *out);
 
 #endif

@@ -53,14 +53,15 @@ unsigned tc_worker_method_slot(enum tc_http_method method)
 {
     /* One bit per method, GET = 1 ... OTHER = 32. */
     unsigned m = (unsigned)method;
-    unsigned slot = m != 0 ? (unsigned)__builtin_ctz(m) : TC_METHOD_SLOTS - 1;
-    return slot < TC_METHOD_SLOTS ? slot : TC_METHOD_SLOTS - 1;
+    unsigned other = (unsigned)__builtin_ctz(TC_HTTP_OTHER);
+    unsigned slot = m != 0 ? (unsigned)__builtin_ctz(m) : other;
+    return slot < TC_METHOD_SLOTS ? slot : other;
 }
 
 const char *tc_worker_method_name(unsigned slot)
 {
-    static const char *const names[TC_METHOD_SLOTS] = {"GET",    "HEAD", "PUT",
-                                                       "DELETE", "POST", "OTHER"};
+    static const char *const names[TC_METHOD_SLOTS] = {"GET",  "HEAD",  "PUT",    "DELETE",
+                                                       "POST", "OTHER", "OPTIONS"};
     return slot < TC_METHOD_SLOTS ? names[slot] : "OTHER";
 }
 
@@ -87,6 +88,13 @@ void tc_worker_count_read(struct tc_worker *w, enum tc_worker_read what, int tie
 static size_t worker_busy(const struct tc_worker *w)
 {
     return tc_http_server_busy(w->http) + (w->https != NULL ? tc_http_server_busy(w->https) : 0);
+}
+
+void tc_worker_count_auth_failure(struct tc_worker *w, enum tc_auth_failure why)
+{
+    if ((unsigned)why < TC_AUTH_FAIL_N) {
+        bump(&w->auth_failures[why]);
+    }
 }
 
 static void drain_cb(evutil_socket_t fd, short what, void *arg)
@@ -157,6 +165,11 @@ static void *worker_main(void *arg)
         tc_log(TC_LOG_CRIT, "worker %d: out of memory", w->id);
         goto fail;
     }
+    w->auth = tc_auth_view_create(srv->auth);
+    if (w->auth == NULL) {
+        tc_log(TC_LOG_CRIT, "worker %d: out of memory", w->id);
+        goto fail;
+    }
     w->rt = (struct tc_rt_env){w->sc, w->home, srv->keylock, w->origin, &srv->rt_opt, NULL, 0};
     w->http = tc_http_server_create(w->base, w->fd, &limits, tc_routes_handle, w);
     w->fd = -1; /* taken over, even on failure */
@@ -198,6 +211,8 @@ static void *worker_main(void *arg)
     tc_rt_env_deinit(&w->rt);
     tc_api_cache_pool_destroy(w->cache_pool);
     w->cache_pool = NULL;
+    tc_auth_view_destroy(w->auth);
+    w->auth = NULL;
     event_free(w->stop_ev);
     event_free(w->drain_ev);
     event_base_free(w->base);
@@ -225,6 +240,8 @@ fail:
     w->sc = NULL;
     tc_keylock_home_dispose(w->home);
     w->home = NULL;
+    tc_auth_view_destroy(w->auth);
+    w->auth = NULL;
     if (w->stop_ev != NULL) {
         event_free(w->stop_ev);
     }

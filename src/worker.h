@@ -6,6 +6,7 @@
 #ifndef TC_SRC_WORKER_H
 #define TC_SRC_WORKER_H
 
+#include "src/auth.h"
 #include "src/conf.h"
 #include "src/hist.h"
 #include "src/http.h"
@@ -30,9 +31,12 @@
  * TC_API_ERRORS in src/api.h, and 200); any other status counts as "other".
  */
 #define TC_ROUTE_SLOTS  6 /* src/routes.c checks that its table fits */
-#define TC_METHOD_SLOTS 6 /* GET HEAD PUT DELETE POST OTHER */
+#define TC_METHOD_SLOTS 7 /* GET HEAD PUT DELETE POST OTHER OPTIONS */
 #define TC_WORKER_CODES(X)                                                                         \
-    X(200) X(400) X(404) X(405) X(409) X(413) X(414) X(415) X(502) X(503) X(504)
+    X(200)                                                                                         \
+    X(400) X(404) X(405) X(409) X(413) X(414) X(415) X(502) X(503) X(504) TC_WORKER_AUTH_CODES(X)
+/* Issue 14: OPTIONS (204), access control (401, 403, 421). */
+#define TC_WORKER_AUTH_CODES(X) X(204) X(401) X(403) X(421)
 
 enum tc_worker_code {
     TC_CODE_OTHER = 0,
@@ -74,6 +78,10 @@ struct tc_worker {
     _Atomic uint64_t read_hits[TC_STACK_MAX_TIERS];
     _Atomic uint64_t read_stale[TC_STACK_MAX_TIERS];
     _Atomic uint64_t read_misses;
+    /* Access control (issue 14): this worker's view of the tokens, and the
+     * requests it refused, by reason. */
+    struct tc_auth_view *auth;
+    _Atomic uint64_t auth_failures[TC_AUTH_FAIL_N];
 };
 
 struct tc_server {
@@ -83,6 +91,7 @@ struct tc_server {
     struct tc_stack *stack;
     struct tc_keylock *keylock;
     struct tc_origin *origin;    /* --origin, or NULL */
+    struct tc_auth *auth;        /* tokens, hosts, origins (src/auth.h) */
     struct tc_rt_options rt_opt; /* read-through's settings, from conf */
     /* The read-through settings of the last reload (NULL before one): each
      * worker copies the pointer into its w->rt.opt on its own loop. */
@@ -139,5 +148,8 @@ const char *tc_worker_method_name(unsigned slot);
  * @p tier is the tier that answered a HIT or STALE read, ignored for a MISS.
  */
 void tc_worker_count_read(struct tc_worker *w, enum tc_worker_read what, int tier);
+
+/** Counts a request refused by access control on worker @p w (its thread only). */
+void tc_worker_count_auth_failure(struct tc_worker *w, enum tc_auth_failure why);
 
 #endif

@@ -185,7 +185,7 @@ Test(issue12, pipelined_unread_gets_keep_rss_bounded)
 
     /* 300 GETs of the 1 MiB value in one go, and nothing read. */
     static const char get[] =
-        "GET /cache/big HTTP/1.1\r\nHost: x\r\nAccept: application/octet-stream\r\n\r\n";
+        "GET /cache/big HTTP/1.1\r\nHost: localhost\r\nAccept: application/octet-stream\r\n\r\n";
     size_t glen = sizeof(get) - 1;
     char *all = malloc(glen * GETS);
     for (int i = 0; i < GETS; i++) {
@@ -247,7 +247,7 @@ Test(issue12, half_closed_client_gets_every_answer)
     tc_test_resp_free(&r);
     free(value);
     static const char get[] =
-        "GET /cache/big HTTP/1.1\r\nHost: x\r\nAccept: application/octet-stream\r\n\r\n";
+        "GET /cache/big HTTP/1.1\r\nHost: localhost\r\nAccept: application/octet-stream\r\n\r\n";
     int fd = tc_test_connect(srv.port);
     for (int i = 0; i < GETS; i++) {
         cr_assert_eq(send_all(fd, get, sizeof(get) - 1), 0);
@@ -275,7 +275,7 @@ Test(issue12, half_closed_client_gets_every_answer)
 
 /* ---- item 6: the budget for bodies being received ---------------------------------- */
 
-static const char put_head[] = "PUT /cache/%s HTTP/1.1\r\nHost: x\r\n"
+static const char put_head[] = "PUT /cache/%s HTTP/1.1\r\nHost: localhost\r\n"
                                "Content-Type: application/octet-stream\r\n"
                                "Content-Length: %zu\r\n\r\n";
 
@@ -414,7 +414,7 @@ Test(issue12, slow_headers_get_408_within_header_timeout)
     /* One byte every 100 ms: each would have reset an idle timer. */
     int fd = tc_test_connect(srv.port);
     cr_assert_geq(fd, 0);
-    static const char head[] = "GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    static const char head[] = "GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ";
     cr_assert_eq(send_all(fd, head, sizeof(head) - 1), 0);
     char buf[4096];
     uint64_t ms = drip_until_answer(fd, "aaaaaaaaaa", buf, sizeof(buf));
@@ -509,11 +509,11 @@ Test(issue12, early_413_and_431_reach_a_client_still_sending)
         "--tier", "mem://?size=8M", "--workers", "1", "--max-value", "64K", NULL};
     start(args);
     /* 413 from the announced length; the client sends its 8 MiB anyway. */
-    send_on_then_read("PUT /cache/huge HTTP/1.1\r\nHost: x\r\nContent-Type: "
+    send_on_then_read("PUT /cache/huge HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
                       "application/octet-stream\r\nContent-Length: 8388608\r\n\r\n",
                       8 * MIB, 'b', 413);
     /* 431 at 16 KiB of headers; the client sends 4 MiB of header bytes. */
-    send_on_then_read("GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: ", 4 * MIB, 'h', 431);
+    send_on_then_read("GET /health HTTP/1.1\r\nHost: localhost\r\nX-Pad: ", 4 * MIB, 'h', 431);
 }
 
 /* ---- item 7: framing another parser may read differently --------------------------- */
@@ -530,7 +530,7 @@ static int raw_status(const char *raw, size_t len, char *buf, size_t cap)
 }
 
 #define PUT_OCTETS                                                                                 \
-    "PUT /cache/smug HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+    "PUT /cache/smug HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\n"
 
 Test(issue12, smuggling_shapes_get_400)
 {
@@ -544,13 +544,14 @@ Test(issue12, smuggling_shapes_get_400)
          PUT_OCTETS "Transfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n"},
         {"chunk data followed by a bare LF",
          PUT_OCTETS "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\n0\r\n\r\n"},
-        {"bare LF line ends", "GET /health HTTP/1.1\nHost: x\n\n"},
-        {"one bare LF", "GET /health HTTP/1.1\r\nHost: x\nX-A: b\r\n\r\n"},
+        {"bare LF line ends", "GET /health HTTP/1.1\nHost: localhost\n\n"},
+        {"one bare LF", "GET /health HTTP/1.1\r\nHost: localhost\nX-A: b\r\n\r\n"},
         {"bare LF ending the chunk size",
          PUT_OCTETS "Transfer-Encoding: chunked\r\n\r\n5\nhello\r\n0"
                     "\r\n\r\n"},
-        {"CR without LF", "GET /health HTTP/1.1\r\nHost: x\rX-A: b\r\n\r\n"},
-        {"obsolete line folding", "GET /health HTTP/1.1\r\nHost: x\r\nX-A: b\r\n c\r\n\r\n"},
+        {"CR without LF", "GET /health HTTP/1.1\r\nHost: localhost\rX-A: b\r\n\r\n"},
+        {"obsolete line folding",
+         "GET /health HTTP/1.1\r\nHost: localhost\r\nX-A: b\r\n c\r\n\r\n"},
         {"Transfer-Encoding twice",
          PUT_OCTETS "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
         {"Transfer-Encoding: identity", PUT_OCTETS "Transfer-Encoding: identity\r\n"
@@ -558,7 +559,7 @@ Test(issue12, smuggling_shapes_get_400)
         {"Transfer-Encoding and Content-Length",
          PUT_OCTETS "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
         {"two Host headers", "GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"},
-        {"a tab in the target", "GET /he\talth HTTP/1.1\r\nHost: x\r\n\r\n"},
+        {"a tab in the target", "GET /he\talth HTTP/1.1\r\nHost: localhost\r\n\r\n"},
     };
     char buf[4096];
     int bad = 0;
@@ -590,12 +591,12 @@ Test(issue12, smuggling_shapes_get_400)
     tc_test_resp_free(&r);
 
     /* What is right still passes: chunked (any case), CRLF split across reads. */
-    static const char ok1[] = "PUT /cache/ok1 HTTP/1.1\r\nHost: x\r\nContent-Type: "
+    static const char ok1[] = "PUT /cache/ok1 HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
                               "application/octet-stream\r\nTransfer-Encoding: Chunked\r\n\r\n"
                               "5\r\nhello\r\n0\r\n\r\n";
     cr_expect_eq(raw_status(ok1, sizeof(ok1) - 1, buf, sizeof(buf)), 200, "%s", buf);
     fd = tc_test_connect(srv.port);
-    static const char ok2[] = "PUT /cache/ok2 HTTP/1.1\r\nHost: x\r\nContent-Type: "
+    static const char ok2[] = "PUT /cache/ok2 HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
                               "application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
                               "5\r\nhello\r";
     cr_assert_eq(send_all(fd, ok2, sizeof(ok2) - 1), 0);

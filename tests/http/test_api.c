@@ -274,7 +274,7 @@ Test(api, oversized_body_refused_before_it_is_read)
     /* Announce a body far above the limit: refused from the headers alone. */
     int fd = tc_test_connect(srv.port);
     cr_assert_geq(fd, 0);
-    static const char head[] = "PUT /cache/huge HTTP/1.1\r\nHost: x\r\nContent-Type: "
+    static const char head[] = "PUT /cache/huge HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
                                "application/json\r\nContent-Length: 999999999\r\n\r\n";
     cr_assert_eq(send(fd, head, sizeof(head) - 1, 0), (ssize_t)sizeof(head) - 1);
     char buf[512];
@@ -289,7 +289,7 @@ Test(api, put_without_length_is_411)
 {
     int fd = tc_test_connect(srv.port);
     cr_assert_geq(fd, 0);
-    static const char head[] = "PUT /cache/x HTTP/1.1\r\nHost: x\r\n\r\n";
+    static const char head[] = "PUT /cache/x HTTP/1.1\r\nHost: localhost\r\n\r\n";
     cr_assert_eq(send(fd, head, sizeof(head) - 1, 0), (ssize_t)sizeof(head) - 1);
     char buf[512];
     ssize_t got = recv(fd, buf, sizeof(buf) - 1, 0);
@@ -367,10 +367,10 @@ Test(api, keep_alive_and_pipelining_answer_in_order)
     int fd = tc_test_connect(srv.port);
     cr_assert_geq(fd, 0);
     static const char two[] =
-        "PUT /cache/p1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "PUT /cache/p1 HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         "Content-Length: 11\r\n\r\n{\"value\":1}"
-        "GET /cache/p1 HTTP/1.1\r\nHost: x\r\n\r\n"
-        "GET /cache/missing HTTP/1.1\r\nHost: x\r\n\r\n";
+        "GET /cache/p1 HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        "GET /cache/missing HTTP/1.1\r\nHost: localhost\r\n\r\n";
     cr_assert_eq(send(fd, two, sizeof(two) - 1, 0), (ssize_t)sizeof(two) - 1);
     char buf[4096];
     size_t have = 0;

@@ -419,3 +419,25 @@ Test(conf, a_missing_config_file_is_an_error)
     cr_expect_eq(load("--config", "/nonexistent/tc.ini", NULL), TC_CONF_ERROR);
     expect_error("cannot read config file '/nonexistent/tc.ini'", NULL);
 }
+
+/* Issue 14: the yes/no options (TC_CONF_BOOL). */
+Test(conf, booleans)
+{
+    cr_assert_eq(load(NULL), TC_CONF_RUN);
+    cr_expect_eq(conf.public_health, 1);
+    cr_expect_eq(conf.insecure, 0);
+    cr_expect_str_eq(conf.auth_tokens_file, "");
+    static const char *const yes[] = {"yes", "on", "true", "1"}, *const no[] = {"no", "off",
+                                                                                "false", "0"};
+    for (size_t i = 0; i < 4; i++) {
+        cr_assert_eq(load("--insecure", yes[i], "--public-health", no[i], NULL), TC_CONF_RUN, "%s",
+                     errtext);
+        cr_expect_eq(conf.insecure, 1, "%s", yes[i]);
+        cr_expect_eq(conf.public_health, 0, "%s", no[i]);
+    }
+    cr_assert_eq(load("--config", config("insecure = yes\npublic_health = off\n"), NULL),
+                 TC_CONF_RUN, "%s", errtext);
+    cr_expect(conf.insecure && !conf.public_health);
+    cr_expect_eq(load("--insecure", "maybe", NULL), TC_CONF_ERROR);
+    expect_error("--insecure", "'maybe'", "for insecure", "yes or no", NULL);
+}
