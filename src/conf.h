@@ -69,7 +69,10 @@ enum tc_conf_type {
       "reuseport: a listening socket per worker; shared: one socket all workers accept on")        \
     X("log-level", log_level, TC_CONF_LEVEL, "info", 0, 0, "crit, warn, notice, info or debug")    \
     X("log-file", log_file, TC_CONF_STR, "", 0, 0, "log to this file instead of stderr")           \
-    X("access-log", access_log, TC_CONF_STR, "", 0, 0, "write one line per request to this file")
+    X("access-log", access_log, TC_CONF_STR, "", 0, 0, "write one line per request to this file")  \
+    X("encryption-keys-file", encryption_keys_file, TC_CONF_STR, "", 0, 0,                         \
+      "keyring (mode 0600) whose newest key seals values in lmdb:// and redis:// tiers "           \
+      "(AES-256-GCM); make one with: tiercache key new PATH")
 
 struct tc_conf {
     const char *listen;
@@ -96,6 +99,7 @@ struct tc_conf {
     int log_level;
     const char *log_file;
     const char *access_log;
+    const char *encryption_keys_file;
     /* Derived. */
     char listen_host[256];
     unsigned listen_port;

@@ -1,10 +1,22 @@
 /*
  * The tier layer between callers and backends: request validation, the
  * TTL-ratio rule on every set, the authoritative-expiry check on every hit,
- * per-thread counters, and completion of asynchronous requests.
+ * per-thread counters, completion of asynchronous requests, and sealing of
+ * values at rest (encrypt=on, tiers/seal.h):
+ *
+ *   set:  value ──seal (newest key; AAD = header fields + key)──▶ backend stores
+ *         header{ENCRYPTED, kid} + nonce|ciphertext|tag; the caller's value is
+ *         put back when the set completes (finish)
+ *   get:  backend returns header + sealed bytes (its XXH3 check passed) ──open──▶
+ *         plaintext and a plaintext header; fails to open ──▶ TC_ECORRUPT
+ *
+ * Sealing sits here rather than in each backend so that every backend, and
+ * every way a value leaves one (get, get_many, async completions), goes
+ * through the same few lines, and backends never hold a key.
  */
 #include "tiers/tier.h"
 #include "tiers/tier_impl.h"
+#include "tiers/seal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +34,11 @@ enum { OP_GET = 1, OP_SET, OP_DEL, OP_CLEAR, OP_LOCK_ACQUIRE, OP_LOCK_RELEASE, O
 const char *tc_tier_uri(const struct tc_tier *t)
 {
     return t->uri;
+}
+
+struct tc_seal *tc_tier_seal(const struct tc_tier *t)
+{
+    return t->seal;
 }
 
 const char *tc_tier_scheme(const struct tc_tier *t)
@@ -71,6 +88,7 @@ void tc_tier_ctx_base_init(struct tc_tier_ctx *c, struct tc_tier *t, struct even
 {
     c->tier = t;
     c->base = base;
+    c->_seal = NULL;
     c->_next = NULL;
     c->_prev = NULL;
 #define TC_X(name) atomic_init(&c->counters.name, 0);
@@ -85,6 +103,10 @@ enum tc_status tc_tier_ctx_init(struct tc_tier *t, struct event_base *base,
     struct tc_tier_ctx *c = NULL;
     enum tc_status st = t->ops->ctx_init(t, base, &c);
     if (st != TC_OK) {
+        return st;
+    }
+    if (t->seal != NULL && (st = tc_seal_ctx_create(t->seal, &c->_seal)) != TC_OK) {
+        t->ops->ctx_dispose(c);
         return st;
     }
     pthread_mutex_lock(&t->_lock);
@@ -125,12 +147,89 @@ void tc_tier_ctx_dispose(struct tc_tier_ctx *c)
     /* Unlinked first: completions of in-flight requests that run inside
      * ctx_dispose still count into c, which no stats reader sees any more;
      * they are shutdown noise. */
+    struct tc_seal_ctx *sc = c->_seal;
     t->ops->ctx_dispose(c);
+    tc_seal_ctx_destroy(sc);
 }
 
 struct tc_tier *tc_tier_ctx_tier(const struct tc_tier_ctx *c)
 {
     return c->tier;
+}
+
+/*
+ * Seals req's value for a sealing tier: the backend stores the sealed copy
+ * under a header that says so. finish() puts the caller's value back.
+ */
+static enum tc_status seal_value(struct tc_tier_ctx *c, struct tc_tier_req *req)
+{
+    uint8_t fields[TC_ITEM_FIELDS_SIZE];
+    if (req->value_len > (size_t)TC_ITEM_VALUE_MAX - TC_SEAL_OVERHEAD) {
+        return TC_ETOOBIG;
+    }
+    size_t n = req->value_len + TC_SEAL_OVERHEAD;
+    struct tc_item_hdr h = req->hdr;
+    h.flags |= TC_ITEM_F_ENCRYPTED;
+    h.key_id = tc_seal_current(c->_seal);
+    h.value_len = (uint32_t)n;
+    if (tc_item_encode_fields(&h, fields) != TC_OK) {
+        return TC_EINVAL;
+    }
+    uint8_t *buf = malloc(n);
+    if (buf == NULL) {
+        return TC_ENOMEM;
+    }
+    enum tc_status st = tc_seal_encrypt(c->_seal, h.key_id, fields, sizeof(fields), req->key,
+                                        req->key_len, req->value, req->value_len, buf);
+    if (st != TC_OK) {
+        free(buf);
+        return TC_EIO;
+    }
+    req->_plain = req->value;
+    req->_plain_len = req->value_len;
+    req->_sealed = buf;
+    req->value = buf;
+    req->value_len = n;
+    req->hdr = h;
+    return TC_OK;
+}
+
+/* Puts back what seal_value() replaced. */
+static void unseal_req(struct tc_tier_req *req)
+{
+    free(req->_sealed);
+    req->_sealed = NULL;
+    req->value = req->_plain;
+    req->value_len = req->_plain_len;
+    req->hdr.flags &= (uint8_t)~TC_ITEM_F_ENCRYPTED;
+    req->hdr.key_id = 0;
+    req->hdr.value_len = (uint32_t)req->_plain_len;
+}
+
+/*
+ * Opens a hit in place. On a sealing tier only sealed records are values: a
+ * plain one was written before encryption was turned on, or by someone
+ * without the key, and is not trusted. A tier that does not seal has no key
+ * to open a sealed record with. Either is a corrupt miss.
+ */
+static enum tc_status open_value(struct tc_tier_ctx *c, struct tc_tier_req *req)
+{
+    uint8_t fields[TC_ITEM_FIELDS_SIZE];
+    size_t n = 0;
+    int sealed = (req->hdr.flags & TC_ITEM_F_ENCRYPTED) != 0;
+    if (!sealed) {
+        return c->_seal == NULL ? TC_OK : TC_ECORRUPT;
+    }
+    if (c->_seal == NULL || tc_item_encode_fields(&req->hdr, fields) != TC_OK ||
+        tc_seal_decrypt(c->_seal, req->hdr.key_id, fields, sizeof(fields), req->key, req->key_len,
+                        req->out->data, req->out->len, &n) != TC_OK) {
+        return TC_ECORRUPT;
+    }
+    req->out->len = n;
+    req->hdr.flags &= (uint8_t)~TC_ITEM_F_ENCRYPTED;
+    req->hdr.key_id = 0;
+    req->hdr.value_len = (uint32_t)n;
+    return TC_OK;
 }
 
 /* Counts a finished request and applies the E check on hits. */
@@ -141,6 +240,9 @@ static enum tc_status finish(struct tc_tier_req *req, enum tc_status st)
     switch (req->_op) {
     case OP_GET:
         BUMP(c, gets);
+        if (st == TC_OK && (st = open_value(c, req)) != TC_OK) {
+            req->out->len = 0; /* never hand out bytes that did not open */
+        }
         if (st == TC_OK && tc_item_expired(req->hdr.expire_ms, req->now_ms)) {
             /* A tier's local expiry is never past E, but a tier may be
              * shared with a process whose clock runs behind ours. */
@@ -158,6 +260,9 @@ static enum tc_status finish(struct tc_tier_req *req, enum tc_status st)
         }
         break;
     case OP_SET:
+        if (req->_sealed != NULL) {
+            unseal_req(req);
+        }
         if (st == TC_OK) {
             BUMP(c, sets);
         } else if (st == TC_ETOOBIG) {
@@ -198,6 +303,7 @@ static enum tc_status start(struct tc_tier_ctx *c, struct tc_tier_req *req, int 
 {
     req->_ctx = c;
     req->_op = op;
+    req->_sealed = NULL;
     req->status = TC_EINPROGRESS;
     if (c->base != NULL && req->done == NULL && (c->tier->ops->caps & TC_TIER_CAP_ASYNC)) {
         return TC_EINVAL;
@@ -303,6 +409,11 @@ enum tc_status tc_tier_set(struct tc_tier_ctx *c, struct tc_tier_req *req)
     if (req->local_expire_ms != 0 && req->local_expire_ms <= req->now_ms) {
         /* Written already expired: the newest write says "no value". */
         return run(req, t->ops->del);
+    }
+    req->hdr.flags &= (uint8_t)~TC_ITEM_F_ENCRYPTED; /* ours to set (tier.h) */
+    req->hdr.key_id = 0;
+    if (c->_seal != NULL && (st = seal_value(c, req)) != TC_OK) {
+        return finish(req, st);
     }
     return run(req, t->ops->set);
 }

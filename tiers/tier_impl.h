@@ -17,6 +17,7 @@
 #define TC_TIERS_TIER_IMPL_H
 
 #include "tiers/parse.h"
+#include "tiers/seal.h"
 #include "tiers/tier.h"
 
 #include <pthread.h>
@@ -54,6 +55,7 @@ struct tc_tier_ctx {
     struct tc_tier *tier;
     struct event_base *base; /* NULL: synchronous mode */
     struct tc_tier_counters counters;
+    struct tc_seal_ctx *_seal;         /* a sealing tier's cipher context; else NULL */
     struct tc_tier_ctx *_next, *_prev; /* tier's list of live ctxs, under tier->_lock */
 };
 
@@ -67,6 +69,7 @@ struct tc_tier {
     char *scheme; /* lower case */
     double ttl_ratio;
     uint64_t max_ttl_ms;
+    struct tc_seal *seal; /* encrypt=on: values are sealed with it (tiers/seal.h); else NULL */
     /* Tier layer private. */
     pthread_mutex_t _lock;            /* guards _ctxs and _retired */
     struct tc_tier_ctx *_ctxs;        /* live contexts */
