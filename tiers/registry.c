@@ -711,6 +711,7 @@ enum tc_status tc_tier_open(const struct tc_tier_registry *reg, const char *uri,
             t->ttl_ratio = ratio;
             t->max_ttl_ms = max_ttl;
             t->seal = seal;
+            t->_rekey = NULL;
             if (seal != NULL) {
                 t->max_value -= TC_SEAL_OVERHEAD; /* what the backend stores stays in its bound */
             }

@@ -503,6 +503,11 @@ enum tc_status tc_seal_decrypt(struct tc_seal_ctx *c, uint32_t kid, const void *
     return TC_OK;
 }
 
+void tc_seal_wipe(void *p, size_t n)
+{
+    OPENSSL_cleanse(p, n);
+}
+
 /* ---- tiercache key new ---------------------------------------------------------------- */
 
 static enum tc_status write_all(int fd, const char *path, const char *p, size_t n, char *err,

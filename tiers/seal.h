@@ -128,6 +128,10 @@ enum tc_status tc_seal_decrypt(struct tc_seal_ctx *c, uint32_t kid, const void *
                                const void *key, size_t key_len, void *buf, size_t len,
                                size_t *plain_len);
 
+/** Wipes @p n bytes at @p p (OPENSSL_cleanse: not optimised away), for
+ * plaintext copies a caller made. */
+void tc_seal_wipe(void *p, size_t n);
+
 /**
  * `tiercache key new PATH`: creates the keyring file @p path with one new
  * random key (id 1), mode 0600 whatever the umask, refusing to follow a

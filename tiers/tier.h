@@ -344,6 +344,42 @@ enum tc_status tc_tier_sweep(struct tc_tier *t, uint64_t now_ms, size_t budget, 
  */
 void tc_tier_stats(struct tc_tier *t, tc_tier_stat_fn emit, void *arg);
 
+/* ---- encryption at rest: rekey and key census (tiers/seal.h) ---------- */
+
+/** Records stored under one key id, as a census pass counted them. */
+struct tc_tier_key_count {
+    uint32_t key_id; /* 0: records not sealed (written before encrypt=on, or forged) */
+    uint64_t records;
+};
+
+/** Distinct key ids a census keeps apart; records under more land in the last row. */
+#define TC_TIER_CENSUS_KEYS 16u
+
+/**
+ * One step of the background rekey of a sealing tier: visits up to
+ * @p budget stored records, resuming where the last step stopped, and
+ * re-seals each one sealed under an older key with the ring's newest key,
+ * inside the backend's own write transaction (so a client's write to the
+ * same key cannot be lost to it). Counts the records per key id as it goes;
+ * when a full pass ends, that count becomes the census
+ * (tc_tier_key_census()). Call from one thread at a time (the sweeper).
+ * @param[out] rekeyed  incremented by the records re-sealed; may be NULL.
+ * @return TC_OK when this step ended a pass; TC_EAGAIN when records remain;
+ *         TC_ENOTSUP when the tier does not seal or its backend cannot walk
+ *         its records (redis://: see docs/security.md); or an error.
+ */
+enum tc_status tc_tier_rekey_step(struct tc_tier *t, size_t budget, uint64_t *rekeyed);
+
+/**
+ * The census of the last complete rekey pass: up to @p max rows (ascending
+ * key id) into @p out; returns how many rows there are, 0 before the first
+ * pass ends. *passes (may be NULL) gets the number of passes completed.
+ * Records written, deleted or expired during a pass may be missed or
+ * counted once too often: it is exact for a tier at rest. Thread-safe.
+ */
+size_t tc_tier_key_census(struct tc_tier *t, struct tc_tier_key_count *out, size_t max,
+                          uint64_t *passes);
+
 /* ---- cross-process invalidation --------------------------------------- */
 
 /**

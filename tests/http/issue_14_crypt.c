@@ -8,6 +8,7 @@
 #define _GNU_SOURCE /* memmem */
 #include "tests/support/clock.h"
 #include "tests/support/lmdb_damage.h"
+#include "tests/support/metrics_lint.h"
 #include "tests/support/redis_server.h"
 #include "tests/support/server.h"
 
@@ -201,6 +202,29 @@ Test(crypt_http, sighup_rotation_keeps_every_value_readable)
         snprintf(v, sizeof(v), "under-key-%d-%d", i < 10 ? 1 : 2, i);
         expect_value(k, v);
     }
+    /* The sweeper's rekey walk moves the first ten to key 2, and /stats
+     * then says no record uses key 1: it may be retired. */
+    cr_assert(log_has("records re-sealed under the newest key"), "no rekey:\n%s", srv.log);
+    int retired = 0;
+    for (int i = 0; i < 100 && !retired; i++) {
+        struct tc_test_resp r;
+        cr_assert_eq(tc_test_http(srv.port, "GET", "/stats", NULL, NULL, 0, &r), 0);
+        retired = strstr(r.body, "\"records_by_key\":{\"2\":20}") != NULL;
+        tc_test_resp_free(&r);
+        if (!retired) {
+            tc_test_sleep_ms(50);
+        }
+    }
+    cr_assert(retired, "/stats never counted all 20 records under key 2");
+    struct tc_test_resp mr;
+    cr_assert_eq(tc_test_http(srv.port, "GET", "/metrics", NULL, NULL, 0, &mr), 0);
+    cr_assert_not_null(
+        strstr(mr.body,
+               "tiercache_tier_records_by_key{tier=\"l1\",scheme=\"lmdb\",key_id=\"2\"} 20"),
+        "%s", mr.body);
+    char report[4096];
+    cr_assert_eq(tc_test_metrics_lint(mr.body, report, sizeof(report)), 0, "%s", report);
+    tc_test_resp_free(&mr);
     /* A keyring made unsafe is not reloaded: the keys in use stay. */
     cr_assert_eq(chmod(keys, 0644), 0);
     cr_assert_eq(kill(srv.pid, SIGHUP), 0);

@@ -492,6 +492,100 @@ Test(sealed_lmdb, rotation_keeps_every_value_readable)
     cr_assert_eq(raw_hdr_lmdb("rot-39").key_id, 2);
 }
 
+static uint32_t census_of(uint32_t kid)
+{
+    struct tc_tier_key_count rows[TC_TIER_CENSUS_KEYS];
+    size_t n = tc_tier_key_census(tier, rows, TC_TIER_CENSUS_KEYS, NULL);
+    for (size_t i = 0; i < n; i++) {
+        if (rows[i].key_id == kid) {
+            return (uint32_t)rows[i].records;
+        }
+    }
+    return 0;
+}
+
+/* Steps the rekey walk (budget 7) until a pass ends; returns records moved. */
+static uint64_t rekey_pass(void)
+{
+    uint64_t moved = 0;
+    for (int i = 0; i < 1000; i++) {
+        enum tc_status st = tc_tier_rekey_step(tier, 7, &moved);
+        if (st == TC_OK) {
+            return moved;
+        }
+        cr_assert_eq(st, TC_EAGAIN, "rekey step: %s", tc_strerror(st));
+    }
+    cr_assert_fail("no pass ended");
+    return 0;
+}
+
+Test(sealed_lmdb, rekey_moves_old_records_forward_and_counts_them_per_key)
+{
+    make_ring();
+    open_lmdb("");
+    char k[32], v[64];
+    for (int i = 0; i < 30; i++) {
+        snprintf(k, sizeof(k), "old-%02d", i);
+        snprintf(v, sizeof(v), "sealed-by-1-%d", i);
+        cr_assert_eq(put(k, v, strlen(v)), TC_OK);
+    }
+    uint64_t passes = 9;
+    struct tc_tier_key_count rows[TC_TIER_CENSUS_KEYS];
+    cr_assert_eq(tc_tier_key_census(tier, rows, TC_TIER_CENSUS_KEYS, &passes), 0);
+    cr_assert_eq(passes, 0, "no census before a pass");
+    cr_assert_eq(rekey_pass(), 0, "nothing to move under one key");
+    cr_assert_eq(census_of(1), 30);
+
+    cr_assert_eq(add_key(), 2);
+    char err[512];
+    cr_assert_eq(tc_seal_reload(ring, err, sizeof(err)), TC_OK, "%s", err);
+    cr_assert_eq(put("new-00", "sealed-by-2", 11), TC_OK);
+    cr_assert_eq(rekey_pass(), 30, "every record under key 1 moves");
+    cr_assert_eq(census_of(2), 31);
+    cr_assert_eq(census_of(1), 0);
+    cr_assert_eq(rekey_pass(), 0, "a second pass finds nothing to move");
+    cr_assert_eq(census_of(2), 31);
+    uint64_t rk = 0;
+    cr_assert(tc_test_tier_stat(tier, "rekeyed", &rk));
+    cr_assert_eq(rk, 30);
+
+    /* Key 1 can now leave the ring: every value still reads. */
+    char line[256];
+    size_t len;
+    char *text = (char *)slurp(keys, &len);
+    text[len] = '\0';
+    char *two = strstr(text, "\n2 ");
+    cr_assert_not_null(two);
+    snprintf(line, sizeof(line), "%s", two + 1);
+    free(text);
+    write_file(keys, line, 0600);
+    cr_assert_eq(tc_seal_reload(ring, err, sizeof(err)), TC_OK, "%s", err);
+    uint32_t ids[4];
+    cr_assert_eq(tc_seal_key_ids(ring, ids, 4), 1);
+    for (int i = 0; i < 30; i++) {
+        snprintf(k, sizeof(k), "old-%02d", i);
+        snprintf(v, sizeof(v), "sealed-by-1-%d", i);
+        cr_assert_eq(get(k), TC_OK, "%s lost with key 1", k);
+        cr_assert(out.len == strlen(v) && memcmp(out.data, v, out.len) == 0);
+    }
+    close_tier();
+    cr_assert_eq(raw_hdr_lmdb("old-00").key_id, 2);
+    cr_assert_eq(raw_hdr_lmdb("old-29").key_id, 2);
+}
+
+Test(sealed_lmdb, rekey_leaves_records_it_cannot_open_and_counts_them)
+{
+    expect_forgery_refused("victim", unknown_kid);
+    cr_assert_eq(add_key(), 2);
+    char err[512];
+    cr_assert_eq(tc_seal_reload(ring, err, sizeof(err)), TC_OK, "%s", err);
+    cr_assert_eq(rekey_pass(), 1, "'other' moves; the forged record cannot");
+    cr_assert_eq(census_of(77), 1);
+    cr_assert_eq(census_of(2), 1);
+    cr_assert_eq(get("victim"), TC_ECORRUPT);
+    cr_assert_eq(get("other"), TC_OK);
+}
+
 Test(sealed_lmdb, values_up_to_the_limit_and_empty_ones_round_trip)
 {
     make_ring();
