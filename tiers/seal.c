@@ -53,11 +53,26 @@ struct tc_seal {
     char *path;
 };
 
+/* One direction's cipher context, keyed once per key id: only the nonce is
+ * set per value, which skips the key schedule and GHASH set-up (most of
+ * the cost of a small value). */
+struct dir {
+    EVP_CIPHER_CTX *ev;
+    const struct key *key; /* the key it holds, in ks; NULL: none yet */
+};
+
+/* Nonces drawn from RAND_bytes this many at a time: one call costs about
+ * as much as sealing a small value (docs/benchmarks.md), its per-byte cost
+ * is small. Each nonce is still fresh random bytes, used once. */
+#define NONCE_POOL 256u
+
 struct tc_seal_ctx {
     struct tc_seal *s;
     struct keyset *ks;
     uint64_t gen;
-    EVP_CIPHER_CTX *ev;
+    struct dir enc, dec;
+    size_t pool_used; /* nonces of pool handed out; NONCE_POOL: refill first */
+    unsigned char pool[NONCE_POOL * TC_SEAL_NONCE_BYTES];
 };
 
 static void set_errf(char *err, size_t errlen, const char *fmt, ...)
@@ -395,6 +410,8 @@ static void refresh(struct tc_seal_ctx *c)
     pthread_mutex_lock(&c->s->lock);
     struct keyset *old = c->ks;
     c->ks = c->s->cur;
+    c->enc.key = NULL; /* they pointed into the old set */
+    c->dec.key = NULL;
     atomic_fetch_add_explicit(&c->ks->refs, 1, memory_order_relaxed);
     c->gen = atomic_load_explicit(&c->s->gen, memory_order_relaxed);
     pthread_mutex_unlock(&c->s->lock);
@@ -408,9 +425,14 @@ enum tc_status tc_seal_ctx_create(struct tc_seal *s, struct tc_seal_ctx **out)
         return TC_ENOMEM;
     }
     c->s = s;
-    c->ev = EVP_CIPHER_CTX_new();
-    if (c->ev == NULL || EVP_CipherInit_ex(c->ev, EVP_aes_256_gcm(), NULL, NULL, NULL, 1) != 1) {
-        EVP_CIPHER_CTX_free(c->ev);
+    c->pool_used = NONCE_POOL;
+    c->enc.ev = EVP_CIPHER_CTX_new();
+    c->dec.ev = EVP_CIPHER_CTX_new();
+    if (c->enc.ev == NULL || c->dec.ev == NULL ||
+        EVP_CipherInit_ex(c->enc.ev, EVP_aes_256_gcm(), NULL, NULL, NULL, 1) != 1 ||
+        EVP_CipherInit_ex(c->dec.ev, EVP_aes_256_gcm(), NULL, NULL, NULL, 0) != 1) {
+        EVP_CIPHER_CTX_free(c->enc.ev);
+        EVP_CIPHER_CTX_free(c->dec.ev);
         free(c);
         return TC_ENOMEM;
     }
@@ -424,8 +446,10 @@ void tc_seal_ctx_destroy(struct tc_seal_ctx *c)
     if (c == NULL) {
         return;
     }
-    EVP_CIPHER_CTX_free(c->ev); /* wipes the expanded key */
+    EVP_CIPHER_CTX_free(c->enc.ev); /* wipes the expanded key */
+    EVP_CIPHER_CTX_free(c->dec.ev);
     keyset_release(c->ks);
+    OPENSSL_cleanse(c->pool, sizeof(c->pool)); /* nonces not used yet */
     free(c);
 }
 
@@ -453,6 +477,30 @@ static int update(EVP_CIPHER_CTX *ev, unsigned char *out, const unsigned char *i
     return 1;
 }
 
+/* Starts one value in @p d under @p k with nonce @p iv, and feeds it the
+ * additional data: @p aad then @p key (one update when they fit together). */
+static int start(struct dir *d, int enc, const struct key *k, const unsigned char *iv,
+                 const void *aad, size_t aad_len, const void *key, size_t key_len)
+{
+    if (d->key != k) {
+        if (EVP_CipherInit_ex(d->ev, NULL, NULL, k->bytes, NULL, enc) != 1) {
+            d->key = NULL;
+            return 0;
+        }
+        d->key = k;
+    }
+    if (EVP_CipherInit_ex(d->ev, NULL, NULL, NULL, iv, enc) != 1) {
+        return 0;
+    }
+    unsigned char both[64 + 1100];
+    if (aad_len <= 64 && key_len <= 1100) {
+        memcpy(both, aad, aad_len);
+        memcpy(both + aad_len, key, key_len);
+        return update(d->ev, NULL, both, aad_len + key_len);
+    }
+    return update(d->ev, NULL, aad, aad_len) && update(d->ev, NULL, key, key_len);
+}
+
 enum tc_status tc_seal_encrypt(struct tc_seal_ctx *c, uint32_t kid, const void *aad, size_t aad_len,
                                const void *key, size_t key_len, const void *plain, size_t len,
                                void *out)
@@ -463,14 +511,19 @@ enum tc_status tc_seal_encrypt(struct tc_seal_ctx *c, uint32_t kid, const void *
     if (k == NULL) {
         return TC_ENOTFOUND;
     }
-    if (RAND_bytes(o, TC_SEAL_NONCE_BYTES) != 1) {
-        return TC_EIO;
+    if (c->pool_used == NONCE_POOL) {
+        if (RAND_bytes(c->pool, sizeof(c->pool)) != 1) {
+            return TC_EIO;
+        }
+        c->pool_used = 0;
     }
-    if (EVP_CipherInit_ex(c->ev, NULL, NULL, k->bytes, o, 1) != 1 ||
-        !update(c->ev, NULL, aad, aad_len) || !update(c->ev, NULL, key, key_len) ||
-        !update(c->ev, o + TC_SEAL_NONCE_BYTES, plain, len) ||
-        EVP_CipherFinal_ex(c->ev, o + TC_SEAL_NONCE_BYTES + len, &outl) != 1 ||
-        EVP_CIPHER_CTX_ctrl(c->ev, EVP_CTRL_GCM_GET_TAG, TC_SEAL_TAG_BYTES,
+    unsigned char *nonce = c->pool + c->pool_used++ * TC_SEAL_NONCE_BYTES;
+    memcpy(o, nonce, TC_SEAL_NONCE_BYTES);
+    OPENSSL_cleanse(nonce, TC_SEAL_NONCE_BYTES); /* never handed out twice */
+    if (!start(&c->enc, 1, k, o, aad, aad_len, key, key_len) ||
+        !update(c->enc.ev, o + TC_SEAL_NONCE_BYTES, plain, len) ||
+        EVP_CipherFinal_ex(c->enc.ev, o + TC_SEAL_NONCE_BYTES + len, &outl) != 1 ||
+        EVP_CIPHER_CTX_ctrl(c->enc.ev, EVP_CTRL_GCM_GET_TAG, TC_SEAL_TAG_BYTES,
                             o + TC_SEAL_NONCE_BYTES + len) != 1) {
         return TC_EIO;
     }
@@ -491,11 +544,9 @@ enum tc_status tc_seal_decrypt(struct tc_seal_ctx *c, uint32_t kid, const void *
     size_t n = len - TC_SEAL_OVERHEAD;
     unsigned char *ct = b + TC_SEAL_NONCE_BYTES;
     /* In place (out == in, as EVP allows), then moved down over the nonce. */
-    if (EVP_CipherInit_ex(c->ev, NULL, NULL, k->bytes, b, 0) != 1 ||
-        !update(c->ev, NULL, aad, aad_len) || !update(c->ev, NULL, key, key_len) ||
-        !update(c->ev, ct, ct, n) ||
-        EVP_CIPHER_CTX_ctrl(c->ev, EVP_CTRL_GCM_SET_TAG, TC_SEAL_TAG_BYTES, ct + n) != 1 ||
-        EVP_CipherFinal_ex(c->ev, ct + n, &outl) != 1) {
+    if (!start(&c->dec, 0, k, b, aad, aad_len, key, key_len) || !update(c->dec.ev, ct, ct, n) ||
+        EVP_CIPHER_CTX_ctrl(c->dec.ev, EVP_CTRL_GCM_SET_TAG, TC_SEAL_TAG_BYTES, ct + n) != 1 ||
+        EVP_CipherFinal_ex(c->dec.ev, ct + n, &outl) != 1) {
         return TC_ECORRUPT;
     }
     memmove(b, ct, n);
