@@ -15,6 +15,7 @@
  */
 #define _GNU_SOURCE /* O_NOFOLLOW, O_CLOEXEC, flock, mkstemp */
 #include "tiers/seal.h"
+#include "tiers/tier_impl.h" /* tc_tier_errf */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,7 +24,6 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,20 +74,6 @@ struct tc_seal_ctx {
     size_t pool_used; /* nonces of pool handed out; NONCE_POOL: refill first */
     unsigned char pool[NONCE_POOL * TC_SEAL_NONCE_BYTES];
 };
-
-static void set_errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static void keyset_release(struct keyset *ks)
 {
@@ -150,7 +136,7 @@ static enum tc_status parse(const char *path, const char *buf, size_t len, int a
     struct keyset *ks = malloc(sizeof(*ks) + cap * sizeof(ks->k[0]));
     enum tc_status st = TC_EINVAL;
     if (ks == NULL) {
-        set_errf(err, errlen, "out of memory reading %s", path);
+        tc_tier_errf(err, errlen, "out of memory reading %s", path);
         return TC_ENOMEM;
     }
     size_t line = 0;
@@ -181,19 +167,19 @@ static enum tc_status parse(const char *path, const char *buf, size_t len, int a
             i++;
         }
         if (i == d0 || sp == i || id == 0 || id > UINT32_MAX || ll - i != 2 * TC_SEAL_KEY_BYTES) {
-            set_errf(err, errlen,
-                     "%s line %zu: expected 'ID HEX' (ID in 1..4294967295, HEX %u hex digits)",
-                     path, line, 2 * TC_SEAL_KEY_BYTES);
+            tc_tier_errf(err, errlen,
+                         "%s line %zu: expected 'ID HEX' (ID in 1..4294967295, HEX %u hex digits)",
+                         path, line, 2 * TC_SEAL_KEY_BYTES);
             goto fail;
         }
         if (n == TC_SEAL_KEYS_MAX) {
-            set_errf(err, errlen, "%s: more than %u keys", path, TC_SEAL_KEYS_MAX);
+            tc_tier_errf(err, errlen, "%s: more than %u keys", path, TC_SEAL_KEYS_MAX);
             goto fail;
         }
         if (n == cap) {
             struct keyset *bigger = malloc(sizeof(*ks) + 2 * cap * sizeof(ks->k[0]));
             if (bigger == NULL) {
-                set_errf(err, errlen, "out of memory reading %s", path);
+                tc_tier_errf(err, errlen, "out of memory reading %s", path);
                 st = TC_ENOMEM;
                 goto fail;
             }
@@ -209,8 +195,8 @@ static enum tc_status parse(const char *path, const char *buf, size_t len, int a
             int hi = hexval(p[i + 2 * b]), lo = hexval(p[i + 2 * b + 1]);
             if (hi < 0 || lo < 0) {
                 OPENSSL_cleanse(k, sizeof(*k));
-                set_errf(err, errlen, "%s line %zu: the key is not %u hex digits", path, line,
-                         2 * TC_SEAL_KEY_BYTES);
+                tc_tier_errf(err, errlen, "%s line %zu: the key is not %u hex digits", path, line,
+                             2 * TC_SEAL_KEY_BYTES);
                 goto fail;
             }
             k->bytes[b] = (unsigned char)(hi << 4 | lo);
@@ -218,14 +204,14 @@ static enum tc_status parse(const char *path, const char *buf, size_t len, int a
         n++;
     }
     if (n == 0 && !allow_empty) {
-        set_errf(err, errlen, "%s holds no key (create one with: tiercache key new %s)", path,
-                 path);
+        tc_tier_errf(err, errlen, "%s holds no key (create one with: tiercache key new %s)", path,
+                     path);
         goto fail;
     }
     qsort(ks->k, n, sizeof(ks->k[0]), key_cmp);
     for (size_t i = 1; i < n; i++) {
         if (ks->k[i].id == ks->k[i - 1].id) {
-            set_errf(err, errlen, "%s: key id %u appears twice", path, (unsigned)ks->k[i].id);
+            tc_tier_errf(err, errlen, "%s: key id %u appears twice", path, (unsigned)ks->k[i].id);
             goto fail;
         }
     }
@@ -245,21 +231,22 @@ static enum tc_status check_file(int fd, const char *path, char *err, size_t err
 {
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
-        set_errf(err, errlen, "fstat(%s): %s", path, strerror(errno));
+        tc_tier_errf(err, errlen, "fstat(%s): %s", path, strerror(errno));
         return TC_EIO;
     }
     if (!S_ISREG(sb.st_mode)) {
-        set_errf(err, errlen, "%s is not a regular file; a keyring must be one", path);
+        tc_tier_errf(err, errlen, "%s is not a regular file; a keyring must be one", path);
         return TC_EPERM;
     }
     if ((sb.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-        set_errf(err, errlen,
-                 "%s has mode %04o: a keyring must be accessible by its owner only (chmod 600 %s)",
-                 path, (unsigned)(sb.st_mode & 07777), path);
+        tc_tier_errf(
+            err, errlen,
+            "%s has mode %04o: a keyring must be accessible by its owner only (chmod 600 %s)", path,
+            (unsigned)(sb.st_mode & 07777), path);
         return TC_EPERM;
     }
     if (sb.st_size > (off_t)FILE_MAX) {
-        set_errf(err, errlen, "%s is larger than %u bytes: not a keyring", path, FILE_MAX);
+        tc_tier_errf(err, errlen, "%s is larger than %u bytes: not a keyring", path, FILE_MAX);
         return TC_EINVAL;
     }
     return TC_OK;
@@ -272,7 +259,7 @@ static enum tc_status read_all(int fd, const char *path, char **out, size_t *len
     char *buf = malloc(FILE_MAX + 1);
     size_t n = 0;
     if (buf == NULL) {
-        set_errf(err, errlen, "out of memory reading %s", path);
+        tc_tier_errf(err, errlen, "out of memory reading %s", path);
         return TC_ENOMEM;
     }
     for (;;) {
@@ -281,7 +268,7 @@ static enum tc_status read_all(int fd, const char *path, char **out, size_t *len
             continue;
         }
         if (r < 0) {
-            set_errf(err, errlen, "read(%s): %s", path, strerror(errno));
+            tc_tier_errf(err, errlen, "read(%s): %s", path, strerror(errno));
             OPENSSL_cleanse(buf, n);
             free(buf);
             return TC_EIO;
@@ -291,7 +278,7 @@ static enum tc_status read_all(int fd, const char *path, char **out, size_t *len
         }
         n += (size_t)r;
         if (n > FILE_MAX) {
-            set_errf(err, errlen, "%s is larger than %u bytes: not a keyring", path, FILE_MAX);
+            tc_tier_errf(err, errlen, "%s is larger than %u bytes: not a keyring", path, FILE_MAX);
             OPENSSL_cleanse(buf, n);
             free(buf);
             return TC_EINVAL;
@@ -310,7 +297,7 @@ static enum tc_status load(const char *path, int allow_empty, struct keyset **ou
      * before check_file() refuses it. */
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
-        set_errf(err, errlen, "open(%s): %s", path, strerror(errno));
+        tc_tier_errf(err, errlen, "open(%s): %s", path, strerror(errno));
         return TC_EIO;
     }
     char *buf = NULL;
@@ -333,7 +320,7 @@ enum tc_status tc_seal_open(const char *path, struct tc_seal **out, char *err, s
     struct tc_seal *s = calloc(1, sizeof(*s));
     if (s == NULL || (s->path = strdup(path)) == NULL) {
         free(s);
-        set_errf(err, errlen, "out of memory");
+        tc_tier_errf(err, errlen, "out of memory");
         return TC_ENOMEM;
     }
     enum tc_status st = load(path, 0, &s->cur, err, errlen);
@@ -346,7 +333,7 @@ enum tc_status tc_seal_open(const char *path, struct tc_seal **out, char *err, s
         keyset_release(s->cur);
         free(s->path);
         free(s);
-        set_errf(err, errlen, "out of memory");
+        tc_tier_errf(err, errlen, "out of memory");
         return TC_ENOMEM;
     }
     atomic_init(&s->gen, 1);
@@ -570,14 +557,14 @@ static enum tc_status write_all(int fd, const char *path, const char *p, size_t 
             continue;
         }
         if (w <= 0) {
-            set_errf(err, errlen, "write(%s): %s", path, strerror(errno));
+            tc_tier_errf(err, errlen, "write(%s): %s", path, strerror(errno));
             return TC_EIO;
         }
         p += w;
         n -= (size_t)w;
     }
     if (fsync(fd) != 0) {
-        set_errf(err, errlen, "fsync(%s): %s", path, strerror(errno));
+        tc_tier_errf(err, errlen, "fsync(%s): %s", path, strerror(errno));
         return TC_EIO;
     }
     return TC_OK;
@@ -616,22 +603,22 @@ static enum tc_status create_file(const char *path, char *err, size_t errlen)
     char line[128];
     size_t n = 0;
     if (tmp == NULL) {
-        set_errf(err, errlen, "out of memory");
+        tc_tier_errf(err, errlen, "out of memory");
         return TC_ENOMEM;
     }
     snprintf(tmp, pl + 16, "%s.tmp.XXXXXX", path);
     int fd = mkstemp(tmp);
     if (fd < 0) {
-        set_errf(err, errlen, "mkstemp(%s): %s", tmp, strerror(errno));
+        tc_tier_errf(err, errlen, "mkstemp(%s): %s", tmp, strerror(errno));
         free(tmp);
         return TC_EIO;
     }
     enum tc_status st = new_line(1, line, sizeof(line), &n);
     if (st != TC_OK) {
-        set_errf(err, errlen, "no randomness for a key (RAND_bytes failed)");
+        tc_tier_errf(err, errlen, "no randomness for a key (RAND_bytes failed)");
     }
     if (st == TC_OK && fchmod(fd, 0600) != 0) {
-        set_errf(err, errlen, "fchmod(%s, 0600): %s", tmp, strerror(errno));
+        tc_tier_errf(err, errlen, "fchmod(%s, 0600): %s", tmp, strerror(errno));
         st = TC_EIO;
     }
     if (st == TC_OK) {
@@ -645,7 +632,7 @@ static enum tc_status create_file(const char *path, char *err, size_t errlen)
     if (st == TC_OK && link(tmp, path) != 0) {
         st = errno == EEXIST ? TC_EEXIST : TC_EIO;
         if (st == TC_EIO) {
-            set_errf(err, errlen, "link(%s, %s): %s", tmp, path, strerror(errno));
+            tc_tier_errf(err, errlen, "link(%s, %s): %s", tmp, path, strerror(errno));
         }
     }
     unlink(tmp);
@@ -658,13 +645,13 @@ static enum tc_status append_key(const char *path, uint32_t *id, char *err, size
 {
     int fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0) {
-        set_errf(err, errlen, "open(%s): %s%s", path, strerror(errno),
-                 errno == ELOOP ? " (a symlink: give the file itself)" : "");
+        tc_tier_errf(err, errlen, "open(%s): %s%s", path, strerror(errno),
+                     errno == ELOOP ? " (a symlink: give the file itself)" : "");
         return TC_EIO;
     }
     enum tc_status st = check_file(fd, path, err, errlen);
     if (st == TC_OK && flock(fd, LOCK_EX) != 0) {
-        set_errf(err, errlen, "flock(%s): %s", path, strerror(errno));
+        tc_tier_errf(err, errlen, "flock(%s): %s", path, strerror(errno));
         st = TC_EIO;
     }
     char *buf = NULL;
@@ -680,7 +667,7 @@ static enum tc_status append_key(const char *path, uint32_t *id, char *err, size
         uint32_t top = ks->n > 0 ? ks->k[ks->n - 1].id : 0;
         keyset_release(ks);
         if (top == UINT32_MAX) {
-            set_errf(err, errlen, "%s: the highest key id is already %u", path, (unsigned)top);
+            tc_tier_errf(err, errlen, "%s: the highest key id is already %u", path, (unsigned)top);
             st = TC_EEXIST;
         } else {
             char line[130];
@@ -689,10 +676,10 @@ static enum tc_status append_key(const char *path, uint32_t *id, char *err, size
             /* A last line without its newline would swallow the new key. */
             int nl = len > 0 && buf[len - 1] != '\n';
             if (new_line(top + 1, line + nl, sizeof(line) - 1, &n) != TC_OK) {
-                set_errf(err, errlen, "no randomness for a key (RAND_bytes failed)");
+                tc_tier_errf(err, errlen, "no randomness for a key (RAND_bytes failed)");
                 st = TC_EIO;
             } else if (lseek(fd, 0, SEEK_END) < 0) {
-                set_errf(err, errlen, "lseek(%s): %s", path, strerror(errno));
+                tc_tier_errf(err, errlen, "lseek(%s): %s", path, strerror(errno));
                 st = TC_EIO;
             } else {
                 st = write_all(fd, path, line, n + (size_t)nl, err, errlen);

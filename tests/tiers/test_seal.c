@@ -148,6 +148,13 @@ static enum tc_status get(const char *k)
     return st;
 }
 
+/* @p k reads back as exactly @p v. */
+static void expect_get(const char *k, const char *v)
+{
+    cr_assert_eq(get(k), TC_OK, "%s unreadable", k);
+    cr_assert(out.len == strlen(v) && memcmp(out.data, v, out.len) == 0, "%s: wrong value", k);
+}
+
 static uint64_t stat_of(const char *name)
 {
     uint64_t v = 0;
@@ -482,8 +489,7 @@ Test(sealed_lmdb, rotation_keeps_every_value_readable)
     for (int i = 0; i < 40; i++) {
         snprintf(k, sizeof(k), "rot-%d", i);
         snprintf(v, sizeof(v), "value-%d", i);
-        cr_assert_eq(get(k), TC_OK, "%s unreadable after rotation", k);
-        cr_assert(out.len == strlen(v) && memcmp(out.data, v, out.len) == 0);
+        expect_get(k, v);
     }
     close_tier();
     cr_assert_eq(raw_hdr_lmdb("rot-0").key_id, 1);
@@ -565,8 +571,7 @@ Test(sealed_lmdb, rekey_moves_old_records_forward_and_counts_them_per_key)
     for (int i = 0; i < 30; i++) {
         snprintf(k, sizeof(k), "old-%02d", i);
         snprintf(v, sizeof(v), "sealed-by-1-%d", i);
-        cr_assert_eq(get(k), TC_OK, "%s lost with key 1", k);
-        cr_assert(out.len == strlen(v) && memcmp(out.data, v, out.len) == 0);
+        expect_get(k, v);
     }
     close_tier();
     cr_assert_eq(raw_hdr_lmdb("old-00").key_id, 2);
