@@ -248,6 +248,7 @@
 #define FORMAT_KEY     "tiercache_format"
 #define FORMAT_VALUE   "tc-lmdb-1"
 #define EVICT_CHUNK    256u   /* most records deleted per eviction transaction */
+#define REWRITE_VISITS 4096u  /* most records a rewrite step reads: the writer waits on it */
 #define READER_CHECK_S 5      /* seconds between mdb_reader_check runs */
 #define MAX_FULL_TRIES 12     /* MDB_MAP_FULL retries of one batch */
 #define MAX_QUEUE      65536u /* async writes queued before TC_EAGAIN */
@@ -1028,8 +1029,11 @@ static int apply_rewrite(struct lmdb_tier *m, MDB_txn *txn, struct wop *op)
     k.mv_size = m->rw_pos_len;
     k.mv_data = m->rw_pos;
     rc = mdb_cursor_get(cur, &k, &v, m->rw_pos_len > 0 ? MDB_SET_RANGE : MDB_FIRST);
+    /* Rewrites dirty pages: at most evict_chunk of them per step, as an
+     * eviction would, so that the txn fits in a nearly full map. */
+    size_t rewrites = 0;
     for (size_t n = 0; rc == 0; n++) {
-        if (n == op->budget) {
+        if (n == op->budget || rewrites == m->evict_chunk) {
             memcpy(op->rw_next, k.mv_data, k.mv_size);
             op->rw_next_len = k.mv_size;
             op->st = TC_EAGAIN;
@@ -1060,6 +1064,7 @@ static int apply_rewrite(struct lmdb_tier *m, MDB_txn *txn, struct wop *op)
                 tc_item_encode(&h, key, klen, copy + at + TC_ITEM_HDR_SIZE, copy + at) == TC_OK) {
                 MDB_val ck = {dlen, dk}, cv = {v.mv_size, copy};
                 rc = mdb_cursor_put(cur, &ck, &cv, MDB_CURRENT);
+                rewrites++;
             }
             /* The copy held a record a rewrite may have unsealed in passing. */
             tc_seal_wipe(copy, v.mv_size);
@@ -3008,8 +3013,7 @@ static enum tc_status lmdb_rewrite(struct tc_tier *t, tc_tier_rewrite_fn fn, voi
         return TC_ENOMEM;
     }
     op->kind = W_REWRITE;
-    /* Bounded like a sweep: the txn must fit in a nearly full map. */
-    op->budget = budget < m->evict_chunk ? budget : m->evict_chunk;
+    op->budget = budget < REWRITE_VISITS ? budget : REWRITE_VISITS;
     op->rw_fn = fn;
     op->rw_arg = arg;
     enum tc_status st = run_sync(m, op);
