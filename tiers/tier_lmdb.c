@@ -282,10 +282,11 @@ struct wop {
     size_t budget;
     uint64_t removed;
     /* rewrite only (budget too): the caller's callback, and where the walk
-     * stopped (rw_next_len 0: it reached the end) */
+     * stopped (rw_next_len 0: it reached the end), in lmdb_rewrite()'s
+     * buffer of KEYBUF_MAX bytes (not here: every queued write is a wop) */
     tc_tier_rewrite_fn rw_fn;
     void *rw_arg;
-    unsigned char rw_next[KEYBUF_MAX];
+    unsigned char *rw_next;
     size_t rw_next_len;
 };
 
@@ -3009,9 +3010,13 @@ static enum tc_status lmdb_rewrite(struct tc_tier *t, tc_tier_rewrite_fn fn, voi
         return TC_EUNAVAIL;
     }
     struct wop *op = calloc(1, sizeof(*op));
-    if (op == NULL) {
+    unsigned char *next = malloc(KEYBUF_MAX);
+    if (op == NULL || next == NULL) {
+        free(op);
+        free(next);
         return TC_ENOMEM;
     }
+    op->rw_next = next;
     op->kind = W_REWRITE;
     op->budget = budget < REWRITE_VISITS ? budget : REWRITE_VISITS;
     op->rw_fn = fn;
@@ -3021,6 +3026,7 @@ static enum tc_status lmdb_rewrite(struct tc_tier *t, tc_tier_rewrite_fn fn, voi
         memcpy(m->rw_pos, op->rw_next, op->rw_next_len);
         m->rw_pos_len = op->rw_next_len;
     }
+    free(next);
     free(op);
     return st;
 }
