@@ -6,6 +6,8 @@ set -euo pipefail
 
 # prometheus: only its promtool, which checks /metrics in tests/http/test_metrics.c
 # (the package's daemon is not used).
+# stunnel4: the documented way to reach Redis over TLS (docs/tiers.md), tested by
+# tests/http/redis_stunnel.sh.
 pkgs=(
     build-essential cmake pkg-config clang-format
     clang libclang-rt-14-dev
@@ -18,6 +20,8 @@ pkgs=(
     # and its checks (lintian, systemd-analyze), the top test (tmux).
     libsystemd-dev libncurses-dev scdoc systemd tmux python3
     dpkg-dev debhelper fakeroot lintian
+    # Issue 14: Redis over TLS through a stunnel client tunnel (its test).
+    stunnel4
 )
 # Benchmark peers are only needed by bench/ scripts, never by the tests.
 if [ "${TC_DEPS_BENCH:-0}" = 1 ]; then

@@ -87,6 +87,9 @@ enum tc_conf_type {
     X("access-log", access_log, TC_CONF_STR, "", 0, 0, "write one line per request to this file")  \
     X("access-log-format", access_log_format, TC_CONF_STR, "combined", 0, 0,                       \
       "combined (nginx/Apache combined + cache=, tier=, us=) or json (one object per line)")       \
+    X("encryption-keys-file", encryption_keys_file, TC_CONF_STR, "", 0, 0,                         \
+      "keyring (mode 0600) whose newest key seals values in lmdb:// and redis:// tiers "           \
+      "(AES-256-GCM); make one with: tiercache key new PATH")                                      \
     TC_CONF_AUTH_OPTIONS(X)
 
 /* Access control (issue 14, src/auth.h, docs/security.md). */
@@ -144,6 +147,7 @@ struct tc_conf {
     int insecure;
     const char *allowed_hosts;
     const char *allowed_origins;
+    const char *encryption_keys_file;
     /* Derived. */
     char listen_host[256];
     unsigned listen_port;

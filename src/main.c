@@ -18,6 +18,8 @@
 #include "src/reload.h"
 #include "src/top.h"
 #include "tiers/tier.h"
+#include "src/cli_key.h"
+#include "tiers/seal.h"
 
 #include <event2/event.h>
 #include <event2/thread.h>
@@ -41,6 +43,7 @@ struct main_ctx {
     struct event_base *base;
     struct tc_reload *reload;
     int stopping;
+    struct tc_seal *seal; /* encryption-keys-file, or NULL */
 };
 
 /* Tells systemd (Type=notify) where the service is: READY=1, RELOADING=1,
@@ -53,6 +56,24 @@ static void notify(const char *state)
 #else
     (void)state;
 #endif
+}
+
+/* SIGHUP: re-reads the keyring; a file that does not load leaves the keys
+ * in use as they were (tiers/seal.h). */
+static void reload_keyring(struct tc_seal *seal)
+{
+    char err[512];
+    if (seal == NULL) {
+        return;
+    }
+    if (tc_seal_reload(seal, err, sizeof(err)) != TC_OK) {
+        tc_log(TC_LOG_CRIT, "SIGHUP: keyring not reloaded, the keys in use stay: %s", err);
+        return;
+    }
+    uint32_t ids[TC_SEAL_KEYS_MAX];
+    size_t n = tc_seal_key_ids(seal, ids, TC_SEAL_KEYS_MAX);
+    tc_log(TC_LOG_INFO, "SIGHUP: keyring %s reloaded: %zu key%s, new writes use key %u",
+           tc_seal_path(seal), n, n == 1 ? "" : "s", (unsigned)ids[n - 1]);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -83,6 +104,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         /* Issue 14: a new token set; on failure the old one stays (logged). */
         char err[512];
         tc_auth_reload(m->srv->auth, err, sizeof(err));
+        reload_keyring(m->seal);
         notify("READY=1");
         return;
     }
@@ -116,7 +138,8 @@ static void raise_fd_limit(uint64_t want)
     }
 }
 
-static int open_tiers(const struct tc_conf *conf, struct tc_tier **tiers, size_t *n)
+static int open_tiers(const struct tc_conf *conf, struct tc_seal *seal, struct tc_tier **tiers,
+                      size_t *n)
 {
     struct tc_tier_registry *reg = tc_tier_registry_create();
     const char *uris[TC_CONF_MAX_TIERS];
@@ -125,6 +148,7 @@ static int open_tiers(const struct tc_conf *conf, struct tc_tier **tiers, size_t
         tc_log(TC_LOG_CRIT, "out of memory");
         return -1;
     }
+    tc_tier_registry_set_seal(reg, seal);
     if (conf->ntiers > 0) {
         for (size_t i = 0; i < conf->ntiers; i++) {
             uris[nuris++] = conf->tiers[i];
@@ -166,9 +190,11 @@ static int open_tiers(const struct tc_conf *conf, struct tc_tier **tiers, size_t
              * (e.g. a damaged LMDB environment moved aside): tier.h. */
             tc_log(TC_LOG_CRIT, "tier l%zu: %s", i + 1, err);
         }
-        tc_log(TC_LOG_INFO, "tier l%zu: %s (ttl_ratio=%g, max_ttl=%llums, max value %zu bytes)",
+        tc_log(TC_LOG_INFO,
+               "tier l%zu: %s (ttl_ratio=%g, max_ttl=%llums, max value %zu bytes, encrypt=%s)",
                i + 1, tc_tier_uri(tiers[i]), tc_tier_ttl_ratio(tiers[i]),
-               (unsigned long long)tc_tier_max_ttl_ms(tiers[i]), tc_tier_max_value(tiers[i]));
+               (unsigned long long)tc_tier_max_ttl_ms(tiers[i]), tc_tier_max_value(tiers[i]),
+               tc_tier_seal(tiers[i]) != NULL ? "on" : "off");
         (*n)++;
     }
     tc_tier_registry_destroy(reg);
@@ -185,6 +211,9 @@ int main(int argc, char **argv)
     }
     if (argc >= 2 && strcmp(argv[1], "token") == 0) {
         return tc_cli_token_main(argc, argv); /* issue 14: tiercache token new NAME SCOPES */
+    }
+    if (argc >= 2 && strcmp(argv[1], "key") == 0) {
+        return tc_cli_key_main(argc, argv); /* keyring tool (src/cli_key.h) */
     }
     struct tc_conf conf;
     enum tc_conf_result cr = tc_conf_load(&conf, argc, argv);
@@ -256,7 +285,15 @@ int main(int argc, char **argv)
                    conf.listen);
         }
     }
-    if (open_tiers(&conf, tiers, &ntiers) != 0) {
+    if (conf.encryption_keys_file[0] != '\0') {
+        char err[512];
+        if (tc_seal_open(conf.encryption_keys_file, &m.seal, err, sizeof(err)) != TC_OK) {
+            tc_log(TC_LOG_CRIT, "encryption-keys-file: %s", err);
+            fprintf(stderr, "tiercache: encryption-keys-file: %s\n", err);
+            goto out_conf;
+        }
+    }
+    if (open_tiers(&conf, m.seal, tiers, &ntiers) != 0) {
         goto out_conf;
     }
     tc_reload_rt_options(&conf, &srv.rt_opt);
@@ -368,6 +405,7 @@ out_stack:
     tc_keylock_destroy(srv.keylock); /* before its lock tier closes */
     tc_stack_destroy(srv.stack);     /* closes the tiers: flushes LMDB, detaches shm */
 out_conf:
+    tc_seal_close(m.seal);     /* after the tiers that seal with it */
     tc_auth_destroy(srv.auth); /* after the workers, which held views of it */
     pthread_cond_destroy(&srv.done_cond);
     pthread_mutex_destroy(&srv.done_lock);

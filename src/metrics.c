@@ -53,6 +53,7 @@ enum {
     L_CODE = 16,   /* code="200" */
     L_OP = 32,     /* op="get": a tier operation */
     L_REASON = 64, /* reason="missing": why access control refused a request */
+    L_KEY = 128,   /* key_id="2": an encryption key of the keyring */
 };
 #define MAX_LABELS 8
 
@@ -262,6 +263,9 @@ static size_t label_names(const struct metric *m, const char **names)
     }
     if (m->labels & L_REASON) {
         names[n++] = "reason";
+    }
+    if (m->labels & L_KEY) {
+        names[n++] = "key_id";
     }
     return n;
 }
@@ -816,6 +820,24 @@ static void get_tier_latency(struct render *rc, const struct metric *m)
     }
 }
 
+/* Encryption at rest: records per key id as the last rekey pass counted
+ * them, for the tiers that seal and can be walked (tc_tier_key_census()). */
+static void get_tier_key_census(struct render *rc, const struct metric *m)
+{
+    for (size_t i = 0; i < rc->ntiers; i++) {
+        struct tc_tier_key_count rows[TC_TIER_CENSUS_KEYS];
+        size_t n = tc_tier_key_census(rc->tiers[i].t, rows, TC_TIER_CENSUS_KEYS, NULL);
+        for (size_t k = 0; k < n && k < TC_TIER_CENSUS_KEYS; k++) {
+            char id[16];
+            snprintf(id, sizeof(id), "%u", (unsigned)rows[k].key_id);
+            struct sample s = tier_sample(rc, i);
+            s.lv[2] = id; /* rendered during emit() */
+            s.u = rows[k].records;
+            emit(rc, m, &s);
+        }
+    }
+}
+
 /* ---- the rows --------------------------------------------------------------------------- */
 
 #define COUNTER(name, help, json, get, arg)                                                        \
@@ -957,6 +979,11 @@ static const struct metric rows[] = {
     TIER_COUNTER("tiercache_tier_swept_items_total",
                  "Entries the sweeper of this process removed from the tier.", "tiers[].swept",
                  get_sweeps, 1),
+    {"tiercache_tier_records_by_key", M_GAUGE, U_NONE,
+     "Records stored under each encryption key id as the last complete rekey pass counted them "
+     "(key_id 0: not sealed); a key at 0 in every tier may leave the keyring.",
+     L_TIER | L_KEY, "tiers[].records_by_key.{key_id}", NULL, J_VALUE, get_tier_key_census, 0, NULL,
+     NULL},
     {"tiercache_tier_op_duration_seconds", M_HISTOGRAM, U_SECONDS,
      "Time of tier operations as the stack sees them, in seconds, by op (get, set, del).",
      L_TIER | L_OP, "tiers[].latency.{op}", NULL, J_QUANTILES, get_tier_latency, 0, NULL, NULL},
@@ -984,6 +1011,8 @@ enum tier_metric {
     TM_LOCKS_RELEASED,
     TM_LOCK_RELEASE_REFUSED,
     TM_LOCK_ERRORS,
+    TM_REKEYED,
+    TM_REKEY_PASSES,
     TM_ITEMS,
     TM_USED_BYTES,
     TM_CAPACITY_BYTES,
@@ -1084,6 +1113,11 @@ static const struct metric tier_metrics[TM_N] = {
     [TM_LOCK_RELEASE_REFUSED] = TC("tiercache_tier_lock_release_refused_total",
                                    "Lock releases refused: the token does not hold the lock."),
     [TM_LOCK_ERRORS] = TC("tiercache_tier_lock_errors_total", "Lock operations the tier failed."),
+    /* Encryption at rest (tiers/seal.h): the sweeper's rekey walk. */
+    [TM_REKEYED] = TC("tiercache_tier_rekeyed_total",
+                      "Records the rekey walk re-sealed under the newest encryption key."),
+    [TM_REKEY_PASSES] = TC("tiercache_tier_rekey_passes_total",
+                           "Complete rekey passes over the tier (each ends a key census)."),
 
     [TM_ITEMS] = TG("tiercache_tier_items", U_NONE,
                     "Entries in the tier (lmdb: in the environment, shared by every process "
@@ -1253,6 +1287,8 @@ static const struct stat_map common_map[] = {
     SAME("locks_released", TM_LOCKS_RELEASED),
     SAME("lock_release_refused", TM_LOCK_RELEASE_REFUSED),
     SAME("lock_errors", TM_LOCK_ERRORS),
+    SAME("rekeyed", TM_REKEYED),
+    SAME("rekey_passes", TM_REKEY_PASSES),
     {NULL, -1, PART_VALUE, NULL},
 };
 

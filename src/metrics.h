@@ -18,8 +18,8 @@
  * tiercache_ (process_ for the standard process metrics), snake_case, base
  * units (seconds, bytes) last, counters end in _total, enums are gauges
  * labelled by state, means are _sum and _count. Per-tier series carry
- * exactly the labels tier and scheme (plus op or state where the family has
- * that dimension). Counters of an shm segment count for every process
+ * exactly the labels tier and scheme (plus op, state or key_id where the
+ * family has that dimension). Counters of an shm segment count for every process
  * attached to it: they are tiercache_shm_segment_* with the label segment
  * alone, so two servers sharing a segment are deduplicated by it
  * (max by (segment)) instead of summed.

@@ -37,6 +37,19 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
                    (unsigned long long)removed, (unsigned long long)(tc_clock_ns() - t0) / 1000);
         }
     }
+    /* Encryption at rest: move records sealed under older keys to the
+     * newest, and count records per key (tc_tier_rekey_step()). */
+    for (size_t i = 0; i < tc_stack_ntiers(srv->stack); i++) {
+        uint64_t moved = 0;
+        enum tc_status st =
+            tc_tier_rekey_step(tc_stack_tier(srv->stack, i), srv->conf->sweep_budget, &moved);
+        if (st != TC_OK && st != TC_EAGAIN && st != TC_ENOTSUP) {
+            tc_log(TC_LOG_WARN, "rekey of tier l%zu failed: %s", i + 1, tc_strerror(st));
+        } else if (moved > 0) {
+            tc_log(TC_LOG_INFO, "tier l%zu: %llu records re-sealed under the newest key", i + 1,
+                   (unsigned long long)moved);
+        }
+    }
     char detail[512];
     tc_stack_check_health(srv->stack, detail, sizeof(detail));
 }

@@ -4,7 +4,7 @@
 #include <xxhash.h>
 
 /* Where the check starts: it covers every header byte before it. */
-#define TC_ITEM_CHECK_AT 32u
+#define TC_ITEM_CHECK_AT TC_ITEM_FIELDS_SIZE
 _Static_assert(TC_ITEM_CHECK_AT + 8u == TC_ITEM_HDR_SIZE, "the check ends the header");
 
 static void put_be32(uint8_t *p, uint32_t v)
@@ -69,10 +69,9 @@ enum tc_status tc_item_hdr_validate(const struct tc_item_hdr *h)
     return TC_OK;
 }
 
-enum tc_status tc_item_encode(const struct tc_item_hdr *h, const void *key, size_t key_len,
-                              const void *value, uint8_t out[TC_ITEM_HDR_SIZE])
+enum tc_status tc_item_encode_fields(const struct tc_item_hdr *h, uint8_t out[TC_ITEM_FIELDS_SIZE])
 {
-    if (tc_item_hdr_validate(h) != TC_OK || (value == NULL && h->value_len != 0)) {
+    if (tc_item_hdr_validate(h) != TC_OK) {
         return TC_EINVAL;
     }
     out[0] = TC_ITEM_MAGIC0;
@@ -87,6 +86,15 @@ enum tc_status tc_item_encode(const struct tc_item_hdr *h, const void *key, size
     put_be64(out + 16, h->expire_ms);
     put_be32(out + 24, h->value_len);
     put_be32(out + 28, h->key_id);
+    return TC_OK;
+}
+
+enum tc_status tc_item_encode(const struct tc_item_hdr *h, const void *key, size_t key_len,
+                              const void *value, uint8_t out[TC_ITEM_HDR_SIZE])
+{
+    if ((value == NULL && h->value_len != 0) || tc_item_encode_fields(h, out) != TC_OK) {
+        return TC_EINVAL;
+    }
     put_be64(out + TC_ITEM_CHECK_AT, item_check(out, key, key_len, value, h->value_len));
     return TC_OK;
 }

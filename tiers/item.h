@@ -44,9 +44,12 @@
 #include <stdint.h>
 
 #define TC_ITEM_HDR_SIZE 40u
-#define TC_ITEM_VERSION  2u
-#define TC_ITEM_MAGIC0   0x74u /* 't' */
-#define TC_ITEM_MAGIC1   0x43u /* 'C' */
+/** Bytes 0..31 of the header: every field but the check (TC_ITEM_F_ENCRYPTED:
+ * with the key, the additional authenticated data of the value). */
+#define TC_ITEM_FIELDS_SIZE 32u
+#define TC_ITEM_VERSION     2u
+#define TC_ITEM_MAGIC0      0x74u /* 't' */
+#define TC_ITEM_MAGIC1      0x43u /* 'C' */
 
 /** Largest value an item can describe (vlen is 32 bits). */
 #define TC_ITEM_VALUE_MAX UINT32_MAX
@@ -96,6 +99,15 @@ static inline uint64_t tc_item_fresh_until(const struct tc_item_hdr *h)
  */
 enum tc_status tc_item_encode(const struct tc_item_hdr *h, const void *key, size_t key_len,
                               const void *value, uint8_t out[TC_ITEM_HDR_SIZE]);
+
+/**
+ * Encodes the fields of @p h (bytes 0..31 of the header, all but the check)
+ * into @p out, exactly as tc_item_encode() writes them: with the key, what
+ * an encrypted value's tag authenticates (tiers/seal.h), so that a header
+ * altered or a record moved to another key fails to decrypt.
+ * @return TC_OK; TC_EINVAL as tc_item_hdr_validate().
+ */
+enum tc_status tc_item_encode_fields(const struct tc_item_hdr *h, uint8_t out[TC_ITEM_FIELDS_SIZE]);
 
 /**
  * Whether tc_item_encode() would accept @p h: TC_OK or TC_EINVAL. For a

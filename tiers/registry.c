@@ -1,6 +1,6 @@
 /*
  * Scheme registry and URI parsing. A tier URI is parsed once here with
- * uriparser; the common parameters (ttl_ratio, max_ttl) are consumed here and
+ * uriparser; the common parameters (ttl_ratio, max_ttl, encrypt) are consumed here and
  * every other parameter is checked against the backend's declared list, so
  * that every backend reports unknown parameters the same way.
  */
@@ -34,6 +34,7 @@ static const struct tc_tier_ops *const builtin_tiers[] = {
 struct common_settings {
     double ttl_ratio;
     uint64_t max_ttl_ms; /* 0: no cap */
+    int encrypt;         /* -1: not given (on for persistent and remote tiers with a keyring) */
 };
 
 static const struct tc_tier_param common_params[] = {
@@ -42,13 +43,45 @@ static const struct tc_tier_param common_params[] = {
     {"max_ttl", TC_TIER_PARAM_SECS, offsetof(struct common_settings, max_ttl_ms), NULL, 1,
      (double)(1ull << 52), 0, NULL,
      "a cap on this tier's local lifetime: 60 (seconds), 500ms, 30s, 5m, 1h, 1d", "none"},
+    {"encrypt", TC_TIER_PARAM_BOOL, offsetof(struct common_settings, encrypt), NULL, 0, 0, 0, NULL,
+     "store values AES-256-GCM sealed with the encryption-keys-file keyring (on/off)",
+     "on for persistent and remote tiers (lmdb, redis) when a keyring is set, else off"},
     {NULL, 0, 0, NULL, 0, 0, 0, NULL, NULL, NULL},
 };
 
 struct tc_tier_registry {
     const struct tc_tier_ops **ops;
     size_t n, cap;
+    struct tc_seal *seal; /* the keyring for encrypt=on, or NULL */
 };
+
+void tc_tier_registry_set_seal(struct tc_tier_registry *reg, struct tc_seal *seal)
+{
+    reg->seal = seal;
+}
+
+/* Decides whether a tier opened from @p ops seals its values: encrypt= as
+ * given, else on for the tiers whose data leaves the process's memory for
+ * long (a file, a server) when a keyring is set. */
+static enum tc_status resolve_encrypt(const struct tc_tier_registry *reg,
+                                      const struct tc_tier_ops *ops, int given, const char *shown,
+                                      struct tc_seal **seal, char *err, size_t errlen)
+{
+    struct tc_seal *ring = reg != NULL ? reg->seal : NULL;
+    *seal = NULL;
+    if (given == 1 && ring == NULL) {
+        tc_tier_errf(err, errlen,
+                     "encrypt=on in '%s' needs a keyring: set encryption-keys-file (create one "
+                     "with: tiercache key new PATH)",
+                     shown);
+        return TC_EINVAL;
+    }
+    if (given == 1 ||
+        (given == -1 && (ops->caps & (TC_TIER_CAP_PERSISTENT | TC_TIER_CAP_REMOTE)) != 0)) {
+        *seal = ring;
+    }
+    return TC_OK;
+}
 
 struct tc_param {
     char *name;
@@ -639,15 +672,28 @@ enum tc_status tc_tier_open(const struct tc_tier_registry *reg, const char *uri,
         free(redacted);
         return st;
     }
-    struct common_settings common = {1.0, 0};
+    struct common_settings common = {1.0, 0, -1};
+    struct tc_seal *seal = NULL;
     st = tc_tier_params_load(&p, common_params, &common, err, errlen);
     ratio = common.ttl_ratio;
     max_ttl = common.max_ttl_ms;
+    if (st == TC_OK) {
+        st = resolve_encrypt(reg, ops, common.encrypt, redacted, &seal, err, errlen);
+    }
     if (st == TC_OK) {
         st = ops->open(&p, &t, err, errlen);
         if (st == TC_OK && t == NULL) {
             st = TC_EIO;
         }
+    }
+    if (st == TC_OK && seal != NULL && t->max_value < TC_SEAL_OVERHEAD) {
+        tc_tier_errf(err, errlen,
+                     "'%s': values of at most %zu bytes leave no room for encryption (%u bytes "
+                     "a value); raise max_item or set encrypt=off",
+                     redacted, t->max_value, TC_SEAL_OVERHEAD);
+        ops->close(t);
+        t = NULL;
+        st = TC_EINVAL;
     }
     if (st == TC_OK) {
         char *scheme = strdup(ops->scheme);
@@ -664,6 +710,11 @@ enum tc_status tc_tier_open(const struct tc_tier_registry *reg, const char *uri,
             t->scheme = scheme;
             t->ttl_ratio = ratio;
             t->max_ttl_ms = max_ttl;
+            t->seal = seal;
+            t->_rekey = NULL;
+            if (seal != NULL) {
+                t->max_value -= TC_SEAL_OVERHEAD; /* what the backend stores stays in its bound */
+            }
             if (t->max_key == 0 || t->max_key > TC_KEY_MAX) {
                 t->max_key = TC_KEY_MAX;
             }
@@ -716,7 +767,7 @@ enum tc_status tc_tier_check(const struct tc_tier_registry *reg, const char *uri
     if (st != TC_OK) {
         return st;
     }
-    struct common_settings common = {1.0, 0};
+    struct common_settings common = {1.0, 0, -1};
     st = tc_tier_params_load(&p, common_params, &common, err, errlen);
     if (st == TC_OK && ops->params != NULL) {
         /* Parsed into scratch memory: the values are checked against their

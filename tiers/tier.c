@@ -1,10 +1,22 @@
 /*
  * The tier layer between callers and backends: request validation, the
  * TTL-ratio rule on every set, the authoritative-expiry check on every hit,
- * per-thread counters, and completion of asynchronous requests.
+ * per-thread counters, completion of asynchronous requests, and sealing of
+ * values at rest (encrypt=on, tiers/seal.h):
+ *
+ *   set:  value ──seal (newest key; AAD = header fields + key)──▶ backend stores
+ *         header{ENCRYPTED, kid} + nonce|ciphertext|tag; the caller's value is
+ *         put back when the set completes (finish)
+ *   get:  backend returns header + sealed bytes (its XXH3 check passed) ──open──▶
+ *         plaintext and a plaintext header; fails to open ──▶ TC_ECORRUPT
+ *
+ * Sealing sits here rather than in each backend so that every backend, and
+ * every way a value leaves one (get, get_many, async completions), goes
+ * through the same few lines, and backends never hold a key.
  */
 #include "tiers/tier.h"
 #include "tiers/tier_impl.h"
+#include "tiers/seal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -19,9 +31,32 @@ enum { OP_GET = 1, OP_SET, OP_DEL, OP_CLEAR, OP_LOCK_ACQUIRE, OP_LOCK_RELEASE, O
                           atomic_load_explicit(&(c)->counters.field, memory_order_relaxed) + 1,    \
                           memory_order_relaxed)
 
+/* A table of records per key id. */
+struct census {
+    struct tc_tier_key_count row[TC_TIER_CENSUS_KEYS];
+    size_t n;
+};
+
+/* The rekey walk's state: used by the stepping thread and, during
+ * ops->rewrite, by the backend's thread that calls rekey_one() while the
+ * stepping thread waits; the census is read by any thread under t->_lock. */
+struct tc_tier_rekey {
+    struct tc_seal_ctx *sc;
+    uint32_t newest;          /* the key records are moved to during this step */
+    struct census step, pass; /* this step's count (redone on a retry); the pass's */
+    uint64_t step_rekeyed;    /* this step's re-sealed records */
+    struct census census;     /* the last complete pass: under t->_lock */
+    uint64_t passes, rekeyed; /* under t->_lock */
+};
+
 const char *tc_tier_uri(const struct tc_tier *t)
 {
     return t->uri;
+}
+
+struct tc_seal *tc_tier_seal(const struct tc_tier *t)
+{
+    return t->seal;
 }
 
 const char *tc_tier_scheme(const struct tc_tier *t)
@@ -71,6 +106,7 @@ void tc_tier_ctx_base_init(struct tc_tier_ctx *c, struct tc_tier *t, struct even
 {
     c->tier = t;
     c->base = base;
+    c->_seal = NULL;
     c->_next = NULL;
     c->_prev = NULL;
 #define TC_X(name) atomic_init(&c->counters.name, 0);
@@ -85,6 +121,10 @@ enum tc_status tc_tier_ctx_init(struct tc_tier *t, struct event_base *base,
     struct tc_tier_ctx *c = NULL;
     enum tc_status st = t->ops->ctx_init(t, base, &c);
     if (st != TC_OK) {
+        return st;
+    }
+    if (t->seal != NULL && (st = tc_seal_ctx_create(t->seal, &c->_seal)) != TC_OK) {
+        t->ops->ctx_dispose(c);
         return st;
     }
     pthread_mutex_lock(&t->_lock);
@@ -125,12 +165,89 @@ void tc_tier_ctx_dispose(struct tc_tier_ctx *c)
     /* Unlinked first: completions of in-flight requests that run inside
      * ctx_dispose still count into c, which no stats reader sees any more;
      * they are shutdown noise. */
+    struct tc_seal_ctx *sc = c->_seal;
     t->ops->ctx_dispose(c);
+    tc_seal_ctx_destroy(sc);
 }
 
 struct tc_tier *tc_tier_ctx_tier(const struct tc_tier_ctx *c)
 {
     return c->tier;
+}
+
+/*
+ * Seals req's value for a sealing tier: the backend stores the sealed copy
+ * under a header that says so. finish() puts the caller's value back.
+ */
+static enum tc_status seal_value(struct tc_tier_ctx *c, struct tc_tier_req *req)
+{
+    uint8_t fields[TC_ITEM_FIELDS_SIZE];
+    if (req->value_len > (size_t)TC_ITEM_VALUE_MAX - TC_SEAL_OVERHEAD) {
+        return TC_ETOOBIG;
+    }
+    size_t n = req->value_len + TC_SEAL_OVERHEAD;
+    struct tc_item_hdr h = req->hdr;
+    h.flags |= TC_ITEM_F_ENCRYPTED;
+    h.key_id = tc_seal_current(c->_seal);
+    h.value_len = (uint32_t)n;
+    if (tc_item_encode_fields(&h, fields) != TC_OK) {
+        return TC_EINVAL;
+    }
+    uint8_t *buf = malloc(n);
+    if (buf == NULL) {
+        return TC_ENOMEM;
+    }
+    enum tc_status st = tc_seal_encrypt(c->_seal, h.key_id, fields, sizeof(fields), req->key,
+                                        req->key_len, req->value, req->value_len, buf);
+    if (st != TC_OK) {
+        free(buf);
+        return TC_EIO;
+    }
+    req->_plain = req->value;
+    req->_plain_len = req->value_len;
+    req->_sealed = buf;
+    req->value = buf;
+    req->value_len = n;
+    req->hdr = h;
+    return TC_OK;
+}
+
+/* Puts back what seal_value() replaced. */
+static void unseal_req(struct tc_tier_req *req)
+{
+    free(req->_sealed);
+    req->_sealed = NULL;
+    req->value = req->_plain;
+    req->value_len = req->_plain_len;
+    req->hdr.flags &= (uint8_t)~TC_ITEM_F_ENCRYPTED;
+    req->hdr.key_id = 0;
+    req->hdr.value_len = (uint32_t)req->_plain_len;
+}
+
+/*
+ * Opens a hit in place. On a sealing tier only sealed records are values: a
+ * plain one was written before encryption was turned on, or by someone
+ * without the key, and is not trusted. A tier that does not seal has no key
+ * to open a sealed record with. Either is a corrupt miss.
+ */
+static enum tc_status open_value(struct tc_tier_ctx *c, struct tc_tier_req *req)
+{
+    uint8_t fields[TC_ITEM_FIELDS_SIZE];
+    size_t n = 0;
+    int sealed = (req->hdr.flags & TC_ITEM_F_ENCRYPTED) != 0;
+    if (!sealed) {
+        return c->_seal == NULL ? TC_OK : TC_ECORRUPT;
+    }
+    if (c->_seal == NULL || tc_item_encode_fields(&req->hdr, fields) != TC_OK ||
+        tc_seal_decrypt(c->_seal, req->hdr.key_id, fields, sizeof(fields), req->key, req->key_len,
+                        req->out->data, req->out->len, &n) != TC_OK) {
+        return TC_ECORRUPT;
+    }
+    req->out->len = n;
+    req->hdr.flags &= (uint8_t)~TC_ITEM_F_ENCRYPTED;
+    req->hdr.key_id = 0;
+    req->hdr.value_len = (uint32_t)n;
+    return TC_OK;
 }
 
 /* Counts a finished request and applies the E check on hits. */
@@ -141,6 +258,9 @@ static enum tc_status finish(struct tc_tier_req *req, enum tc_status st)
     switch (req->_op) {
     case OP_GET:
         BUMP(c, gets);
+        if (st == TC_OK && (st = open_value(c, req)) != TC_OK) {
+            req->out->len = 0; /* never hand out bytes that did not open */
+        }
         if (st == TC_OK && tc_item_expired(req->hdr.expire_ms, req->now_ms)) {
             /* A tier's local expiry is never past E, but a tier may be
              * shared with a process whose clock runs behind ours. */
@@ -158,6 +278,9 @@ static enum tc_status finish(struct tc_tier_req *req, enum tc_status st)
         }
         break;
     case OP_SET:
+        if (req->_sealed != NULL) {
+            unseal_req(req);
+        }
         if (st == TC_OK) {
             BUMP(c, sets);
         } else if (st == TC_ETOOBIG) {
@@ -198,6 +321,7 @@ static enum tc_status start(struct tc_tier_ctx *c, struct tc_tier_req *req, int 
 {
     req->_ctx = c;
     req->_op = op;
+    req->_sealed = NULL;
     req->status = TC_EINPROGRESS;
     if (c->base != NULL && req->done == NULL && (c->tier->ops->caps & TC_TIER_CAP_ASYNC)) {
         return TC_EINVAL;
@@ -304,6 +428,11 @@ enum tc_status tc_tier_set(struct tc_tier_ctx *c, struct tc_tier_req *req)
         /* Written already expired: the newest write says "no value". */
         return run(req, t->ops->del);
     }
+    req->hdr.flags &= (uint8_t)~TC_ITEM_F_ENCRYPTED; /* ours to set (tier.h) */
+    req->hdr.key_id = 0;
+    if (c->_seal != NULL && (st = seal_value(c, req)) != TC_OK) {
+        return finish(req, st);
+    }
     return run(req, t->ops->set);
 }
 
@@ -364,9 +493,154 @@ void tc_tier_stats(struct tc_tier *t, tc_tier_stat_fn emit, void *arg)
         TC_TIER_LOCK_COUNTERS(TC_X)
     }
 #undef TC_X
+    if (t->seal != NULL && t->ops->rewrite != NULL) {
+        uint64_t rekeyed = 0, passes = 0;
+        pthread_mutex_lock(&t->_lock);
+        if (t->_rekey != NULL) {
+            rekeyed = t->_rekey->rekeyed;
+            passes = t->_rekey->passes;
+        }
+        pthread_mutex_unlock(&t->_lock);
+        emit(arg, "rekeyed", rekeyed, TC_STAT_COUNTER);
+        emit(arg, "rekey_passes", passes, TC_STAT_COUNTER);
+    }
     if (t->ops->stats != NULL) {
         t->ops->stats(t, emit, arg);
     }
+}
+
+/* ---- rekey and key census -------------------------------------------------------- */
+
+static void census_add(struct census *c, uint32_t kid, uint64_t n)
+{
+    size_t i = 0;
+    while (i < c->n && c->row[i].key_id != kid) {
+        i++;
+    }
+    if (i == c->n) {
+        if (c->n == TC_TIER_CENSUS_KEYS) {
+            i = c->n - 1; /* full: the last row takes the rest (tier.h) */
+        } else {
+            c->row[c->n++] = (struct tc_tier_key_count){kid, 0};
+        }
+    }
+    c->row[i].records += n;
+}
+
+static int by_key_id(const void *a, const void *b)
+{
+    uint32_t x = ((const struct tc_tier_key_count *)a)->key_id;
+    uint32_t y = ((const struct tc_tier_key_count *)b)->key_id;
+    return x < y ? -1 : x > y;
+}
+
+/* tc_tier_rewrite_fn: counts the record and moves it to the newest key. A
+ * record that does not open (forged, or its key left the ring) is left as
+ * it is: a read treats it as a corrupt miss, and it expires. */
+static int rekey_one(void *arg, const void *key, size_t key_len, struct tc_item_hdr *h,
+                     uint8_t *value)
+{
+    struct tc_tier_rekey *rk = arg;
+    uint8_t fields[TC_ITEM_FIELDS_SIZE];
+    if (key == NULL) {
+        rk->step.n = 0;
+        rk->step_rekeyed = 0;
+        return 0;
+    }
+    uint32_t kid = (h->flags & TC_ITEM_F_ENCRYPTED) ? h->key_id : 0;
+    if (kid == 0 || kid == rk->newest || tc_item_encode_fields(h, fields) != TC_OK) {
+        census_add(&rk->step, kid, 1);
+        return 0;
+    }
+    size_t n = 0, len = h->value_len;
+    uint8_t *plain = malloc(len > 0 ? len : 1);
+    if (plain == NULL) {
+        census_add(&rk->step, kid, 1);
+        return 0;
+    }
+    memcpy(plain, value, len);
+    struct tc_item_hdr h2 = *h;
+    h2.key_id = rk->newest;
+    int moved = tc_seal_decrypt(rk->sc, kid, fields, sizeof(fields), key, key_len, plain, len,
+                                &n) == TC_OK &&
+                tc_item_encode_fields(&h2, fields) == TC_OK &&
+                tc_seal_encrypt(rk->sc, rk->newest, fields, sizeof(fields), key, key_len, plain, n,
+                                value) == TC_OK;
+    tc_seal_wipe(plain, len);
+    free(plain);
+    if (!moved) {
+        census_add(&rk->step, kid, 1);
+        return 0; /* value may hold a partial write: the backend stores nothing */
+    }
+    *h = h2;
+    census_add(&rk->step, rk->newest, 1);
+    rk->step_rekeyed++;
+    return 1;
+}
+
+enum tc_status tc_tier_rekey_step(struct tc_tier *t, size_t budget, uint64_t *rekeyed)
+{
+    if (t->seal == NULL || t->ops->rewrite == NULL) {
+        return TC_ENOTSUP;
+    }
+    struct tc_tier_rekey *rk = t->_rekey;
+    if (rk == NULL) {
+        if ((rk = calloc(1, sizeof(*rk))) == NULL) {
+            return TC_ENOMEM;
+        }
+        if (tc_seal_ctx_create(t->seal, &rk->sc) != TC_OK) {
+            free(rk);
+            return TC_ENOMEM;
+        }
+        pthread_mutex_lock(&t->_lock);
+        t->_rekey = rk;
+        pthread_mutex_unlock(&t->_lock);
+    }
+    rk->newest = tc_seal_current(rk->sc);
+    rk->step.n = 0;
+    rk->step_rekeyed = 0;
+    enum tc_status st = t->ops->rewrite(t, rekey_one, rk, budget > 0 ? budget : 1);
+    if (st != TC_OK && st != TC_EAGAIN) {
+        return st;
+    }
+    for (size_t i = 0; i < rk->step.n; i++) {
+        census_add(&rk->pass, rk->step.row[i].key_id, rk->step.row[i].records);
+    }
+    if (rekeyed != NULL) {
+        *rekeyed += rk->step_rekeyed;
+    }
+    pthread_mutex_lock(&t->_lock);
+    rk->rekeyed += rk->step_rekeyed;
+    if (st == TC_OK) {
+        rk->census = rk->pass;
+        rk->passes++;
+    }
+    pthread_mutex_unlock(&t->_lock);
+    if (st == TC_OK) {
+        rk->pass.n = 0;
+    }
+    return st;
+}
+
+size_t tc_tier_key_census(struct tc_tier *t, struct tc_tier_key_count *out, size_t max,
+                          uint64_t *passes)
+{
+    struct census c = {.n = 0};
+    uint64_t p = 0;
+    pthread_mutex_lock(&t->_lock);
+    if (t->_rekey != NULL) {
+        c = t->_rekey->census;
+        p = t->_rekey->passes;
+    }
+    pthread_mutex_unlock(&t->_lock);
+    qsort(c.row, c.n, sizeof(c.row[0]), by_key_id);
+    for (size_t i = 0; i < c.n && i < max; i++) {
+        out[i] = c.row[i];
+    }
+    if (passes != NULL) {
+        *passes = p;
+    }
+    return c.n;
 }
 
 enum tc_tier_health tc_tier_health(struct tc_tier *t, char *detail, size_t len)
@@ -485,6 +759,10 @@ void tc_tier_close(struct tc_tier *t)
     }
     char *uri = t->uri;
     char *scheme = t->scheme;
+    if (t->_rekey != NULL) {
+        tc_seal_ctx_destroy(t->_rekey->sc);
+        free(t->_rekey);
+    }
     pthread_mutex_destroy(&t->_lock);
     t->ops->close(t);
     free(uri);

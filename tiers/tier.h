@@ -52,8 +52,9 @@ struct tc_tier_registry; /* scheme -> backend table */
 struct tc_tier_req;
 
 /** Bumped whenever struct tc_tier_ops or struct tc_tier_req changes shape
- * (4: parameters declared as rows, struct tc_tier_param). */
-#define TC_TIER_ABI_VERSION 4u
+ * (4: parameters declared as rows, struct tc_tier_param; 5: the tier
+ * layer's sealing members in struct tc_tier_req). */
+#define TC_TIER_ABI_VERSION 5u
 
 /** Capability bits of a backend (struct tc_tier_ops.caps). */
 #define TC_TIER_CAP_PERSISTENT   0x01u /* data survives a restart of the process and host */
@@ -107,6 +108,12 @@ struct tc_tier_req {
     /* Tier-layer private. */
     struct tc_tier_ctx *_ctx;
     int _op;
+    /* set on a sealing tier (encrypt=on): the caller's value, put back in
+     * value/value_len when the set completes, and the sealed copy the
+     * backend stores meanwhile (tiers/seal.h). */
+    const void *_plain;
+    size_t _plain_len;
+    void *_sealed;
 };
 
 /** Health of a tier as the stack sees it. */
@@ -139,6 +146,16 @@ struct tc_tier_registry *tc_tier_registry_create(void);
 
 /** Destroys @p reg. NULL is a no-op. */
 void tc_tier_registry_destroy(struct tc_tier_registry *reg);
+
+struct tc_seal; /* tiers/seal.h */
+
+/**
+ * Gives @p reg the keyring that tiers opened through it seal their values
+ * with (encrypt=on, the default for persistent and remote tiers when a ring
+ * is set; NULL: none, and encrypt=on is refused). @p seal must outlive every
+ * tier opened afterwards.
+ */
+void tc_tier_registry_set_seal(struct tc_tier_registry *reg, struct tc_seal *seal);
 
 /**
  * Adds a backend so that URIs with its scheme open through it. @p ops must
@@ -180,8 +197,9 @@ void tc_tier_registry_schemes(const struct tc_tier_registry *reg, char *out, siz
 /**
  * Opens a tier from @p uri (see docs/tiers.md). @p reg may be
  * NULL for the built-in schemes only. The common parameters ttl_ratio
- * (0 < r <= 1, default 1) and max_ttl (a duration: 60, 60s, 500ms, 5m, 1h;
- * default none) are handled here; every other parameter must be one the
+ * (0 < r <= 1, default 1), max_ttl (a duration: 60, 60s, 500ms, 5m, 1h;
+ * default none) and encrypt (on/off; see tc_tier_registry_set_seal()) are
+ * handled here; every other parameter must be one the
  * backend declares.
  *
  * @param[out] out  the open tier, owned by the caller (tc_tier_close()).
@@ -228,6 +246,8 @@ const char *tc_tier_uri(const struct tc_tier *t);
  * error, a log line) can quote it safely. Returns @p out. Thread-safe.
  */
 const char *tc_tier_uri_redact(const char *uri, char *out, size_t len);
+/** The keyring a sealing tier (encrypt=on) uses, or NULL when it stores values as given. */
+struct tc_seal *tc_tier_seal(const struct tc_tier *t);
 /** The scheme ("shm", "lmdb", ...). */
 const char *tc_tier_scheme(const struct tc_tier *t);
 /** TC_TIER_CAP_* bits. */
@@ -235,7 +255,8 @@ unsigned tc_tier_caps(const struct tc_tier *t);
 double tc_tier_ttl_ratio(const struct tc_tier *t);
 /** 0 = no cap. */
 uint64_t tc_tier_max_ttl_ms(const struct tc_tier *t);
-/** Largest key and value (payload, without header) the tier accepts. */
+/** Largest key and value (payload, without header) the tier accepts. A
+ * sealing tier's is TC_SEAL_OVERHEAD below its backend's max_item. */
 size_t tc_tier_max_key(const struct tc_tier *t);
 size_t tc_tier_max_value(const struct tc_tier *t);
 
@@ -263,7 +284,11 @@ struct tc_tier *tc_tier_ctx_tier(const struct tc_tier_ctx *c);
 
 /**
  * Looks a key up. On TC_OK the value is in req->out, the header in req->hdr
- * and the tier's local expiry in req->local_expire_ms. An item past its local
+ * and the tier's local expiry in req->local_expire_ms. On a sealing tier
+ * (encrypt=on) the value is opened here, before the caller sees it: req->hdr
+ * then describes the plaintext (no TC_ITEM_F_ENCRYPTED, key_id 0), and a
+ * record that does not open (altered, moved from another key, under a key id
+ * the ring lacks, or stored in plain text) is TC_ECORRUPT. An item past its local
  * expiry or its authoritative expiry E is a miss (TC_ENOTFOUND). A record
  * that fails verification (tc_item_decode(): damaged bytes, another key's
  * record, an older format) is TC_ECORRUPT, counted in "corrupt": a miss
@@ -295,7 +320,10 @@ void tc_tier_get_many(struct tc_tier_ctx *c, struct tc_tier_req **reqs, size_t n
 
 /**
  * Stores a key with req->hdr (E = hdr.expire_ms) at local expiry
- * tc_item_local_expiry(now, E, ratio, max_ttl). A write whose E has already
+ * tc_item_local_expiry(now, E, ratio, max_ttl). TC_ITEM_F_ENCRYPTED and
+ * key_id belong to this layer: a sealing tier (encrypt=on) stores the value
+ * sealed under the ring's newest key (tiers/seal.h) and sets them; any other
+ * tier clears them. A write whose E has already
  * passed deletes the key instead. A value larger than tc_tier_max_value() is
  * refused with TC_ETOOBIG and nothing is stored; the tier keeps any older
  * value, so a caller that writes through several tiers deletes the key from
@@ -326,6 +354,42 @@ enum tc_status tc_tier_sweep(struct tc_tier *t, uint64_t now_ms, size_t budget, 
  * "evictions", ...).
  */
 void tc_tier_stats(struct tc_tier *t, tc_tier_stat_fn emit, void *arg);
+
+/* ---- encryption at rest: rekey and key census (tiers/seal.h) ---------- */
+
+/** Records stored under one key id, as a census pass counted them. */
+struct tc_tier_key_count {
+    uint32_t key_id; /* 0: records not sealed (written before encrypt=on, or forged) */
+    uint64_t records;
+};
+
+/** Distinct key ids a census keeps apart; records under more land in the last row. */
+#define TC_TIER_CENSUS_KEYS 16u
+
+/**
+ * One step of the background rekey of a sealing tier: visits up to
+ * @p budget stored records, resuming where the last step stopped, and
+ * re-seals each one sealed under an older key with the ring's newest key,
+ * inside the backend's own write transaction (so a client's write to the
+ * same key cannot be lost to it). Counts the records per key id as it goes;
+ * when a full pass ends, that count becomes the census
+ * (tc_tier_key_census()). Call from one thread at a time (the sweeper).
+ * @param[out] rekeyed  incremented by the records re-sealed; may be NULL.
+ * @return TC_OK when this step ended a pass; TC_EAGAIN when records remain;
+ *         TC_ENOTSUP when the tier does not seal or its backend cannot walk
+ *         its records (redis://: see docs/security.md); or an error.
+ */
+enum tc_status tc_tier_rekey_step(struct tc_tier *t, size_t budget, uint64_t *rekeyed);
+
+/**
+ * The census of the last complete rekey pass: up to @p max rows (ascending
+ * key id) into @p out; returns how many rows there are, 0 before the first
+ * pass ends. *passes (may be NULL) gets the number of passes completed.
+ * Records written, deleted or expired during a pass may be missed or
+ * counted once too often: it is exact for a tier at rest. Thread-safe.
+ */
+size_t tc_tier_key_census(struct tc_tier *t, struct tc_tier_key_count *out, size_t max,
+                          uint64_t *passes);
 
 /* ---- cross-process invalidation --------------------------------------- */
 
@@ -400,6 +464,12 @@ struct tc_tier_lock_req {
     /* Tier-layer private. */
     struct tc_tier_ctx *_ctx;
     int _op;
+    /* set on a sealing tier (encrypt=on): the caller's value, put back in
+     * value/value_len when the set completes, and the sealed copy the
+     * backend stores meanwhile (tiers/seal.h). */
+    const void *_plain;
+    size_t _plain_len;
+    void *_sealed;
 };
 
 /** Takes the lock @p req->name for req->ttl_ms unless someone holds it. */

@@ -17,6 +17,7 @@
 #define TC_TIERS_TIER_IMPL_H
 
 #include "tiers/parse.h"
+#include "tiers/seal.h"
 #include "tiers/tier.h"
 
 #include <pthread.h>
@@ -54,6 +55,7 @@ struct tc_tier_ctx {
     struct tc_tier *tier;
     struct event_base *base; /* NULL: synchronous mode */
     struct tc_tier_counters counters;
+    struct tc_seal_ctx *_seal;         /* a sealing tier's cipher context; else NULL */
     struct tc_tier_ctx *_next, *_prev; /* tier's list of live ctxs, under tier->_lock */
 };
 
@@ -67,10 +69,12 @@ struct tc_tier {
     char *scheme; /* lower case */
     double ttl_ratio;
     uint64_t max_ttl_ms;
+    struct tc_seal *seal; /* encrypt=on: values are sealed with it (tiers/seal.h); else NULL */
     /* Tier layer private. */
     pthread_mutex_t _lock;            /* guards _ctxs and _retired */
     struct tc_tier_ctx *_ctxs;        /* live contexts */
     struct tc_tier_counters _retired; /* folded in from disposed ctxs */
+    struct tc_tier_rekey *_rekey; /* rekey state and census (tier.c); NULL until the first step */
 };
 
 /** The parsed URI a backend's open() receives. Opaque; use the helpers. */
@@ -121,6 +125,17 @@ struct tc_tier_param {
  */
 enum tc_status tc_tier_params_load(const struct tc_tier_params *p, const struct tc_tier_param *rows,
                                    void *settings, char *err, size_t errlen);
+
+/**
+ * Receives one stored record during a rewrite walk (tc_tier_ops.rewrite):
+ * its key, its verified header and a writable copy of its value
+ * (h->value_len bytes). Returns 1 after changing *h and the value in place
+ * (the same value_len) for the backend to store instead, 0 to leave the
+ * record. Called with key NULL (and nothing else) when the backend starts a
+ * step over (a retried transaction): forget what this step counted.
+ */
+typedef int (*tc_tier_rewrite_fn)(void *arg, const void *key, size_t key_len, struct tc_item_hdr *h,
+                                  uint8_t *value);
 
 /**
  * A backend. One const instance per scheme; the registry keeps a pointer.
@@ -180,6 +195,14 @@ struct tc_tier_ops {
      * calls to get, setting each reqs[i]->status; free to overlap their
      * memory accesses. */
     void (*get_many)(struct tc_tier_ctx *c, struct tc_tier_req **reqs, size_t n);
+
+    /* Added in ABI 5; optional (NULL: TC_ENOTSUP). Walks up to @p budget
+     * stored records from where its last call stopped, calling @p fn on
+     * each that verifies, and stores what fn rewrites in the same write
+     * transaction as it read it. TC_OK when the walk reached the end (the
+     * next call starts over), TC_EAGAIN when records remain. One caller at
+     * a time (tc_tier_rekey_step()). */
+    enum tc_status (*rewrite)(struct tc_tier *t, tc_tier_rewrite_fn fn, void *arg, size_t budget);
 };
 
 /** The mem:// backend, for programs that register it under another name

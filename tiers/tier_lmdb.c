@@ -248,6 +248,7 @@
 #define FORMAT_KEY     "tiercache_format"
 #define FORMAT_VALUE   "tc-lmdb-1"
 #define EVICT_CHUNK    256u   /* most records deleted per eviction transaction */
+#define REWRITE_VISITS 4096u  /* most records a rewrite step reads: the writer waits on it */
 #define READER_CHECK_S 5      /* seconds between mdb_reader_check runs */
 #define MAX_FULL_TRIES 12     /* MDB_MAP_FULL retries of one batch */
 #define MAX_QUEUE      65536u /* async writes queued before TC_EAGAIN */
@@ -262,7 +263,7 @@ static const char *const sync_names[] = {"always", "periodic", "none", NULL};
 enum on_corrupt { ON_CORRUPT_RECREATE = 0, ON_CORRUPT_FAIL = 1 };
 static const char *const on_corrupt_names[] = {"recreate", "fail", NULL};
 
-enum wop_kind { W_SET = 1, W_DEL, W_CLEAR, W_SWEEP };
+enum wop_kind { W_SET = 1, W_DEL, W_CLEAR, W_SWEEP, W_REWRITE };
 
 struct lmdb_ctx;
 
@@ -280,6 +281,13 @@ struct wop {
     uint64_t now_ms;
     size_t budget;
     uint64_t removed;
+    /* rewrite only (budget too): the caller's callback, and where the walk
+     * stopped (rw_next_len 0: it reached the end), in lmdb_rewrite()'s
+     * buffer of KEYBUF_MAX bytes (not here: every queued write is a wop) */
+    tc_tier_rewrite_fn rw_fn;
+    void *rw_arg;
+    unsigned char *rw_next;
+    size_t rw_next_len;
 };
 
 #define LMDB_STATS(X)                                                                              \
@@ -362,6 +370,13 @@ struct lmdb_tier {
      * 0 bytes = the start). */
     unsigned char scrub_key[KEYBUF_MAX];
     size_t scrub_len;
+
+    /* Where the next rewrite walk resumes (0 bytes: the start). Written by
+     * lmdb_rewrite() after its op committed, read by the writer inside the
+     * next one: one rewrite at a time (tier_impl.h), handed over under
+     * m->lock with the op. */
+    unsigned char rw_pos[KEYBUF_MAX];
+    size_t rw_pos_len;
 };
 
 struct lmdb_ctx {
@@ -994,6 +1009,77 @@ static uint64_t evict(struct lmdb_tier *m, size_t target, uint64_t min_records)
     return total;
 }
 
+/*
+ * Walks up to op->budget records of tc_data from m->rw_pos, handing each
+ * that verifies to op->rw_fn, and puts back what it rewrote, in this write
+ * transaction: a client's write to the same key lands before or after it,
+ * never lost under it. The record keeps its size, local expiry and full
+ * key, so tc_exp needs nothing.
+ */
+static int apply_rewrite(struct lmdb_tier *m, MDB_txn *txn, struct wop *op)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(txn, m->data, &cur);
+    if (rc != 0) {
+        return rc;
+    }
+    op->rw_fn(op->rw_arg, NULL, 0, NULL, NULL); /* a retried txn starts the step over */
+    op->rw_next_len = 0;
+    op->st = TC_OK;
+    k.mv_size = m->rw_pos_len;
+    k.mv_data = m->rw_pos;
+    rc = mdb_cursor_get(cur, &k, &v, m->rw_pos_len > 0 ? MDB_SET_RANGE : MDB_FIRST);
+    /* Rewrites dirty pages: at most evict_chunk of them per step, as an
+     * eviction would, so that the txn fits in a nearly full map. */
+    size_t rewrites = 0;
+    for (size_t n = 0; rc == 0; n++) {
+        if (n == op->budget || rewrites == m->evict_chunk) {
+            memcpy(op->rw_next, k.mv_data, k.mv_size);
+            op->rw_next_len = k.mv_size;
+            op->st = TC_EAGAIN;
+            break;
+        }
+        unsigned char key[TC_KEY_MAX], dk[KEYBUF_MAX];
+        const unsigned char *kp;
+        size_t klen, dlen = k.mv_size;
+        struct rec r;
+        if (dlen <= sizeof(dk) && record_key(m, &k, &v, &kp, &klen) && klen <= sizeof(key)) {
+            memcpy(key, kp, klen);
+            memcpy(dk, k.mv_data, dlen);
+        } else {
+            klen = SIZE_MAX;
+        }
+        /* Records that do not verify are the readers' to count as corrupt. */
+        if (klen != SIZE_MAX && rec_decode(m, &v, dlen, key, klen, &r) == TC_OK) {
+            size_t at = REC_FIXED + r.fk_len, vlen = r.hdr.value_len;
+            unsigned char *copy = malloc(v.mv_size);
+            if (copy == NULL) {
+                rc = ENOMEM;
+                break;
+            }
+            memcpy(copy, v.mv_data, v.mv_size);
+            struct tc_item_hdr h = r.hdr;
+            if (op->rw_fn(op->rw_arg, key, klen, &h, copy + at + TC_ITEM_HDR_SIZE) &&
+                h.value_len == vlen &&
+                tc_item_encode(&h, key, klen, copy + at + TC_ITEM_HDR_SIZE, copy + at) == TC_OK) {
+                MDB_val ck = {dlen, dk}, cv = {v.mv_size, copy};
+                rc = mdb_cursor_put(cur, &ck, &cv, MDB_CURRENT);
+                rewrites++;
+            }
+            /* The copy held a record a rewrite may have unsealed in passing. */
+            tc_seal_wipe(copy, v.mv_size);
+            free(copy);
+            if (rc != 0) {
+                break;
+            }
+        }
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 static int apply_one(struct lmdb_tier *m, MDB_txn *txn, struct wop *op)
 {
     int rc;
@@ -1025,6 +1111,8 @@ static int apply_one(struct lmdb_tier *m, MDB_txn *txn, struct wop *op)
         op->st = more ? TC_EAGAIN : TC_OK;
         return rc;
     }
+    case W_REWRITE:
+        return apply_rewrite(m, txn, op);
     }
     return EINVAL;
 }
@@ -2914,6 +3002,35 @@ static enum tc_status lmdb_sweep(struct tc_tier *t, uint64_t now_ms, size_t budg
     return st;
 }
 
+static enum tc_status lmdb_rewrite(struct tc_tier *t, tc_tier_rewrite_fn fn, void *arg,
+                                   size_t budget)
+{
+    struct lmdb_tier *m = (struct lmdb_tier *)t;
+    if (is_down(m)) {
+        return TC_EUNAVAIL;
+    }
+    struct wop *op = calloc(1, sizeof(*op));
+    unsigned char *next = malloc(KEYBUF_MAX);
+    if (op == NULL || next == NULL) {
+        free(op);
+        free(next);
+        return TC_ENOMEM;
+    }
+    op->rw_next = next;
+    op->kind = W_REWRITE;
+    op->budget = budget < REWRITE_VISITS ? budget : REWRITE_VISITS;
+    op->rw_fn = fn;
+    op->rw_arg = arg;
+    enum tc_status st = run_sync(m, op);
+    if (st == TC_OK || st == TC_EAGAIN) {
+        memcpy(m->rw_pos, op->rw_next, op->rw_next_len);
+        m->rw_pos_len = op->rw_next_len;
+    }
+    free(next);
+    free(op);
+    return st;
+}
+
 static void lmdb_stats(struct tc_tier *t, tc_tier_stat_fn emit, void *arg)
 {
     struct lmdb_tier *m = (struct lmdb_tier *)t;
@@ -3009,4 +3126,5 @@ const struct tc_tier_ops tc_tier_lmdb_ops = {
     .sweep = lmdb_sweep,
     .stats = lmdb_stats,
     .health = lmdb_health,
+    .rewrite = lmdb_rewrite,
 };

@@ -215,7 +215,8 @@ static void sample_line(struct lint *l, char *line)
         int k = snprintf(set + at, sizeof(set) - at, "%s%s", i ? "," : "", sorted[i]);
         at = k > 0 && (size_t)k < sizeof(set) - at ? at + (size_t)k : sizeof(set) - 1;
         if (strcmp(sorted[i], "tier") != 0 && strcmp(sorted[i], "scheme") != 0 &&
-            strcmp(sorted[i], "op") != 0 && strcmp(sorted[i], "state") != 0) {
+            strcmp(sorted[i], "op") != 0 && strcmp(sorted[i], "state") != 0 &&
+            strcmp(sorted[i], "key_id") != 0) {
             extra = 1;
         }
     }
@@ -233,7 +234,7 @@ static void sample_line(struct lint *l, char *line)
         } else if (extra) {
             f->tier_bad = 1;
             violation(l, "tier-labels", f->name,
-                      "per-tier series with {%s}: only tier, scheme, op, state", set);
+                      "per-tier series with {%s}: only tier, scheme, op, state, key_id", set);
         }
     }
     if (segment && !f->segment_bad &&

@@ -152,7 +152,7 @@ Test(registry, unknown_parameter_names_it_and_lists_valid)
     char err[512];
     cr_assert_eq(open_err("probe://x?colour=red", err, sizeof(err)), TC_EINVAL);
     cr_assert_str_eq(err, "unknown parameter 'colour' for probe:// (valid: color, size, wait, "
-                          "cap, weight, loud, shape, mode, ttl_ratio, max_ttl)");
+                          "cap, weight, loud, shape, mode, ttl_ratio, max_ttl, encrypt)");
 }
 
 Test(registry, bad_values_are_named)
