@@ -58,12 +58,12 @@ def run(fmt):
             return data
 
         body = b'{"value":"hello"}'
-        raw(b"PUT /cache/k1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        raw(b"PUT /cache/k1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
             b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-        raw(b"GET /cache/k1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        raw(b"GET /cache/k1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
             b"User-Agent: evil\"agent\xe9\r\nReferer: http://r.example/\r\n"
             b"Authorization: Bearer SECRET-TOKEN-1\r\n\r\n")
-        raw(b"GET /cache/missing?token=SECRET-TOKEN-2&x=1 HTTP/1.1\r\nHost: x\r\n"
+        raw(b"GET /cache/missing?token=SECRET-TOKEN-2&x=1 HTTP/1.1\r\nHost: localhost\r\n"
             b"Connection: close\r\n\r\n")
         raw(b"GET /cache/caf\xc3\xa9\xff%22q HTTP/1.0\r\n\r\n")
         time.sleep(0.3)
