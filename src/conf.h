@@ -69,7 +69,10 @@ enum tc_conf_type {
       "reuseport: a listening socket per worker; shared: one socket all workers accept on")        \
     X("log-level", log_level, TC_CONF_LEVEL, "info", 0, 0, "crit, warn, notice, info or debug")    \
     X("log-file", log_file, TC_CONF_STR, "", 0, 0, "log to this file instead of stderr")           \
-    X("access-log", access_log, TC_CONF_STR, "", 0, 0, "write one line per request to this file")
+    X("access-log", access_log, TC_CONF_STR, "", 0, 0, "write one line per request to this file")  \
+    /* issue 15: bulk requests */                                                                  \
+    X("max-batch", max_batch, TC_CONF_UINT, "1000", 1, 1000000,                                    \
+      "keys in one /batch request at most; more get 413")
 
 struct tc_conf {
     const char *listen;
@@ -96,6 +99,7 @@ struct tc_conf {
     int log_level;
     const char *log_file;
     const char *access_log;
+    uint64_t max_batch; /* issue 15 */
     /* Derived. */
     char listen_host[256];
     unsigned listen_port;

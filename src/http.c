@@ -563,6 +563,9 @@ static int on_headers_complete(http_parser *p)
     case HTTP_POST:
         r->method = TC_HTTP_POST;
         break;
+    case HTTP_PURGE:
+        r->method = TC_HTTP_PURGE;
+        break;
     default:
         r->method = TC_HTTP_OTHER;
         break;

@@ -57,6 +57,7 @@ enum tc_http_method {
     TC_HTTP_DELETE = 8,
     TC_HTTP_POST = 16,
     TC_HTTP_OTHER = 32,
+    TC_HTTP_PURGE = 64, /* Varnish's PURGE: DELETE on /cache/{key} (issue 15) */
 };
 
 #define TC_HTTP_MAX_HEADERS 48

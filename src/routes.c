@@ -9,6 +9,13 @@
  *   /health        GET HEAD              public         src/api_admin.c
  *   /stats         GET HEAD              admin
  *   /metrics       GET HEAD              admin
+ *   /batch/get     POST                  read           src/api_batch.c
+ *   /batch/set     POST                  write
+ *   /batch/delete  POST                  write
+ *   /purge         POST                  admin          src/api_purge.c
+ *   /keys          GET HEAD              admin          src/api_keys.c
+ *
+ * PURGE /cache/{key} is a DELETE (Varnish habits).
  *
  * Errors are answered through one table (TC_API_ERRORS in src/api.h, kept
  * by src/api.c): a handler names an error, the table gives its status and
@@ -44,13 +51,21 @@ struct route {
 #define RW (TC_HTTP_GET | TC_HTTP_HEAD)
 
 static const struct route routes[] = {
-    {"/cache/", "/cache/{key}", 1, RW | TC_HTTP_PUT | TC_HTTP_DELETE, "GET, HEAD, PUT, DELETE",
-     SCOPE_READ, SCOPE_WRITE, tc_api_cache},
+    {"/cache/", "/cache/{key}", 1, RW | TC_HTTP_PUT | TC_HTTP_DELETE | TC_HTTP_PURGE,
+     "GET, HEAD, PUT, DELETE, PURGE", SCOPE_READ, SCOPE_WRITE, tc_api_cache},
     {"/locks/", "/locks/{name}", 1, RW | TC_HTTP_POST | TC_HTTP_DELETE, "GET, HEAD, POST, DELETE",
      SCOPE_LOCKS, SCOPE_LOCKS, tc_api_locks},
     {"/health", "/health", 0, RW, "GET, HEAD", SCOPE_PUBLIC, SCOPE_PUBLIC, tc_api_health},
     {"/stats", "/stats", 0, RW, "GET, HEAD", SCOPE_ADMIN, SCOPE_ADMIN, tc_api_stats},
     {"/metrics", "/metrics", 0, RW, "GET, HEAD", SCOPE_ADMIN, SCOPE_ADMIN, tc_api_metrics},
+    /* issue 15: bulk, purge, keys. A batch get is a POST that only reads. */
+    {"/batch/get", "/batch/get", 0, TC_HTTP_POST, "POST", SCOPE_READ, SCOPE_READ, tc_api_batch_get},
+    {"/batch/set", "/batch/set", 0, TC_HTTP_POST, "POST", SCOPE_WRITE, SCOPE_WRITE,
+     tc_api_batch_set},
+    {"/batch/delete", "/batch/delete", 0, TC_HTTP_POST, "POST", SCOPE_WRITE, SCOPE_WRITE,
+     tc_api_batch_delete},
+    {"/purge", "/purge", 0, TC_HTTP_POST, "POST", SCOPE_ADMIN, SCOPE_ADMIN, tc_api_purge},
+    {"/keys", "/keys", 0, RW, "GET, HEAD", SCOPE_ADMIN, SCOPE_ADMIN, tc_api_keys},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -100,6 +115,6 @@ void tc_routes_handle(struct tc_http_req *r, void *arg)
         return;
     }
     tc_api_error(w, r, TC_API_NOT_FOUND, NULL,
-                 "no such path (the API is /cache/{key}, /locks/{name}, /health, /stats, "
-                 "/metrics)");
+                 "no such path (the API is /cache/{key}, /locks/{name}, /batch/get, /batch/set, "
+                 "/batch/delete, /purge, /keys, /health, /stats, /metrics)");
 }

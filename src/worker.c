@@ -49,16 +49,17 @@ const char *tc_worker_code_name(enum tc_worker_code slot)
 
 unsigned tc_worker_method_slot(enum tc_http_method method)
 {
-    /* One bit per method, GET = 1 ... OTHER = 32. */
+    /* One bit per method, GET = 1 ... OTHER = 32, PURGE = 64. */
     unsigned m = (unsigned)method;
-    unsigned slot = m != 0 ? (unsigned)__builtin_ctz(m) : TC_METHOD_SLOTS - 1;
-    return slot < TC_METHOD_SLOTS ? slot : TC_METHOD_SLOTS - 1;
+    unsigned other = (unsigned)__builtin_ctz(TC_HTTP_OTHER);
+    unsigned slot = m != 0 ? (unsigned)__builtin_ctz(m) : other;
+    return slot < TC_METHOD_SLOTS ? slot : other;
 }
 
 const char *tc_worker_method_name(unsigned slot)
 {
-    static const char *const names[TC_METHOD_SLOTS] = {"GET",    "HEAD", "PUT",
-                                                       "DELETE", "POST", "OTHER"};
+    static const char *const names[TC_METHOD_SLOTS] = {"GET",  "HEAD",  "PUT",  "DELETE",
+                                                       "POST", "OTHER", "PURGE"};
     return slot < TC_METHOD_SLOTS ? names[slot] : "OTHER";
 }
 

@@ -490,3 +490,54 @@ void tc_tier_close(struct tc_tier *t)
     free(uri);
     free(scheme);
 }
+
+/* ---- key listing and published clears (issue 15) ------------------------------ */
+
+enum tc_status tc_tier_on_invalidate_prefix(struct tc_tier *t, tc_tier_invalidate_prefix_fn fn,
+                                            void *arg)
+{
+    if (t->ops->on_invalidate_prefix == NULL) {
+        return TC_ENOTSUP;
+    }
+    return t->ops->on_invalidate_prefix(t, fn, arg);
+}
+
+static enum tc_status list_finish(struct tc_tier_list_req *req, enum tc_status st)
+{
+    if (st != TC_OK && st != TC_EINVAL && st != TC_ENOTSUP) {
+        BUMP(req->_ctx, errors);
+    }
+    req->status = st;
+    return st;
+}
+
+enum tc_status tc_tier_list(struct tc_tier_ctx *c, struct tc_tier_list_req *req)
+{
+    req->_ctx = c;
+    req->count = 0;
+    req->status = TC_EINPROGRESS;
+    enum tc_status st = TC_OK;
+    if (c->tier->ops->list == NULL || !(c->tier->ops->caps & TC_TIER_CAP_LIST)) {
+        st = TC_ENOTSUP;
+    } else if (req->limit == 0 || req->out == NULL || req->next == NULL ||
+               req->cursor_len > TC_TIER_CURSOR_MAX || (req->cursor_len && !req->cursor) ||
+               (req->prefix_len && !req->prefix) || req->prefix_len > c->tier->max_key ||
+               (c->base != NULL && req->done == NULL && (c->tier->ops->caps & TC_TIER_CAP_ASYNC))) {
+        st = TC_EINVAL;
+    }
+    if (st != TC_OK) {
+        return list_finish(req, st);
+    }
+    if (req->prefix_len == 0) {
+        req->prefix = ""; /* backends may memcmp the prefix; never with NULL */
+    }
+    req->next->len = 0;
+    st = c->tier->ops->list(c, req);
+    return st == TC_EINPROGRESS ? st : list_finish(req, st);
+}
+
+void tc_tier_list_complete(struct tc_tier_list_req *req, enum tc_status st)
+{
+    list_finish(req, st);
+    req->done(req);
+}

@@ -180,6 +180,13 @@ struct tc_tier_ops {
      * calls to get, setting each reqs[i]->status; free to overlap their
      * memory accesses. */
     void (*get_many)(struct tc_tier_ctx *c, struct tc_tier_req **reqs, size_t n);
+
+    /* Added in ABI 5 (issue 15); optional. list with TC_TIER_CAP_LIST: the
+     * tier layer has checked limit, the cursor length and out/next; set
+     * req->status, complete with tc_tier_list_complete(). */
+    enum tc_status (*list)(struct tc_tier_ctx *c, struct tc_tier_list_req *req);
+    enum tc_status (*on_invalidate_prefix)(struct tc_tier *t, tc_tier_invalidate_prefix_fn fn,
+                                           void *arg);
 };
 
 /** The mem:// backend, for programs that register it under another name

@@ -2875,6 +2875,105 @@ static void lmdb_get_many(struct tc_tier_ctx *cb, struct tc_tier_req **reqs, siz
     mdb_txn_reset(c->rtxn);
 }
 
+/* Records a listing examines per page at most, beyond its limit: a page over
+ * a prefix among many expired records ends early (with a cursor) rather
+ * than holding the read snapshot for the whole database. */
+#define LIST_SCAN_SLACK 4096u
+
+/* Appends one listing record (tier.h) for @p key. */
+static enum tc_status list_put(struct tc_buf *out, const void *key, size_t klen, uint64_t fresh)
+{
+    uint32_t kl = (uint32_t)klen;
+    enum tc_status st = tc_buf_append(out, &kl, sizeof(kl));
+    if (st == TC_OK) {
+        st = tc_buf_append(out, key, klen);
+    }
+    return st == TC_OK ? tc_buf_append(out, &fresh, sizeof(fresh)) : st;
+}
+
+/*
+ * Walks tc_data in dkey order from just after the cursor (the last dkey the
+ * previous page returned or examined), in the ctx's read txn. The order of
+ * dkeys does not change with writes, so a page resumes exactly where the
+ * last one stopped: a key present throughout is listed once (tier.h).
+ */
+static enum tc_status lmdb_list(struct tc_tier_ctx *cb, struct tc_tier_list_req *req)
+{
+    struct lmdb_ctx *c = (struct lmdb_ctx *)cb;
+    struct lmdb_tier *m = (struct lmdb_tier *)cb->tier;
+    size_t keep = m->raw_max + 1 - DIGEST_LEN;
+    size_t scan_len = req->prefix_len < keep ? req->prefix_len : keep;
+    if (req->cursor_len > m->raw_max + 1) {
+        return TC_EINVAL; /* not a dkey: no page of ours ends there */
+    }
+    enum tc_status st = renew(c);
+    if (st != TC_OK) {
+        return st;
+    }
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(c->rtxn, m->data, &cur);
+    if (rc != 0) {
+        mdb_txn_reset(c->rtxn);
+        return map_rc(rc);
+    }
+    /* Start at the later of the prefix and the cursor. */
+    MDB_val k = {scan_len, (void *)(uintptr_t)req->prefix}, v;
+    int after = 0;
+    if (req->cursor_len > 0) {
+        size_t n = req->cursor_len < scan_len ? req->cursor_len : scan_len;
+        int cmp = memcmp(req->cursor, req->prefix, n);
+        if (cmp > 0 || (cmp == 0 && req->cursor_len >= scan_len)) {
+            k.mv_size = req->cursor_len;
+            k.mv_data = (void *)(uintptr_t)req->cursor;
+            after = 1;
+        }
+    }
+    size_t examined = 0;
+    const void *last = NULL;
+    size_t last_len = 0;
+    rc = mdb_cursor_get(cur, &k, &v, k.mv_size ? MDB_SET_RANGE : MDB_FIRST);
+    if (rc == 0 && after && k.mv_size == req->cursor_len &&
+        memcmp(k.mv_data, req->cursor, k.mv_size) == 0) {
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    st = TC_OK;
+    while (rc == 0) {
+        if (k.mv_size < scan_len || memcmp(k.mv_data, req->prefix, scan_len) != 0) {
+            break; /* past the prefix's range: the listing is complete */
+        }
+        if (req->count >= req->limit || examined >= req->limit + LIST_SCAN_SLACK) {
+            st = tc_buf_set(req->next, last, last_len);
+            break;
+        }
+        examined++;
+        last = k.mv_data;
+        last_len = k.mv_size;
+        struct rec r;
+        if (v.mv_size > m->rec_max || rec_decode(m, &v, k.mv_size, NULL, 0, &r) != TC_OK) {
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+            continue; /* a damaged record is not a key to list */
+        }
+        const void *fk = r.fullkey ? (const void *)r.fullkey : k.mv_data;
+        size_t fkl = r.fullkey ? r.fk_len : k.mv_size;
+        if (fkl >= req->prefix_len && memcmp(fk, req->prefix, req->prefix_len) == 0 &&
+            !tc_item_expired(r.local_exp, req->now_ms) &&
+            !tc_item_expired(r.hdr.expire_ms, req->now_ms)) {
+            if ((st = list_put(req->out, fk, fkl, tc_item_fresh_until(&r.hdr))) != TC_OK) {
+                break;
+            }
+            req->count++;
+        }
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        st = map_rc(rc);
+    }
+    mdb_cursor_close(cur);
+    /* No pointer into the map survives this reset (STYLE R7): next is a copy. */
+    mdb_txn_reset(c->rtxn);
+    return st;
+}
+
 static enum tc_status lmdb_set(struct tc_tier_ctx *c, struct tc_tier_req *req)
 {
     /* A header the codec refuses (unknown encoding or flag) is the
@@ -2993,7 +3092,7 @@ static enum tc_tier_health lmdb_health(struct tc_tier *t, char *detail, size_t l
 const struct tc_tier_ops tc_tier_lmdb_ops = {
     .scheme = "lmdb",
     .abi_version = TC_TIER_ABI_VERSION,
-    .caps = TC_TIER_CAP_PERSISTENT | TC_TIER_CAP_SHARED | TC_TIER_CAP_ASYNC,
+    .caps = TC_TIER_CAP_PERSISTENT | TC_TIER_CAP_SHARED | TC_TIER_CAP_ASYNC | TC_TIER_CAP_LIST,
     .params = lmdb_params,
     .usage = "lmdb://PATH?map_size=1G&sync=periodic&sync_interval_ms=1000&high_water=0.90"
              "&low_water=0.80&max_item=1M&batch=1024&writemap=off&on_corrupt=recreate",
@@ -3009,4 +3108,5 @@ const struct tc_tier_ops tc_tier_lmdb_ops = {
     .sweep = lmdb_sweep,
     .stats = lmdb_stats,
     .health = lmdb_health,
+    .list = lmdb_list,
 };
