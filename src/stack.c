@@ -52,6 +52,28 @@ static void on_invalidate(void *arg, const void *key, size_t key_len)
     atomic_fetch_add_explicit(&iv->applied, 1, memory_order_relaxed);
 }
 
+/* A clear by prefix that another process made through shared remote tier
+ * iv->remote (a purge, issue 15): the same prefix goes from every faster
+ * tier here. Same thread and ctxs as on_invalidate. */
+static void on_invalidate_prefix(void *arg, const void *prefix, size_t prefix_len)
+{
+    struct stack_inval *iv = arg;
+    struct tc_stack *s = iv->s;
+    for (size_t i = 0; i < iv->remote; i++) {
+        if (iv->ctx[i] == NULL && tc_tier_ctx_init(s->tiers[i], NULL, &iv->ctx[i]) != TC_OK) {
+            iv->ctx[i] = NULL;
+            continue;
+        }
+        struct tc_tier_req r = {.key = prefix, .key_len = prefix_len, .now_ms = tc_clock_ms()};
+        enum tc_status st = tc_tier_clear(iv->ctx[i], &r);
+        if (st != TC_OK) {
+            tc_log(TC_LOG_WARN, "a purge published by another host failed in l%zu: %s", i + 1,
+                   tc_strerror(st));
+        }
+    }
+    atomic_fetch_add_explicit(&iv->applied, 1, memory_order_relaxed);
+}
+
 uint64_t tc_stack_invalidations(const struct tc_stack *s, uint64_t *lost)
 {
     uint64_t n = 0, l = 0;
@@ -109,6 +131,8 @@ struct tc_stack *tc_stack_create(struct tc_tier **tiers, size_t n)
         iv->remote = i;
         if (tc_tier_on_invalidate(tiers[i], on_invalidate, iv) == TC_OK) {
             s->inval[i] = iv;
+            /* Optional: a tier without it publishes no clears either. */
+            (void)tc_tier_on_invalidate_prefix(tiers[i], on_invalidate_prefix, iv);
             tc_log(TC_LOG_INFO, "l%zu: writes by other hosts invalidate l1..l%zu here", i + 1, i);
         } else {
             free(iv);
@@ -129,6 +153,7 @@ void tc_stack_destroy(struct tc_stack *s)
         }
         /* After this returns the callback neither runs nor will run. */
         tc_tier_on_invalidate(s->tiers[i], NULL, NULL);
+        (void)tc_tier_on_invalidate_prefix(s->tiers[i], NULL, NULL);
         for (size_t k = 0; k < iv->remote; k++) {
             tc_tier_ctx_dispose(iv->ctx[k]);
         }

@@ -235,6 +235,8 @@ struct redis_tier {
     int sub_first_done;
     tc_tier_invalidate_fn inval_fn;
     void *inval_arg;
+    tc_tier_invalidate_prefix_fn inval_prefix_fn; /* issue 15: published clears */
+    void *inval_prefix_arg;
     tc_tier_lock_release_fn lock_fn;
     void *lock_arg;
     int lock_gap; /* lock notices may have been missed since lock_fn was set */
@@ -423,6 +425,9 @@ void tc_redis_sub_stop(struct redis_tier *rt);
 /** 1 when every channel wanted is subscribed. */
 int tc_redis_sub_complete(struct redis_tier *rt);
 enum tc_status tc_redis_on_invalidate(struct tc_tier *t, tc_tier_invalidate_fn fn, void *arg);
+/** Registers the callback of published clears ('c' messages). */
+enum tc_status tc_redis_on_invalidate_prefix(struct tc_tier *t, tc_tier_invalidate_prefix_fn fn,
+                                             void *arg);
 enum tc_status tc_redis_on_lock_release(struct tc_tier *t, tc_tier_lock_release_fn fn, void *arg);
 
 #endif

@@ -313,6 +313,17 @@ static void clear_next(struct redis_ctx *c, struct tc_redis_rop *o, const redisR
         free(argv);
         free(argvlen);
     }
+    if (o->st == TC_OK && scan_done(r) && o->req != NULL &&
+        c->rt->invalidate == TC_REDIS_INVALIDATE_PUBSUB &&
+        make_inval(c, 'c', o->req->key, o->req->key_len) == TC_OK) {
+        /* After the last UNLINK on this connection, so that a server that
+         * hears it and drops its copies cannot re-read them from here. */
+        const char *pargv[] = {"PUBLISH", c->rt->channel, (const char *)c->vbuf.data};
+        size_t pargvlen[] = {7, c->rt->channel_len, c->vbuf.len};
+        if (tc_redis_send(c, NULL, W_PUBLISH, 3, pargv, pargvlen) == TC_OK) {
+            REDIS_COUNT(c->rt, inval_published);
+        }
+    }
     if (o->st == TC_OK && !scan_done(r)) {
         /* Each SCAN is a bounded batch; the deadline is per round trip. */
         const char *argv[] = {"SCAN", r->element[0]->str, "MATCH", o->pattern, "COUNT", SCAN_COUNT};
@@ -1041,6 +1052,7 @@ static enum tc_tier_health redis_health(struct tc_tier *t, char *detail, size_t 
         .stats = redis_stats,                                                                      \
         .health = redis_health,                                                                    \
         .on_invalidate = tc_redis_on_invalidate,                                                   \
+        .on_invalidate_prefix = tc_redis_on_invalidate_prefix,                                     \
         .lock_acquire = redis_lock_acquire,                                                        \
         .lock_release = redis_lock_release,                                                        \
         .lock_peek = redis_lock_peek,                                                              \
