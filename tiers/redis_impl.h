@@ -243,7 +243,7 @@ struct redis_tier {
 };
 
 /* Kinds of operation, and what each reply a rop waits for answers. */
-enum tc_redis_rop_kind { ROP_HANDSHAKE = 1, ROP_GET, ROP_WRITE, ROP_CLEAR, ROP_LOCK };
+enum tc_redis_rop_kind { ROP_HANDSHAKE = 1, ROP_GET, ROP_WRITE, ROP_CLEAR, ROP_LOCK, ROP_LIST };
 enum tc_redis_what {
     W_AUTH = 1,
     W_SELECT,
@@ -255,6 +255,8 @@ enum tc_redis_what {
     W_SCAN,
     W_UNLINK_MANY,
     W_LOCK,
+    W_LSCAN, /* issue 15: a listing's SCAN */
+    W_LPTTL, /* and the PTTL of each key it returned */
 };
 
 /* One operation in flight. It stays until every reply it waits for has

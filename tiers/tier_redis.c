@@ -336,6 +336,9 @@ static void clear_next(struct redis_ctx *c, struct tc_redis_rop *o, const redisR
     }
 }
 
+static void list_scan_reply(struct redis_ctx *c, struct tc_redis_rop *o, const redisReply *r);
+static void list_pttl_reply(struct redis_ctx *c, struct tc_redis_rop *o, const redisReply *r);
+
 void tc_redis_data_reply(struct redis_ctx *c, struct tc_redis_rop *o, int what, const redisReply *r)
 {
     int err = r->type == REDIS_REPLY_ERROR;
@@ -362,6 +365,12 @@ void tc_redis_data_reply(struct redis_ctx *c, struct tc_redis_rop *o, int what, 
         } else if (err && o->st == TC_OK) {
             o->st = TC_EIO;
         }
+        break;
+    case W_LSCAN:
+        list_scan_reply(c, o, r);
+        break;
+    case W_LPTTL:
+        list_pttl_reply(c, o, r);
         break;
     case W_SCAN:
         if (!scan_reply_ok(r)) {
@@ -497,6 +506,201 @@ static enum tc_status start_clear(struct redis_ctx *c, struct tc_tier_req *req)
     o->req = req;
     tc_redis_arm(c, o->deadline);
     return TC_EINPROGRESS;
+}
+
+/* ---- key listing (issue 15) ----------------------------------------------------------------- */
+
+/*
+ * A listing is one SCAN cursor MATCH PREFIX‖prefix* COUNT limit, then a PTTL
+ * of each key it returned, pipelined. Redis' cursor is the listing's: SCAN
+ * returns every key present for the whole iteration, but may return one
+ * twice when the table is rehashed meanwhile (docs/tiers.md). COUNT is a
+ * hint, so a page may hold more or fewer keys than asked.
+ *
+ * The rop machinery completes struct tc_tier_req; a listing rides on one
+ * (inner), whose done() completes the listing request (outer).
+ */
+#define LIST_GONE UINT64_MAX /* a key deleted between the SCAN and its PTTL */
+
+struct redis_list_op {
+    struct tc_tier_req inner;
+    struct tc_tier_list_req *outer;
+    size_t *offs; /* where each key's fresh-until field lies in outer->out */
+    size_t noffs, next_off;
+};
+
+static void list_op_end(struct redis_list_op *op)
+{
+    /* Drops the keys found gone, in place. */
+    struct tc_buf *b = op->outer->out;
+    size_t start = op->noffs ? op->offs[0] : b->len, w = start, r = start;
+    size_t keep = 0;
+    for (size_t i = 0; i < op->noffs; i++) {
+        uint32_t kl;
+        memcpy(&kl, b->data + r, sizeof(kl));
+        size_t rec = sizeof(kl) + kl + sizeof(uint64_t);
+        uint64_t fresh;
+        memcpy(&fresh, b->data + r + sizeof(kl) + kl, sizeof(fresh));
+        if (fresh != LIST_GONE) {
+            memmove(b->data + w, b->data + r, rec);
+            w += rec;
+            keep++;
+        }
+        r += rec;
+    }
+    b->len = op->noffs ? w : b->len;
+    op->outer->count = keep;
+    free(op->offs);
+    free(op);
+}
+
+static void list_inner_done(struct tc_tier_req *inner)
+{
+    struct redis_list_op *op = inner->arg;
+    struct tc_tier_list_req *outer = op->outer;
+    enum tc_status st = inner->status;
+    list_op_end(op);
+    tc_tier_list_complete(outer, st);
+}
+
+static void list_scan_reply(struct redis_ctx *c, struct tc_redis_rop *o, const redisReply *r)
+{
+    if (!scan_reply_ok(r)) {
+        if (o->st == TC_OK) {
+            o->st = r->type == REDIS_REPLY_ERROR ? TC_EIO : TC_ECORRUPT;
+        }
+        return;
+    }
+    if (o->req == NULL || o->st != TC_OK) {
+        return; /* completed already (deadline) */
+    }
+    struct redis_list_op *op = o->req->arg;
+    struct tc_tier_list_req *lr = op->outer;
+    const redisReply *keys = r->element[1];
+    size_t plen = c->rt->prefix_len;
+    if (keys->elements > 0 && (op->offs = malloc(keys->elements * sizeof(size_t))) == NULL) {
+        o->st = TC_ENOMEM;
+        return;
+    }
+    for (size_t i = 0; i < keys->elements; i++) {
+        const redisReply *k = keys->element[i];
+        /* Untrusted: a key outside the prefix or too long is not listed. */
+        if (k->len <= plen || k->len - plen > TC_KEY_MAX || memcmp(k->str, c->rt->prefix, plen)) {
+            continue;
+        }
+        uint32_t kl = (uint32_t)(k->len - plen);
+        uint64_t fresh = LIST_GONE;
+        size_t at = lr->out->len;
+        if (tc_buf_append(lr->out, &kl, sizeof(kl)) != TC_OK ||
+            tc_buf_append(lr->out, k->str + plen, kl) != TC_OK ||
+            tc_buf_append(lr->out, &fresh, sizeof(fresh)) != TC_OK) {
+            o->st = TC_ENOMEM;
+            return;
+        }
+        const char *argv[] = {"PTTL", k->str};
+        size_t argvlen[] = {4, k->len};
+        if (tc_redis_send(c, o, W_LPTTL, 2, argv, argvlen) != TC_OK) {
+            o->st = TC_EUNAVAIL;
+            return;
+        }
+        op->offs[op->noffs++] = at;
+    }
+    if (!scan_done(r) && tc_buf_set(lr->next, r->element[0]->str, r->element[0]->len) != TC_OK) {
+        o->st = TC_ENOMEM;
+    }
+}
+
+static void list_pttl_reply(struct redis_ctx *c, struct tc_redis_rop *o, const redisReply *r)
+{
+    (void)c;
+    if (o->req == NULL) {
+        return;
+    }
+    struct redis_list_op *op = o->req->arg;
+    if (op->next_off >= op->noffs) {
+        return;
+    }
+    size_t at = op->offs[op->next_off++];
+    struct tc_buf *b = op->outer->out;
+    uint32_t kl;
+    memcpy(&kl, b->data + at, sizeof(kl));
+    uint64_t fresh = LIST_GONE;
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == -1) {
+        fresh = 0; /* never expires */
+    } else if (r->type == REDIS_REPLY_INTEGER && r->integer >= 0 &&
+               (unsigned long long)r->integer < (1ull << 50)) {
+        fresh = op->outer->now_ms + (uint64_t)r->integer;
+    }
+    memcpy(b->data + at + sizeof(kl) + kl, &fresh, sizeof(fresh));
+}
+
+static enum tc_status start_list(struct redis_ctx *c, struct redis_list_op *op)
+{
+    struct tc_tier_list_req *lr = op->outer;
+    enum tc_status st = tc_redis_ready(c);
+    if (st != TC_OK) {
+        return st;
+    }
+    char cursor[24] = "0", count[24];
+    if (lr->cursor_len > 0) {
+        if (lr->cursor_len >= sizeof(cursor)) {
+            return TC_EINVAL;
+        }
+        for (size_t i = 0; i < lr->cursor_len; i++) {
+            char ch = ((const char *)lr->cursor)[i];
+            if (ch < '0' || ch > '9') {
+                return TC_EINVAL; /* not a SCAN cursor: not one of our pages */
+            }
+        }
+        memcpy(cursor, lr->cursor, lr->cursor_len);
+        cursor[lr->cursor_len] = '\0';
+    }
+    snprintf(count, sizeof(count), "%zu", lr->limit);
+    struct tc_redis_rop *o = tc_redis_rop_get(c, ROP_LIST, c->rt->timeout_ms);
+    if (o == NULL) {
+        return TC_ENOMEM;
+    }
+    if ((o->pattern = make_pattern(c->rt, lr->prefix, lr->prefix_len, &o->pattern_len)) == NULL) {
+        tc_redis_rop_put(c, o);
+        return TC_ENOMEM;
+    }
+    const char *argv[] = {"SCAN", cursor, "MATCH", o->pattern, "COUNT", count};
+    size_t argvlen[] = {4, strlen(cursor), 5, o->pattern_len, 5, strlen(count)};
+    if ((st = tc_redis_send(c, o, W_LSCAN, 6, argv, argvlen)) != TC_OK) {
+        tc_redis_rop_put(c, o);
+        return st == TC_ENOMEM ? st : TC_EUNAVAIL;
+    }
+    o->req = &op->inner;
+    tc_redis_arm(c, o->deadline);
+    return TC_EINPROGRESS;
+}
+
+static enum tc_status redis_list(struct tc_tier_ctx *base, struct tc_tier_list_req *req)
+{
+    struct redis_ctx *c = (struct redis_ctx *)base;
+    struct redis_list_op *op = calloc(1, sizeof(*op));
+    if (op == NULL) {
+        return TC_ENOMEM;
+    }
+    op->outer = req;
+    op->inner.arg = op;
+    op->inner.done = list_inner_done;
+    op->inner._ctx = base; /* completed by the tier layer, which counts nothing for it */
+    if (c->own_base != NULL) {
+        tc_redis_blocking_prepare(c);
+    }
+    enum tc_status st = start_list(c, op);
+    if (c->own_base == NULL && st == TC_EINPROGRESS) {
+        return st;
+    }
+    if (c->own_base != NULL) {
+        st = tc_redis_settle(c, &op->inner, NULL, st);
+        list_op_end(op);
+        return st;
+    }
+    /* Failed at once on an async ctx: answered now, done() not called. */
+    list_op_end(op);
+    return st;
 }
 
 /* ---- vtable: operations ------------------------------------------------------------------- */
@@ -1037,7 +1241,7 @@ static enum tc_tier_health redis_health(struct tc_tier *t, char *detail, size_t 
         .scheme = name,                                                                            \
         .abi_version = TC_TIER_ABI_VERSION,                                                        \
         .caps = TC_TIER_CAP_REMOTE | TC_TIER_CAP_ASYNC | TC_TIER_CAP_SHARED |                      \
-                TC_TIER_CAP_LOCK_CLUSTER,                                                          \
+                TC_TIER_CAP_LOCK_CLUSTER | TC_TIER_CAP_LIST,                                       \
         .params = redis_params,                                                                    \
         .usage = usage_text,                                                                       \
         .open = open_fn,                                                                           \
@@ -1053,6 +1257,7 @@ static enum tc_tier_health redis_health(struct tc_tier *t, char *detail, size_t 
         .health = redis_health,                                                                    \
         .on_invalidate = tc_redis_on_invalidate,                                                   \
         .on_invalidate_prefix = tc_redis_on_invalidate_prefix,                                     \
+        .list = redis_list,                                                                        \
         .lock_acquire = redis_lock_acquire,                                                        \
         .lock_release = redis_lock_release,                                                        \
         .lock_peek = redis_lock_peek,                                                              \

@@ -467,8 +467,8 @@ Test(issue_15, purge_method_deletes_a_key)
 /* ---- keys ------------------------------------------------------------------------------- */
 
 /* Lists every key under @p prefix, @p limit per page, into @p seen (counts per index). */
-static void list_all(struct tc_test_server *s, const char *prefix, int limit, int *seen, int nseen,
-                     int *pages)
+static void list_all(struct tc_test_server *s, const char *tier, const char *prefix, int limit,
+                     int *seen, int nseen, int *pages)
 {
     char cursor[4096] = "";
     *pages = 0;
@@ -479,9 +479,12 @@ static void list_all(struct tc_test_server *s, const char *prefix, int limit, in
         json_t *j;
         int st = call(s, "GET", t, NULL, &j);
         cr_assert_eq(st, 200, "GET %s: %d", t, st);
-        cr_expect_str_eq(json_string_value(json_object_get(j, "tier")), "l2");
+        cr_expect_str_eq(json_string_value(json_object_get(j, "tier")), tier);
         json_t *keys = json_object_get(j, "keys"), *k;
-        cr_assert_leq(json_array_size(keys), (size_t)limit);
+        if (strcmp(tier, "l2") == 0) {
+            /* Redis' COUNT is a hint: its pages may be longer. */
+            cr_assert_leq(json_array_size(keys), (size_t)limit);
+        }
         size_t i;
         json_array_foreach(keys, i, k)
         {
@@ -524,7 +527,7 @@ Test(issue_15, keys_pages_by_prefix_and_refuses_bad_parameters)
     cr_assert(json_is_string(json_object_get(j, "cursor")));
     json_decref(j);
     int seen[3] = {0}, pages;
-    list_all(&srv_a, "a:", 1, seen, 3, &pages);
+    list_all(&srv_a, "l2", "a:", 1, seen, 3, &pages);
     for (int i = 0; i < 3; i++) {
         cr_expect_eq(seen[i], 1, "a:%04d seen %d times", i, seen[i]);
     }
@@ -576,9 +579,8 @@ static void *churn_main(void *arg)
     return NULL;
 }
 
-Test(issue_15, keys_listing_is_stable_under_concurrent_writes)
+static void stable_listing(const char *tier)
 {
-    start(&srv_a, l1_a, l2_a, 0, NULL, NULL);
     enum { N = 400 };
     /* The stable keys, written in one go. */
     for (int b = 0; b < N; b += 100) {
@@ -596,12 +598,31 @@ Test(issue_15, keys_listing_is_stable_under_concurrent_writes)
     cr_assert_eq(pthread_create(&th, NULL, churn_main, &c), 0);
     tc_test_sleep_ms(100);
     int seen[N] = {0}, pages;
-    list_all(&srv_a, "k:", 7, seen, N, &pages);
+    list_all(&srv_a, tier, "k:", 7, seen, N, &pages);
     c.stop = 1;
     pthread_join(th, NULL);
     cr_expect_gt(c.writes, 10, "the writer did not run alongside (%d writes)", c.writes);
-    cr_expect_gt(pages, 50);
+    cr_expect_gt(pages, 10);
     for (int i = 0; i < N; i++) {
-        cr_expect_eq(seen[i], 1, "k:%04d listed %d times", i, seen[i]);
+        cr_expect_eq(seen[i], 1, "%s: k:%04d listed %d times", tier, i, seen[i]);
     }
+}
+
+Test(issue_15, keys_listing_is_stable_under_concurrent_writes)
+{
+    start(&srv_a, l1_a, l2_a, 0, NULL, NULL);
+    stable_listing("l2");
+}
+
+/* With Redis in the stack the listing comes from it, the widest tier (SCAN). */
+Test(issue_15, keys_listing_from_redis_is_stable_under_concurrent_writes)
+{
+    start(&srv_a, l1_a, l2_a, 1, NULL, NULL);
+    stable_listing("l3");
+    json_t *j;
+    cr_assert_eq(call(&srv_a, "GET", "/keys?prefix=k:000&limit=1000", NULL, &j), 200);
+    cr_expect_str_eq(json_string_value(json_object_get(j, "tier")), "l3");
+    cr_expect_eq(call(&srv_a, "GET", "/keys?cursor=l3.7a7a", NULL, NULL), 400);
+    cr_expect_eq(call(&srv_a, "GET", "/keys?cursor=l2.00", NULL, NULL), 400);
+    json_decref(j);
 }
