@@ -123,7 +123,8 @@ enum tc_status tc_api_render_value(const void *key, size_t key_len, const struct
                                    struct tc_buf *out);
 
 /** Reads the JSON TTL @p v (seconds; @p what names it in the error) into
- * *ttl_ms within max-ttl. Returns 0, or -1 once it answered 400 bad_ttl. */
+ * *ttl_ms within max-ttl; @p v NULL leaves *ttl_ms. Returns 0, or -1 once
+ * it answered 400 bad_ttl. */
 int tc_api_parse_ttl(struct tc_worker *w, struct tc_http_req *r, json_t *v, const char *what,
                      uint64_t *ttl_ms);
 
@@ -137,6 +138,16 @@ int tc_api_parse_ttl(struct tc_worker *w, struct tc_http_req *r, json_t *v, cons
  */
 json_t *tc_api_body_object(struct tc_worker *w, struct tc_http_req *r, const char *const *fields,
                            const char *usage);
+
+/**
+ * Tags of a write (issue 15), appended to @p out as tc_tier_req.tags
+ * ("a\0b\0"): from the JSON array @p v ("tags"; NULL or null: none), or
+ * from the X-Cache-Tags header ("a, b"). Returns 0, or -1 once it answered
+ * 400 (a tag that is not 1..64 of [A-Za-z0-9_.:/@+-], more than 16).
+ * In src/api_purge.c.
+ */
+int tc_api_tags_json(struct tc_worker *w, struct tc_http_req *r, json_t *v, struct tc_buf *out);
+int tc_api_tags_header(struct tc_worker *w, struct tc_http_req *r, struct tc_buf *out);
 
 /* The handlers, one file per area of the API. */
 enum tc_status tc_api_cache(struct tc_worker *w, struct tc_http_req *r);  /* src/api_cache.c */

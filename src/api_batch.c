@@ -4,7 +4,7 @@
  *   POST /batch/get    {"keys":[K...]}
  *        200 {"items":[{"key","value","ttl","tier"[,"encoding"][,"stale"]}
  *                      | {"key","error":"not_found"} ...]}   in the order asked
- *   POST /batch/set    {"items":[{"key","value","ttl"}...]}
+ *   POST /batch/set    {"items":[{"key","value","ttl"[,"tags"]}...]}
  *   POST /batch/delete {"keys":[K...]}
  *        200 {"items":[{"key","ok":true} | {"key","error":CODE} ...]}
  *
@@ -432,7 +432,7 @@ static void start_writes(struct batch *b, int is_set)
 }
 
 static const char *const set_fields[] = {"items", NULL};
-static const char *const set_item_fields[] = {"key", "value", "ttl", NULL};
+static const char *const set_item_fields[] = {"key", "value", "ttl", "tags", NULL};
 #define SET_USAGE "{\"items\": [{\"key\": \"k1\", \"value\": ..., \"ttl\": 60}]}"
 
 /* Reads item @p i of a /batch/set into it->op; -1 when it answered. */
@@ -450,8 +450,9 @@ static int read_set_item(struct batch *b, size_t i, json_t *o, uint64_t now_ms)
     const char *bad = unknown_field(o, set_item_fields);
     if (bad != NULL) {
         tc_api_error(w, r, TC_API_BAD_REQUEST, NULL,
-                     "items[%zu]: unknown field \"%s\" (valid: \"key\", \"value\", \"ttl\")", i,
-                     bad);
+                     "items[%zu]: unknown field \"%s\" (valid: \"key\", \"value\", \"ttl\", "
+                     "\"tags\")",
+                     i, bad);
         return -1;
     }
     json_t *k = json_object_get(o, "key");
@@ -479,6 +480,9 @@ static int read_set_item(struct batch *b, size_t i, json_t *o, uint64_t now_ms)
     if ((it->op = tc_stack_op_create(w->sc, it->key, it->key_len, now_ms)) == NULL ||
         tc_api_value_from_json(value, it->op) != TC_OK) {
         tc_api_status(w, r, TC_ENOMEM);
+        return -1;
+    }
+    if (tc_api_tags_json(w, r, json_object_get(o, "tags"), &it->op->tags) != 0) {
         return -1;
     }
     if (it->op->value.len > conf->max_value) {

@@ -4,7 +4,8 @@
  *   GET|HEAD  200 {"key","value","ttl"} + X-Cache, X-Cache-Tier | 404
  *             X-Cache-Lease: MS (or ?lease=MS): a miss gives the first
  *             reader a lease (X-Lease-Token) and parks the others
- *   PUT       {"value": JSON, "ttl"|"timeout": s}, or octet-stream + ?ttl=;
+ *   PUT       {"value": JSON, "ttl"|"timeout": s, "tags": [..]}, or octet-stream + ?ttl=;
+ *             X-Cache-Tags: a, b (issue 15: purge by tag, src/api_purge.c);
  *             X-Lease-Token: fills a key whose lease the writer holds
  *   DELETE    200, idempotent
  *
@@ -461,6 +462,10 @@ static int read_put(struct cache_req *q, struct tc_stack_op *op, struct evkeyval
             json_decref(doc);
             return -1;
         }
+        if (tc_api_tags_json(w, r, json_object_get(doc, "tags"), &op->tags) != 0) {
+            json_decref(doc);
+            return -1;
+        }
         *st = tc_api_value_from_json(value, op);
         json_decref(doc);
         if (*st != TC_OK) {
@@ -542,7 +547,7 @@ static enum tc_status cache_write(struct cache_req *q, const char *key, size_t k
         st = tc_rt_del(&w->rt, op, answer_write, q);
     } else {
         q->is_put = 1;
-        if (read_put(q, op, qs, &st) != 0) {
+        if (tc_api_tags_header(w, r, &op->tags) != 0 || read_put(q, op, qs, &st) != 0) {
             tc_stack_op_release(op);
             req_free(q);
             return st;
@@ -616,5 +621,8 @@ enum tc_status tc_api_render_value(const void *key, size_t key_len, const struct
 int tc_api_parse_ttl(struct tc_worker *w, struct tc_http_req *r, json_t *v, const char *what,
                      uint64_t *ttl_ms)
 {
-    return parse_ttl(w, r, v, NULL, what, ttl_ms);
+    if (v == NULL) {
+        return 0; /* none given: *ttl_ms stays */
+    }
+    return parse_ttl(w, r, v, "", what, ttl_ms);
 }

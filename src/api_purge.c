@@ -1,11 +1,23 @@
 /*
- * POST /purge: remove many keys at once from every tier (issue 15).
+ * POST /purge: remove many keys at once from every tier (issue 15), and
+ * the tags writes attach to keys.
  *
  *   {"prefix":"P"}   the keys starting with P
  *   {"all":true}     every key
  *   200 {"purged":{"prefix":P}|{"all":true},
  *        "tiers":[{"tier":"l1","removed":N}, ...]}
+ *   {"tag":"T"}      the keys written with tag T (X-Cache-Tags, "tags")
+ *   200 {"purged":{"tag":T}, "keys":N,
+ *        "tiers":[{"tier":"l2","tagged":N2}, {"tier":"l3","tagged":N3}]}
  *   503 the same with "error" and the tiers that failed ({"tier","error"})
+ *
+ * Tags are indexed by the tiers that can (lmdb://, redis://: tag -> keys).
+ * A tag purge reads each index, slowest tier first, a page at a time, and
+ * deletes every key it lists as a DELETE would: from every tier of this
+ * server, shm included (which keeps no index: its copies go because every
+ * key of the tag is named by an index below it), and through Redis' channel
+ * from every other server's faster tiers. Then it drops the tag's index.
+ * Its cost is O(keys with the tag), not O(keys).
  *
  * The tiers are cleared one after the other, slowest first: a read racing
  * the purge can back-fill a faster tier only from a slower one not yet
@@ -21,6 +33,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define TAG_PAGE 256u /* keys of a tag listed, then deleted, at once */
+
 struct purge {
     struct tc_worker *w;
     struct tc_http_req *r;
@@ -30,7 +44,27 @@ struct purge {
     struct tc_tier_req req;
     enum tc_status st[TC_STACK_MAX_TIERS];
     uint64_t removed[TC_STACK_MAX_TIERS];
+    /* A tag purge. */
+    char tag[TC_TAG_MAX + 1]; /* NUL-ended: tc_tier_req.tags of the index clear */
+    size_t tag_len;
+    int indexed[TC_STACK_MAX_TIERS]; /* the tier keeps a tag index */
+    int phase;                       /* 0: deleting the keys; 1: dropping the indexes */
+    int listing;                     /* phase 0: the tier whose index is read */
+    struct tc_tier_list_req lr;
+    struct tc_buf page, cursor, next_cursor;
+    size_t dels; /* deletes of the page in flight, + 1 while they start */
+    uint64_t keys;
 };
+
+static void purge_free(struct purge *p)
+{
+    json_decref(p->what);
+    json_decref(p->doc);
+    tc_buf_deinit(&p->page);
+    tc_buf_deinit(&p->cursor);
+    tc_buf_deinit(&p->next_cursor);
+    free(p);
+}
 
 static void purge_answer(struct purge *p)
 {
@@ -57,9 +91,7 @@ static void purge_answer(struct purge *p)
     json_object_set(j, "purged", p->what);
     json_object_set_new(j, "tiers", tiers);
     tc_api_respond_json(p->w, p->r, failed ? 503 : 200, j, NULL);
-    json_decref(p->what);
-    json_decref(p->doc);
-    free(p);
+    purge_free(p);
 }
 
 static void purge_step(struct purge *p);
@@ -96,8 +128,256 @@ static void purge_step(struct purge *p)
     purge_answer(p);
 }
 
+/* ---- by tag -------------------------------------------------------------------------- */
+
+static void tag_answer(struct purge *p)
+{
+    size_t n = tc_stack_ntiers(p->w->srv->stack);
+    json_t *j = json_object();
+    json_t *tiers = json_array();
+    int failed = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!p->indexed[i]) {
+            continue;
+        }
+        json_t *t = json_object();
+        json_object_set_new(t, "tier", json_string(tc_api_tier_label((int)i)));
+        if (p->st[i] == TC_OK) {
+            json_object_set_new(t, "tagged", json_integer((json_int_t)p->removed[i]));
+        } else {
+            failed = 1;
+            json_object_set_new(t, "error", json_string(tc_strerror(p->st[i])));
+        }
+        json_array_append_new(tiers, t);
+    }
+    if (failed) {
+        json_object_set_new(j, "error", json_string("unavailable"));
+        json_object_set_new(
+            j, "message",
+            json_string("the purge failed on some tiers: keys with the tag may remain"));
+    }
+    json_object_set(j, "purged", p->what);
+    json_object_set_new(j, "keys", json_integer((json_int_t)p->keys));
+    json_object_set_new(j, "tiers", tiers);
+    tc_api_respond_json(p->w, p->r, failed ? 503 : 200, j, NULL);
+    purge_free(p);
+}
+
+static void tag_step(struct purge *p);
+
+static void tag_del_done(void *arg, const struct tc_rt_write_result *res)
+{
+    struct purge *p = arg;
+    if (res->outcome != TC_RT_STORED && p->st[p->listing] == TC_OK) {
+        p->st[p->listing] = res->status != TC_OK ? res->status : TC_EUNAVAIL;
+    }
+    if (--p->dels == 0) {
+        tag_step(p);
+    }
+}
+
+/* A page of the tag's keys came: delete each from every tier, then go on. */
+static void tag_page_done(struct tc_tier_list_req *lr)
+{
+    struct purge *p = lr->arg;
+    int i = p->listing;
+    if (lr->status != TC_OK) {
+        p->st[i] = lr->status;
+        tag_step(p);
+        return;
+    }
+    p->removed[i] += lr->count;
+    /* The next page resumes after this one (empty: the index is read through). */
+    if (tc_buf_set(&p->cursor, p->next_cursor.data, p->next_cursor.len) != TC_OK) {
+        p->st[i] = TC_ENOMEM;
+    }
+    p->dels = 1;
+    const uint8_t *at = p->page.data, *end = p->page.data + p->page.len;
+    uint64_t now = tc_clock_ms();
+    while ((size_t)(end - at) >= sizeof(uint32_t) + sizeof(uint64_t)) {
+        uint32_t kl;
+        memcpy(&kl, at, sizeof(kl));
+        if ((size_t)(end - at) < sizeof(kl) + kl + sizeof(uint64_t)) {
+            break;
+        }
+        struct tc_stack_op *op = tc_stack_op_create(p->w->sc, at + sizeof(kl), kl, now);
+        at += sizeof(kl) + kl + sizeof(uint64_t);
+        p->keys++;
+        p->dels++;
+        if (op == NULL || tc_rt_del(&p->w->rt, op, tag_del_done, p) != TC_OK) {
+            p->st[i] = TC_ENOMEM;
+            p->dels--;
+        }
+    }
+    if (--p->dels == 0) {
+        tag_step(p);
+    }
+}
+
+static void tag_clear_done(struct tc_tier_req *req)
+{
+    struct purge *p = req->arg;
+    p->st[p->next] = req->status;
+    tag_step(p);
+}
+
+/* Lists a page of the tag's keys from tier p->listing, after p->cursor. */
+static void tag_list(struct purge *p)
+{
+    memset(&p->lr, 0, sizeof(p->lr));
+    p->page.len = 0;
+    p->lr.tag = p->tag;
+    p->lr.tag_len = p->tag_len;
+    p->lr.cursor = p->cursor.data;
+    p->lr.cursor_len = p->cursor.len;
+    p->lr.limit = TAG_PAGE;
+    p->lr.now_ms = tc_clock_ms();
+    p->lr.out = &p->page;
+    p->lr.next = &p->next_cursor;
+    p->lr.done = tag_page_done;
+    p->lr.arg = p;
+    if (tc_tier_list(tc_stack_ctx_tier(p->w->sc, (size_t)p->listing), &p->lr) != TC_EINPROGRESS) {
+        tag_page_done(&p->lr);
+    }
+}
+
+/*
+ * Phase 0: for each indexing tier, slowest first, list a page of the tag's
+ * keys and delete them, until its index is read through. Phase 1: drop the
+ * tag's index in each of them (unless deleting failed there: the index
+ * still names keys that may remain). Then answer.
+ */
+static void tag_step(struct purge *p)
+{
+    struct tc_stack *s = p->w->srv->stack;
+    if (p->phase == 0) {
+        if (p->listing >= 0 && p->cursor.len > 0 && p->st[p->listing] == TC_OK) {
+            tag_list(p);
+            return;
+        }
+        while (p->next > 0) {
+            size_t i = --p->next;
+            if (!p->indexed[i]) {
+                continue;
+            }
+            if (tc_stack_tier_down(s, i)) {
+                p->st[i] = TC_EUNAVAIL;
+                continue;
+            }
+            p->listing = (int)i;
+            p->cursor.len = 0;
+            tag_list(p);
+            return;
+        }
+        p->phase = 1;
+        p->next = tc_stack_ntiers(s);
+    }
+    while (p->next > 0) {
+        size_t i = --p->next;
+        if (!p->indexed[i] || p->st[i] != TC_OK) {
+            continue;
+        }
+        memset(&p->req, 0, sizeof(p->req));
+        p->req.tags = p->tag;
+        p->req.tags_len = p->tag_len + 1;
+        p->req.now_ms = tc_clock_ms();
+        p->req.done = tag_clear_done;
+        p->req.arg = p;
+        enum tc_status st = tc_tier_clear(tc_stack_ctx_tier(p->w->sc, i), &p->req);
+        if (st == TC_EINPROGRESS) {
+            return;
+        }
+        p->st[i] = st;
+    }
+    tag_answer(p);
+}
+
+/* Whether @p t (@p n bytes) is a tag: 1..TC_TAG_MAX of [A-Za-z0-9_.:/@+-]. */
+static int tag_ok(const char *t, size_t n)
+{
+    if (n == 0 || n > TC_TAG_MAX) {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = t[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              strchr("_.:/@+-", c) != NULL) ||
+            c == '\0') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+#define TAG_RULE "a tag is 1 to 64 characters of A-Z a-z 0-9 _ . : / @ + -"
+
+/* Appends tag @p t to @p out as tc_tier_req.tags; -1 once it answered 400. */
+static int add_tag(struct tc_worker *w, struct tc_http_req *r, const char *t, size_t n,
+                   struct tc_buf *out)
+{
+    if (!tag_ok(t, n)) {
+        tc_api_error(w, r, TC_API_BAD_REQUEST, NULL, "bad tag '%.*s': " TAG_RULE,
+                     (int)(n > TC_TAG_MAX ? TC_TAG_MAX : n), t);
+        return -1;
+    }
+    size_t count = 0;
+    for (size_t i = 0; i < out->len; i++) {
+        count += out->data[i] == '\0';
+    }
+    if (count >= TC_TAGS_MAX) {
+        tc_api_error(w, r, TC_API_BAD_REQUEST, NULL, "at most %u tags per key", TC_TAGS_MAX);
+        return -1;
+    }
+    if (tc_buf_append(out, t, n) != TC_OK || tc_buf_append(out, "", 1) != TC_OK) {
+        tc_api_status(w, r, TC_ENOMEM);
+        return -1;
+    }
+    return 0;
+}
+
+int tc_api_tags_json(struct tc_worker *w, struct tc_http_req *r, json_t *v, struct tc_buf *out)
+{
+    if (v == NULL || json_is_null(v)) {
+        return 0;
+    }
+    if (!json_is_array(v)) {
+        tc_api_error(w, r, TC_API_BAD_REQUEST, NULL,
+                     "\"tags\" must be an array of strings, like [\"user:42\", \"page\"]");
+        return -1;
+    }
+    size_t i;
+    json_t *t;
+    json_array_foreach(v, i, t)
+    {
+        if (!json_is_string(t)) {
+            tc_api_error(w, r, TC_API_BAD_REQUEST, NULL, "tags[%zu] must be a string", i);
+            return -1;
+        }
+        if (add_tag(w, r, json_string_value(t), json_string_length(t), out) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int tc_api_tags_header(struct tc_worker *w, struct tc_http_req *r, struct tc_buf *out)
+{
+    const char *h = tc_http_header(r, "x-cache-tags");
+    while (h != NULL && *h != '\0') {
+        while (*h == ' ' || *h == '\t' || *h == ',') {
+            h++;
+        }
+        size_t n = strcspn(h, ", \t");
+        if (n > 0 && add_tag(w, r, h, n, out) != 0) {
+            return -1;
+        }
+        h += n;
+    }
+    return 0;
+}
+
 static const char *const purge_fields[] = {"prefix", "tag", "all", "soft", NULL};
-#define PURGE_USAGE "{\"prefix\": \"user:\"} or {\"all\": true}"
+#define PURGE_USAGE "{\"prefix\": \"user:\"}, {\"tag\": \"T\"} or {\"all\": true}"
 
 enum tc_status tc_api_purge(struct tc_worker *w, struct tc_http_req *r)
 {
@@ -117,8 +397,9 @@ enum tc_status tc_api_purge(struct tc_worker *w, struct tc_http_req *r)
         msg = "\"prefix\" must be a string of 1 to 1024 bytes (use {\"all\": true} for every key)";
     } else if (all != NULL && !json_is_true(all)) {
         msg = "\"all\" must be true";
-    } else if (tag != NULL) {
-        msg = "purge by \"tag\" is not available in this build: purge by \"prefix\"";
+    } else if (tag != NULL &&
+               (!json_is_string(tag) || !tag_ok(json_string_value(tag), json_string_length(tag)))) {
+        msg = "\"tag\" must be a string: " TAG_RULE;
     } else if (soft != NULL && !json_is_boolean(soft)) {
         msg = "\"soft\" must be true or false";
     } else if (json_is_true(soft)) {
@@ -137,6 +418,21 @@ enum tc_status tc_api_purge(struct tc_worker *w, struct tc_http_req *r)
     p->w = w;
     p->r = r;
     p->doc = doc;
+    p->listing = -1;
+    if (tag != NULL) {
+        p->what = json_pack("{sO}", "tag", tag);
+        p->tag_len = json_string_length(tag);
+        memcpy(p->tag, json_string_value(tag), p->tag_len);
+        p->tag[p->tag_len] = '\0';
+        struct tc_stack *s = w->srv->stack;
+        for (size_t i = 0; i < tc_stack_ntiers(s); i++) {
+            p->indexed[i] = (tc_tier_caps(tc_stack_tier(s, i)) & TC_TIER_CAP_TAGS) != 0;
+        }
+        p->next = tc_stack_ntiers(s);
+        tc_log(TC_LOG_INFO, "purge of a tag requested");
+        tag_step(p);
+        return TC_OK;
+    }
     if (prefix != NULL) {
         p->what = json_pack("{sO}", "prefix", prefix);
         p->req.key = json_string_value(prefix);

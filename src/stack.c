@@ -251,6 +251,7 @@ void tc_stack_ctx_dispose(struct tc_stack_ctx *sc)
         struct tc_stack_op *op = sc->free_ops;
         sc->free_ops = op->_next_free;
         tc_buf_deinit(&op->value);
+        tc_buf_deinit(&op->tags);
         free(op);
     }
     free(sc);
@@ -270,12 +271,14 @@ struct tc_stack_op *tc_stack_op_create(struct tc_stack_ctx *sc, const void *key,
                                        uint64_t now_ms)
 {
     struct tc_stack_op *op = sc->free_ops;
-    struct tc_buf keep = TC_BUF_INIT;
+    struct tc_buf keep = TC_BUF_INIT, keep_tags = TC_BUF_INIT;
     if (op != NULL) {
         sc->free_ops = op->_next_free;
         sc->nfree--;
         keep = op->value; /* reuse its storage */
         keep.len = 0;
+        keep_tags = op->tags;
+        keep_tags.len = 0;
         /* The tier requests are reset by prep() before each use. */
         memset(op, 0, offsetof(struct tc_stack_op, _req));
     } else {
@@ -285,10 +288,12 @@ struct tc_stack_op *tc_stack_op_create(struct tc_stack_ctx *sc, const void *key,
         }
     }
     op->value = keep;
+    op->tags = keep_tags;
     if (key_len <= sizeof(op->_keybuf)) {
         op->key = op->_keybuf;
     } else if ((op->key = malloc(key_len)) == NULL) {
         tc_buf_deinit(&op->value);
+        tc_buf_deinit(&op->tags);
         free(op);
         return NULL;
     }
@@ -314,12 +319,16 @@ static void op_unref(struct tc_stack_op *op)
         if (op->value.cap > 16384) {
             tc_buf_deinit(&op->value); /* keep recycled ops small */
         }
+        if (op->tags.cap > 4096) {
+            tc_buf_deinit(&op->tags);
+        }
         op->_next_free = sc->free_ops;
         sc->free_ops = op;
         sc->nfree++;
         return;
     }
     tc_buf_deinit(&op->value);
+    tc_buf_deinit(&op->tags);
     free(op);
 }
 
@@ -567,6 +576,8 @@ static void start_writes(struct tc_stack_op *op, int kind)
             r->value = op->value.data;
             r->value_len = op->value.len;
             r->hdr = op->hdr;
+            r->tags = op->tags.data;
+            r->tags_len = op->tags.len;
             st = tc_tier_set(sc->ctx[i], r);
         } else {
             st = tc_tier_del(sc->ctx[i], r);

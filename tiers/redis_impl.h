@@ -257,6 +257,7 @@ enum tc_redis_what {
     W_LOCK,
     W_LSCAN, /* issue 15: a listing's SCAN */
     W_LPTTL, /* and the PTTL of each key it returned */
+    W_FIRE,  /* a tag index update: fire and forget (no rop), an integer reply */
 };
 
 /* One operation in flight. It stays until every reply it waits for has

@@ -65,6 +65,11 @@ struct tc_tier_req;
 #define TC_TIER_CAP_LOCK_CLUSTER 0x20u /* lease locks shared by every host using the tier */
 /* issue 15 */
 #define TC_TIER_CAP_LIST 0x100u /* lists its keys in a stable order (tc_tier_list) */
+#define TC_TIER_CAP_TAGS 0x200u /* indexes keys by tag (tc_tier_req.tags, list_req.tag) */
+
+/** Longest tag, bytes; at most TC_TAGS_MAX tags per key. */
+#define TC_TAG_MAX  64u
+#define TC_TAGS_MAX 16u
 
 /** Longest key any tier accepts (bytes). A backend may accept less. */
 #define TC_KEY_MAX 1024u
@@ -98,6 +103,15 @@ struct tc_tier_req {
 
     /* clear: out, the number of keys removed (best effort for remote tiers). */
     uint64_t count;
+
+    /*
+     * Tags (issue 15; TC_TIER_CAP_TAGS, ignored by other tiers). set: the
+     * key's tags, each 1..TC_TAG_MAX bytes ended by a NUL ("a\0b\0"), or
+     * tags_len 0. clear with tags_len > 0: drops the index of the one tag
+     * in tags (its keys stay; the caller deletes them first).
+     */
+    const void *tags;
+    size_t tags_len;
 
     /* Out: the final status; valid when the call returns anything but
      * TC_EINPROGRESS, and inside done(). TC_ENOTFOUND is a miss. */
@@ -459,6 +473,9 @@ struct tc_tier_list_req {
     size_t prefix_len;
     const void *cursor; /* where the previous page ended; cursor_len 0: the start */
     size_t cursor_len;
+    const void *tag; /* tag_len > 0 (TC_TIER_CAP_TAGS): the keys recorded under this tag
+                      * instead, prefix ignored; a key that has gone since may be listed */
+    size_t tag_len;
     size_t limit;    /* keys at most in this page, >= 1 (a tier may return fewer) */
     uint64_t now_ms; /* expired keys are not listed */
     /*

@@ -41,6 +41,14 @@
  * channel PREFIX‖"invalidate@"‖DB; one subscriber thread per tier hands the
  * other instances' keys to the callback (redis_sub.c).
  *
+ * Tags (TC_TIER_CAP_TAGS, issue 15). A set with tags also SADDs the key to
+ * the set PREFIX‖"\xfftag:"‖TAG, whose expiry is pushed out to the key's
+ * (PEXPIRE NX, then GT; PERSIST for a key that never expires), all in the
+ * same pipeline, fire and forget. 0xff never occurs in UTF-8, so no key a
+ * client can write through the HTTP API is a tag set's name; a clear of
+ * everything removes the sets with the keys. A listing by tag is SSCAN of
+ * the set; clearing a tag's index UNLINKs the set.
+ *
  * Lease locks (TC_TIER_CAP_LOCK_CLUSTER). Lock NAME lives at the key
  * "lock:"‖PREFIX‖NAME (redis_lock.c). Not PREFIX‖"lock:"‖NAME: a cache key
  * may be any bytes, so that is also cache key "lock:"‖NAME, which a set
@@ -210,6 +218,51 @@ static char *make_pattern(const struct redis_tier *rt, const void *key, size_t l
     p[o] = '\0';
     *outlen = o;
     return p;
+}
+
+#define TAG_NS     "\xfftag:"
+#define TAG_NS_LEN 5u
+
+/* Builds PREFIX‖TAG_NS‖tag in @p b. */
+static enum tc_status make_tagset(struct redis_ctx *c, struct tc_buf *b, const char *tag,
+                                  size_t len)
+{
+    enum tc_status st = tc_buf_set(b, c->rt->prefix, c->rt->prefix_len);
+    if (st == TC_OK) {
+        st = tc_buf_append(b, TAG_NS, TAG_NS_LEN);
+    }
+    return st == TC_OK ? tc_buf_append(b, tag, len) : st;
+}
+
+/* After a set's own command: records the key (in kbuf, prefixed) under each tag. */
+static void send_tags(struct redis_ctx *c, struct tc_tier_req *req, const char *px)
+{
+    struct tc_buf set = TC_BUF_INIT;
+    const char *t = req->tags, *end = t + req->tags_len;
+    size_t plen = c->rt->prefix_len;
+    while (t < end) {
+        size_t tl = strlen(t); /* NUL-ended: checked by the tier layer */
+        if (make_tagset(c, &set, t, tl) != TC_OK) {
+            break;
+        }
+        const char *sadd[] = {"SADD", (const char *)set.data, (const char *)c->kbuf.data + plen};
+        size_t saddl[] = {4, set.len, c->kbuf.len - plen};
+        tc_redis_send(c, NULL, W_FIRE, 3, sadd, saddl);
+        if (px == NULL) {
+            const char *pe[] = {"PERSIST", (const char *)set.data};
+            size_t pel[] = {7, set.len};
+            tc_redis_send(c, NULL, W_FIRE, 2, pe, pel);
+        } else {
+            /* The set lives as long as its longest-lived key. */
+            const char *nx[] = {"PEXPIRE", (const char *)set.data, px, "NX"};
+            const char *gt[] = {"PEXPIRE", (const char *)set.data, px, "GT"};
+            size_t l[] = {7, set.len, strlen(px), 2};
+            tc_redis_send(c, NULL, W_FIRE, 4, nx, l);
+            tc_redis_send(c, NULL, W_FIRE, 4, gt, l);
+        }
+        t += tl + 1;
+    }
+    tc_buf_deinit(&set);
 }
 
 /* ---- replies (untrusted input) ------------------------------------------------------ */
@@ -471,6 +524,9 @@ static enum tc_status start_write(struct redis_ctx *c, struct tc_tier_req *req, 
     }
     o->req = req;
     tc_redis_arm(c, o->deadline);
+    if (is_set && req->tags_len > 0) {
+        send_tags(c, req, argc == 5 ? px : NULL);
+    }
     if (rt->invalidate == TC_REDIS_INVALIDATE_PUBSUB &&
         make_inval(c, is_set ? 's' : 'd', req->key, req->key_len) == TC_OK) {
         const char *pargv[] = {"PUBLISH", rt->channel, (const char *)c->vbuf.data};
@@ -483,11 +539,36 @@ static enum tc_status start_write(struct redis_ctx *c, struct tc_tier_req *req, 
     return TC_EINPROGRESS;
 }
 
+/* Drops the index of tag req->tags: UNLINK of its set. */
+static enum tc_status start_clear_tag(struct redis_ctx *c, struct tc_tier_req *req)
+{
+    if (make_tagset(c, &c->kbuf, req->tags, req->tags_len - 1) != TC_OK) {
+        return TC_ENOMEM;
+    }
+    struct tc_redis_rop *o = tc_redis_rop_get(c, ROP_WRITE, c->rt->timeout_ms);
+    if (o == NULL) {
+        return TC_ENOMEM;
+    }
+    const char *argv[] = {"UNLINK", (const char *)c->kbuf.data};
+    size_t argvlen[] = {6, c->kbuf.len};
+    enum tc_status st = tc_redis_send(c, o, W_UNLINK, 2, argv, argvlen);
+    if (st != TC_OK) {
+        tc_redis_rop_put(c, o);
+        return st == TC_ENOMEM ? st : TC_EUNAVAIL;
+    }
+    o->req = req;
+    tc_redis_arm(c, o->deadline);
+    return TC_EINPROGRESS;
+}
+
 static enum tc_status start_clear(struct redis_ctx *c, struct tc_tier_req *req)
 {
     enum tc_status st = tc_redis_ready(c);
     if (st != TC_OK) {
         return st;
+    }
+    if (req->tags_len > 0) {
+        return start_clear_tag(c, req);
     }
     struct tc_redis_rop *o = tc_redis_rop_get(c, ROP_CLEAR, c->rt->timeout_ms);
     if (o == NULL) {
@@ -525,6 +606,7 @@ static enum tc_status start_clear(struct redis_ctx *c, struct tc_tier_req *req)
 struct redis_list_op {
     struct tc_tier_req inner;
     struct tc_tier_list_req *outer;
+    int tag;      /* SSCAN of a tag set: its members are bare keys */
     size_t *offs; /* where each key's fresh-until field lies in outer->out */
     size_t noffs, next_off;
 };
@@ -584,21 +666,27 @@ static void list_scan_reply(struct redis_ctx *c, struct tc_redis_rop *o, const r
     }
     for (size_t i = 0; i < keys->elements; i++) {
         const redisReply *k = keys->element[i];
-        /* Untrusted: a key outside the prefix or too long is not listed. */
-        if (k->len <= plen || k->len - plen > TC_KEY_MAX || memcmp(k->str, c->rt->prefix, plen)) {
+        const char *key = k->str + (op->tag ? 0 : plen);
+        size_t kl = op->tag ? k->len : k->len - plen;
+        /* Untrusted: a key outside the prefix or too long is not listed; nor a tag set. */
+        if (op->tag ? (k->len == 0 || k->len > TC_KEY_MAX)
+                    : (k->len <= plen || k->len - plen > TC_KEY_MAX ||
+                       memcmp(k->str, c->rt->prefix, plen) != 0 ||
+                       (kl >= TAG_NS_LEN && memcmp(key, TAG_NS, TAG_NS_LEN) == 0))) {
             continue;
         }
-        uint32_t kl = (uint32_t)(k->len - plen);
+        uint32_t kl32 = (uint32_t)kl;
         uint64_t fresh = LIST_GONE;
         size_t at = lr->out->len;
-        if (tc_buf_append(lr->out, &kl, sizeof(kl)) != TC_OK ||
-            tc_buf_append(lr->out, k->str + plen, kl) != TC_OK ||
-            tc_buf_append(lr->out, &fresh, sizeof(fresh)) != TC_OK) {
+        if (tc_buf_append(lr->out, &kl32, sizeof(kl32)) != TC_OK ||
+            tc_buf_append(lr->out, key, kl) != TC_OK ||
+            tc_buf_append(lr->out, &fresh, sizeof(fresh)) != TC_OK ||
+            make_key(c, key, kl) != TC_OK) {
             o->st = TC_ENOMEM;
             return;
         }
-        const char *argv[] = {"PTTL", k->str};
-        size_t argvlen[] = {4, k->len};
+        const char *argv[] = {"PTTL", (const char *)c->kbuf.data};
+        size_t argvlen[] = {4, c->kbuf.len};
         if (tc_redis_send(c, o, W_LPTTL, 2, argv, argvlen) != TC_OK) {
             o->st = TC_EUNAVAIL;
             return;
@@ -660,13 +748,24 @@ static enum tc_status start_list(struct redis_ctx *c, struct redis_list_op *op)
     if (o == NULL) {
         return TC_ENOMEM;
     }
-    if ((o->pattern = make_pattern(c->rt, lr->prefix, lr->prefix_len, &o->pattern_len)) == NULL) {
-        tc_redis_rop_put(c, o);
-        return TC_ENOMEM;
+    if (op->tag) {
+        struct tc_buf set = TC_BUF_INIT;
+        st = make_tagset(c, &set, lr->tag, lr->tag_len);
+        if (st == TC_OK) {
+            const char *argv[] = {"SSCAN", (const char *)set.data, cursor, "COUNT", count};
+            size_t argvlen[] = {5, set.len, strlen(cursor), 5, strlen(count)};
+            st = tc_redis_send(c, o, W_LSCAN, 5, argv, argvlen);
+        }
+        tc_buf_deinit(&set);
+    } else if ((o->pattern = make_pattern(c->rt, lr->prefix, lr->prefix_len, &o->pattern_len)) ==
+               NULL) {
+        st = TC_ENOMEM;
+    } else {
+        const char *argv[] = {"SCAN", cursor, "MATCH", o->pattern, "COUNT", count};
+        size_t argvlen[] = {4, strlen(cursor), 5, o->pattern_len, 5, strlen(count)};
+        st = tc_redis_send(c, o, W_LSCAN, 6, argv, argvlen);
     }
-    const char *argv[] = {"SCAN", cursor, "MATCH", o->pattern, "COUNT", count};
-    size_t argvlen[] = {4, strlen(cursor), 5, o->pattern_len, 5, strlen(count)};
-    if ((st = tc_redis_send(c, o, W_LSCAN, 6, argv, argvlen)) != TC_OK) {
+    if (st != TC_OK) {
         tc_redis_rop_put(c, o);
         return st == TC_ENOMEM ? st : TC_EUNAVAIL;
     }
@@ -683,6 +782,7 @@ static enum tc_status redis_list(struct tc_tier_ctx *base, struct tc_tier_list_r
         return TC_ENOMEM;
     }
     op->outer = req;
+    op->tag = req->tag_len > 0;
     op->inner.arg = op;
     op->inner.done = list_inner_done;
     op->inner._ctx = base; /* completed by the tier layer, which counts nothing for it */
@@ -741,7 +841,7 @@ static enum tc_status redis_clear(struct tc_tier_ctx *base, struct tc_tier_req *
 {
     struct redis_ctx *c = (struct redis_ctx *)base;
     enum tc_status st;
-    if (c->rt->prefix_len == 0 && req->key_len == 0) {
+    if (c->rt->prefix_len == 0 && req->key_len == 0 && req->tags_len == 0) {
         /* Would be every key of the database, other programs' data too. */
         st = TC_EINVAL;
     } else {
@@ -1241,7 +1341,7 @@ static enum tc_tier_health redis_health(struct tc_tier *t, char *detail, size_t 
         .scheme = name,                                                                            \
         .abi_version = TC_TIER_ABI_VERSION,                                                        \
         .caps = TC_TIER_CAP_REMOTE | TC_TIER_CAP_ASYNC | TC_TIER_CAP_SHARED |                      \
-                TC_TIER_CAP_LOCK_CLUSTER | TC_TIER_CAP_LIST,                                       \
+                TC_TIER_CAP_LOCK_CLUSTER | TC_TIER_CAP_LIST | TC_TIER_CAP_TAGS,                    \
         .params = redis_params,                                                                    \
         .usage = usage_text,                                                                       \
         .open = open_fn,                                                                           \

@@ -464,6 +464,116 @@ Test(issue_15, purge_method_deletes_a_key)
     tc_test_resp_free(&r);
 }
 
+/* ---- tags ------------------------------------------------------------------------------- */
+
+/* A PUT of @p body with X-Cache-Tags @p tags (NULL: none). */
+static int put_tagged(struct tc_test_server *s, const char *key, const char *tags, const char *body)
+{
+    char t[256], h[256];
+    snprintf(t, sizeof(t), "/cache/%s", key);
+    snprintf(h, sizeof(h), "Content-Type: application/json\r\n%s%s%s", tags ? "X-Cache-Tags: " : "",
+             tags ? tags : "", tags ? "\r\n" : "");
+    struct tc_test_resp r;
+    cr_assert_eq(tc_test_http(s->port, "PUT", t, h, body, strlen(body), &r), 0);
+    int st = r.status;
+    tc_test_resp_free(&r);
+    return st;
+}
+
+Test(issue_15, purge_by_tag_reaches_every_tier_and_another_server)
+{
+    start(&srv_a, l1_a, l2_a, 1, NULL, NULL);
+    start(&srv_b, l1_b, l2_b, 1, NULL, NULL);
+    /* Tags from the header, from the body, and from a batch. */
+    cr_assert_eq(put_tagged(&srv_a, "t1", "page:7, user:1", "{\"value\":1}"), 200);
+    cr_assert_eq(put_tagged(&srv_a, "t2", NULL, "{\"value\":2,\"tags\":[\"page:7\"]}"), 200);
+    cr_assert_eq(call(&srv_a, "POST", "/batch/set",
+                      "{\"items\":[{\"key\":\"t3\",\"value\":3,\"tags\":[\"page:7\"]},"
+                      "{\"key\":\"u1\",\"value\":4,\"tags\":[\"user:1\"]}]}",
+                      NULL),
+                 200);
+    put(&srv_a, "plain", "{\"value\":5}");
+    const char *keys[] = {"t1", "t2", "t3", "u1", "plain"};
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(get_status(&srv_b, keys[i]), 200); /* B's L1 and L2 get copies */
+    }
+    tc_test_sleep_ms(200);
+    cr_assert_eq(peek(l1_b, "t2"), TC_OK);
+    cr_assert_eq(peek(l2_b, "t2"), TC_OK);
+
+    json_t *j;
+    cr_assert_eq(call(&srv_a, "POST", "/purge", "{\"tag\":\"page:7\"}", &j), 200);
+    cr_expect_eq(json_integer_value(json_object_get(j, "keys")), 3, "keys of the tag deleted");
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(j, "purged"), "tag")),
+                     "page:7");
+    json_decref(j);
+    for (int i = 0; i < 3; i++) {
+        cr_expect_eq(peek(l1_a, keys[i]), TC_ENOTFOUND, "%s in A's L1", keys[i]);
+        cr_expect_eq(peek(l2_a, keys[i]), TC_ENOTFOUND, "%s in A's L2", keys[i]);
+        cr_expect_eq(peek(l3, keys[i]), TC_ENOTFOUND, "%s in L3", keys[i]);
+        cr_expect_eq(gone(l1_b, keys[i]), TC_ENOTFOUND, "%s in B's L1", keys[i]);
+        cr_expect_eq(gone(l2_b, keys[i]), TC_ENOTFOUND, "%s in B's L2", keys[i]);
+        cr_expect_eq(get_status(&srv_b, keys[i]), 404);
+    }
+    /* Keys without the tag stay, and so does another tag of a purged key's. */
+    cr_expect_eq(get_status(&srv_a, "u1"), 200);
+    cr_expect_eq(get_status(&srv_b, "plain"), 200);
+    cr_expect_eq(peek(l1_b, "u1"), TC_OK);
+    cr_assert_eq(call(&srv_a, "POST", "/purge", "{\"tag\":\"user:1\"}", &j), 200);
+    cr_expect_eq(json_integer_value(json_object_get(j, "keys")), 1, "t1 is gone already");
+    json_decref(j);
+    cr_expect_eq(get_status(&srv_a, "u1"), 404);
+    cr_expect_eq(gone(l1_b, "u1"), TC_ENOTFOUND);
+    /* A tag purged has no index left: purging it again finds nothing. */
+    cr_assert_eq(call(&srv_a, "POST", "/purge", "{\"tag\":\"page:7\"}", &j), 200);
+    cr_expect_eq(json_integer_value(json_object_get(j, "keys")), 0);
+    json_decref(j);
+}
+
+/* Without Redis: LMDB's index names the keys, and their shm copies go too. */
+Test(issue_15, purge_by_tag_drops_shm_copies_through_the_lmdb_index)
+{
+    start(&srv_a, l1_a, l2_a, 0, NULL, NULL);
+    char key[32];
+    for (int i = 0; i < 600; i++) { /* more than one page of the index */
+        snprintf(key, sizeof(key), "g%03d", i);
+        cr_assert_eq(put_tagged(&srv_a, key, i % 2 ? "odd" : "even", "{\"value\":1}"), 200);
+    }
+    cr_assert_eq(peek(l1_a, "g001"), TC_OK);
+    json_t *j;
+    cr_assert_eq(call(&srv_a, "POST", "/purge", "{\"tag\":\"odd\"}", &j), 200);
+    cr_expect_eq(json_integer_value(json_object_get(j, "keys")), 300);
+    json_decref(j);
+    for (int i = 0; i < 600; i++) {
+        snprintf(key, sizeof(key), "g%03d", i);
+        enum tc_status want = i % 2 ? TC_ENOTFOUND : TC_OK;
+        cr_expect_eq(peek(l1_a, key), want, "%s in L1", key);
+        cr_expect_eq(peek(l2_a, key), want, "%s in L2", key);
+    }
+}
+
+Test(issue_15, tags_refuse_bad_input_and_store_nothing)
+{
+    start(&srv_a, l1_a, l2_a, 0, NULL, NULL);
+    const char *bad_headers[] = {
+        "a b!", "x,,\xc3\xa9", "toolongtoolongtoolongtoolongtoolongtoolongtoolongtoolongtoolong12"};
+    for (size_t i = 0; i < 3; i++) {
+        cr_expect_eq(put_tagged(&srv_a, "k", bad_headers[i], "{\"value\":1}"), 400, "%s",
+                     bad_headers[i]);
+    }
+    cr_expect_eq(put_tagged(&srv_a, "k", NULL, "{\"value\":1,\"tags\":\"a\"}"), 400);
+    cr_expect_eq(put_tagged(&srv_a, "k", NULL, "{\"value\":1,\"tags\":[1]}"), 400);
+    cr_expect_eq(put_tagged(&srv_a, "k", "a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q", "{\"value\":1}"),
+                 400);
+    expect_error(&srv_a, "/batch/set",
+                 "{\"items\":[{\"key\":\"k\",\"value\":1,\"tags\":[\"no space\"]}]}", 400,
+                 "bad_request");
+    cr_expect_eq(get_status(&srv_a, "k"), 404, "a write with bad tags stored its value");
+    expect_error(&srv_a, "/purge", "{\"tag\":\"\"}", 400, "bad_request");
+    expect_error(&srv_a, "/purge", "{\"tag\":[\"a\"]}", 400, "bad_request");
+    expect_error(&srv_a, "/purge", "{\"tag\":\"a\",\"prefix\":\"b\"}", 400, "bad_request");
+}
+
 /* ---- keys ------------------------------------------------------------------------------- */
 
 /* Lists every key under @p prefix, @p limit per page, into @p seen (counts per index). */
