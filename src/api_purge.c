@@ -50,6 +50,8 @@ struct purge {
     int indexed[TC_STACK_MAX_TIERS]; /* the tier keeps a tag index */
     int phase;                       /* 0: deleting the keys; 1: dropping the indexes */
     int listing;                     /* phase 0: the tier whose index is read */
+    int soft;                        /* mark stale instead of deleting */
+    uint64_t grace_ms;               /* soft: how long marked values stay servable */
     struct tc_tier_list_req lr;
     struct tc_buf page, cursor, next_cursor;
     size_t dels; /* deletes of the page in flight, + 1 while they start */
@@ -143,7 +145,8 @@ static void tag_answer(struct purge *p)
         json_t *t = json_object();
         json_object_set_new(t, "tier", json_string(tc_api_tier_label((int)i)));
         if (p->st[i] == TC_OK) {
-            json_object_set_new(t, "tagged", json_integer((json_int_t)p->removed[i]));
+            json_object_set_new(t, p->tag_len ? "tagged" : "listed",
+                                json_integer((json_int_t)p->removed[i]));
         } else {
             failed = 1;
             json_object_set_new(t, "error", json_string(tc_strerror(p->st[i])));
@@ -157,7 +160,7 @@ static void tag_answer(struct purge *p)
             json_string("the purge failed on some tiers: keys with the tag may remain"));
     }
     json_object_set(j, "purged", p->what);
-    json_object_set_new(j, "keys", json_integer((json_int_t)p->keys));
+    json_object_set_new(j, p->soft ? "marked" : "keys", json_integer((json_int_t)p->keys));
     json_object_set_new(j, "tiers", tiers);
     tc_api_respond_json(p->w, p->r, failed ? 503 : 200, j, NULL);
     purge_free(p);
@@ -176,7 +179,49 @@ static void tag_del_done(void *arg, const struct tc_rt_write_result *res)
     }
 }
 
-/* A page of the tag's keys came: delete each from every tier, then go on. */
+/*
+ * Soft purge of one key: read it through the stack, and write it back with
+ * its authoritative expiry moved to now + grace (never later than it was)
+ * and all of that as grace, so that it is stale from now on: served
+ * X-Cache: STALE within grace while the first reader refreshes it
+ * (src/readthrough.h). The write goes to every tier and, through Redis'
+ * channel, makes other servers drop their fresh copies.
+ */
+static void soft_got(struct tc_stack_op *op)
+{
+    struct purge *p = op->arg;
+    uint64_t now = op->now_ms;
+    struct tc_stack_op *set = NULL;
+    if (op->status == TC_OK) {
+        uint64_t fresh = tc_item_fresh_until(&op->hdr);
+        if (fresh == 0 || fresh > now) {
+            set = tc_stack_op_create(p->w->sc, op->key, op->key_len, now);
+        }
+    }
+    if (set != NULL) {
+        uint64_t e = now + p->grace_ms;
+        if (op->hdr.expire_ms != 0 && op->hdr.expire_ms < e) {
+            e = op->hdr.expire_ms;
+        }
+        set->hdr = op->hdr;
+        set->hdr.expire_ms = e;
+        set->hdr.flags |= TC_ITEM_F_GRACE;
+        set->hdr.grace_s = (uint16_t)((e - now + 999) / 1000);
+        /* The value's buffer moves: no copy. */
+        tc_buf_deinit(&set->value);
+        set->value = op->value;
+        tc_buf_init(&op->value);
+        p->keys++;
+    }
+    tc_stack_op_release(op);
+    if (set != NULL && tc_rt_set(&p->w->rt, set, NULL, tag_del_done, p) == TC_OK) {
+        return; /* tag_del_done counts it */
+    }
+    struct tc_rt_write_result none = {.outcome = TC_RT_STORED};
+    tag_del_done(p, &none);
+}
+
+/* A page of keys came: delete (or mark) each, then go on. */
 static void tag_page_done(struct tc_tier_list_req *lr)
 {
     struct purge *p = lr->arg;
@@ -202,11 +247,18 @@ static void tag_page_done(struct tc_tier_list_req *lr)
         }
         struct tc_stack_op *op = tc_stack_op_create(p->w->sc, at + sizeof(kl), kl, now);
         at += sizeof(kl) + kl + sizeof(uint64_t);
-        p->keys++;
         p->dels++;
-        if (op == NULL || tc_rt_del(&p->w->rt, op, tag_del_done, p) != TC_OK) {
+        if (op == NULL) {
             p->st[i] = TC_ENOMEM;
             p->dels--;
+        } else if (p->soft) {
+            tc_stack_get(op, soft_got, p);
+        } else {
+            p->keys++;
+            if (tc_rt_del(&p->w->rt, op, tag_del_done, p) != TC_OK) {
+                p->st[i] = TC_ENOMEM;
+                p->dels--;
+            }
         }
     }
     if (--p->dels == 0) {
@@ -228,6 +280,8 @@ static void tag_list(struct purge *p)
     p->page.len = 0;
     p->lr.tag = p->tag;
     p->lr.tag_len = p->tag_len;
+    p->lr.prefix = p->req.key; /* a soft purge by prefix (or of all: empty) */
+    p->lr.prefix_len = p->req.key_len;
     p->lr.cursor = p->cursor.data;
     p->lr.cursor_len = p->cursor.len;
     p->lr.limit = TAG_PAGE;
@@ -270,7 +324,8 @@ static void tag_step(struct purge *p)
             return;
         }
         p->phase = 1;
-        p->next = tc_stack_ntiers(s);
+        /* A soft purge keeps the tags: the keys are still there. */
+        p->next = p->soft ? 0 : tc_stack_ntiers(s);
     }
     while (p->next > 0) {
         size_t i = --p->next;
@@ -402,8 +457,9 @@ enum tc_status tc_api_purge(struct tc_worker *w, struct tc_http_req *r)
         msg = "\"tag\" must be a string: " TAG_RULE;
     } else if (soft != NULL && !json_is_boolean(soft)) {
         msg = "\"soft\" must be true or false";
-    } else if (json_is_true(soft)) {
-        msg = "\"soft\": true is not available in this build: purge without it";
+    } else if (json_is_true(soft) && w->srv->conf->grace_ms == 0) {
+        msg = "\"soft\": true keeps values servable stale for the grace period, and grace is 0: "
+              "start the server with --grace";
     }
     if (msg != NULL) {
         json_decref(doc);
@@ -419,8 +475,31 @@ enum tc_status tc_api_purge(struct tc_worker *w, struct tc_http_req *r)
     p->r = r;
     p->doc = doc;
     p->listing = -1;
+    p->soft = json_is_true(soft);
+    p->grace_ms = w->srv->conf->grace_ms;
+    if (p->soft && tag == NULL) {
+        /* Marking needs each key: listed by the widest tier that can list. */
+        struct tc_stack *s = w->srv->stack;
+        for (size_t i = tc_stack_ntiers(s); i-- > 0;) {
+            if (tc_tier_caps(tc_stack_tier(s, i)) & TC_TIER_CAP_LIST) {
+                p->indexed[i] = 1;
+                break;
+            }
+        }
+        if (prefix != NULL) {
+            p->req.key = json_string_value(prefix);
+            p->req.key_len = json_string_length(prefix);
+        }
+        p->what = prefix ? json_pack("{sOsb}", "prefix", prefix, "soft", 1)
+                         : json_pack("{sbsb}", "all", 1, "soft", 1);
+        p->next = tc_stack_ntiers(s);
+        tc_log(TC_LOG_INFO, "soft purge requested");
+        tag_step(p);
+        return TC_OK;
+    }
     if (tag != NULL) {
-        p->what = json_pack("{sO}", "tag", tag);
+        p->what =
+            p->soft ? json_pack("{sOsb}", "tag", tag, "soft", 1) : json_pack("{sO}", "tag", tag);
         p->tag_len = json_string_length(tag);
         memcpy(p->tag, json_string_value(tag), p->tag_len);
         p->tag[p->tag_len] = '\0';

@@ -434,6 +434,7 @@ Test(issue_15, purge_refuses_bad_requests)
         "{\"all\":\"yes\"}",
         "{\"prefix\":\"k\",\"soft\":\"yes\"}",
         "{\"prefix\":\"k\",\"hard\":true}",
+        "{\"prefix\":\"k\",\"soft\":true}", /* grace is 0: nothing to serve stale */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         expect_error(&srv_a, "/purge", bad[i], 400, "bad_request");
@@ -572,6 +573,94 @@ Test(issue_15, tags_refuse_bad_input_and_store_nothing)
     expect_error(&srv_a, "/purge", "{\"tag\":\"\"}", 400, "bad_request");
     expect_error(&srv_a, "/purge", "{\"tag\":[\"a\"]}", 400, "bad_request");
     expect_error(&srv_a, "/purge", "{\"tag\":\"a\",\"prefix\":\"b\"}", 400, "bad_request");
+}
+
+/* ---- soft purge ---------------------------------------------------------------------------- */
+
+/* GET @p key: status, X-Cache in @p xc, body's "value" as text in @p val. */
+static int get_xc(struct tc_test_server *s, const char *key, char *xc, size_t xn, char *val,
+                  size_t vn)
+{
+    char t[256];
+    snprintf(t, sizeof(t), "/cache/%s", key);
+    struct tc_test_resp r = req(s, "GET", t, NULL, NULL, 0);
+    int st = r.status;
+    snprintf(xc, xn, "%s", r.x_cache);
+    json_t *j = json_loads(r.body, 0, NULL);
+    const char *v = json_string_value(json_object_get(j, "value"));
+    snprintf(val, vn, "%s", v ? v : "");
+    json_decref(j);
+    tc_test_resp_free(&r);
+    return st;
+}
+
+Test(issue_15, soft_purge_is_served_stale_then_refreshed_on_both_servers)
+{
+    start(&srv_a, l1_a, l2_a, 1, "--grace", "30");
+    start(&srv_b, l1_b, l2_b, 1, "--grace", "30");
+    put(&srv_a, "s:1", "{\"value\":\"old\",\"ttl\":100}");
+    put(&srv_a, "s:2", "{\"value\":\"old\",\"ttl\":100}");
+    put(&srv_a, "x:1", "{\"value\":\"other\",\"ttl\":100}");
+    cr_assert_eq(get_status(&srv_b, "s:1"), 200); /* B holds fresh copies */
+    tc_test_sleep_ms(200);
+    json_t *j;
+    cr_assert_eq(call(&srv_a, "POST", "/purge", "{\"prefix\":\"s:\",\"soft\":true}", &j), 200);
+    cr_expect_eq(json_integer_value(json_object_get(j, "marked")), 2);
+    json_decref(j);
+    /* The values are kept, in every tier. */
+    cr_expect_eq(peek(l3, "s:1"), TC_OK);
+    cr_expect_eq(peek(l2_a, "s:1"), TC_OK);
+
+    /* One client refreshes (it gets the lease), the others are served stale. */
+    char xc[32], val[64];
+    int st = get_xc(&srv_a, "s:1", xc, sizeof(xc), val, sizeof(val));
+    cr_expect(st == 404 && strcmp(xc, "MISS") == 0, "first reader: %d %s", st, xc);
+    st = get_xc(&srv_a, "s:1", xc, sizeof(xc), val, sizeof(val));
+    cr_expect_eq(st, 200);
+    cr_expect_str_eq(xc, "STALE");
+    cr_expect_str_eq(val, "old");
+    /* B dropped its fresh copy (the marked write was published): stale there too. */
+    int stale_b = 0;
+    for (int i = 0; i < 100 && !stale_b; i++) {
+        st = get_xc(&srv_b, "s:1", xc, sizeof(xc), val, sizeof(val));
+        stale_b = st == 200 && strcmp(xc, "STALE") == 0 && strcmp(val, "old") == 0;
+        if (!stale_b) {
+            tc_test_sleep_ms(20);
+        }
+    }
+    cr_expect(stale_b, "B still serves s:1 fresh (%d %s)", st, xc);
+    /* Outside the prefix: untouched. */
+    st = get_xc(&srv_a, "x:1", xc, sizeof(xc), val, sizeof(val));
+    cr_expect_str_eq(xc, "HIT");
+
+    /* The refresh lands: fresh everywhere again. */
+    put(&srv_a, "s:1", "{\"value\":\"new\",\"ttl\":100}");
+    st = get_xc(&srv_a, "s:1", xc, sizeof(xc), val, sizeof(val));
+    cr_expect_eq(st, 200);
+    cr_expect_str_eq(xc, "HIT");
+    cr_expect_str_eq(val, "new");
+    int fresh_b = 0;
+    for (int i = 0; i < 100 && !fresh_b; i++) {
+        st = get_xc(&srv_b, "s:1", xc, sizeof(xc), val, sizeof(val));
+        fresh_b = st == 200 && strcmp(xc, "HIT") == 0 && strcmp(val, "new") == 0;
+        if (!fresh_b) {
+            tc_test_sleep_ms(20);
+        }
+    }
+    cr_expect(fresh_b, "B never served the refreshed value (%d %s %s)", st, xc, val);
+
+    /* A soft purge by tag marks the tagged keys only, and keeps them tagged. */
+    cr_assert_eq(put_tagged(&srv_a, "tg:1", "grp", "{\"value\":\"t\",\"ttl\":100}"), 200);
+    cr_assert_eq(call(&srv_a, "POST", "/purge", "{\"tag\":\"grp\",\"soft\":true}", &j), 200);
+    cr_expect_eq(json_integer_value(json_object_get(j, "marked")), 1);
+    json_decref(j);
+    get_xc(&srv_a, "tg:1", xc, sizeof(xc), val, sizeof(val)); /* the refresher */
+    st = get_xc(&srv_a, "tg:1", xc, sizeof(xc), val, sizeof(val));
+    cr_expect_str_eq(xc, "STALE");
+    cr_assert_eq(call(&srv_a, "POST", "/purge", "{\"tag\":\"grp\"}", &j), 200);
+    cr_expect_eq(json_integer_value(json_object_get(j, "keys")), 1);
+    json_decref(j);
+    cr_expect_eq(get_status(&srv_a, "tg:1"), 404);
 }
 
 /* ---- keys ------------------------------------------------------------------------------- */
