@@ -8,11 +8,16 @@
  *   POST /batch/delete {"keys":[K...]}
  *        200 {"items":[{"key","ok":true} | {"key","error":CODE} ...]}
  *
- * Every item goes through read-through (src/readthrough.h) exactly as a
- * single /cache/{key} request does, all of them at once: each lookup walks
- * the tiers, back-fills the faster ones and takes part in dogpile
- * protection like a single GET; the Redis requests of the batch go out on
- * the worker's one connection without waiting for each other (pipelined).
+ * A batch get first looks every key up in L1 at once when L1 answers
+ * synchronously (tc_tier_get_many: the shm tier overlaps the cache misses
+ * of the batch, LMDB shares one read transaction); a fresh hit there is
+ * answered as read-through would answer it. Every other key (a miss, a
+ * stale or damaged copy) goes through read-through (src/readthrough.h)
+ * exactly as a single /cache/{key} request does, all of them at once: each
+ * lookup walks the tiers, back-fills the faster ones and takes part in
+ * dogpile protection like a single GET; the Redis requests of the batch go
+ * out on the worker's one connection without waiting for each other
+ * (pipelined).
  * An item is written by the same function as a single GET's body
  * (tc_api_render_value), plus its "tier".
  *
@@ -273,6 +278,59 @@ static void batch_item_done(struct batch *b)
 
 /* ---- /batch/get --------------------------------------------------------------------------- */
 
+static enum tc_status add_tier(struct tc_buf *j, const char *tier);
+
+/*
+ * Answers from L1 the items it holds fresh, all looked up in one
+ * tc_tier_get_many; marks them done in @p done. Only for an L1 that
+ * answers at once (not ASYNC) and is up: anything else, and every item
+ * not answered here, is read through the stack.
+ */
+static void l1_pass(struct batch *b, uint8_t *done)
+{
+    struct tc_worker *w = b->w;
+    struct tc_stack *s = w->srv->stack;
+    if (tc_stack_ntiers(s) == 0 || tc_stack_tier_down(s, 0) ||
+        (tc_tier_caps(tc_stack_tier(s, 0)) & TC_TIER_CAP_ASYNC)) {
+        return;
+    }
+    struct tc_tier_ctx *c = tc_stack_ctx_tier(w->sc, 0);
+    uint64_t now = tc_clock_ms();
+    struct tc_tier_req reqs[TC_TIER_GET_MANY_MAX], *rp[TC_TIER_GET_MANY_MAX];
+    struct tc_buf vals[TC_TIER_GET_MANY_MAX];
+    for (size_t at = 0; at < b->n; at += TC_TIER_GET_MANY_MAX) {
+        size_t m = b->n - at < TC_TIER_GET_MANY_MAX ? b->n - at : TC_TIER_GET_MANY_MAX;
+        for (size_t i = 0; i < m; i++) {
+            struct batch_item *it = &b->items[at + i];
+            tc_buf_init(&vals[i]);
+            memset(&reqs[i], 0, sizeof(reqs[i]));
+            reqs[i].key = it->key;
+            reqs[i].key_len = it->key_len;
+            reqs[i].now_ms = now;
+            reqs[i].out = &vals[i];
+            rp[i] = &reqs[i];
+        }
+        tc_tier_get_many(c, rp, m);
+        for (size_t i = 0; i < m; i++) {
+            struct batch_item *it = &b->items[at + i];
+            uint64_t fresh = tc_item_fresh_until(&reqs[i].hdr);
+            /* Fresh and rendered as a single GET would render it; a stale,
+             * damaged or unrenderable copy is left to read-through, which
+             * serves stale values and scrubs bad copies. */
+            if (reqs[i].status == TC_OK && (fresh == 0 || fresh > now)) {
+                it->json.len = 0;
+                if (tc_api_render_value(it->key, it->key_len, &vals[i], &reqs[i].hdr, now,
+                                        &it->json) == TC_OK &&
+                    add_tier(&it->json, tc_api_tier_label(0)) == TC_OK) {
+                    tc_worker_count_read(w, TC_READ_HIT, 0);
+                    done[at + i] = 1;
+                }
+            }
+            tc_buf_deinit(&vals[i]);
+        }
+    }
+}
+
 /* Read-through's accept hook, as for a single GET: a value that does not
  * render is rejected and the lookup goes on to the next tier. */
 static int get_accept(void *arg, const void *key, size_t key_len, const struct tc_buf *value,
@@ -382,17 +440,30 @@ enum tc_status tc_api_batch_get(struct tc_worker *w, struct tc_http_req *r)
     const struct tc_conf *conf = w->srv->conf;
     enum tc_rt_mode mode = conf->origin[0] != '\0' ? TC_RT_ORIGIN : TC_RT_PLAIN;
     uint64_t lease_ms = mode == TC_RT_ORIGIN ? conf->origin_timeout_ms + 1000 : conf->lease_ms;
+    uint8_t *done = calloc(n ? n : 1, 1);
+    if (done == NULL) {
+        batch_destroy(b);
+        return TC_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *k = json_array_get(keys, i);
+        b->items[i].key = json_string_value(k);
+        b->items[i].key_len = json_string_length(k);
+    }
+    l1_pass(b, done);
     for (size_t i = 0; i < n; i++) {
         struct batch_item *it = &b->items[i];
-        json_t *k = json_array_get(keys, i);
-        it->key = json_string_value(k);
-        it->key_len = json_string_length(k);
+        if (done[i]) {
+            batch_item_done(b);
+            continue;
+        }
         if (tc_rt_get(&w->rt, it->key, it->key_len, mode, lease_ms, get_accept, get_done, it) !=
             TC_OK) {
             item_outcome(it, "unavailable");
             batch_item_done(b);
         }
     }
+    free(done);
     batch_item_done(b);
     return TC_OK;
 }
