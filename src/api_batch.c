@@ -410,32 +410,44 @@ static void get_done(void *arg, const struct tc_rt_result *res)
     batch_item_done(it->b);
 }
 
-static const char *const get_fields[] = {"keys", NULL};
-#define GET_USAGE "{\"keys\": [\"k1\", \"k2\"]}"
+static const char *const keys_fields[] = {"keys", NULL};
+#define KEYS_USAGE "{\"keys\": [\"k1\", \"k2\"]}"
+
+/* A /batch/get or /batch/delete: {"keys":[...]} checked whole, as a batch
+ * whose items have their keys; NULL when it answered (or *st to answer). */
+static struct batch *keys_batch(struct tc_worker *w, struct tc_http_req *r, enum tc_status *st)
+{
+    *st = TC_OK;
+    json_t *doc = tc_api_body_object(w, r, keys_fields, KEYS_USAGE);
+    json_t *keys = doc ? batch_array(w, r, doc, "keys", KEYS_USAGE) : NULL;
+    size_t n = keys ? json_array_size(keys) : 0;
+    for (size_t i = 0; keys != NULL && i < n; i++) {
+        if (check_key(w, r, json_array_get(keys, i), "keys", i) != 0) {
+            keys = NULL;
+        }
+    }
+    struct batch *b = keys ? batch_create(w, r, doc, n) : NULL;
+    if (b == NULL) {
+        json_decref(doc);
+        *st = keys ? TC_ENOMEM : TC_OK;
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *k = json_array_get(keys, i);
+        b->items[i].key = json_string_value(k);
+        b->items[i].key_len = json_string_length(k);
+    }
+    return b;
+}
 
 enum tc_status tc_api_batch_get(struct tc_worker *w, struct tc_http_req *r)
 {
-    json_t *doc = tc_api_body_object(w, r, get_fields, GET_USAGE);
-    if (doc == NULL) {
-        return TC_OK;
-    }
-    json_t *keys = batch_array(w, r, doc, "keys", GET_USAGE);
-    if (keys == NULL) {
-        json_decref(doc);
-        return TC_OK;
-    }
-    size_t n = json_array_size(keys);
-    for (size_t i = 0; i < n; i++) {
-        if (check_key(w, r, json_array_get(keys, i), "keys", i) != 0) {
-            json_decref(doc);
-            return TC_OK;
-        }
-    }
-    struct batch *b = batch_create(w, r, doc, n);
+    enum tc_status st;
+    struct batch *b = keys_batch(w, r, &st);
     if (b == NULL) {
-        json_decref(doc);
-        return TC_ENOMEM;
+        return st;
     }
+    size_t n = b->n;
     /* The mode and lease of a single GET without X-Cache-Lease (src/api_cache.c). */
     const struct tc_conf *conf = w->srv->conf;
     enum tc_rt_mode mode = conf->origin[0] != '\0' ? TC_RT_ORIGIN : TC_RT_PLAIN;
@@ -444,11 +456,6 @@ enum tc_status tc_api_batch_get(struct tc_worker *w, struct tc_http_req *r)
     if (done == NULL) {
         batch_destroy(b);
         return TC_ENOMEM;
-    }
-    for (size_t i = 0; i < n; i++) {
-        json_t *k = json_array_get(keys, i);
-        b->items[i].key = json_string_value(k);
-        b->items[i].key_len = json_string_length(k);
     }
     l1_pass(b, done);
     for (size_t i = 0; i < n; i++) {
@@ -593,38 +600,17 @@ enum tc_status tc_api_batch_set(struct tc_worker *w, struct tc_http_req *r)
     return TC_OK;
 }
 
-static const char *const del_fields[] = {"keys", NULL};
-#define DEL_USAGE "{\"keys\": [\"k1\", \"k2\"]}"
-
 enum tc_status tc_api_batch_delete(struct tc_worker *w, struct tc_http_req *r)
 {
-    json_t *doc = tc_api_body_object(w, r, del_fields, DEL_USAGE);
-    if (doc == NULL) {
-        return TC_OK;
-    }
-    json_t *keys = batch_array(w, r, doc, "keys", DEL_USAGE);
-    if (keys == NULL) {
-        json_decref(doc);
-        return TC_OK;
-    }
-    size_t n = json_array_size(keys);
-    for (size_t i = 0; i < n; i++) {
-        if (check_key(w, r, json_array_get(keys, i), "keys", i) != 0) {
-            json_decref(doc);
-            return TC_OK;
-        }
-    }
-    struct batch *b = batch_create(w, r, doc, n);
+    enum tc_status st;
+    struct batch *b = keys_batch(w, r, &st);
     if (b == NULL) {
-        json_decref(doc);
-        return TC_ENOMEM;
+        return st;
     }
+    size_t n = b->n;
     uint64_t now = tc_clock_ms();
     for (size_t i = 0; i < n; i++) {
         struct batch_item *it = &b->items[i];
-        json_t *k = json_array_get(keys, i);
-        it->key = json_string_value(k);
-        it->key_len = json_string_length(k);
         if ((it->op = tc_stack_op_create(w->sc, it->key, it->key_len, now)) == NULL) {
             batch_destroy(b);
             return TC_ENOMEM;

@@ -68,17 +68,26 @@ static void purge_free(struct purge *p)
     free(p);
 }
 
-static void purge_answer(struct purge *p)
+/*
+ * Answers a purge: per tier (only the tiers in @p only, when given) its
+ * count under @p count_name, or its error; with @p keys_name, the number of
+ * keys deleted or marked. 503 when any tier failed: its keys may remain.
+ */
+static void purge_respond(struct purge *p, const int *only, const char *count_name,
+                          const char *keys_name)
 {
     size_t n = tc_stack_ntiers(p->w->srv->stack);
     json_t *j = json_object();
     json_t *tiers = json_array();
     int failed = 0;
     for (size_t i = 0; i < n; i++) {
+        if (only != NULL && !only[i]) {
+            continue;
+        }
         json_t *t = json_object();
         json_object_set_new(t, "tier", json_string(tc_api_tier_label((int)i)));
         if (p->st[i] == TC_OK) {
-            json_object_set_new(t, "removed", json_integer((json_int_t)p->removed[i]));
+            json_object_set_new(t, count_name, json_integer((json_int_t)p->removed[i]));
         } else {
             failed = 1;
             json_object_set_new(t, "error", json_string(tc_strerror(p->st[i])));
@@ -91,6 +100,9 @@ static void purge_answer(struct purge *p)
                             json_string("the purge failed on some tiers: their keys may remain"));
     }
     json_object_set(j, "purged", p->what);
+    if (keys_name != NULL) {
+        json_object_set_new(j, keys_name, json_integer((json_int_t)p->keys));
+    }
     json_object_set_new(j, "tiers", tiers);
     tc_api_respond_json(p->w, p->r, failed ? 503 : 200, j, NULL);
     purge_free(p);
@@ -127,44 +139,10 @@ static void purge_step(struct purge *p)
         p->st[i] = st;
         p->removed[i] = p->req.count;
     }
-    purge_answer(p);
+    purge_respond(p, NULL, "removed", NULL);
 }
 
 /* ---- by tag -------------------------------------------------------------------------- */
-
-static void tag_answer(struct purge *p)
-{
-    size_t n = tc_stack_ntiers(p->w->srv->stack);
-    json_t *j = json_object();
-    json_t *tiers = json_array();
-    int failed = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!p->indexed[i]) {
-            continue;
-        }
-        json_t *t = json_object();
-        json_object_set_new(t, "tier", json_string(tc_api_tier_label((int)i)));
-        if (p->st[i] == TC_OK) {
-            json_object_set_new(t, p->tag_len ? "tagged" : "listed",
-                                json_integer((json_int_t)p->removed[i]));
-        } else {
-            failed = 1;
-            json_object_set_new(t, "error", json_string(tc_strerror(p->st[i])));
-        }
-        json_array_append_new(tiers, t);
-    }
-    if (failed) {
-        json_object_set_new(j, "error", json_string("unavailable"));
-        json_object_set_new(
-            j, "message",
-            json_string("the purge failed on some tiers: keys with the tag may remain"));
-    }
-    json_object_set(j, "purged", p->what);
-    json_object_set_new(j, p->soft ? "marked" : "keys", json_integer((json_int_t)p->keys));
-    json_object_set_new(j, "tiers", tiers);
-    tc_api_respond_json(p->w, p->r, failed ? 503 : 200, j, NULL);
-    purge_free(p);
-}
 
 static void tag_step(struct purge *p);
 
@@ -344,7 +322,7 @@ static void tag_step(struct purge *p)
         }
         p->st[i] = st;
     }
-    tag_answer(p);
+    purge_respond(p, p->indexed, p->tag_len ? "tagged" : "listed", p->soft ? "marked" : "keys");
 }
 
 /* Whether @p t (@p n bytes) is a tag: 1..TC_TAG_MAX of [A-Za-z0-9_.:/@+-]. */

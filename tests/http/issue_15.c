@@ -594,6 +594,21 @@ static int get_xc(struct tc_test_server *s, const char *key, char *xc, size_t xn
     return st;
 }
 
+/* Whether @p s answers @p key 200 with X-Cache @p xc and value @p want within 2 s
+ * (another server applies a publication asynchronously). */
+static int served_as(struct tc_test_server *s, const char *key, const char *xc, const char *want)
+{
+    char got[32], val[64];
+    for (int i = 0; i < 100; i++) {
+        int st = get_xc(s, key, got, sizeof(got), val, sizeof(val));
+        if (st == 200 && strcmp(got, xc) == 0 && strcmp(val, want) == 0) {
+            return 1;
+        }
+        tc_test_sleep_ms(20);
+    }
+    return 0;
+}
+
 Test(issue_15, soft_purge_is_served_stale_then_refreshed_on_both_servers)
 {
     start(&srv_a, l1_a, l2_a, 1, "--grace", "30");
@@ -620,15 +635,7 @@ Test(issue_15, soft_purge_is_served_stale_then_refreshed_on_both_servers)
     cr_expect_str_eq(xc, "STALE");
     cr_expect_str_eq(val, "old");
     /* B dropped its fresh copy (the marked write was published): stale there too. */
-    int stale_b = 0;
-    for (int i = 0; i < 100 && !stale_b; i++) {
-        st = get_xc(&srv_b, "s:1", xc, sizeof(xc), val, sizeof(val));
-        stale_b = st == 200 && strcmp(xc, "STALE") == 0 && strcmp(val, "old") == 0;
-        if (!stale_b) {
-            tc_test_sleep_ms(20);
-        }
-    }
-    cr_expect(stale_b, "B still serves s:1 fresh (%d %s)", st, xc);
+    cr_expect(served_as(&srv_b, "s:1", "STALE", "old"), "B still serves s:1 fresh");
     /* Outside the prefix: untouched. */
     st = get_xc(&srv_a, "x:1", xc, sizeof(xc), val, sizeof(val));
     cr_expect_str_eq(xc, "HIT");
@@ -639,15 +646,7 @@ Test(issue_15, soft_purge_is_served_stale_then_refreshed_on_both_servers)
     cr_expect_eq(st, 200);
     cr_expect_str_eq(xc, "HIT");
     cr_expect_str_eq(val, "new");
-    int fresh_b = 0;
-    for (int i = 0; i < 100 && !fresh_b; i++) {
-        st = get_xc(&srv_b, "s:1", xc, sizeof(xc), val, sizeof(val));
-        fresh_b = st == 200 && strcmp(xc, "HIT") == 0 && strcmp(val, "new") == 0;
-        if (!fresh_b) {
-            tc_test_sleep_ms(20);
-        }
-    }
-    cr_expect(fresh_b, "B never served the refreshed value (%d %s %s)", st, xc, val);
+    cr_expect(served_as(&srv_b, "s:1", "HIT", "new"), "B never served the refreshed value");
 
     /* A soft purge by tag marks the tagged keys only, and keeps them tagged. */
     cr_assert_eq(put_tagged(&srv_a, "tg:1", "grp", "{\"value\":\"t\",\"ttl\":100}"), 200);
