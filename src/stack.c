@@ -25,10 +25,29 @@ struct tc_stack {
     struct stack_inval *inval[TC_STACK_MAX_TIERS];
 };
 
+/* Deletes @p key (or, with @p prefix, clears every key starting with it)
+ * from every tier faster than iv->remote, on the subscriber's thread. */
+static void inval_apply(struct stack_inval *iv, const void *key, size_t key_len, int prefix)
+{
+    struct tc_stack *s = iv->s;
+    for (size_t i = 0; i < iv->remote; i++) {
+        if (iv->ctx[i] == NULL && tc_tier_ctx_init(s->tiers[i], NULL, &iv->ctx[i]) != TC_OK) {
+            iv->ctx[i] = NULL;
+            continue;
+        }
+        struct tc_tier_req r = {.key = key, .key_len = key_len, .now_ms = tc_clock_ms()};
+        enum tc_status st = prefix ? tc_tier_clear(iv->ctx[i], &r) : tc_tier_del(iv->ctx[i], &r);
+        if (st != TC_OK) {
+            tc_log(TC_LOG_WARN, "invalidation of a %s in l%zu failed: %s", prefix ? "purge" : "key",
+                   i + 1, tc_strerror(st));
+        }
+    }
+    atomic_fetch_add_explicit(&iv->applied, 1, memory_order_relaxed);
+}
+
 static void on_invalidate(void *arg, const void *key, size_t key_len)
 {
     struct stack_inval *iv = arg;
-    struct tc_stack *s = iv->s;
     if (key == NULL) {
         /* The subscription was lost for a while: messages may be missed.
          * Staleness stays bounded by the faster tiers' own TTLs (ttl_ratio,
@@ -38,18 +57,7 @@ static void on_invalidate(void *arg, const void *key, size_t key_len)
                iv->remote + 1);
         return;
     }
-    for (size_t i = 0; i < iv->remote; i++) {
-        if (iv->ctx[i] == NULL && tc_tier_ctx_init(s->tiers[i], NULL, &iv->ctx[i]) != TC_OK) {
-            iv->ctx[i] = NULL;
-            continue;
-        }
-        struct tc_tier_req r = {.key = key, .key_len = key_len, .now_ms = tc_clock_ms()};
-        enum tc_status st = tc_tier_del(iv->ctx[i], &r);
-        if (st != TC_OK) {
-            tc_log(TC_LOG_WARN, "invalidation of a key in l%zu failed: %s", i + 1, tc_strerror(st));
-        }
-    }
-    atomic_fetch_add_explicit(&iv->applied, 1, memory_order_relaxed);
+    inval_apply(iv, key, key_len, 0);
 }
 
 /* A clear by prefix that another process made through shared remote tier
@@ -57,21 +65,7 @@ static void on_invalidate(void *arg, const void *key, size_t key_len)
  * tier here. Same thread and ctxs as on_invalidate. */
 static void on_invalidate_prefix(void *arg, const void *prefix, size_t prefix_len)
 {
-    struct stack_inval *iv = arg;
-    struct tc_stack *s = iv->s;
-    for (size_t i = 0; i < iv->remote; i++) {
-        if (iv->ctx[i] == NULL && tc_tier_ctx_init(s->tiers[i], NULL, &iv->ctx[i]) != TC_OK) {
-            iv->ctx[i] = NULL;
-            continue;
-        }
-        struct tc_tier_req r = {.key = prefix, .key_len = prefix_len, .now_ms = tc_clock_ms()};
-        enum tc_status st = tc_tier_clear(iv->ctx[i], &r);
-        if (st != TC_OK) {
-            tc_log(TC_LOG_WARN, "a purge published by another host failed in l%zu: %s", i + 1,
-                   tc_strerror(st));
-        }
-    }
-    atomic_fetch_add_explicit(&iv->applied, 1, memory_order_relaxed);
+    inval_apply(arg, prefix, prefix_len, 1);
 }
 
 uint64_t tc_stack_invalidations(const struct tc_stack *s, uint64_t *lost)
