@@ -53,9 +53,9 @@ static int rt(int fd, const char *method, const char *target, const char *body)
 {
     char head[512];
     size_t blen = body ? strlen(body) : 0;
-    int n = snprintf(head, sizeof(head),
-                     "%s %s HTTP/1.1\r\nHost: x\r\n%sContent-Length: %zu\r\n\r\n", method, target,
-                     body ? "Content-Type: application/json\r\n" : "", blen);
+    int n =
+        snprintf(head, sizeof(head), "%s %s HTTP/1.1\r\nHost: x\r\n%sContent-Length: %zu\r\n\r\n",
+                 method, target, body ? "Content-Type: application/json\r\n" : "", blen);
     if (write(fd, head, (size_t)n) != n || (blen && write(fd, body, blen) != (ssize_t)blen)) {
         perror("write");
         exit(1);
@@ -127,8 +127,8 @@ static int bench_get(unsigned port, double secs)
         batch_t += t - t0;
     }
     double s = single_keys / single_t, b = batch_keys / batch_t;
-    printf("16 single GETs: %.0f keys/s\nPOST /batch/get of 16: %.0f keys/s\nratio: %.2fx\n", s,
-           b, b / s);
+    printf("16 single GETs: %.0f keys/s\nPOST /batch/get of 16: %.0f keys/s\nratio: %.2fx\n", s, b,
+           b / s);
     close(fd);
     return 0;
 }
