@@ -1,10 +1,12 @@
 /*
  * Issue 15's two speed figures, against a running tiercache (127.0.0.1:PORT):
  *
- *   batch_purge get PORT SECONDS
+ *   batch_purge get PORT SECONDS [SERVER_PID]
  *       16 keys stored, then on ONE keep-alive connection, alternately for
- *       SECONDS each: 16 single GET /cache/{key}, and one POST /batch/get
- *       of the same 16 keys. Prints keys/s of each and the ratio.
+ *       SECONDS in all: 16 single GET /cache/{key}, and one POST /batch/get
+ *       of the same 16 keys. Prints keys/s of each and the ratio; with
+ *       SERVER_PID, also keys per server CPU-second (/proc/PID/stat), the
+ *       figure that a shared machine disturbs least.
  *   batch_purge fill PORT PREFIX N [BATCH]
  *       stores PREFIX0000000 .. PREFIX(N-1) through POST /batch/set, BATCH
  *       keys per request (default 1000), 100-byte values.
@@ -81,7 +83,33 @@ static int rt(int fd, const char *method, const char *target, const char *body)
     }
 }
 
-static int bench_get(unsigned port, double secs)
+/* The server's user + system CPU seconds so far (0 without a pid). */
+static double cpu_s(int pid)
+{
+    if (pid <= 0) {
+        return 0;
+    }
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL || fgets(buf, sizeof(buf), f) == NULL) {
+        if (f) {
+            fclose(f);
+        }
+        return 0;
+    }
+    fclose(f);
+    /* After the ")" that ends the command name: state, then utime is the 12th field, stime 13th. */
+    char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    if (p == NULL ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2) {
+        return 0;
+    }
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static int bench_get(unsigned port, double secs, int pid)
 {
     int fd = conn(port);
     char body[2048], target[64];
@@ -97,11 +125,13 @@ static int bench_get(unsigned port, double secs)
         o += (size_t)snprintf(body + o, sizeof(body) - o, "%s\"bench:%02d\"", i ? "," : "", i);
     }
     snprintf(body + o, sizeof(body) - o, "]}");
-    double single_keys = 0, single_t = 0, batch_keys = 0, batch_t = 0;
+    double single_keys = 0, single_t = 0, batch_keys = 0, batch_t = 0, single_cpu = 0,
+           batch_cpu = 0, c0;
     /* Alternating rounds, so that both sides see the same machine. */
     for (int round = 0; round < 6; round++) {
         double t0 = now_s(), t;
         long keys = 0;
+        c0 = cpu_s(pid);
         while ((t = now_s()) - t0 < secs / 6) {
             for (int i = 0; i < 16; i++) {
                 snprintf(target, sizeof(target), "/cache/bench:%02d", i);
@@ -114,7 +144,9 @@ static int bench_get(unsigned port, double secs)
         }
         single_keys += (double)keys;
         single_t += t - t0;
+        single_cpu += cpu_s(pid) - c0;
         t0 = now_s();
+        c0 = cpu_s(pid);
         keys = 0;
         while ((t = now_s()) - t0 < secs / 6) {
             if (rt(fd, "POST", "/batch/get", body) != 200) {
@@ -125,10 +157,17 @@ static int bench_get(unsigned port, double secs)
         }
         batch_keys += (double)keys;
         batch_t += t - t0;
+        batch_cpu += cpu_s(pid) - c0;
     }
     double s = single_keys / single_t, b = batch_keys / batch_t;
     printf("16 single GETs: %.0f keys/s\nPOST /batch/get of 16: %.0f keys/s\nratio: %.2fx\n", s, b,
            b / s);
+    if (pid > 0 && single_cpu > 0 && batch_cpu > 0) {
+        double sc = single_keys / single_cpu, bc = batch_keys / batch_cpu;
+        printf("server CPU: single %.2f s, batch %.2f s\n", single_cpu, batch_cpu);
+        printf("keys per server CPU-second: single %.0f, batch %.0f, ratio %.2fx\n", sc, bc,
+               bc / sc);
+    }
     close(fd);
     return 0;
 }
@@ -161,7 +200,7 @@ static int fill(unsigned port, const char *prefix, long n, long per)
 int main(int argc, char **argv)
 {
     if (argc >= 4 && strcmp(argv[1], "get") == 0) {
-        return bench_get((unsigned)atoi(argv[2]), atof(argv[3]));
+        return bench_get((unsigned)atoi(argv[2]), atof(argv[3]), argc > 4 ? atoi(argv[4]) : 0);
     }
     if (argc >= 5 && strcmp(argv[1], "fill") == 0) {
         return fill((unsigned)atoi(argv[2]), argv[3], atol(argv[4]),

@@ -33,7 +33,7 @@ taskset -c 0 "$build/tiercache" --listen "127.0.0.1:$port" --workers 1 \
 spid=$!
 sleep 1
 echo "== batch get: 16 keys, one keep-alive connection, ${secs}s =="
-timeout 120 taskset -c 1 "$tmp/client" get "$port" "$secs"
+timeout 120 taskset -c 1 "$tmp/client" get "$port" "$secs" "$spid"
 echo "== purge: 100k of 1M keys =="
 timeout 900 taskset -c 1 "$tmp/client" fill "$port" o: 900000
 timeout 300 taskset -c 1 "$tmp/client" fill "$port" p: 100000

@@ -44,6 +44,7 @@ struct purge {
     struct tc_tier_req req;
     enum tc_status st[TC_STACK_MAX_TIERS];
     uint64_t removed[TC_STACK_MAX_TIERS];
+    uint64_t t0, ms[TC_STACK_MAX_TIERS]; /* prefix, all: how long each tier's clear took */
     /* A tag purge. */
     char tag[TC_TAG_MAX + 1]; /* NUL-ended: tc_tier_req.tags of the index clear */
     size_t tag_len;
@@ -88,6 +89,9 @@ static void purge_respond(struct purge *p, const int *only, const char *count_na
         json_object_set_new(t, "tier", json_string(tc_api_tier_label((int)i)));
         if (p->st[i] == TC_OK) {
             json_object_set_new(t, count_name, json_integer((json_int_t)p->removed[i]));
+            if (only == NULL) {
+                json_object_set_new(t, "ms", json_integer((json_int_t)p->ms[i]));
+            }
         } else {
             failed = 1;
             json_object_set_new(t, "error", json_string(tc_strerror(p->st[i])));
@@ -115,6 +119,7 @@ static void purge_tier_done(struct tc_tier_req *req)
     struct purge *p = req->arg;
     p->st[p->next] = req->status;
     p->removed[p->next] = req->count;
+    p->ms[p->next] = tc_clock_ms() - p->t0;
     purge_step(p);
 }
 
@@ -128,7 +133,7 @@ static void purge_step(struct purge *p)
             p->st[i] = TC_EUNAVAIL;
             continue;
         }
-        p->req.now_ms = tc_clock_ms();
+        p->req.now_ms = p->t0 = tc_clock_ms();
         p->req.count = 0;
         p->req.done = purge_tier_done;
         p->req.arg = p;
@@ -138,6 +143,7 @@ static void purge_step(struct purge *p)
         }
         p->st[i] = st;
         p->removed[i] = p->req.count;
+        p->ms[i] = tc_clock_ms() - p->t0;
     }
     purge_respond(p, NULL, "removed", NULL);
 }
