@@ -464,11 +464,16 @@ enum tc_status tc_api_purge(struct tc_worker *w, struct tc_http_req *r)
     if (p->soft && tag == NULL) {
         /* Marking needs each key: listed by the widest tier that can list. */
         struct tc_stack *s = w->srv->stack;
-        for (size_t i = tc_stack_ntiers(s); i-- > 0;) {
-            if (tc_tier_caps(tc_stack_tier(s, i)) & TC_TIER_CAP_LIST) {
-                p->indexed[i] = 1;
-                break;
-            }
+        int lister = 0;
+        for (size_t i = tc_stack_ntiers(s); i-- > 0 && !lister;) {
+            lister = p->indexed[i] = (tc_tier_caps(tc_stack_tier(s, i)) & TC_TIER_CAP_LIST) != 0;
+        }
+        if (!lister) {
+            purge_free(p);
+            tc_api_error(w, r, TC_API_UNAVAILABLE, NULL,
+                         "a soft purge by prefix needs a tier that can list keys (lmdb://, "
+                         "redis://)");
+            return TC_OK;
         }
         if (prefix != NULL) {
             p->req.key = json_string_value(prefix);
