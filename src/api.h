@@ -107,11 +107,63 @@ const char *tc_api_tier_label(int i);
  * on the worker's thread once it serves no request. NULL is a no-op. */
 void tc_api_cache_pool_destroy(struct tc_api_cache_pool *pool);
 
+/*
+ * Shared by /cache/{key} (src/api_cache.c, which keeps them) and the bulk
+ * routes (src/api_batch.c), so that an item of a batch is read, stored and
+ * written exactly as a single request's value.
+ */
+
+/** Stores the JSON @p value (a client's "value") in @p op: a string as
+ * TC_ENC_STRING bytes, anything else as its compact serialization,
+ * TC_ENC_JSON. @return TC_OK or TC_ENOMEM. */
+enum tc_status tc_api_value_from_json(json_t *value, struct tc_stack_op *op);
+
+/** Appends the JSON of a hit, {"key","value",["encoding",]"ttl"[,"stale"]}, to @p out,
+ * as GET /cache/{key} answers it. @return TC_OK; TC_ECORRUPT when the value
+ * is not what its encoding says (a string that is not UTF-8); TC_ENOMEM. */
+enum tc_status tc_api_render_value(const void *key, size_t key_len, const struct tc_buf *value,
+                                   const struct tc_item_hdr *hdr, uint64_t now_ms,
+                                   struct tc_buf *out);
+
+/** Reads the JSON TTL @p v (seconds; @p what names it in the error) into
+ * *ttl_ms within max-ttl; @p v NULL leaves *ttl_ms. Returns 0, or -1 once
+ * it answered 400 bad_ttl. */
+int tc_api_parse_ttl(struct tc_worker *w, struct tc_http_req *r, json_t *v, const char *what,
+                     uint64_t *ttl_ms);
+
+/**
+ * Parses @p r's body as a JSON object whose members are all in @p fields
+ * (NULL-terminated); Content-Type may be absent, application/json, or the
+ * application/x-www-form-urlencoded that curl -d sends. @p usage: an
+ * example body for the messages. Returns the document (the caller's), or
+ * NULL once it answered: 415, 400 bad_json (empty, malformed, not an
+ * object), 400 bad_request naming an unknown field and the valid ones.
+ */
+json_t *tc_api_body_object(struct tc_worker *w, struct tc_http_req *r, const char *const *fields,
+                           const char *usage);
+
+/**
+ * Tags of a write (issue 15), appended to @p out as tc_tier_req.tags
+ * ("a\0b\0"): from the JSON array @p v ("tags"; NULL or null: none), or
+ * from the X-Cache-Tags header ("a, b"). Returns 0, or -1 once it answered
+ * 400 (a tag that is not 1..64 of [A-Za-z0-9_.:/@+-], more than 16).
+ * In src/api_purge.c.
+ */
+int tc_api_tags_json(struct tc_worker *w, struct tc_http_req *r, json_t *v, struct tc_buf *out);
+int tc_api_tags_header(struct tc_worker *w, struct tc_http_req *r, struct tc_buf *out);
+
 /* The handlers, one file per area of the API. */
 enum tc_status tc_api_cache(struct tc_worker *w, struct tc_http_req *r);  /* src/api_cache.c */
 enum tc_status tc_api_locks(struct tc_worker *w, struct tc_http_req *r);  /* src/api_locks.c */
 enum tc_status tc_api_health(struct tc_worker *w, struct tc_http_req *r); /* src/api_admin.c */
 enum tc_status tc_api_stats(struct tc_worker *w, struct tc_http_req *r);
 enum tc_status tc_api_metrics(struct tc_worker *w, struct tc_http_req *r);
+/* issue 15 */
+enum tc_status tc_api_batch_get(struct tc_worker *w, struct tc_http_req *r); /* src/api_batch.c */
+enum tc_status tc_api_batch_set(struct tc_worker *w, struct tc_http_req *r); /* src/api_batch.c */
+enum tc_status tc_api_batch_delete(struct tc_worker *w,
+                                   struct tc_http_req *r);               /* src/api_batch.c */
+enum tc_status tc_api_purge(struct tc_worker *w, struct tc_http_req *r); /* src/api_purge.c */
+enum tc_status tc_api_keys(struct tc_worker *w, struct tc_http_req *r);  /* src/api_keys.c */
 
 #endif

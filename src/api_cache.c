@@ -4,7 +4,8 @@
  *   GET|HEAD  200 {"key","value","ttl"} + X-Cache, X-Cache-Tier | 404
  *             X-Cache-Lease: MS (or ?lease=MS): a miss gives the first
  *             reader a lease (X-Lease-Token) and parks the others
- *   PUT       {"value": JSON, "ttl"|"timeout": s}, or octet-stream + ?ttl=;
+ *   PUT       {"value": JSON, "ttl"|"timeout": s, "tags": [..]}, or octet-stream + ?ttl=;
+ *             X-Cache-Tags: a, b (issue 15: purge by tag, src/api_purge.c);
  *             X-Lease-Token: fills a key whose lease the writer holds
  *   DELETE    200, idempotent
  *
@@ -461,15 +462,11 @@ static int read_put(struct cache_req *q, struct tc_stack_op *op, struct evkeyval
             json_decref(doc);
             return -1;
         }
-        if (json_is_string(value)) {
-            op->hdr.encoding = TC_ENC_STRING;
-            *st = tc_buf_set(&op->value, json_string_value(value), json_string_length(value));
-        } else {
-            op->hdr.encoding = TC_ENC_JSON;
-            char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
-            *st = text ? tc_buf_set(&op->value, text, strlen(text)) : TC_ENOMEM;
-            free(text);
+        if (tc_api_tags_json(w, r, json_object_get(doc, "tags"), &op->tags) != 0) {
+            json_decref(doc);
+            return -1;
         }
+        *st = tc_api_value_from_json(value, op);
         json_decref(doc);
         if (*st != TC_OK) {
             return -1;
@@ -546,11 +543,11 @@ static enum tc_status cache_write(struct cache_req *q, const char *key, size_t k
         return TC_ENOMEM;
     }
     enum tc_status st = TC_OK;
-    if (r->method == TC_HTTP_DELETE) {
+    if (r->method == TC_HTTP_DELETE || r->method == TC_HTTP_PURGE) {
         st = tc_rt_del(&w->rt, op, answer_write, q);
     } else {
         q->is_put = 1;
-        if (read_put(q, op, qs, &st) != 0) {
+        if (tc_api_tags_header(w, r, &op->tags) != 0 || read_put(q, op, qs, &st) != 0) {
             tc_stack_op_release(op);
             req_free(q);
             return st;
@@ -597,4 +594,35 @@ enum tc_status tc_api_cache(struct tc_worker *w, struct tc_http_req *r)
     evhttp_clear_headers(&qs);
     free(decoded);
     return st;
+}
+
+/* ---- shared with the bulk routes (src/api_batch.c): one writer per item ---------------- */
+
+enum tc_status tc_api_value_from_json(json_t *value, struct tc_stack_op *op)
+{
+    if (json_is_string(value)) {
+        op->hdr.encoding = TC_ENC_STRING;
+        return tc_buf_set(&op->value, json_string_value(value), json_string_length(value));
+    }
+    op->hdr.encoding = TC_ENC_JSON;
+    char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+    enum tc_status st = text ? tc_buf_set(&op->value, text, strlen(text)) : TC_ENOMEM;
+    free(text);
+    return st;
+}
+
+enum tc_status tc_api_render_value(const void *key, size_t key_len, const struct tc_buf *value,
+                                   const struct tc_item_hdr *hdr, uint64_t now_ms,
+                                   struct tc_buf *out)
+{
+    return render_value(key, key_len, value, hdr, now_ms, out);
+}
+
+int tc_api_parse_ttl(struct tc_worker *w, struct tc_http_req *r, json_t *v, const char *what,
+                     uint64_t *ttl_ms)
+{
+    if (v == NULL) {
+        return 0; /* none given: *ttl_ms stays */
+    }
+    return parse_ttl(w, r, v, "", what, ttl_ms);
 }

@@ -90,6 +90,9 @@ enum tc_conf_type {
     X("encryption-keys-file", encryption_keys_file, TC_CONF_STR, "", 0, 0,                         \
       "keyring (mode 0600) whose newest key seals values in lmdb:// and redis:// tiers "           \
       "(AES-256-GCM); make one with: tiercache key new PATH")                                      \
+    /* issue 15: bulk requests */                                                                  \
+    X("max-batch", max_batch, TC_CONF_UINT, "1000", 1, 1000000,                                    \
+      "keys in one /batch request at most; more get 413")                          \
     TC_CONF_AUTH_OPTIONS(X)
 
 /* Access control (issue 14, src/auth.h, docs/security.md). */
@@ -148,6 +151,7 @@ struct tc_conf {
     const char *allowed_hosts;
     const char *allowed_origins;
     const char *encryption_keys_file;
+    uint64_t max_batch; /* issue 15 */
     /* Derived. */
     char listen_host[256];
     unsigned listen_port;

@@ -680,6 +680,9 @@ static int on_headers_complete(http_parser *p)
     case HTTP_OPTIONS:
         r->method = TC_HTTP_OPTIONS; /* CORS preflight (src/routes.c) */
         break;
+    case HTTP_PURGE:
+        r->method = TC_HTTP_PURGE;
+        break;
     default:
         r->method = TC_HTTP_OTHER;
         break;

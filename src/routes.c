@@ -9,6 +9,13 @@
  *   /health        GET HEAD              public         src/api_admin.c
  *   /stats         GET HEAD              admin
  *   /metrics       GET HEAD              admin
+ *   /batch/get     POST                  read           src/api_batch.c
+ *   /batch/set     POST                  write
+ *   /batch/delete  POST                  write
+ *   /purge         POST                  admin          src/api_purge.c
+ *   /keys          GET HEAD              admin          src/api_keys.c
+ *
+ * PURGE /cache/{key} is a DELETE (Varnish habits).
  *
  * Before a handler runs, every request passes, in this order:
  *
@@ -49,13 +56,22 @@ struct route {
 #define RW (TC_HTTP_GET | TC_HTTP_HEAD)
 
 static const struct route routes[] = {
-    {"/cache/", "/cache/{key}", 1, RW | TC_HTTP_PUT | TC_HTTP_DELETE, "GET, HEAD, PUT, DELETE",
-     TC_SCOPE_READ, TC_SCOPE_WRITE, tc_api_cache},
+    {"/cache/", "/cache/{key}", 1, RW | TC_HTTP_PUT | TC_HTTP_DELETE | TC_HTTP_PURGE,
+     "GET, HEAD, PUT, DELETE, PURGE", TC_SCOPE_READ, TC_SCOPE_WRITE, tc_api_cache},
     {"/locks/", "/locks/{name}", 1, RW | TC_HTTP_POST | TC_HTTP_DELETE, "GET, HEAD, POST, DELETE",
      TC_SCOPE_LOCKS, TC_SCOPE_LOCKS, tc_api_locks},
     {"/health", "/health", 0, RW, "GET, HEAD", TC_ROUTE_PUBLIC, TC_ROUTE_PUBLIC, tc_api_health},
     {"/stats", "/stats", 0, RW, "GET, HEAD", TC_SCOPE_ADMIN, TC_SCOPE_ADMIN, tc_api_stats},
     {"/metrics", "/metrics", 0, RW, "GET, HEAD", TC_SCOPE_ADMIN, TC_SCOPE_ADMIN, tc_api_metrics},
+    /* issue 15: bulk, purge, keys. A batch get is a POST that only reads. */
+    {"/batch/get", "/batch/get", 0, TC_HTTP_POST, "POST", TC_SCOPE_READ, TC_SCOPE_READ,
+     tc_api_batch_get},
+    {"/batch/set", "/batch/set", 0, TC_HTTP_POST, "POST", TC_SCOPE_WRITE, TC_SCOPE_WRITE,
+     tc_api_batch_set},
+    {"/batch/delete", "/batch/delete", 0, TC_HTTP_POST, "POST", TC_SCOPE_WRITE, TC_SCOPE_WRITE,
+     tc_api_batch_delete},
+    {"/purge", "/purge", 0, TC_HTTP_POST, "POST", TC_SCOPE_ADMIN, TC_SCOPE_ADMIN, tc_api_purge},
+    {"/keys", "/keys", 0, RW, "GET, HEAD", TC_SCOPE_ADMIN, TC_SCOPE_ADMIN, tc_api_keys},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -196,8 +212,8 @@ void tc_routes_handle(struct tc_http_req *r, void *arg)
             return;
         }
         tc_api_error(w, r, TC_API_NOT_FOUND, NULL,
-                     "no such path (the API is /cache/{key}, /locks/{name}, /health, /stats, "
-                     "/metrics)");
+                     "no such path (the API is /cache/{key}, /locks/{name}, /batch/get, "
+                     "/batch/set, /batch/delete, /purge, /keys, /health, /stats, /metrics)");
         return;
     }
     if (r->method == TC_HTTP_OPTIONS) {

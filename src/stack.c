@@ -25,10 +25,29 @@ struct tc_stack {
     struct stack_inval *inval[TC_STACK_MAX_TIERS];
 };
 
+/* Deletes @p key (or, with @p prefix, clears every key starting with it)
+ * from every tier faster than iv->remote, on the subscriber's thread. */
+static void inval_apply(struct stack_inval *iv, const void *key, size_t key_len, int prefix)
+{
+    struct tc_stack *s = iv->s;
+    for (size_t i = 0; i < iv->remote; i++) {
+        if (iv->ctx[i] == NULL && tc_tier_ctx_init(s->tiers[i], NULL, &iv->ctx[i]) != TC_OK) {
+            iv->ctx[i] = NULL;
+            continue;
+        }
+        struct tc_tier_req r = {.key = key, .key_len = key_len, .now_ms = tc_clock_ms()};
+        enum tc_status st = prefix ? tc_tier_clear(iv->ctx[i], &r) : tc_tier_del(iv->ctx[i], &r);
+        if (st != TC_OK) {
+            tc_log(TC_LOG_WARN, "invalidation of a %s in l%zu failed: %s", prefix ? "purge" : "key",
+                   i + 1, tc_strerror(st));
+        }
+    }
+    atomic_fetch_add_explicit(&iv->applied, 1, memory_order_relaxed);
+}
+
 static void on_invalidate(void *arg, const void *key, size_t key_len)
 {
     struct stack_inval *iv = arg;
-    struct tc_stack *s = iv->s;
     if (key == NULL) {
         /* The subscription was lost for a while: messages may be missed.
          * Staleness stays bounded by the faster tiers' own TTLs (ttl_ratio,
@@ -38,18 +57,15 @@ static void on_invalidate(void *arg, const void *key, size_t key_len)
                iv->remote + 1);
         return;
     }
-    for (size_t i = 0; i < iv->remote; i++) {
-        if (iv->ctx[i] == NULL && tc_tier_ctx_init(s->tiers[i], NULL, &iv->ctx[i]) != TC_OK) {
-            iv->ctx[i] = NULL;
-            continue;
-        }
-        struct tc_tier_req r = {.key = key, .key_len = key_len, .now_ms = tc_clock_ms()};
-        enum tc_status st = tc_tier_del(iv->ctx[i], &r);
-        if (st != TC_OK) {
-            tc_log(TC_LOG_WARN, "invalidation of a key in l%zu failed: %s", i + 1, tc_strerror(st));
-        }
-    }
-    atomic_fetch_add_explicit(&iv->applied, 1, memory_order_relaxed);
+    inval_apply(iv, key, key_len, 0);
+}
+
+/* A clear by prefix that another process made through shared remote tier
+ * iv->remote (a purge, issue 15): the same prefix goes from every faster
+ * tier here. Same thread and ctxs as on_invalidate. */
+static void on_invalidate_prefix(void *arg, const void *prefix, size_t prefix_len)
+{
+    inval_apply(arg, prefix, prefix_len, 1);
 }
 
 uint64_t tc_stack_invalidations(const struct tc_stack *s, uint64_t *lost)
@@ -109,6 +125,8 @@ struct tc_stack *tc_stack_create(struct tc_tier **tiers, size_t n)
         iv->remote = i;
         if (tc_tier_on_invalidate(tiers[i], on_invalidate, iv) == TC_OK) {
             s->inval[i] = iv;
+            /* Optional: a tier without it publishes no clears either. */
+            (void)tc_tier_on_invalidate_prefix(tiers[i], on_invalidate_prefix, iv);
             tc_log(TC_LOG_INFO, "l%zu: writes by other hosts invalidate l1..l%zu here", i + 1, i);
         } else {
             free(iv);
@@ -129,6 +147,7 @@ void tc_stack_destroy(struct tc_stack *s)
         }
         /* After this returns the callback neither runs nor will run. */
         tc_tier_on_invalidate(s->tiers[i], NULL, NULL);
+        (void)tc_tier_on_invalidate_prefix(s->tiers[i], NULL, NULL);
         for (size_t k = 0; k < iv->remote; k++) {
             tc_tier_ctx_dispose(iv->ctx[k]);
         }
@@ -226,6 +245,7 @@ void tc_stack_ctx_dispose(struct tc_stack_ctx *sc)
         struct tc_stack_op *op = sc->free_ops;
         sc->free_ops = op->_next_free;
         tc_buf_deinit(&op->value);
+        tc_buf_deinit(&op->tags);
         free(op);
     }
     free(sc);
@@ -245,12 +265,14 @@ struct tc_stack_op *tc_stack_op_create(struct tc_stack_ctx *sc, const void *key,
                                        uint64_t now_ms)
 {
     struct tc_stack_op *op = sc->free_ops;
-    struct tc_buf keep = TC_BUF_INIT;
+    struct tc_buf keep = TC_BUF_INIT, keep_tags = TC_BUF_INIT;
     if (op != NULL) {
         sc->free_ops = op->_next_free;
         sc->nfree--;
         keep = op->value; /* reuse its storage */
         keep.len = 0;
+        keep_tags = op->tags;
+        keep_tags.len = 0;
         /* The tier requests are reset by prep() before each use. */
         memset(op, 0, offsetof(struct tc_stack_op, _req));
     } else {
@@ -260,10 +282,12 @@ struct tc_stack_op *tc_stack_op_create(struct tc_stack_ctx *sc, const void *key,
         }
     }
     op->value = keep;
+    op->tags = keep_tags;
     if (key_len <= sizeof(op->_keybuf)) {
         op->key = op->_keybuf;
     } else if ((op->key = malloc(key_len)) == NULL) {
         tc_buf_deinit(&op->value);
+        tc_buf_deinit(&op->tags);
         free(op);
         return NULL;
     }
@@ -289,12 +313,16 @@ static void op_unref(struct tc_stack_op *op)
         if (op->value.cap > 16384) {
             tc_buf_deinit(&op->value); /* keep recycled ops small */
         }
+        if (op->tags.cap > 4096) {
+            tc_buf_deinit(&op->tags);
+        }
         op->_next_free = sc->free_ops;
         sc->free_ops = op;
         sc->nfree++;
         return;
     }
     tc_buf_deinit(&op->value);
+    tc_buf_deinit(&op->tags);
     free(op);
 }
 
@@ -542,6 +570,8 @@ static void start_writes(struct tc_stack_op *op, int kind)
             r->value = op->value.data;
             r->value_len = op->value.len;
             r->hdr = op->hdr;
+            r->tags = op->tags.data;
+            r->tags_len = op->tags.len;
             st = tc_tier_set(sc->ctx[i], r);
         } else {
             st = tc_tier_del(sc->ctx[i], r);

@@ -51,6 +51,8 @@ struct tc_stack_op {
     /* get: out; set: in (owned by the op: fill it before tc_stack_set). */
     struct tc_buf value;
     struct tc_item_hdr hdr;
+    /* set: in, owned by the op: the key's tags as tc_tier_req.tags (issue 15). */
+    struct tc_buf tags;
 
     /* Out. */
     enum tc_status status; /* TC_OK, TC_ENOTFOUND, TC_ETOOBIG, TC_EUNAVAIL, ... */

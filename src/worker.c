@@ -51,7 +51,7 @@ const char *tc_worker_code_name(enum tc_worker_code slot)
 
 unsigned tc_worker_method_slot(enum tc_http_method method)
 {
-    /* One bit per method, GET = 1 ... OTHER = 32. */
+    /* One bit per method, GET = 1 ... OTHER = 32, PURGE = 64. */
     unsigned m = (unsigned)method;
     unsigned other = (unsigned)__builtin_ctz(TC_HTTP_OTHER);
     unsigned slot = m != 0 ? (unsigned)__builtin_ctz(m) : other;
@@ -60,8 +60,8 @@ unsigned tc_worker_method_slot(enum tc_http_method method)
 
 const char *tc_worker_method_name(unsigned slot)
 {
-    static const char *const names[TC_METHOD_SLOTS] = {"GET",  "HEAD",  "PUT",    "DELETE",
-                                                       "POST", "OTHER", "OPTIONS"};
+    static const char *const names[TC_METHOD_SLOTS] = {"GET",  "HEAD",  "PUT",     "DELETE",
+                                                       "POST", "OTHER", "OPTIONS", "PURGE"};
     return slot < TC_METHOD_SLOTS ? names[slot] : "OTHER";
 }
 

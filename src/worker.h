@@ -30,8 +30,8 @@
  * tc_http_method, and the statuses the API answers (every status of
  * TC_API_ERRORS in src/api.h, and 200); any other status counts as "other".
  */
-#define TC_ROUTE_SLOTS  6 /* src/routes.c checks that its table fits */
-#define TC_METHOD_SLOTS 7 /* GET HEAD PUT DELETE POST OTHER OPTIONS */
+#define TC_ROUTE_SLOTS  11 /* src/routes.c checks that its table fits */
+#define TC_METHOD_SLOTS 8  /* GET HEAD PUT DELETE POST OTHER OPTIONS PURGE */
 #define TC_WORKER_CODES(X)                                                                         \
     X(200)                                                                                         \
     X(400) X(404) X(405) X(409) X(413) X(414) X(415) X(502) X(503) X(504) TC_WORKER_AUTH_CODES(X)

@@ -627,9 +627,10 @@ static const char *what_name(int what)
         [W_AUTH] = "AUTH",          [W_SELECT] = "SELECT", [W_GET] = "GET",
         [W_PTTL] = "PTTL",          [W_SET] = "SET",       [W_UNLINK] = "UNLINK",
         [W_PUBLISH] = "PUBLISH",    [W_SCAN] = "SCAN",     [W_UNLINK_MANY] = "UNLINK",
-        [W_LOCK] = "a lock script",
+        [W_LOCK] = "a lock script", [W_LSCAN] = "SCAN",    [W_LPTTL] = "PTTL",
+        [W_FIRE] = "a tag update",
     };
-    return what > 0 && what <= W_LOCK ? names[what] : "?";
+    return what > 0 && what <= W_FIRE ? names[what] : "?";
 }
 
 /* The reply types each command can produce; an error reply fits any. */
@@ -647,11 +648,14 @@ static int shape_ok(int what, const redisReply *r)
     case W_GET:
         return t == REDIS_REPLY_STRING || t == REDIS_REPLY_NIL;
     case W_PTTL:
+    case W_LPTTL:
+    case W_FIRE:
     case W_UNLINK:
     case W_PUBLISH:
     case W_UNLINK_MANY:
         return t == REDIS_REPLY_INTEGER;
     case W_SCAN:
+    case W_LSCAN:
         return t == REDIS_REPLY_ARRAY;
     case W_LOCK:
         return t == REDIS_REPLY_ARRAY || t == REDIS_REPLY_INTEGER;

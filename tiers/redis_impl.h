@@ -235,13 +235,15 @@ struct redis_tier {
     int sub_first_done;
     tc_tier_invalidate_fn inval_fn;
     void *inval_arg;
+    tc_tier_invalidate_prefix_fn inval_prefix_fn; /* issue 15: published clears */
+    void *inval_prefix_arg;
     tc_tier_lock_release_fn lock_fn;
     void *lock_arg;
     int lock_gap; /* lock notices may have been missed since lock_fn was set */
 };
 
 /* Kinds of operation, and what each reply a rop waits for answers. */
-enum tc_redis_rop_kind { ROP_HANDSHAKE = 1, ROP_GET, ROP_WRITE, ROP_CLEAR, ROP_LOCK };
+enum tc_redis_rop_kind { ROP_HANDSHAKE = 1, ROP_GET, ROP_WRITE, ROP_CLEAR, ROP_LOCK, ROP_LIST };
 enum tc_redis_what {
     W_AUTH = 1,
     W_SELECT,
@@ -253,6 +255,9 @@ enum tc_redis_what {
     W_SCAN,
     W_UNLINK_MANY,
     W_LOCK,
+    W_LSCAN, /* issue 15: a listing's SCAN */
+    W_LPTTL, /* and the PTTL of each key it returned */
+    W_FIRE,  /* a tag index update: fire and forget (no rop), an integer reply */
 };
 
 /* One operation in flight. It stays until every reply it waits for has
@@ -423,6 +428,9 @@ void tc_redis_sub_stop(struct redis_tier *rt);
 /** 1 when every channel wanted is subscribed. */
 int tc_redis_sub_complete(struct redis_tier *rt);
 enum tc_status tc_redis_on_invalidate(struct tc_tier *t, tc_tier_invalidate_fn fn, void *arg);
+/** Registers the callback of published clears ('c' messages). */
+enum tc_status tc_redis_on_invalidate_prefix(struct tc_tier *t, tc_tier_invalidate_prefix_fn fn,
+                                             void *arg);
 enum tc_status tc_redis_on_lock_release(struct tc_tier *t, tc_tier_lock_release_fn fn, void *arg);
 
 #endif

@@ -7,8 +7,9 @@
  * <key>" on PREFIX‖"invalidate@"‖DB; this thread drops messages carrying
  * its own instance id (a fresh random id per open) and hands the others'
  * keys to the callback registered with tc_tier_on_invalidate(), on this
- * thread. open() starts it when invalidate=pubsub; tc_tier_on_lock_release()
- * starts it otherwise.
+ * thread. A clear publishes op 'c' with its prefix (empty: everything),
+ * handed to the callback of tc_tier_on_invalidate_prefix(). open() starts it when
+ * invalidate=pubsub; tc_tier_on_lock_release() starts it otherwise.
  *
  * Lock notices "<token> <name>" (redis_lock.c) go to the callback of
  * tc_tier_on_lock_release(), this process's own included; after a lost
@@ -86,9 +87,12 @@ static void sub_deliver(struct redis_tier *rt, const void *key, size_t len)
 
 static void sub_message(struct redis_tier *rt, const redisReply *m)
 {
-    if (m->type != REDIS_REPLY_STRING || m->len < TC_REDIS_ID_LEN + 2 ||
-        m->len > TC_REDIS_ID_LEN + 1 + TC_KEY_MAX ||
-        (m->str[TC_REDIS_ID_LEN] != 's' && m->str[TC_REDIS_ID_LEN] != 'd')) {
+    char op =
+        m->type == REDIS_REPLY_STRING && m->len > TC_REDIS_ID_LEN ? m->str[TC_REDIS_ID_LEN] : 0;
+    /* A clear's prefix may be empty (everything); a key never is. */
+    size_t min = op == 'c' ? TC_REDIS_ID_LEN + 1 : TC_REDIS_ID_LEN + 2;
+    if (m->type != REDIS_REPLY_STRING || m->len < min ||
+        m->len > TC_REDIS_ID_LEN + 1 + TC_KEY_MAX || (op != 's' && op != 'd' && op != 'c')) {
         REDIS_COUNT(rt, inval_malformed);
         return;
     }
@@ -97,6 +101,15 @@ static void sub_message(struct redis_tier *rt, const redisReply *m)
         return;
     }
     REDIS_COUNT(rt, inval_received);
+    if (op == 'c') {
+        pthread_mutex_lock(&rt->sub_lock);
+        if (rt->inval_prefix_fn != NULL) {
+            rt->inval_prefix_fn(rt->inval_prefix_arg, m->str + TC_REDIS_ID_LEN + 1,
+                                m->len - TC_REDIS_ID_LEN - 1);
+        }
+        pthread_mutex_unlock(&rt->sub_lock);
+        return;
+    }
     sub_deliver(rt, m->str + TC_REDIS_ID_LEN + 1, m->len - TC_REDIS_ID_LEN - 1);
 }
 
@@ -520,4 +533,19 @@ enum tc_status tc_redis_on_lock_release(struct tc_tier *t, tc_tier_lock_release_
     pthread_mutex_unlock(&rt->sub_lock);
     pthread_mutex_unlock(&rt->sub_ctl);
     return st;
+}
+
+enum tc_status tc_redis_on_invalidate_prefix(struct tc_tier *t, tc_tier_invalidate_prefix_fn fn,
+                                             void *arg)
+{
+    struct redis_tier *rt = (struct redis_tier *)t;
+    if (rt->invalidate != TC_REDIS_INVALIDATE_PUBSUB) {
+        return TC_ENOTSUP;
+    }
+    /* As tc_redis_on_invalidate(): swapped under the subscriber's lock. */
+    pthread_mutex_lock(&rt->sub_lock);
+    rt->inval_prefix_fn = fn;
+    rt->inval_prefix_arg = arg;
+    pthread_mutex_unlock(&rt->sub_lock);
+    return TC_OK;
 }

@@ -408,11 +408,30 @@ void tc_tier_get_many(struct tc_tier_ctx *c, struct tc_tier_req **reqs, size_t n
     }
 }
 
+/* Whether @p tags (@p len bytes) is 0..TC_TAGS_MAX tags of 1..TC_TAG_MAX bytes, each NUL-ended. */
+static int tags_ok(const char *tags, size_t len)
+{
+    size_t n = 0, at = 0;
+    while (at < len) {
+        const char *end = memchr(tags + at, '\0', len - at);
+        if (end == NULL || end == tags + at || (size_t)(end - tags - at) > TC_TAG_MAX ||
+            ++n > TC_TAGS_MAX) {
+            return 0;
+        }
+        at = (size_t)(end - tags) + 1;
+    }
+    return 1;
+}
+
 enum tc_status tc_tier_set(struct tc_tier_ctx *c, struct tc_tier_req *req)
 {
     struct tc_tier *t = c->tier;
     enum tc_status st = start(c, req, OP_SET);
     if (st == TC_OK && req->value_len > 0 && req->value == NULL) {
+        st = TC_EINVAL;
+    }
+    if (st == TC_OK && req->tags_len > 0 &&
+        (req->tags == NULL || !tags_ok(req->tags, req->tags_len))) {
         st = TC_EINVAL;
     }
     if (st == TC_OK && (req->value_len > t->max_value || req->value_len > TC_ITEM_VALUE_MAX)) {
@@ -450,6 +469,16 @@ enum tc_status tc_tier_clear(struct tc_tier_ctx *c, struct tc_tier_req *req)
     enum tc_status st = start(c, req, OP_CLEAR);
     if (st == TC_OK && c->tier->ops->clear == NULL) {
         st = TC_ENOTSUP;
+    }
+    if (st == TC_OK && req->tags_len > 0) {
+        /* A tag index to drop: one tag, NUL-ended, in a tier that keeps them. */
+        if (!(c->tier->ops->caps & TC_TIER_CAP_TAGS)) {
+            st = TC_ENOTSUP;
+        } else if (req->tags == NULL || req->tags_len < 2 || req->tags_len > TC_TAG_MAX + 1 ||
+                   ((const char *)req->tags)[req->tags_len - 1] != '\0' ||
+                   memchr(req->tags, '\0', req->tags_len - 1) != NULL) {
+            st = TC_EINVAL;
+        }
     }
     if (st != TC_OK) {
         return finish(req, st);
@@ -767,4 +796,57 @@ void tc_tier_close(struct tc_tier *t)
     t->ops->close(t);
     free(uri);
     free(scheme);
+}
+
+/* ---- key listing and published clears (issue 15) ------------------------------ */
+
+enum tc_status tc_tier_on_invalidate_prefix(struct tc_tier *t, tc_tier_invalidate_prefix_fn fn,
+                                            void *arg)
+{
+    if (t->ops->on_invalidate_prefix == NULL) {
+        return TC_ENOTSUP;
+    }
+    return t->ops->on_invalidate_prefix(t, fn, arg);
+}
+
+static enum tc_status list_finish(struct tc_tier_list_req *req, enum tc_status st)
+{
+    if (st != TC_OK && st != TC_EINVAL && st != TC_ENOTSUP) {
+        BUMP(req->_ctx, errors);
+    }
+    req->status = st;
+    return st;
+}
+
+enum tc_status tc_tier_list(struct tc_tier_ctx *c, struct tc_tier_list_req *req)
+{
+    req->_ctx = c;
+    req->count = 0;
+    req->status = TC_EINPROGRESS;
+    enum tc_status st = TC_OK;
+    if (c->tier->ops->list == NULL || !(c->tier->ops->caps & TC_TIER_CAP_LIST)) {
+        st = TC_ENOTSUP;
+    } else if (req->limit == 0 || req->out == NULL || req->next == NULL ||
+               req->cursor_len > TC_TIER_CURSOR_MAX || (req->cursor_len && !req->cursor) ||
+               (req->prefix_len && !req->prefix) || req->prefix_len > c->tier->max_key ||
+               req->tag_len > TC_TAG_MAX || (req->tag_len && !req->tag) ||
+               (req->tag_len && !(c->tier->ops->caps & TC_TIER_CAP_TAGS)) ||
+               (c->base != NULL && req->done == NULL && (c->tier->ops->caps & TC_TIER_CAP_ASYNC))) {
+        st = TC_EINVAL;
+    }
+    if (st != TC_OK) {
+        return list_finish(req, st);
+    }
+    if (req->prefix_len == 0) {
+        req->prefix = ""; /* backends may memcmp the prefix; never with NULL */
+    }
+    req->next->len = 0;
+    st = c->tier->ops->list(c, req);
+    return st == TC_EINPROGRESS ? st : list_finish(req, st);
+}
+
+void tc_tier_list_complete(struct tc_tier_list_req *req, enum tc_status st)
+{
+    list_finish(req, st);
+    req->done(req);
 }

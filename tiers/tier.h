@@ -53,8 +53,9 @@ struct tc_tier_req;
 
 /** Bumped whenever struct tc_tier_ops or struct tc_tier_req changes shape
  * (4: parameters declared as rows, struct tc_tier_param; 5: the tier
- * layer's sealing members in struct tc_tier_req). */
-#define TC_TIER_ABI_VERSION 5u
+ * layer's sealing members in struct tc_tier_req; 6: key listing and
+ * published prefix clears, issue 15). */
+#define TC_TIER_ABI_VERSION 6u
 
 /** Capability bits of a backend (struct tc_tier_ops.caps). */
 #define TC_TIER_CAP_PERSISTENT   0x01u /* data survives a restart of the process and host */
@@ -63,6 +64,13 @@ struct tc_tier_req;
 #define TC_TIER_CAP_REMOTE       0x08u /* data lives across a network; may be slow or down */
 #define TC_TIER_CAP_LOCK_HOST    0x10u /* lease locks shared by every process on the host */
 #define TC_TIER_CAP_LOCK_CLUSTER 0x20u /* lease locks shared by every host using the tier */
+/* issue 15 */
+#define TC_TIER_CAP_LIST 0x100u /* lists its keys in a stable order (tc_tier_list) */
+#define TC_TIER_CAP_TAGS 0x200u /* indexes keys by tag (tc_tier_req.tags, list_req.tag) */
+
+/** Longest tag, bytes; at most TC_TAGS_MAX tags per key. */
+#define TC_TAG_MAX  64u
+#define TC_TAGS_MAX 16u
 
 /** Longest key any tier accepts (bytes). A backend may accept less. */
 #define TC_KEY_MAX 1024u
@@ -96,6 +104,15 @@ struct tc_tier_req {
 
     /* clear: out, the number of keys removed (best effort for remote tiers). */
     uint64_t count;
+
+    /*
+     * Tags (issue 15; TC_TIER_CAP_TAGS, ignored by other tiers). set: the
+     * key's tags, each 1..TC_TAG_MAX bytes ended by a NUL ("a\0b\0"), or
+     * tags_len 0. clear with tags_len > 0: drops the index of the one tag
+     * in tags (its keys stay; the caller deletes them first).
+     */
+    const void *tags;
+    size_t tags_len;
 
     /* Out: the final status; valid when the call returns anything but
      * TC_EINPROGRESS, and inside done(). TC_ENOTFOUND is a miss. */
@@ -497,6 +514,76 @@ typedef void (*tc_tier_lock_release_fn)(void *arg, const void *name, size_t name
  * could be started to watch).
  */
 enum tc_status tc_tier_on_lock_release(struct tc_tier *t, tc_tier_lock_release_fn fn, void *arg);
+
+/* ---- key listing and published clears (issue 15) ------------------------- */
+
+/**
+ * Receives a clear by prefix (@p prefix_len 0: everything) that another
+ * process made in a shared tier, so that the caller drops those keys from
+ * its own faster tiers. Threading and lifetime as tc_tier_invalidate_fn.
+ */
+typedef void (*tc_tier_invalidate_prefix_fn)(void *arg, const void *prefix, size_t prefix_len);
+
+/**
+ * Registers @p fn (NULL unregisters) for the clears other processes
+ * publish through this tier (tc_tier_clear() publishes them where the tier
+ * has an invalidation channel). As tc_tier_on_invalidate(); the two
+ * callbacks run on the same thread, in the order the events were published.
+ * @return TC_OK; TC_ENOTSUP.
+ */
+enum tc_status tc_tier_on_invalidate_prefix(struct tc_tier *t, tc_tier_invalidate_prefix_fn fn,
+                                            void *arg);
+
+/** Longest listing cursor, bytes (an opaque token a listing hands back). */
+#define TC_TIER_CURSOR_MAX 1100u
+
+struct tc_tier_list_req;
+typedef void (*tc_tier_list_done_fn)(struct tc_tier_list_req *req);
+
+/**
+ * One page of a key listing; caller-owned, like struct tc_tier_req.
+ *
+ * The keys come in the tier's own order, and a page resumes strictly after
+ * the place the previous one ended (the cursor), so that a key present for
+ * the whole listing appears exactly once however the tier changes in
+ * between; a key written or deleted meanwhile may or may not appear.
+ */
+struct tc_tier_list_req {
+    /* In. */
+    const void *prefix; /* only keys starting with it (prefix_len 0: all) */
+    size_t prefix_len;
+    const void *cursor; /* where the previous page ended; cursor_len 0: the start */
+    size_t cursor_len;
+    const void *tag; /* tag_len > 0 (TC_TIER_CAP_TAGS): the keys recorded under this tag
+                      * instead, prefix ignored; a key that has gone since may be listed */
+    size_t tag_len;
+    size_t limit;    /* keys at most in this page, >= 1 (a tier may return fewer) */
+    uint64_t now_ms; /* expired keys are not listed */
+    /*
+     * Out: the page, appended to *out as records of
+     *   u32 key length (host order) | key | u64 fresh-until ms (0: never expires)
+     * and the cursor of the next page in *next (left empty when the
+     * listing is complete).
+     */
+    struct tc_buf *out;
+    struct tc_buf *next;
+    size_t count;          /* records appended */
+    enum tc_status status; /* TC_OK; TC_EINVAL (a cursor this tier did not make); errors */
+    tc_tier_list_done_fn done;
+    void *arg;
+    /* Tier-layer private. */
+    struct tc_tier_ctx *_ctx;
+};
+
+/**
+ * Lists one page of keys (TC_TIER_CAP_LIST). Completes as the other
+ * operations (TC_EINPROGRESS then done()).
+ * @return TC_OK, TC_EINPROGRESS, TC_EINVAL (bad cursor, limit 0), TC_ENOTSUP, errors.
+ */
+enum tc_status tc_tier_list(struct tc_tier_ctx *c, struct tc_tier_list_req *req);
+
+/** Completes an asynchronous listing (for backends), as tc_tier_complete(). */
+void tc_tier_list_complete(struct tc_tier_list_req *req, enum tc_status st);
 
 /** Current health; @p detail (may be NULL) receives a short reason. */
 enum tc_tier_health tc_tier_health(struct tc_tier *t, char *detail, size_t len);

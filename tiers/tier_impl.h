@@ -203,6 +203,12 @@ struct tc_tier_ops {
      * next call starts over), TC_EAGAIN when records remain. One caller at
      * a time (tc_tier_rekey_step()). */
     enum tc_status (*rewrite)(struct tc_tier *t, tc_tier_rewrite_fn fn, void *arg, size_t budget);
+    /* Added in ABI 6 (issue 15); optional. list with TC_TIER_CAP_LIST: the
+     * tier layer has checked limit, the cursor length and out/next; set
+     * req->status, complete with tc_tier_list_complete(). */
+    enum tc_status (*list)(struct tc_tier_ctx *c, struct tc_tier_list_req *req);
+    enum tc_status (*on_invalidate_prefix)(struct tc_tier *t, tc_tier_invalidate_prefix_fn fn,
+                                           void *arg);
 };
 
 /** The mem:// backend, for programs that register it under another name

@@ -28,7 +28,19 @@
  * scrubs a stretch of tc_exp once stale entries outnumber the records
  * (plus SCRUB_SLACK), so the index stays under about twice its eager size.
  *
- * The unnamed main database holds only those two and a format marker
+ * and, for tags (issue 15):
+ *
+ *   tc_tags : tag ‖ 0x00 ‖ tkey          -> full key
+ *
+ * where tkey is the key itself when tag ‖ 0 ‖ key fits LMDB's key limit,
+ * else its first bytes and its SHA-256 (as a digested dkey). A set with
+ * tags adds one entry per tag in the same transaction; an overwrite
+ * without the tag, a delete or an expiry leave the entry, stale, until the
+ * tag's index is dropped (clear with tags): a tag purge may so remove a key
+ * that lost the tag, which a cache can afford, and never misses one that
+ * has it. A clear of everything drops the whole index.
+ *
+ * The unnamed main database holds only those three and a format marker
  * ("tiercache_format"), checked at open.
  *
  * dkey is the key itself when it is at most raw_max bytes, raw_max being
@@ -313,6 +325,7 @@ struct lmdb_tier {
     struct tc_tier base;
     MDB_env *env;
     MDB_dbi data, exp;
+    MDB_dbi tags; /* issue 15 */
     char *path;
     uint64_t map_size;
     int sync;
@@ -656,6 +669,77 @@ static void on_lmdb_assert(MDB_env *env, const char *msg)
 
 /* ---- write operations (writer thread, inside a write txn) ----------------- */
 
+/* LMDB's key limit: raw_max was derived from it (see the file comment). */
+#define MAXKEY(m) ((m)->raw_max + 9)
+
+/* The tc_tags key of (tag, key) in buf (MAXKEY bytes at least). */
+static MDB_val tagkey_of(const struct lmdb_tier *m, const void *tag, size_t tlen, const void *key,
+                         size_t klen, unsigned char *buf)
+{
+    memcpy(buf, tag, tlen);
+    buf[tlen] = 0;
+    size_t room = MAXKEY(m) - tlen - 1;
+    MDB_val v = {tlen + 1 + klen, buf};
+    if (klen <= room) {
+        memcpy(buf + tlen + 1, key, klen);
+        return v;
+    }
+    size_t keep = room - DIGEST_LEN;
+    memcpy(buf + tlen + 1, key, keep);
+    unsigned int dl = DIGEST_LEN;
+    if (EVP_Digest(key, klen, buf + tlen + 1 + keep, &dl, EVP_sha256(), NULL) != 1) {
+        memset(buf + tlen + 1 + keep, 0, DIGEST_LEN);
+    }
+    v.mv_size = MAXKEY(m);
+    return v;
+}
+
+/* Records req's key under each of its tags (tier.h: "a\0b\0"). */
+static int index_tags(struct lmdb_tier *m, MDB_txn *txn, const struct tc_tier_req *req)
+{
+    unsigned char buf[KEYBUF_MAX + TC_TAG_MAX + 1];
+    const char *t = req->tags, *end = t + req->tags_len;
+    while (t < end) {
+        size_t tl = strlen(t); /* NUL-ended: checked by the tier layer */
+        MDB_val k = tagkey_of(m, t, tl, req->key, req->key_len, buf);
+        MDB_val v = {req->key_len, (void *)(uintptr_t)req->key};
+        int rc = mdb_put(txn, m->tags, &k, &v, 0);
+        if (rc != 0) {
+            return rc;
+        }
+        t += tl + 1;
+    }
+    return 0;
+}
+
+/* Drops the index of the tag req->tags (NUL-ended); counts its entries. */
+static int clear_tag(struct lmdb_tier *m, MDB_txn *txn, struct tc_tier_req *req)
+{
+    size_t plen = req->tags_len; /* tag ‖ 0 */
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, m->tags, &cur);
+    if (rc != 0) {
+        return rc;
+    }
+    MDB_val k = {plen, (void *)(uintptr_t)req->tags}, v;
+    uint64_t n = 0;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    while (rc == 0 && k.mv_size >= plen && memcmp(k.mv_data, req->tags, plen) == 0) {
+        if ((rc = mdb_cursor_del(cur, 0)) != 0) {
+            break;
+        }
+        n++;
+        /* After a delete, MDB_NEXT yields the entry that followed. */
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    if (rc != MDB_NOTFOUND && rc != 0) {
+        return rc;
+    }
+    req->count = n;
+    return 0;
+}
+
 /*
  * Writes the record for req and indexes its expiry. The tc_exp entry of the
  * value it replaces stays behind, stale (see "Lazy expiry index" at the top):
@@ -691,7 +775,10 @@ static int apply_set(struct lmdb_tier *m, MDB_txn *txn, struct tc_tier_req *req)
      * stale one that is now right again) is found without dirtying its
      * leaf. */
     rc = mdb_put(txn, m->exp, &ek, &empty, MDB_NOOVERWRITE);
-    return rc == MDB_KEYEXIST ? 0 : rc;
+    if (rc == MDB_KEYEXIST) {
+        rc = 0;
+    }
+    return rc == 0 && req->tags_len > 0 ? index_tags(m, txn, req) : rc;
 }
 
 /* The full key of a record found at dk (for prefix matching). */
@@ -716,11 +803,15 @@ static int apply_clear(struct lmdb_tier *m, MDB_txn *txn, struct tc_tier_req *re
 {
     MDB_stat s;
     int rc;
+    if (req->tags_len > 0) {
+        return clear_tag(m, txn, req);
+    }
     if (req->key_len == 0) {
         if ((rc = mdb_stat(txn, m->data, &s)) != 0) {
             return rc;
         }
-        if ((rc = mdb_drop(txn, m->data, 0)) != 0 || (rc = mdb_drop(txn, m->exp, 0)) != 0) {
+        if ((rc = mdb_drop(txn, m->data, 0)) != 0 || (rc = mdb_drop(txn, m->exp, 0)) != 0 ||
+            (rc = mdb_drop(txn, m->tags, 0)) != 0) {
             return rc;
         }
         req->count = s.ms_entries;
@@ -926,6 +1017,9 @@ static size_t op_pages(const struct lmdb_tier *m, const struct wop *op)
 {
     if (op->kind != W_SET) {
         return 3;
+    }
+    if (op->req->tags_len > 0) {
+        return 3 + TC_TAGS_MAX + (op->req->value_len + m->psize - 1) / m->psize;
     }
     size_t rec = REC_FIXED + TC_ITEM_HDR_SIZE + op->req->value_len +
                  (op->req->key_len > m->raw_max ? op->req->key_len : 0);
@@ -2348,6 +2442,9 @@ static enum tc_status env_open(struct lmdb_tier *m, uint64_t max_readers, char *
         if (rc == 0) {
             rc = mdb_dbi_open(txn, "tc_exp", MDB_CREATE, &m->exp);
         }
+        if (rc == 0) {
+            rc = mdb_dbi_open(txn, "tc_tags", MDB_CREATE, &m->tags);
+        }
         rc = rc == 0 ? mdb_txn_commit(txn) : (mdb_txn_abort(txn), rc);
     }
     if (garbage || is_damage(rc)) {
@@ -2963,6 +3060,176 @@ static void lmdb_get_many(struct tc_tier_ctx *cb, struct tc_tier_req **reqs, siz
     mdb_txn_reset(c->rtxn);
 }
 
+/* Records a listing examines per page at most, beyond its limit: a page over
+ * a prefix among many expired records ends early (with a cursor) rather
+ * than holding the read snapshot for the whole database. */
+#define LIST_SCAN_SLACK 4096u
+
+/* Appends one listing record (tier.h) for @p key. */
+static enum tc_status list_put(struct tc_buf *out, const void *key, size_t klen, uint64_t fresh)
+{
+    uint32_t kl = (uint32_t)klen;
+    enum tc_status st = tc_buf_append(out, &kl, sizeof(kl));
+    if (st == TC_OK) {
+        st = tc_buf_append(out, key, klen);
+    }
+    return st == TC_OK ? tc_buf_append(out, &fresh, sizeof(fresh)) : st;
+}
+
+/*
+ * Walks tc_data in dkey order from just after the cursor (the last dkey the
+ * previous page returned or examined), in the ctx's read txn. The order of
+ * dkeys does not change with writes, so a page resumes exactly where the
+ * last one stopped: a key present throughout is listed once (tier.h).
+ */
+/*
+ * The keys recorded under req->tag, from tc_tags in tkey order after the
+ * cursor (the last tkey examined). Each is looked up in tc_data: a key gone
+ * or expired is not listed (but moves the cursor).
+ */
+static enum tc_status list_tag(struct lmdb_ctx *c, struct lmdb_tier *m,
+                               struct tc_tier_list_req *req)
+{
+    unsigned char pbuf[KEYBUF_MAX + TC_TAG_MAX + 1];
+    size_t plen = req->tag_len + 1;
+    if (req->cursor_len > MAXKEY(m) - plen) {
+        return TC_EINVAL;
+    }
+    memcpy(pbuf, req->tag, req->tag_len);
+    pbuf[req->tag_len] = 0;
+    if (req->cursor_len > 0) {
+        memcpy(pbuf + plen, req->cursor, req->cursor_len);
+    }
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(c->rtxn, m->tags, &cur);
+    if (rc != 0) {
+        return map_rc(rc);
+    }
+    MDB_val k = {plen + req->cursor_len, pbuf}, v;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    if (rc == 0 && req->cursor_len > 0 && k.mv_size == plen + req->cursor_len &&
+        memcmp(k.mv_data, pbuf, k.mv_size) == 0) {
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    size_t examined = 0;
+    enum tc_status st = TC_OK;
+    while (rc == 0 && k.mv_size > plen && memcmp(k.mv_data, pbuf, plen) == 0) {
+        if (req->count >= req->limit || examined >= req->limit + LIST_SCAN_SLACK) {
+            /* k is the next entry: resume at the one before it, the last examined. */
+            break;
+        }
+        examined++;
+        if ((st = tc_buf_set(req->next, (const unsigned char *)k.mv_data + plen,
+                             k.mv_size - plen)) != TC_OK) {
+            break;
+        }
+        struct tc_tier_req g = {.key = v.mv_data, .key_len = v.mv_size, .now_ms = req->now_ms};
+        struct rec r;
+        if (v.mv_size > 0 && v.mv_size <= TC_KEY_MAX && lookup(m, c->rtxn, &g, &r) == TC_OK &&
+            !tc_item_expired(r.hdr.expire_ms, req->now_ms)) {
+            if ((st = list_put(req->out, v.mv_data, v.mv_size, tc_item_fresh_until(&r.hdr))) !=
+                TC_OK) {
+                break;
+            }
+            req->count++;
+        }
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (st == TC_OK && (rc == MDB_NOTFOUND ||
+                        (rc == 0 && (k.mv_size <= plen || memcmp(k.mv_data, pbuf, plen) != 0)))) {
+        req->next->len = 0; /* the tag's entries are all examined */
+        rc = 0;
+    }
+    mdb_cursor_close(cur);
+    return rc != 0 ? map_rc(rc) : st;
+}
+
+static enum tc_status lmdb_list(struct tc_tier_ctx *cb, struct tc_tier_list_req *req)
+{
+    struct lmdb_ctx *c = (struct lmdb_ctx *)cb;
+    struct lmdb_tier *m = (struct lmdb_tier *)cb->tier;
+    if (req->tag_len > 0) {
+        enum tc_status st = renew(c);
+        if (st == TC_OK) {
+            st = list_tag(c, m, req);
+            /* No pointer into the map survives this reset (STYLE R7). */
+            mdb_txn_reset(c->rtxn);
+        }
+        return st;
+    }
+    size_t keep = m->raw_max + 1 - DIGEST_LEN;
+    size_t scan_len = req->prefix_len < keep ? req->prefix_len : keep;
+    if (req->cursor_len > m->raw_max + 1) {
+        return TC_EINVAL; /* not a dkey: no page of ours ends there */
+    }
+    enum tc_status st = renew(c);
+    if (st != TC_OK) {
+        return st;
+    }
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(c->rtxn, m->data, &cur);
+    if (rc != 0) {
+        mdb_txn_reset(c->rtxn);
+        return map_rc(rc);
+    }
+    /* Start at the later of the prefix and the cursor. */
+    MDB_val k = {scan_len, (void *)(uintptr_t)req->prefix}, v;
+    int after = 0;
+    if (req->cursor_len > 0) {
+        size_t n = req->cursor_len < scan_len ? req->cursor_len : scan_len;
+        int cmp = memcmp(req->cursor, req->prefix, n);
+        if (cmp > 0 || (cmp == 0 && req->cursor_len >= scan_len)) {
+            k.mv_size = req->cursor_len;
+            k.mv_data = (void *)(uintptr_t)req->cursor;
+            after = 1;
+        }
+    }
+    size_t examined = 0;
+    const void *last = NULL;
+    size_t last_len = 0;
+    rc = mdb_cursor_get(cur, &k, &v, k.mv_size ? MDB_SET_RANGE : MDB_FIRST);
+    if (rc == 0 && after && k.mv_size == req->cursor_len &&
+        memcmp(k.mv_data, req->cursor, k.mv_size) == 0) {
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    st = TC_OK;
+    while (rc == 0) {
+        if (k.mv_size < scan_len || memcmp(k.mv_data, req->prefix, scan_len) != 0) {
+            break; /* past the prefix's range: the listing is complete */
+        }
+        if (req->count >= req->limit || examined >= req->limit + LIST_SCAN_SLACK) {
+            st = tc_buf_set(req->next, last, last_len);
+            break;
+        }
+        examined++;
+        last = k.mv_data;
+        last_len = k.mv_size;
+        struct rec r;
+        if (v.mv_size > m->rec_max || rec_decode(m, &v, k.mv_size, NULL, 0, &r) != TC_OK) {
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+            continue; /* a damaged record is not a key to list */
+        }
+        const void *fk = r.fullkey ? (const void *)r.fullkey : k.mv_data;
+        size_t fkl = r.fullkey ? r.fk_len : k.mv_size;
+        if (fkl >= req->prefix_len && memcmp(fk, req->prefix, req->prefix_len) == 0 &&
+            !tc_item_expired(r.local_exp, req->now_ms) &&
+            !tc_item_expired(r.hdr.expire_ms, req->now_ms)) {
+            if ((st = list_put(req->out, fk, fkl, tc_item_fresh_until(&r.hdr))) != TC_OK) {
+                break;
+            }
+            req->count++;
+        }
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        st = map_rc(rc);
+    }
+    mdb_cursor_close(cur);
+    /* No pointer into the map survives this reset (STYLE R7): next is a copy. */
+    mdb_txn_reset(c->rtxn);
+    return st;
+}
+
 static enum tc_status lmdb_set(struct tc_tier_ctx *c, struct tc_tier_req *req)
 {
     /* A header the codec refuses (unknown encoding or flag) is the
@@ -3110,7 +3377,8 @@ static enum tc_tier_health lmdb_health(struct tc_tier *t, char *detail, size_t l
 const struct tc_tier_ops tc_tier_lmdb_ops = {
     .scheme = "lmdb",
     .abi_version = TC_TIER_ABI_VERSION,
-    .caps = TC_TIER_CAP_PERSISTENT | TC_TIER_CAP_SHARED | TC_TIER_CAP_ASYNC,
+    .caps = TC_TIER_CAP_PERSISTENT | TC_TIER_CAP_SHARED | TC_TIER_CAP_ASYNC | TC_TIER_CAP_LIST |
+            TC_TIER_CAP_TAGS,
     .params = lmdb_params,
     .usage = "lmdb://PATH?map_size=1G&sync=periodic&sync_interval_ms=1000&high_water=0.90"
              "&low_water=0.80&max_item=1M&batch=1024&writemap=off&on_corrupt=recreate",
@@ -3127,4 +3395,5 @@ const struct tc_tier_ops tc_tier_lmdb_ops = {
     .stats = lmdb_stats,
     .health = lmdb_health,
     .rewrite = lmdb_rewrite,
+    .list = lmdb_list,
 };

@@ -41,6 +41,14 @@
  * channel PREFIX‖"invalidate@"‖DB; one subscriber thread per tier hands the
  * other instances' keys to the callback (redis_sub.c).
  *
+ * Tags (TC_TIER_CAP_TAGS, issue 15). A set with tags also SADDs the key to
+ * the set PREFIX‖"\xfftag:"‖TAG, whose expiry is pushed out to the key's
+ * (PEXPIRE NX, then GT; PERSIST for a key that never expires), all in the
+ * same pipeline, fire and forget. 0xff never occurs in UTF-8, so no key a
+ * client can write through the HTTP API is a tag set's name; a clear of
+ * everything removes the sets with the keys. A listing by tag is SSCAN of
+ * the set; clearing a tag's index UNLINKs the set.
+ *
  * Lease locks (TC_TIER_CAP_LOCK_CLUSTER). Lock NAME lives at the key
  * "lock:"‖PREFIX‖NAME (redis_lock.c). Not PREFIX‖"lock:"‖NAME: a cache key
  * may be any bytes, so that is also cache key "lock:"‖NAME, which a set
@@ -212,6 +220,51 @@ static char *make_pattern(const struct redis_tier *rt, const void *key, size_t l
     return p;
 }
 
+#define TAG_NS     "\xfftag:"
+#define TAG_NS_LEN 5u
+
+/* Builds PREFIX‖TAG_NS‖tag in @p b. */
+static enum tc_status make_tagset(struct redis_ctx *c, struct tc_buf *b, const char *tag,
+                                  size_t len)
+{
+    enum tc_status st = tc_buf_set(b, c->rt->prefix, c->rt->prefix_len);
+    if (st == TC_OK) {
+        st = tc_buf_append(b, TAG_NS, TAG_NS_LEN);
+    }
+    return st == TC_OK ? tc_buf_append(b, tag, len) : st;
+}
+
+/* After a set's own command: records the key (in kbuf, prefixed) under each tag. */
+static void send_tags(struct redis_ctx *c, struct tc_tier_req *req, const char *px)
+{
+    struct tc_buf set = TC_BUF_INIT;
+    const char *t = req->tags, *end = t + req->tags_len;
+    size_t plen = c->rt->prefix_len;
+    while (t < end) {
+        size_t tl = strlen(t); /* NUL-ended: checked by the tier layer */
+        if (make_tagset(c, &set, t, tl) != TC_OK) {
+            break;
+        }
+        const char *sadd[] = {"SADD", (const char *)set.data, (const char *)c->kbuf.data + plen};
+        size_t saddl[] = {4, set.len, c->kbuf.len - plen};
+        tc_redis_send(c, NULL, W_FIRE, 3, sadd, saddl);
+        if (px == NULL) {
+            const char *pe[] = {"PERSIST", (const char *)set.data};
+            size_t pel[] = {7, set.len};
+            tc_redis_send(c, NULL, W_FIRE, 2, pe, pel);
+        } else {
+            /* The set lives as long as its longest-lived key. */
+            const char *nx[] = {"PEXPIRE", (const char *)set.data, px, "NX"};
+            const char *gt[] = {"PEXPIRE", (const char *)set.data, px, "GT"};
+            size_t l[] = {7, set.len, strlen(px), 2};
+            tc_redis_send(c, NULL, W_FIRE, 4, nx, l);
+            tc_redis_send(c, NULL, W_FIRE, 4, gt, l);
+        }
+        t += tl + 1;
+    }
+    tc_buf_deinit(&set);
+}
+
 /* ---- replies (untrusted input) ------------------------------------------------------ */
 
 /* GET reply -> req->out / req->hdr. TC_ENOTFOUND for nil, TC_ECORRUPT for
@@ -313,6 +366,17 @@ static void clear_next(struct redis_ctx *c, struct tc_redis_rop *o, const redisR
         free(argv);
         free(argvlen);
     }
+    if (o->st == TC_OK && scan_done(r) && o->req != NULL &&
+        c->rt->invalidate == TC_REDIS_INVALIDATE_PUBSUB &&
+        make_inval(c, 'c', o->req->key, o->req->key_len) == TC_OK) {
+        /* After the last UNLINK on this connection, so that a server that
+         * hears it and drops its copies cannot re-read them from here. */
+        const char *pargv[] = {"PUBLISH", c->rt->channel, (const char *)c->vbuf.data};
+        size_t pargvlen[] = {7, c->rt->channel_len, c->vbuf.len};
+        if (tc_redis_send(c, NULL, W_PUBLISH, 3, pargv, pargvlen) == TC_OK) {
+            REDIS_COUNT(c->rt, inval_published);
+        }
+    }
     if (o->st == TC_OK && !scan_done(r)) {
         /* Each SCAN is a bounded batch; the deadline is per round trip. */
         const char *argv[] = {"SCAN", r->element[0]->str, "MATCH", o->pattern, "COUNT", SCAN_COUNT};
@@ -324,6 +388,9 @@ static void clear_next(struct redis_ctx *c, struct tc_redis_rop *o, const redisR
         }
     }
 }
+
+static void list_scan_reply(struct redis_ctx *c, struct tc_redis_rop *o, const redisReply *r);
+static void list_pttl_reply(struct redis_ctx *c, struct tc_redis_rop *o, const redisReply *r);
 
 void tc_redis_data_reply(struct redis_ctx *c, struct tc_redis_rop *o, int what, const redisReply *r)
 {
@@ -351,6 +418,12 @@ void tc_redis_data_reply(struct redis_ctx *c, struct tc_redis_rop *o, int what, 
         } else if (err && o->st == TC_OK) {
             o->st = TC_EIO;
         }
+        break;
+    case W_LSCAN:
+        list_scan_reply(c, o, r);
+        break;
+    case W_LPTTL:
+        list_pttl_reply(c, o, r);
         break;
     case W_SCAN:
         if (!scan_reply_ok(r)) {
@@ -451,6 +524,9 @@ static enum tc_status start_write(struct redis_ctx *c, struct tc_tier_req *req, 
     }
     o->req = req;
     tc_redis_arm(c, o->deadline);
+    if (is_set && req->tags_len > 0) {
+        send_tags(c, req, argc == 5 ? px : NULL);
+    }
     if (rt->invalidate == TC_REDIS_INVALIDATE_PUBSUB &&
         make_inval(c, is_set ? 's' : 'd', req->key, req->key_len) == TC_OK) {
         const char *pargv[] = {"PUBLISH", rt->channel, (const char *)c->vbuf.data};
@@ -463,11 +539,36 @@ static enum tc_status start_write(struct redis_ctx *c, struct tc_tier_req *req, 
     return TC_EINPROGRESS;
 }
 
+/* Drops the index of tag req->tags: UNLINK of its set. */
+static enum tc_status start_clear_tag(struct redis_ctx *c, struct tc_tier_req *req)
+{
+    if (make_tagset(c, &c->kbuf, req->tags, req->tags_len - 1) != TC_OK) {
+        return TC_ENOMEM;
+    }
+    struct tc_redis_rop *o = tc_redis_rop_get(c, ROP_WRITE, c->rt->timeout_ms);
+    if (o == NULL) {
+        return TC_ENOMEM;
+    }
+    const char *argv[] = {"UNLINK", (const char *)c->kbuf.data};
+    size_t argvlen[] = {6, c->kbuf.len};
+    enum tc_status st = tc_redis_send(c, o, W_UNLINK, 2, argv, argvlen);
+    if (st != TC_OK) {
+        tc_redis_rop_put(c, o);
+        return st == TC_ENOMEM ? st : TC_EUNAVAIL;
+    }
+    o->req = req;
+    tc_redis_arm(c, o->deadline);
+    return TC_EINPROGRESS;
+}
+
 static enum tc_status start_clear(struct redis_ctx *c, struct tc_tier_req *req)
 {
     enum tc_status st = tc_redis_ready(c);
     if (st != TC_OK) {
         return st;
+    }
+    if (req->tags_len > 0) {
+        return start_clear_tag(c, req);
     }
     struct tc_redis_rop *o = tc_redis_rop_get(c, ROP_CLEAR, c->rt->timeout_ms);
     if (o == NULL) {
@@ -486,6 +587,220 @@ static enum tc_status start_clear(struct redis_ctx *c, struct tc_tier_req *req)
     o->req = req;
     tc_redis_arm(c, o->deadline);
     return TC_EINPROGRESS;
+}
+
+/* ---- key listing (issue 15) ----------------------------------------------------------------- */
+
+/*
+ * A listing is one SCAN cursor MATCH PREFIX‖prefix* COUNT limit, then a PTTL
+ * of each key it returned, pipelined. Redis' cursor is the listing's: SCAN
+ * returns every key present for the whole iteration, but may return one
+ * twice when the table is rehashed meanwhile (docs/tiers.md). COUNT is a
+ * hint, so a page may hold more or fewer keys than asked.
+ *
+ * The rop machinery completes struct tc_tier_req; a listing rides on one
+ * (inner), whose done() completes the listing request (outer).
+ */
+#define LIST_GONE UINT64_MAX /* a key deleted between the SCAN and its PTTL */
+
+struct redis_list_op {
+    struct tc_tier_req inner;
+    struct tc_tier_list_req *outer;
+    int tag;      /* SSCAN of a tag set: its members are bare keys */
+    size_t *offs; /* where each key's fresh-until field lies in outer->out */
+    size_t noffs, next_off;
+};
+
+static void list_op_end(struct redis_list_op *op)
+{
+    /* Drops the keys found gone, in place. */
+    struct tc_buf *b = op->outer->out;
+    size_t start = op->noffs ? op->offs[0] : b->len, w = start, r = start;
+    size_t keep = 0;
+    for (size_t i = 0; i < op->noffs; i++) {
+        uint32_t kl;
+        memcpy(&kl, b->data + r, sizeof(kl));
+        size_t rec = sizeof(kl) + kl + sizeof(uint64_t);
+        uint64_t fresh;
+        memcpy(&fresh, b->data + r + sizeof(kl) + kl, sizeof(fresh));
+        if (fresh != LIST_GONE) {
+            memmove(b->data + w, b->data + r, rec);
+            w += rec;
+            keep++;
+        }
+        r += rec;
+    }
+    b->len = op->noffs ? w : b->len;
+    op->outer->count = keep;
+    free(op->offs);
+    free(op);
+}
+
+static void list_inner_done(struct tc_tier_req *inner)
+{
+    struct redis_list_op *op = inner->arg;
+    struct tc_tier_list_req *outer = op->outer;
+    enum tc_status st = inner->status;
+    list_op_end(op);
+    tc_tier_list_complete(outer, st);
+}
+
+static void list_scan_reply(struct redis_ctx *c, struct tc_redis_rop *o, const redisReply *r)
+{
+    if (!scan_reply_ok(r)) {
+        if (o->st == TC_OK) {
+            o->st = r->type == REDIS_REPLY_ERROR ? TC_EIO : TC_ECORRUPT;
+        }
+        return;
+    }
+    if (o->req == NULL || o->st != TC_OK) {
+        return; /* completed already (deadline) */
+    }
+    struct redis_list_op *op = o->req->arg;
+    struct tc_tier_list_req *lr = op->outer;
+    const redisReply *keys = r->element[1];
+    size_t plen = c->rt->prefix_len;
+    if (keys->elements > 0 && (op->offs = malloc(keys->elements * sizeof(size_t))) == NULL) {
+        o->st = TC_ENOMEM;
+        return;
+    }
+    for (size_t i = 0; i < keys->elements; i++) {
+        const redisReply *k = keys->element[i];
+        const char *key = k->str + (op->tag ? 0 : plen);
+        size_t kl = op->tag ? k->len : k->len - plen;
+        /* Untrusted: a key outside the prefix or too long is not listed; nor a tag set. */
+        if (op->tag ? (k->len == 0 || k->len > TC_KEY_MAX)
+                    : (k->len <= plen || k->len - plen > TC_KEY_MAX ||
+                       memcmp(k->str, c->rt->prefix, plen) != 0 ||
+                       (kl >= TAG_NS_LEN && memcmp(key, TAG_NS, TAG_NS_LEN) == 0))) {
+            continue;
+        }
+        uint32_t kl32 = (uint32_t)kl;
+        uint64_t fresh = LIST_GONE;
+        size_t at = lr->out->len;
+        if (tc_buf_append(lr->out, &kl32, sizeof(kl32)) != TC_OK ||
+            tc_buf_append(lr->out, key, kl) != TC_OK ||
+            tc_buf_append(lr->out, &fresh, sizeof(fresh)) != TC_OK ||
+            make_key(c, key, kl) != TC_OK) {
+            o->st = TC_ENOMEM;
+            return;
+        }
+        const char *argv[] = {"PTTL", (const char *)c->kbuf.data};
+        size_t argvlen[] = {4, c->kbuf.len};
+        if (tc_redis_send(c, o, W_LPTTL, 2, argv, argvlen) != TC_OK) {
+            o->st = TC_EUNAVAIL;
+            return;
+        }
+        op->offs[op->noffs++] = at;
+    }
+    if (!scan_done(r) && tc_buf_set(lr->next, r->element[0]->str, r->element[0]->len) != TC_OK) {
+        o->st = TC_ENOMEM;
+    }
+}
+
+static void list_pttl_reply(struct redis_ctx *c, struct tc_redis_rop *o, const redisReply *r)
+{
+    (void)c;
+    if (o->req == NULL) {
+        return;
+    }
+    struct redis_list_op *op = o->req->arg;
+    if (op->next_off >= op->noffs) {
+        return;
+    }
+    size_t at = op->offs[op->next_off++];
+    struct tc_buf *b = op->outer->out;
+    uint32_t kl;
+    memcpy(&kl, b->data + at, sizeof(kl));
+    uint64_t fresh = LIST_GONE;
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == -1) {
+        fresh = 0; /* never expires */
+    } else if (r->type == REDIS_REPLY_INTEGER && r->integer >= 0 &&
+               (unsigned long long)r->integer < (1ull << 50)) {
+        fresh = op->outer->now_ms + (uint64_t)r->integer;
+    }
+    memcpy(b->data + at + sizeof(kl) + kl, &fresh, sizeof(fresh));
+}
+
+static enum tc_status start_list(struct redis_ctx *c, struct redis_list_op *op)
+{
+    struct tc_tier_list_req *lr = op->outer;
+    enum tc_status st = tc_redis_ready(c);
+    if (st != TC_OK) {
+        return st;
+    }
+    char cursor[24] = "0", count[24];
+    if (lr->cursor_len > 0) {
+        if (lr->cursor_len >= sizeof(cursor)) {
+            return TC_EINVAL;
+        }
+        for (size_t i = 0; i < lr->cursor_len; i++) {
+            char ch = ((const char *)lr->cursor)[i];
+            if (ch < '0' || ch > '9') {
+                return TC_EINVAL; /* not a SCAN cursor: not one of our pages */
+            }
+        }
+        memcpy(cursor, lr->cursor, lr->cursor_len);
+        cursor[lr->cursor_len] = '\0';
+    }
+    snprintf(count, sizeof(count), "%zu", lr->limit);
+    struct tc_redis_rop *o = tc_redis_rop_get(c, ROP_LIST, c->rt->timeout_ms);
+    if (o == NULL) {
+        return TC_ENOMEM;
+    }
+    if (op->tag) {
+        struct tc_buf set = TC_BUF_INIT;
+        st = make_tagset(c, &set, lr->tag, lr->tag_len);
+        if (st == TC_OK) {
+            const char *argv[] = {"SSCAN", (const char *)set.data, cursor, "COUNT", count};
+            size_t argvlen[] = {5, set.len, strlen(cursor), 5, strlen(count)};
+            st = tc_redis_send(c, o, W_LSCAN, 5, argv, argvlen);
+        }
+        tc_buf_deinit(&set);
+    } else if ((o->pattern = make_pattern(c->rt, lr->prefix, lr->prefix_len, &o->pattern_len)) ==
+               NULL) {
+        st = TC_ENOMEM;
+    } else {
+        const char *argv[] = {"SCAN", cursor, "MATCH", o->pattern, "COUNT", count};
+        size_t argvlen[] = {4, strlen(cursor), 5, o->pattern_len, 5, strlen(count)};
+        st = tc_redis_send(c, o, W_LSCAN, 6, argv, argvlen);
+    }
+    if (st != TC_OK) {
+        tc_redis_rop_put(c, o);
+        return st == TC_ENOMEM ? st : TC_EUNAVAIL;
+    }
+    o->req = &op->inner;
+    tc_redis_arm(c, o->deadline);
+    return TC_EINPROGRESS;
+}
+
+static enum tc_status redis_list(struct tc_tier_ctx *base, struct tc_tier_list_req *req)
+{
+    struct redis_ctx *c = (struct redis_ctx *)base;
+    struct redis_list_op *op = calloc(1, sizeof(*op));
+    if (op == NULL) {
+        return TC_ENOMEM;
+    }
+    op->outer = req;
+    op->tag = req->tag_len > 0;
+    op->inner.arg = op;
+    op->inner.done = list_inner_done;
+    op->inner._ctx = base; /* completed by the tier layer, which counts nothing for it */
+    if (c->own_base != NULL) {
+        tc_redis_blocking_prepare(c);
+    }
+    enum tc_status st = start_list(c, op);
+    if (c->own_base == NULL && st == TC_EINPROGRESS) {
+        return st;
+    }
+    if (c->own_base != NULL) {
+        st = tc_redis_settle(c, &op->inner, NULL, st);
+        list_op_end(op);
+        return st;
+    }
+    /* Failed at once on an async ctx: answered now, done() not called. */
+    list_op_end(op);
+    return st;
 }
 
 /* ---- vtable: operations ------------------------------------------------------------------- */
@@ -526,7 +841,7 @@ static enum tc_status redis_clear(struct tc_tier_ctx *base, struct tc_tier_req *
 {
     struct redis_ctx *c = (struct redis_ctx *)base;
     enum tc_status st;
-    if (c->rt->prefix_len == 0 && req->key_len == 0) {
+    if (c->rt->prefix_len == 0 && req->key_len == 0 && req->tags_len == 0) {
         /* Would be every key of the database, other programs' data too. */
         st = TC_EINVAL;
     } else {
@@ -1026,7 +1341,7 @@ static enum tc_tier_health redis_health(struct tc_tier *t, char *detail, size_t 
         .scheme = name,                                                                            \
         .abi_version = TC_TIER_ABI_VERSION,                                                        \
         .caps = TC_TIER_CAP_REMOTE | TC_TIER_CAP_ASYNC | TC_TIER_CAP_SHARED |                      \
-                TC_TIER_CAP_LOCK_CLUSTER,                                                          \
+                TC_TIER_CAP_LOCK_CLUSTER | TC_TIER_CAP_LIST | TC_TIER_CAP_TAGS,                    \
         .params = redis_params,                                                                    \
         .usage = usage_text,                                                                       \
         .open = open_fn,                                                                           \
@@ -1041,6 +1356,8 @@ static enum tc_tier_health redis_health(struct tc_tier *t, char *detail, size_t 
         .stats = redis_stats,                                                                      \
         .health = redis_health,                                                                    \
         .on_invalidate = tc_redis_on_invalidate,                                                   \
+        .on_invalidate_prefix = tc_redis_on_invalidate_prefix,                                     \
+        .list = redis_list,                                                                        \
         .lock_acquire = redis_lock_acquire,                                                        \
         .lock_release = redis_lock_release,                                                        \
         .lock_peek = redis_lock_peek,                                                              \
