@@ -248,6 +248,8 @@ const char *tc_http_reason(int status)
         return "URI Too Long";
     case 415:
         return "Unsupported Media Type";
+    case 429:
+        return "Too Many Requests";
     case 431:
         return "Request Header Fields Too Large";
     case 500:
@@ -562,6 +564,9 @@ static int on_headers_complete(http_parser *p)
         break;
     case HTTP_POST:
         r->method = TC_HTTP_POST;
+        break;
+    case HTTP_PATCH:
+        r->method = TC_HTTP_PATCH;
         break;
     default:
         r->method = TC_HTTP_OTHER;

@@ -56,7 +56,8 @@ enum tc_http_method {
     TC_HTTP_PUT = 4,
     TC_HTTP_DELETE = 8,
     TC_HTTP_POST = 16,
-    TC_HTTP_OTHER = 32,
+    TC_HTTP_PATCH = 32, /* issue 16: lock and lease renewal */
+    TC_HTTP_OTHER = 64,
 };
 
 #define TC_HTTP_MAX_HEADERS 48

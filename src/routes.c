@@ -5,7 +5,9 @@
  * and its handler, in a file per area of the API:
  *
  *   /cache/{key}   GET HEAD PUT DELETE   read / write   src/api_cache.c
- *   /locks/{name}  GET HEAD POST DELETE  locks          src/api_locks.c
+ *   /locks/{name}  GET HEAD POST PATCH DELETE  locks    src/api_locks.c
+ *   /counters/{key} GET HEAD POST DELETE read / write  src/api_counters.c
+ *   /limits/{key}  GET HEAD POST DELETE  read / write   src/api_counters.c
  *   /health        GET HEAD              public         src/api_admin.c
  *   /stats         GET HEAD              admin
  *   /metrics       GET HEAD              admin
@@ -46,8 +48,14 @@ struct route {
 static const struct route routes[] = {
     {"/cache/", "/cache/{key}", 1, RW | TC_HTTP_PUT | TC_HTTP_DELETE, "GET, HEAD, PUT, DELETE",
      SCOPE_READ, SCOPE_WRITE, tc_api_cache},
-    {"/locks/", "/locks/{name}", 1, RW | TC_HTTP_POST | TC_HTTP_DELETE, "GET, HEAD, POST, DELETE",
-     SCOPE_LOCKS, SCOPE_LOCKS, tc_api_locks},
+    {"/locks/", "/locks/{name}", 1, RW | TC_HTTP_POST | TC_HTTP_PATCH | TC_HTTP_DELETE,
+     "GET, HEAD, POST, PATCH, DELETE", SCOPE_LOCKS, SCOPE_LOCKS, tc_api_locks},
+    /* Issue 16: counters and limits change state on POST/DELETE (write);
+     * reading one is read. */
+    {"/counters/", "/counters/{key}", 1, RW | TC_HTTP_POST | TC_HTTP_DELETE,
+     "GET, HEAD, POST, DELETE", SCOPE_READ, SCOPE_WRITE, tc_api_counters},
+    {"/limits/", "/limits/{key}", 1, RW | TC_HTTP_POST | TC_HTTP_DELETE, "GET, HEAD, POST, DELETE",
+     SCOPE_READ, SCOPE_WRITE, tc_api_limits},
     {"/health", "/health", 0, RW, "GET, HEAD", SCOPE_PUBLIC, SCOPE_PUBLIC, tc_api_health},
     {"/stats", "/stats", 0, RW, "GET, HEAD", SCOPE_ADMIN, SCOPE_ADMIN, tc_api_stats},
     {"/metrics", "/metrics", 0, RW, "GET, HEAD", SCOPE_ADMIN, SCOPE_ADMIN, tc_api_metrics},
@@ -100,6 +108,6 @@ void tc_routes_handle(struct tc_http_req *r, void *arg)
         return;
     }
     tc_api_error(w, r, TC_API_NOT_FOUND, NULL,
-                 "no such path (the API is /cache/{key}, /locks/{name}, /health, /stats, "
-                 "/metrics)");
+                 "no such path (the API is /cache/{key}, /locks/{name}, /counters/{key}, "
+                 "/limits/{key}, /health, /stats, /metrics)");
 }

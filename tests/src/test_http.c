@@ -409,10 +409,10 @@ Test(http, methods)
 {
     start(limits());
     struct client *c = client_new();
-    const char *reqs[] = {"GET", "HEAD", "PUT", "DELETE", "POST", "OPTIONS"};
-    enum tc_http_method want[] = {TC_HTTP_GET,    TC_HTTP_HEAD, TC_HTTP_PUT,
-                                  TC_HTTP_DELETE, TC_HTTP_POST, TC_HTTP_OTHER};
-    for (size_t i = 0; i < 6; i++) {
+    const char *reqs[] = {"GET", "HEAD", "PUT", "DELETE", "POST", "PATCH", "OPTIONS"};
+    enum tc_http_method want[] = {TC_HTTP_GET,  TC_HTTP_HEAD,  TC_HTTP_PUT,  TC_HTTP_DELETE,
+                                  TC_HTTP_POST, TC_HTTP_PATCH, TC_HTTP_OTHER};
+    for (size_t i = 0; i < 7; i++) {
         char buf[128];
         snprintf(buf, sizeof(buf), "%s /m HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
                  reqs[i]);
