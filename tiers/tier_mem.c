@@ -526,7 +526,7 @@ static enum tc_status mem_count(struct tc_tier_ctx *c, struct tc_tier_count_req 
         return TC_ENOMEM;
     }
     memcpy(k + 1, req->key, req->key_len);
-    static const char kinds[] = "fsgm"; /* by enum tc_limit_strategy - 1 */
+    static const char kinds[] = "fsmg"; /* by enum tc_limit_strategy - 1 */
     enum tc_status st = TC_OK;
     pthread_mutex_lock(&m->lock);
     if (req->op == TC_COUNT_ADD || req->op == TC_COUNT_GET || req->op == TC_COUNT_RESET) {
