@@ -92,6 +92,12 @@ _Static_assert(TC_RING_NCOUNTERS ==
 /* Counter/limit cells likewise: ~1/64 of the segment, 8 to 8192 buckets of
  * 4 cells (1 MiB, 32768 cells, for 64 MiB). */
 #define CELL_BUCKET_SIZE ((uint64_t)sizeof(struct tc_ring_cell_bucket))
+/* Moving-window slabs: ~1/32 of the segment, a power of two from 4 to 1024
+ * (128 slabs, 1 MiB, for 64 MiB). */
+#define MLOG_SIZE ((uint64_t)sizeof(struct tc_ring_mlog))
+#define MLOG_DIV  32u
+#define MLOG_MIN  4u
+#define MLOG_MAX  1024u
 
 enum {
     C_GETS,
@@ -1392,8 +1398,8 @@ static enum tc_status shm_path(const char *name, char *path, size_t n, char *err
 }
 
 struct geometry {
-    uint64_t stat_off, nstat, lock_off, lock_nbuckets, cell_off, cell_nbuckets, index_off, nbuckets,
-        log_off[TC_RING_NLOGS], log_cap[TC_RING_NLOGS], max_rec;
+    uint64_t stat_off, nstat, lock_off, lock_nbuckets, cell_off, cell_nbuckets, mlog_off,
+        mlog_nslabs, index_off, nbuckets, log_off[TC_RING_NLOGS], log_cap[TC_RING_NLOGS], max_rec;
 };
 
 static uint64_t default_max_item(uint64_t size)
@@ -1429,7 +1435,12 @@ static enum tc_status plan(const struct tc_ring_options *o, struct geometry *g, 
            g->cell_nbuckets * 2 * CELL_BUCKET_SIZE <= size / LOCK_DIV) {
         g->cell_nbuckets *= 2;
     }
-    g->index_off = g->cell_off + g->cell_nbuckets * CELL_BUCKET_SIZE;
+    g->mlog_off = g->cell_off + g->cell_nbuckets * CELL_BUCKET_SIZE;
+    g->mlog_nslabs = MLOG_MIN;
+    while (g->mlog_nslabs < MLOG_MAX && g->mlog_nslabs * 2 * MLOG_SIZE <= size / MLOG_DIV) {
+        g->mlog_nslabs *= 2;
+    }
+    g->index_off = g->mlog_off + g->mlog_nslabs * MLOG_SIZE;
     uint64_t avail = size - g->index_off;
     uint64_t nb = o->buckets;
     if (nb == 0) {
@@ -1491,6 +1502,11 @@ static int geometry_ok(const struct tc_ring_hdr *h, uint64_t seg_size)
         return 0;
     }
     end = h->cell_off + h->cell_nbuckets * CELL_BUCKET_SIZE;
+    if (end > seg_size || h->mlog_off != end || h->mlog_nslabs < MLOG_MIN ||
+        (h->mlog_nslabs & (h->mlog_nslabs - 1)) != 0 || h->mlog_nslabs > MLOG_MAX) {
+        return 0;
+    }
+    end = h->mlog_off + h->mlog_nslabs * MLOG_SIZE;
     if (end > seg_size || h->index_off != end || h->nbuckets == 0 ||
         (h->nbuckets & (h->nbuckets - 1)) != 0 || h->nbuckets > seg_size / TC_RING_CACHELINE) {
         return 0;
@@ -1553,6 +1569,8 @@ static void init_header(struct tc_ring_hdr *h, uint64_t size, const struct geome
     h->lock_nbuckets = g->lock_nbuckets;
     h->cell_off = g->cell_off;
     h->cell_nbuckets = g->cell_nbuckets;
+    h->mlog_off = g->mlog_off;
+    h->mlog_nslabs = g->mlog_nslabs;
     h->index_off = g->index_off;
     h->nbuckets = g->nbuckets;
     for (unsigned L = 0; L < TC_RING_NLOGS; L++) {
@@ -1924,6 +1942,8 @@ enum tc_status tc_ring_open(const char *name, const struct tc_ring_options *opt,
     r->cells.bucket = (struct tc_ring_cell_bucket *)(r->base + h->cell_off);
     r->cells.mask = h->cell_nbuckets - 1;
     r->cells.seed = r->seed;
+    r->cells.mlog = (struct tc_ring_mlog *)(r->base + h->mlog_off);
+    r->cells.mlog_mask = h->mlog_nslabs / TC_RING_CELL_WAYS - 1;
     *out = r;
     return TC_OK;
 fail:

@@ -372,6 +372,40 @@ typedef int (*tc_ring_cell_fn)(struct tc_ring_cellval *v, void *arg);
 enum tc_status tc_ring_cell_update(struct tc_ring *r, const void *name, size_t len, uint64_t now_ms,
                                    tc_ring_cell_fn fn, void *arg);
 
+/** Longest moving-window log of the segment: the largest limit it keeps. */
+#define TC_RING_MOVING_MAX 1024u
+
+/** A moving-window decision (tc_ring_moving()). */
+struct tc_ring_moving {
+    /* In. */
+    uint64_t limit;     /* 1 .. TC_RING_MOVING_MAX */
+    uint64_t window_ms; /* >= 1 */
+    uint64_t cost;      /* 0 .. limit */
+    int hit;            /* 1: take cost when allowed; 0: only look */
+    int clear;          /* 1: forget the log (everything else ignored) */
+    /* Out. */
+    int allowed;         /* fewer than limit - cost + 1 hits within the last window */
+    uint64_t used;       /* hits within the window, after this one */
+    uint64_t oldest_ms;  /* the oldest of them (0: none) */
+    uint64_t newest_ms;  /* the newest of them (0: none) */
+    uint64_t blocker_ms; /* denied: the hit whose leaving lets this one pass */
+};
+
+/**
+ * The exact moving window ("at most limit hits in any window") of @p name
+ * at @p now_ms: the log of its last TC_RING_MOVING_MAX hit times lives in a
+ * slab of the segment (~1/32 of it, 4 to 1024 slabs, in buckets of 4 taken
+ * like cells). A hit is one 16-byte CAS of the slab's head, which also
+ * carries the newest batch's time; the slots of a batch are written by the
+ * next decision at the latest (any process helps), so a process killed
+ * anywhere leaves the log whole. O(limit) reads per decision, to count.
+ * @return TC_OK; TC_ENOMEM (a new name and no slab free in its bucket);
+ *         TC_EAGAIN; TC_EINVAL (limit out of 1..TC_RING_MOVING_MAX, window
+ *         0, cost > limit); TC_ENOTSUP (no 16-byte CAS).
+ */
+enum tc_status tc_ring_moving(struct tc_ring *r, const void *name, size_t len, uint64_t now_ms,
+                              struct tc_ring_moving *m);
+
 /** Cells holding a live state at @p now_ms (a walk of the table, for stats). */
 uint64_t tc_ring_cells_live(struct tc_ring *r, uint64_t now_ms);
 

@@ -23,6 +23,8 @@ struct tc_ring_cells_ {
     struct tc_ring_cell_bucket *bucket;
     uint64_t mask; /* buckets - 1 */
     uint64_t seed;
+    struct tc_ring_mlog *mlog;
+    uint64_t mlog_mask; /* slabs / TC_RING_CELL_WAYS - 1 */
 };
 
 /** The cell table of @p r. */

@@ -16,6 +16,7 @@
  *   4096                        stat slots: 128 x 128 B, one per ring ctx (thread) in any process
  *   lock_off   = 4096 + 16 KiB  lock table: lock_nbuckets x 512 B (a wake line + 7 entries)
  *   cell_off                    counter/limit cells: cell_nbuckets x 128 B (4 cells of 32 B)
+ *   mlog_off                    moving-window logs: mlog_nslabs x 8256 B (a cell + 1024 slots)
  *   index_off                   index: nbuckets x 64 B buckets of 8 u64 slots
  *   log_off[0]                  log 0, probation: byte ring where new keys land
  *   log_off[1]                  log 1, main: keys read again, or written again soon
@@ -109,6 +110,13 @@ _Static_assert(sizeof(_Atomic uint64_t) == 8, "atomic u64 must have the size of 
 #define TC_RING_CELL_GEN_BITS 20u
 #define TC_RING_CELL_T_BITS   44u
 
+/* Moving-window logs (issue 16, shm/cell.c): slabs of a cell (id, st as
+ * above, st.x = hits ever << 24 | the last hit's cost) and one slot per
+ * hit of the last TC_RING_MLOG_SLOTS, slot = tag << 44 | time ms, where
+ * tag = hit number mod (2^20 - 1) + 1 (0: never written). Slabs come in
+ * buckets of TC_RING_CELL_WAYS. */
+#define TC_RING_MLOG_SLOTS 1024u
+
 /* Counters per stat slot: the list is TC_RING_STATS_COUNTERS in ring.h. */
 #define TC_RING_NCOUNTERS 13u
 
@@ -153,6 +161,12 @@ struct tc_ring_cell_bucket {
     struct tc_ring_cell c[TC_RING_CELL_WAYS];
 };
 
+struct tc_ring_mlog {
+    struct tc_ring_cell head;
+    uint64_t _pad[4];
+    _Atomic uint64_t slot[TC_RING_MLOG_SLOTS];
+};
+
 /* A bucket: the futex word its releases bump, then its entries. */
 struct tc_ring_lock_bucket {
     _Atomic uint32_t wake;    /* futex word: +1 on every release in this bucket */
@@ -187,7 +201,8 @@ struct tc_ring_hdr {
     struct tc_ring_stat_slot retired;
     uint64_t lock_off, lock_nbuckets; /* lock table; lock_nbuckets: a power of two */
     uint64_t cell_off, cell_nbuckets; /* counter/limit cells; cell_nbuckets: a power of two */
-    uint64_t _pad0[4];
+    uint64_t mlog_off, mlog_nslabs;   /* moving-window logs; mlog_nslabs: a power of two >= 4 */
+    uint64_t _pad0[2];
     struct tc_ring_lock_epoch lock_epoch;
     uint8_t _pad1[TC_RING_HDR_SIZE - TC_RING_CACHELINE * (4 + TC_RING_NLOGS) -
                   sizeof(struct tc_ring_stat_slot)];
@@ -219,6 +234,9 @@ _Static_assert(sizeof(struct tc_ring_cell) == 32 && alignof(struct tc_ring_cell)
                "a cell is two 16-byte words");
 _Static_assert(sizeof(struct tc_ring_cell_bucket) == 2 * TC_RING_CACHELINE, "a cell bucket");
 _Static_assert(offsetof(struct tc_ring_hdr, cell_off) == 400, "cell geometry after the locks'");
+_Static_assert(offsetof(struct tc_ring_hdr, mlog_off) == 416, "log geometry after the cells'");
+_Static_assert(sizeof(struct tc_ring_mlog) == 64 + 8 * TC_RING_MLOG_SLOTS,
+               "a slab: a line + slots");
 _Static_assert(sizeof(_Atomic uint32_t) == 4 && ATOMIC_INT_LOCK_FREE == 2,
                "futex words are lock-free 32-bit atomics");
 _Static_assert(TC_RING_LOCK_DEADLINE_SHIFT + TC_RING_LOCK_DEADLINE_BITS == 64 &&
@@ -254,6 +272,8 @@ static inline uint64_t tc_ring_layout_fingerprint(void)
         sizeof(struct tc_ring_cell_bucket),
         offsetof(struct tc_ring_hdr, cell_off),
         TC_RING_CELL_GEN_BITS,
+        sizeof(struct tc_ring_mlog),
+        offsetof(struct tc_ring_hdr, mlog_off),
     };
     for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
         f = (f ^ parts[i]) * 0x100000001B3ull;

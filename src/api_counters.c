@@ -28,6 +28,8 @@
 
 #define COUNTERS_PREFIX "/counters/"
 #define LIMITS_PREFIX   "/limits/"
+/* The shm tier's moving-window log (TC_RING_MOVING_MAX, shm/ring.h). */
+#define TC_SHM_MOVING_MAX 1024u
 
 struct count_call {
     struct tc_worker *w;
@@ -79,11 +81,11 @@ static void answer(struct count_call *cc)
         tc_api_error(w, r, TC_API_UNAVAILABLE, NULL,
                      "no room for a new %s: the %s-scope table is full of live state",
                      cc->limits ? "limit" : "counter", w->srv->count_scope);
-    } else if (st == TC_ENOTSUP && q->strategy == TC_LIMIT_MOVING) {
+    } else if (st == TC_ETOOBIG && q->strategy == TC_LIMIT_MOVING) {
         tc_api_error(w, r, TC_API_BAD_REQUEST, NULL,
-                     "the moving window is not kept at %s scope here; use \"sliding\" or "
-                     "\"gcra\" (docs/api.md)",
-                     w->srv->count_scope);
+                     "at %s scope the moving window keeps at most %u hits: use a smaller "
+                     "\"limit\", or \"gcra\" or \"sliding\" (docs/api.md)",
+                     w->srv->count_scope, TC_SHM_MOVING_MAX);
     } else if (st != TC_OK) {
         tc_api_status(w, r, st);
     } else if (q->op == TC_COUNT_RESET || q->op == TC_LIMIT_CLEAR) {

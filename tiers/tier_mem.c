@@ -452,18 +452,21 @@ static enum tc_status count_one(struct mem_tier *m, struct tc_tier_count_req *re
         req->value = 0;
         return TC_OK;
     }
-    /* A moving window whose limit changed starts a new log. */
+    /* A moving window whose limit changed keeps its newest hits, as many
+     * as the new limit needs (as shm and Redis do). */
     if (e != NULL && moving && e->log.cap != req->limit) {
-        e->log.n = 0;
-        e->log.head = 0;
-        uint64_t *ts = realloc(e->log.ts, req->limit * sizeof(uint64_t));
+        uint64_t *ts = malloc(req->limit * sizeof(uint64_t));
         if (ts == NULL) {
             return TC_ENOMEM;
         }
+        uint64_t n = e->log.n < req->limit ? e->log.n : req->limit;
+        for (uint64_t i = 0; i < n; i++) { /* oldest kept first */
+            ts[i] = e->log.ts[(e->log.head + e->log.cap - (n - 1 - i)) % e->log.cap];
+        }
+        free(e->log.ts);
         m->count_bytes -= e->log.cap * sizeof(uint64_t);
         m->count_bytes += req->limit * sizeof(uint64_t);
-        e->log.ts = ts;
-        e->log.cap = req->limit;
+        e->log = (struct tc_count_log){ts, req->limit, n, n ? n - 1 : 0};
     }
     if (e != NULL) {
         if (moving) {

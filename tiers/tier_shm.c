@@ -495,8 +495,9 @@ static enum tc_status shm_lock_renew(struct tc_tier_ctx *c, struct tc_tier_lock_
 /* ---- counters and limits (issue 16) ------------------------------------------------------- */
 
 /* The segment's cells (shm/cell.c) hold the states of tiers/count.h; every
- * decision is one 16-byte CAS. The moving window's log does not fit a cell:
- * TC_ENOTSUP here (the server then keeps it at a narrower scope). */
+ * decision is one 16-byte CAS. The moving window keeps its log in a slab of
+ * the segment (tc_ring_moving): a limit above TC_RING_MOVING_MAX is
+ * TC_ETOOBIG here. */
 
 struct count_call {
     struct tc_tier_count_req *req;
@@ -522,32 +523,57 @@ static char count_kind(int op, enum tc_limit_strategy s)
     return s == TC_LIMIT_FIXED ? 'f' : s == TC_LIMIT_SLIDING ? 's' : s == TC_LIMIT_GCRA ? 'g' : 'm';
 }
 
+static enum tc_status shm_moving(struct shm_tier *s, struct tc_tier_count_req *req,
+                                 const uint8_t *name, size_t len)
+{
+    if (req->op != TC_LIMIT_CLEAR && req->limit > TC_RING_MOVING_MAX) {
+        return TC_ETOOBIG;
+    }
+    struct tc_ring_moving m = {.limit = req->limit,
+                               .window_ms = req->window_ms,
+                               .cost = req->cost,
+                               .hit = req->op == TC_LIMIT_HIT,
+                               .clear = req->op == TC_LIMIT_CLEAR};
+    enum tc_status st = tc_ring_moving(s->ring, name, len, req->now_ms, &m);
+    if (st != TC_OK || m.clear) {
+        return st;
+    }
+    uint64_t now = req->now_ms, w = req->window_ms;
+    req->allowed = m.allowed;
+    req->value = (int64_t)m.used;
+    req->remaining = req->limit > m.used ? req->limit - m.used : 0;
+    req->start_ms = m.oldest_ms;
+    req->reset_ms = m.used && m.newest_ms + w > now ? m.newest_ms + w - now : 0;
+    req->retry_ms = m.allowed ? 0 : (m.blocker_ms + w > now ? m.blocker_ms + w - now : 1);
+    return TC_OK;
+}
+
 static enum tc_status shm_count(struct tc_tier_ctx *c, struct tc_tier_count_req *req)
 {
     struct shm_tier *s = (struct shm_tier *)c->tier;
-    if (req->strategy == TC_LIMIT_MOVING && req->op != TC_LIMIT_CLEAR) {
-        return TC_ENOTSUP;
-    }
     uint8_t name[1 + TC_LOCK_NAME_MAX];
     memcpy(name + 1, req->key, req->key_len);
     struct count_call cc = {req};
     if (req->op == TC_LIMIT_CLEAR && req->strategy == 0) {
         static const enum tc_limit_strategy all[] = {TC_LIMIT_FIXED, TC_LIMIT_SLIDING,
-                                                     TC_LIMIT_GCRA};
+                                                     TC_LIMIT_GCRA, TC_LIMIT_MOVING};
         for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
             name[0] = (uint8_t)count_kind(req->op, all[i]);
-            enum tc_status st = tc_ring_cell_update(s->ring, name, req->key_len + 1, req->now_ms,
-                                                    count_cell_fn, &cc);
+            enum tc_status st = all[i] == TC_LIMIT_MOVING
+                                    ? shm_moving(s, req, name, req->key_len + 1)
+                                    : tc_ring_cell_update(s->ring, name, req->key_len + 1,
+                                                          req->now_ms, count_cell_fn, &cc);
             if (st != TC_OK) {
                 return st;
             }
         }
         return TC_OK;
     }
-    if (req->op == TC_LIMIT_CLEAR && req->strategy == TC_LIMIT_MOVING) {
-        return TC_OK; /* never kept here */
-    }
     name[0] = (uint8_t)count_kind(req->op, req->strategy);
+    if (req->strategy == TC_LIMIT_MOVING && req->op != TC_COUNT_ADD && req->op != TC_COUNT_GET &&
+        req->op != TC_COUNT_RESET) {
+        return shm_moving(s, req, name, req->key_len + 1);
+    }
     return tc_ring_cell_update(s->ring, name, req->key_len + 1, req->now_ms, count_cell_fn, &cc);
 }
 

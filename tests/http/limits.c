@@ -409,9 +409,7 @@ static void run(const char *sc)
     case_counter_exact();
     case_limit("fixed", 20, 300, 0, 1200);
     case_limit("sliding", 20, 300, 0, 1200);
-    if (strcmp(sc, "cluster") == 0) {
-        case_limit("moving", 20, 300, 0, 1200);
-    }
+    case_limit("moving", 20, 300, 0, 1200);
     case_limit("gcra", 50, 500, 10, 1200);
     case_renew();
     case_counter_kill();
