@@ -209,21 +209,31 @@ static int body_object(struct tc_worker *w, struct tc_http_req *r, json_t **out)
     return 0;
 }
 
-/* The key of the path after @p prefix into cc; -1 (answered or *st set). */
-static int path_key(struct tc_worker *w, struct tc_http_req *r, const char *prefix,
-                    const char *usage, struct count_call *cc, enum tc_status *st)
+/* A call for @p r with the key of its path after @p prefix; NULL when it
+ * answered (a bad key) or when the caller must answer *st. */
+static struct count_call *call_new(struct tc_worker *w, struct tc_http_req *r, int limits,
+                                   const char *prefix, const char *usage, enum tc_status *st)
 {
     char *decoded;
     const char *name;
     size_t len;
+    struct count_call *cc = calloc(1, sizeof(*cc));
+    if (cc == NULL) {
+        *st = TC_ENOMEM;
+        return NULL;
+    }
     if (tc_api_decode_name(w, r, r->path + strlen(prefix), "key", usage, &decoded, &name, &len,
                            st) != 0) {
-        return -1;
+        free(cc);
+        return NULL;
     }
+    cc->w = w;
+    cc->r = r;
+    cc->limits = limits;
     memcpy(cc->key, name, len);
     cc->key_len = len;
     free(decoded);
-    return 0;
+    return cc;
 }
 
 /* An integer member in [lo, hi] (absent: def). -1 once it answered 400. */
@@ -262,15 +272,9 @@ static int json_bool(struct tc_worker *w, struct tc_http_req *r, json_t *doc, co
 
 enum tc_status tc_api_counters(struct tc_worker *w, struct tc_http_req *r)
 {
-    enum tc_status st;
-    struct count_call *cc = calloc(1, sizeof(*cc));
+    enum tc_status st = TC_OK;
+    struct count_call *cc = call_new(w, r, 0, COUNTERS_PREFIX, "/counters/{key}", &st);
     if (cc == NULL) {
-        return TC_ENOMEM;
-    }
-    cc->w = w;
-    cc->r = r;
-    if (path_key(w, r, COUNTERS_PREFIX, "/counters/{key}", cc, &st) != 0) {
-        free(cc);
         return st;
     }
     json_t *doc = NULL;
@@ -409,16 +413,9 @@ static json_t *query_json(const char *v)
 
 enum tc_status tc_api_limits(struct tc_worker *w, struct tc_http_req *r)
 {
-    enum tc_status st;
-    struct count_call *cc = calloc(1, sizeof(*cc));
+    enum tc_status st = TC_OK;
+    struct count_call *cc = call_new(w, r, 1, LIMITS_PREFIX, "/limits/{key}", &st);
     if (cc == NULL) {
-        return TC_ENOMEM;
-    }
-    cc->w = w;
-    cc->r = r;
-    cc->limits = 1;
-    if (path_key(w, r, LIMITS_PREFIX, "/limits/{key}", cc, &st) != 0) {
-        free(cc);
         return st;
     }
     json_t *doc = NULL;

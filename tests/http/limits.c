@@ -362,6 +362,73 @@ static void case_limit(const char *strategy, unsigned limit, unsigned window_ms,
     free(all);
 }
 
+/* ---- validation and headers ------------------------------------------------------------ */
+
+static int status_of(const char *method, const char *target, const char *body,
+                     const char *want_in_body, struct tc_test_resp *keep)
+{
+    struct tc_test_resp r;
+    if (tc_test_http(srv[0].port, method, target, "Content-Type: application/json\r\n", body,
+                     body ? strlen(body) : 0, &r) != 0) {
+        return -1;
+    }
+    int st = r.status;
+    if (want_in_body != NULL && strstr(r.body, want_in_body) == NULL) {
+        CHECK(0, "%s %s: '%s' not in %s", method, target, want_in_body, r.body);
+    }
+    if (keep != NULL) {
+        *keep = r;
+    } else {
+        tc_test_resp_free(&r);
+    }
+    return st;
+}
+
+static void case_api(void)
+{
+    CHECK(status_of("POST", "/limits/v", "{\"limit\":5,\"window\":1,\"windw\":2,\"x\":1}",
+                    "unknown fields \\\"windw\\\", \\\"x\\\"", NULL) == 400,
+          "unknown members named");
+    CHECK(status_of("POST", "/limits/v", "{\"limit\":5,\"window\":1,\"strategy\":\"leaky\"}",
+                    "unknown strategy", NULL) == 400,
+          "bad strategy");
+    CHECK(status_of("POST", "/limits/v", "{\"limit\":5,\"window\":\"soon\"}", "window", NULL) ==
+              400,
+          "bad window");
+    CHECK(status_of("POST", "/limits/v", "{\"window\":1}", "limit", NULL) == 400, "no limit");
+    CHECK(status_of("POST", "/limits/v", "{\"limit\":5,\"window\":1,\"burst\":3}", "gcra", NULL) ==
+              400,
+          "burst without gcra");
+    CHECK(status_of("POST", "/limits/v", "{\"limit\":5,\"window\":1,\"cost\":6}", "cost", NULL) ==
+              400,
+          "cost above the limit");
+    CHECK(status_of("POST", "/counters/v", "{\"by\":1.5}", "by", NULL) == 400, "by not an integer");
+    CHECK(status_of("POST", "/counters/v", "{\"by\":1,\"tll\":3}", "unknown field \\\"tll\\\"",
+                    NULL) == 400,
+          "counter: unknown member named");
+    CHECK(status_of("GET", "/counters/v", NULL, "\"value\":0", NULL) == 200,
+          "nothing was stored by the bad requests");
+    CHECK(status_of("POST", "/counters/v", "{\"by\":9223372036854775807}", NULL, NULL) == 200,
+          "add the largest");
+    CHECK(status_of("POST", "/counters/v", "{\"by\":1}", "overflow", NULL) == 409, "overflow 409");
+    CHECK(status_of("DELETE", "/counters/v", NULL, NULL, NULL) == 200, "reset");
+    struct tc_test_resp r;
+    const char *one = "{\"limit\":1,\"window\":\"1h\",\"strategy\":\"fixed\"}";
+    CHECK(status_of("POST", "/limits/h", one, "\"remaining\":0", &r) == 200 &&
+              strstr(r.ratelimit, "\"fixed\";r=0;t=") == r.ratelimit,
+          "RateLimit on 200: %s", r.ratelimit);
+    tc_test_resp_free(&r);
+    CHECK(status_of("POST", "/limits/h", one, "rate_limited", &r) == 429 &&
+              atoi(r.retry_after) >= 3500 && atoi(r.retry_after) <= 3600 &&
+              strstr(r.ratelimit, "\"fixed\";r=0;t=") == r.ratelimit,
+          "429 with Retry-After %s and RateLimit %s", r.retry_after, r.ratelimit);
+    tc_test_resp_free(&r);
+    CHECK(status_of("GET", "/limits/h?limit=1&window=1h", NULL, "\"allowed\":false", NULL) == 200,
+          "GET: the state, no hit");
+    CHECK(status_of("DELETE", "/limits/h", NULL, NULL, NULL) == 200, "DELETE clears");
+    CHECK(status_of("POST", "/limits/h", one, "\"allowed\":true", NULL) == 200, "allowed again");
+}
+
 /* ---- renewal ----------------------------------------------------------------------------- */
 
 static void case_renew(void)
@@ -407,6 +474,9 @@ static void run(const char *sc)
         return;
     }
     case_counter_exact();
+    if (strcmp(sc, "host") == 0) {
+        case_api();
+    }
     case_limit("fixed", 20, 300, 0, 1200);
     case_limit("sliding", 20, 300, 0, 1200);
     case_limit("moving", 20, 300, 0, 1200);
