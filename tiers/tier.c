@@ -528,7 +528,7 @@ static enum tc_status count_finish(struct tc_tier_count_req *req, enum tc_status
             BUMP(c, limit_denied);
         }
     } else if (req->op == TC_COUNT_ADD) {
-        BUMP(c, counter_adds);
+        BUMP(c, count_adds);
     }
     req->status = st;
     return st;
@@ -577,7 +577,7 @@ enum tc_status tc_tier_count(struct tc_tier_ctx *c, struct tc_tier_count_req *re
     req->overflow = 0;
     req->allowed = 0;
     req->remaining = req->reset_ms = req->retry_ms = req->start_ms = 0;
-    if (ops->count == NULL) {
+    if (ops->count == NULL || !(ops->caps & TC_TIER_CAP_COUNT)) {
         req->status = TC_ENOTSUP;
         return TC_ENOTSUP;
     }

@@ -48,7 +48,7 @@
 /** Kept likewise for counters and limits (issue 16); reported only by
  * TC_TIER_CAP_COUNT tiers. */
 #define TC_TIER_COUNT_COUNTERS(X)                                                                  \
-    X(counter_adds)                                                                                \
+    X(count_adds)                                                                                  \
     X(limit_allowed)                                                                               \
     X(limit_denied)                                                                                \
     X(count_errors)
@@ -193,7 +193,7 @@ struct tc_tier_ops {
     void (*get_many)(struct tc_tier_ctx *c, struct tc_tier_req **reqs, size_t n);
 
     /* Added in ABI 5 (issue 16); optional. lock_renew: with the lock ops
-     * (NULL: TC_ENOTSUP). count: with TC_TIER_CAP_COUNT; the tier layer has
+     * (NULL: TC_ENOTSUP). count: called only with TC_TIER_CAP_COUNT; the tier layer has
      * checked the key and the parameters; complete with
      * tc_tier_count_complete(). */
     enum tc_status (*lock_renew)(struct tc_tier_ctx *c, struct tc_tier_lock_req *req);
