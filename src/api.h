@@ -116,8 +116,10 @@ const char *tc_api_tier_label(int i);
 void tc_api_cache_pool_destroy(struct tc_api_cache_pool *pool);
 
 /* The handlers, one file per area of the API. */
-enum tc_status tc_api_cache(struct tc_worker *w, struct tc_http_req *r);    /* src/api_cache.c */
-enum tc_status tc_api_locks(struct tc_worker *w, struct tc_http_req *r);    /* src/api_locks.c */
+enum tc_status tc_api_cache(struct tc_worker *w, struct tc_http_req *r); /* src/api_cache.c */
+enum tc_status tc_api_locks(struct tc_worker *w, struct tc_http_req *r); /* src/api_locks.c */
+/* PATCH /cache/{key}: renews a cache lease (X-Lease-Token); src/api_locks.c. */
+enum tc_status tc_api_lease_renew(struct tc_worker *w, struct tc_http_req *r);
 enum tc_status tc_api_counters(struct tc_worker *w, struct tc_http_req *r); /* api_counters.c */
 enum tc_status tc_api_limits(struct tc_worker *w, struct tc_http_req *r);   /* api_counters.c */
 enum tc_status tc_api_health(struct tc_worker *w, struct tc_http_req *r);   /* src/api_admin.c */

@@ -150,6 +150,69 @@ int tc_api_json_seconds(struct tc_worker *w, struct tc_http_req *r, json_t *doc,
     return 0;
 }
 
+/* A cache lease is the key-lock "k:" + key that a lease GET took (see
+ * src/readthrough.c); its holder renews it like a named lock. The lease is
+ * given as {"ttl": s} or X-Cache-Lease: MS, as when it was asked for. */
+enum tc_status tc_api_lease_renew(struct tc_worker *w, struct tc_http_req *r)
+{
+    char *decoded;
+    const char *key;
+    size_t len;
+    enum tc_status st;
+    if (tc_api_decode_name(w, r, r->path + strlen("/cache/"), "key", "/cache/{key}", &decoded, &key,
+                           &len, &st) != 0) {
+        return st;
+    }
+    struct lock_call *lc = calloc(1, sizeof(*lc));
+    if (lc == NULL) {
+        free(decoded);
+        return TC_ENOMEM;
+    }
+    lc->w = w;
+    lc->r = r;
+    lc->lname[0] = 'k';
+    lc->lname[1] = ':';
+    memcpy(lc->lname + 2, key, len);
+    lc->name_len = len;
+    free(decoded);
+    const char *token = tc_http_header(r, "x-lease-token");
+    const char *ms = tc_http_header(r, "x-cache-lease");
+    json_t *doc = NULL;
+    uint64_t ttl = LOCK_DEFAULT_TTL;
+    int bad = 0;
+    if (r->body.len > 0) {
+        doc = json_loadb((const char *)r->body.data, r->body.len, 0, NULL);
+        if (!json_is_object(doc)) {
+            tc_api_error(w, r, TC_API_BAD_JSON, NULL, "the body must be {\"ttl\": s}");
+            bad = 1;
+        } else {
+            bad = tc_api_json_seconds(w, r, doc, "ttl", LOCK_DEFAULT_TTL, LOCK_MAX_TTL, &ttl) != 0;
+        }
+    } else if (ms != NULL) {
+        char *end;
+        unsigned long long v = strtoull(ms, &end, 10);
+        ttl = *end == '\0' && v <= LOCK_MAX_TTL ? v : 0;
+    }
+    if (!bad && ttl == 0) {
+        tc_api_error(w, r, TC_API_BAD_LEASE, NULL,
+                     "a lease renewal needs {\"ttl\": s} or X-Cache-Lease: MS, above 0");
+        bad = 1;
+    } else if (!bad && (token == NULL || token[0] == '\0' || strlen(token) >= TC_LOCK_TOKEN_MAX)) {
+        tc_api_error(w, r, TC_API_MISSING_TOKEN, NULL,
+                     "give the lease's token as X-Lease-Token (a lease GET returned it)");
+        bad = 1;
+    }
+    json_decref(doc);
+    if (bad) {
+        free(lc);
+        return TC_OK;
+    }
+    lc->kw.ttl_ms = ttl;
+    snprintf(lc->kw.token, sizeof(lc->kw.token), "%s", token);
+    tc_keylock_renew(w->home, lc->lname, len + 2, token, ttl, lock_renew_done, lc);
+    return TC_OK;
+}
+
 enum tc_status tc_api_locks(struct tc_worker *w, struct tc_http_req *r)
 {
     char *decoded;

@@ -4,7 +4,7 @@
  * methods it takes, the scope a client needs for it (for the coming auth),
  * and its handler, in a file per area of the API:
  *
- *   /cache/{key}   GET HEAD PUT DELETE   read / write   src/api_cache.c
+ *   /cache/{key}   GET HEAD PUT DELETE PATCH  read / write  src/api_cache.c (PATCH: api_locks.c)
  *   /locks/{name}  GET HEAD POST PATCH DELETE  locks    src/api_locks.c
  *   /counters/{key} GET HEAD POST DELETE read / write  src/api_counters.c
  *   /limits/{key}  GET HEAD POST DELETE  read / write   src/api_counters.c
@@ -46,8 +46,9 @@ struct route {
 #define RW (TC_HTTP_GET | TC_HTTP_HEAD)
 
 static const struct route routes[] = {
-    {"/cache/", "/cache/{key}", 1, RW | TC_HTTP_PUT | TC_HTTP_DELETE, "GET, HEAD, PUT, DELETE",
-     SCOPE_READ, SCOPE_WRITE, tc_api_cache},
+    /* PATCH (issue 16): a cache lease's renewal, by its holder. */
+    {"/cache/", "/cache/{key}", 1, RW | TC_HTTP_PUT | TC_HTTP_DELETE | TC_HTTP_PATCH,
+     "GET, HEAD, PUT, DELETE, PATCH", SCOPE_READ, SCOPE_WRITE, tc_api_cache},
     {"/locks/", "/locks/{name}", 1, RW | TC_HTTP_POST | TC_HTTP_PATCH | TC_HTTP_DELETE,
      "GET, HEAD, POST, PATCH, DELETE", SCOPE_LOCKS, SCOPE_LOCKS, tc_api_locks},
     /* Issue 16: counters and limits change state on POST/DELETE (write);

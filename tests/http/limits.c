@@ -465,6 +465,43 @@ static void case_renew(void)
     close(fb);
 }
 
+/* A cache lease (X-Cache-Lease) renewed by its holder through the other
+ * process outlives its first length, and its PUT still lands. */
+static void case_lease_renew(void)
+{
+    struct tc_test_resp r;
+    CHECK(tc_test_http(srv[0].port, "GET", "/cache/leased", "X-Cache-Lease: 800\r\n", NULL, 0,
+                       &r) == 0 &&
+              r.status == 404 && r.lease_token[0] != '\0',
+          "%s: a lease granted", scope);
+    char tok[64], hdr[160];
+    snprintf(tok, sizeof(tok), "%s", r.lease_token);
+    tc_test_resp_free(&r);
+    snprintf(hdr, sizeof(hdr), "X-Lease-Token: %s\r\nContent-Type: application/json\r\n", tok);
+    for (int i = 0; i < 3; i++) {
+        tc_test_sleep_ms(500);
+        CHECK(tc_test_http(srv[1].port, "PATCH", "/cache/leased", hdr, "{\"ttl\":0.8}", 11, &r) ==
+                      0 &&
+                  r.status == 200,
+              "%s: lease renewal %d: %d %s", scope, i, r.status, r.body);
+        tc_test_resp_free(&r);
+    }
+    CHECK(tc_test_http(srv[1].port, "PATCH", "/cache/leased",
+                       "X-Lease-Token: 0-0000-0123456789abcdef\r\n", "{\"ttl\":1}", 9, &r) == 0 &&
+              r.status == 409,
+          "%s: a stranger's lease renewal: %d", scope, r.status);
+    tc_test_resp_free(&r);
+    const char *v = "{\"value\":\"filled\",\"ttl\":60}";
+    CHECK(tc_test_http(srv[0].port, "PUT", "/cache/leased", hdr, v, strlen(v), &r) == 0 &&
+              r.status == 200,
+          "%s: the holder's PUT after 1.5 s of a 0.8 s lease: %d %s", scope, r.status, r.body);
+    tc_test_resp_free(&r);
+    CHECK(tc_test_http(srv[0].port, "PATCH", "/cache/leased", hdr, "{\"ttl\":1}", 9, &r) == 0 &&
+              r.status == 404,
+          "%s: renewing a lease that its PUT released: %d", scope, r.status);
+    tc_test_resp_free(&r);
+}
+
 static void run(const char *sc)
 {
     scope = sc;
@@ -482,6 +519,7 @@ static void run(const char *sc)
     case_limit("moving", 20, 300, 0, 1200);
     case_limit("gcra", 50, 500, 10, 1200);
     case_renew();
+    case_lease_renew();
     case_counter_kill();
     for (int i = 0; i < 2; i++) {
         if (srv[i].pid > 0) {
