@@ -341,7 +341,25 @@ struct worker {
     int id;
     _Atomic uint64_t *allowed, *moving;
     int64_t acked;
+    int errors; /* CHECK() is not for threads (check.h): counted here */
 };
+
+/* One call from a thread: no CHECK, the status only. */
+static enum tc_status quiet(struct tc_tier_ctx *c, struct tc_tier_count_req *q, int op,
+                            const char *key, enum tc_limit_strategy s, uint64_t limit, int64_t n)
+{
+    memset(q, 0, sizeof(*q));
+    q->key = key;
+    q->key_len = strlen(key);
+    q->op = op;
+    q->now_ms = base_ms;
+    q->by = n;
+    q->strategy = s;
+    q->limit = limit;
+    q->window_ms = 3600000;
+    q->cost = (uint64_t)n;
+    return tc_tier_count(c, q);
+}
 
 static void *adder(void *p)
 {
@@ -352,16 +370,22 @@ static void *adder(void *p)
     }
     struct tc_tier_count_req q;
     for (int i = 0; i < ADDS; i++) {
-        if (add(c, "sum", w->id + 1, 0, 0, base_ms, &q) == TC_OK && !q.overflow) {
+        enum tc_status st = quiet(c, &q, TC_COUNT_ADD, "sum", 0, 0, w->id + 1);
+        if (st == TC_OK && !q.overflow) {
             w->acked += w->id + 1;
         }
-        if (hit(c, "lim", TC_LIMIT_FIXED, 100, 3600000, 1, base_ms, &q) == TC_OK && q.allowed) {
+        w->errors += st != TC_OK;
+        st = quiet(c, &q, TC_LIMIT_HIT, "lim", TC_LIMIT_FIXED, 100, 1);
+        if (st == TC_OK && q.allowed) {
             atomic_fetch_add(w->allowed, 1);
         }
-        if (i % 4 == 0 &&
-            hit(c, "mov", TC_LIMIT_MOVING, 30, 3600000, 1 + (i & 1), base_ms, &q) == TC_OK &&
-            q.allowed) {
-            atomic_fetch_add(w->moving, 1 + (uint64_t)(i & 1));
+        w->errors += st != TC_OK;
+        if (i % 4 == 0) {
+            st = quiet(c, &q, TC_LIMIT_HIT, "mov", TC_LIMIT_MOVING, 30, 1 + (i & 1));
+            if (st == TC_OK && q.allowed) {
+                atomic_fetch_add(w->moving, 1 + (uint64_t)(i & 1));
+            }
+            w->errors += st != TC_OK;
         }
     }
     tc_tier_ctx_dispose(c);
@@ -374,14 +398,17 @@ static void case_threads(void)
     struct worker w[THREADS];
     _Atomic uint64_t allowed = 0, moving = 0;
     for (int i = 0; i < THREADS; i++) {
-        w[i] = (struct worker){shared && (i & 1) ? t2 : t1, i, &allowed, &moving, 0};
+        w[i] = (struct worker){shared && (i & 1) ? t2 : t1, i, &allowed, &moving, 0, 0};
         pthread_create(&th[i], NULL, adder, &w[i]);
     }
     int64_t sum = 0;
+    int errors = 0;
     for (int i = 0; i < THREADS; i++) {
         pthread_join(th[i], NULL);
         sum += w[i].acked;
+        errors += w[i].errors;
     }
+    CHECK(errors == 0, "threads: %d operations failed", errors);
     struct tc_tier_count_req q;
     CHECK(cget(c1, "sum", base_ms, &q) == TC_OK && q.value == sum,
           "threads: counter %lld = acknowledged %lld", (long long)q.value, (long long)sum);
