@@ -150,31 +150,45 @@ int tc_api_json_seconds(struct tc_worker *w, struct tc_http_req *r, json_t *doc,
     return 0;
 }
 
+/* A call for @p r on the key-lock "@p ns:" + the name of its path after
+ * @p skip bytes; NULL when it answered (a bad name) or the caller must
+ * answer *st. */
+static struct lock_call *call_new(struct tc_worker *w, struct tc_http_req *r, char ns, size_t skip,
+                                  const char *what, const char *usage, enum tc_status *st)
+{
+    char *decoded;
+    const char *name;
+    size_t len;
+    if (tc_api_decode_name(w, r, r->path + skip, what, usage, &decoded, &name, &len, st) != 0) {
+        return NULL;
+    }
+    struct lock_call *lc = calloc(1, sizeof(*lc));
+    if (lc == NULL) {
+        free(decoded);
+        *st = TC_ENOMEM;
+        return NULL;
+    }
+    lc->w = w;
+    lc->r = r;
+    lc->lname[0] = (uint8_t)ns;
+    lc->lname[1] = ':';
+    memcpy(lc->lname + 2, name, len);
+    lc->name_len = len;
+    free(decoded);
+    return lc;
+}
+
 /* A cache lease is the key-lock "k:" + key that a lease GET took (see
  * src/readthrough.c); its holder renews it like a named lock. The lease is
  * given as {"ttl": s} or X-Cache-Lease: MS, as when it was asked for. */
 enum tc_status tc_api_lease_renew(struct tc_worker *w, struct tc_http_req *r)
 {
-    char *decoded;
-    const char *key;
-    size_t len;
-    enum tc_status st;
-    if (tc_api_decode_name(w, r, r->path + strlen("/cache/"), "key", "/cache/{key}", &decoded, &key,
-                           &len, &st) != 0) {
+    enum tc_status st = TC_OK;
+    struct lock_call *lc = call_new(w, r, 'k', strlen("/cache/"), "key", "/cache/{key}", &st);
+    if (lc == NULL) {
         return st;
     }
-    struct lock_call *lc = calloc(1, sizeof(*lc));
-    if (lc == NULL) {
-        free(decoded);
-        return TC_ENOMEM;
-    }
-    lc->w = w;
-    lc->r = r;
-    lc->lname[0] = 'k';
-    lc->lname[1] = ':';
-    memcpy(lc->lname + 2, key, len);
-    lc->name_len = len;
-    free(decoded);
+    size_t len = lc->name_len;
     const char *token = tc_http_header(r, "x-lease-token");
     const char *ms = tc_http_header(r, "x-cache-lease");
     json_t *doc = NULL;
@@ -215,26 +229,12 @@ enum tc_status tc_api_lease_renew(struct tc_worker *w, struct tc_http_req *r)
 
 enum tc_status tc_api_locks(struct tc_worker *w, struct tc_http_req *r)
 {
-    char *decoded;
-    const char *name;
-    size_t len;
-    enum tc_status st;
-    if (tc_api_decode_name(w, r, r->path + LOCKS_PREFIX_LEN, "lock name", "/locks/{name}", &decoded,
-                           &name, &len, &st) != 0) {
+    enum tc_status st = TC_OK;
+    struct lock_call *lc = call_new(w, r, 'n', LOCKS_PREFIX_LEN, "lock name", "/locks/{name}", &st);
+    if (lc == NULL) {
         return st;
     }
-    struct lock_call *lc = calloc(1, sizeof(*lc));
-    if (lc == NULL) {
-        free(decoded);
-        return TC_ENOMEM;
-    }
-    lc->w = w;
-    lc->r = r;
-    lc->lname[0] = 'n';
-    lc->lname[1] = ':';
-    memcpy(lc->lname + 2, name, len);
-    lc->name_len = len;
-    free(decoded);
+    size_t len = lc->name_len;
 
     json_t *doc = NULL;
     if (r->body.len > 0) {
