@@ -203,7 +203,10 @@ struct view {
 
 static uint64_t seal_of(uint64_t seed, uint64_t w, uint64_t hash, uint64_t rnd, uint64_t pid)
 {
-    uint64_t v[4] = {w & ~TC_RING_LOCK_STATE_MASK, hash, rnd, pid};
+    /* Not the deadline: a renewal moves it with one CAS, and the claim it
+     * describes stays the same claim (the generation names it). */
+    uint64_t v[4] = {w & ~TC_RING_LOCK_STATE_MASK & ~(DEADLINE_MAX << TC_RING_LOCK_DEADLINE_SHIFT),
+                     hash, rnd, pid};
     return XXH3_64bits_withSeed(v, sizeof(v), seed);
 }
 
@@ -520,6 +523,43 @@ enum tc_status tc_ring_lock_release(struct tc_ring *r, const void *name, size_t 
     /* A lease that ended was free for the taking already: freeing it spares
      * the next acquirer the takeover, but the caller did not hold it. */
     return live(&v, now) ? TC_OK : TC_ENOTFOUND;
+}
+
+enum tc_status tc_ring_lock_renew(struct tc_ring *r, const void *name, size_t len,
+                                  const char *token, uint64_t ttl_ms)
+{
+    if (r == NULL || name == NULL || len == 0 || token == NULL || token[0] == '\0' || ttl_ms == 0 ||
+        ttl_ms > TC_RING_LOCK_TTL_MAX) {
+        return TC_EINVAL;
+    }
+    const struct tc_ring_locks_ *l = tc_ring_locks_(r);
+    struct lname n;
+    lname_init(l, name, len, &n);
+    unsigned way;
+    uint64_t gen, rnd;
+    if (token_parse(token, &way, &gen, &rnd)) {
+        struct tc_ring_lock_entry *e = &n.b->e[way];
+        /* A few tries: only a concurrent renewal with this same token (or a
+         * takeover, after which the check below fails) moves the word. */
+        for (int attempt = 0; attempt < CLAIM_TRIES; attempt++) {
+            struct view v;
+            load_entry(l, e, &v);
+            uint64_t now = mono_ms();
+            if (STATE(v.w) != TC_RING_LOCK_HELD || !v.sealed || w_gen(v.w) != gen || v.rnd != rnd ||
+                v.hash != n.hash || !live(&v, now) || dead(&v)) {
+                break;
+            }
+            uint64_t deadline = now + ttl_ms < DEADLINE_MAX ? now + ttl_ms : DEADLINE_MAX;
+            uint64_t seen = v.w;
+            /* Same generation, tag and state: the seal still matches. */
+            if (atomic_compare_exchange_strong(
+                    &e->word, &seen, make_word(deadline, gen, n.tag, TC_RING_LOCK_HELD))) {
+                return TC_OK;
+            }
+        }
+    }
+    /* Not ours: held under another token, or not held at all. */
+    return tc_ring_lock_peek(r, name, len, NULL, NULL, NULL) == TC_OK ? TC_EEXIST : TC_ENOTFOUND;
 }
 
 enum tc_status tc_ring_lock_peek(struct tc_ring *r, const void *name, size_t len,

@@ -89,6 +89,15 @@ _Static_assert(TC_RING_NCOUNTERS ==
 #define LOCK_MIN_BUCKETS 8u
 #define LOCK_MAX_BUCKETS 8192u
 #define LOCK_BUCKET_SIZE ((uint64_t)sizeof(struct tc_ring_lock_bucket))
+/* Counter/limit cells likewise: ~1/64 of the segment, 8 to 8192 buckets of
+ * 4 cells (1 MiB, 32768 cells, for 64 MiB). */
+#define CELL_BUCKET_SIZE ((uint64_t)sizeof(struct tc_ring_cell_bucket))
+/* Moving-window slabs: ~1/32 of the segment, a power of two from 4 to 1024
+ * (128 slabs, 1 MiB, for 64 MiB). */
+#define MLOG_SIZE ((uint64_t)sizeof(struct tc_ring_mlog))
+#define MLOG_DIV  32u
+#define MLOG_MIN  4u
+#define MLOG_MAX  1024u
 
 enum {
     C_GETS,
@@ -139,6 +148,7 @@ struct tc_ring {
     uint64_t ghost_age[TC_RING_NLOGS];
     uint64_t pid;
     struct tc_ring_locks_ locks;
+    struct tc_ring_cells_ cells;
     /* The header as validated at attach: tc_ring_check() compares the live
      * one with it. Only the fields no process ever writes after creation
      * are compared (see hdr_fixed_equal()). */
@@ -1249,7 +1259,7 @@ static uint64_t scan_slots(struct tc_ring *r, uint64_t sum[TC_RING_NCOUNTERS], u
 }
 
 /* Fields that no process writes after the creator published the magic:
- * bytes 8 (major) to 128 (head[0]) and the lock geometry. The heads, the
+ * bytes 8 (major) to 128 (head[0]) and the lock and cell geometry. The heads, the
  * retired slot and the epoch line are written all the time. */
 static int hdr_fixed_equal(const struct tc_ring_hdr *live, const struct tc_ring_hdr *copy)
 {
@@ -1366,6 +1376,11 @@ const struct tc_ring_locks_ *tc_ring_locks_(struct tc_ring *r)
     return &r->locks;
 }
 
+const struct tc_ring_cells_ *tc_ring_cells_(struct tc_ring *r)
+{
+    return &r->cells;
+}
+
 /* ---- open / close -------------------------------------------------------------------------------
  */
 
@@ -1383,8 +1398,8 @@ static enum tc_status shm_path(const char *name, char *path, size_t n, char *err
 }
 
 struct geometry {
-    uint64_t stat_off, nstat, lock_off, lock_nbuckets, index_off, nbuckets, log_off[TC_RING_NLOGS],
-        log_cap[TC_RING_NLOGS], max_rec;
+    uint64_t stat_off, nstat, lock_off, lock_nbuckets, cell_off, cell_nbuckets, mlog_off,
+        mlog_nslabs, index_off, nbuckets, log_off[TC_RING_NLOGS], log_cap[TC_RING_NLOGS], max_rec;
 };
 
 static uint64_t default_max_item(uint64_t size)
@@ -1414,7 +1429,18 @@ static enum tc_status plan(const struct tc_ring_options *o, struct geometry *g, 
            g->lock_nbuckets * 2 * LOCK_BUCKET_SIZE <= size / LOCK_DIV) {
         g->lock_nbuckets *= 2;
     }
-    g->index_off = g->lock_off + g->lock_nbuckets * LOCK_BUCKET_SIZE;
+    g->cell_off = g->lock_off + g->lock_nbuckets * LOCK_BUCKET_SIZE;
+    g->cell_nbuckets = LOCK_MIN_BUCKETS;
+    while (g->cell_nbuckets < LOCK_MAX_BUCKETS &&
+           g->cell_nbuckets * 2 * CELL_BUCKET_SIZE <= size / LOCK_DIV) {
+        g->cell_nbuckets *= 2;
+    }
+    g->mlog_off = g->cell_off + g->cell_nbuckets * CELL_BUCKET_SIZE;
+    g->mlog_nslabs = MLOG_MIN;
+    while (g->mlog_nslabs < MLOG_MAX && g->mlog_nslabs * 2 * MLOG_SIZE <= size / MLOG_DIV) {
+        g->mlog_nslabs *= 2;
+    }
+    g->index_off = g->mlog_off + g->mlog_nslabs * MLOG_SIZE;
     uint64_t avail = size - g->index_off;
     uint64_t nb = o->buckets;
     if (nb == 0) {
@@ -1470,6 +1496,17 @@ static int geometry_ok(const struct tc_ring_hdr *h, uint64_t seg_size)
         return 0;
     }
     end = h->lock_off + h->lock_nbuckets * LOCK_BUCKET_SIZE;
+    if (end > seg_size || h->cell_off != end || h->cell_nbuckets == 0 ||
+        (h->cell_nbuckets & (h->cell_nbuckets - 1)) != 0 ||
+        h->cell_nbuckets > seg_size / CELL_BUCKET_SIZE) {
+        return 0;
+    }
+    end = h->cell_off + h->cell_nbuckets * CELL_BUCKET_SIZE;
+    if (end > seg_size || h->mlog_off != end || h->mlog_nslabs < MLOG_MIN ||
+        (h->mlog_nslabs & (h->mlog_nslabs - 1)) != 0 || h->mlog_nslabs > MLOG_MAX) {
+        return 0;
+    }
+    end = h->mlog_off + h->mlog_nslabs * MLOG_SIZE;
     if (end > seg_size || h->index_off != end || h->nbuckets == 0 ||
         (h->nbuckets & (h->nbuckets - 1)) != 0 || h->nbuckets > seg_size / TC_RING_CACHELINE) {
         return 0;
@@ -1530,6 +1567,10 @@ static void init_header(struct tc_ring_hdr *h, uint64_t size, const struct geome
     h->nstat = g->nstat;
     h->lock_off = g->lock_off;
     h->lock_nbuckets = g->lock_nbuckets;
+    h->cell_off = g->cell_off;
+    h->cell_nbuckets = g->cell_nbuckets;
+    h->mlog_off = g->mlog_off;
+    h->mlog_nslabs = g->mlog_nslabs;
     h->index_off = g->index_off;
     h->nbuckets = g->nbuckets;
     for (unsigned L = 0; L < TC_RING_NLOGS; L++) {
@@ -1649,7 +1690,7 @@ static void no_access_message(const char *name, int e, char *err, size_t errlen)
 }
 
 /* The header fields no process writes after creation (hdr_fixed_equal()),
- * copied out of the segment: the magic, bytes 8..128, the lock geometry.
+ * copied out of the segment: the magic, bytes 8..128, the lock and cell geometry.
  * The rest of the copy stays zero. */
 static void hdr_copy_fixed(struct tc_ring_hdr *dst, const struct tc_ring_hdr *src, uint64_t magic)
 {
@@ -1898,6 +1939,11 @@ enum tc_status tc_ring_open(const char *name, const struct tc_ring_options *opt,
     r->locks.epoch = &r->hdr->lock_epoch;
     r->locks.seed = r->seed;
     r->locks.pid = r->pid;
+    r->cells.bucket = (struct tc_ring_cell_bucket *)(r->base + h->cell_off);
+    r->cells.mask = h->cell_nbuckets - 1;
+    r->cells.seed = r->seed;
+    r->cells.mlog = (struct tc_ring_mlog *)(r->base + h->mlog_off);
+    r->cells.mlog_mask = h->mlog_nslabs / TC_RING_CELL_WAYS - 1;
     *out = r;
     return TC_OK;
 fail:

@@ -321,6 +321,94 @@ enum tc_status tc_ring_check(struct tc_ring *r, char *why, size_t len);
 /** Largest value tc_ring_set() accepts in this process. */
 uint64_t tc_ring_max_item(const struct tc_ring *r);
 
+/* ---- host-scope counter and limit cells (issue 16) ------------------------------------------
+ *
+ * A table of small states keyed by name (any bytes; told apart by a 64-bit
+ * hash, like lock names, and apart from lock names and cache keys): each
+ * state is two words, x (signed) and t, a time in ms after which the state
+ * is worth nothing (0: never; at most 2^44 - 1). Every change of a state is
+ * one 16-byte compare-and-swap of the pair: a process killed at any point
+ * leaves each state either as it was or as it became, never half-changed,
+ * and no state locked. What x and t mean is the caller's business
+ * (tiers/count.h).
+ *
+ * A name gets a cell in its bucket (TC_RING_CELL_WAYS cells) the first time
+ * a change is stored for it, taking a free cell or one whose t has passed;
+ * making a cell a name's is serialised per name through the lock table (a
+ * lease of TC_RING_CELL_CLAIM_MS, taken over from a dead process). A bucket
+ * whose cells all hold live states refuses new names (TC_ENOMEM). The table
+ * takes ~1/64 of the segment: 8 to 8192 buckets (32768 cells for 64 MiB).
+ *
+ * Needs a 16-byte CAS (x86-64's cmpxchg16b); elsewhere every call answers
+ * TC_ENOTSUP.
+ */
+
+/** A state: see above. */
+struct tc_ring_cellval {
+    int64_t x;
+    uint64_t t;
+};
+
+/**
+ * Decides a state's change: called with the state as stored (zeros for a
+ * name without a cell); returns 1 to store the new *v, 0 to leave it. May
+ * be called several times in one update (each time a concurrent change
+ * won), always on the latest state, so it must not count its calls.
+ */
+typedef int (*tc_ring_cell_fn)(struct tc_ring_cellval *v, void *arg);
+
+/** Lease (ms) of the per-name claim of a cell; see above. */
+#define TC_RING_CELL_CLAIM_MS 10000u
+
+/**
+ * Updates the state of @p name (@p len >= 1 bytes) with @p fn at @p now_ms
+ * (which decides which cells are past their t). Storing zeros frees the
+ * cell.
+ * @return TC_OK (fn's decision was stored, or it stored nothing); TC_ENOMEM
+ *         (a new name and no cell free in its bucket); TC_EAGAIN (another
+ *         process kept the name's claim for 1 s); TC_EINVAL; TC_ENOTSUP.
+ * Thread- and process-safe; lock-free except for a new name's claim.
+ */
+enum tc_status tc_ring_cell_update(struct tc_ring *r, const void *name, size_t len, uint64_t now_ms,
+                                   tc_ring_cell_fn fn, void *arg);
+
+/** Longest moving-window log of the segment: the largest limit it keeps. */
+#define TC_RING_MOVING_MAX 1024u
+
+/** A moving-window decision (tc_ring_moving()). */
+struct tc_ring_moving {
+    /* In. */
+    uint64_t limit;     /* 1 .. TC_RING_MOVING_MAX */
+    uint64_t window_ms; /* >= 1 */
+    uint64_t cost;      /* 0 .. limit */
+    int hit;            /* 1: take cost when allowed; 0: only look */
+    int clear;          /* 1: forget the log (everything else ignored) */
+    /* Out. */
+    int allowed;         /* fewer than limit - cost + 1 hits within the last window */
+    uint64_t used;       /* hits within the window, after this one */
+    uint64_t oldest_ms;  /* the oldest of them (0: none) */
+    uint64_t newest_ms;  /* the newest of them (0: none) */
+    uint64_t blocker_ms; /* denied: the hit whose leaving lets this one pass */
+};
+
+/**
+ * The exact moving window ("at most limit hits in any window") of @p name
+ * at @p now_ms: the log of its last TC_RING_MOVING_MAX hit times lives in a
+ * slab of the segment (~1/32 of it, 4 to 1024 slabs, in buckets of 4 taken
+ * like cells). A hit is one 16-byte CAS of the slab's head, which also
+ * carries the newest batch's time; the slots of a batch are written by the
+ * next decision at the latest (any process helps), so a process killed
+ * anywhere leaves the log whole. O(limit) reads per decision, to count.
+ * @return TC_OK; TC_ENOMEM (a new name and no slab free in its bucket);
+ *         TC_EAGAIN; TC_EINVAL (limit out of 1..TC_RING_MOVING_MAX, window
+ *         0, cost > limit); TC_ENOTSUP (no 16-byte CAS).
+ */
+enum tc_status tc_ring_moving(struct tc_ring *r, const void *name, size_t len, uint64_t now_ms,
+                              struct tc_ring_moving *m);
+
+/** Cells holding a live state at @p now_ms (a walk of the table, for stats). */
+uint64_t tc_ring_cells_live(struct tc_ring *r, uint64_t now_ms);
+
 /* ---- host-scope lease locks --------------------------------------------------------------------
  *
  * A lock is a name (any bytes) held for a lease of ttl_ms by whoever knows
@@ -384,6 +472,15 @@ enum tc_status tc_ring_lock_acquire(struct tc_ring *r, const void *name, size_t 
  */
 enum tc_status tc_ring_lock_release(struct tc_ring *r, const void *name, size_t len,
                                     const char *token);
+
+/**
+ * Extends the lease of lock @p name to @p ttl_ms from now if @p token holds
+ * it (a live lease). The token stays the same.
+ * @return TC_OK renewed; TC_EEXIST held under another token; TC_ENOTFOUND
+ *         not held (released, expired, or taken over); TC_EINVAL.
+ */
+enum tc_status tc_ring_lock_renew(struct tc_ring *r, const void *name, size_t len,
+                                  const char *token, uint64_t ttl_ms);
 
 /**
  * Says whether @p name is held by a live lease. On TC_OK fills the holder's

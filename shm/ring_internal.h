@@ -18,6 +18,18 @@ struct tc_ring_locks_ {
     uint64_t pid;  /* this process */
 };
 
+/* The counter/limit cells of an attached segment, located likewise. */
+struct tc_ring_cells_ {
+    struct tc_ring_cell_bucket *bucket;
+    uint64_t mask; /* buckets - 1 */
+    uint64_t seed;
+    struct tc_ring_mlog *mlog;
+    uint64_t mlog_mask; /* slabs / TC_RING_CELL_WAYS - 1 */
+};
+
+/** The cell table of @p r. */
+const struct tc_ring_cells_ *tc_ring_cells_(struct tc_ring *r);
+
 /** The lock table of @p r. */
 const struct tc_ring_locks_ *tc_ring_locks_(struct tc_ring *r);
 

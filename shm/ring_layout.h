@@ -15,6 +15,8 @@
  *                               own cache lines
  *   4096                        stat slots: 128 x 128 B, one per ring ctx (thread) in any process
  *   lock_off   = 4096 + 16 KiB  lock table: lock_nbuckets x 512 B (a wake line + 7 entries)
+ *   cell_off                    counter/limit cells: cell_nbuckets x 128 B (4 cells of 32 B)
+ *   mlog_off                    moving-window logs: mlog_nslabs x 8256 B (a cell + 1024 slots)
  *   index_off                   index: nbuckets x 64 B buckets of 8 u64 slots
  *   log_off[0]                  log 0, probation: byte ring where new keys land
  *   log_off[1]                  log 1, main: keys read again, or written again soon
@@ -27,7 +29,8 @@
  *   |  tag (!= 0)  | L |  log position, low 47 bits (bit 0: BUSY)    |
  *   +--------------+---+---------------------------------------------+
  *
- * Lock word (64 bits; one per lock entry, see shm/lock.c):
+ * Lock word (64 bits; one per lock entry, see shm/lock.c; the seal covers
+ * all but the state and the deadline, so a renewal only moves the deadline):
  *
  *    63                             24 23          8 7     2 1   0
  *   +---------------------------------+-------------+-------+-----+
@@ -59,7 +62,7 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "the shm ring needs lock-free 64-bit
 _Static_assert(sizeof(_Atomic uint64_t) == 8, "atomic u64 must have the size of u64");
 
 #define TC_RING_MAGIC        0x7463726E67310A00ull /* "tcrng1\n\0" */
-#define TC_RING_LAYOUT_MAJOR 2u                    /* incompatible changes */
+#define TC_RING_LAYOUT_MAJOR 3u                    /* incompatible changes */
 #define TC_RING_LAYOUT_MINOR 0u                    /* compatible additions */
 
 #define TC_RING_CACHELINE  64u
@@ -93,6 +96,27 @@ _Static_assert(sizeof(_Atomic uint64_t) == 8, "atomic u64 must have the size of 
 #define TC_RING_LOCK_DEADLINE_SHIFT 24u
 #define TC_RING_LOCK_DEADLINE_BITS  40u
 
+/* Counter/limit cells (issue 16, shm/cell.c): buckets of TC_RING_CELL_WAYS
+ * cells; a cell is two 16-byte words, each only ever read and written whole
+ * by a 16-byte compare-and-swap (cmpxchg16b), so that a value and its expiry
+ * change together:
+ *
+ *   id = { name hash (never 0), gen }          gen: 20 bits
+ *   st = { x, t << 20 | gen }                  t: 44 bits of ms (0: never)
+ *
+ * The cell holds the name's state while both gens agree; st's gen moving
+ * ahead of id's marks a cell being taken for another name. */
+#define TC_RING_CELL_WAYS     4u
+#define TC_RING_CELL_GEN_BITS 20u
+#define TC_RING_CELL_T_BITS   44u
+
+/* Moving-window logs (issue 16, shm/cell.c): slabs of a cell (id, st as
+ * above, st.x = hits ever << 24 | the last hit's cost) and one slot per
+ * hit of the last TC_RING_MLOG_SLOTS, slot = tag << 44 | time ms, where
+ * tag = hit number mod (2^20 - 1) + 1 (0: never written). Slabs come in
+ * buckets of TC_RING_CELL_WAYS. */
+#define TC_RING_MLOG_SLOTS 1024u
+
 /* Counters per stat slot: the list is TC_RING_STATS_COUNTERS in ring.h. */
 #define TC_RING_NCOUNTERS 13u
 
@@ -124,6 +148,23 @@ struct tc_ring_lock_entry {
     _Atomic uint64_t owner_pid; /* the claiming process */
     _Atomic uint64_t seal;      /* XXH3 of (word without state, name_hash, rnd, owner_pid) */
     uint64_t _reserved[3];
+};
+
+/* Plain words, not _Atomic: no C11 atomic covers 16 bytes without a lock on
+ * every compiler, and shm/cell.c touches them only with cmpxchg16b (R0). */
+struct tc_ring_cell {
+    alignas(16) uint64_t id[2];
+    alignas(16) uint64_t st[2];
+};
+
+struct tc_ring_cell_bucket {
+    struct tc_ring_cell c[TC_RING_CELL_WAYS];
+};
+
+struct tc_ring_mlog {
+    struct tc_ring_cell head;
+    uint64_t _pad[4];
+    _Atomic uint64_t slot[TC_RING_MLOG_SLOTS];
 };
 
 /* A bucket: the futex word its releases bump, then its entries. */
@@ -159,7 +200,9 @@ struct tc_ring_hdr {
     /* Counters folded in from ctxs that closed or whose process died. */
     struct tc_ring_stat_slot retired;
     uint64_t lock_off, lock_nbuckets; /* lock table; lock_nbuckets: a power of two */
-    uint64_t _pad0[6];
+    uint64_t cell_off, cell_nbuckets; /* counter/limit cells; cell_nbuckets: a power of two */
+    uint64_t mlog_off, mlog_nslabs;   /* moving-window logs; mlog_nslabs: a power of two >= 4 */
+    uint64_t _pad0[2];
     struct tc_ring_lock_epoch lock_epoch;
     uint8_t _pad1[TC_RING_HDR_SIZE - TC_RING_CACHELINE * (4 + TC_RING_NLOGS) -
                   sizeof(struct tc_ring_stat_slot)];
@@ -187,6 +230,13 @@ _Static_assert(offsetof(struct tc_ring_hdr, lock_epoch) == 448, "epoch on its ow
 _Static_assert(sizeof(struct tc_ring_lock_entry) == TC_RING_CACHELINE, "a lock entry is a line");
 _Static_assert(sizeof(struct tc_ring_lock_epoch) == TC_RING_CACHELINE, "the epoch is a line");
 _Static_assert(sizeof(struct tc_ring_lock_bucket) == 512, "a lock bucket is 8 lines");
+_Static_assert(sizeof(struct tc_ring_cell) == 32 && alignof(struct tc_ring_cell) == 16,
+               "a cell is two 16-byte words");
+_Static_assert(sizeof(struct tc_ring_cell_bucket) == 2 * TC_RING_CACHELINE, "a cell bucket");
+_Static_assert(offsetof(struct tc_ring_hdr, cell_off) == 400, "cell geometry after the locks'");
+_Static_assert(offsetof(struct tc_ring_hdr, mlog_off) == 416, "log geometry after the cells'");
+_Static_assert(sizeof(struct tc_ring_mlog) == 64 + 8 * TC_RING_MLOG_SLOTS,
+               "a slab: a line + slots");
 _Static_assert(sizeof(_Atomic uint32_t) == 4 && ATOMIC_INT_LOCK_FREE == 2,
                "futex words are lock-free 32-bit atomics");
 _Static_assert(TC_RING_LOCK_DEADLINE_SHIFT + TC_RING_LOCK_DEADLINE_BITS == 64 &&
@@ -219,6 +269,11 @@ static inline uint64_t tc_ring_layout_fingerprint(void)
         TC_RING_LOCK_DEADLINE_BITS,
         offsetof(struct tc_ring_hdr, lock_off),
         offsetof(struct tc_ring_hdr, lock_epoch),
+        sizeof(struct tc_ring_cell_bucket),
+        offsetof(struct tc_ring_hdr, cell_off),
+        TC_RING_CELL_GEN_BITS,
+        sizeof(struct tc_ring_mlog),
+        offsetof(struct tc_ring_hdr, mlog_off),
     };
     for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
         f = (f ^ parts[i]) * 0x100000001B3ull;

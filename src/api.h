@@ -42,6 +42,9 @@ typedef enum tc_status (*tc_api_handler_fn)(struct tc_worker *w, struct tc_http_
     X(METHOD_NOT_ALLOWED, 405, "method_not_allowed")                                               \
     X(LOCK_HELD, 409, "timeout")                                                                   \
     X(NOT_OWNER, 409, "not_owner")                                                                 \
+    X(NOT_HELD, 404, "not_held")                                                                   \
+    X(OVERFLOW, 409, "overflow")                                                                   \
+    X(RATE_LIMITED, 429, "rate_limited")                                                           \
     X(TOO_LARGE, 413, "payload_too_large")                                                         \
     X(KEY_TOO_LONG, 414, "key_too_long")                                                           \
     X(UNSUPPORTED_MEDIA_TYPE, 415, "unsupported_media_type")                                       \
@@ -96,6 +99,14 @@ int tc_api_decode_name(struct tc_worker *w, struct tc_http_req *r, const char *r
  * parsed query: TAILQ_INIT it once per request, evhttp_clear_headers it
  * when done; the value lives as long as @p q. */
 const char *tc_api_query(struct tc_http_req *r, const char *name, struct evkeyvalq *q);
+
+/**
+ * Reads member @p name of the JSON object @p doc (may be NULL) as seconds
+ * into *out ms, within [0, max]; *out = def when absent or null. Returns 0;
+ * or -1 once it answered 400 (not a number of seconds in range).
+ */
+int tc_api_json_seconds(struct tc_worker *w, struct tc_http_req *r, json_t *doc, const char *name,
+                        uint64_t def, uint64_t max, uint64_t *out);
 
 /** Seconds (finite, >= 0) as whole ms; a positive time is at least 1 ms. */
 uint64_t tc_api_secs_to_ms(double secs);
@@ -153,9 +164,13 @@ int tc_api_tags_json(struct tc_worker *w, struct tc_http_req *r, json_t *v, stru
 int tc_api_tags_header(struct tc_worker *w, struct tc_http_req *r, struct tc_buf *out);
 
 /* The handlers, one file per area of the API. */
-enum tc_status tc_api_cache(struct tc_worker *w, struct tc_http_req *r);  /* src/api_cache.c */
-enum tc_status tc_api_locks(struct tc_worker *w, struct tc_http_req *r);  /* src/api_locks.c */
-enum tc_status tc_api_health(struct tc_worker *w, struct tc_http_req *r); /* src/api_admin.c */
+enum tc_status tc_api_cache(struct tc_worker *w, struct tc_http_req *r); /* src/api_cache.c */
+enum tc_status tc_api_locks(struct tc_worker *w, struct tc_http_req *r); /* src/api_locks.c */
+/* PATCH /cache/{key}: renews a cache lease (X-Lease-Token); src/api_locks.c. */
+enum tc_status tc_api_lease_renew(struct tc_worker *w, struct tc_http_req *r);
+enum tc_status tc_api_counters(struct tc_worker *w, struct tc_http_req *r); /* api_counters.c */
+enum tc_status tc_api_limits(struct tc_worker *w, struct tc_http_req *r);   /* api_counters.c */
+enum tc_status tc_api_health(struct tc_worker *w, struct tc_http_req *r);   /* src/api_admin.c */
 enum tc_status tc_api_stats(struct tc_worker *w, struct tc_http_req *r);
 enum tc_status tc_api_metrics(struct tc_worker *w, struct tc_http_req *r);
 /* issue 15 */

@@ -571,6 +571,9 @@ static enum tc_status cache_write(struct cache_req *q, const char *key, size_t k
 
 enum tc_status tc_api_cache(struct tc_worker *w, struct tc_http_req *r)
 {
+    if (r->method == TC_HTTP_PATCH) {
+        return tc_api_lease_renew(w, r); /* issue 16: src/api_locks.c */
+    }
     char *decoded;
     const char *key;
     size_t klen;

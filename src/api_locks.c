@@ -4,6 +4,8 @@
  *
  *   POST    {"ttl": s, "wait": s}  200 {"name","token","ttl"} | 409 held
  *   DELETE  token as X-Lock-Token, ?token= or {"token": ...}  200 | 409 not_owner
+ *   PATCH   token as for DELETE, {"ttl": s}: renews the holder's lease (issue 16)
+ *           200 {"name","token","ttl"} | 409 not_owner | 404 not_held
  *   GET     200 {"name","held","ttl","scope"} (never the token)
  */
 #include "src/api.h"
@@ -11,6 +13,7 @@
 
 #include <event2/http.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
@@ -84,6 +87,31 @@ static void lock_release_done(void *arg, enum tc_status st, uint64_t remaining, 
     free(lc);
 }
 
+/* PATCH: sherlock's renew (issue 16). */
+static void lock_renew_done(void *arg, enum tc_status st, uint64_t remaining, const char *token)
+{
+    struct lock_call *lc = arg;
+    (void)remaining;
+    (void)token;
+    if (st == TC_OK) {
+        json_t *j = json_object();
+        json_object_set_new(j, "name", lock_name_json(lc));
+        json_object_set_new(j, "token", json_string(lc->kw.token));
+        json_object_set_new(j, "ttl", json_real((double)lc->kw.ttl_ms / 1000.0));
+        tc_api_respond_json(lc->w, lc->r, 200, j, NULL);
+    } else if (st == TC_EEXIST) {
+        tc_api_error(lc->w, lc->r, TC_API_NOT_OWNER, NULL,
+                     "the lock is held under another token: only its holder may renew it");
+    } else if (st == TC_ENOTFOUND) {
+        tc_api_error(lc->w, lc->r, TC_API_NOT_HELD, NULL,
+                     "the lock is not held (it was released, or its lease ran out): take it "
+                     "again with POST");
+    } else {
+        tc_api_status(lc->w, lc->r, st);
+    }
+    free(lc);
+}
+
 static void lock_peek_done(void *arg, enum tc_status st, uint64_t remaining, const char *token)
 {
     struct lock_call *lc = arg;
@@ -103,8 +131,7 @@ static void lock_peek_done(void *arg, enum tc_status st, uint64_t remaining, con
     free(lc);
 }
 
-/* Seconds in a JSON member → ms in [0, max]; -1 (answered) if bad. */
-static int json_seconds(struct tc_worker *w, struct tc_http_req *r, json_t *doc, const char *name,
+int tc_api_json_seconds(struct tc_worker *w, struct tc_http_req *r, json_t *doc, const char *name,
                         uint64_t def, uint64_t max, uint64_t *out)
 {
     json_t *v = doc ? json_object_get(doc, name) : NULL;
@@ -123,28 +150,91 @@ static int json_seconds(struct tc_worker *w, struct tc_http_req *r, json_t *doc,
     return 0;
 }
 
-enum tc_status tc_api_locks(struct tc_worker *w, struct tc_http_req *r)
+/* A call for @p r on the key-lock "@p ns:" + the name of its path after
+ * @p skip bytes; NULL when it answered (a bad name) or the caller must
+ * answer *st. */
+static struct lock_call *call_new(struct tc_worker *w, struct tc_http_req *r, char ns, size_t skip,
+                                  const char *what, const char *usage, enum tc_status *st)
 {
     char *decoded;
     const char *name;
     size_t len;
-    enum tc_status st;
-    if (tc_api_decode_name(w, r, r->path + LOCKS_PREFIX_LEN, "lock name", "/locks/{name}", &decoded,
-                           &name, &len, &st) != 0) {
-        return st;
+    if (tc_api_decode_name(w, r, r->path + skip, what, usage, &decoded, &name, &len, st) != 0) {
+        return NULL;
     }
     struct lock_call *lc = calloc(1, sizeof(*lc));
     if (lc == NULL) {
         free(decoded);
-        return TC_ENOMEM;
+        *st = TC_ENOMEM;
+        return NULL;
     }
     lc->w = w;
     lc->r = r;
-    lc->lname[0] = 'n';
+    lc->lname[0] = (uint8_t)ns;
     lc->lname[1] = ':';
     memcpy(lc->lname + 2, name, len);
     lc->name_len = len;
     free(decoded);
+    return lc;
+}
+
+/* A cache lease is the key-lock "k:" + key that a lease GET took (see
+ * src/readthrough.c); its holder renews it like a named lock. The lease is
+ * given as {"ttl": s} or X-Cache-Lease: MS, as when it was asked for. */
+enum tc_status tc_api_lease_renew(struct tc_worker *w, struct tc_http_req *r)
+{
+    enum tc_status st = TC_OK;
+    struct lock_call *lc = call_new(w, r, 'k', strlen("/cache/"), "key", "/cache/{key}", &st);
+    if (lc == NULL) {
+        return st;
+    }
+    size_t len = lc->name_len;
+    const char *token = tc_http_header(r, "x-lease-token");
+    const char *ms = tc_http_header(r, "x-cache-lease");
+    json_t *doc = NULL;
+    uint64_t ttl = LOCK_DEFAULT_TTL;
+    int bad = 0;
+    if (r->body.len > 0) {
+        doc = json_loadb((const char *)r->body.data, r->body.len, 0, NULL);
+        if (!json_is_object(doc)) {
+            tc_api_error(w, r, TC_API_BAD_JSON, NULL, "the body must be {\"ttl\": s}");
+            bad = 1;
+        } else {
+            bad = tc_api_json_seconds(w, r, doc, "ttl", LOCK_DEFAULT_TTL, LOCK_MAX_TTL, &ttl) != 0;
+        }
+    } else if (ms != NULL) {
+        char *end;
+        unsigned long long v = strtoull(ms, &end, 10);
+        ttl = *end == '\0' && v <= LOCK_MAX_TTL ? v : 0;
+    }
+    if (!bad && ttl == 0) {
+        tc_api_error(w, r, TC_API_BAD_LEASE, NULL,
+                     "a lease renewal needs {\"ttl\": s} or X-Cache-Lease: MS, above 0");
+        bad = 1;
+    } else if (!bad && (token == NULL || token[0] == '\0' || strlen(token) >= TC_LOCK_TOKEN_MAX)) {
+        tc_api_error(w, r, TC_API_MISSING_TOKEN, NULL,
+                     "give the lease's token as X-Lease-Token (a lease GET returned it)");
+        bad = 1;
+    }
+    json_decref(doc);
+    if (bad) {
+        free(lc);
+        return TC_OK;
+    }
+    lc->kw.ttl_ms = ttl;
+    snprintf(lc->kw.token, sizeof(lc->kw.token), "%s", token);
+    tc_keylock_renew(w->home, lc->lname, len + 2, token, ttl, lock_renew_done, lc);
+    return TC_OK;
+}
+
+enum tc_status tc_api_locks(struct tc_worker *w, struct tc_http_req *r)
+{
+    enum tc_status st = TC_OK;
+    struct lock_call *lc = call_new(w, r, 'n', LOCKS_PREFIX_LEN, "lock name", "/locks/{name}", &st);
+    if (lc == NULL) {
+        return st;
+    }
+    size_t len = lc->name_len;
 
     json_t *doc = NULL;
     if (r->body.len > 0) {
@@ -160,8 +250,8 @@ enum tc_status tc_api_locks(struct tc_worker *w, struct tc_http_req *r)
     }
     if (r->method == TC_HTTP_POST) {
         uint64_t ttl, wait;
-        if (json_seconds(w, r, doc, "ttl", LOCK_DEFAULT_TTL, LOCK_MAX_TTL, &ttl) != 0 ||
-            json_seconds(w, r, doc, "wait", 0, LOCK_MAX_WAIT, &wait) != 0) {
+        if (tc_api_json_seconds(w, r, doc, "ttl", LOCK_DEFAULT_TTL, LOCK_MAX_TTL, &ttl) != 0 ||
+            tc_api_json_seconds(w, r, doc, "wait", 0, LOCK_MAX_WAIT, &wait) != 0) {
             json_decref(doc);
             free(lc);
             return TC_OK;
@@ -179,7 +269,21 @@ enum tc_status tc_api_locks(struct tc_worker *w, struct tc_http_req *r)
         tc_keylock_acquire(w->home, &lc->kw, lc->lname, len + 2);
         return TC_OK;
     }
-    if (r->method == TC_HTTP_DELETE) {
+    if (r->method == TC_HTTP_DELETE || r->method == TC_HTTP_PATCH) {
+        uint64_t ttl = 0;
+        int bad = 0;
+        if (r->method == TC_HTTP_PATCH) {
+            bad = tc_api_json_seconds(w, r, doc, "ttl", LOCK_DEFAULT_TTL, LOCK_MAX_TTL, &ttl) != 0;
+            if (!bad && ttl == 0) {
+                tc_api_error(w, r, TC_API_BAD_REQUEST, NULL, "\"ttl\" must be above 0");
+                bad = 1;
+            }
+        }
+        if (bad) {
+            json_decref(doc);
+            free(lc);
+            return TC_OK;
+        }
         struct evkeyvalq q;
         TAILQ_INIT(&q);
         const char *token = tc_http_header(r, "x-lock-token");
@@ -194,6 +298,10 @@ enum tc_status tc_api_locks(struct tc_worker *w, struct tc_http_req *r)
                          "give the token that POST returned: header X-Lock-Token, ?token=, or "
                          "{\"token\": ...}");
             free(lc);
+        } else if (r->method == TC_HTTP_PATCH) {
+            lc->kw.ttl_ms = ttl;
+            snprintf(lc->kw.token, sizeof(lc->kw.token), "%s", token);
+            tc_keylock_renew(w->home, lc->lname, len + 2, token, ttl, lock_renew_done, lc);
         } else {
             tc_keylock_release(w->home, lc->lname, len + 2, token, NULL, lock_release_done, lc);
         }

@@ -92,7 +92,7 @@ enum tc_conf_type {
       "(AES-256-GCM); make one with: tiercache key new PATH")                                      \
     /* issue 15: bulk requests */                                                                  \
     X("max-batch", max_batch, TC_CONF_UINT, "1000", 1, 1000000,                                    \
-      "keys in one /batch request at most; more get 413")                          \
+      "keys in one /batch request at most; more get 413")                                          \
     TC_CONF_AUTH_OPTIONS(X)
 
 /* Access control (issue 14, src/auth.h, docs/security.md). */

@@ -356,6 +356,8 @@ const char *tc_http_reason(int status)
         return "Unsupported Media Type";
     case 421:
         return "Misdirected Request";
+    case 429:
+        return "Too Many Requests";
     case 431:
         return "Request Header Fields Too Large";
     case 500:
@@ -682,6 +684,9 @@ static int on_headers_complete(http_parser *p)
         break;
     case HTTP_PURGE:
         r->method = TC_HTTP_PURGE;
+        break;
+    case HTTP_PATCH:
+        r->method = TC_HTTP_PATCH;
         break;
     default:
         r->method = TC_HTTP_OTHER;

@@ -66,6 +66,7 @@ enum tc_http_method {
     TC_HTTP_OTHER = 32,
     TC_HTTP_OPTIONS = 64, /* answered by src/routes.c for every route (CORS preflight) */
     TC_HTTP_PURGE = 128,  /* Varnish's PURGE: DELETE on /cache/{key} (issue 15) */
+    TC_HTTP_PATCH = 256,  /* issue 16: lock and lease renewal */
 };
 
 #define TC_HTTP_MAX_HEADERS 48

@@ -21,6 +21,7 @@ enum {
     M_POKE,         /* to the name's home */
     M_NOTIFY,       /* from the lock tier's thread, to the name's home (or all) */
     M_REPLY_DONE,   /* a release/peek answer, back to the asking worker */
+    M_RENEW,        /* to the name's home (issue 16); remaining_ms carries the ttl */
 };
 
 /* Every message but the waiter ones: the header and what it carries. */
@@ -81,7 +82,7 @@ struct tc_keylock {
 };
 
 /* A lock-tier operation in flight. */
-enum { W_ACQUIRE = 1, W_RELEASE, W_PEEK_POLL, W_PEEK_HELD, W_PEEK_REPLY, W_FORGET };
+enum { W_ACQUIRE = 1, W_RELEASE, W_PEEK_POLL, W_PEEK_HELD, W_PEEK_REPLY, W_FORGET, W_RENEW };
 
 struct kl_wide {
     struct tc_tier_lock_req req;
@@ -448,6 +449,9 @@ static void wide_start(struct kl_wide *w)
     case W_FORGET:
         st = tc_tier_lock_release(c, &w->req);
         break;
+    case W_RENEW:
+        st = tc_tier_lock_renew(c, &w->req);
+        break;
     default:
         st = tc_tier_lock_peek(c, &w->req);
         break;
@@ -585,6 +589,13 @@ static void wide_done(struct tc_tier_lock_req *req)
         break;
     case W_FORGET:
         break; /* best effort: the lease runs out otherwise */
+    case W_RENEW:
+        /* The tier's lease moved: so does ours, if this process holds it. */
+        if (st == TC_OK && e != NULL && e->held && strcmp(e->token, req->token) == 0) {
+            e->lease_end = now + req->ttl_ms;
+        }
+        reply_done(w->m, st, st == TC_OK ? req->ttl_ms : 0, NULL);
+        break;
     case W_PEEK_REPLY:
         reply_done(w->m, st, req->remaining_ms, req->token);
         break;
@@ -664,6 +675,37 @@ static void on_release(struct tc_keylock_home *h, struct kl_msg *m)
          * The answer wakes the waiters, with the result. */
         e->releasing = 1;
     }
+    wide_start(w);
+    if (ours) {
+        entry_maybe_free(e);
+    }
+}
+
+static void on_renew(struct tc_keylock_home *h, struct kl_msg *m)
+{
+    uint64_t now = tc_clock_ms(), ttl = m->remaining_ms;
+    struct kl_entry *e = entry_find(h, name_hash(m->name, m->name_len), m->name, m->name_len);
+    int live = e != NULL && e->held && e->lease_end > now;
+    int ours = live && strcmp(e->token, m->token) == 0;
+    if (ours && (e->local_only || h->ctx == NULL)) {
+        e->lease_end = now + ttl;
+        schedule(e, now);
+        reply_done(m, TC_OK, ttl, NULL);
+        return;
+    }
+    if (h->ctx == NULL || m->token[0] == 'p' || h->closing) {
+        /* No wider scope to ask: held here by another token, or not held. */
+        reply_done(m, h->closing ? TC_EUNAVAIL : live ? TC_EEXIST : TC_ENOTFOUND, 0, NULL);
+        return;
+    }
+    struct kl_wide *w = wide_new(h, ours ? e : NULL, W_RENEW, m->name, m->name_len);
+    if (w == NULL) {
+        reply_done(m, TC_ENOMEM, 0, NULL);
+        return;
+    }
+    w->m = m;
+    w->req.ttl_ms = ttl;
+    snprintf(w->req.token, sizeof(w->req.token), "%s", m->token);
     wide_start(w);
     if (ours) {
         entry_maybe_free(e);
@@ -809,6 +851,9 @@ static void mbox_cb(evutil_socket_t fd, short what, void *arg)
         case M_PEEK:
             on_peek(h, km);
             break;
+        case M_RENEW:
+            on_renew(h, km);
+            break;
         case M_POKE: {
             struct kl_entry *e =
                 entry_find(h, name_hash(km->name, km->name_len), km->name, km->name_len);
@@ -888,6 +933,22 @@ void tc_keylock_release(struct tc_keylock_home *from, const void *name, size_t l
                         tc_keylock_done_fn done, void *arg)
 {
     send_req(from, M_RELEASE, name, len, token, result, done, arg);
+}
+
+void tc_keylock_renew(struct tc_keylock_home *from, const void *name, size_t len, const char *token,
+                      uint64_t ttl_ms, tc_keylock_done_fn done, void *arg)
+{
+    struct kl_msg *m = msg_new(M_RENEW, name, len);
+    if (m == NULL) {
+        done(arg, TC_ENOMEM, 0, "");
+        return;
+    }
+    m->from = from;
+    m->done = done;
+    m->arg = arg;
+    m->remaining_ms = ttl_ms;
+    snprintf(m->token, sizeof(m->token), "%s", token);
+    post(home_of(from->kl, name_hash(name, len)), &m->hdr);
 }
 
 void tc_keylock_peek(struct tc_keylock_home *from, const void *name, size_t len,

@@ -173,6 +173,16 @@ void tc_keylock_release(struct tc_keylock_home *from, const void *name, size_t l
                         const char *token, struct tc_keylock_result *result,
                         tc_keylock_done_fn done, void *arg);
 
+/**
+ * Extends the lease of @p name to @p ttl_ms from now if @p token holds it
+ * (issue 16; sherlock's renew): TC_OK (remaining_ms: the new lease),
+ * TC_EEXIST held under another token, TC_ENOTFOUND not held, or an error.
+ * At host and cluster scope the lock tier decides; this process's view of a
+ * lease it holds follows.
+ */
+void tc_keylock_renew(struct tc_keylock_home *from, const void *name, size_t len, const char *token,
+                      uint64_t ttl_ms, tc_keylock_done_fn done, void *arg);
+
 /** TC_OK (held: remaining ms, token) or TC_ENOTFOUND. */
 void tc_keylock_peek(struct tc_keylock_home *from, const void *name, size_t len,
                      tc_keylock_done_fn done, void *arg);

@@ -201,6 +201,44 @@ static int open_tiers(const struct tc_conf *conf, struct tc_seal *seal, struct t
     return 0;
 }
 
+/* Issue 16: where counters and limits live. The widest tier that keeps them
+ * (Redis: every host; shm: every process on the host), else a mem:// tier of
+ * this process, shared by its workers. Returns 0, or -1 (logged). */
+static int count_setup(struct tc_server *srv, struct tc_tier **tiers, size_t n)
+{
+    srv->count_tier = -1;
+    srv->count_own = NULL;
+    int host = -1;
+    for (size_t i = 0; i < n && srv->count_tier < 0; i++) {
+        unsigned caps = tc_tier_caps(tiers[i]);
+        if (!(caps & TC_TIER_CAP_COUNT)) {
+            continue;
+        }
+        if (caps & TC_TIER_CAP_REMOTE) {
+            srv->count_tier = (int)i;
+        } else if ((caps & TC_TIER_CAP_SHARED) && host < 0) {
+            host = (int)i;
+        }
+    }
+    if (srv->count_tier >= 0) {
+        srv->count_scope = "cluster";
+    } else if (host >= 0) {
+        srv->count_tier = host;
+        srv->count_scope = "host";
+    } else {
+        char err[256];
+        if (tc_tier_open(NULL, "mem://?size=64M", &srv->count_own, err, sizeof(err)) != TC_OK) {
+            tc_log(TC_LOG_CRIT, "counters: %s", err);
+            return -1;
+        }
+        srv->count_scope = "process";
+    }
+    tc_log(TC_LOG_INFO, "counters and limits: %s scope%s%s", srv->count_scope,
+           srv->count_tier >= 0 ? " in " : "",
+           srv->count_tier >= 0 ? tc_tier_uri(tiers[srv->count_tier]) : "");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "shm") == 0) {
@@ -338,6 +376,9 @@ int main(int argc, char **argv)
     } else if (conf.tls_cert[0] != '\0' || conf.tls_client_ca[0] != '\0') {
         tc_log(TC_LOG_WARN, "tls-cert / tls-client-ca are set without listen-tls: no TLS served");
     }
+    if (count_setup(&srv, tiers, ntiers) != 0) {
+        goto out_stack;
+    }
     tc_log(TC_LOG_INFO, "dogpile locks: %s scope%s%s", tc_keylock_scope(srv.keylock),
            srv.lock_tier >= 0 ? " in " : "",
            srv.lock_tier >= 0 ? tc_tier_uri(tiers[srv.lock_tier]) : "");
@@ -403,7 +444,8 @@ out_stack:
     tc_reload_destroy(m.reload); /* the workers, which read its configurations, are gone */
     tc_origin_destroy(srv.origin);
     tc_keylock_destroy(srv.keylock); /* before its lock tier closes */
-    tc_stack_destroy(srv.stack);     /* closes the tiers: flushes LMDB, detaches shm */
+    tc_tier_close(srv.count_own);
+    tc_stack_destroy(srv.stack); /* closes the tiers: flushes LMDB, detaches shm */
 out_conf:
     tc_seal_close(m.seal);     /* after the tiers that seal with it */
     tc_auth_destroy(srv.auth); /* after the workers, which held views of it */

@@ -1013,6 +1013,14 @@ enum tier_metric {
     TM_LOCK_ERRORS,
     TM_REKEYED,
     TM_REKEY_PASSES,
+    /* Issue 16: lock renewal, counters and limits. */
+    TM_LOCKS_RENEWED,
+    TM_LOCK_RENEW_REFUSED,
+    TM_COUNT_ADDS,
+    TM_LIMIT_ALLOWED,
+    TM_LIMIT_DENIED,
+    TM_COUNT_ERRORS,
+    TM_SHM_CELLS_LIVE,
     TM_ITEMS,
     TM_USED_BYTES,
     TM_CAPACITY_BYTES,
@@ -1118,6 +1126,19 @@ static const struct metric tier_metrics[TM_N] = {
                       "Records the rekey walk re-sealed under the newest encryption key."),
     [TM_REKEY_PASSES] = TC("tiercache_tier_rekey_passes_total",
                            "Complete rekey passes over the tier (each ends a key census)."),
+    [TM_LOCKS_RENEWED] =
+        TC("tiercache_tier_locks_renewed_total", "Lease locks renewed by their holder."),
+    [TM_LOCK_RENEW_REFUSED] = TC("tiercache_tier_lock_renew_refused_total",
+                                 "Lock renewals refused: held under another token, or not held."),
+    [TM_COUNT_ADDS] = TC("tiercache_tier_count_adds_total", "Counter adds the tier applied."),
+    [TM_LIMIT_ALLOWED] =
+        TC("tiercache_tier_limit_allowed_total", "Rate-limit hits the tier allowed."),
+    [TM_LIMIT_DENIED] =
+        TC("tiercache_tier_limit_denied_total", "Rate-limit hits the tier denied (answered 429)."),
+    [TM_COUNT_ERRORS] =
+        TC("tiercache_tier_count_errors_total", "Counter and limit operations the tier failed."),
+    [TM_SHM_CELLS_LIVE] = SG("tiercache_shm_segment_cells_live", U_NONE,
+                             "Counter and limit cells of the segment holding a live state now."),
 
     [TM_ITEMS] = TG("tiercache_tier_items", U_NONE,
                     "Entries in the tier (lmdb: in the environment, shared by every process "
@@ -1289,6 +1310,12 @@ static const struct stat_map common_map[] = {
     SAME("lock_errors", TM_LOCK_ERRORS),
     SAME("rekeyed", TM_REKEYED),
     SAME("rekey_passes", TM_REKEY_PASSES),
+    SAME("locks_renewed", TM_LOCKS_RENEWED),
+    SAME("lock_renew_refused", TM_LOCK_RENEW_REFUSED),
+    SAME("count_adds", TM_COUNT_ADDS),
+    SAME("limit_allowed", TM_LIMIT_ALLOWED),
+    SAME("limit_denied", TM_LIMIT_DENIED),
+    SAME("count_errors", TM_COUNT_ERRORS),
     {NULL, -1, PART_VALUE, NULL},
 };
 
@@ -1322,6 +1349,7 @@ static const struct stat_map shm_map[] = {
     {"lost_sets", TM_SHM_LOST_SETS, PART_VALUE, "segment.lost_sets"},
     {"lock_slots", TM_SHM_LOCK_SLOTS, PART_VALUE, "segment.lock_slots"},
     {"locks_held", TM_SHM_LOCKS_HELD, PART_VALUE, "segment.locks_held"},
+    {"cells_live", TM_SHM_CELLS_LIVE, PART_VALUE, "segment.cells_live"},
     /* These two are this process's own. */
     SAME("stats_rejected", TM_SHM_STATS_REJECTED),
     SAME("check_failures", TM_SHM_CHECK_FAILURES),

@@ -4,8 +4,10 @@
  * methods it takes, the scope a client needs for it (src/scope.h; issue 14,
  * docs/security.md), and its handler, in a file per area of the API:
  *
- *   /cache/{key}   GET HEAD PUT DELETE   read / write   src/api_cache.c
- *   /locks/{name}  GET HEAD POST DELETE  locks          src/api_locks.c
+ *   /cache/{key}   GET HEAD PUT DELETE PATCH  read / write  src/api_cache.c (PATCH: api_locks.c)
+ *   /locks/{name}  GET HEAD POST PATCH DELETE  locks    src/api_locks.c
+ *   /counters/{key} GET HEAD POST DELETE read / write  src/api_counters.c
+ *   /limits/{key}  GET HEAD POST DELETE  read / write   src/api_counters.c
  *   /health        GET HEAD              public         src/api_admin.c
  *   /stats         GET HEAD              admin
  *   /metrics       GET HEAD              admin
@@ -56,10 +58,17 @@ struct route {
 #define RW (TC_HTTP_GET | TC_HTTP_HEAD)
 
 static const struct route routes[] = {
-    {"/cache/", "/cache/{key}", 1, RW | TC_HTTP_PUT | TC_HTTP_DELETE | TC_HTTP_PURGE,
-     "GET, HEAD, PUT, DELETE, PURGE", TC_SCOPE_READ, TC_SCOPE_WRITE, tc_api_cache},
-    {"/locks/", "/locks/{name}", 1, RW | TC_HTTP_POST | TC_HTTP_DELETE, "GET, HEAD, POST, DELETE",
-     TC_SCOPE_LOCKS, TC_SCOPE_LOCKS, tc_api_locks},
+    {"/cache/", "/cache/{key}", 1,
+     RW | TC_HTTP_PUT | TC_HTTP_DELETE | TC_HTTP_PURGE | TC_HTTP_PATCH,
+     "GET, HEAD, PUT, DELETE, PURGE, PATCH", TC_SCOPE_READ, TC_SCOPE_WRITE, tc_api_cache},
+    {"/locks/", "/locks/{name}", 1, RW | TC_HTTP_POST | TC_HTTP_PATCH | TC_HTTP_DELETE,
+     "GET, HEAD, POST, PATCH, DELETE", TC_SCOPE_LOCKS, TC_SCOPE_LOCKS, tc_api_locks},
+    /* Issue 16: counters and limits change state on POST/DELETE (write);
+     * reading one is read. */
+    {"/counters/", "/counters/{key}", 1, RW | TC_HTTP_POST | TC_HTTP_DELETE,
+     "GET, HEAD, POST, DELETE", TC_SCOPE_READ, TC_SCOPE_WRITE, tc_api_counters},
+    {"/limits/", "/limits/{key}", 1, RW | TC_HTTP_POST | TC_HTTP_DELETE, "GET, HEAD, POST, DELETE",
+     TC_SCOPE_READ, TC_SCOPE_WRITE, tc_api_limits},
     {"/health", "/health", 0, RW, "GET, HEAD", TC_ROUTE_PUBLIC, TC_ROUTE_PUBLIC, tc_api_health},
     {"/stats", "/stats", 0, RW, "GET, HEAD", TC_SCOPE_ADMIN, TC_SCOPE_ADMIN, tc_api_stats},
     {"/metrics", "/metrics", 0, RW, "GET, HEAD", TC_SCOPE_ADMIN, TC_SCOPE_ADMIN, tc_api_metrics},
@@ -212,8 +221,9 @@ void tc_routes_handle(struct tc_http_req *r, void *arg)
             return;
         }
         tc_api_error(w, r, TC_API_NOT_FOUND, NULL,
-                     "no such path (the API is /cache/{key}, /locks/{name}, /batch/get, "
-                     "/batch/set, /batch/delete, /purge, /keys, /health, /stats, /metrics)");
+                     "no such path (the API is /cache/{key}, /locks/{name}, /counters/{key}, "
+                     "/limits/{key}, /batch/get, /batch/set, /batch/delete, /purge, /keys, "
+                     "/health, /stats, /metrics)");
         return;
     }
     if (r->method == TC_HTTP_OPTIONS) {

@@ -60,8 +60,8 @@ unsigned tc_worker_method_slot(enum tc_http_method method)
 
 const char *tc_worker_method_name(unsigned slot)
 {
-    static const char *const names[TC_METHOD_SLOTS] = {"GET",  "HEAD",  "PUT",     "DELETE",
-                                                       "POST", "OTHER", "OPTIONS", "PURGE"};
+    static const char *const names[TC_METHOD_SLOTS] = {
+        "GET", "HEAD", "PUT", "DELETE", "POST", "OTHER", "OPTIONS", "PURGE", "PATCH"};
     return slot < TC_METHOD_SLOTS ? names[slot] : "OTHER";
 }
 
@@ -170,6 +170,15 @@ static void *worker_main(void *arg)
         tc_log(TC_LOG_CRIT, "worker %d: out of memory", w->id);
         goto fail;
     }
+    if (srv->count_tier >= 0) {
+        w->count_ctx = tc_stack_ctx_tier(w->sc, (size_t)srv->count_tier);
+    } else if (srv->count_own != NULL) {
+        if (tc_tier_ctx_init(srv->count_own, w->base, &w->count_own_ctx) != TC_OK) {
+            tc_log(TC_LOG_CRIT, "worker %d: out of memory", w->id);
+            goto fail;
+        }
+        w->count_ctx = w->count_own_ctx;
+    }
     w->rt = (struct tc_rt_env){w->sc, w->home, srv->keylock, w->origin, &srv->rt_opt, NULL, 0};
     w->http = tc_http_server_create(w->base, w->fd, &limits, tc_routes_handle, w);
     w->fd = -1; /* taken over, even on failure */
@@ -204,6 +213,8 @@ static void *worker_main(void *arg)
     tc_keylock_home_shutdown(w->home);
     tc_origin_ctx_dispose(w->origin); /* fetches in flight answer (unavailable) */
     w->origin = NULL;
+    tc_tier_ctx_dispose(w->count_own_ctx);
+    w->count_own_ctx = w->count_ctx = NULL;
     tc_stack_ctx_dispose(w->sc); /* lock operations in flight complete first */
     w->sc = NULL;
     tc_keylock_home_dispose(w->home);
@@ -236,6 +247,8 @@ fail:
     }
     tc_origin_ctx_dispose(w->origin);
     w->origin = NULL;
+    tc_tier_ctx_dispose(w->count_own_ctx);
+    w->count_own_ctx = w->count_ctx = NULL;
     tc_stack_ctx_dispose(w->sc);
     w->sc = NULL;
     tc_keylock_home_dispose(w->home);

@@ -30,11 +30,12 @@
  * tc_http_method, and the statuses the API answers (every status of
  * TC_API_ERRORS in src/api.h, and 200); any other status counts as "other".
  */
-#define TC_ROUTE_SLOTS  11 /* src/routes.c checks that its table fits */
-#define TC_METHOD_SLOTS 8  /* GET HEAD PUT DELETE POST OTHER OPTIONS PURGE */
+#define TC_ROUTE_SLOTS  14 /* src/routes.c checks that its table fits */
+#define TC_METHOD_SLOTS 9  /* GET HEAD PUT DELETE POST OTHER OPTIONS PURGE PATCH */
 #define TC_WORKER_CODES(X)                                                                         \
     X(200)                                                                                         \
-    X(400) X(404) X(405) X(409) X(413) X(414) X(415) X(502) X(503) X(504) TC_WORKER_AUTH_CODES(X)
+    X(400)                                                                                         \
+    X(404) X(405) X(409) X(413) X(414) X(415) X(429) X(502) X(503) X(504) TC_WORKER_AUTH_CODES(X)
 /* Issue 14: OPTIONS (204), access control (401, 403, 421). */
 #define TC_WORKER_AUTH_CODES(X) X(204) X(401) X(403) X(421)
 
@@ -70,6 +71,8 @@ struct tc_worker {
     struct tc_origin_ctx *origin;         /* its connections to the origin, or NULL */
     struct tc_rt_env rt;                  /* the above, for read-through */
     struct tc_api_cache_pool *cache_pool; /* /cache requests ended, kept for reuse */
+    struct tc_tier_ctx *count_ctx;        /* counters and limits (issue 16): the count tier's */
+    struct tc_tier_ctx *count_own_ctx;    /* ... when it is the server's own (count_own) */
     struct event *stop_ev, *drain_ev;
     uint64_t stop_deadline_ns;
     _Atomic int ready; /* 1 once serving, -1 if setup failed */
@@ -97,6 +100,12 @@ struct tc_server {
      * worker copies the pointer into its w->rt.opt on its own loop. */
     const struct tc_rt_options *_Atomic rt_live;
     int lock_tier; /* index of the tier holding the locks, -1: worker-pool scope */
+    /* Counters and limits (issue 16): the widest tier with TC_TIER_CAP_COUNT
+     * (count_tier, an index into the stack), else a private mem:// tier of
+     * this process (count_own). count_scope: "cluster", "host", "process". */
+    int count_tier;
+    struct tc_tier *count_own;
+    const char *count_scope;
     struct tc_worker *workers;
     size_t nworkers;
     uint64_t start_ms;

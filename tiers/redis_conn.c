@@ -241,6 +241,9 @@ static void rop_finish(struct redis_ctx *c, struct tc_redis_rop *o)
     case ROP_LOCK:
         tc_redis_lock_finish(c, o);
         break;
+    case ROP_COUNT:
+        tc_redis_count_finish(c, o);
+        break;
     default:
         tc_redis_data_finish(c, o);
         break;
@@ -275,9 +278,23 @@ void tc_redis_complete(struct redis_ctx *c, struct tc_tier_req *req, struct tc_t
     }
 }
 
+void tc_redis_complete_count(struct redis_ctx *c, struct tc_tier_count_req *creq, enum tc_status st)
+{
+    if (c->own_base != NULL) {
+        c->sync_st = st;
+        c->sync_done = 1;
+        return;
+    }
+    tc_tier_count_complete(creq, st);
+}
+
 static void done_complete(struct redis_ctx *c, const struct tc_redis_done *d)
 {
-    tc_redis_complete(c, d->req, d->lreq, d->st);
+    if (d->creq != NULL) {
+        tc_redis_complete_count(c, d->creq, d->st);
+    } else {
+        tc_redis_complete(c, d->req, d->lreq, d->st);
+    }
 }
 
 static void defer_cb(evutil_socket_t fd, short what, void *arg)
@@ -299,7 +316,8 @@ static void defer_cb(evutil_socket_t fd, short what, void *arg)
 /* Turns an immediate result on an async ctx into a completion from the
  * loop. Falls back to returning it when disposing or out of memory. */
 static enum tc_status defer_result(struct redis_ctx *c, struct tc_tier_req *req,
-                                   struct tc_tier_lock_req *lreq, enum tc_status st)
+                                   struct tc_tier_lock_req *lreq, struct tc_tier_count_req *creq,
+                                   enum tc_status st)
 {
     if (st == TC_EINPROGRESS || c->disposing) {
         return st;
@@ -314,7 +332,7 @@ static enum tc_status defer_result(struct redis_ctx *c, struct tc_tier_req *req,
         c->dq[q].v = v;
         c->dq[q].cap = cap;
     }
-    c->dq[q].v[c->dq[q].len++] = (struct tc_redis_done){req, lreq, st};
+    c->dq[q].v[c->dq[q].len++] = (struct tc_redis_done){req, lreq, st, creq};
     if (!c->defer_armed) {
         /* A zero timer, not event_active(): libevent runs events activated
          * during its active-queue pass in the same pass, so a done() that
@@ -331,7 +349,7 @@ enum tc_status tc_redis_settle(struct redis_ctx *c, struct tc_tier_req *req,
                                struct tc_tier_lock_req *lreq, enum tc_status st)
 {
     if (c->own_base == NULL) {
-        return defer_result(c, req, lreq, st);
+        return defer_result(c, req, lreq, NULL, st);
     }
     if (st != TC_EINPROGRESS) {
         return st;
@@ -341,6 +359,15 @@ enum tc_status tc_redis_settle(struct redis_ctx *c, struct tc_tier_req *req,
         event_base_loop(c->evb, EVLOOP_ONCE);
     }
     return c->sync_st;
+}
+
+enum tc_status tc_redis_settle_count(struct redis_ctx *c, struct tc_tier_count_req *creq,
+                                     enum tc_status st)
+{
+    if (c->own_base == NULL) {
+        return defer_result(c, NULL, NULL, creq, st);
+    }
+    return tc_redis_settle(c, NULL, NULL, st);
 }
 
 /* ---- the breaker ---------------------------------------------------------------------- */
@@ -558,7 +585,7 @@ static void conn_down(struct redis_ctx *c, int cause, const char *why)
     int pending = 0;
     for (size_t i = 0; i < len; i++) {
         const struct tc_redis_rop *o = v[(head + i) % cap].o;
-        pending |= o != NULL && (o->req != NULL || o->lreq != NULL);
+        pending |= o != NULL && (o->req != NULL || o->lreq != NULL || o->creq != NULL);
     }
     if (cause != DROP_TRIP) {
         tc_redis_set_error(rt, "%s: %s", rt->target, why ? why : "connection lost");
@@ -624,13 +651,22 @@ static const char *type_name(int type)
 static const char *what_name(int what)
 {
     static const char *const names[] = {
-        [W_AUTH] = "AUTH",          [W_SELECT] = "SELECT", [W_GET] = "GET",
-        [W_PTTL] = "PTTL",          [W_SET] = "SET",       [W_UNLINK] = "UNLINK",
-        [W_PUBLISH] = "PUBLISH",    [W_SCAN] = "SCAN",     [W_UNLINK_MANY] = "UNLINK",
-        [W_LOCK] = "a lock script", [W_LSCAN] = "SCAN",    [W_LPTTL] = "PTTL",
+        [W_AUTH] = "AUTH",
+        [W_SELECT] = "SELECT",
+        [W_GET] = "GET",
+        [W_PTTL] = "PTTL",
+        [W_SET] = "SET",
+        [W_UNLINK] = "UNLINK",
+        [W_PUBLISH] = "PUBLISH",
+        [W_SCAN] = "SCAN",
+        [W_UNLINK_MANY] = "UNLINK",
+        [W_LOCK] = "a lock script",
+        [W_LSCAN] = "SCAN",
+        [W_LPTTL] = "PTTL",
         [W_FIRE] = "a tag update",
+        [W_COUNT] = "a counter script",
     };
-    return what > 0 && what <= W_FIRE ? names[what] : "?";
+    return what > 0 && what <= W_COUNT ? names[what] : "?";
 }
 
 /* The reply types each command can produce; an error reply fits any. */
@@ -658,6 +694,7 @@ static int shape_ok(int what, const redisReply *r)
     case W_LSCAN:
         return t == REDIS_REPLY_ARRAY;
     case W_LOCK:
+    case W_COUNT:
         return t == REDIS_REPLY_ARRAY || t == REDIS_REPLY_INTEGER;
     }
     return 0;
@@ -693,6 +730,9 @@ static void on_reply(void *arg, redisReply *r)
         break;
     case W_LOCK:
         tc_redis_lock_reply(c, o, r);
+        break;
+    case W_COUNT:
+        tc_redis_count_reply(c, o, r);
         break;
     default:
         tc_redis_data_reply(c, o, e.what, r);
@@ -740,7 +780,8 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     /* Phase 1 only marks: completing a request may run user code that sends
      * or drops the connection, which changes the list. */
     for (struct tc_redis_rop *o = c->rops.next; o != &c->rops; o = o->next) {
-        if (o->deadline > now || (o->req == NULL && o->lreq == NULL && o->kind != ROP_HANDSHAKE)) {
+        if (o->deadline > now ||
+            (o->req == NULL && o->lreq == NULL && o->creq == NULL && o->kind != ROP_HANDSHAKE)) {
             continue;
         }
         if (o->kind == ROP_HANDSHAKE) {
@@ -761,9 +802,11 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
         }
         c->expired[n].req = o->req;
         c->expired[n].lreq = o->lreq;
+        c->expired[n].creq = o->creq;
         c->expired[n++].st = fail_status(o->kind, 1);
         o->req = NULL;
         o->lreq = NULL;
+        o->creq = NULL;
     }
     if (handshake_late) {
         tc_redis_set_error(rt, "%s: handshake timed out after %llu ms", rt->target,
@@ -787,7 +830,8 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     /* Re-arm for the earliest live deadline. */
     uint64_t next = 0;
     for (struct tc_redis_rop *o = c->rops.next; o != &c->rops; o = o->next) {
-        if ((o->req != NULL || o->lreq != NULL || (o->kind == ROP_HANDSHAKE && !o->failed)) &&
+        if ((o->req != NULL || o->lreq != NULL || o->creq != NULL ||
+             (o->kind == ROP_HANDSHAKE && !o->failed)) &&
             (next == 0 || o->deadline < next)) {
             next = o->deadline;
         }
@@ -877,15 +921,16 @@ void tc_redis_ctx_destroy(struct redis_ctx *c)
     }
     for (;;) {
         struct tc_redis_rop *o = c->rops.next;
-        while (o != &c->rops && o->req == NULL && o->lreq == NULL) {
+        while (o != &c->rops && o->req == NULL && o->lreq == NULL && o->creq == NULL) {
             o = o->next;
         }
         if (o == &c->rops) {
             break;
         }
-        struct tc_redis_done d = {o->req, o->lreq, TC_EUNAVAIL};
+        struct tc_redis_done d = {o->req, o->lreq, TC_EUNAVAIL, o->creq};
         o->req = NULL;
         o->lreq = NULL;
+        o->creq = NULL;
         done_complete(c, &d);
     }
     if (c->timer != NULL) {

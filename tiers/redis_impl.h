@@ -65,7 +65,20 @@ enum tc_redis_lock_op {
     TC_REDIS_LOCK_ACQUIRE = 0,
     TC_REDIS_LOCK_RELEASE = 1,
     TC_REDIS_LOCK_PEEK = 2,
-    TC_REDIS_LOCK_OPS = 3
+    TC_REDIS_LOCK_RENEW = 3, /* issue 16 */
+    TC_REDIS_LOCK_OPS = 4
+};
+
+/* Counter and limit scripts (redis_count.c, issue 16). */
+enum tc_redis_count_script {
+    TC_REDIS_COUNT_ADD = 0,
+    TC_REDIS_COUNT_GET,
+    TC_REDIS_COUNT_DEL, /* counters' reset and limits' clear */
+    TC_REDIS_LIMIT_FIXED,
+    TC_REDIS_LIMIT_SLIDING,
+    TC_REDIS_LIMIT_MOVING,
+    TC_REDIS_LIMIT_GCRA,
+    TC_REDIS_COUNT_SCRIPTS
 };
 
 #define TC_REDIS_ID_LEN   16 /* hex digits of the instance id */
@@ -200,6 +213,10 @@ struct redis_tier {
     char *lock_channel;
     size_t lock_channel_len;
     char lock_sha[TC_REDIS_LOCK_OPS][TC_REDIS_SHA_HEX + 1]; /* for EVALSHA */
+    /* Counters and limits: keys "rl:"‖PREFIX‖KIND‖":"‖KEY (redis_count.c). */
+    char *count_prefix;
+    size_t count_prefix_len;
+    char count_sha[TC_REDIS_COUNT_SCRIPTS][TC_REDIS_SHA_HEX + 1];
 
     struct {
 #define TC_X(name) _Atomic uint64_t name;
@@ -243,7 +260,15 @@ struct redis_tier {
 };
 
 /* Kinds of operation, and what each reply a rop waits for answers. */
-enum tc_redis_rop_kind { ROP_HANDSHAKE = 1, ROP_GET, ROP_WRITE, ROP_CLEAR, ROP_LOCK, ROP_LIST };
+enum tc_redis_rop_kind {
+    ROP_HANDSHAKE = 1,
+    ROP_GET,
+    ROP_WRITE,
+    ROP_CLEAR,
+    ROP_LOCK,
+    ROP_LIST,
+    ROP_COUNT
+};
 enum tc_redis_what {
     W_AUTH = 1,
     W_SELECT,
@@ -258,6 +283,7 @@ enum tc_redis_what {
     W_LSCAN, /* issue 15: a listing's SCAN */
     W_LPTTL, /* and the PTTL of each key it returned */
     W_FIRE,  /* a tag index update: fire and forget (no rop), an integer reply */
+    W_COUNT,
 };
 
 /* One operation in flight. It stays until every reply it waits for has
@@ -267,9 +293,10 @@ struct tc_redis_rop {
     struct tc_redis_rop *next, *prev; /* ctx->rops */
     struct tc_tier_req *req;          /* NULL once the request completed */
     struct tc_tier_lock_req *lreq;    /* ROP_LOCK: as req */
+    struct tc_tier_count_req *creq;   /* ROP_COUNT: as req */
     int kind;
     int lop;           /* ROP_LOCK: enum tc_redis_lock_op */
-    int resent;        /* ROP_LOCK: NOSCRIPT made it resend as EVAL */
+    int resent;        /* ROP_LOCK, ROP_COUNT: NOSCRIPT made it resend as EVAL */
     uint64_t deadline; /* monotonic ms */
     int replies;       /* replies still to come */
     unsigned gen;      /* the connection (io.gen) it was sent on */
@@ -293,6 +320,7 @@ struct tc_redis_done {
     struct tc_tier_req *req;
     struct tc_tier_lock_req *lreq;
     enum tc_status st;
+    struct tc_tier_count_req *creq; /* a counter or limit request: req and lreq NULL */
 };
 
 struct redis_ctx {
@@ -416,8 +444,30 @@ enum tc_status tc_redis_lock(struct tc_tier_ctx *base, struct tc_tier_lock_req *
 void tc_redis_lock_reply(struct redis_ctx *c, struct tc_redis_rop *o, const redisReply *r);
 /** @p o (ROP_LOCK) waits for no more replies: completes it, frees it. */
 void tc_redis_lock_finish(struct redis_ctx *c, struct tc_redis_rop *o);
+/** The SHA1 of @p script as EVALSHA wants it (40 lower-case hex digits). */
+enum tc_status tc_redis_script_sha(const char *script, char out[TC_REDIS_SHA_HEX + 1], char *err,
+                                   size_t errlen);
+/** Whether @p r is Redis' NOSCRIPT error (the script cache lost the script). */
+int tc_redis_is_noscript(const redisReply *r);
 /** 1..47 characters of [0-9A-Za-z_-] (tier.h). */
 int tc_redis_token_ok(const char *s, size_t len);
+
+/* ---- redis_count.c (issue 16) ---------------------------------------------------- */
+
+/** Fills rt->count_prefix and rt->count_sha; on failure writes @p err. */
+enum tc_status tc_redis_count_setup(struct redis_tier *rt, char *err, size_t errlen);
+/** The vtable's count operation. */
+enum tc_status tc_redis_count(struct tc_tier_ctx *base, struct tc_tier_count_req *req);
+/** A W_COUNT reply of @p o. */
+void tc_redis_count_reply(struct redis_ctx *c, struct tc_redis_rop *o, const redisReply *r);
+/** @p o (ROP_COUNT) waits for no more replies: completes it, frees it. */
+void tc_redis_count_finish(struct redis_ctx *c, struct tc_redis_rop *o);
+/** tc_redis_complete() for a counter or limit request. */
+void tc_redis_complete_count(struct redis_ctx *c, struct tc_tier_count_req *creq,
+                             enum tc_status st);
+/** tc_redis_settle() for a counter or limit request. */
+enum tc_status tc_redis_settle_count(struct redis_ctx *c, struct tc_tier_count_req *creq,
+                                     enum tc_status st);
 
 /* ---- redis_sub.c ----------------------------------------------------------------- */
 

@@ -6,6 +6,7 @@
  *   acquire  SET key token NX PX ttl, else PTTL          -> {1} | {0, pttl}
  *   release  GET == token ? DEL + PUBLISH : nothing      -> 1 | 0
  *   peek     GET (first 64 bytes) + PTTL                 -> 0 | {value, pttl}
+ *   renew    GET == token ? PEXPIRE ttl                  -> 1 | 2 (another's) | 0
  *
  * Each is one Lua script, so one round trip and atomic (a pipeline of
  * SET NX + PTTL could see the key expire or change hands in between). They
@@ -53,6 +54,16 @@ static const char *const lock_script[TC_REDIS_LOCK_OPS] = {
                               "return 1\n",
     /* At most 64 bytes of the value come back: enough to see that a
      * foreign value is not a token, without shipping all of it. */
+    /* 1 renewed, 2 held under another token, 0 not held. */
+    [TC_REDIS_LOCK_RENEW] = "local v = redis.pcall('GET', KEYS[1])\n"
+                            "if v == ARGV[1] then\n"
+                            "  redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+                            "  return 1\n"
+                            "end\n"
+                            "if v then\n"
+                            "  return 2\n"
+                            "end\n"
+                            "return 0\n",
     [TC_REDIS_LOCK_PEEK] = "local v = redis.pcall('GET', KEYS[1])\n"
                            "if not v then\n"
                            "  return 0\n"
@@ -96,9 +107,8 @@ static enum tc_status make_token(char out[TC_LOCK_TOKEN_MAX])
     return TC_OK;
 }
 
-/* The SHA1 of a script, as EVALSHA wants it (40 lower-case hex digits). */
-static enum tc_status script_sha(const char *script, char out[TC_REDIS_SHA_HEX + 1], char *err,
-                                 size_t errlen)
+enum tc_status tc_redis_script_sha(const char *script, char out[TC_REDIS_SHA_HEX + 1], char *err,
+                                   size_t errlen)
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
@@ -116,7 +126,7 @@ static enum tc_status script_sha(const char *script, char out[TC_REDIS_SHA_HEX +
 enum tc_status tc_redis_lock_setup(struct redis_tier *rt, char *err, size_t errlen)
 {
     for (int op = 0; op < TC_REDIS_LOCK_OPS; op++) {
-        enum tc_status st = script_sha(lock_script[op], rt->lock_sha[op], err, errlen);
+        enum tc_status st = tc_redis_script_sha(lock_script[op], rt->lock_sha[op], err, errlen);
         if (st != TC_OK) {
             return st;
         }
@@ -161,7 +171,7 @@ static int lock_args(struct redis_ctx *c, const struct tc_tier_lock_req *req, in
     size_t toklen = strlen(req->token);
     argv[4] = req->token;
     argvlen[4] = toklen;
-    if (op == TC_REDIS_LOCK_ACQUIRE) {
+    if (op == TC_REDIS_LOCK_ACQUIRE || op == TC_REDIS_LOCK_RENEW) {
         snprintf(ttl, 24, "%llu", (unsigned long long)req->ttl_ms);
         argv[5] = ttl;
         argvlen[5] = strlen(ttl);
@@ -183,7 +193,7 @@ static int lock_args(struct redis_ctx *c, const struct tc_tier_lock_req *req, in
     return 7;
 }
 
-static int is_noscript(const redisReply *r)
+int tc_redis_is_noscript(const redisReply *r)
 {
     return r->type == REDIS_REPLY_ERROR && r->str != NULL && r->len >= 8 &&
            memcmp(r->str, "NOSCRIPT", 8) == 0;
@@ -224,6 +234,11 @@ static enum tc_status lock_decode(struct redis_tier *rt, int op, struct tc_tier_
     case TC_REDIS_LOCK_RELEASE:
         if (r->type == REDIS_REPLY_INTEGER && (r->integer == 0 || r->integer == 1)) {
             return r->integer == 1 ? TC_OK : TC_ENOTFOUND;
+        }
+        break;
+    case TC_REDIS_LOCK_RENEW:
+        if (r->type == REDIS_REPLY_INTEGER && r->integer >= 0 && r->integer <= 2) {
+            return r->integer == 1 ? TC_OK : r->integer == 2 ? TC_EEXIST : TC_ENOTFOUND;
         }
         break;
     case TC_REDIS_LOCK_PEEK:
@@ -272,7 +287,7 @@ void tc_redis_lock_reply(struct redis_ctx *c, struct tc_redis_rop *o, const redi
     if (req == NULL) {
         return; /* completed already: its reply is only read past */
     }
-    if (is_noscript(r) && !o->resent) {
+    if (tc_redis_is_noscript(r) && !o->resent) {
         /* Redis lost its script cache: the same request once more as EVAL,
          * which nothing ran yet (NOSCRIPT executes nothing), on the same rop
          * and under the same deadline. */
@@ -359,7 +374,10 @@ enum tc_status tc_redis_lock(struct tc_tier_ctx *base, struct tc_tier_lock_req *
         st = TC_ENOTSUP;
     } else if (op == TC_REDIS_LOCK_ACQUIRE && req->ttl_ms > LOCK_TTL_MAX) {
         st = TC_EINVAL;
-    } else if (op == TC_REDIS_LOCK_RELEASE && !tc_redis_token_ok(req->token, strlen(req->token))) {
+    } else if (op == TC_REDIS_LOCK_RENEW && req->ttl_ms > LOCK_TTL_MAX) {
+        st = TC_EINVAL;
+    } else if ((op == TC_REDIS_LOCK_RELEASE || op == TC_REDIS_LOCK_RENEW) &&
+               !tc_redis_token_ok(req->token, strlen(req->token))) {
         st = TC_EINVAL; /* never one of ours, and a space would garble the notice */
     } else {
         if (c->own_base != NULL) {

@@ -190,6 +190,13 @@ enum tc_status tc_tier_register(struct tc_tier_registry *reg, const struct tc_ti
     if ((nlock != 0 && nlock != 3) || (nlock == 3) != scoped) {
         return TC_EINVAL;
     }
+    /* Renewal only beside the lock operations; the counter bit only with
+     * the operation (a copy of mem's ops without the bit keeps its count:
+     * unused, as the tier layer looks at the bit). */
+    if ((ops->lock_renew != NULL && nlock != 3) ||
+        ((ops->caps & TC_TIER_CAP_COUNT) && ops->count == NULL)) {
+        return TC_EINVAL;
+    }
     if (tc_tier_registry_find(reg, ops->scheme) != NULL) {
         return TC_EEXIST;
     }

@@ -21,7 +21,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { OP_GET = 1, OP_SET, OP_DEL, OP_CLEAR, OP_LOCK_ACQUIRE, OP_LOCK_RELEASE, OP_LOCK_PEEK };
+enum {
+    OP_GET = 1,
+    OP_SET,
+    OP_DEL,
+    OP_CLEAR,
+    OP_LOCK_ACQUIRE,
+    OP_LOCK_RELEASE,
+    OP_LOCK_PEEK,
+    OP_LOCK_RENEW,
+    OP_COUNT,
+};
 
 /* One writer per ctx (its thread), so a relaxed load + store is enough and
  * avoids a locked read-modify-write on the hot path; stats readers use
@@ -112,6 +122,7 @@ void tc_tier_ctx_base_init(struct tc_tier_ctx *c, struct tc_tier *t, struct even
 #define TC_X(name) atomic_init(&c->counters.name, 0);
     TC_TIER_COUNTERS(TC_X)
     TC_TIER_LOCK_COUNTERS(TC_X)
+    TC_TIER_COUNT_COUNTERS(TC_X)
 #undef TC_X
 }
 
@@ -160,6 +171,7 @@ void tc_tier_ctx_dispose(struct tc_tier_ctx *c)
                               memory_order_relaxed);
     TC_TIER_COUNTERS(TC_X)
     TC_TIER_LOCK_COUNTERS(TC_X)
+    TC_TIER_COUNT_COUNTERS(TC_X)
 #undef TC_X
     pthread_mutex_unlock(&t->_lock);
     /* Unlinked first: completions of in-flight requests that run inside
@@ -501,6 +513,7 @@ void tc_tier_stats(struct tc_tier *t, tc_tier_stat_fn emit, void *arg)
 #define TC_X(name) uint64_t name;
         TC_TIER_COUNTERS(TC_X)
         TC_TIER_LOCK_COUNTERS(TC_X)
+        TC_TIER_COUNT_COUNTERS(TC_X)
 #undef TC_X
     } sum;
 
@@ -508,11 +521,13 @@ void tc_tier_stats(struct tc_tier *t, tc_tier_stat_fn emit, void *arg)
 #define TC_X(name) sum.name = atomic_load_explicit(&t->_retired.name, memory_order_relaxed);
     TC_TIER_COUNTERS(TC_X)
     TC_TIER_LOCK_COUNTERS(TC_X)
+    TC_TIER_COUNT_COUNTERS(TC_X)
 #undef TC_X
     for (struct tc_tier_ctx *c = t->_ctxs; c != NULL; c = c->_next) {
 #define TC_X(name) sum.name += atomic_load_explicit(&c->counters.name, memory_order_relaxed);
         TC_TIER_COUNTERS(TC_X)
         TC_TIER_LOCK_COUNTERS(TC_X)
+        TC_TIER_COUNT_COUNTERS(TC_X)
 #undef TC_X
     }
     pthread_mutex_unlock(&t->_lock);
@@ -520,6 +535,9 @@ void tc_tier_stats(struct tc_tier *t, tc_tier_stat_fn emit, void *arg)
     TC_TIER_COUNTERS(TC_X)
     if (t->ops->caps & (TC_TIER_CAP_LOCK_HOST | TC_TIER_CAP_LOCK_CLUSTER)) {
         TC_TIER_LOCK_COUNTERS(TC_X)
+    }
+    if (t->ops->caps & TC_TIER_CAP_COUNT) {
+        TC_TIER_COUNT_COUNTERS(TC_X)
     }
 #undef TC_X
     if (t->seal != NULL && t->ops->rewrite != NULL) {
@@ -701,11 +719,15 @@ static enum tc_status lock_finish(struct tc_tier_lock_req *req, enum tc_status s
             BUMP(c, locks_taken);
         } else if (req->_op == OP_LOCK_RELEASE) {
             BUMP(c, locks_released);
+        } else if (req->_op == OP_LOCK_RENEW) {
+            BUMP(c, locks_renewed);
         }
     } else if (st == TC_EEXIST && req->_op == OP_LOCK_ACQUIRE) {
         BUMP(c, locks_busy);
     } else if (st == TC_ENOTFOUND && req->_op == OP_LOCK_RELEASE) {
         BUMP(c, lock_release_refused);
+    } else if ((st == TC_ENOTFOUND || st == TC_EEXIST) && req->_op == OP_LOCK_RENEW) {
+        BUMP(c, lock_renew_refused);
     } else if (!(st == TC_ENOTFOUND && req->_op == OP_LOCK_PEEK)) {
         BUMP(c, lock_errors);
     }
@@ -725,6 +747,7 @@ static enum tc_status lock_run(struct tc_tier_ctx *c, struct tc_tier_lock_req *r
     enum tc_status (*fn)(struct tc_tier_ctx *, struct tc_tier_lock_req *) =
         op == OP_LOCK_ACQUIRE   ? ops->lock_acquire
         : op == OP_LOCK_RELEASE ? ops->lock_release
+        : op == OP_LOCK_RENEW   ? ops->lock_renew
                                 : ops->lock_peek;
     req->_ctx = c;
     req->_op = op;
@@ -739,13 +762,14 @@ static enum tc_status lock_run(struct tc_tier_ctx *c, struct tc_tier_lock_req *r
         st = TC_EINVAL;
     } else if (req->name == NULL || req->name_len == 0 || req->name_len > TC_LOCK_NAME_MAX) {
         st = TC_EINVAL;
-    } else if (op == OP_LOCK_ACQUIRE && (req->ttl_ms == 0 || req->ttl_ms > TC_LOCK_TTL_MAX)) {
+    } else if ((op == OP_LOCK_ACQUIRE || op == OP_LOCK_RENEW) &&
+               (req->ttl_ms == 0 || req->ttl_ms > TC_LOCK_TTL_MAX)) {
         st = TC_EINVAL;
-    } else if (op == OP_LOCK_RELEASE &&
+    } else if ((op == OP_LOCK_RELEASE || op == OP_LOCK_RENEW) &&
                (req->token[0] == '\0' || memchr(req->token, '\0', TC_LOCK_TOKEN_MAX) == NULL)) {
         st = TC_EINVAL;
     }
-    if (op != OP_LOCK_RELEASE) {
+    if (op != OP_LOCK_RELEASE && op != OP_LOCK_RENEW) {
         req->token[0] = '\0';
     }
     if (st != TC_OK) {
@@ -771,6 +795,104 @@ enum tc_status tc_tier_lock_release(struct tc_tier_ctx *c, struct tc_tier_lock_r
 enum tc_status tc_tier_lock_peek(struct tc_tier_ctx *c, struct tc_tier_lock_req *req)
 {
     return lock_run(c, req, OP_LOCK_PEEK);
+}
+
+enum tc_status tc_tier_lock_renew(struct tc_tier_ctx *c, struct tc_tier_lock_req *req)
+{
+    return lock_run(c, req, OP_LOCK_RENEW);
+}
+
+/* ---- counters and rate limits ----------------------------------------------- */
+
+const char *tc_limit_strategy_name(enum tc_limit_strategy s)
+{
+    switch (s) {
+    case TC_LIMIT_FIXED:
+        return "fixed";
+    case TC_LIMIT_SLIDING:
+        return "sliding";
+    case TC_LIMIT_MOVING:
+        return "moving";
+    case TC_LIMIT_GCRA:
+        return "gcra";
+    }
+    return NULL;
+}
+
+static enum tc_status count_finish(struct tc_tier_count_req *req, enum tc_status st)
+{
+    struct tc_tier_ctx *c = req->_ctx;
+    if (st != TC_OK) {
+        BUMP(c, count_errors);
+    } else if (req->op == TC_LIMIT_HIT) {
+        if (req->allowed) {
+            BUMP(c, limit_allowed);
+        } else {
+            BUMP(c, limit_denied);
+        }
+    } else if (req->op == TC_COUNT_ADD) {
+        BUMP(c, count_adds);
+    }
+    req->status = st;
+    return st;
+}
+
+void tc_tier_count_complete(struct tc_tier_count_req *req, enum tc_status st)
+{
+    count_finish(req, st);
+    req->done(req);
+}
+
+/* Whether the parameters of @p req make sense for its operation. */
+static int count_valid(const struct tc_tier_count_req *req)
+{
+    if (req->key == NULL || req->key_len == 0 || req->key_len > TC_LOCK_NAME_MAX) {
+        return 0;
+    }
+    switch (req->op) {
+    case TC_COUNT_ADD:
+        return req->ttl_ms <= TC_COUNT_TTL_MAX;
+    case TC_COUNT_GET:
+    case TC_COUNT_RESET:
+        return 1;
+    case TC_LIMIT_CLEAR:
+        return req->strategy == 0 || tc_limit_strategy_name(req->strategy) != NULL;
+    case TC_LIMIT_HIT:
+    case TC_LIMIT_PEEK:
+        if (tc_limit_strategy_name(req->strategy) == NULL || req->limit == 0 ||
+            req->limit > TC_LIMIT_MAX || req->window_ms == 0 || req->window_ms > TC_COUNT_TTL_MAX ||
+            req->cost > req->limit || req->burst > TC_LIMIT_MAX) {
+            return 0;
+        }
+        return req->strategy != TC_LIMIT_MOVING || req->limit <= TC_LIMIT_MOVING_MAX;
+    }
+    return 0;
+}
+
+enum tc_status tc_tier_count(struct tc_tier_ctx *c, struct tc_tier_count_req *req)
+{
+    const struct tc_tier_ops *ops = c->tier->ops;
+    req->_ctx = c;
+    req->_op = OP_COUNT;
+    req->status = TC_EINPROGRESS;
+    req->value = 0;
+    req->ttl_ms_left = 0;
+    req->overflow = 0;
+    req->allowed = 0;
+    req->remaining = req->reset_ms = req->retry_ms = req->start_ms = 0;
+    if (ops->count == NULL || !(ops->caps & TC_TIER_CAP_COUNT)) {
+        req->status = TC_ENOTSUP;
+        return TC_ENOTSUP;
+    }
+    if ((c->base != NULL && req->done == NULL && (ops->caps & TC_TIER_CAP_ASYNC)) ||
+        !count_valid(req)) {
+        return count_finish(req, TC_EINVAL);
+    }
+    enum tc_status st = ops->count(c, req);
+    if (st == TC_EINPROGRESS) {
+        return st;
+    }
+    return count_finish(req, st);
 }
 
 enum tc_status tc_tier_on_lock_release(struct tc_tier *t, tc_tier_lock_release_fn fn, void *arg)

@@ -54,8 +54,9 @@ struct tc_tier_req;
 /** Bumped whenever struct tc_tier_ops or struct tc_tier_req changes shape
  * (4: parameters declared as rows, struct tc_tier_param; 5: the tier
  * layer's sealing members in struct tc_tier_req; 6: key listing and
- * published prefix clears, issue 15). */
-#define TC_TIER_ABI_VERSION 6u
+ * published prefix clears, issue 15; 7: counters, rate limits and lock
+ * renewal, struct tc_tier_count_req, issue 16). */
+#define TC_TIER_ABI_VERSION 7u
 
 /** Capability bits of a backend (struct tc_tier_ops.caps). */
 #define TC_TIER_CAP_PERSISTENT   0x01u /* data survives a restart of the process and host */
@@ -71,6 +72,10 @@ struct tc_tier_req;
 /** Longest tag, bytes; at most TC_TAGS_MAX tags per key. */
 #define TC_TAG_MAX  64u
 #define TC_TAGS_MAX 16u
+/* Issue 16: counters and rate limits (tc_tier_count()), shared as widely as
+ * the tier's data: REMOTE -> every host, SHARED -> every process on the
+ * host, neither -> this process. */
+#define TC_TIER_CAP_COUNT 0x1000u
 
 /** Longest key any tier accepts (bytes). A backend may accept less. */
 #define TC_KEY_MAX 1024u
@@ -584,6 +589,108 @@ enum tc_status tc_tier_list(struct tc_tier_ctx *c, struct tc_tier_list_req *req)
 
 /** Completes an asynchronous listing (for backends), as tc_tier_complete(). */
 void tc_tier_list_complete(struct tc_tier_list_req *req, enum tc_status st);
+/**
+ * Extends the lease of lock req->name to req->ttl_ms from now if req->token
+ * is the holder's (sherlock's renew).
+ * @return TC_OK renewed; TC_EEXIST held under another token; TC_ENOTFOUND
+ *         not held (never taken, released, or its lease ended); TC_ENOTSUP
+ *         when the tier cannot renew; TC_EINVAL bad name/ttl/token; a tier
+ *         error. Completes as the other lock operations.
+ */
+enum tc_status tc_tier_lock_renew(struct tc_tier_ctx *c, struct tc_tier_lock_req *req);
+
+/* ---- counters and rate limits (optional: TC_TIER_CAP_COUNT) -------------- */
+
+/*
+ * freiner's storage, as tier operations: a counter with an expiry (incr with
+ * expiry and elastic expiry, get, get_expiry, reset) and the rate-limit
+ * primitive (take `cost` from a limit, peek, clear), each one atomic step at
+ * the tier's scope. Counter and limit state is kept apart from cache keys and
+ * locks, and each strategy of a key is its own state. The local tiers decide
+ * at req->now_ms; Redis at its own clock, so that every host agrees.
+ */
+
+/** What a count request does. */
+enum tc_count_op {
+    TC_COUNT_ADD = 1, /* counter += by (the first add, or every add with elastic, sets ttl) */
+    TC_COUNT_GET,     /* the counter's value and remaining expiry */
+    TC_COUNT_RESET,   /* the counter goes (value 0, no expiry) */
+    TC_LIMIT_HIT,     /* takes cost from the limit if it allows it */
+    TC_LIMIT_PEEK,    /* the limit's state, taking nothing */
+    TC_LIMIT_CLEAR,   /* forgets the limit's state (strategy 0: every strategy) */
+};
+
+/** Rate-limit strategies (docs/api.md says which to pick). */
+enum tc_limit_strategy {
+    TC_LIMIT_FIXED =
+        1,            /* a counter per window; the window starts at the first hit after the last */
+    TC_LIMIT_SLIDING, /* two windows' counts, the previous one weighted: O(1) */
+    TC_LIMIT_MOVING,  /* the exact log of the last `limit` hits: O(limit) */
+    TC_LIMIT_GCRA,    /* one theoretical arrival time: O(1) */
+};
+
+/** Largest limit, cost and burst (also bounds every count a limit keeps). */
+#define TC_LIMIT_MAX 1000000000ull
+/** Largest limit of the moving window, whose state is one timestamp per hit. */
+#define TC_LIMIT_MOVING_MAX 10000ull
+/** Longest window and counter expiry (a year), ms. */
+#define TC_COUNT_TTL_MAX 31536000000ull
+
+struct tc_tier_count_req;
+typedef void (*tc_tier_count_done_fn)(struct tc_tier_count_req *req);
+
+/** One counter or limit operation; caller-owned, like struct tc_tier_req. */
+struct tc_tier_count_req {
+    /* In: all. */
+    const void *key; /* 1..TC_LOCK_NAME_MAX bytes */
+    size_t key_len;
+    uint64_t now_ms; /* the local tiers' clock (Redis uses its own) */
+    enum tc_count_op op;
+    /* In: TC_COUNT_ADD. */
+    int64_t by;
+    uint64_t ttl_ms; /* 0: no expiry; else 1 .. TC_COUNT_TTL_MAX */
+    int elastic;     /* ADD and fixed-window HIT: every call pushes the expiry out */
+    /* In: limits. */
+    enum tc_limit_strategy strategy;
+    uint64_t limit;     /* 1 .. TC_LIMIT_MAX (moving: .. TC_LIMIT_MOVING_MAX) */
+    uint64_t window_ms; /* 1 .. TC_COUNT_TTL_MAX */
+    uint64_t cost;      /* HIT: 0 .. limit (0 only looks) */
+    uint64_t burst;     /* GCRA: hits allowed at once, 1 .. TC_LIMIT_MAX (0: limit) */
+    /*
+     * Out (TC_OK):
+     *   ADD, GET     value; ttl_ms_left (0: no expiry); overflow set when the
+     *                add would leave signed 64 bits (nothing changed)
+     *   HIT, PEEK    allowed (PEEK: whether a hit of cost would be);
+     *                value: the count used now (hits in the window; GCRA: the
+     *                burst in use); remaining; reset_ms: until the whole limit
+     *                is available again; retry_ms: until a hit of cost can
+     *                pass (0 when allowed); start_ms: when the current window
+     *                began (fixed, sliding), the oldest hit still counted
+     *                (moving), or 0
+     */
+    int64_t value;
+    uint64_t ttl_ms_left;
+    int overflow;
+    int allowed;
+    uint64_t remaining, reset_ms, retry_ms, start_ms;
+    /* TC_OK; TC_EINVAL (bad key or parameters); TC_ENOMEM (no room for a
+     * new key: the table of a local tier is full of live state); a tier error. */
+    enum tc_status status;
+    tc_tier_count_done_fn done; /* as tc_tier_req.done */
+    void *arg;
+    /* Tier-layer private. */
+    struct tc_tier_ctx *_ctx;
+    int _op;
+};
+
+/**
+ * Runs one counter or limit operation (see struct tc_tier_count_req).
+ * @return TC_OK, TC_EINPROGRESS, TC_ENOTSUP (no TC_TIER_CAP_COUNT), or an error.
+ */
+enum tc_status tc_tier_count(struct tc_tier_ctx *c, struct tc_tier_count_req *req);
+
+/** "fixed", "sliding", "moving", "gcra"; NULL for another value. */
+const char *tc_limit_strategy_name(enum tc_limit_strategy s);
 
 /** Current health; @p detail (may be NULL) receives a short reason. */
 enum tc_tier_health tc_tier_health(struct tc_tier *t, char *detail, size_t len);

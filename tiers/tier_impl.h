@@ -42,12 +42,23 @@
     X(locks_busy)                                                                                  \
     X(locks_released)                                                                              \
     X(lock_release_refused)                                                                        \
-    X(lock_errors)
+    X(lock_errors)                                                                                 \
+    X(locks_renewed)                                                                               \
+    X(lock_renew_refused)
+
+/** Kept likewise for counters and limits (issue 16); reported only by
+ * TC_TIER_CAP_COUNT tiers. */
+#define TC_TIER_COUNT_COUNTERS(X)                                                                  \
+    X(count_adds)                                                                                  \
+    X(limit_allowed)                                                                               \
+    X(limit_denied)                                                                                \
+    X(count_errors)
 
 struct tc_tier_counters {
 #define TC_X(name) _Atomic uint64_t name;
     TC_TIER_COUNTERS(TC_X)
     TC_TIER_LOCK_COUNTERS(TC_X)
+    TC_TIER_COUNT_COUNTERS(TC_X)
 #undef TC_X
 };
 
@@ -209,6 +220,12 @@ struct tc_tier_ops {
     enum tc_status (*list)(struct tc_tier_ctx *c, struct tc_tier_list_req *req);
     enum tc_status (*on_invalidate_prefix)(struct tc_tier *t, tc_tier_invalidate_prefix_fn fn,
                                            void *arg);
+    /* Added in ABI 7 (issue 16); optional. lock_renew: with the lock ops
+     * (NULL: TC_ENOTSUP). count: called only with TC_TIER_CAP_COUNT; the tier layer has
+     * checked the key and the parameters; complete with
+     * tc_tier_count_complete(). */
+    enum tc_status (*lock_renew)(struct tc_tier_ctx *c, struct tc_tier_lock_req *req);
+    enum tc_status (*count)(struct tc_tier_ctx *c, struct tc_tier_count_req *req);
 };
 
 /** The mem:// backend, for programs that register it under another name
@@ -224,6 +241,9 @@ void tc_tier_complete(struct tc_tier_req *req, enum tc_status st);
 
 /** tc_tier_complete() for a lock request. */
 void tc_tier_lock_complete(struct tc_tier_lock_req *req, enum tc_status st);
+
+/** tc_tier_complete() for a counter or limit request. */
+void tc_tier_count_complete(struct tc_tier_count_req *req, enum tc_status st);
 
 /**
  * Initialises the tier-layer part of a backend's ctx. Backends call it from

@@ -10,6 +10,7 @@
  * byte budget here compares honestly with the same budget in the shm ring.
  */
 #include "tiers/tier_impl.h"
+#include "tiers/count.h"
 
 #include <stddef.h>
 #include <stdlib.h>
@@ -26,9 +27,26 @@ struct mem_entry {
     unsigned char data[]; /* key, then value */
 };
 
+/* A counter or limit state (issue 16): a cell, or a moving window's log.
+ * Kept apart from the items; the bytes of all of them are bounded by
+ * count_cap (a quarter of size), dead ones dropped on the way. */
+struct mem_count {
+    struct mem_count *next;
+    uint64_t hash;
+    struct tc_count_cell cell;
+    struct tc_count_log log; /* moving window: ts owned, cap = its limit */
+    uint64_t log_expire_ms;  /* moving: newest hit + window */
+    size_t key_len;          /* of the kind byte + key */
+    unsigned char key[];
+};
+
+#define COUNT_BUCKETS 4096u
+
 struct mem_tier {
     struct tc_tier base;
     pthread_mutex_t lock;
+    struct mem_count *counts[COUNT_BUCKETS]; /* under lock */
+    uint64_t count_bytes, count_cap;
     struct mem_entry **buckets;
     size_t nbuckets; /* power of two */
     struct mem_entry *lru_head, *lru_tail;
@@ -156,15 +174,31 @@ static enum tc_status mem_open(const struct tc_tier_params *p, struct tc_tier **
         return TC_ENOMEM;
     }
     m->capacity = size;
+    m->count_cap = size / 4;
     m->base.max_key = TC_KEY_MAX;
     m->base.max_value = (size_t)max_item;
     *out = &m->base;
     return TC_OK;
 }
 
+static void count_free(struct mem_count *e)
+{
+    if (e != NULL) {
+        free(e->log.ts);
+        free(e);
+    }
+}
+
 static void mem_close(struct tc_tier *t)
 {
     struct mem_tier *m = (struct mem_tier *)t;
+    for (size_t i = 0; i < COUNT_BUCKETS; i++) {
+        while (m->counts[i] != NULL) {
+            struct mem_count *next = m->counts[i]->next;
+            count_free(m->counts[i]);
+            m->counts[i] = next;
+        }
+    }
     for (size_t i = 0; i < m->nbuckets; i++) {
         struct mem_entry *e = m->buckets[i];
         while (e != NULL) {
@@ -352,10 +386,173 @@ static void mem_stats(struct tc_tier *t, tc_tier_stat_fn emit, void *arg)
     emit(arg, "expired", ex, TC_STAT_COUNTER);
 }
 
+/* ---- counters and limits (issue 16) ------------------------------------------------------- */
+
+static size_t count_bytes(const struct mem_count *e)
+{
+    return sizeof(*e) + e->key_len + e->log.cap * sizeof(uint64_t);
+}
+
+static int count_dead(const struct mem_count *e, uint64_t now)
+{
+    if (e->log.ts != NULL) {
+        return e->log.n == 0 || e->log_expire_ms <= now;
+    }
+    return tc_count_cell_dead(&e->cell, now);
+}
+
+/* Drops dead states: from one chain, or (all) from every chain. Under lock. */
+static void count_prune(struct mem_tier *m, size_t first, size_t n, uint64_t now)
+{
+    for (size_t i = first; i < first + n; i++) {
+        struct mem_count **link = &m->counts[i];
+        while (*link != NULL) {
+            struct mem_count *e = *link;
+            if (count_dead(e, now)) {
+                *link = e->next;
+                m->count_bytes -= count_bytes(e);
+                count_free(e);
+            } else {
+                link = &e->next;
+            }
+        }
+    }
+}
+
+static struct mem_count *count_find(struct mem_tier *m, uint64_t h, const unsigned char *k,
+                                    size_t len)
+{
+    for (struct mem_count *e = m->counts[h % COUNT_BUCKETS]; e != NULL; e = e->next) {
+        if (e->hash == h && e->key_len == len && memcmp(e->key, k, len) == 0) {
+            return e;
+        }
+    }
+    return NULL;
+}
+
+/* One state (kind byte + key in @p k) of @p req. Under lock. */
+static enum tc_status count_one(struct mem_tier *m, struct tc_tier_count_req *req,
+                                const unsigned char *k, size_t len)
+{
+    uint64_t now = req->now_ms, h = XXH3_64bits(k, len);
+    size_t b = h % COUNT_BUCKETS;
+    count_prune(m, b, 1, now);
+    struct mem_count *e = count_find(m, h, k, len);
+    int moving = k[0] == 'm';
+    if (req->op == TC_COUNT_RESET || req->op == TC_LIMIT_CLEAR) {
+        if (e != NULL) {
+            struct mem_count **link = &m->counts[b];
+            while (*link != e) {
+                link = &(*link)->next;
+            }
+            *link = e->next;
+            m->count_bytes -= count_bytes(e);
+            count_free(e);
+        }
+        req->value = 0;
+        return TC_OK;
+    }
+    /* A moving window whose limit changed keeps its newest hits, as many
+     * as the new limit needs (as shm and Redis do). */
+    if (e != NULL && moving && e->log.cap != req->limit) {
+        uint64_t *ts = malloc(req->limit * sizeof(uint64_t));
+        if (ts == NULL) {
+            return TC_ENOMEM;
+        }
+        uint64_t n = e->log.n < req->limit ? e->log.n : req->limit;
+        for (uint64_t i = 0; i < n; i++) { /* oldest kept first */
+            ts[i] = e->log.ts[(e->log.head + e->log.cap - (n - 1 - i)) % e->log.cap];
+        }
+        free(e->log.ts);
+        m->count_bytes -= e->log.cap * sizeof(uint64_t);
+        m->count_bytes += req->limit * sizeof(uint64_t);
+        e->log = (struct tc_count_log){ts, req->limit, n, n ? n - 1 : 0};
+    }
+    if (e != NULL) {
+        if (moving) {
+            if (tc_count_moving(req, now, &e->log)) {
+                e->log_expire_ms = now + req->window_ms;
+            }
+        } else {
+            tc_count_apply(req, now, &e->cell);
+        }
+        return TC_OK;
+    }
+    /* No state yet: decide on an empty one, and keep it only if it changed. */
+    struct tc_count_cell cell = {0, 0};
+    uint64_t none = 0;
+    struct tc_count_log empty = {&none, 1, 0, 0};
+    if (moving ? req->op != TC_LIMIT_HIT || req->cost == 0
+               : !tc_count_apply(req, now, &cell) || tc_count_cell_dead(&cell, now)) {
+        if (moving) {
+            tc_count_moving(req, now, &empty); /* outputs only: nothing is pushed */
+        }
+        return TC_OK;
+    }
+    size_t need = sizeof(*e) + len + (moving ? req->limit * sizeof(uint64_t) : 0);
+    if (m->count_bytes + need > m->count_cap) {
+        count_prune(m, 0, COUNT_BUCKETS, now);
+        if (m->count_bytes + need > m->count_cap) {
+            return TC_ENOMEM;
+        }
+    }
+    e = calloc(1, sizeof(*e) + len);
+    if (e == NULL) {
+        return TC_ENOMEM;
+    }
+    if (moving) {
+        e->log.ts = malloc(req->limit * sizeof(uint64_t));
+        if (e->log.ts == NULL) {
+            free(e);
+            return TC_ENOMEM;
+        }
+        e->log.cap = req->limit;
+        tc_count_moving(req, now, &e->log);
+        e->log_expire_ms = now + req->window_ms;
+    } else {
+        e->cell = cell;
+    }
+    e->hash = h;
+    e->key_len = len;
+    memcpy(e->key, k, len);
+    e->next = m->counts[b];
+    m->counts[b] = e;
+    m->count_bytes += count_bytes(e);
+    return TC_OK;
+}
+
+static enum tc_status mem_count(struct tc_tier_ctx *c, struct tc_tier_count_req *req)
+{
+    struct mem_tier *m = (struct mem_tier *)c->tier;
+    unsigned char *k = malloc(1 + req->key_len);
+    if (k == NULL) {
+        return TC_ENOMEM;
+    }
+    memcpy(k + 1, req->key, req->key_len);
+    static const char kinds[] = "fsmg"; /* by enum tc_limit_strategy - 1 */
+    enum tc_status st = TC_OK;
+    pthread_mutex_lock(&m->lock);
+    if (req->op == TC_COUNT_ADD || req->op == TC_COUNT_GET || req->op == TC_COUNT_RESET) {
+        k[0] = 'c';
+        st = count_one(m, req, k, 1 + req->key_len);
+    } else if (req->op == TC_LIMIT_CLEAR && req->strategy == 0) {
+        for (size_t i = 0; i < 4 && st == TC_OK; i++) {
+            k[0] = (unsigned char)kinds[i];
+            st = count_one(m, req, k, 1 + req->key_len);
+        }
+    } else {
+        k[0] = (unsigned char)kinds[req->strategy - 1];
+        st = count_one(m, req, k, 1 + req->key_len);
+    }
+    pthread_mutex_unlock(&m->lock);
+    free(k);
+    return st;
+}
+
 const struct tc_tier_ops tc_tier_mem_ops = {
     .scheme = "mem",
     .abi_version = TC_TIER_ABI_VERSION,
-    .caps = 0,
+    .caps = TC_TIER_CAP_COUNT,
     .params = mem_params,
     .usage = "mem://?size=64M&max_item=1M",
     .open = mem_open,
@@ -369,4 +566,5 @@ const struct tc_tier_ops tc_tier_mem_ops = {
     .sweep = mem_sweep,
     .stats = mem_stats,
     .health = NULL,
+    .count = mem_count,
 };

@@ -870,6 +870,11 @@ static enum tc_status redis_lock_peek(struct tc_tier_ctx *base, struct tc_tier_l
     return tc_redis_lock(base, req, TC_REDIS_LOCK_PEEK);
 }
 
+static enum tc_status redis_lock_renew(struct tc_tier_ctx *base, struct tc_tier_lock_req *req)
+{
+    return tc_redis_lock(base, req, TC_REDIS_LOCK_RENEW);
+}
+
 /* ---- vtable: contexts ------------------------------------------------------------------------ */
 
 static enum tc_status redis_ctx_init(struct tc_tier *t, struct event_base *base,
@@ -913,6 +918,7 @@ static void redis_close(struct tc_tier *t)
     free(rt->prefix);
     free(rt->channel);
     free(rt->lock_prefix);
+    free(rt->count_prefix);
     free(rt->lock_channel);
     free(rt);
 }
@@ -1253,7 +1259,8 @@ static enum tc_status redis_open_common(const struct tc_tier_params *p, int unix
     memcpy(rt->lock_prefix + strlen(LOCK_NS), prefix, rt->prefix_len + 1);
     /* Lock keys must never start with PREFIX (see the top comment). */
     rt->locks_ok = memcmp(rt->lock_prefix, rt->prefix, rt->prefix_len) != 0;
-    if ((st = tc_redis_lock_setup(rt, err, errlen)) != TC_OK) {
+    if ((st = tc_redis_lock_setup(rt, err, errlen)) != TC_OK ||
+        (st = tc_redis_count_setup(rt, err, errlen)) != TC_OK) {
         goto fail;
     }
     rt->base.max_key = TC_KEY_MAX;
@@ -1341,7 +1348,8 @@ static enum tc_tier_health redis_health(struct tc_tier *t, char *detail, size_t 
         .scheme = name,                                                                            \
         .abi_version = TC_TIER_ABI_VERSION,                                                        \
         .caps = TC_TIER_CAP_REMOTE | TC_TIER_CAP_ASYNC | TC_TIER_CAP_SHARED |                      \
-                TC_TIER_CAP_LOCK_CLUSTER | TC_TIER_CAP_LIST | TC_TIER_CAP_TAGS,                    \
+                TC_TIER_CAP_LOCK_CLUSTER | TC_TIER_CAP_LIST | TC_TIER_CAP_TAGS |                   \
+                TC_TIER_CAP_COUNT,                                                                 \
         .params = redis_params,                                                                    \
         .usage = usage_text,                                                                       \
         .open = open_fn,                                                                           \
@@ -1362,6 +1370,8 @@ static enum tc_tier_health redis_health(struct tc_tier *t, char *detail, size_t 
         .lock_release = redis_lock_release,                                                        \
         .lock_peek = redis_lock_peek,                                                              \
         .on_lock_release = tc_redis_on_lock_release,                                               \
+        .lock_renew = redis_lock_renew,                                                            \
+        .count = tc_redis_count,                                                                   \
     };
 
 REDIS_OPS(tc_tier_redis_ops, "redis", redis_open,

@@ -40,6 +40,7 @@
  */
 #include "tiers/tier_impl.h"
 #include "shm/ring.h"
+#include "tiers/count.h"
 
 #include <ctype.h>
 #include <grp.h>
@@ -48,6 +49,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 _Static_assert(TC_RING_LOCK_TOKEN_MAX == TC_LOCK_TOKEN_MAX, "one token size for tier and ring");
@@ -429,6 +431,8 @@ static void shm_stats(struct tc_tier *t, tc_tier_stat_fn emit, void *arg)
     emit(arg, "lost_sets", rs.lost_sets, TC_STAT_COUNTER);
     emit(arg, "lock_slots", rs.lock_slots, TC_STAT_GAUGE);
     emit(arg, "locks_held", rs.locks_held, TC_STAT_GAUGE);
+    emit(arg, "cells_live", tc_ring_cells_live(s->ring, (uint64_t)time(NULL) * 1000u),
+         TC_STAT_GAUGE);
     /* How much of the above was garbage in the segment, left out. */
     emit(arg, "stats_rejected", rs.stats_rejected, TC_STAT_GAUGE);
     emit(arg, "check_failures", rs.check_failures, TC_STAT_COUNTER);
@@ -477,6 +481,100 @@ static enum tc_status shm_lock_peek(struct tc_tier_ctx *c, struct tc_tier_lock_r
     }
     req->status = st;
     return st;
+}
+
+static enum tc_status shm_lock_renew(struct tc_tier_ctx *c, struct tc_tier_lock_req *req)
+{
+    struct shm_tier *s = (struct shm_tier *)c->tier;
+    enum tc_status st =
+        tc_ring_lock_renew(s->ring, req->name, req->name_len, req->token, req->ttl_ms);
+    req->status = st;
+    return st;
+}
+
+/* ---- counters and limits (issue 16) ------------------------------------------------------- */
+
+/* The segment's cells (shm/cell.c) hold the states of tiers/count.h; every
+ * decision is one 16-byte CAS. The moving window keeps its log in a slab of
+ * the segment (tc_ring_moving): a limit above TC_RING_MOVING_MAX is
+ * TC_ETOOBIG here. */
+
+struct count_call {
+    struct tc_tier_count_req *req;
+};
+
+static int count_cell_fn(struct tc_ring_cellval *v, void *arg)
+{
+    struct count_call *cc = arg;
+    struct tc_count_cell cell = {v->x, v->t};
+    int store = tc_count_apply(cc->req, cc->req->now_ms, &cell);
+    v->x = cell.x;
+    v->t = cell.t;
+    return store;
+}
+
+/* The kind byte in front of a cell's name: counters and each strategy of a
+ * limit are states of their own. */
+static char count_kind(int op, enum tc_limit_strategy s)
+{
+    if (op == TC_COUNT_ADD || op == TC_COUNT_GET || op == TC_COUNT_RESET) {
+        return 'c';
+    }
+    return s == TC_LIMIT_FIXED ? 'f' : s == TC_LIMIT_SLIDING ? 's' : s == TC_LIMIT_GCRA ? 'g' : 'm';
+}
+
+static enum tc_status shm_moving(struct shm_tier *s, struct tc_tier_count_req *req,
+                                 const uint8_t *name, size_t len)
+{
+    if (req->op != TC_LIMIT_CLEAR && req->limit > TC_RING_MOVING_MAX) {
+        return TC_ETOOBIG;
+    }
+    struct tc_ring_moving m = {.limit = req->limit,
+                               .window_ms = req->window_ms,
+                               .cost = req->cost,
+                               .hit = req->op == TC_LIMIT_HIT,
+                               .clear = req->op == TC_LIMIT_CLEAR};
+    enum tc_status st = tc_ring_moving(s->ring, name, len, req->now_ms, &m);
+    if (st != TC_OK || m.clear) {
+        return st;
+    }
+    uint64_t now = req->now_ms, w = req->window_ms;
+    req->allowed = m.allowed;
+    req->value = (int64_t)m.used;
+    req->remaining = req->limit > m.used ? req->limit - m.used : 0;
+    req->start_ms = m.oldest_ms;
+    req->reset_ms = m.used && m.newest_ms + w > now ? m.newest_ms + w - now : 0;
+    req->retry_ms = m.allowed ? 0 : (m.blocker_ms + w > now ? m.blocker_ms + w - now : 1);
+    return TC_OK;
+}
+
+static enum tc_status shm_count(struct tc_tier_ctx *c, struct tc_tier_count_req *req)
+{
+    struct shm_tier *s = (struct shm_tier *)c->tier;
+    uint8_t name[1 + TC_LOCK_NAME_MAX];
+    memcpy(name + 1, req->key, req->key_len);
+    struct count_call cc = {req};
+    if (req->op == TC_LIMIT_CLEAR && req->strategy == 0) {
+        static const enum tc_limit_strategy all[] = {TC_LIMIT_FIXED, TC_LIMIT_SLIDING,
+                                                     TC_LIMIT_GCRA, TC_LIMIT_MOVING};
+        for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+            name[0] = (uint8_t)count_kind(req->op, all[i]);
+            enum tc_status st = all[i] == TC_LIMIT_MOVING
+                                    ? shm_moving(s, req, name, req->key_len + 1)
+                                    : tc_ring_cell_update(s->ring, name, req->key_len + 1,
+                                                          req->now_ms, count_cell_fn, &cc);
+            if (st != TC_OK) {
+                return st;
+            }
+        }
+        return TC_OK;
+    }
+    name[0] = (uint8_t)count_kind(req->op, req->strategy);
+    if (req->strategy == TC_LIMIT_MOVING && req->op != TC_COUNT_ADD && req->op != TC_COUNT_GET &&
+        req->op != TC_COUNT_RESET) {
+        return shm_moving(s, req, name, req->key_len + 1);
+    }
+    return tc_ring_cell_update(s->ring, name, req->key_len + 1, req->now_ms, count_cell_fn, &cc);
 }
 
 /* The watcher: one per tier while a callback is registered. It keeps the
@@ -548,7 +646,7 @@ static enum tc_status shm_on_lock_release(struct tc_tier *t, tc_tier_lock_releas
 const struct tc_tier_ops tc_tier_shm_ops = {
     .scheme = "shm",
     .abi_version = TC_TIER_ABI_VERSION,
-    .caps = TC_TIER_CAP_SHARED | TC_TIER_CAP_LOCK_HOST,
+    .caps = TC_TIER_CAP_SHARED | TC_TIER_CAP_LOCK_HOST | TC_TIER_CAP_COUNT,
     .params = shm_params,
     .usage = "shm://NAME?size=64M&mode=0600&max_item=1M&owner=USER&group=GROUP",
     .open = shm_open_tier,
@@ -567,4 +665,6 @@ const struct tc_tier_ops tc_tier_shm_ops = {
     .lock_release = shm_lock_release,
     .lock_peek = shm_lock_peek,
     .on_lock_release = shm_on_lock_release,
+    .lock_renew = shm_lock_renew,
+    .count = shm_count,
 };

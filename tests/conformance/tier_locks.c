@@ -148,6 +148,49 @@ static void case_lease_expiry(void)
     CHECK(release(c2, "lease", b.token) == TC_OK, "the new holder's release");
 }
 
+/* Issue 16: sherlock's renew. The holder's renewals keep the lock past its
+ * first lease; a stranger's token is refused (held by another: TC_EEXIST);
+ * once the lease ran out, a renew finds nothing to renew. */
+static enum tc_status renew(struct tc_tier_ctx *c, const char *name, const char *token,
+                            uint64_t ttl)
+{
+    struct tc_tier_lock_req req = {0};
+    snprintf(req.token, sizeof(req.token), "%s", token);
+    req.name = name;
+    req.name_len = strlen(name);
+    req.ttl_ms = ttl;
+    enum tc_status st = tc_tier_lock_renew(c, &req);
+    CHECK(st != TC_EINPROGRESS && req.status == st, "renew completes synchronously");
+    return st;
+}
+
+static void case_renew(void)
+{
+    struct tc_tier_lock_req a = {0}, b = {0}, p = {0};
+    uint64_t t0 = tc_test_mono_ms();
+    CHECK(acquire(c1, "renewed", 600, &a) == TC_OK, "acquire a 600 ms lease");
+    for (int i = 0; i < 4; i++) {
+        nap_ms(300);
+        CHECK(renew(c2, "renewed", a.token, 600) == TC_OK, "the holder's renew %d (other handle)",
+              i);
+    }
+    CHECK(tc_test_mono_ms() - t0 >= 1200, "past the first lease");
+    CHECK(acquire(c2, "renewed", 1000, &b) == TC_EEXIST, "still held after its first lease");
+    CHECK(peek(c1, "renewed", &p) == TC_OK && strcmp(p.token, a.token) == 0 && p.remaining_ms > 200,
+          "held by the same token, lease renewed (%llu ms left)",
+          (unsigned long long)p.remaining_ms);
+    char wrong[TC_LOCK_TOKEN_MAX];
+    snprintf(wrong, sizeof(wrong), "%s", a.token);
+    size_t n = strlen(wrong);
+    wrong[n - 1] = wrong[n - 1] == 'a' ? 'b' : 'a';
+    CHECK(renew(c2, "renewed", wrong, 60000) == TC_EEXIST, "a stranger's renew: not the owner");
+    CHECK(renew(c2, "never-taken", a.token, 60000) == TC_ENOTFOUND, "renew of a free lock");
+    nap_ms(800);
+    CHECK(renew(c1, "renewed", a.token, 60000) == TC_ENOTFOUND, "renew after the lease ran out");
+    CHECK(acquire(c2, "renewed", 1000, &b) == TC_OK, "free for others after it");
+    CHECK(release(c2, "renewed", b.token) == TC_OK, "release");
+}
+
 static void case_bad_arguments(void)
 {
     struct tc_tier_lock_req r = {0};
@@ -423,6 +466,7 @@ int main(void)
     if (failed == 0) {
         case_acquire_busy_release();
         case_lease_expiry();
+        case_renew();
         case_bad_arguments();
         case_names_apart();
         case_release_callback();

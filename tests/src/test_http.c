@@ -409,10 +409,10 @@ Test(http, methods)
 {
     start(limits());
     struct client *c = client_new();
-    const char *reqs[] = {"GET", "HEAD", "PUT", "DELETE", "POST", "OPTIONS"};
-    enum tc_http_method want[] = {TC_HTTP_GET,    TC_HTTP_HEAD, TC_HTTP_PUT,
-                                  TC_HTTP_DELETE, TC_HTTP_POST, TC_HTTP_OPTIONS};
-    for (size_t i = 0; i < 6; i++) {
+    const char *reqs[] = {"GET", "HEAD", "PUT", "DELETE", "POST", "OPTIONS", "PURGE", "PATCH"};
+    enum tc_http_method want[] = {TC_HTTP_GET,  TC_HTTP_HEAD,    TC_HTTP_PUT,   TC_HTTP_DELETE,
+                                  TC_HTTP_POST, TC_HTTP_OPTIONS, TC_HTTP_PURGE, TC_HTTP_PATCH};
+    for (size_t i = 0; i < 8; i++) {
         char buf[128];
         snprintf(buf, sizeof(buf), "%s /m HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
                  reqs[i]);

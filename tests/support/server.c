@@ -160,7 +160,8 @@ int tc_test_connect(unsigned port)
 struct parse_state {
     struct tc_test_resp *r;
     char field[64];
-    int which; /* header we are filling: 1 ctype, 2 x-cache, 3 tier, 4 allow */
+    int which; /* header we are filling: 1 ctype, 2 x-cache, 3 tier, 4 allow, 5 ratelimit,
+                * 6 retry-after, 7 x-lease-token */
     int done;
     int head; /* the request was HEAD: no body follows the headers */
     size_t cap;
@@ -178,11 +179,14 @@ static int on_field(http_parser *p, const char *at, size_t len)
     size_t n = len < sizeof(ps->field) - 1 ? len : sizeof(ps->field) - 1;
     memcpy(ps->field, at, n);
     ps->field[n] = '\0';
-    ps->which = strcasecmp(ps->field, "content-type") == 0   ? 1
-                : strcasecmp(ps->field, "x-cache") == 0      ? 2
-                : strcasecmp(ps->field, "x-cache-tier") == 0 ? 3
-                : strcasecmp(ps->field, "allow") == 0        ? 4
-                                                             : 0;
+    ps->which = strcasecmp(ps->field, "content-type") == 0    ? 1
+                : strcasecmp(ps->field, "x-cache") == 0       ? 2
+                : strcasecmp(ps->field, "x-cache-tier") == 0  ? 3
+                : strcasecmp(ps->field, "allow") == 0         ? 4
+                : strcasecmp(ps->field, "ratelimit") == 0     ? 5
+                : strcasecmp(ps->field, "retry-after") == 0   ? 6
+                : strcasecmp(ps->field, "x-lease-token") == 0 ? 7
+                                                              : 0;
     return 0;
 }
 
@@ -207,6 +211,18 @@ static int on_value(http_parser *p, const char *at, size_t len)
     case 4:
         dst = ps->r->allow;
         cap = sizeof(ps->r->allow);
+        break;
+    case 5:
+        dst = ps->r->ratelimit;
+        cap = sizeof(ps->r->ratelimit);
+        break;
+    case 6:
+        dst = ps->r->retry_after;
+        cap = sizeof(ps->r->retry_after);
+        break;
+    case 7:
+        dst = ps->r->lease_token;
+        cap = sizeof(ps->r->lease_token);
         break;
     default:
         return 0;

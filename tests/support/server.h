@@ -43,7 +43,10 @@ struct tc_test_resp {
     char x_cache[32];
     char x_cache_tier[16];
     char allow[64];
-    char *body; /* NUL-terminated; free with tc_test_resp_free */
+    char ratelimit[128];  /* issue 16: RateLimit */
+    char retry_after[16]; /* issue 16: Retry-After */
+    char lease_token[64]; /* issue 16: X-Lease-Token */
+    char *body;           /* NUL-terminated; free with tc_test_resp_free */
     size_t body_len;
 };
 

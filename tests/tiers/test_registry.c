@@ -258,6 +258,44 @@ Test(registry, register_refuses_duplicates_bad_abi_and_bad_schemes)
     cr_assert_null(tc_tier_registry_find(reg, "probe2"));
 }
 
+/* Issue 16: the counter bit needs its operation; renewal needs the locks. */
+static enum tc_status probe_count(struct tc_tier_ctx *c, struct tc_tier_count_req *req)
+{
+    (void)c;
+    (void)req;
+    return TC_OK;
+}
+
+static enum tc_status probe_renew(struct tc_tier_ctx *c, struct tc_tier_lock_req *req)
+{
+    (void)c;
+    (void)req;
+    return TC_OK;
+}
+
+Test(registry, register_checks_the_counter_bit_and_renewal)
+{
+    struct tc_tier_ops bad = probe_ops;
+    bad.scheme = "probe3";
+    bad.caps |= TC_TIER_CAP_COUNT;
+    cr_assert_eq(tc_tier_register(reg, &bad), TC_EINVAL, "the bit without count");
+    bad.caps = probe_ops.caps;
+    bad.lock_renew = probe_renew;
+    cr_assert_eq(tc_tier_register(reg, &bad), TC_EINVAL, "renewal without lock operations");
+    bad.lock_renew = NULL;
+    bad.count = probe_count;
+    cr_assert_eq(tc_tier_register(reg, &bad), TC_OK, "count without the bit: allowed, unused");
+    struct tc_tier *t = NULL;
+    char err[256];
+    cr_assert_eq(tc_tier_open(reg, "probe3://x", &t, err, sizeof(err)), TC_OK, "%s", err);
+    struct tc_tier_ctx *c = NULL;
+    cr_assert_eq(tc_tier_ctx_init(t, NULL, &c), TC_OK);
+    struct tc_tier_count_req q = {.key = "k", .key_len = 1, .op = TC_COUNT_GET};
+    cr_assert_eq(tc_tier_count(c, &q), TC_ENOTSUP, "never called without the bit");
+    tc_tier_ctx_dispose(c);
+    tc_tier_close(t);
+}
+
 Test(registry, null_registry_has_builtins_only)
 {
     struct tc_tier *t;
