@@ -161,7 +161,7 @@ static const char *start_refused(const char *const *extra, int *status)
 struct xresp {
     int status;
     char head[4096]; /* status line and headers */
-    char body[262144];
+    char body[1 << 20];
 };
 
 /* Sends @p req on @p fd and reads one response (Content-Length framed). */
@@ -285,11 +285,9 @@ static void route_request(const struct tc_route_info *ri, unsigned method, const
     static const struct {
         unsigned bit;
         const char *name;
-    } methods[] = {{TC_HTTP_GET, "GET"},
-                   {TC_HTTP_HEAD, "HEAD"},
-                   {TC_HTTP_PUT, "PUT"},
-                   {TC_HTTP_DELETE, "DELETE"},
-                   {TC_HTTP_POST, "POST"}};
+    } methods[] = {{TC_HTTP_GET, "GET"},       {TC_HTTP_HEAD, "HEAD"}, {TC_HTTP_PUT, "PUT"},
+                   {TC_HTTP_DELETE, "DELETE"}, {TC_HTTP_POST, "POST"}, {TC_HTTP_PURGE, "PURGE"},
+                   {TC_HTTP_PATCH, "PATCH"}};
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
         if (methods[i].bit == method) {
             *m = methods[i].name;
@@ -298,6 +296,11 @@ static void route_request(const struct tc_route_info *ri, unsigned method, const
     snprintf(target, cap, "%s%s", ri->path, ri->prefix ? "matrix" : "");
     *body = NULL;
     *extra = NULL;
+    if (method == TC_HTTP_PATCH) {
+        *body = "{\"ttl\":1,\"token\":\"not-the-owner\"}";
+        *extra = "Content-Type: application/json\r\n";
+        return;
+    }
     if (method == TC_HTTP_PUT || method == TC_HTTP_POST) {
         *body = strncmp(ri->path, "/locks/", 7) == 0 ? "{\"ttl\":1}" : "{\"value\":1,\"ttl\":60}";
         *extra = "Content-Type: application/json\r\n";
@@ -309,12 +312,16 @@ static void route_request(const struct tc_route_info *ri, unsigned method, const
 
 Test(auth, every_route_and_method_by_credential)
 {
-    start((const char *const[]){"--auth-tokens-file", tokens_file(~0u), NULL});
+    /* An LMDB tier too, so that /keys has a tier that can list. */
+    char l2[128];
+    snprintf(l2, sizeof(l2), "lmdb://%s/l2", dir);
+    start((const char *const[]){"--auth-tokens-file", tokens_file(~0u), "--tier", l2, NULL});
     struct tc_route_info ri;
     size_t checked = 0;
     for (size_t i = 0; tc_routes_info(i, &ri) == 0; i++) {
-        for (unsigned bit = TC_HTTP_GET; bit <= TC_HTTP_POST; bit <<= 1) {
-            if (!(ri.methods & bit)) {
+        for (unsigned bit = TC_HTTP_GET; bit <= TC_HTTP_PATCH; bit <<= 1) {
+            /* OPTIONS needs no token (the preflight test); OTHER is no method. */
+            if (!(ri.methods & bit) || bit == TC_HTTP_OPTIONS || bit == TC_HTTP_OTHER) {
                 continue;
             }
             const char *m, *body, *extra;
@@ -590,8 +597,10 @@ Test(auth, cors_preflight_and_headers_for_allowed_origins)
     cr_expect_eq(x.status, 204, "a preflight carries no token: %s", x.head);
     cr_expect(strcasestr(x.head, "\r\nAccess-Control-Allow-Origin: https://app.example\r\n"), "%s",
               x.head);
-    cr_expect(strcasestr(x.head, "\r\nAccess-Control-Allow-Methods: GET, HEAD, PUT, DELETE\r\n"),
-              "%s", x.head);
+    cr_expect(
+        strcasestr(x.head,
+                   "\r\nAccess-Control-Allow-Methods: GET, HEAD, PUT, DELETE, PURGE, PATCH\r\n"),
+        "%s", x.head);
     cr_expect(strcasestr(x.head, "\r\nAccess-Control-Allow-Headers: Authorization, Content-Type"),
               "%s", x.head);
     cr_expect(strcasestr(x.head, "\r\nAccess-Control-Max-Age: 600\r\n"), "%s", x.head);
@@ -603,7 +612,8 @@ Test(auth, cors_preflight_and_headers_for_allowed_origins)
                  0);
     cr_expect_eq(x.status, 204);
     cr_expect(strcasestr(x.head, "Access-Control-Allow") == NULL, "%s", x.head);
-    cr_expect(strcasestr(x.head, "\r\nAllow: GET, HEAD, PUT, DELETE, OPTIONS\r\n"), "%s", x.head);
+    cr_expect(strcasestr(x.head, "\r\nAllow: GET, HEAD, PUT, DELETE, PURGE, PATCH, OPTIONS\r\n"),
+              "%s", x.head);
     /* The actual request from the allowed origin: answered with CORS headers,
      * errors included (so that the page can read a 401). */
     cr_assert_eq(areq("GET", "/cache/k", NULL, "Origin: http://localhost:3000\r\n", NULL, &x), 0);
