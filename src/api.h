@@ -35,11 +35,15 @@ typedef enum tc_status (*tc_api_handler_fn)(struct tc_worker *w, struct tc_http_
     X(BAD_TOKEN, 400, "bad_token")                                                                 \
     X(MISSING_VALUE, 400, "missing_value")                                                         \
     X(MISSING_TOKEN, 400, "missing_token")                                                         \
+    X(UNKNOWN_FIELD, 400, "unknown_field")                                                         \
+    X(EMPTY_BODY, 400, "empty_body")                                                               \
     X(NOT_FOUND, 404, "not_found")                                                                 \
     X(LEASE_TIMEOUT, 404, "lease_timeout")                                                         \
     X(METHOD_NOT_ALLOWED, 405, "method_not_allowed")                                               \
     X(LOCK_HELD, 409, "timeout")                                                                   \
     X(NOT_OWNER, 409, "not_owner")                                                                 \
+    X(WRITE_BUSY, 409, "busy")                                                                     \
+    X(PRECONDITION_FAILED, 412, "precondition_failed")                                             \
     X(TOO_LARGE, 413, "payload_too_large")                                                         \
     X(KEY_TOO_LONG, 414, "key_too_long")                                                           \
     X(UNSUPPORTED_MEDIA_TYPE, 415, "unsupported_media_type")                                       \
@@ -99,6 +103,18 @@ uint64_t tc_api_secs_to_ms(double secs);
 
 /** "l1", "l2", ... for tier index @p i. */
 const char *tc_api_tier_label(int i);
+
+/**
+ * Appends to @p out the JSON a GET of @p key answers for @p value with
+ * header @p hdr at @p now_ms: {"key":..,"value":..,["encoding":"base64",]
+ * "ttl":..[,"stale":true]}. A string whose header has TC_ITEM_F_PLAIN is
+ * copied without a scan; any other is escaped.
+ * @return TC_OK; TC_ENOMEM; TC_ECORRUPT when the value is not what its
+ *         encoding says (a string that is not UTF-8): treat as a miss.
+ */
+enum tc_status tc_api_cache_render(const void *key, size_t key_len, const struct tc_buf *value,
+                                   const struct tc_item_hdr *hdr, uint64_t now_ms,
+                                   struct tc_buf *out);
 
 /** Frees the /cache request states worker kept for reuse (src/api_cache.c);
  * on the worker's thread once it serves no request. NULL is a no-op. */

@@ -83,6 +83,8 @@ static const char *type_hint(const struct opt_desc *o)
         return "a tier URI";
     case TC_CONF_LISTENER:
         return "reuseport or shared";
+    case TC_CONF_CACHECTL:
+        return "private or public";
     }
     return "?";
 }
@@ -128,6 +130,14 @@ static int set_opt(struct tc_conf *c, const struct opt_desc *o, const char *v, c
             return -1;
         }
         *(int *)(base + o->offset) = strcmp(v, "shared") == 0;
+        return 0;
+    case TC_CONF_CACHECTL:
+        if (strcmp(v, "private") != 0 && strcmp(v, "public") != 0) {
+            fprintf(stderr, "tiercache: %s: bad value '%s' for %s (valid: %s)\n", origin, v,
+                    o->name, type_hint(o));
+            return -1;
+        }
+        *(int *)(base + o->offset) = strcmp(v, "public") == 0;
         return 0;
     case TC_CONF_LEVEL: {
         int l = tc_log_level_parse(v);

@@ -23,6 +23,7 @@ enum tc_conf_type {
     TC_CONF_LEVEL,    /* log level name */
     TC_CONF_TIERS,    /* repeatable tier URI */
     TC_CONF_LISTENER, /* reuseport | shared */
+    TC_CONF_CACHECTL, /* private | public */
 };
 
 /*    name                 field             type              default        min   max description
@@ -65,6 +66,10 @@ enum tc_conf_type {
       "read-through: fetch a missing /cache/{key} from URL/{key}, once for all clients")           \
     X("origin-timeout", origin_timeout_ms, TC_CONF_DURATION, "5", 10, 600000,                      \
       "give up on an origin fetch after this long (504)")                                          \
+    X("negative-ttl", negative_ttl_ms, TC_CONF_DURATION, "0", 0, 31536000000ull,                   \
+      "remember an origin's 404/410 this long and answer 404 without asking again; 0 = off")       \
+    X("cache-control", cache_control_public, TC_CONF_CACHECTL, "private", 0, 0,                    \
+      "Cache-Control of GET answers: private (browsers only) or public (CDNs and proxies too)")    \
     X("listener", listener_shared, TC_CONF_LISTENER, "reuseport", 0, 0,                            \
       "reuseport: a listening socket per worker; shared: one socket all workers accept on")        \
     X("log-level", log_level, TC_CONF_LEVEL, "info", 0, 0, "crit, warn, notice, info or debug")    \
@@ -92,6 +97,8 @@ struct tc_conf {
     uint64_t lease_ms;
     const char *origin;
     uint64_t origin_timeout_ms;
+    uint64_t negative_ttl_ms;
+    int cache_control_public;
     int listener_shared;
     int log_level;
     const char *log_file;

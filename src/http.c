@@ -230,6 +230,8 @@ const char *tc_http_reason(int status)
         return "Created";
     case 204:
         return "No Content";
+    case 304:
+        return "Not Modified";
     case 400:
         return "Bad Request";
     case 404:
@@ -242,6 +244,8 @@ const char *tc_http_reason(int status)
         return "Conflict";
     case 411:
         return "Length Required";
+    case 412:
+        return "Precondition Failed";
     case 413:
         return "Content Too Large";
     case 414:
@@ -767,9 +771,15 @@ static void write_response(struct tc_http_conn *c, int status, const char *ctype
     append(h, &n, sizeof(h), reason, strlen(reason));
     APPEND_LIT(h, &n, sizeof(h), "\r\nServer: tiercache\r\nContent-Type: ");
     append(h, &n, sizeof(h), ctype, strlen(ctype));
-    APPEND_LIT(h, &n, sizeof(h), "\r\nContent-Length: ");
-    append(h, &n, sizeof(h), num, fmt_u64(num, len));
-    APPEND_LIT(h, &n, sizeof(h), "\r\n");
+    if (status == 304) {
+        /* RFC 9110 §8.6: a 304's Content-Length would have to be the 200's. */
+        APPEND_LIT(h, &n, sizeof(h), "\r\n");
+        len = 0;
+    } else {
+        APPEND_LIT(h, &n, sizeof(h), "\r\nContent-Length: ");
+        append(h, &n, sizeof(h), num, fmt_u64(num, len));
+        APPEND_LIT(h, &n, sizeof(h), "\r\n");
+    }
     if (!keep_alive) {
         APPEND_LIT(h, &n, sizeof(h), "Connection: close\r\n");
     }

@@ -169,7 +169,8 @@ const struct tc_http_counters *tc_http_server_counters(const struct tc_http_serv
 /**
  * Sends the response to @p r and releases @p r (do not touch it after).
  * @p headers: extra header lines, each ending in "\r\n", or NULL. A HEAD
- * request gets the headers and Content-Length of @p body without the body.
+ * request gets the headers and Content-Length of @p body without the body;
+ * a 304 gets neither Content-Length nor body.
  * With an access log, writes its line: method, target with the value of any
  * "token" query parameter shown as "***", status, length, time. Request
  * headers (Authorization, X-Lock-Token, X-Lease-Token, ...) are never logged.

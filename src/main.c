@@ -172,12 +172,25 @@ int main(int argc, char **argv)
     if (open_tiers(&conf, tiers, &ntiers) != 0) {
         goto out_conf;
     }
+    size_t widest_value = 0;
+    for (size_t i = 0; i < ntiers; i++) {
+        size_t v = tc_tier_max_value(tiers[i]);
+        widest_value = v > widest_value ? v : widest_value;
+    }
+    if (ntiers > 0 && conf.max_value > widest_value) {
+        /* Said once here rather than as a surprise 413 on the first large PUT. */
+        tc_log(TC_LOG_WARN,
+               "max-value (%llu) is larger than any tier accepts (%zu, max_item in the tier URI): "
+               "larger values get 413",
+               (unsigned long long)conf.max_value, widest_value);
+    }
     srv.rt_opt = (struct tc_rt_options){.default_ttl_ms = conf.default_ttl_ms,
                                         .max_ttl_ms = conf.max_ttl_ms,
                                         .grace_ms = conf.grace_ms,
                                         .lease_ms = conf.lease_ms,
                                         .origin_timeout_ms = conf.origin_timeout_ms,
-                                        .max_value = conf.max_value};
+                                        .max_value = conf.max_value,
+                                        .negative_ttl_ms = conf.negative_ttl_ms};
     srv.stack = tc_stack_create(tiers, ntiers);
     if (srv.stack == NULL) {
         for (size_t k = ntiers; k-- > 0;) {

@@ -32,7 +32,7 @@
 #define TC_ROUTE_SLOTS  6 /* src/routes.c checks that its table fits */
 #define TC_METHOD_SLOTS 6 /* GET HEAD PUT DELETE POST OTHER */
 #define TC_WORKER_CODES(X)                                                                         \
-    X(200) X(400) X(404) X(405) X(409) X(413) X(414) X(415) X(502) X(503) X(504)
+    X(200) X(304) X(400) X(404) X(405) X(409) X(412) X(413) X(414) X(415) X(502) X(503) X(504)
 
 enum tc_worker_code {
     TC_CODE_OTHER = 0,
