@@ -494,7 +494,8 @@ Test(issue15, misspelt_fields_are_refused_with_the_valid_ones)
     json_t *j = body_json(&r);
     const char *msg = json_string_value(json_object_get(j, "message"));
     cr_expect_str_eq(json_string_value(json_object_get(j, "error")), "unknown_field");
-    cr_expect(strstr(msg, "\"tll\"") && strstr(msg, "value, ttl, timeout"), "%s", msg);
+    cr_assert(msg != NULL && strstr(msg, "\"tll\"") && strstr(msg, "value, ttl, timeout"), "%s",
+              r.body);
     json_decref(j);
     tc_test_resp_free(&r);
     r = req("PUT", "/cache/typo?tll=5", JSON_CT, "{\"value\":1}");
