@@ -3,10 +3,11 @@
 "no slower hit path" on a shared machine, where wrk's requests/s move with
 whatever else runs.
 
-    bench/hit_cost.py BIN [BIN ...] [--tier URI ...] [--gets N]
+    bench/hit_cost.py BIN [BIN ...] [--tier URI ...] [--gets N] [--size BYTES]
 
 For each binary and tier, the server runs under `valgrind --tool=callgrind`
-with one worker; one keep-alive connection PUTs a 100-byte value, then GETs
+with one worker; one keep-alive connection PUTs a value of --size bytes
+(100 by default), then GETs
 it N times, then 2N times in a second run. Instructions per GET are the
 difference of the two totals over N, so start-up and shutdown cancel out.
 Give the older build as a second BIN for a before/after ratio. callgrind
@@ -33,7 +34,7 @@ def free_port():
     return p
 
 
-def client(port, n):
+def client(port, n, size):
     s = socket.create_connection(("127.0.0.1", port))
     buf = b""
 
@@ -55,7 +56,7 @@ def client(port, n):
         buf = rest[cl:]
         return int(head.split(b" ")[1])
 
-    body = b'{"value":"' + b"v" * 100 + b'","ttl":3600}'
+    body = b'{"value":"' + b"v" * size + b'","ttl":3600}'
     s.sendall(b"PUT /cache/k HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
               b"Content-Length: %d\r\n\r\n" % len(body) + body)
     if resp() != 200:
@@ -68,7 +69,7 @@ def client(port, n):
     s.close()
 
 
-def total_ir(binary, tier, n, work):
+def total_ir(binary, tier, n, work, size):
     port = free_port()
     out = os.path.join(work, "cg.out")
     log = open(os.path.join(work, "server.log"), "w")
@@ -82,7 +83,7 @@ def total_ir(binary, tier, n, work):
             break
         except OSError:
             time.sleep(0.1)
-    client(port, n)
+    client(port, n, size)
     p.send_signal(signal.SIGTERM)
     p.wait(60)
     ann = subprocess.run(["callgrind_annotate", out], capture_output=True, text=True).stdout
@@ -97,6 +98,7 @@ def main():
     ap.add_argument("bins", nargs="+")
     ap.add_argument("--tier", action="append")
     ap.add_argument("--gets", type=int, default=2000)
+    ap.add_argument("--size", type=int, default=100)
     a = ap.parse_args()
     tiers = a.tier or ["mem://?size=16M", "shm://tc-hitcost-%d?size=16M" % os.getpid()]
     work = tempfile.mkdtemp(prefix="tc-hitcost-")
@@ -104,8 +106,8 @@ def main():
         first = {}
         for tier in tiers:
             for b in a.bins:
-                ir1 = total_ir(b, tier, a.gets, work)
-                ir2 = total_ir(b, tier, 2 * a.gets, work)
+                ir1 = total_ir(b, tier, a.gets, work, a.size)
+                ir2 = total_ir(b, tier, 2 * a.gets, work, a.size)
                 per = (ir2 - ir1) / a.gets
                 line = "%-28s %-40s %8.0f instructions per GET hit" % (tier.split("?")[0], b, per)
                 if tier in first:

@@ -69,6 +69,10 @@ enum tc_api_error tc_api_error_of(enum tc_status st);
 void tc_api_respond(struct tc_worker *w, struct tc_http_req *r, int status, const char *ctype,
                     const void *body, size_t len, const char *headers);
 
+/** As tc_api_respond(), the body in @p n parts sent by reference (tc_http_respond_parts). */
+void tc_api_respond_parts(struct tc_worker *w, struct tc_http_req *r, int status, const char *ctype,
+                          const struct tc_http_part *parts, size_t n, const char *headers);
+
 /** Answers with the JSON @p j (taken over). */
 void tc_api_respond_json(struct tc_worker *w, struct tc_http_req *r, int status, json_t *j,
                          const char *headers);

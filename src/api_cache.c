@@ -148,58 +148,19 @@ static enum tc_status append_json_string(struct tc_buf *out, const char *s, size
     return st;
 }
 
-enum tc_status tc_api_cache_render(const void *key, size_t key_len, const struct tc_buf *value,
-                                   const struct tc_item_hdr *hdr, uint64_t now_ms,
-                                   struct tc_buf *out)
+/* {"key":<key>,"value": */
+static enum tc_status render_head(const void *key, size_t key_len, struct tc_buf *out)
 {
     enum tc_status st = tc_buf_append(out, "{\"key\":", 7);
     if (st == TC_OK) {
         st = append_json_string(out, key, key_len);
     }
-    if (st == TC_OK) {
-        st = tc_buf_append(out, ",\"value\":", 9);
-    }
-    if (st != TC_OK) {
-        return st;
-    }
-    switch (hdr->encoding) {
-    case TC_ENC_JSON:
-        /* Stored as serialized JSON: spliced back as the same value. */
-        st = tc_buf_append(out, value->data, value->len);
-        break;
-    case TC_ENC_STRING:
-        if (hdr->flags & TC_ITEM_F_PLAIN) {
-            /* Found to need no escaping when it was written: copied as it is. */
-            st = tc_buf_reserve(out, out->len + value->len + 2);
-            if (st == TC_OK) {
-                out->data[out->len] = '"';
-                memcpy(out->data + out->len + 1, value->data, value->len);
-                out->data[out->len + 1 + value->len] = '"';
-                out->len += value->len + 2;
-            }
-            break;
-        }
-        st = append_json_string(out, (const char *)value->data, value->len);
-        if (st == TC_EINVAL) {
-            return TC_ECORRUPT; /* not UTF-8: not what a PUT stores */
-        }
-        break;
-    default: {
-        size_t n = 4 * ((value->len + 2) / 3);
-        size_t at = out->len;
-        st = tc_buf_reserve(out, at + n + 32);
-        if (st == TC_OK) {
-            out->data[at] = '"';
-            EVP_EncodeBlock(out->data + at + 1, value->data, (int)value->len);
-            out->len = at + 1 + n;
-            st = tc_buf_append(out, "\",\"encoding\":\"base64\"", 21);
-        }
-        break;
-    }
-    }
-    if (st != TC_OK) {
-        return st;
-    }
+    return st == TC_OK ? tc_buf_append(out, ",\"value\":", 9) : st;
+}
+
+/* ,"ttl":..} */
+static enum tc_status render_ttl(const struct tc_item_hdr *hdr, uint64_t now_ms, struct tc_buf *out)
+{
     char ttl[48];
     int n;
     uint64_t fresh = tc_item_fresh_until(hdr);
@@ -214,13 +175,81 @@ enum tc_status tc_api_cache_render(const void *key, size_t key_len, const struct
     return tc_buf_append(out, ttl, (size_t)n);
 }
 
+/* 1 if the value is its own JSON text (serialized JSON) or string body
+ * (TC_ITEM_F_PLAIN): it goes out as it is, between a head and a tail. */
+static int verbatim(const struct tc_item_hdr *hdr)
+{
+    return hdr->encoding == TC_ENC_JSON ||
+           (hdr->encoding == TC_ENC_STRING && (hdr->flags & TC_ITEM_F_PLAIN));
+}
+
+/* For a verbatim value: the JSON before it and after it, in out, split at
+ * *split (quotes included for a string). */
+static enum tc_status render_around(const void *key, size_t key_len, const struct tc_item_hdr *hdr,
+                                    uint64_t now_ms, struct tc_buf *out, size_t *split)
+{
+    int quoted = hdr->encoding == TC_ENC_STRING;
+    enum tc_status st = render_head(key, key_len, out);
+    if (st == TC_OK && quoted) {
+        st = tc_buf_append(out, "\"", 1);
+    }
+    *split = out->len;
+    if (st == TC_OK && quoted) {
+        st = tc_buf_append(out, "\"", 1);
+    }
+    return st == TC_OK ? render_ttl(hdr, now_ms, out) : st;
+}
+
+enum tc_status tc_api_cache_render(const void *key, size_t key_len, const struct tc_buf *value,
+                                   const struct tc_item_hdr *hdr, uint64_t now_ms,
+                                   struct tc_buf *out)
+{
+    if (verbatim(hdr)) {
+        size_t split;
+        enum tc_status st = render_around(key, key_len, hdr, now_ms, out, &split);
+        if (st == TC_OK) {
+            st = tc_buf_reserve(out, out->len + value->len);
+        }
+        if (st != TC_OK) {
+            return st;
+        }
+        memmove(out->data + split + value->len, out->data + split, out->len - split);
+        memcpy(out->data + split, value->data, value->len);
+        out->len += value->len;
+        return TC_OK;
+    }
+    enum tc_status st = render_head(key, key_len, out);
+    if (st != TC_OK) {
+        return st;
+    }
+    if (hdr->encoding == TC_ENC_STRING) {
+        /* Not known to be plain (written before TC_ITEM_F_PLAIN, or needing
+         * escapes): scanned and escaped here. */
+        st = append_json_string(out, (const char *)value->data, value->len);
+        if (st == TC_EINVAL) {
+            return TC_ECORRUPT; /* not UTF-8: not what a PUT stores */
+        }
+    } else {
+        size_t n = 4 * ((value->len + 2) / 3);
+        size_t at = out->len;
+        st = tc_buf_reserve(out, at + n + 32);
+        if (st == TC_OK) {
+            out->data[at] = '"';
+            EVP_EncodeBlock(out->data + at + 1, value->data, (int)value->len);
+            out->len = at + 1 + n;
+            st = tc_buf_append(out, "\",\"encoding\":\"base64\"", 21);
+        }
+    }
+    return st == TC_OK ? render_ttl(hdr, now_ms, out) : st;
+}
+
 /*
  * Read-through's accept hook: renders a hit's body while the stack's
  * callback runs, so that a value that does not render as its encoding says
  * is rejected there and the lookup goes on to the next tier (a corrupt
- * record is a miss, never a 5xx). Rendering once, here, costs what
- * rendering at answer time did. A conditional GET may end in 304 or 412
- * without a body: it is rendered at answer time, if at all.
+ * record is a miss, never a 5xx). Only a string not known to be plain can
+ * fail so; every other value is rendered at answer time, and a verbatim one
+ * is not copied at all (respond_value).
  */
 static int accept_value(void *arg, const void *key, size_t key_len, const struct tc_buf *value,
                         const struct tc_item_hdr *hdr, uint64_t now_ms)
@@ -228,8 +257,8 @@ static int accept_value(void *arg, const void *key, size_t key_len, const struct
     struct cache_req *q = arg;
     q->json.len = 0;
     q->json_of = NULL;
-    if (q->raw || q->cond) {
-        return 1; /* octets need no rendering */
+    if (q->raw || q->cond || hdr->encoding != TC_ENC_STRING || (hdr->flags & TC_ITEM_F_PLAIN)) {
+        return 1;
     }
     enum tc_status st = tc_api_cache_render(key, key_len, value, hdr, now_ms, &q->json);
     if (st == TC_OK) {
@@ -248,9 +277,22 @@ static void respond_value(struct cache_req *q, const struct tc_rt_result *res, c
         return;
     }
     enum tc_status st = TC_OK;
-    if (q->json_of != res->value) {
-        /* Not rendered by accept_value(): an origin's answer, a conditional
-         * GET, or a render that ran out of memory there. */
+    if (q->json_of != res->value && verbatim(res->hdr)) {
+        /* The value goes out by reference between its head and tail: a
+         * 64 KiB value is not copied once more to be sent. */
+        size_t split;
+        q->json.len = 0;
+        st = render_around(res->key, res->key_len, res->hdr, res->now_ms, &q->json, &split);
+        if (st == TC_OK) {
+            struct tc_http_part parts[3] = {{q->json.data, split},
+                                            {res->value->data, res->value->len},
+                                            {q->json.data + split, q->json.len - split}};
+            tc_api_respond_parts(q->w, q->r, 200, "application/json", parts, 3, headers);
+            return;
+        }
+    } else if (q->json_of != res->value) {
+        /* Not rendered by accept_value(): binary, an origin's answer, a
+         * conditional GET, or a render that ran out of memory there. */
         q->json.len = 0;
         st = tc_api_cache_render(res->key, res->key_len, res->value, res->hdr, res->now_ms,
                                  &q->json);

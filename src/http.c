@@ -700,11 +700,16 @@ static void touch_write_deadline(struct tc_http_conn *c)
     timer_arm(c, c->write_deadline_ms, now);
 }
 
-/* Sends bytes now if the socket takes them; what it does not take waits in
- * c->out for write_cb. Nothing is registered with epoll on the common path. */
-static void conn_write(struct tc_http_conn *c, const void *a, size_t alen, const void *b,
-                       size_t blen)
+/* Sends the n pieces now if the socket takes them; what it does not take
+ * waits in c->out for write_cb. Nothing is registered with epoll on the
+ * common path. */
+static void conn_writev(struct tc_http_conn *c, const struct iovec *iov, int n)
 {
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        total += iov[i].iov_len;
+    }
+    size_t done = 0;
     if (c->out.len > c->out_off) {
         /* Earlier output still waits: keep the order. Move what waits to the
          * front first once half the buffer is sent bytes, so that a client
@@ -714,52 +719,59 @@ static void conn_write(struct tc_http_conn *c, const void *a, size_t alen, const
             c->out.len -= c->out_off;
             c->out_off = 0;
         }
-        if (tc_buf_append(&c->out, a, alen) != TC_OK || tc_buf_append(&c->out, b, blen) != TC_OK) {
-            c->close_after = 1;
+    } else {
+        ssize_t w;
+        do {
+            w = writev(c->fd, iov, n);
+        } while (w < 0 && errno == EINTR);
+        if (w < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                c->close_after = 1; /* the peer is gone; close once answered */
+                c->out.len = c->out_off = 0;
+                return;
+            }
+            w = 0;
         }
-        return;
-    }
-    struct iovec iov[2] = {{(void *)a, alen}, {(void *)b, blen}};
-    ssize_t w;
-    do {
-        w = writev(c->fd, iov, blen ? 2 : 1);
-    } while (w < 0 && errno == EINTR);
-    if (w < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK) {
-            c->close_after = 1; /* the peer is gone; close once answered */
-            c->out.len = c->out_off = 0;
+        done = (size_t)w;
+        if (done >= total) {
             return;
         }
-        w = 0;
+        c->out.len = c->out_off = 0;
+        event_add(c->wev, NULL);
+        touch_write_deadline(c);
     }
-    size_t done = (size_t)w;
-    if (done >= alen + blen) {
-        return;
-    }
-    c->out.len = c->out_off = 0;
-    enum tc_status st = TC_OK;
-    if (done < alen) {
-        st = tc_buf_append(&c->out, (const char *)a + done, alen - done);
+    /* What the socket did not take, in order. */
+    for (int i = 0; i < n; i++) {
+        size_t len = iov[i].iov_len;
+        if (done >= len) {
+            done -= len;
+            continue;
+        }
+        if (tc_buf_append(&c->out, (const char *)iov[i].iov_base + done, len - done) != TC_OK) {
+            c->close_after = 1;
+            return;
+        }
         done = 0;
-    } else {
-        done -= alen;
     }
-    if (st == TC_OK) {
-        st = tc_buf_append(&c->out, (const char *)b + done, blen - done);
-    }
-    if (st != TC_OK) {
-        c->close_after = 1;
-        return;
-    }
-    event_add(c->wev, NULL);
-    touch_write_deadline(c);
+}
+
+static void conn_write(struct tc_http_conn *c, const void *a, size_t alen, const void *b,
+                       size_t blen)
+{
+    struct iovec iov[2] = {{(void *)a, alen}, {(void *)b, blen}};
+    conn_writev(c, iov, blen ? 2 : 1);
 }
 
 /* Builds status line and headers in the server's scratch buffer and sends
- * them with the body in one writev. */
-static void write_response(struct tc_http_conn *c, int status, const char *ctype, const void *body,
-                           size_t len, const char *headers, int head_only, int keep_alive)
+ * them with the body's parts in one writev. */
+static void write_response(struct tc_http_conn *c, int status, const char *ctype,
+                           const struct tc_http_part *parts, size_t nparts, const char *headers,
+                           int head_only, int keep_alive)
 {
+    size_t len = 0;
+    for (size_t i = 0; i < nparts; i++) {
+        len += parts[i].len;
+    }
     char h[1024];
     size_t n = 0;
     char num[24];
@@ -791,14 +803,28 @@ static void write_response(struct tc_http_conn *c, int status, const char *ctype
         c->close_after = 1;
         return;
     }
-    if (head_only) {
-        len = 0;
+    if (head_only || len == 0) {
+        conn_write(c, sb->data, sb->len, NULL, 0);
+        return;
     }
     /* Small bodies ride in the same buffer; large ones go by reference. */
-    if (len > 0 && len <= 4096 && tc_buf_append(sb, body, len) == TC_OK) {
-        len = 0;
+    if (len <= 4096 && tc_buf_reserve(sb, sb->len + len) == TC_OK) {
+        for (size_t i = 0; i < nparts; i++) {
+            memcpy(sb->data + sb->len, parts[i].data, parts[i].len);
+            sb->len += parts[i].len;
+        }
+        conn_write(c, sb->data, sb->len, NULL, 0);
+        return;
     }
-    conn_write(c, sb->data, sb->len, body, len);
+    struct iovec iov[1 + TC_HTTP_MAX_PARTS];
+    int k = 0;
+    iov[k++] = (struct iovec){sb->data, sb->len};
+    for (size_t i = 0; i < nparts && i < TC_HTTP_MAX_PARTS; i++) {
+        if (parts[i].len > 0) {
+            iov[k++] = (struct iovec){(void *)parts[i].data, parts[i].len};
+        }
+    }
+    conn_writev(c, iov, k);
 }
 
 /* The last response is written: close, or linger so that a client still
@@ -900,8 +926,19 @@ static void access_log(struct tc_http_req *r, int status, size_t len)
 void tc_http_respond(struct tc_http_req *r, int status, const char *ctype, const void *body,
                      size_t len, const char *headers)
 {
+    struct tc_http_part part = {body, len};
+    tc_http_respond_parts(r, status, ctype, &part, 1, headers);
+}
+
+void tc_http_respond_parts(struct tc_http_req *r, int status, const char *ctype,
+                           const struct tc_http_part *parts, size_t nparts, const char *headers)
+{
     struct tc_http_conn *c = r->_conn;
     if (tc_log_access_enabled()) {
+        size_t len = 0;
+        for (size_t i = 0; i < nparts; i++) {
+            len += parts[i].len;
+        }
         access_log(r, status, len);
     }
     if (c == NULL) {
@@ -911,7 +948,8 @@ void tc_http_respond(struct tc_http_req *r, int status, const char *ctype, const
     }
     struct tc_http_server *s = c->srv;
     int keep = r->keep_alive && !c->close_after;
-    write_response(c, status, ctype, body, len, headers, r->method == TC_HTTP_HEAD, keep);
+    write_response(c, status, ctype, parts, nparts > TC_HTTP_MAX_PARTS ? TC_HTTP_MAX_PARTS : nparts,
+                   headers, r->method == TC_HTTP_HEAD, keep);
     req_free(r);
     c->req = NULL;
     c->fresh = 0;
@@ -949,7 +987,8 @@ static void respond_error(struct tc_http_conn *c, int status, const char *msg)
     char body[256];
     /* msg is one of this file's constant strings: no JSON escaping needed. */
     int n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"message\":\"%s\"}", code, msg);
-    write_response(c, status, "application/json", body, (size_t)n, NULL, 0, 0);
+    struct tc_http_part part = {body, (size_t)n};
+    write_response(c, status, "application/json", &part, 1, NULL, 0, 0);
     body_release(c);
     if (c->req != NULL) {
         req_free(c->req);
