@@ -124,21 +124,19 @@ static int set_opt(struct tc_conf *c, const struct opt_desc *o, const char *v, c
         return 0;
     }
     case TC_CONF_LISTENER:
-        if (strcmp(v, "reuseport") != 0 && strcmp(v, "shared") != 0) {
+    case TC_CONF_CACHECTL: {
+        /* Two choices: the field is 1 for the second. */
+        int listener = o->type == TC_CONF_LISTENER;
+        const char *first = listener ? "reuseport" : "private";
+        const char *second = listener ? "shared" : "public";
+        if (strcmp(v, first) != 0 && strcmp(v, second) != 0) {
             fprintf(stderr, "tiercache: %s: bad value '%s' for %s (valid: %s)\n", origin, v,
                     o->name, type_hint(o));
             return -1;
         }
-        *(int *)(base + o->offset) = strcmp(v, "shared") == 0;
+        *(int *)(base + o->offset) = strcmp(v, second) == 0;
         return 0;
-    case TC_CONF_CACHECTL:
-        if (strcmp(v, "private") != 0 && strcmp(v, "public") != 0) {
-            fprintf(stderr, "tiercache: %s: bad value '%s' for %s (valid: %s)\n", origin, v,
-                    o->name, type_hint(o));
-            return -1;
-        }
-        *(int *)(base + o->offset) = strcmp(v, "public") == 0;
-        return 0;
+    }
     case TC_CONF_LEVEL: {
         int l = tc_log_level_parse(v);
         if (l < 0) {
