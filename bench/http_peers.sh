@@ -47,7 +47,7 @@ chmod 644 "$tmp/body"
 if [ "$vbytes" -le 3000 ]; then
     ngx_loc="default_type application/json; return 200 '$value';"
 else
-    ngx_loc="default_type application/json; alias $tmp/body;"
+    ngx_loc="default_type application/json; root $tmp; try_files /body =404;"
 fi
 
 # nginx: return 200 with the same 100-byte body.
