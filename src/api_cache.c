@@ -56,10 +56,9 @@ struct cache_req {
 struct tc_api_cache_pool {
     struct cache_req *free;
     unsigned n;
-    /* HTTP-dates formatted for one second, reused within it: the worker's
-     * Date, and the Last-Modified of the item it served last. */
-    uint64_t date_s, lm_s;
-    char date[TC_COND_DATE_LEN + 1];
+    /* The Last-Modified of the item served last, reused while it is the
+     * same second (a hot key's is formatted once). */
+    uint64_t lm_s;
     char lm[TC_COND_DATE_LEN + 1];
 };
 
@@ -348,10 +347,11 @@ static const char *cached_date(uint64_t *cache_s, char *cache, uint64_t ms)
 }
 
 /* The validators and freshness of a served value (RFC 9110 §8.8, RFC 9111
- * §5): ETag, Last-Modified (created), Cache-Control: max-age = the value's
- * lifetime from its creation to its TTL, Age = its time since creation, so
- * that max-age - Age is the TTL left, as every HTTP cache counts it
- * (a max-age of the TTL left, with an Age, would expire it Age seconds early). */
+ * §5; Date is in every response, src/http.c): ETag, Last-Modified (when it
+ * was written), Cache-Control: max-age = its lifetime from then to its TTL,
+ * and Age = its time since then, so that max-age - Age is the TTL left, as
+ * every HTTP cache counts it (a max-age of the TTL left, with an Age, would
+ * expire it Age seconds early). */
 static void value_headers(struct cache_req *q, struct hdrs *h, const struct tc_item_hdr *hdr,
                           uint64_t etag, uint64_t now_ms)
 {
@@ -361,8 +361,6 @@ static void value_headers(struct cache_req *q, struct hdrs *h, const struct tc_i
     hdrs_add(h, tag, tc_cond_etag_format(etag, tag));
     HDRS_LIT(h, "\r\nLast-Modified: ");
     hdrs_add(h, cached_date(&pool->lm_s, pool->lm, hdr->created_ms), TC_COND_DATE_LEN);
-    HDRS_LIT(h, "\r\nDate: ");
-    hdrs_add(h, cached_date(&pool->date_s, pool->date, now_ms), TC_COND_DATE_LEN);
     if (q->w->srv->conf->cache_control_public) {
         HDRS_LIT(h, "\r\nCache-Control: public, max-age=");
     } else {

@@ -1,6 +1,7 @@
 #define _GNU_SOURCE /* SO_REUSEPORT, SOCK_NONBLOCK, SOCK_CLOEXEC, CLOCK_MONOTONIC_COARSE */
 #include "src/http.h"
 #include "src/clock.h"
+#include "src/cond.h"
 #include "src/log.h"
 
 #include <errno.h>
@@ -97,6 +98,8 @@ struct tc_http_server {
     size_t busy;
     struct tc_http_counters counters;
     http_parser_settings settings;
+    uint64_t date_s;                 /* the second date[] says */
+    char date[TC_COND_DATE_LEN + 1]; /* the Date header, formatted once a second */
 };
 
 #define BUMP(s, f)                                                                                 \
@@ -762,6 +765,20 @@ static void conn_write(struct tc_http_conn *c, const void *a, size_t alen, const
     conn_writev(c, iov, blen ? 2 : 1);
 }
 
+/* RFC 9110 §6.6.1: a server with a clock sends Date in every response.
+ * CLOCK_REALTIME (vDSO, no syscall), not the coarse clock: a Date a few ms
+ * behind could name the second before a value's Last-Modified. */
+static const char *http_date(struct tc_http_server *s)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if ((uint64_t)ts.tv_sec != s->date_s || s->date[0] == '\0') {
+        tc_cond_http_date((uint64_t)ts.tv_sec * 1000u, s->date);
+        s->date_s = (uint64_t)ts.tv_sec;
+    }
+    return s->date;
+}
+
 /* Builds status line and headers in the server's scratch buffer and sends
  * them with the body's parts in one writev. */
 static void write_response(struct tc_http_conn *c, int status, const char *ctype,
@@ -781,7 +798,9 @@ static void write_response(struct tc_http_conn *c, int status, const char *ctype
     append(h, &n, sizeof(h), num, fmt_u64(num, (uint64_t)status));
     APPEND_LIT(h, &n, sizeof(h), " ");
     append(h, &n, sizeof(h), reason, strlen(reason));
-    APPEND_LIT(h, &n, sizeof(h), "\r\nServer: tiercache\r\nContent-Type: ");
+    APPEND_LIT(h, &n, sizeof(h), "\r\nServer: tiercache\r\nDate: ");
+    append(h, &n, sizeof(h), http_date(c->srv), TC_COND_DATE_LEN);
+    APPEND_LIT(h, &n, sizeof(h), "\r\nContent-Type: ");
     append(h, &n, sizeof(h), ctype, strlen(ctype));
     if (status == 304) {
         /* RFC 9110 §8.6: a 304's Content-Length would have to be the 200's. */

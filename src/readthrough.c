@@ -409,6 +409,10 @@ static void origin_done(struct tc_origin_result *res, void *arg)
         tc_origin_result_take_body(res, &f->value);
         f->outcome = TC_RT_FILLED;
         f->hdr.encoding = origin_encoding(res->content_type, &f->value);
+        if (f->hdr.encoding == TC_ENC_STRING &&
+            tc_text_json_plain((const char *)f->value.data, f->value.len)) {
+            f->hdr.flags |= TC_ITEM_F_PLAIN; /* as a PUT decides it: once, here */
+        }
         uint64_t ttl = res->has_ttl ? res->ttl_ms : opt->default_ttl_ms;
         if (ttl > opt->max_ttl_ms) {
             ttl = opt->max_ttl_ms;
