@@ -2998,7 +2998,7 @@ const struct tc_tier_ops tc_tier_lmdb_ops = {
     .caps = TC_TIER_CAP_PERSISTENT | TC_TIER_CAP_SHARED | TC_TIER_CAP_ASYNC,
     .params = lmdb_params,
     .usage = "lmdb://PATH?map_size=1G&sync=periodic&sync_interval_ms=1000&high_water=0.90"
-             "&low_water=0.80&max_item=1M&batch=1024&writemap=off&on_corrupt=recreate",
+             "&low_water=0.80&max_item=16M&batch=1024&writemap=off&on_corrupt=recreate",
     .open = lmdb_open,
     .close = lmdb_close,
     .ctx_init = lmdb_ctx_init,

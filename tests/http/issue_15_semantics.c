@@ -163,6 +163,12 @@ Test(issue15, get_has_etag_last_modified_cache_control_date_and_age)
     cr_expect(strcmp(hdr(&r, "age"), "0") == 0 || strcmp(hdr(&r, "age"), "1") == 0, "Age: %s",
               hdr(&r, "age"));
     tc_test_resp_free(&r);
+    /* Every answer has a Date, not only a served value. */
+    r = req("GET", "/cache/absent", NULL, NULL);
+    cr_expect_eq(r.status, 404);
+    cr_expect_eq(tc_http_date_parse(hdr(&r, "date"), &date), 0, "a 404's Date: '%s'",
+                 hdr(&r, "date"));
+    tc_test_resp_free(&r);
 
     /* A second on: max-age is the lifetime, Age grows, max-age - Age is the TTL left. */
     tc_test_sleep_ms(1200);
