@@ -3,10 +3,11 @@
 "no slower hit path" on a shared machine, where wrk's requests/s move with
 whatever else runs.
 
-    bench/hit_cost.py BIN [BIN ...] [--tier URI ...] [--gets N] [--auth]
+    bench/hit_cost.py BIN [BIN ...] [--tier URI ...] [--gets N] [--size BYTES] [--auth]
 
 For each binary and tier, the server runs under `valgrind --tool=callgrind`
-with one worker; one keep-alive connection PUTs a 100-byte value, then GETs
+with one worker; one keep-alive connection PUTs a value of --size bytes
+(100 by default), then GETs
 it N times, then 2N times in a second run. Instructions per GET are the
 difference of the two totals over N, so start-up and shutdown cancel out.
 Give the older build as a second BIN for a before/after ratio. callgrind
@@ -57,7 +58,7 @@ def write_tokens(work):
     return path, token
 
 
-def client(port, n, token=None):
+def client(port, n, size, token=None):
     s = socket.create_connection(("127.0.0.1", port))
     buf = b""
 
@@ -80,7 +81,7 @@ def client(port, n, token=None):
         return int(head.split(b" ")[1])
 
     auth = b"Authorization: Bearer %s\r\n" % token.encode() if token else b""
-    body = b'{"value":"' + b"v" * 100 + b'","ttl":3600}'
+    body = b'{"value":"' + b"v" * size + b'","ttl":3600}'
     s.sendall(b"PUT /cache/k HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
               + auth + b"Content-Length: %d\r\n\r\n" % len(body) + body)
     if resp() != 200:
@@ -93,7 +94,7 @@ def client(port, n, token=None):
     s.close()
 
 
-def total_ir(binary, tier, n, work, auth=None):
+def total_ir(binary, tier, n, work, size, auth=None):
     port = free_port()
     out = os.path.join(work, "cg.out")
     log = open(os.path.join(work, "server.log"), "w")
@@ -108,7 +109,7 @@ def total_ir(binary, tier, n, work, auth=None):
             break
         except OSError:
             time.sleep(0.1)
-    client(port, n, auth[1] if auth else None)
+    client(port, n, size, auth[1] if auth else None)
     p.send_signal(signal.SIGTERM)
     p.wait(60)
     ann = subprocess.run(["callgrind_annotate", out], capture_output=True, text=True).stdout
@@ -128,6 +129,7 @@ def main():
     ap.add_argument("--gets", type=int, default=2000)
     ap.add_argument("--auth", action="store_true",
                     help="also run each binary with a tokens file and Bearer tokens")
+    ap.add_argument("--size", type=int, default=100)
     a = ap.parse_args()
     tiers = a.tier or ["mem://?size=16M", "shm://tc-hitcost-%d?size=16M" % os.getpid()]
     work = tempfile.mkdtemp(prefix="tc-hitcost-")
@@ -135,8 +137,8 @@ def main():
         first = {}
         for tier in tiers:
             for b in a.bins:
-                ir1 = total_ir(b, tier, a.gets, work)
-                ir2 = total_ir(b, tier, 2 * a.gets, work)
+                ir1 = total_ir(b, tier, a.gets, work, a.size)
+                ir2 = total_ir(b, tier, 2 * a.gets, work, a.size)
                 per = (ir2 - ir1) / a.gets
                 line = "%-28s %-40s %8.0f instructions per GET hit" % (tier.split("?")[0], b, per)
                 if tier in first:
@@ -150,8 +152,8 @@ def main():
                     tok = write_tokens(work)
                     for label, auth in (("Authorization sent, auth off", (None, tok[1])),
                                         ("Bearer token checked (%d tokens)" % AUTH_TOKENS, tok)):
-                        ir1 = total_ir(b, tier, a.gets, work, auth)
-                        ir2 = total_ir(b, tier, 2 * a.gets, work, auth)
+                        ir1 = total_ir(b, tier, a.gets, work, a.size, auth)
+                        ir2 = total_ir(b, tier, 2 * a.gets, work, a.size, auth)
                         pa = (ir2 - ir1) / a.gets
                         print("%-28s %-40s %8.0f instructions per GET hit, %s: %.3fx, +%.0f" % (
                             tier.split("?")[0], b, pa, label, pa / per, pa - per), flush=True)

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# GET hits over HTTP: tiercache (L1 hit, 100-byte value) against nginx
-# returning the same 100-byte body and Varnish serving it as a cache hit,
-# all measured in the same run with wrk, keep-alive, -t1 -c64.
+# GET hits over HTTP: tiercache (L1 hit, a VALUE_BYTES value, 100 by default)
+# against nginx returning a body of the same size and Varnish serving it as a
+# cache hit, all measured in the same run with wrk, keep-alive, -t1 -c64.
 # Each server is pinned to core 0 with one worker; wrk is pinned to core 1.
+# nginx answers with `return 200 '<body>'` up to 3000 bytes; its config
+# parser refuses longer strings, so a larger body is a file it keeps open
+# (open_file_cache) and sends with sendfile, its fastest path.
 #
-#   bench/http_peers.sh [SECONDS] [TIER_URI]
+#   bench/http_peers.sh [SECONDS] [TIER_URI] [VALUE_BYTES]
 #   TC_BASE_BIN=/path/to/older/tiercache bench/http_peers.sh ...
 #
 # Prints one line per server: requests/s, p99, and the server's CPU seconds
@@ -22,6 +25,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-10}
 shm=${TC_BENCH_SHM:-tc-bench-$$}
 tier=${2:-shm://$shm?size=64M}
+vbytes=${3:-100}
 TC_DEPS_BENCH=1 deploy/deps.sh
 build=${TC_BUILD_DIR:-build}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DTC_BUILD_TESTS=OFF >/dev/null
@@ -44,7 +48,14 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-value=$(head -c 100 /dev/zero | tr '\0' 'v')
+value=$(head -c "$vbytes" /dev/zero | tr '\0' 'v')
+printf '%s' "$value" >"$tmp/body"
+chmod 644 "$tmp/body"
+if [ "$vbytes" -le 3000 ]; then
+    ngx_loc="default_type application/json; return 200 '$value';"
+else
+    ngx_loc="default_type application/json; root $tmp; try_files /body =404;"
+fi
 
 # nginx: return 200 with the same 100-byte body.
 np=$(free_port)
@@ -58,9 +69,11 @@ events { worker_connections 4096; }
 http {
     access_log off;
     keepalive_requests 1000000;
+    sendfile on;
+    open_file_cache max=16;
     server {
         listen 127.0.0.1:$np;
-        location / { default_type application/json; return 200 '$value'; }
+        location / { $ngx_loc }
     }
 }
 EOF
@@ -89,8 +102,9 @@ start_tc() {
         sleep 0.1
     done
     [ -n "$port" ] || { echo "tiercache ($1) did not start" >&2; cat "$3" >&2; exit 1; }
-    curl -sf -X PUT -H 'Content-Type: application/json' \
-        -d "{\"value\":\"$value\",\"ttl\":3600}" "http://127.0.0.1:$port/cache/bench" >/dev/null
+    printf '{"value":"%s","ttl":3600}' "$value" >"$tmp/put.json"
+    curl -sf -X PUT -H 'Content-Type: application/json' --data-binary "@$tmp/put.json" \
+        "http://127.0.0.1:$port/cache/bench" >/dev/null
     curl -sf "http://127.0.0.1:$port/cache/bench" >/dev/null
 }
 start_tc "$build/tiercache" "$tier" "$tmp/tc.log"
@@ -129,7 +143,7 @@ run() { # name url pids... -> prints a line, sets $rps and $cpu
         printf "%-14s %10.0f req/s   p99 %-8s server CPU %6.2f s   %9.0f req per CPU-s\n",
         n, r, p, cpu, (cpu > 0 ? r * s / cpu : 0) }'
 }
-echo "GET hit, 100-byte value, wrk -t1 -c64 -d${secs}s, servers on core 0, wrk on core 1 (load: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+echo "GET hit, $vbytes-byte value, wrk -t1 -c64 -d${secs}s, servers on core 0, wrk on core 1 (load: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
 # nginx renames its processes ("nginx: worker process"): take the master
 # from its pid file and the workers as its children.
 ngx_master=$(cat "$tmp/nginx.pid")

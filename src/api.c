@@ -67,6 +67,13 @@ void tc_api_respond(struct tc_worker *w, struct tc_http_req *r, int status, cons
     tc_http_respond(r, status, ctype, body, len, headers);
 }
 
+void tc_api_respond_parts(struct tc_worker *w, struct tc_http_req *r, int status, const char *ctype,
+                          const struct tc_http_part *parts, size_t n, const char *headers)
+{
+    tc_worker_count_response(w, r->tag, r->method, status, tc_clock_ns() - r->start_ns);
+    tc_http_respond_parts(r, status, ctype, parts, n, headers);
+}
+
 void tc_api_respond_json(struct tc_worker *w, struct tc_http_req *r, int status, json_t *j,
                          const char *headers)
 {

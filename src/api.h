@@ -37,6 +37,8 @@ typedef enum tc_status (*tc_api_handler_fn)(struct tc_worker *w, struct tc_http_
     X(MISSING_TOKEN, 400, "missing_token")                                                         \
     X(UNAUTHORIZED, 401, "unauthorized")                                                           \
     X(FORBIDDEN, 403, "forbidden")                                                                 \
+    X(UNKNOWN_FIELD, 400, "unknown_field")                                                         \
+    X(EMPTY_BODY, 400, "empty_body")                                                               \
     X(NOT_FOUND, 404, "not_found")                                                                 \
     X(LEASE_TIMEOUT, 404, "lease_timeout")                                                         \
     X(METHOD_NOT_ALLOWED, 405, "method_not_allowed")                                               \
@@ -45,6 +47,8 @@ typedef enum tc_status (*tc_api_handler_fn)(struct tc_worker *w, struct tc_http_
     X(NOT_HELD, 404, "not_held")                                                                   \
     X(OVERFLOW, 409, "overflow")                                                                   \
     X(RATE_LIMITED, 429, "rate_limited")                                                           \
+    X(WRITE_BUSY, 409, "busy")                                                                     \
+    X(PRECONDITION_FAILED, 412, "precondition_failed")                                             \
     X(TOO_LARGE, 413, "payload_too_large")                                                         \
     X(KEY_TOO_LONG, 414, "key_too_long")                                                           \
     X(UNSUPPORTED_MEDIA_TYPE, 415, "unsupported_media_type")                                       \
@@ -70,6 +74,10 @@ enum tc_api_error tc_api_error_of(enum tc_status st);
  * time since the request was complete) for /stats and /metrics. */
 void tc_api_respond(struct tc_worker *w, struct tc_http_req *r, int status, const char *ctype,
                     const void *body, size_t len, const char *headers);
+
+/** As tc_api_respond(), the body in @p n parts sent by reference (tc_http_respond_parts). */
+void tc_api_respond_parts(struct tc_worker *w, struct tc_http_req *r, int status, const char *ctype,
+                          const struct tc_http_part *parts, size_t n, const char *headers);
 
 /** Answers with the JSON @p j (taken over). */
 void tc_api_respond_json(struct tc_worker *w, struct tc_http_req *r, int status, json_t *j,
@@ -114,6 +122,18 @@ uint64_t tc_api_secs_to_ms(double secs);
 /** "l1", "l2", ... for tier index @p i. */
 const char *tc_api_tier_label(int i);
 
+/**
+ * Appends to @p out the JSON a GET of @p key answers for @p value with
+ * header @p hdr at @p now_ms: {"key":..,"value":..,["encoding":"base64",]
+ * "ttl":..[,"stale":true]}. A string whose header has TC_ITEM_F_PLAIN is
+ * copied without a scan; any other is escaped.
+ * @return TC_OK; TC_ENOMEM; TC_ECORRUPT when the value is not what its
+ *         encoding says (a string that is not UTF-8): treat as a miss.
+ */
+enum tc_status tc_api_cache_render(const void *key, size_t key_len, const struct tc_buf *value,
+                                   const struct tc_item_hdr *hdr, uint64_t now_ms,
+                                   struct tc_buf *out);
+
 /** Frees the /cache request states worker kept for reuse (src/api_cache.c);
  * on the worker's thread once it serves no request. NULL is a no-op. */
 void tc_api_cache_pool_destroy(struct tc_api_cache_pool *pool);
@@ -125,16 +145,10 @@ void tc_api_cache_pool_destroy(struct tc_api_cache_pool *pool);
  */
 
 /** Stores the JSON @p value (a client's "value") in @p op: a string as
- * TC_ENC_STRING bytes, anything else as its compact serialization,
- * TC_ENC_JSON. @return TC_OK or TC_ENOMEM. */
+ * TC_ENC_STRING bytes (with TC_ITEM_F_PLAIN when it needs no escaping),
+ * anything else as its compact serialization, TC_ENC_JSON.
+ * @return TC_OK or TC_ENOMEM. */
 enum tc_status tc_api_value_from_json(json_t *value, struct tc_stack_op *op);
-
-/** Appends the JSON of a hit, {"key","value",["encoding",]"ttl"[,"stale"]}, to @p out,
- * as GET /cache/{key} answers it. @return TC_OK; TC_ECORRUPT when the value
- * is not what its encoding says (a string that is not UTF-8); TC_ENOMEM. */
-enum tc_status tc_api_render_value(const void *key, size_t key_len, const struct tc_buf *value,
-                                   const struct tc_item_hdr *hdr, uint64_t now_ms,
-                                   struct tc_buf *out);
 
 /** Reads the JSON TTL @p v (seconds; @p what names it in the error) into
  * *ttl_ms within max-ttl; @p v NULL leaves *ttl_ms. Returns 0, or -1 once

@@ -19,7 +19,7 @@
  * out on the worker's one connection without waiting for each other
  * (pipelined).
  * An item is written by the same function as a single GET's body
- * (tc_api_render_value), plus its "tier".
+ * (tc_api_cache_render), plus its "tier".
  *
  * A request is checked whole before anything starts: a malformed item, a
  * bad key or TTL, or more than max-batch keys answers 400 or 413 and
@@ -319,7 +319,7 @@ static void l1_pass(struct batch *b, uint8_t *done)
              * serves stale values and scrubs bad copies. */
             if (reqs[i].status == TC_OK && (fresh == 0 || fresh > now)) {
                 it->json.len = 0;
-                if (tc_api_render_value(it->key, it->key_len, &vals[i], &reqs[i].hdr, now,
+                if (tc_api_cache_render(it->key, it->key_len, &vals[i], &reqs[i].hdr, now,
                                         &it->json) == TC_OK &&
                     add_tier(&it->json, tc_api_tier_label(0)) == TC_OK) {
                     tc_worker_count_read(w, TC_READ_HIT, 0);
@@ -339,7 +339,7 @@ static int get_accept(void *arg, const void *key, size_t key_len, const struct t
     struct batch_item *it = arg;
     it->json.len = 0;
     it->json_of = NULL;
-    enum tc_status st = tc_api_render_value(key, key_len, value, hdr, now_ms, &it->json);
+    enum tc_status st = tc_api_cache_render(key, key_len, value, hdr, now_ms, &it->json);
     if (st == TC_OK) {
         it->json_of = value;
     }
@@ -376,7 +376,7 @@ static void get_done(void *arg, const struct tc_rt_result *res)
         enum tc_status st = TC_OK;
         if (it->json_of != res->value) {
             it->json.len = 0;
-            st = tc_api_render_value(res->key, res->key_len, res->value, res->hdr, res->now_ms,
+            st = tc_api_cache_render(res->key, res->key_len, res->value, res->hdr, res->now_ms,
                                      &it->json);
         }
         it->json_of = NULL;

@@ -1,13 +1,16 @@
 /*
  * /cache/{key}: reads, writes and deletes of cache values, over HTTP.
  *
- *   GET|HEAD  200 {"key","value","ttl"} + X-Cache, X-Cache-Tier | 404
+ *   GET|HEAD  200 {"key","value","ttl"} + X-Cache, X-Cache-Tier, ETag,
+ *             Last-Modified, Cache-Control, Date, Age | 304 | 404 | 412
  *             X-Cache-Lease: MS (or ?lease=MS): a miss gives the first
  *             reader a lease (X-Lease-Token) and parks the others
- *   PUT       {"value": JSON, "ttl"|"timeout": s, "tags": [..]}, or octet-stream + ?ttl=;
- *             X-Cache-Tags: a, b (issue 15: purge by tag, src/api_purge.c);
- *             X-Lease-Token: fills a key whose lease the writer holds
- *   DELETE    200, idempotent
+ *   PUT       {"value": JSON, "ttl"|"timeout": s, "tags": [..]}, or bytes
+ *             (octet-stream or no Content-Type), or text/plain as a string,
+ *             + ?ttl=; X-Cache-Tags: a, b (issue 15: purge by tag,
+ *             src/api_purge.c); X-Lease-Token: fills a key whose lease the
+ *             writer holds; If-Match / If-None-Match: a conditional write (412)
+ *   DELETE    200, idempotent; If-Match: only that value (PURGE: the same)
  *
  * This file is the HTTP side only: it reads the request, hands the work to
  * read-through (src/readthrough.h), and turns the one result it gets back
@@ -15,6 +18,7 @@
  */
 #include "src/api.h"
 #include "src/clock.h"
+#include "src/cond.h"
 #include "src/log.h"
 #include "src/readthrough.h"
 #include "src/text.h"
@@ -27,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/queue.h>
 
 #define CACHE_PREFIX_LEN (sizeof("/cache/") - 1)
@@ -39,6 +44,8 @@ struct cache_req {
     struct tc_http_req *r;
     int is_put;
     int raw;                      /* the client takes values as octets (Accept) */
+    int cond;                     /* a GET with If-Match, If-None-Match or If-Modified-Since */
+    uint64_t etag;                /* a PUT: the stored value's */
     const struct tc_buf *json_of; /* the value json was rendered from */
     struct tc_buf json;           /* a hit's body, rendered when it was accepted */
     struct cache_req *next_free;
@@ -50,6 +57,10 @@ struct cache_req {
 struct tc_api_cache_pool {
     struct cache_req *free;
     unsigned n;
+    /* The Last-Modified of the item served last, reused while it is the
+     * same second (a hot key's is formatted once). */
+    uint64_t lm_s;
+    char lm[TC_COND_DATE_LEN + 1];
 };
 
 /* Whether the client takes values as octets only (Accept), not as JSON. */
@@ -78,6 +89,7 @@ static struct cache_req *req_create(struct tc_worker *w, struct tc_http_req *r)
     q->r = r;
     q->is_put = 0;
     q->raw = wants_raw(r);
+    q->cond = 0;
     q->json_of = NULL;
     return q;
 }
@@ -136,49 +148,19 @@ static enum tc_status append_json_string(struct tc_buf *out, const char *s, size
     return st;
 }
 
-/* Builds the JSON body of a hit into out: {"key":..,"value":..,["encoding":"base64",]"ttl":..}.
- * TC_ECORRUPT: the value is not what its encoding says (a string that is not UTF-8). */
-static enum tc_status render_value(const void *key, size_t key_len, const struct tc_buf *value,
-                                   const struct tc_item_hdr *hdr, uint64_t now_ms,
-                                   struct tc_buf *out)
+/* {"key":<key>,"value": */
+static enum tc_status render_head(const void *key, size_t key_len, struct tc_buf *out)
 {
     enum tc_status st = tc_buf_append(out, "{\"key\":", 7);
     if (st == TC_OK) {
         st = append_json_string(out, key, key_len);
     }
-    if (st == TC_OK) {
-        st = tc_buf_append(out, ",\"value\":", 9);
-    }
-    if (st != TC_OK) {
-        return st;
-    }
-    switch (hdr->encoding) {
-    case TC_ENC_JSON:
-        /* Stored as serialized JSON: spliced back as the same value. */
-        st = tc_buf_append(out, value->data, value->len);
-        break;
-    case TC_ENC_STRING:
-        st = append_json_string(out, (const char *)value->data, value->len);
-        if (st == TC_EINVAL) {
-            return TC_ECORRUPT; /* not UTF-8: not what a PUT stores */
-        }
-        break;
-    default: {
-        size_t n = 4 * ((value->len + 2) / 3);
-        size_t at = out->len;
-        st = tc_buf_reserve(out, at + n + 32);
-        if (st == TC_OK) {
-            out->data[at] = '"';
-            EVP_EncodeBlock(out->data + at + 1, value->data, (int)value->len);
-            out->len = at + 1 + n;
-            st = tc_buf_append(out, "\",\"encoding\":\"base64\"", 21);
-        }
-        break;
-    }
-    }
-    if (st != TC_OK) {
-        return st;
-    }
+    return st == TC_OK ? tc_buf_append(out, ",\"value\":", 9) : st;
+}
+
+/* ,"ttl":..} */
+static enum tc_status render_ttl(const struct tc_item_hdr *hdr, uint64_t now_ms, struct tc_buf *out)
+{
     char ttl[48];
     int n;
     uint64_t fresh = tc_item_fresh_until(hdr);
@@ -193,12 +175,81 @@ static enum tc_status render_value(const void *key, size_t key_len, const struct
     return tc_buf_append(out, ttl, (size_t)n);
 }
 
+/* 1 if the value is its own JSON text (serialized JSON) or string body
+ * (TC_ITEM_F_PLAIN): it goes out as it is, between a head and a tail. */
+static int verbatim(const struct tc_item_hdr *hdr)
+{
+    return hdr->encoding == TC_ENC_JSON ||
+           (hdr->encoding == TC_ENC_STRING && (hdr->flags & TC_ITEM_F_PLAIN));
+}
+
+/* For a verbatim value: the JSON before it and after it, in out, split at
+ * *split (quotes included for a string). */
+static enum tc_status render_around(const void *key, size_t key_len, const struct tc_item_hdr *hdr,
+                                    uint64_t now_ms, struct tc_buf *out, size_t *split)
+{
+    int quoted = hdr->encoding == TC_ENC_STRING;
+    enum tc_status st = render_head(key, key_len, out);
+    if (st == TC_OK && quoted) {
+        st = tc_buf_append(out, "\"", 1);
+    }
+    *split = out->len;
+    if (st == TC_OK && quoted) {
+        st = tc_buf_append(out, "\"", 1);
+    }
+    return st == TC_OK ? render_ttl(hdr, now_ms, out) : st;
+}
+
+enum tc_status tc_api_cache_render(const void *key, size_t key_len, const struct tc_buf *value,
+                                   const struct tc_item_hdr *hdr, uint64_t now_ms,
+                                   struct tc_buf *out)
+{
+    if (verbatim(hdr)) {
+        size_t split;
+        enum tc_status st = render_around(key, key_len, hdr, now_ms, out, &split);
+        if (st == TC_OK) {
+            st = tc_buf_reserve(out, out->len + value->len);
+        }
+        if (st != TC_OK) {
+            return st;
+        }
+        memmove(out->data + split + value->len, out->data + split, out->len - split);
+        memcpy(out->data + split, value->data, value->len);
+        out->len += value->len;
+        return TC_OK;
+    }
+    enum tc_status st = render_head(key, key_len, out);
+    if (st != TC_OK) {
+        return st;
+    }
+    if (hdr->encoding == TC_ENC_STRING) {
+        /* Not known to be plain (written before TC_ITEM_F_PLAIN, or needing
+         * escapes): scanned and escaped here. */
+        st = append_json_string(out, (const char *)value->data, value->len);
+        if (st == TC_EINVAL) {
+            return TC_ECORRUPT; /* not UTF-8: not what a PUT stores */
+        }
+    } else {
+        size_t n = 4 * ((value->len + 2) / 3);
+        size_t at = out->len;
+        st = tc_buf_reserve(out, at + n + 32);
+        if (st == TC_OK) {
+            out->data[at] = '"';
+            EVP_EncodeBlock(out->data + at + 1, value->data, (int)value->len);
+            out->len = at + 1 + n;
+            st = tc_buf_append(out, "\",\"encoding\":\"base64\"", 21);
+        }
+    }
+    return st == TC_OK ? render_ttl(hdr, now_ms, out) : st;
+}
+
 /*
  * Read-through's accept hook: renders a hit's body while the stack's
  * callback runs, so that a value that does not render as its encoding says
  * is rejected there and the lookup goes on to the next tier (a corrupt
- * record is a miss, never a 5xx). Rendering once, here, costs what
- * rendering at answer time did.
+ * record is a miss, never a 5xx). Only a string not known to be plain can
+ * fail so; every other value is rendered at answer time, and a verbatim one
+ * is not copied at all (respond_value).
  */
 static int accept_value(void *arg, const void *key, size_t key_len, const struct tc_buf *value,
                         const struct tc_item_hdr *hdr, uint64_t now_ms)
@@ -206,10 +257,10 @@ static int accept_value(void *arg, const void *key, size_t key_len, const struct
     struct cache_req *q = arg;
     q->json.len = 0;
     q->json_of = NULL;
-    if (q->raw) {
-        return 1; /* octets need no rendering */
+    if (q->raw || q->cond || hdr->encoding != TC_ENC_STRING || (hdr->flags & TC_ITEM_F_PLAIN)) {
+        return 1;
     }
-    enum tc_status st = render_value(key, key_len, value, hdr, now_ms, &q->json);
+    enum tc_status st = tc_api_cache_render(key, key_len, value, hdr, now_ms, &q->json);
     if (st == TC_OK) {
         q->json_of = value;
     }
@@ -226,11 +277,25 @@ static void respond_value(struct cache_req *q, const struct tc_rt_result *res, c
         return;
     }
     enum tc_status st = TC_OK;
-    if (q->json_of != res->value) {
-        /* Not rendered by accept_value(): an origin's answer, or a render
-         * that ran out of memory there. */
+    if (q->json_of != res->value && verbatim(res->hdr)) {
+        /* The value goes out by reference between its head and tail: a
+         * 64 KiB value is not copied once more to be sent. */
+        size_t split;
         q->json.len = 0;
-        st = render_value(res->key, res->key_len, res->value, res->hdr, res->now_ms, &q->json);
+        st = render_around(res->key, res->key_len, res->hdr, res->now_ms, &q->json, &split);
+        if (st == TC_OK) {
+            struct tc_http_part parts[3] = {{q->json.data, split},
+                                            {res->value->data, res->value->len},
+                                            {q->json.data + split, q->json.len - split}};
+            tc_api_respond_parts(q->w, q->r, 200, "application/json", parts, 3, headers);
+            return;
+        }
+    } else if (q->json_of != res->value) {
+        /* Not rendered by accept_value(): binary, an origin's answer, a
+         * conditional GET, or a render that ran out of memory there. */
+        q->json.len = 0;
+        st = tc_api_cache_render(res->key, res->key_len, res->value, res->hdr, res->now_ms,
+                                 &q->json);
     }
     q->json_of = NULL;
     if (st == TC_OK) {
@@ -243,6 +308,126 @@ static void respond_value(struct cache_req *q, const struct tc_rt_result *res, c
     }
 }
 
+/* A bounded string builder for header lines (the hit path avoids snprintf). */
+struct hdrs {
+    char *p;
+    size_t n, cap;
+};
+
+static void hdrs_add(struct hdrs *h, const char *s, size_t len)
+{
+    if (h->n + len < h->cap) {
+        memcpy(h->p + h->n, s, len);
+        h->n += len;
+        h->p[h->n] = '\0';
+    }
+}
+
+#define HDRS_LIT(h, lit) hdrs_add(h, lit, sizeof(lit) - 1)
+
+static void hdrs_u64(struct hdrs *h, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[sizeof(tmp) - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    hdrs_add(h, tmp + sizeof(tmp) - n, n);
+}
+
+/* The HTTP-date of second s, formatted at most once per second in *cache. */
+static const char *cached_date(uint64_t *cache_s, char *cache, uint64_t ms)
+{
+    uint64_t s = ms / 1000;
+    if (*cache_s != s || cache[0] == '\0') {
+        tc_cond_http_date(ms, cache);
+        *cache_s = s;
+    }
+    return cache;
+}
+
+/* The validators and freshness of a served value (RFC 9110 §8.8, RFC 9111
+ * §5; Date is in every response, src/http.c): ETag, Last-Modified (when it
+ * was written), Cache-Control: max-age = its lifetime from then to its TTL,
+ * and Age = its time since then, so that max-age - Age is the TTL left, as
+ * every HTTP cache counts it (a max-age of the TTL left, with an Age, would
+ * expire it Age seconds early). */
+static void value_headers(struct cache_req *q, struct hdrs *h, const struct tc_item_hdr *hdr,
+                          uint64_t etag, uint64_t now_ms)
+{
+    struct tc_api_cache_pool *pool = q->w->cache_pool;
+    char tag[TC_COND_ETAG_LEN + 1];
+    HDRS_LIT(h, "ETag: ");
+    hdrs_add(h, tag, tc_cond_etag_format(etag, tag));
+    HDRS_LIT(h, "\r\nLast-Modified: ");
+    hdrs_add(h, cached_date(&pool->lm_s, pool->lm, hdr->created_ms), TC_COND_DATE_LEN);
+    if (q->w->srv->conf->cache_control_public) {
+        HDRS_LIT(h, "\r\nCache-Control: public, max-age=");
+    } else {
+        HDRS_LIT(h, "\r\nCache-Control: private, max-age=");
+    }
+    uint64_t fresh = tc_item_fresh_until(hdr);
+    /* Never expires: a year, the longest RFC 9111 §5.2.2.1 asks caches to keep. */
+    hdrs_u64(h, fresh == 0 ? 31536000u
+                           : (fresh > hdr->created_ms ? (fresh - hdr->created_ms) / 1000 : 0));
+    HDRS_LIT(h, "\r\nAge: ");
+    hdrs_u64(h, now_ms > hdr->created_ms ? (now_ms - hdr->created_ms) / 1000 : 0);
+    HDRS_LIT(h, "\r\n");
+}
+
+/*
+ * The preconditions of a GET or HEAD (RFC 9110 §13.2.2), in their order:
+ * If-Match (412), then If-None-Match, or without it If-Modified-Since
+ * (304). Returns the status to answer, or 200.
+ */
+static int read_preconditions(const struct tc_http_req *r, const struct tc_item_hdr *hdr,
+                              uint64_t etag)
+{
+    const char *v = tc_http_header(r, "if-match");
+    if (v != NULL && !tc_cond_match(v, 1, etag, 0)) {
+        return 412;
+    }
+    if ((v = tc_http_header(r, "if-none-match")) != NULL) {
+        return tc_cond_match(v, 1, etag, 1) ? 304 : 200;
+    }
+    v = tc_http_header(r, "if-modified-since");
+    return v != NULL && tc_cond_not_modified_since(v, hdr->created_ms) ? 304 : 200;
+}
+
+/* Serves a value with its X-Cache lines @p xcache, its validators, and the
+ * answer the request's preconditions ask for. */
+static void serve_value(struct cache_req *q, const struct tc_rt_result *res, const char *xcache,
+                        size_t xcache_len)
+{
+    char buf[448];
+    struct hdrs h = {buf, 0, sizeof(buf)};
+    buf[0] = '\0';
+    hdrs_add(&h, xcache, xcache_len);
+    if (res->tier >= 0) {
+        HDRS_LIT(&h, "X-Cache-Tier: ");
+        hdrs_add(&h, tc_api_tier_label(res->tier), 2);
+        HDRS_LIT(&h, "\r\n");
+    }
+    uint64_t etag = tc_cond_etag(res->hdr, res->value->data, res->value->len);
+    value_headers(q, &h, res->hdr, etag, res->now_ms);
+    int status = q->cond ? read_preconditions(q->r, res->hdr, etag) : 200;
+    if (status == 304) {
+        /* RFC 9110 §15.4.5: the headers a 200 would have had, no body. */
+        tc_api_respond(q->w, q->r, 304, q->raw ? "application/octet-stream" : "application/json",
+                       NULL, 0, buf);
+        return;
+    }
+    if (status == 412) {
+        tc_api_error(q->w, q->r, TC_API_PRECONDITION_FAILED, buf,
+                     "If-Match does not match the value's ETag");
+        return;
+    }
+    respond_value(q, res, buf);
+}
+
+#define XC(lit) lit, sizeof(lit) - 1
+
 /* The one place a read's result becomes a response. */
 static void answer_read(void *arg, const struct tc_rt_result *res)
 {
@@ -254,25 +439,31 @@ static void answer_read(void *arg, const struct tc_rt_result *res)
     switch (res->outcome) {
     case TC_RT_HIT:
         tc_worker_count_read(w, TC_READ_HIT, res->tier);
-        snprintf(headers, sizeof(headers), "X-Cache: HIT\r\nX-Cache-Tier: %s\r\n",
-                 tc_api_tier_label(res->tier));
-        respond_value(q, res, headers);
+        serve_value(q, res, XC("X-Cache: HIT\r\n"));
         break;
-    case TC_RT_STALE: {
+    case TC_RT_STALE:
         tc_worker_count_read(w, TC_READ_STALE, res->tier);
-        const struct tc_item_hdr *h = res->hdr;
-        uint64_t age = res->now_ms > h->created_ms ? res->now_ms - h->created_ms : 0;
-        snprintf(headers, sizeof(headers), "X-Cache: STALE\r\nX-Cache-Tier: %s\r\nAge: %llu\r\n",
-                 tc_api_tier_label(res->tier), (unsigned long long)(age / 1000));
-        respond_value(q, res, headers);
+        serve_value(q, res, XC("X-Cache: STALE\r\n"));
         break;
-    }
     case TC_RT_FILLED:
         tc_worker_count_read(w, TC_READ_MISS, -1);
-        respond_value(q, res,
-                      res->coalesced ? "X-Cache: MISS\r\nX-Cache-Origin: coalesced\r\n"
-                                     : "X-Cache: MISS\r\nX-Cache-Origin: fetched\r\n");
+        if (res->coalesced) {
+            serve_value(q, res, XC("X-Cache: MISS\r\nX-Cache-Origin: coalesced\r\n"));
+        } else {
+            serve_value(q, res, XC("X-Cache: MISS\r\nX-Cache-Origin: fetched\r\n"));
+        }
         break;
+    case TC_RT_NEGATIVE: {
+        tc_worker_count_read(w, TC_READ_HIT, res->tier);
+        uint64_t left = res->hdr->expire_ms > res->now_ms ? res->hdr->expire_ms - res->now_ms : 0;
+        snprintf(headers, sizeof(headers), "X-Cache: HIT\r\nX-Cache-Tier: %s\r\n",
+                 tc_api_tier_label(res->tier));
+        tc_api_error(w, r, TC_API_NOT_FOUND, headers,
+                     "no value for this key: the origin had none, remembered for %llu s more "
+                     "(negative-ttl)",
+                     (unsigned long long)((left + 999) / 1000));
+        break;
+    }
     case TC_RT_MISS:
         tc_worker_count_read(w, TC_READ_MISS, -1);
         tc_api_error(w, r, TC_API_NOT_FOUND, "X-Cache: MISS\r\n", "%s",
@@ -321,12 +512,37 @@ static void answer_write(void *arg, const struct tc_rt_write_result *res)
     struct cache_req *q = arg;
     struct tc_worker *w = q->w;
     struct tc_http_req *r = q->r;
+    char headers[96];
     switch (res->outcome) {
-    case TC_RT_STORED:
-        tc_api_respond_ok(w, r,
-                          res->lease == TC_RT_LEASE_RELEASED  ? "X-Lease: released\r\n"
-                          : res->lease == TC_RT_LEASE_EXPIRED ? "X-Lease: expired\r\n"
-                                                              : NULL);
+    case TC_RT_STORED: {
+        struct hdrs h = {headers, 0, sizeof(headers)};
+        headers[0] = '\0';
+        if (q->is_put) {
+            /* The new value's ETag: the If-Match of the next compare-and-set. */
+            char tag[TC_COND_ETAG_LEN + 1];
+            HDRS_LIT(&h, "ETag: ");
+            hdrs_add(&h, tag, tc_cond_etag_format(q->etag, tag));
+            HDRS_LIT(&h, "\r\n");
+        }
+        if (res->lease == TC_RT_LEASE_RELEASED) {
+            HDRS_LIT(&h, "X-Lease: released\r\n");
+        } else if (res->lease == TC_RT_LEASE_EXPIRED) {
+            HDRS_LIT(&h, "X-Lease: expired\r\n");
+        }
+        tc_api_respond_ok(w, r, h.n ? headers : NULL);
+        break;
+    }
+    case TC_RT_PRECONDITION:
+        tc_api_error(w, r, TC_API_PRECONDITION_FAILED, NULL, "%s: nothing %s",
+                     tc_http_header(r, "if-match") != NULL
+                         ? "If-Match does not match the current value's ETag (or there is none)"
+                         : "If-None-Match matches the current value (there is one)",
+                     q->is_put ? "stored" : "deleted");
+        break;
+    case TC_RT_BUSY:
+        tc_api_error(w, r, TC_API_WRITE_BUSY, NULL,
+                     "other conditional writes of this key held it for %u ms: nothing %s",
+                     TC_RT_COND_WAIT_MS, q->is_put ? "stored" : "deleted");
         break;
     case TC_RT_NOT_OWNER:
         tc_api_error(w, r, TC_API_NOT_OWNER, NULL,
@@ -399,6 +615,129 @@ static int parse_ttl(struct tc_worker *w, struct tc_http_req *r, json_t *v, cons
     return 0;
 }
 
+/* The members a PUT's JSON body may have. */
+static const char *const body_fields[] = {"value", "ttl", "timeout", "tags"};
+#define BODY_FIELDS_HELP "value, ttl, timeout, tags"
+
+/* Refuses a body member that is not one of body_fields: a misspelt "ttl"
+ * would otherwise store the value with the default TTL, silently. */
+static int check_body_fields(struct cache_req *q, json_t *doc)
+{
+    const char *name;
+    json_t *member;
+    json_object_foreach(doc, name, member)
+    {
+        size_t i = 0;
+        while (i < sizeof(body_fields) / sizeof(body_fields[0]) && strcmp(name, body_fields[i])) {
+            i++;
+        }
+        if (i == sizeof(body_fields) / sizeof(body_fields[0])) {
+            tc_api_error(q->w, q->r, TC_API_UNKNOWN_FIELD, NULL,
+                         "unknown field \"%.64s\" in the JSON body (valid: " BODY_FIELDS_HELP ")",
+                         name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* How a PUT's body is read, from its Content-Type (docs/api.md "Request bodies"). */
+enum body_kind { BODY_JSON, BODY_BYTES, BODY_TEXT };
+
+/* -1 when it answered (415). */
+static int body_kind_of(struct cache_req *q, const char *ct, enum body_kind *kind)
+{
+    if (ct == NULL || tc_text_ctype_is(ct, "application/octet-stream")) {
+        *kind = BODY_BYTES; /* curl -T FILE sends no Content-Type */
+        return 0;
+    }
+    if (tc_text_ctype_is(ct, "application/json")) {
+        *kind = BODY_JSON;
+        return 0;
+    }
+    if (tc_text_ctype_is(ct, "application/x-www-form-urlencoded")) {
+        /* curl -d '{"value":1}' labels JSON this way. A web page's form can
+         * send this type to any site without asking (no CORS preflight),
+         * so from a browser (Origin) it stays refused. */
+        const char *origin = tc_http_header(q->r, "origin");
+        if (origin != NULL) {
+            tc_api_error(q->w, q->r, TC_API_UNSUPPORTED_MEDIA_TYPE, NULL,
+                         "a form-encoded body from a web page (Origin: %.100s) is not accepted: "
+                         "send Content-Type: application/json",
+                         origin);
+            return -1;
+        }
+        *kind = BODY_JSON;
+        return 0;
+    }
+    if (strncasecmp(ct, "text/", 5) == 0) {
+        *kind = BODY_TEXT;
+        return 0;
+    }
+    tc_api_error(q->w, q->r, TC_API_UNSUPPORTED_MEDIA_TYPE, NULL,
+                 "Content-Type '%s' is not accepted (use application/json, "
+                 "application/octet-stream or none for bytes, or text/plain for a string)",
+                 ct);
+    return -1;
+}
+
+/* Fills op's value, encoding and TTL from a JSON body; -1 when it answered. */
+static int read_json_body(struct cache_req *q, struct tc_stack_op *op, uint64_t *ttl_ms,
+                          enum tc_status *st)
+{
+    struct tc_worker *w = q->w;
+    struct tc_http_req *r = q->r;
+    if (r->body.len == 0) {
+        tc_api_error(w, r, TC_API_EMPTY_BODY, NULL,
+                     "empty body: send a JSON object like {\"value\": ..., \"ttl\": 60}");
+        return -1;
+    }
+    json_error_t err;
+    json_t *doc = json_loadb((const char *)r->body.data, r->body.len,
+                             JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
+    if (doc == NULL) {
+        tc_api_error(w, r, TC_API_BAD_JSON, NULL, "malformed JSON body: %s (line %d, column %d)",
+                     err.text, err.line, err.column);
+        return -1;
+    }
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        tc_api_error(w, r, TC_API_BAD_JSON, NULL,
+                     "the body must be a JSON object like {\"value\": ..., \"ttl\": 60}");
+        return -1;
+    }
+    if (check_body_fields(q, doc) != 0) {
+        json_decref(doc);
+        return -1;
+    }
+    json_t *value = json_object_get(doc, "value");
+    if (value == NULL) {
+        json_decref(doc);
+        tc_api_error(w, r, TC_API_MISSING_VALUE, NULL, "the JSON body has no \"value\" member");
+        return -1;
+    }
+    json_t *ttl = json_object_get(doc, "ttl");
+    json_t *timeout = json_object_get(doc, "timeout");
+    if (ttl != NULL && timeout != NULL) {
+        json_decref(doc);
+        tc_api_error(w, r, TC_API_BAD_TTL, NULL, "give \"ttl\" or its alias \"timeout\", not both");
+        return -1;
+    }
+    json_t *t = ttl ? ttl : timeout;
+    if (t != NULL && !json_is_null(t) &&
+        parse_ttl(w, r, t, NULL, ttl ? "ttl" : "timeout", ttl_ms) != 0) {
+        json_decref(doc);
+        return -1;
+    }
+    if (tc_api_tags_json(w, r, json_object_get(doc, "tags"), &op->tags) != 0) {
+        json_decref(doc);
+        return -1;
+    }
+    *st = tc_api_value_from_json(value, op);
+    json_decref(doc);
+    return *st == TC_OK ? 0 : -1;
+}
+
 /* Fills op's value and header from a PUT's body; -1 when it answered (a
  * bad request), or *st when the caller must answer that. */
 static int read_put(struct cache_req *q, struct tc_stack_op *op, struct evkeyvalq *qs,
@@ -410,11 +749,29 @@ static int read_put(struct cache_req *q, struct tc_stack_op *op, struct evkeyval
     const char *ct = tc_http_header(r, "content-type");
     uint64_t ttl_ms = conf->default_ttl_ms;
     const char *qttl = tc_api_query(r, "ttl", qs);
+    enum body_kind kind;
     *st = TC_OK;
     if (qttl != NULL && parse_ttl(w, r, NULL, qttl, "ttl", &ttl_ms) != 0) {
         return -1;
     }
-    if (ct != NULL && tc_text_ctype_is(ct, "application/octet-stream")) {
+    if (body_kind_of(q, ct, &kind) != 0) {
+        return -1;
+    }
+    if (kind != BODY_JSON && r->body.len == 0 && ct == NULL) {
+        /* Bytes need a label to be an empty value: no body and no type is
+         * far more often a forgotten -d than an empty file. */
+        tc_api_error(w, r, TC_API_EMPTY_BODY, NULL,
+                     "empty body: send {\"value\": ...} as application/json, or an empty value "
+                     "with Content-Type: application/octet-stream");
+        return -1;
+    }
+    if (kind == BODY_TEXT && !tc_text_utf8_valid((const char *)r->body.data, r->body.len)) {
+        tc_api_error(w, r, TC_API_BAD_REQUEST, NULL,
+                     "a text/* body is stored as a string and must be UTF-8: send bytes as "
+                     "application/octet-stream");
+        return -1;
+    }
+    if (kind != BODY_JSON) {
         if (r->body.len > conf->max_value) {
             tc_api_error(w, r, TC_API_TOO_LARGE, NULL,
                          "the value is %zu bytes; the largest accepted is %llu", r->body.len,
@@ -425,64 +782,18 @@ static int read_put(struct cache_req *q, struct tc_stack_op *op, struct evkeyval
         tc_buf_deinit(&op->value);
         op->value = r->body;
         tc_buf_init(&r->body);
-        op->hdr.encoding = TC_ENC_BINARY;
-    } else if (ct == NULL || tc_text_ctype_is(ct, "application/json")) {
-        json_error_t err;
-        json_t *doc = json_loadb((const char *)r->body.data, r->body.len,
-                                 JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
-        if (doc == NULL) {
-            tc_api_error(w, r, TC_API_BAD_JSON, NULL,
-                         "malformed JSON body: %s (line %d, column %d)", err.text, err.line,
-                         err.column);
-            return -1;
-        }
-        json_t *value = json_is_object(doc) ? json_object_get(doc, "value") : NULL;
-        if (!json_is_object(doc)) {
-            json_decref(doc);
-            tc_api_error(w, r, TC_API_BAD_JSON, NULL,
-                         "the body must be a JSON object like {\"value\": ..., \"ttl\": 60}");
-            return -1;
-        }
-        if (value == NULL) {
-            json_decref(doc);
-            tc_api_error(w, r, TC_API_MISSING_VALUE, NULL, "the JSON body has no \"value\" member");
-            return -1;
-        }
-        json_t *ttl = json_object_get(doc, "ttl");
-        json_t *timeout = json_object_get(doc, "timeout");
-        if (ttl != NULL && timeout != NULL) {
-            json_decref(doc);
-            tc_api_error(w, r, TC_API_BAD_TTL, NULL,
-                         "give \"ttl\" or its alias \"timeout\", not both");
-            return -1;
-        }
-        json_t *t = ttl ? ttl : timeout;
-        if (t != NULL && !json_is_null(t) &&
-            parse_ttl(w, r, t, NULL, ttl ? "ttl" : "timeout", &ttl_ms) != 0) {
-            json_decref(doc);
-            return -1;
-        }
-        if (tc_api_tags_json(w, r, json_object_get(doc, "tags"), &op->tags) != 0) {
-            json_decref(doc);
-            return -1;
-        }
-        *st = tc_api_value_from_json(value, op);
-        json_decref(doc);
-        if (*st != TC_OK) {
-            return -1;
-        }
-        if (op->value.len > conf->max_value) {
-            tc_api_error(w, r, TC_API_TOO_LARGE, NULL,
-                         "the value is %zu bytes; the largest accepted is %llu", op->value.len,
-                         (unsigned long long)conf->max_value);
-            return -1;
-        }
-    } else {
-        tc_api_error(w, r, TC_API_UNSUPPORTED_MEDIA_TYPE, NULL,
-                     "Content-Type '%s' is not accepted (use application/json or "
-                     "application/octet-stream)",
-                     ct);
+        op->hdr.encoding = kind == BODY_TEXT ? TC_ENC_STRING : TC_ENC_BINARY;
+    } else if (read_json_body(q, op, &ttl_ms, st) != 0) {
         return -1;
+    } else if (op->value.len > conf->max_value) {
+        tc_api_error(w, r, TC_API_TOO_LARGE, NULL,
+                     "the value is %zu bytes; the largest accepted is %llu", op->value.len,
+                     (unsigned long long)conf->max_value);
+        return -1;
+    }
+    if (op->hdr.encoding == TC_ENC_STRING &&
+        tc_text_json_plain((const char *)op->value.data, op->value.len)) {
+        op->hdr.flags |= TC_ITEM_F_PLAIN; /* decided once here, not on every GET */
     }
     tc_rt_set_expiry(w->rt.opt, &op->hdr, op->now_ms, ttl_ms);
     return 0;
@@ -508,6 +819,8 @@ static enum tc_status cache_get(struct cache_req *q, const char *key, size_t kle
     enum tc_rt_mode mode = TC_RT_PLAIN;
     uint64_t lease_ms = conf->lease_ms; /* plain: a stale value's refresher */
     const char *lease = tc_http_header(r, "x-cache-lease");
+    q->cond = tc_http_header(r, "if-none-match") != NULL || tc_http_header(r, "if-match") != NULL ||
+              tc_http_header(r, "if-modified-since") != NULL;
     if (lease == NULL) {
         lease = tc_api_query(r, "lease", qs);
     }
@@ -532,6 +845,20 @@ static enum tc_status cache_get(struct cache_req *q, const char *key, size_t kle
     return st;
 }
 
+/* A conditional write's test (tc_rt_cond_fn): If-Match must match the
+ * current value (strong comparison), If-None-Match must not (weak). */
+static int write_condition(void *arg, const struct tc_item_hdr *hdr, const struct tc_buf *value)
+{
+    struct cache_req *q = arg;
+    uint64_t etag = hdr != NULL ? tc_cond_etag(hdr, value->data, value->len) : 0;
+    const char *im = tc_http_header(q->r, "if-match");
+    const char *inm = tc_http_header(q->r, "if-none-match");
+    if (im != NULL && !tc_cond_match(im, hdr != NULL, etag, 0)) {
+        return 0;
+    }
+    return inm == NULL || !tc_cond_match(inm, hdr != NULL, etag, 1);
+}
+
 static enum tc_status cache_write(struct cache_req *q, const char *key, size_t klen,
                                   struct evkeyvalq *qs)
 {
@@ -542,31 +869,76 @@ static enum tc_status cache_write(struct cache_req *q, const char *key, size_t k
         req_free(q);
         return TC_ENOMEM;
     }
+    int conditional =
+        tc_http_header(r, "if-match") != NULL || tc_http_header(r, "if-none-match") != NULL;
+    const char *token = tc_http_header(r, "x-lease-token");
+    int bad_token = 0;
     enum tc_status st = TC_OK;
-    if (r->method == TC_HTTP_DELETE || r->method == TC_HTTP_PURGE) {
-        st = tc_rt_del(&w->rt, op, answer_write, q);
-    } else {
+    if (r->method != TC_HTTP_DELETE && r->method != TC_HTTP_PURGE) {
         q->is_put = 1;
         if (tc_api_tags_header(w, r, &op->tags) != 0 || read_put(q, op, qs, &st) != 0) {
             tc_stack_op_release(op);
             req_free(q);
             return st;
         }
-        const char *token = tc_http_header(r, "x-lease-token");
-        if (token != NULL && (token[0] == '\0' || strlen(token) >= TC_LOCK_TOKEN_MAX)) {
-            tc_stack_op_release(op);
-            tc_api_error(w, r, TC_API_BAD_TOKEN, NULL,
-                         "X-Lease-Token must be the 1 to %u characters a lease GET returned",
-                         TC_LOCK_TOKEN_MAX - 1);
-            req_free(q);
-            return TC_OK;
-        }
+        q->etag = tc_cond_etag(&op->hdr, op->value.data, op->value.len);
+    }
+    if (!q->is_put) {
+        token = NULL; /* a DELETE takes no lease token */
+    } else if (token != NULL && (token[0] == '\0' || strlen(token) >= TC_LOCK_TOKEN_MAX)) {
+        bad_token = 1;
+        tc_api_error(w, r, TC_API_BAD_TOKEN, NULL,
+                     "X-Lease-Token must be the 1 to %u characters a lease GET returned",
+                     TC_LOCK_TOKEN_MAX - 1);
+    } else if (token != NULL && conditional) {
+        /* The lease already makes its holder the one writer of the key. */
+        bad_token = 1;
+        tc_api_error(w, r, TC_API_BAD_TOKEN, NULL,
+                     "X-Lease-Token cannot be combined with If-Match or If-None-Match");
+    }
+    if (bad_token) {
+        tc_stack_op_release(op);
+        req_free(q);
+        return TC_OK;
+    }
+    if (conditional) {
+        st = tc_rt_write_if(&w->rt, op, q->is_put, write_condition, answer_write, q);
+    } else if (q->is_put) {
         st = tc_rt_set(&w->rt, op, token, answer_write, q);
+    } else {
+        st = tc_rt_del(&w->rt, op, answer_write, q);
     }
     if (st != TC_OK) {
         req_free(q);
     }
     return st;
+}
+
+/* Refuses a query parameter a PUT does not take: a misspelt ?ttl= would
+ * otherwise store the value with the default TTL, in silence. Reads and
+ * deletes stay lenient: what they ignore changes nothing stored (and cache
+ * busters like ?_=123 are common there). -1 when it answered. */
+static int check_query(struct tc_worker *w, struct tc_http_req *r, struct evkeyvalq *qs)
+{
+    if (r->method != TC_HTTP_PUT || r->query == NULL || r->query[0] == '\0') {
+        return 0;
+    }
+    if (TAILQ_EMPTY(qs) && evhttp_parse_query_str(r->query, qs) != 0) {
+        tc_api_error(w, r, TC_API_BAD_REQUEST, NULL,
+                     "malformed query string: use NAME=VALUE pairs joined by '&'");
+        return -1;
+    }
+    struct evkeyval *kv;
+    TAILQ_FOREACH(kv, qs, next)
+    {
+        if (strcmp(kv->key, "ttl") != 0) {
+            tc_api_error(w, r, TC_API_UNKNOWN_FIELD, NULL,
+                         "unknown query parameter \"%.64s\" (PUT /cache/{key} takes ?ttl=)",
+                         kv->key);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 enum tc_status tc_api_cache(struct tc_worker *w, struct tc_http_req *r)
@@ -589,7 +961,10 @@ enum tc_status tc_api_cache(struct tc_worker *w, struct tc_http_req *r)
     }
     struct evkeyvalq qs;
     TAILQ_INIT(&qs);
-    if (r->method == TC_HTTP_GET || r->method == TC_HTTP_HEAD) {
+    if (check_query(w, r, &qs) != 0) {
+        st = TC_OK;
+        req_free(q);
+    } else if (r->method == TC_HTTP_GET || r->method == TC_HTTP_HEAD) {
         st = cache_get(q, key, klen, &qs);
     } else {
         st = cache_write(q, key, klen, &qs);
@@ -605,20 +980,18 @@ enum tc_status tc_api_value_from_json(json_t *value, struct tc_stack_op *op)
 {
     if (json_is_string(value)) {
         op->hdr.encoding = TC_ENC_STRING;
-        return tc_buf_set(&op->value, json_string_value(value), json_string_length(value));
+        enum tc_status st =
+            tc_buf_set(&op->value, json_string_value(value), json_string_length(value));
+        if (st == TC_OK && tc_text_json_plain((const char *)op->value.data, op->value.len)) {
+            op->hdr.flags |= TC_ITEM_F_PLAIN; /* decided once here, not on every GET */
+        }
+        return st;
     }
     op->hdr.encoding = TC_ENC_JSON;
     char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
     enum tc_status st = text ? tc_buf_set(&op->value, text, strlen(text)) : TC_ENOMEM;
     free(text);
     return st;
-}
-
-enum tc_status tc_api_render_value(const void *key, size_t key_len, const struct tc_buf *value,
-                                   const struct tc_item_hdr *hdr, uint64_t now_ms,
-                                   struct tc_buf *out)
-{
-    return render_value(key, key_len, value, hdr, now_ms, out);
 }
 
 int tc_api_parse_ttl(struct tc_worker *w, struct tc_http_req *r, json_t *v, const char *what,

@@ -87,6 +87,8 @@ static const char *type_hint(const struct opt_desc *o)
         return "reuseport or shared";
     case TC_CONF_BOOL:
         return "yes or no";
+    case TC_CONF_CACHECTL:
+        return "private or public";
     }
     return "?";
 }
@@ -126,13 +128,19 @@ static int set_opt(struct tc_conf *c, const struct opt_desc *o, const char *v, c
         return 0;
     }
     case TC_CONF_LISTENER:
-        if (strcmp(v, "reuseport") != 0 && strcmp(v, "shared") != 0) {
+    case TC_CONF_CACHECTL: {
+        /* Two choices: the field is 1 for the second. */
+        int listener = o->type == TC_CONF_LISTENER;
+        const char *first = listener ? "reuseport" : "private";
+        const char *second = listener ? "shared" : "public";
+        if (strcmp(v, first) != 0 && strcmp(v, second) != 0) {
             fprintf(c->_err, "tiercache: %s: bad value '%s' for %s (valid: %s)\n", origin, v,
                     o->name, type_hint(o));
             return -1;
         }
-        *(int *)(base + o->offset) = strcmp(v, "shared") == 0;
+        *(int *)(base + o->offset) = strcmp(v, second) == 0;
         return 0;
+    }
     case TC_CONF_BOOL: {
         static const char *const yes[] = {"yes", "on", "true", "1"}, *const no[] = {"no", "off",
                                                                                     "false", "0"};
@@ -294,6 +302,9 @@ static void format_value(const struct tc_conf *c, const struct opt_desc *o, char
         return;
     case TC_CONF_BOOL:
         snprintf(out, len, "%s", *(const int *)(base + o->offset) ? "yes" : "no");
+        return;
+    case TC_CONF_CACHECTL:
+        snprintf(out, len, "%s", *(const int *)(base + o->offset) ? "public" : "private");
         return;
     case TC_CONF_TIERS:
         out[0] = '\0'; /* one line per tier: print_conf() */

@@ -25,6 +25,7 @@ enum tc_conf_type {
     TC_CONF_TIERS,    /* repeatable tier URI */
     TC_CONF_LISTENER, /* reuseport | shared */
     TC_CONF_BOOL,     /* yes | no (also on/off, true/false, 1/0) */
+    TC_CONF_CACHECTL, /* private | public */
 };
 
 /*    name                 field             type              default        min   max description
@@ -67,6 +68,10 @@ enum tc_conf_type {
       "read-through: fetch a missing /cache/{key} from URL/{key}, once for all clients")           \
     X("origin-timeout", origin_timeout_ms, TC_CONF_DURATION, "5", 10, 600000,                      \
       "give up on an origin fetch after this long (504)")                                          \
+    X("negative-ttl", negative_ttl_ms, TC_CONF_DURATION, "0", 0, 31536000000ull,                   \
+      "remember an origin's 404/410 this long and answer 404 without asking again; 0 = off")       \
+    X("cache-control", cache_control_public, TC_CONF_CACHECTL, "private", 0, 0,                    \
+      "Cache-Control of GET answers: private (browsers only) or public (CDNs and proxies too)")    \
     X("listener", listener_shared, TC_CONF_LISTENER, "reuseport", 0, 0,                            \
       "reuseport: a listening socket per worker; shared: one socket all workers accept on")        \
     X("listen-tls", listen_tls, TC_CONF_STR, "", 0, 0,                                             \
@@ -133,6 +138,8 @@ struct tc_conf {
     uint64_t lease_ms;
     const char *origin;
     uint64_t origin_timeout_ms;
+    uint64_t negative_ttl_ms;
+    int cache_control_public;
     int listener_shared;
     const char *listen_tls;
     const char *tls_cert;

@@ -2,6 +2,7 @@
 #include "src/http.h"
 #include "src/access_log.h"
 #include "src/clock.h"
+#include "src/cond.h"
 #include "src/log.h"
 #include "src/tls.h"
 
@@ -111,8 +112,10 @@ struct tc_http_server {
     size_t busy;
     struct tc_http_counters counters;
     http_parser_settings settings;
-    struct tc_tls *tls;        /* a TLS listener: its context; NULL: plain HTTP */
-    uint64_t tls_handshake_ms; /* tls-handshake-timeout */
+    struct tc_tls *tls;              /* a TLS listener: its context; NULL: plain HTTP */
+    uint64_t tls_handshake_ms;       /* tls-handshake-timeout */
+    uint64_t date_s;                 /* the second date[] says */
+    char date[TC_COND_DATE_LEN + 1]; /* the Date header, formatted once a second */
 };
 
 #define BUMP(s, f)                                                                                 \
@@ -170,29 +173,27 @@ static ssize_t conn_recv(struct tc_http_conn *c, void *buf, size_t len)
     return -1;
 }
 
-static ssize_t conn_send(struct tc_http_conn *c, const void *a, size_t alen, const void *b,
-                         size_t blen)
+static ssize_t conn_send(struct tc_http_conn *c, const struct iovec *iov, int n)
 {
     ssize_t w;
     if (c->tls == NULL) {
-        struct iovec iov[2] = {{(void *)a, alen}, {(void *)b, blen}};
         do {
-            w = writev(c->fd, iov, blen ? 2 : 1);
+            w = writev(c->fd, iov, n);
         } while (w < 0 && errno == EINTR);
         return w;
     }
     /* Partial writes are on (src/tls.c): a record at a time, like write(2). */
     size_t done = 0;
-    const char *p = a;
-    size_t left = alen;
-    for (int part = 0; part < 2; part++, p = b, left = blen) {
+    for (int part = 0; part < n; part++) {
+        const char *p = iov[part].iov_base;
+        size_t left = iov[part].iov_len;
         while (left > 0) {
-            size_t n = 0;
-            enum tc_tls_io io = tc_tls_write(c->tls, p, left, &n);
+            size_t got = 0;
+            enum tc_tls_io io = tc_tls_write(c->tls, p, left, &got);
             if (io == TC_TLS_DONE) {
-                done += n;
-                p += n;
-                left -= n;
+                done += got;
+                p += got;
+                left -= got;
                 continue;
             }
             if (io == TC_TLS_WANT_WRITE) {
@@ -332,6 +333,8 @@ const char *tc_http_reason(int status)
         return "Created";
     case 204:
         return "No Content";
+    case 304:
+        return "Not Modified";
     case 400:
         return "Bad Request";
     case 401:
@@ -348,6 +351,8 @@ const char *tc_http_reason(int status)
         return "Conflict";
     case 411:
         return "Length Required";
+    case 412:
+        return "Precondition Failed";
     case 413:
         return "Content Too Large";
     case 414:
@@ -821,11 +826,16 @@ static void touch_write_deadline(struct tc_http_conn *c)
     timer_arm(c, c->write_deadline_ms, now);
 }
 
-/* Sends bytes now if the socket takes them; what it does not take waits in
- * c->out for write_cb. Nothing is registered with epoll on the common path. */
-static void conn_write(struct tc_http_conn *c, const void *a, size_t alen, const void *b,
-                       size_t blen)
+/* Sends the n pieces now if the socket takes them; what it does not take
+ * waits in c->out for write_cb. Nothing is registered with epoll on the
+ * common path. */
+static void conn_writev(struct tc_http_conn *c, const struct iovec *iov, int n)
 {
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        total += iov[i].iov_len;
+    }
+    size_t done = 0;
     if (c->out.len > c->out_off) {
         /* Earlier output still waits: keep the order. Move what waits to the
          * front first once half the buffer is sent bytes, so that a client
@@ -835,48 +845,70 @@ static void conn_write(struct tc_http_conn *c, const void *a, size_t alen, const
             c->out.len -= c->out_off;
             c->out_off = 0;
         }
-        if (tc_buf_append(&c->out, a, alen) != TC_OK || tc_buf_append(&c->out, b, blen) != TC_OK) {
-            c->close_after = 1;
+    } else {
+        ssize_t w = conn_send(c, iov, n);
+        if (w < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                c->close_after = 1; /* the peer is gone; close once answered */
+                c->out.len = c->out_off = 0;
+                return;
+            }
+            w = 0;
         }
-        return;
-    }
-    ssize_t w = conn_send(c, a, alen, b, blen);
-    if (w < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK) {
-            c->close_after = 1; /* the peer is gone; close once answered */
-            c->out.len = c->out_off = 0;
+        done = (size_t)w;
+        if (done >= total) {
             return;
         }
-        w = 0;
+        c->out.len = c->out_off = 0;
+        event_add(c->wev, NULL);
+        touch_write_deadline(c);
     }
-    size_t done = (size_t)w;
-    if (done >= alen + blen) {
-        return;
-    }
-    c->out.len = c->out_off = 0;
-    enum tc_status st = TC_OK;
-    if (done < alen) {
-        st = tc_buf_append(&c->out, (const char *)a + done, alen - done);
+    /* What the socket did not take, in order. */
+    for (int i = 0; i < n; i++) {
+        size_t len = iov[i].iov_len;
+        if (done >= len) {
+            done -= len;
+            continue;
+        }
+        if (tc_buf_append(&c->out, (const char *)iov[i].iov_base + done, len - done) != TC_OK) {
+            c->close_after = 1;
+            return;
+        }
         done = 0;
-    } else {
-        done -= alen;
     }
-    if (st == TC_OK) {
-        st = tc_buf_append(&c->out, (const char *)b + done, blen - done);
+}
+
+static void conn_write(struct tc_http_conn *c, const void *a, size_t alen, const void *b,
+                       size_t blen)
+{
+    struct iovec iov[2] = {{(void *)a, alen}, {(void *)b, blen}};
+    conn_writev(c, iov, blen ? 2 : 1);
+}
+
+/* RFC 9110 §6.6.1: a server with a clock sends Date in every response.
+ * CLOCK_REALTIME (vDSO, no syscall), not the coarse clock: a Date a few ms
+ * behind could name the second before a value's Last-Modified. */
+static const char *http_date(struct tc_http_server *s)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if ((uint64_t)ts.tv_sec != s->date_s || s->date[0] == '\0') {
+        tc_cond_http_date((uint64_t)ts.tv_sec * 1000u, s->date);
+        s->date_s = (uint64_t)ts.tv_sec;
     }
-    if (st != TC_OK) {
-        c->close_after = 1;
-        return;
-    }
-    event_add(c->wev, NULL);
-    touch_write_deadline(c);
+    return s->date;
 }
 
 /* Builds status line and headers in the server's scratch buffer and sends
- * them with the body in one writev. */
-static void write_response(struct tc_http_conn *c, int status, const char *ctype, const void *body,
-                           size_t len, const char *headers, int head_only, int keep_alive)
+ * them with the body's parts in one writev. */
+static void write_response(struct tc_http_conn *c, int status, const char *ctype,
+                           const struct tc_http_part *parts, size_t nparts, const char *headers,
+                           int head_only, int keep_alive)
 {
+    size_t len = 0;
+    for (size_t i = 0; i < nparts; i++) {
+        len += parts[i].len;
+    }
     char h[1024];
     size_t n = 0;
     char num[24];
@@ -886,11 +918,19 @@ static void write_response(struct tc_http_conn *c, int status, const char *ctype
     append(h, &n, sizeof(h), num, fmt_u64(num, (uint64_t)status));
     APPEND_LIT(h, &n, sizeof(h), " ");
     append(h, &n, sizeof(h), reason, strlen(reason));
-    APPEND_LIT(h, &n, sizeof(h), "\r\nServer: tiercache\r\nContent-Type: ");
+    APPEND_LIT(h, &n, sizeof(h), "\r\nServer: tiercache\r\nDate: ");
+    append(h, &n, sizeof(h), http_date(c->srv), TC_COND_DATE_LEN);
+    APPEND_LIT(h, &n, sizeof(h), "\r\nContent-Type: ");
     append(h, &n, sizeof(h), ctype, strlen(ctype));
-    APPEND_LIT(h, &n, sizeof(h), "\r\nContent-Length: ");
-    append(h, &n, sizeof(h), num, fmt_u64(num, len));
-    APPEND_LIT(h, &n, sizeof(h), "\r\n");
+    if (status == 304) {
+        /* RFC 9110 §8.6: a 304's Content-Length would have to be the 200's. */
+        APPEND_LIT(h, &n, sizeof(h), "\r\n");
+        len = 0;
+    } else {
+        APPEND_LIT(h, &n, sizeof(h), "\r\nContent-Length: ");
+        append(h, &n, sizeof(h), num, fmt_u64(num, len));
+        APPEND_LIT(h, &n, sizeof(h), "\r\n");
+    }
     if (!keep_alive) {
         APPEND_LIT(h, &n, sizeof(h), "Connection: close\r\n");
     }
@@ -902,17 +942,31 @@ static void write_response(struct tc_http_conn *c, int status, const char *ctype
         c->close_after = 1;
         return;
     }
-    if (head_only) {
-        len = 0;
+    if (head_only || len == 0) {
+        conn_write(c, sb->data, sb->len, NULL, 0);
+        return;
     }
     /* Small bodies ride in the same buffer; large ones go by reference. Over
      * TLS a body up to one record rides too: one record and one write per
      * answer instead of two, for a copy much cheaper than the encryption. */
     size_t ride = c->tls != NULL ? TLS_RECORD_MAX : 4096;
-    if (len > 0 && len <= ride && tc_buf_append(sb, body, len) == TC_OK) {
-        len = 0;
+    if (len <= ride && tc_buf_reserve(sb, sb->len + len) == TC_OK) {
+        for (size_t i = 0; i < nparts; i++) {
+            memcpy(sb->data + sb->len, parts[i].data, parts[i].len);
+            sb->len += parts[i].len;
+        }
+        conn_write(c, sb->data, sb->len, NULL, 0);
+        return;
     }
-    conn_write(c, sb->data, sb->len, body, len);
+    struct iovec iov[1 + TC_HTTP_MAX_PARTS];
+    int k = 0;
+    iov[k++] = (struct iovec){sb->data, sb->len};
+    for (size_t i = 0; i < nparts && i < TC_HTTP_MAX_PARTS; i++) {
+        if (parts[i].len > 0) {
+            iov[k++] = (struct iovec){(void *)parts[i].data, parts[i].len};
+        }
+    }
+    conn_writev(c, iov, k);
 }
 
 /* The last response is written: close, or linger so that a client still
@@ -1068,8 +1122,19 @@ static void access_log(struct tc_http_req *r, int status, size_t len, const char
 void tc_http_respond(struct tc_http_req *r, int status, const char *ctype, const void *body,
                      size_t len, const char *headers)
 {
+    struct tc_http_part part = {body, len};
+    tc_http_respond_parts(r, status, ctype, &part, 1, headers);
+}
+
+void tc_http_respond_parts(struct tc_http_req *r, int status, const char *ctype,
+                           const struct tc_http_part *parts, size_t nparts, const char *headers)
+{
     struct tc_http_conn *c = r->_conn;
     if (tc_log_access_enabled()) {
+        size_t len = 0;
+        for (size_t i = 0; i < nparts; i++) {
+            len += parts[i].len;
+        }
         access_log(r, status, len, headers);
     }
     if (c == NULL) {
@@ -1079,7 +1144,8 @@ void tc_http_respond(struct tc_http_req *r, int status, const char *ctype, const
     }
     struct tc_http_server *s = c->srv;
     int keep = r->keep_alive && !c->close_after;
-    write_response(c, status, ctype, body, len, headers, r->method == TC_HTTP_HEAD, keep);
+    write_response(c, status, ctype, parts, nparts > TC_HTTP_MAX_PARTS ? TC_HTTP_MAX_PARTS : nparts,
+                   headers, r->method == TC_HTTP_HEAD, keep);
     req_free(r);
     c->req = NULL;
     c->fresh = 0;
@@ -1117,7 +1183,8 @@ static void respond_error(struct tc_http_conn *c, int status, const char *msg)
     char body[256];
     /* msg is one of this file's constant strings: no JSON escaping needed. */
     int n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"message\":\"%s\"}", code, msg);
-    write_response(c, status, "application/json", body, (size_t)n, NULL, 0, 0);
+    struct tc_http_part part = {body, (size_t)n};
+    write_response(c, status, "application/json", &part, 1, NULL, 0, 0);
     body_release(c);
     if (c->req != NULL) {
         req_free(c->req);
@@ -1414,7 +1481,8 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
             return;
         }
     }
-    ssize_t w = conn_send(c, c->out.data + c->out_off, c->out.len - c->out_off, NULL, 0);
+    struct iovec pending = {c->out.data + c->out_off, c->out.len - c->out_off};
+    ssize_t w = conn_send(c, &pending, 1);
     if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
         if (c->state == ST_ANSWERING) {
             c->close_after = 1; /* the handler still owns the request */

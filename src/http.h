@@ -214,13 +214,31 @@ const struct tc_http_counters *tc_http_server_counters(const struct tc_http_serv
 /**
  * Sends the response to @p r and releases @p r (do not touch it after).
  * @p headers: extra header lines, each ending in "\r\n", or NULL. A HEAD
- * request gets the headers and Content-Length of @p body without the body.
+ * request gets the headers and Content-Length of @p body without the body;
+ * a 304 gets neither Content-Length nor body.
  * With an access log, writes its line: method, target with the value of any
  * "token" query parameter shown as "***", status, length, time. Request
  * headers (Authorization, X-Lock-Token, X-Lease-Token, ...) are never logged.
  */
 void tc_http_respond(struct tc_http_req *r, int status, const char *content_type, const void *body,
                      size_t len, const char *headers);
+
+/** One piece of a response body, sent by reference (not copied when large). */
+struct tc_http_part {
+    const void *data;
+    size_t len;
+};
+
+#define TC_HTTP_MAX_PARTS 4
+
+/**
+ * As tc_http_respond(), with the body in @p nparts pieces (at most
+ * TC_HTTP_MAX_PARTS), sent in order with the headers in one writev; each
+ * piece need live only until the call returns (what the socket does not
+ * take is copied).
+ */
+void tc_http_respond_parts(struct tc_http_req *r, int status, const char *content_type,
+                           const struct tc_http_part *parts, size_t nparts, const char *headers);
 
 /** The reason phrase for @p status ("Not Found"). */
 const char *tc_http_reason(int status);

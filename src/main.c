@@ -334,6 +334,18 @@ int main(int argc, char **argv)
     if (open_tiers(&conf, m.seal, tiers, &ntiers) != 0) {
         goto out_conf;
     }
+    size_t widest_value = 0;
+    for (size_t i = 0; i < ntiers; i++) {
+        size_t v = tc_tier_max_value(tiers[i]);
+        widest_value = v > widest_value ? v : widest_value;
+    }
+    if (ntiers > 0 && conf.max_value > widest_value) {
+        /* Said once here rather than as a surprise 413 on the first large PUT. */
+        tc_log(TC_LOG_WARN,
+               "max-value (%llu) is larger than any tier accepts (%zu, max_item in the tier URI): "
+               "larger values get 413",
+               (unsigned long long)conf.max_value, widest_value);
+    }
     tc_reload_rt_options(&conf, &srv.rt_opt);
     srv.stack = tc_stack_create(tiers, ntiers);
     if (srv.stack == NULL) {

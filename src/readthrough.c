@@ -10,7 +10,8 @@
 #include <strings.h>
 
 /* A key's lock in the key-lock table is "k:" + key: lock names of the
- * /locks API are "n:" + name, so neither can take the other's. */
+ * /locks API are "n:" + name, so neither can take the other's. Conditional
+ * writes lock "c:" + key: they must not wait for a reader's lease. */
 #define LOCK_PREFIX_LEN 2u
 
 /* One read or write in progress. Recycled right after its callback ran. */
@@ -27,6 +28,8 @@ struct tc_rt_call {
     tc_rt_accept_fn accept;
     tc_rt_done_fn done;
     tc_rt_write_fn write_done;
+    tc_rt_cond_fn cond;      /* a conditional write's test */
+    struct tc_stack_op *wop; /* a conditional write's op, while op reads the key */
     void *arg;
     size_t lname_len;
     uint8_t *lname; /* "k:" + key (lname_buf, or allocated) */
@@ -66,6 +69,9 @@ static void call_free(struct tc_rt_call *c)
 {
     if (c->op != NULL) {
         tc_stack_op_release(c->op);
+    }
+    if (c->wop != NULL) {
+        tc_stack_op_release(c->wop);
     }
     if (c->lname != c->lname_buf) {
         free(c->lname);
@@ -182,9 +188,32 @@ static int fresh(const struct tc_stack_op *op)
     return until == 0 || op->now_ms < until;
 }
 
+/* A remembered origin 404: 1 when the hit is one (answered NEGATIVE, or,
+ * past its time, turned into a miss). It has no grace: E is its end. */
+static int negative(struct tc_rt_call *c, struct tc_stack_op *op)
+{
+    if (op->status != TC_OK || !(op->hdr.flags & TC_ITEM_F_NEGATIVE)) {
+        return 0;
+    }
+    if (!fresh(op)) {
+        op->status = TC_ENOTFOUND;
+        return 0;
+    }
+    if (c->token[0] != '\0') {
+        tc_keylock_release(c->env->home, c->lname, c->lname_len, c->token, NULL, NULL, NULL);
+    }
+    struct tc_rt_result res = {
+        .outcome = TC_RT_NEGATIVE, .hdr = &op->hdr, .now_ms = op->now_ms, .tier = op->hit_tier};
+    finish(c, &res);
+    return 1;
+}
+
 static void get_done(struct tc_stack_op *op)
 {
     struct tc_rt_call *c = op->arg;
+    if (negative(c, op)) {
+        return;
+    }
     if (op->status == TC_OK) {
         if (!accepted(c, op)) {
             return;
@@ -270,6 +299,9 @@ static void miss_lock_cb(struct tc_keylock_waiter *kw)
 static void recheck_done(struct tc_stack_op *op)
 {
     struct tc_rt_call *c = op->arg;
+    if (negative(c, op)) {
+        return;
+    }
     if (op->status == TC_OK) {
         if (!accepted(c, op)) {
             return;
@@ -377,6 +409,10 @@ static void origin_done(struct tc_origin_result *res, void *arg)
         tc_origin_result_take_body(res, &f->value);
         f->outcome = TC_RT_FILLED;
         f->hdr.encoding = origin_encoding(res->content_type, &f->value);
+        if (f->hdr.encoding == TC_ENC_STRING &&
+            tc_text_json_plain((const char *)f->value.data, f->value.len)) {
+            f->hdr.flags |= TC_ITEM_F_PLAIN; /* as a PUT decides it: once, here */
+        }
         uint64_t ttl = res->has_ttl ? res->ttl_ms : opt->default_ttl_ms;
         if (ttl > opt->max_ttl_ms) {
             ttl = opt->max_ttl_ms;
@@ -401,6 +437,19 @@ static void origin_done(struct tc_origin_result *res, void *arg)
         f->outcome = TC_RT_MISS;
         snprintf(f->message, sizeof(f->message), "no value for this key (the origin answered %d)",
                  res->http_status);
+        if (opt->negative_ttl_ms > 0 &&
+            (f->op = tc_stack_op_create(env->sc, f->lname + LOCK_PREFIX_LEN,
+                                        f->lname_len - LOCK_PREFIX_LEN, now)) != NULL) {
+            /* Remembered in every tier as an empty record marked negative,
+             * so that every process and host sharing a tier answers 404
+             * from it until it expires (no grace: E ends it). */
+            f->op->hdr = (struct tc_item_hdr){.encoding = TC_ENC_BINARY,
+                                              .flags = TC_ITEM_F_NEGATIVE,
+                                              .created_ms = now,
+                                              .expire_ms = now + opt->negative_ttl_ms};
+            tc_stack_set(f->op, fill_stored, f);
+            return;
+        }
         fill_finish(f);
         return;
     }
@@ -591,6 +640,108 @@ enum tc_status tc_rt_del(struct tc_rt_env *env, struct tc_stack_op *op, tc_rt_wr
                          void *arg)
 {
     return start_write(env, op, NULL, 0, done, arg);
+}
+
+/* ---- conditional writes: lock, read, test, write, release ------------------------------ */
+
+static void cond_lock_cb(struct tc_keylock_waiter *kw);
+
+static void cond_finish(struct tc_rt_call *c, enum tc_rt_write_outcome outcome, enum tc_status st,
+                        unsigned failed_mask)
+{
+    if (c->token[0] != '\0') {
+        tc_keylock_release(c->env->home, c->lname, c->lname_len, c->token, NULL, NULL, NULL);
+        c->token[0] = '\0';
+    }
+    struct tc_rt_write_result res = {.outcome = outcome,
+                                     .status = st,
+                                     .failed_mask = failed_mask,
+                                     .value_len = c->wop ? c->wop->value.len : 0};
+    write_finish(c, &res);
+}
+
+static void cond_written(struct tc_stack_op *op)
+{
+    struct tc_rt_call *c = op->arg;
+    if (op->status == TC_OK && c->is_set) {
+        /* Readers parked on the key's lease may have their value now. */
+        uint8_t k = c->lname[0];
+        c->lname[0] = 'k';
+        tc_keylock_poke(c->env->home, c->lname, c->lname_len);
+        c->lname[0] = k;
+    }
+    cond_finish(c, op->status == TC_OK ? TC_RT_STORED : TC_RT_REFUSED, op->status, op->failed_mask);
+}
+
+static void cond_read(struct tc_stack_op *op)
+{
+    struct tc_rt_call *c = op->arg;
+    if (op->status != TC_OK && op->status != TC_ENOTFOUND) {
+        cond_finish(c, TC_RT_REFUSED, op->status, 0);
+        return;
+    }
+    /* What a GET would serve is what the condition is about: a value in
+     * its grace counts, a remembered origin 404 does not. */
+    int exists = op->status == TC_OK && !(op->hdr.flags & TC_ITEM_F_NEGATIVE);
+    if (!c->cond(c->arg, exists ? &op->hdr : NULL, exists ? &op->value : NULL)) {
+        cond_finish(c, TC_RT_PRECONDITION, TC_OK, 0);
+        return;
+    }
+    struct tc_stack_op *w = c->wop;
+    w->now_ms = tc_clock_ms();
+    if (c->is_set) {
+        tc_stack_set(w, cond_written, c);
+    } else {
+        tc_stack_del(w, cond_written, c);
+    }
+}
+
+static void cond_lock_cb(struct tc_keylock_waiter *kw)
+{
+    struct tc_rt_call *c = kw->arg;
+    switch (kw->outcome) {
+    case TC_KEYLOCK_ACQUIRED:
+        snprintf(c->token, sizeof(c->token), "%s", kw->token);
+        c->op = tc_stack_op_create(c->env->sc, c->wop->key, c->wop->key_len, tc_clock_ms());
+        if (c->op == NULL) {
+            cond_finish(c, TC_RT_REFUSED, TC_ENOMEM, 0);
+            return;
+        }
+        tc_stack_get_widest(c->op, cond_read, c);
+        return;
+    case TC_KEYLOCK_WOKEN:
+        /* The holder is done: try again, one of the waiters gets it. */
+        tc_keylock_result_unref(kw->result);
+        kw->result = NULL;
+        start_lock(c, c->deadline_ms, cond_lock_cb);
+        return;
+    case TC_KEYLOCK_TIMEOUT:
+        cond_finish(c, TC_RT_BUSY, TC_ETIMEOUT, 0);
+        return;
+    default:
+        cond_finish(c, TC_RT_REFUSED, kw->status == TC_OK ? TC_EUNAVAIL : kw->status, 0);
+        return;
+    }
+}
+
+enum tc_status tc_rt_write_if(struct tc_rt_env *env, struct tc_stack_op *op, int is_set,
+                              tc_rt_cond_fn cond, tc_rt_write_fn done, void *arg)
+{
+    struct tc_rt_call *c = call_create(env, op->key, op->key_len);
+    if (c == NULL) {
+        tc_stack_op_release(op);
+        return TC_ENOMEM;
+    }
+    c->lname[0] = 'c';
+    c->wop = op;
+    c->is_set = is_set;
+    c->cond = cond;
+    c->write_done = done;
+    c->arg = arg;
+    c->lock_ms = TC_RT_COND_LEASE_MS;
+    c->deadline_ms = tc_clock_ms() + TC_RT_COND_WAIT_MS;
+    start_lock(c, c->deadline_ms, cond_lock_cb);
+    return TC_OK;
 }
 
 void tc_rt_set_expiry(const struct tc_rt_options *opt, struct tc_item_hdr *hdr, uint64_t now_ms,

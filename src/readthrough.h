@@ -53,6 +53,7 @@ struct tc_rt_options {
     uint64_t lease_ms;          /* plain mode: the lease of the reader refreshing a stale value */
     uint64_t origin_timeout_ms; /* an origin fetch ends after this */
     uint64_t max_value;         /* an origin answer larger than this is not stored */
+    uint64_t negative_ttl_ms;   /* an origin 404/410 is remembered this long; 0 = not at all */
 };
 
 struct tc_rt_call;
@@ -85,6 +86,7 @@ enum tc_rt_outcome {
     TC_RT_WAIT_TIMEOUT,  /* origin mode: another read's fetch did not end within lease_ms */
     TC_RT_ORIGIN_FAILED, /* status: TC_ETIMEOUT, TC_ETOOBIG, TC_EUNAVAIL, TC_EIO (origin_status) */
     TC_RT_FAILED,        /* status: TC_ENOMEM, TC_EUNAVAIL, or a stack error */
+    TC_RT_NEGATIVE,      /* a remembered origin 404/410 (hdr, tier): no value, origin not asked */
 };
 
 /** A read's result; every pointer is valid during the done callback only. */
@@ -94,9 +96,9 @@ struct tc_rt_result {
     const void *key; /* the key read */
     size_t key_len;
     const struct tc_buf *value;    /* HIT, STALE, FILLED */
-    const struct tc_item_hdr *hdr; /* HIT, STALE, FILLED */
+    const struct tc_item_hdr *hdr; /* HIT, STALE, FILLED, NEGATIVE */
     uint64_t now_ms;               /* the clock the value's TTL and age count from */
-    int tier;                      /* HIT, STALE: index of the tier that answered */
+    int tier;                      /* HIT, STALE, NEGATIVE: index of the tier that answered */
     int coalesced;                 /* FILLED: another read fetched it */
     int origin_status;             /* MISS, ORIGIN_FAILED: the origin's HTTP status, or 0 */
     const char *token;             /* LEASE_GRANTED: the lease's token */
@@ -131,9 +133,11 @@ enum tc_status tc_rt_get(struct tc_rt_env *env, const void *key, size_t key_len,
 
 /** What a write came to. */
 enum tc_rt_write_outcome {
-    TC_RT_STORED = 1, /* set or deleted in every tier that took it */
-    TC_RT_NOT_OWNER,  /* a write with a lease token that does not hold the key's lease */
-    TC_RT_REFUSED,    /* status: TC_ETOOBIG (no tier takes the size), TC_EUNAVAIL (failed_mask) */
+    TC_RT_STORED = 1,   /* set or deleted in every tier that took it */
+    TC_RT_NOT_OWNER,    /* a write with a lease token that does not hold the key's lease */
+    TC_RT_REFUSED,      /* status: TC_ETOOBIG (no tier takes the size), TC_EUNAVAIL (failed_mask) */
+    TC_RT_PRECONDITION, /* a conditional write whose condition did not hold: nothing stored */
+    TC_RT_BUSY,         /* a conditional write that did not get the key's lock in time */
 };
 
 /** A write's lease, when it gave a token. */
@@ -163,6 +167,30 @@ typedef void (*tc_rt_write_fn)(void *arg, const struct tc_rt_write_result *res);
  */
 enum tc_status tc_rt_set(struct tc_rt_env *env, struct tc_stack_op *op, const char *token,
                          tc_rt_write_fn done, void *arg);
+
+/**
+ * A conditional write's test, run while the key's write lock is held: the
+ * current item (@p hdr and @p value; hdr NULL when the key has no value
+ * a GET would serve) against the request's condition. Returns 1 to write.
+ */
+typedef int (*tc_rt_cond_fn)(void *arg, const struct tc_item_hdr *hdr, const struct tc_buf *value);
+
+/**
+ * Writes (@p is_set) or deletes @p op (taken over) only if @p cond holds
+ * for the current value: takes the key's conditional-write lock (at the
+ * key-lock scope: worker pool, host or cluster), reads the key through the
+ * stack, asks @p cond, writes, releases. Every conditional write of a key
+ * anywhere in that scope is serialised, so that of racing writes with the
+ * same If-Match exactly one succeeds. Writes without a condition take no
+ * lock and are not ordered against these. Outcomes: STORED, PRECONDITION,
+ * BUSY (the lock stayed held for TC_RT_COND_WAIT_MS), REFUSED.
+ * @return as tc_rt_set().
+ */
+enum tc_status tc_rt_write_if(struct tc_rt_env *env, struct tc_stack_op *op, int is_set,
+                              tc_rt_cond_fn cond, tc_rt_write_fn done, void *arg);
+
+#define TC_RT_COND_WAIT_MS  5000u  /* a conditional write waits this long for the key's lock */
+#define TC_RT_COND_LEASE_MS 10000u /* and holds it at most this long (a dead holder's ends) */
 
 /** Deletes @p op's key (op taken over) from every tier. As tc_rt_set(). */
 enum tc_status tc_rt_del(struct tc_rt_env *env, struct tc_stack_op *op, tc_rt_write_fn done,

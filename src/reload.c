@@ -15,8 +15,9 @@
  * restart: a new row in TC_CONF_OPTIONS is restart-only until it is listed
  * here and read where it can change (srv->conf per request, or below). */
 static const char *const live_settings[] = {
-    "default-ttl", "max-ttl",    "max-value",         "grace", "lease", "sweep-budget", "log-level",
-    "log-file",    "access-log", "access-log-format", NULL,
+    "default-ttl",  "max-ttl",       "max-value", "grace",      "lease",
+    "sweep-budget", "log-level",     "log-file",  "access-log", "access-log-format",
+    "negative-ttl", "cache-control", NULL,
 };
 
 /* One applied configuration; the read-through options are derived from it. */
@@ -50,7 +51,8 @@ void tc_reload_rt_options(const struct tc_conf *c, struct tc_rt_options *out)
                                   .grace_ms = c->grace_ms,
                                   .lease_ms = c->lease_ms,
                                   .origin_timeout_ms = c->origin_timeout_ms,
-                                  .max_value = c->max_value};
+                                  .max_value = c->max_value,
+                                  .negative_ttl_ms = c->negative_ttl_ms};
 }
 
 struct tc_reload *tc_reload_create(struct tc_server *srv, int argc, char **argv)

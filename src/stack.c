@@ -416,7 +416,9 @@ static void get_step(struct tc_stack_op *op, enum tc_status st)
             op->_refs++; /* keep op alive through the callback for the back-fill */
             answer(op);
             if (!op->_rejected) {
-                backfill(op, i);
+                if (!op->_widest) {
+                    backfill(op, i);
+                }
                 op_unref(op);
                 return;
             }
@@ -435,10 +437,18 @@ static void get_step(struct tc_stack_op *op, enum tc_status st)
             tc_log(TC_LOG_DEBUG, "tier l%zu get failed: %s (treated as a miss)", i + 1,
                    tc_strerror(st));
         }
-        /* Next tier that is up. */
+        /* Next tier that is up: the slower one, or for a widest read the
+         * faster one (s->n when there is none). */
         size_t next = i + 1;
-        while (next < s->n && tc_stack_tier_down(s, next)) {
-            next++;
+        if (op->_widest) {
+            next = i;
+            while (next-- > 0 && tc_stack_tier_down(s, next)) {
+            }
+            next = next < i ? next : s->n;
+        } else {
+            while (next < s->n && tc_stack_tier_down(s, next)) {
+                next++;
+            }
         }
         if (next >= s->n || sc->closing) {
             op->status = TC_ENOTFOUND;
@@ -469,15 +479,22 @@ void tc_stack_get_reject(struct tc_stack_op *op)
     op->_rejected = 1;
 }
 
-void tc_stack_get(struct tc_stack_op *op, tc_stack_cb cb, void *arg)
+static void get_start(struct tc_stack_op *op, tc_stack_cb cb, void *arg)
 {
     struct tc_stack *s = op->_sc->stack;
     op->cb = cb;
     op->arg = arg;
     op->_kind = TC_STACK_GET;
     size_t first = 0;
-    while (first < s->n && tc_stack_tier_down(s, first)) {
-        first++;
+    if (op->_widest) {
+        first = s->n;
+        while (first-- > 0 && tc_stack_tier_down(s, first)) {
+        }
+        first = first < s->n ? first : s->n;
+    } else {
+        while (first < s->n && tc_stack_tier_down(s, first)) {
+            first++;
+        }
     }
     if (first == s->n) {
         op->status = TC_ENOTFOUND;
@@ -493,6 +510,17 @@ void tc_stack_get(struct tc_stack_op *op, tc_stack_cb cb, void *arg)
         return;
     }
     get_step(op, st);
+}
+
+void tc_stack_get(struct tc_stack_op *op, tc_stack_cb cb, void *arg)
+{
+    get_start(op, cb, arg);
+}
+
+void tc_stack_get_widest(struct tc_stack_op *op, tc_stack_cb cb, void *arg)
+{
+    op->_widest = 1;
+    get_start(op, cb, arg);
 }
 
 /* ---- set and delete ---------------------------------------------------------------- */

@@ -72,6 +72,7 @@ struct tc_stack_op {
     int _tier;
     int _answered;
     int _rejected;          /* get: the callback called tc_stack_get_reject() */
+    int _widest;            /* get: tc_stack_get_widest(), slowest tier first */
     unsigned _corrupt_mask; /* get: tiers whose copy failed verification */
     struct tc_tier_req _req[TC_STACK_MAX_TIERS];
     uint64_t _t0[TC_STACK_MAX_TIERS];
@@ -141,6 +142,16 @@ void tc_stack_get(struct tc_stack_op *op, tc_stack_cb cb, void *arg);
  * result, as it would for any miss in the rejected tier.
  */
 void tc_stack_get_reject(struct tc_stack_op *op);
+/**
+ * A get for a reader that must see the last write (a conditional write
+ * holding the key's lock): asks the slowest tier that is up first, then the
+ * faster ones in turn, and back-fills nothing. Every write reaches the
+ * slowest tier that takes its size, while back-fills and cross-host
+ * invalidations only ever change faster tiers, so a faster tier's copy may
+ * lag (a back-fill of an older value landing after a write) and the
+ * slowest one's does not. As tc_stack_get() otherwise.
+ */
+void tc_stack_get_widest(struct tc_stack_op *op, tc_stack_cb cb, void *arg);
 void tc_stack_set(struct tc_stack_op *op, tc_stack_cb cb, void *arg);
 void tc_stack_del(struct tc_stack_op *op, tc_stack_cb cb, void *arg);
 

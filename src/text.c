@@ -33,6 +33,17 @@ int tc_text_plain_ascii(const char *s, size_t n)
     return 1;
 }
 
+int tc_text_json_plain(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == '"' || c == '\\') {
+            return 0;
+        }
+    }
+    return tc_text_utf8_valid(s, n);
+}
+
 /* jansson's decoder is the UTF-8 check; the ASCII scan spares it the
  * common case. */
 int tc_text_utf8_valid(const char *s, size_t n)

@@ -11,6 +11,11 @@
  * string body: the common case needs no escaping). */
 int tc_text_plain_ascii(const char *s, size_t n);
 
+/** 1 if s[0..n) is valid UTF-8 with no control byte, '"' or '\\': its own
+ * JSON string body, copied into a response as it is. Decided once, when a
+ * value is written (TC_ITEM_F_PLAIN), so that reads need not scan. */
+int tc_text_json_plain(const char *s, size_t n);
+
 /** 1 if s[0..n) is valid UTF-8 (NULs allowed). */
 int tc_text_utf8_valid(const char *s, size_t n);
 

@@ -34,8 +34,9 @@
 #define TC_METHOD_SLOTS 9  /* GET HEAD PUT DELETE POST OTHER OPTIONS PURGE PATCH */
 #define TC_WORKER_CODES(X)                                                                         \
     X(200)                                                                                         \
-    X(400)                                                                                         \
-    X(404) X(405) X(409) X(413) X(414) X(415) X(429) X(502) X(503) X(504) TC_WORKER_AUTH_CODES(X)
+    X(304)                                                                                         \
+    X(400) X(404) X(405) X(409) X(412) X(413) X(414) X(415) X(429) X(502) X(503) X(504)            \
+        TC_WORKER_AUTH_CODES(X)
 /* Issue 14: OPTIONS (204), access control (401, 403, 421). */
 #define TC_WORKER_AUTH_CODES(X) X(204) X(401) X(403) X(421)
 

@@ -14,6 +14,11 @@
  *  hl     header length in bytes (40); lets a future version append fields.
  *  enc    enum tc_item_encoding.
  *  flg    TC_ITEM_F_* bits; an unknown bit is refused (we could not honour it).
+ *         PLAIN: the writer found the value to be its own JSON string body
+ *         (UTF-8, no control byte, '"' or '\\'), so a reader copies it
+ *         without scanning; set only with encoding string. NEGATIVE: the
+ *         origin answered 404/410 for this key; the value is empty and
+ *         means "no value" until E (negative caching).
  *  rsvd   grace in seconds when flg has TC_ITEM_F_GRACE, else zero.
  *  E      authoritative expiry, absolute ms since the Unix epoch; 0 = never.
  *         With a grace period, E is the end of the grace: the value is
@@ -64,8 +69,12 @@ enum tc_item_encoding {
 #define TC_ITEM_F_ENCRYPTED  0x01u
 #define TC_ITEM_F_COMPRESSED 0x02u
 #define TC_ITEM_F_GRACE      0x04u /* rsvd holds the grace in seconds */
-#define TC_ITEM_F_KNOWN      (TC_ITEM_F_ENCRYPTED | TC_ITEM_F_COMPRESSED | TC_ITEM_F_GRACE)
-#define TC_ITEM_GRACE_MAX_S  65535u
+#define TC_ITEM_F_PLAIN      0x08u /* string value needing no JSON escaping */
+#define TC_ITEM_F_NEGATIVE   0x10u /* the origin has no value for this key */
+#define TC_ITEM_F_KNOWN                                                                            \
+    (TC_ITEM_F_ENCRYPTED | TC_ITEM_F_COMPRESSED | TC_ITEM_F_GRACE | TC_ITEM_F_PLAIN |              \
+     TC_ITEM_F_NEGATIVE)
+#define TC_ITEM_GRACE_MAX_S 65535u
 
 /** The decoded header. Plain data; copy freely. */
 struct tc_item_hdr {

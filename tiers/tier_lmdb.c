@@ -433,7 +433,7 @@ static const struct tc_tier_param lmdb_params[] = {
     {"on_corrupt", TC_TIER_PARAM_CHOICE, LMDB_FIELD(on_corrupt), "recreate", 0, 0, 0,
      on_corrupt_names, "a damaged environment at start: recreate (moved aside) or fail", NULL},
     {"max_item", TC_TIER_PARAM_SIZE, LMDB_FIELD(max_item), NULL, 0, (double)(1ull << 42), 0, NULL,
-     "largest value accepted (at most map_size/4)", "min(1M, map_size/16)"},
+     "largest value accepted (at most map_size/4)", "min(16M, map_size/16)"},
     {"batch", TC_TIER_PARAM_UINT, LMDB_FIELD(batch), "1024", 1, 1 << 20, 0, NULL,
      "most writes committed in one transaction (1: one per write)", NULL},
     {"max_readers", TC_TIER_PARAM_UINT, LMDB_FIELD(max_readers), "256", 8, 65536, 0, NULL,
@@ -2649,7 +2649,9 @@ static enum tc_status lmdb_open(const struct tc_tier_params *p, struct tc_tier *
     writemap = set.writemap;
     max_item = set.max_item;
     if (max_item == UINT64_MAX) {
-        max_item = map_size / 16 < (1u << 20) ? map_size / 16 : (1u << 20);
+        /* As large as the server's default max-value (16M) once the map
+         * can hold a few: a default stack takes what the API accepts. */
+        max_item = map_size / 16 < (16u << 20) ? map_size / 16 : (16u << 20);
     } else if (max_item > map_size / 4) {
         tc_tier_errf(err, errlen,
                      "bad value '%s' for max_item in lmdb:// (expected a size from 0 to "
@@ -3381,7 +3383,7 @@ const struct tc_tier_ops tc_tier_lmdb_ops = {
             TC_TIER_CAP_TAGS,
     .params = lmdb_params,
     .usage = "lmdb://PATH?map_size=1G&sync=periodic&sync_interval_ms=1000&high_water=0.90"
-             "&low_water=0.80&max_item=1M&batch=1024&writemap=off&on_corrupt=recreate",
+             "&low_water=0.80&max_item=16M&batch=1024&writemap=off&on_corrupt=recreate",
     .open = lmdb_open,
     .close = lmdb_close,
     .ctx_init = lmdb_ctx_init,

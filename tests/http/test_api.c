@@ -154,12 +154,13 @@ Test(api, timeout_alias_and_default_ttl)
     tc_test_resp_free(&r);
 }
 
-Test(api, missing_content_type_is_json)
+Test(api, missing_content_type_is_bytes)
 {
+    /* curl -T FILE sends none: the body is the value's bytes (issue 15). */
     expect_status("PUT", "/cache/noct", NULL, "{\"value\":\"x\"}", 200, NULL);
     struct tc_test_resp r;
     json_t *j = get_json("/cache/noct", &r);
-    cr_assert_str_eq(json_string_value(json_object_get(j, "value")), "x");
+    cr_assert_str_eq(json_string_value(json_object_get(j, "encoding")), "base64");
     json_decref(j);
     tc_test_resp_free(&r);
 }
@@ -247,7 +248,8 @@ Test(api, bad_input_gets_the_right_status_and_stores_nothing)
 {
     expect_status("PUT", "/cache/k", JSON_CT, "{\"value\": ", 400, "bad_json");
     expect_status("PUT", "/cache/k", JSON_CT, "[1,2]", 400, "bad_json");
-    expect_status("PUT", "/cache/k", JSON_CT, "{\"valu\":1}", 400, "missing_value");
+    expect_status("PUT", "/cache/k", JSON_CT, "{\"valu\":1}", 400, "unknown_field");
+    expect_status("PUT", "/cache/k", JSON_CT, "{}", 400, "missing_value");
     expect_status("PUT", "/cache/k", JSON_CT, "{\"value\":1,\"ttl\":-1}", 400, "bad_ttl");
     expect_status("PUT", "/cache/k", JSON_CT, "{\"value\":1,\"ttl\":\"soon\"}", 400, "bad_ttl");
     expect_status("PUT", "/cache/k", JSON_CT, "{\"value\":1,\"ttl\":1e12}", 400, "bad_ttl");
@@ -256,7 +258,7 @@ Test(api, bad_input_gets_the_right_status_and_stores_nothing)
     expect_status("PUT", "/cache/k", JSON_CT, "{\"value\":1,\"value\":2}", 400, "bad_json");
     expect_status("PUT", "/cache/k?ttl=abc", "Content-Type: application/octet-stream\r\n", "x", 400,
                   "bad_ttl");
-    expect_status("PUT", "/cache/k", "Content-Type: text/plain\r\n", "x", 415,
+    expect_status("PUT", "/cache/k", "Content-Type: image/png\r\n", "x", 415,
                   "unsupported_media_type");
     /* --max-value 64K: a 70 KB string value is refused. */
     size_t n = 70 * 1024;

@@ -164,6 +164,7 @@ struct parse_state {
                 * 6 retry-after, 7 x-lease-token */
     int done;
     int head; /* the request was HEAD: no body follows the headers */
+    int last; /* last header callback: 0 none, 1 field, 2 value (for r->headers) */
     size_t cap;
 };
 
@@ -173,9 +174,23 @@ static int on_headers_done(http_parser *p)
     return ps->head ? 1 : 0; /* 1 tells http-parser to expect no body */
 }
 
+/* Appends s to r->headers, as far as it fits. */
+static void keep_header_bytes(struct tc_test_resp *r, const char *s, size_t len)
+{
+    size_t have = strlen(r->headers);
+    size_t n = len < sizeof(r->headers) - 1 - have ? len : sizeof(r->headers) - 1 - have;
+    memcpy(r->headers + have, s, n);
+    r->headers[have + n] = '\0';
+}
+
 static int on_field(http_parser *p, const char *at, size_t len)
 {
     struct parse_state *ps = p->data;
+    if (ps->last == 2) {
+        keep_header_bytes(ps->r, "\n", 1);
+    }
+    keep_header_bytes(ps->r, at, len);
+    ps->last = 1;
     size_t n = len < sizeof(ps->field) - 1 ? len : sizeof(ps->field) - 1;
     memcpy(ps->field, at, n);
     ps->field[n] = '\0';
@@ -193,6 +208,11 @@ static int on_field(http_parser *p, const char *at, size_t len)
 static int on_value(http_parser *p, const char *at, size_t len)
 {
     struct parse_state *ps = p->data;
+    if (ps->last == 1) {
+        keep_header_bytes(ps->r, ": ", 2);
+    }
+    keep_header_bytes(ps->r, at, len);
+    ps->last = 2;
     char *dst = NULL;
     size_t cap = 0;
     switch (ps->which) {
@@ -338,4 +358,26 @@ void tc_test_resp_free(struct tc_test_resp *r)
 {
     free(r->body);
     r->body = NULL;
+}
+
+int tc_test_resp_header(const struct tc_test_resp *r, const char *name, char *out, size_t cap)
+{
+    size_t nl = strlen(name);
+    for (const char *line = r->headers; *line != '\0';) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        if (len > nl + 1 && strncasecmp(line, name, nl) == 0 && line[nl] == ':') {
+            const char *v = line + nl + 1;
+            while (*v == ' ') {
+                v++;
+            }
+            size_t vl = len - (size_t)(v - line);
+            vl = vl < cap - 1 ? vl : cap - 1;
+            memcpy(out, v, vl);
+            out[vl] = '\0';
+            return 0;
+        }
+        line += len + (end != NULL);
+    }
+    return -1;
 }

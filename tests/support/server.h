@@ -46,6 +46,7 @@ struct tc_test_resp {
     char ratelimit[128];  /* issue 16: RateLimit */
     char retry_after[16]; /* issue 16: Retry-After */
     char lease_token[64]; /* issue 16: X-Lease-Token */
+    char headers[2048];   /* every header line as received, "Name: value\n" each */
     char *body;           /* NUL-terminated; free with tc_test_resp_free */
     size_t body_len;
 };
@@ -65,5 +66,11 @@ int tc_test_http_fd(int fd, const char *method, const char *target, const char *
 int tc_test_connect(unsigned port);
 
 void tc_test_resp_free(struct tc_test_resp *r);
+
+/**
+ * Copies the value of response header @p name (any case; the first one)
+ * into @p out (@p cap bytes, NUL-terminated). Returns 0, or -1 when absent.
+ */
+int tc_test_resp_header(const struct tc_test_resp *r, const char *name, char *out, size_t cap);
 
 #endif

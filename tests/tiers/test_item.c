@@ -37,8 +37,12 @@ static void reseal(uint8_t *b, size_t len)
 Test(item, round_trip_every_encoding_and_flag)
 {
     static const uint8_t encs[] = {TC_ENC_STRING, TC_ENC_JSON, TC_ENC_BINARY};
-    static const uint8_t flags[] = {0, TC_ITEM_F_ENCRYPTED, TC_ITEM_F_COMPRESSED,
-                                    TC_ITEM_F_ENCRYPTED | TC_ITEM_F_COMPRESSED};
+    static const uint8_t flags[] = {0,
+                                    TC_ITEM_F_ENCRYPTED,
+                                    TC_ITEM_F_COMPRESSED,
+                                    TC_ITEM_F_ENCRYPTED | TC_ITEM_F_COMPRESSED,
+                                    TC_ITEM_F_PLAIN,
+                                    TC_ITEM_F_NEGATIVE};
     uint8_t buf[TC_ITEM_HDR_SIZE + 5];
     for (size_t e = 0; e < sizeof(encs); e++) {
         for (size_t f = 0; f < sizeof(flags); f++) {

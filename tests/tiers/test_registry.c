@@ -483,7 +483,7 @@ Test(registry, describe_lists_every_parameter_with_its_default_and_meaning)
     cr_assert(strstr(d.text, "probe|ttl_ratio|1|") != NULL, "%s", d.text);
     cr_assert(strstr(d.text, "probe|max_ttl|none|") != NULL, "%s", d.text);
     cr_assert(strstr(d.text, "lmdb|map_size|1G|") != NULL, "%s", d.text);
-    cr_assert(strstr(d.text, "lmdb|max_item|min(1M, map_size/16)|") != NULL, "%s", d.text);
+    cr_assert(strstr(d.text, "lmdb|max_item|min(16M, map_size/16)|") != NULL, "%s", d.text);
     cr_assert(strstr(d.text, "redis|timeout_ms|50|") != NULL, "%s", d.text);
     cr_assert(strstr(d.text, "shm|mode|0600|") != NULL, "%s", d.text);
     /* Every built-in row has a meaning, and a default or a word on how it is computed. */
