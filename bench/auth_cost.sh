@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # What the Bearer-token check costs on plain-HTTP GET hits (issue 14 target:
 # <= 5% of throughput). Two tiercache servers from the same binary, one
 # worker each, both pinned to core 0: one without auth-tokens-file, one with

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Issue 15's two speed figures, against a running tiercache (127.0.0.1:PORT):
  *

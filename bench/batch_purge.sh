@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSD-2-Clause
 # Issue 15's speed figures (docs/benchmarks.md "Bulk gets and purge"):
 #   1. POST /batch/get of 16 keys against 16 single GETs, one keep-alive
 #      connection, alternating rounds in the same run (keys/s and ratio);

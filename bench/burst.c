@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * tiercache-burst: N clients that each send ONE request at the same moment,
  * to see what a server does with a thundering herd (dogpile protection:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 #define _XOPEN_SOURCE 700 /* nftw */
 #include "bench/cleanup.h"
 #include "shm/ring.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * bench/cleanup.h — what a cell leaves on the machine, and its removal.
  *

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # Dogpile: a herd of clients asks for the same cold key at the same moment,
 # in front of one slow origin (tc-test-origin --delay-ms 200, Cache-Control
 # max-age=60). Side by side in the same run:

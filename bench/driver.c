@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 #define _GNU_SOURCE /* MAP_ANONYMOUS under strict C11 */
 #include "bench/driver.h"
 #include "bench/engine.h"

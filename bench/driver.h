@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * bench/driver.h — runs one cell: P forked processes of T threads each, all
  * started together after an untimed prefill, then a warm-up that is not

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 #include "bench/engine.h"
 #include "tiers/tier.h"
 #include "tiers/tier_impl.h"

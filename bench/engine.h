@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * bench/engine.h — the in-process worker: a stack of tiers driven the way
  * the server's stack drives them (read tier by tier, back-fill the faster

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """Hostile-store figures for issue 12, against any tiercache binary.
 
     bench/faults.py [--bin build/tiercache] [SCENARIO ...]

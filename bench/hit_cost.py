@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """Instructions per GET hit, counted by callgrind: a noise-free figure for
 "no slower hit path" on a shared machine, where wrk's requests/s move with
 whatever else runs.

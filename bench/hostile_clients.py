@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """What one hostile client costs a tiercache server (issue 12, item 6).
 Starts the given binary on a free loopback port with a mem:// tier, runs one
 scenario, prints what it measured, stops the server. Loopback only.

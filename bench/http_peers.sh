@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # GET hits over HTTP: tiercache (L1 hit, a VALUE_BYTES value, 100 by default)
 # against nginx returning a body of the same size and Varnish serving it as a
 # cache hit, all measured in the same run with wrk, keep-alive, -t1 -c64.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * bench/httpc.h — the HTTP worker: the same request stream against a
  * running tiercache server (GET, PUT with ?ttl=, DELETE on /cache/{key}),

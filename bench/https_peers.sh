@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # HTTPS against nginx (issue 14): the same certificate (EC P-256, made by
 # tests/support/tls_certs.sh), the same TLS versions offered (1.2 and 1.3;
 # both negotiate TLS 1.3 with TLS_AES_256_GCM_SHA384, from the same OpenSSL),

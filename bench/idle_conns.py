@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """Opens N idle keep-alive connections to a tiercache server (each first does
 one GET so it is a real HTTP connection), then prints the server's resident
 memory beyond its shared-memory segments. Loopback only.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * bench/keys.h — the keys and random numbers every bench program shares, so
  * that tiercache-lmdb-raw reads exactly the keys tiercache-bench wrote.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 #include "bench/lat.h"
 
 static size_t bucket_of(uint64_t ns)

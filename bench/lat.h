@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * bench/lat.h — latency histograms for tiercache-bench: log-linear buckets
  * (16 per power of two, so a quantile is within 1/16 of the truth), a fixed

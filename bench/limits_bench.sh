@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # Issue 16: the cost of a rate-limit decision, in one run.
 #
 #   1. host scope (shm://): POST /limits gcra and fixed against GET /cache

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # Group commit vs one transaction per set (batch=1) for the lmdb:// tier, in
 # one invocation so that both sides see the same machine load, plus
 # single-thread get hits. Figures only mean something as ratios within one

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * tiercache-lmdb-raw — the ceiling for lmdb:// gets: bare mdb_get() on an
  * environment the tier wrote, with no tiercache code in the loop.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * tiercache-bench: choose a tier configuration for a workload. Runs a matrix
  * of stacks (tier URIs in process, or a server over HTTP) x workloads

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # Gets through the Redis tier (tiercache-bench, one thread, 50 operations in
 # flight on one event_base) against redis-benchmark's GET with 50 clients on
 # one thread, on the same private redis-server, in the same run. Figures are

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * bench/report.h — report.md and its plots: gnuplot (from Debian) draws each
  * as SVG and PNG from data files the bench writes beside the script

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * bench/result.h — what one worker, and then one cell (stack x workload x
  * repeat), measured. Plain data of fixed size, so that forked workers write

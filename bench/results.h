@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * bench/results.h — a run's results, named: each cell (stack x workload x
  * repeat) with its per-tier figures by tier name, and the simulators' rows;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * tiercache-seal-cost — what encryption at rest (AES-256-GCM, tiers/seal.h)
  * costs lmdb:// gets and sets, as a ratio to the same tier storing plain

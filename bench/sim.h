@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * bench/sim.h — exact LRU and FIFO caches at a byte capacity, with
  * libCacheSim's semantics, as references for the tier stacks:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 #include "bench/spec.h"
 #include "bench/sim.h"
 #include "bench/trace.h"

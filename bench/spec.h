@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * bench/spec.h — a tiercache-bench run: the stacks and workloads of its
  * matrix, read from a JSON run file (jansson), every unknown field refused

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # The closing-note report of issue 18: shm, shm+lmdb and shm+lmdb+redis on
 # two workloads, with a private redis-server on a free loopback port
 # (started here, stopped on exit), written to OUT (default

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * bench/trace.h — reads a cache trace into a request stream: libCacheSim's
  * oracleGeneral binary format (24-byte little-endian records: uint32 time,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * bench/workload.h — what a tiercache-bench workload is, and the synthetic
  * request streams it generates: key popularity (uniform, Zipf, hot set), key

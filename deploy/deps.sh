@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # Installs the Debian packages that building, testing and running tiercache
 # need. Idempotent: when everything is present it is a no-op and touches no
 # network; apt-get update runs only when something is missing.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # README command 1: install what is missing, build (Release), and start
 # tiercache on its embedded default (shm L1 + LMDB L2 under ./data,
 # listening on 127.0.0.1:8080). Extra arguments go to tiercache.

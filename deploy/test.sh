@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # README command 2: install what is missing, build under AddressSanitizer +
 # UndefinedBehaviorSanitizer, run every test, run each libFuzzer target for a
 # short bounded time, then rebuild under ThreadSanitizer and run the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Host-scope lease locks in the shm segment (ring.h has the contract,
  * ring_layout.h and LAYOUT.md the bytes).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The shm ring (see ring.h for the contract, ring_layout.h and LAYOUT.md for
  * the bytes).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * tc_ring: a lock-free cache in one POSIX shared-memory segment that any
  * number of processes on a host attach and use at memory speed. A

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Private to shm/: what shm/lock.c needs of an open ring. Not API; nothing
  * outside shm/ includes it.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The shm ring's segment layout: ABI shared by every process that attaches a
  * segment, whatever build it comes from (STYLE R3, R15). shm/LAYOUT.md is the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * What every API handler answers with (src/api.h): the error table, the one
  * mapping from enum tc_status to an API error, the responses, and the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * For the files that implement the HTTP API (src/api_*.c) and the route
  * table that dispatches to them (src/routes.c): the handler signature, the

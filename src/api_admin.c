@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * /health, /stats and /metrics: what the server and each tier are doing.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * /batch/get, /batch/set, /batch/delete: many keys in one request (issue 15).
  *

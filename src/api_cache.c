@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * /cache/{key}: reads, writes and deletes of cache values, over HTTP.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * /counters/{key} and /limits/{key} (issue 16): freiner's counters and rate
  * limits, kept where the server's count tier keeps them (src/main.c picks

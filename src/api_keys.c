@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * GET /keys?prefix=P&limit=N&cursor=C: list the keys, a page at a time
  * (issue 15).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * /locks/{name}: named lease locks, at the widest scope the tiers offer
  * (the key-lock table of src/keylock.h: worker pool, host, or cluster).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * POST /purge: remove many keys at once from every tier (issue 15), and
  * the tags writes attach to keys.

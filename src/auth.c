@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Access control (see auth.h): the tokens file, the token sets and their
  * publication to the workers, the Host and Origin lists, protected mode.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Access control (issue 14, docs/security.md): Bearer tokens with scopes,
  * the Host and Origin checks against DNS rebinding and cross-site requests,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 #include "src/cli_key.h"
 #include "tiers/seal.h"
 

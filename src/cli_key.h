@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * `tiercache key ...`: makes and inspects the keyring that encryption at rest
  * uses (encryption-keys-file; tiers/seal.h, docs/security.md).

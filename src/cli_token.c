@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * `tiercache token new NAME SCOPES` (see cli_token.h). The token goes to
  * stdout only; the file gets its SHA-256, so that a copy of the file (a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * `tiercache token new NAME SCOPES`: a new random Bearer token and the line
  * of the tokens file that grants it (issue 14, docs/security.md).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The server's two clocks. Tiers and the stack never read a clock: they are
  * handed "now" (STYLE R17); these are where src/ gets it from.

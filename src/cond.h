@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * HTTP validators and conditional requests (RFC 9110 §8.8, §13) for cache
  * items: the ETag of an item, the lists of entity-tags in If-Match and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 #define _GNU_SOURCE /* getopt_long */
 #include "src/conf.h"
 #include "src/access_log.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Server configuration: every option is one row of TC_CONF_OPTIONS (STYLE
  * R11). The row drives the defaults, the command line (--NAME VALUE), the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 #include "src/hist.h"
 
 const uint64_t tc_hist_le_ns[TC_HIST_NB] = {

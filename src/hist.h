@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Latency histograms with fixed bucket bounds, shared by /stats (p50/p99)
  * and /metrics (Prometheus histograms). Each histogram has one writer (a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 #define _GNU_SOURCE /* SO_REUSEPORT, SOCK_NONBLOCK, SOCK_CLOEXEC, CLOCK_MONOTONIC_COARSE */
 #include "src/http.h"
 #include "src/access_log.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * A small HTTP/1.1 server on libevent and http-parser: one instance per
  * worker thread, all on the same port (SO_REUSEPORT).

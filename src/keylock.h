@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * tc_keylock: per-key (and per-name) lease locks that stop dogpiles, at the
  * widest scope the tiers offer, behind one interface (DESIGN.md "Stack and

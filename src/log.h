@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Logging: one printf-style macro and one level policy (STYLE R13).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * tiercache: set-up in dependency order, serve, tear down in exactly the
  * reverse order (STYLE R5):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The metrics registry (see metrics.h): the rows, the tables that name the
  * tiers' stats, and the two renderers.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The metrics registry: every number /stats and /metrics show, declared once
  * as a row of {name, type, unit, help, labels, getter, place in /stats}.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The origin client (see origin.h for the contract). evhttp does the HTTP;
  * this file adds the pool, the whole-fetch deadline, the deferred

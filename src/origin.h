@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The origin: an asynchronous HTTP/1.1 client for the one server behind the
  * cache (--origin URL), used to fill a miss. A fetch of key K is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 #include "src/readthrough.h"
 #include "src/clock.h"
 #include "src/log.h"

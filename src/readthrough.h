@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Read-through: what a cache read does when the stack misses or finds a value
  * past its TTL, and how a write interacts with the leases a read handed out.

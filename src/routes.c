@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The route table (STYLE R12) and the dispatch of each request. One row
  * per route: path, whether it is a prefix (the rest is a key or name), the

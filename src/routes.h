@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The HTTP API's entry point: the route table dispatches each request to
  * its handler (src/api_*.c). See src/routes.c for the table.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Auth scopes: what a client may do (issue 14). A client's grant is a set of
  * these bits, from its Bearer token (src/auth.c) or from its verified TLS

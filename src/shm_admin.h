@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * `tiercache shm ...`: inspect or remove an L1 segment from outside any
  * server, through the ring library alone (shm/ring.h).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The stack: tiers composed fastest first, with read-through, back-fill by
  * the TTL-ratio rule, write-through and delete-everywhere.

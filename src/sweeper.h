@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The sweeper: every sweep-interval, bounded expiry work on each local tier,
  * then a health check that lets the stack skip tiers that are down. It runs

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Small text checks shared by the API handlers and read-through: UTF-8 and
  * plain-ASCII tests, and media types without their parameters.

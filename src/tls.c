@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * TLS for the client listener: OpenSSL 3 does all the cryptography; this
  * file chooses the policy (src/tls.h), loads and reloads the files, maps

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * TLS for the client listener (listen-tls): the server-wide TLS context and
  * the per-connection I/O that src/http.c calls through a small interface

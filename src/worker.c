@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Worker threads: each owns an event_base, an HTTP server on its own
  * SO_REUSEPORT socket and a stack ctx (its own remote-tier connections), so

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The server and its workers: one struct tc_server built by main() and
  * handed down (STYLE R10), N workers each with its own thread, event_base,
@@ -32,11 +33,11 @@
  */
 #define TC_ROUTE_SLOTS  14 /* src/routes.c checks that its table fits */
 #define TC_METHOD_SLOTS 9  /* GET HEAD PUT DELETE POST OTHER OPTIONS PURGE PATCH */
-#define TC_WORKER_CODES(X)                                                                         \
-    X(200)                                                                                         \
-    X(304)                                                                                         \
-    X(400) X(404) X(405) X(409) X(412) X(413) X(414) X(415) X(429) X(502) X(503) X(504)            \
-        TC_WORKER_AUTH_CODES(X)
+/* The statuses counted apart in the request histograms, in groups. */
+#define TC_WORKER_CODES(X)    TC_WORKER_OK_CODES(X) TC_WORKER_ERR_CODES(X) TC_WORKER_AUTH_CODES(X)
+#define TC_WORKER_OK_CODES(X) X(200) X(304)
+#define TC_WORKER_ERR_CODES(X)                                                                     \
+    X(400) X(404) X(405) X(409) X(412) X(413) X(414) X(415) X(429) X(502) X(503) X(504)
 /* Issue 14: OPTIONS (204), access control (401, 403, 421). */
 #define TC_WORKER_AUTH_CODES(X) X(204) X(401) X(403) X(421)
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 #include "tiers/buf.h"
 
 #include <stdlib.h>

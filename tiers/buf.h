@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * A growable byte buffer owned by its caller: tier gets copy values into one,
  * so that no pointer into an LMDB map, a shm slot or a Redis reply outlives

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Counter and rate-limit decisions (count.h has the state encoding). Times
  * are ms except GCRA's arrival time, kept in ns so that an emission interval

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * tc_count: the decisions of counters and rate limits (struct
  * tc_tier_count_req), as pure functions of a small state and the time, so

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The item header: the few bytes that travel in front of every value, the
  * same in every tier, and the TTL-ratio arithmetic (DESIGN.md "The item").

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The structural check of tiers/lmdb_check.h. The layouts below are LMDB's
  * on-disk format, data version 1 (libraries/liblmdb/mdb.c: MDB_page,

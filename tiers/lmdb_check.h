@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * A structural check of an LMDB environment's B-trees, for the lmdb:// tier
  * (tiers/tier_lmdb.c), before it lets LMDB loose on a file it did not write

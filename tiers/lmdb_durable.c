@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The durable-snapshot record of tiers/lmdb_durable.h: its codec, its atomic
  * replacement, the lock around read-compare-replace, and the boot id.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The durable-snapshot record of the lmdb:// tier (tiers/tier_lmdb.c,
  * "Durability"): the file PATH/tiercache-durable beside data.mdb, which says

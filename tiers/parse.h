@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Sizes and durations as people write them, in tier URIs and in the server's
  * configuration alike ("64M", "1.5G", "250ms", "5m"): one parser for both,

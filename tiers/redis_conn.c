@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * A ctx's connection to Redis: the operations in flight ("rops"), the
  * replies they wait for, deadlines, the handshake, the circuit breaker, and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Counters and rate limits on Redis (TC_TIER_CAP_COUNT; issue 16). The state
  * of KIND (c counter; f, s, m, g the limit strategies) for KEY lives at

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Private to the Redis tier (redis:// and redis+unix://). Not installed, not
  * included outside the files below; the public face is tier.h.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * One connection to Redis, on one event_base: a non-blocking socket we read
  * and write ourselves, hiredis' redisReader to parse what comes back, and in

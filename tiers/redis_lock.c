@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Lease locks on Redis (TC_TIER_CAP_LOCK_CLUSTER). Lock NAME lives at the
  * key "lock:"‖PREFIX‖NAME (why there: tier_redis.c), its value the holder's

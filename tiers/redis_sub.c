@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The subscriber: one thread per tier, with its own event_base and
  * connection, SUBSCRIBEd to the invalidation channel (invalidate=pubsub)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Scheme registry and URI parsing. A tier URI is parsed once here with
  * uriparser; the common parameters (ttl_ratio, max_ttl, encrypt) are consumed here and

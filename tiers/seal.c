@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The keyring and AES-256-GCM sealing of values (see seal.h). OpenSSL does
  * the cryptography and the randomness; this file reads the key file, keeps

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Encryption at rest: a keyring of 256-bit keys read from a file, and
  * AES-256-GCM over item values through OpenSSL's EVP interface (no

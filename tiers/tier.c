@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The tier layer between callers and backends: request validation, the
  * TTL-ratio rule on every set, the authoritative-expiry check on every hit,

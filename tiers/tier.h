@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The tier interface: one API over every cache backend (shm ring, LMDB,
  * Redis, in-process memory, or a scheme an embedding program registers).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * For backend authors: the layouts of struct tc_tier and struct tc_tier_ctx,
  * the backend vtable, and the URI parameter helpers.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * lmdb:// — the persistent, host-shared L2 tier (DESIGN.md "L2: LMDB").
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * mem:// — an in-process tier: one pthread mutex over a chained hash table
  * and an exact LRU list, with a byte budget. It is the simplest correct

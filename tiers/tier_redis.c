@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * redis:// and redis+unix:// — L3, the tier every host shares.
  *

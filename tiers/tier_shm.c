@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * shm:// — the L1 tier over the shared-memory ring (shm/ring.h): every
  * process on the host that opens the same NAME shares one cache.

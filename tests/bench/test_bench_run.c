@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * tiercache-bench end to end: a run file of three stacks (shm, shm+lmdb,
  * shm+lmdb+redis, against a private redis-server) and two workloads (Zipf

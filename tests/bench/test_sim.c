@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * bench/sim.c and bench/trace.c: a small trace, written here in
  * libCacheSim's oracleGeneral format, as a .zst of it, and as Twitter-format

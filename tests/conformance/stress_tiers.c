@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Concurrency stress for one tier backend ($TC_TEST_TIER), without Criterion
  * so that it runs under ThreadSanitizer too (Criterion aborts at start under

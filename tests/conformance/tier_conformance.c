@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The tier conformance suite: every backend must pass the same cases,
  * driven only through tiers/tier.h (STYLE R19).

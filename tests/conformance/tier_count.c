@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Counter and rate-limit conformance (issue 16) for any tier with
  * TC_TIER_CAP_COUNT, driven only through tiers/tier.h: the backend comes from

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Lease-lock conformance for any tier with TC_TIER_CAP_LOCK_HOST or
  * _CLUSTER, driven only through tiers/tier.h: the backend comes from

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * libFuzzer target: the HTTP server of src/http.c, request parsing with its
  * limits, framing checks, pipelining, output pausing and closing, driven

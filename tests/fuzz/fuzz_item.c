@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * libFuzzer target for the item decoder (tiers/item.c): the bytes every tier
  * reads back from a store it cannot trust. The input is split into a key

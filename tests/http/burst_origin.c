@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * tiercache-burst against a real tc-test-origin: every client gets its own
  * answer, the JSON report counts them right, and the origin saw exactly one

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Dogpile protection through the real binary: two tiercache processes that
  * share one shm segment (host scope) or also one private redis-server

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Issue 12 regressions, through the real server: a damaged store must never
  * answer a wrong value or a 5xx, a corrupt copy is a miss that falls through

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Issue 12 ("Trust under faults"), the HTTP items: one client cannot take
  * the server's memory or hold a connection for ever, an early error answer

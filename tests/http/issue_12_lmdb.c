@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Issue 12, item 4, end to end: the server over an LMDB L2 whose data.mdb
  * was damaged while it was stopped. It used to die of SIGBUS at the first

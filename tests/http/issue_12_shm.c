@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Issue 12, item 8 ("shm squatting"), through the real server: a segment
  * that another user made (wide open, with a planted value) keeps tiercache

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Issue 14, items 1-3, through the real server: Bearer tokens with scopes
  * (every route of the route table × no token / a wrong token / each scope),

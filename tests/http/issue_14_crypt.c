@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Issue 14 item 5 through the real binary: values written through the HTTP
  * API are sealed in LMDB (data.mdb) and in Redis (redis-cli --scan, GET of

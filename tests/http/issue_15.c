@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Issue 15 (bulk, purge, keys) through real servers: two tiercache
  * processes, each with its own shm L1 and LMDB L2, sharing one private

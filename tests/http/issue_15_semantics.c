@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Issue 15 items 5-7 through the real server: HTTP validators and freshness
  * on GET/HEAD (ETag, Last-Modified, Cache-Control, Date, Age, 304),

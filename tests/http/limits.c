@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Issue 16 through the real binary: counters, rate limits and lock renewal
  * exact across two tiercache processes, at host scope (one shm segment) and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Issue 12 (item 9), through the real binary: a Redis password never
  * reaches the server's log, whether Redis refuses it, the --tier value is

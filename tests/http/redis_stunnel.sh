@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-2-Clause
 # Issue 14 item 6: the redis:// tier over TLS through a stunnel4 client
 # tunnel (docs/tiers.md, "Redis over TLS"). Real parts only: certificates
 # made here with openssl (a CA, Redis's server certificate, stunnel's client

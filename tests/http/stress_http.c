@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Concurrency stress of the server, without Criterion so that it also runs
  * in the TSan build (Criterion aborts under TSan: Snaipe/Criterion#274):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The origin client from several worker threads at once, as the server uses
  * it: one shared tc_origin, one ctx per thread and event_base, fetches

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Concurrency stress of the TLS listener, without Criterion so that it also
  * runs in the TSan build: the real binary with 2 workers sharing one TLS

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Black-box tests of the HTTP API: the real tiercache binary on a free
  * loopback port, driven over TCP (STYLE R20).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * /metrics and /stats (src/metrics.c, issue 13 item 2), through the real
  * server over every backend (shm L1, LMDB L2, a private redis-server as L3)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The origin client (src/origin.c): the caching decision as pure functions
  * (tables, no network), then fetches against a real tc-test-origin and

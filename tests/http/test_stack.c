@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The server over real tiers: shm L1 + LMDB L2 + Redis L3, each made fresh
  * per test (a private segment name, a temp dir, a private redis-server on a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Issue 14 item 4: TLS for clients (listen-tls), black-box against the real
  * binary (STYLE R20). Real certificates are made once per run by

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-2-Clause
 """Python's ssl module as a TLS client of tiercache, for tests/http/test_tls.c.
 
   tls_client.py get PORT CAFILE [tls1.2]      GET /health; prints version, ALPN, status

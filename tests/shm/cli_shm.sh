@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSD-2-Clause
 # `tiercache shm stats NAME` / `tiercache shm unlink NAME` against a real
 # segment, made and used by a short tiercache-bench run (the server itself
 # would keep running). Usage: cli_shm.sh PATH/TO/tiercache PATH/TO/tiercache-bench

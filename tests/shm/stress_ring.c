@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Concurrency stress of shm/ring.[ch] with real processes and real
  * segments. A plain program, not Criterion, so that it also runs under

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The shm lock table (tc_ring_lock_*) with real processes, real segments and
  * SIGKILL. A plain program, not Criterion, so that it also runs under

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Unit tests of shm/ring.[ch] through its public API, on real segments.
  * Every test gets its own segment name (pid + counter: Criterion runs each

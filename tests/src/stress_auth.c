@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Token sets swapped under readers (src/auth.h): 4 threads, each with its
  * own view, check tokens as fast as they can while the main thread reloads

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Unit tests of src/auth.c through src/auth.h: the tokens file's format
  * and checks, token checks and reloads through a view, the Host and Origin

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * src/cond.c: ETags, entity-tag lists and HTTP-dates, as pure functions.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Unit tests of the configuration (src/conf.h): tc_conf_load() with an argv
  * and a config file. Defaults, the file against the command line, each

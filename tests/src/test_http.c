@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Unit tests of the HTTP server (src/http.h) over a socketpair: the server
  * has no listening socket (tc_http_server_create with fd -1) and serves the

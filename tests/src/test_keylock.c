@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Unit tests of the per-key locks (src/keylock.h), driven as the server
  * drives them but on one thread: each "worker" is an event_base with its

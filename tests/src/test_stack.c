@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Unit tests of the stack (src/stack.h): read-through with back-fill by the
  * TTL-ratio rule, write-through, delete everywhere, the TC_ETOOBIG cleanup,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Unit tests of src/text.c: the word-at-a-time plain-ASCII scan against the
  * byte-at-a-time definition, for every byte value at every position of

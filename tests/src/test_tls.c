@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Unit tests of src/tls.c: the tls-client-scopes format (tc_tls_scopes_match),
  * the refusals of tc_tls_create, and the scopes a verified client

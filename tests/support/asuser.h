@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Test support: run a piece of a test as another user (a real uid change in
  * a forked child), for the cases where who owns a resource matters: a

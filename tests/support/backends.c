@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 #include "tests/support/backends.h"
 #include "shm/ring.h"
 #include "tests/support/redis_server.h"

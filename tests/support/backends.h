@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Test support: how to make a fresh, empty instance of each tier backend for
  * the conformance suite and the stress tests. Every backend issue adds its

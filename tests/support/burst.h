@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Many HTTP clients at once, from one thread: every client connects, then
  * all send one request, and the responses are collected as they come, while

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Test support: CHECK() for the plain (non-Criterion) test programs, which
  * exist so that the concurrency tests also run under ThreadSanitizer

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Test support: the clocks and the sleep every test program needs, once.
  * Header-only (static inline), so that any test links it without a library.

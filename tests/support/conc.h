@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Test support: concurrent set/get from several threads against one tier,
  * each thread with its own ctx. Every value names its key and carries a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* prctl(PR_SET_PDEATHSIG) is Linux-only: the fake dies with its test. */
 #define _GNU_SOURCE
 #include "tests/support/fake_redis.h"

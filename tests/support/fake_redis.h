@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Test support: a fake Redis that misbehaves on cue. A forked process (so
  * that what it buffers never counts in the test's own RSS) listening on a

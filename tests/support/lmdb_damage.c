@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 #include "tests/support/lmdb_damage.h"
 
 #include <dirent.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Test support: damage a closed LMDB environment as a failing disk, a power
  * cut or a careless operator would, byte by byte, and read back where its

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The /metrics name rules of tests/support/metrics_lint.h. A line parser of
  * the text format (HELP, TYPE, samples with labels), then checks per series

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Test support: checks a /metrics text (Prometheus text format 0.0.4)
  * against tiercache's naming rules, the ones promtool does not know:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * tc-metrics-lint [FILE]: checks a /metrics text (FILE or stdin) against the
  * rules of tests/support/metrics_lint.h; prints one line per violation and

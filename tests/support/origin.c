@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 #define _GNU_SOURCE /* pipe2 */
 #include "tests/support/origin.h"
 #include "tests/support/server.h"

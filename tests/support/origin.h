@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Test support: run tc-test-origin (tests/support/origin_server.c) on a free
  * loopback port, as the origin behind tiercache --origin or the origin

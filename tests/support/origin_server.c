@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * tc-test-origin: a small configurable origin server for the tests and the
  * dogpile bench, on libevent's evhttp server (one thread, one event_base).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /* prctl(PR_SET_PDEATHSIG) is Linux-only; it makes a crashed or timed-out test
  * take its redis-server down with it instead of leaking it. */
 #define _GNU_SOURCE

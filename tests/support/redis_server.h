@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Test support: a private redis-server for one test program. It listens on a
  * free 127.0.0.1 port and on a unix socket inside its own temp dir, keeps no

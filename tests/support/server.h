@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Test support: run the real tiercache binary on a free loopback port and
  * talk HTTP/1.1 to it. The binary's path comes from TC_SERVER_BIN (set by

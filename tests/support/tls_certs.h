@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Test support: the certificates of tests/support/tls_certs.sh, made once
  * per test run. A Criterion binary calls tc_test_tls_certs_make() from its

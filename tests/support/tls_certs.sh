@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSD-2-Clause
 # Makes the certificates the TLS tests and bench/https_peers.sh use, in DIR
 # (created), with the openssl command line: real certificates, made fresh
 # each run, EC P-256 keys (fast to make). Files:

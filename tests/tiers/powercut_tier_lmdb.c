@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Power cuts under write load for tiers/tier_lmdb.c (issue 12, item 5),
  * emulated as the issue did: an ext4 image on a loop device; a child process

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Redis tier under faults, cross-host invalidation, and async workers on
  * several threads. A plain program (not Criterion) so that deploy/test.sh can

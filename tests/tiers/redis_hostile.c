@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Issue 12 (item 3): nothing a Redis server, or anything pretending to be
  * one, sends can crash the process or grow it past a bound. A fake Redis

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Multi-process and multi-thread stress for tiers/tier_lmdb.c, as a plain
  * program so that it also runs under ThreadSanitizer (Criterion aborts there:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * tiers/lmdb_check.c: sound environments pass, damaged ones are caught, and
  * the property that matters: whatever damage the check passes, LMDB reading

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 #include "tiers/tier.h"
 #include "tiers/tier_impl.h"
 

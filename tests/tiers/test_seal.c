@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Encryption at rest (issue 14 item 5): the keyring file (tiers/seal.h) and
  * values sealed by the tier layer in real LMDB environments (temp dirs) and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * tests for tiers/tier_lmdb.c beyond the shared conformance suite: large
  * values, keys around LMDB's key limit, eviction of a full map, the sweep,

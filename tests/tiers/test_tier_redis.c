@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Redis tier specifics beyond the shared conformance suite: AUTH (password,
  * ACL user, wrong password), untrusted values planted by another client,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Tests of tiers/tier_shm.c beyond the conformance suite: the trust
  * parameters of a shm:// URI (owner=, group=, mode=) against segments made
