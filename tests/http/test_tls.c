@@ -508,10 +508,17 @@ Test(tls, pipelined_records_wait_inside_tls)
 
 Test(tls, seed_http_api_backend_shape_over_https)
 {
-    start_tls("server.pem", NULL);
-    char out[4096];
-    int rc = run(out, sizeof(out), "python3 %s/tests/http/tls_client.py seed %u %s %s",
-                 TC_SOURCE_DIR, tls_port, path("ca.pem"), "tc-test-token");
+    /* A read,write token, as a cache-middleware client is given one. */
+    char tokens[512], out[4096];
+    snprintf(tokens, sizeof(tokens), "%s/seed-tokens-%d", certs, getpid());
+    int rc = run(out, sizeof(out),
+                 "sh -c \"umask 077; printf 'seed read,write sha256:%%s\\n' "
+                 "$(printf %%s tc-test-token | sha256sum | cut -d' ' -f1) > %s\"",
+                 tokens);
+    cr_assert_eq(rc, 0, "%s", out);
+    start_tls("server.pem", (const char *const[]){"--auth-tokens-file", tokens, NULL});
+    rc = run(out, sizeof(out), "python3 %s/tests/http/tls_client.py seed %u %s %s", TC_SOURCE_DIR,
+             tls_port, path("ca.pem"), "tc-test-token");
     cr_assert_eq(rc, 0, "%s", out);
     cr_assert_str_eq(out, "seed ok\n");
 }

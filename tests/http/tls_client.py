@@ -173,6 +173,18 @@ def cmd_seed(port, cafile, token):
     r = h.getresponse()
     r.read()
     assert r.status == 404, r.status
+    # Without the token, or with another one: a clean 401, nothing stored.
+    for hdrs in ({"Content-Type": "application/json"},
+                 {"Authorization": "Bearer not-a-token", "Content-Type": "application/json"}):
+        h.request("PUT", "/cache/seed%3Akey", json.dumps({"value": 1, "timeout": 60}), hdrs)
+        r = h.getresponse()
+        body = json.loads(r.read())
+        assert r.status == 401 and body["error"] == "unauthorized", (r.status, body)
+        assert r.getheader("WWW-Authenticate", "").startswith("Bearer"), r.getheaders()
+    h.request("GET", "/cache/seed%3Akey", headers=auth)
+    r = h.getresponse()
+    r.read()
+    assert r.status == 404, r.status
     print("seed ok")
     return 0
 
