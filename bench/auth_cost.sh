@@ -66,10 +66,7 @@ curl -sf -X PUT -H 'Content-Type: application/json' -H "$auth" \
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$on_port/cache/bench")" = 401 ] ||
     { echo "the server with tokens answered without one" >&2; exit 1; }
 
-cpu_of() { # PID -> CPU seconds so far
-    awk -v t="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); split($0, f, " ");
-        printf "%.3f", (f[12] + f[13]) / t }' "/proc/$1/stat"
-}
+. "$(dirname "$0")/lib.sh" # cpu_of
 run() { # NAME PORT PID [WRK ARGS...] -> prints a line, sets $per
     local name=$1 port=$2 pid=$3 c0 c1 out rps cpu
     shift 3

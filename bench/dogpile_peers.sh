@@ -46,7 +46,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/lib.sh" # free_port, cpu_of, nginx_conf_head
 
 # wait_port LOGFILE PID: the port from a "listening on 127.0.0.1:PORT" line,
 # or nothing once PID has exited or 10 s have passed.
@@ -71,15 +71,9 @@ origin="http://127.0.0.1:$op"
 
 # nginx: /cache/KEY → origin /KEY, cached, one fill at a time per key.
 np=$(free_port)
-cat >"$tmp/nginx.conf" <<EOF
-worker_processes 1;
-worker_cpu_affinity 01;
-daemon on;
-pid $tmp/nginx.pid;
-error_log $tmp/nginx.err;
-events { worker_connections 4096; }
-http {
-    access_log off;
+{
+    nginx_conf_head "$tmp"
+    cat <<EOF
     proxy_cache_path $tmp/nginx-cache levels=1:2 keys_zone=dogpile:10m max_size=256m
                      inactive=10m use_temp_path=off;
     upstream origin { server 127.0.0.1:$op; keepalive 32; }
@@ -98,6 +92,7 @@ http {
     }
 }
 EOF
+} >"$tmp/nginx.conf"
 nginx -c "$tmp/nginx.conf" -p "$tmp"
 
 # Varnish: the same mapping; coalescing needs no configuration.

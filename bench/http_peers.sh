@@ -48,7 +48,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/lib.sh" # free_port, cpu_of, nginx_conf_head
 value=$(head -c "$vbytes" /dev/zero | tr '\0' 'v')
 printf '%s' "$value" >"$tmp/body"
 chmod 644 "$tmp/body"
@@ -60,15 +60,9 @@ fi
 
 # nginx: return 200 with the same 100-byte body.
 np=$(free_port)
-cat >"$tmp/nginx.conf" <<EOF
-worker_processes 1;
-worker_cpu_affinity 01;
-daemon on;
-pid $tmp/nginx.pid;
-error_log $tmp/nginx.err;
-events { worker_connections 4096; }
-http {
-    access_log off;
+{
+    nginx_conf_head "$tmp"
+    cat <<EOF
     keepalive_requests 1000000;
     sendfile on;
     open_file_cache max=16;
@@ -78,6 +72,7 @@ http {
     }
 }
 EOF
+} >"$tmp/nginx.conf"
 nginx -c "$tmp/nginx.conf" -p "$tmp"
 
 # Varnish in front of nginx; the object is cached after the first request.
@@ -119,18 +114,6 @@ fi
 curl -sf "http://127.0.0.1:$vp/" >/dev/null
 curl -sf "http://127.0.0.1:$vp/" >/dev/null
 
-# CPU seconds (utime + stime, all threads) of the processes given.
-cpu_of() {
-    local sum=0 tck
-    tck=$(getconf CLK_TCK)
-    for p in "$@"; do
-        # Fields after the ")" of the command name: utime is 12th, stime 13th.
-        local f
-        f=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null) || continue
-        sum=$((sum + $(echo "$f" | awk '{print $12 + $13}')))
-    done
-    awk -v s="$sum" -v t="$tck" 'BEGIN { printf "%.3f", s / t }'
-}
 run() { # name url pids... -> prints a line, sets $rps and $cpu
     local name=$1 url=$2 out c0 c1 p99
     shift 2

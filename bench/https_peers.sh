@@ -37,21 +37,15 @@ trap cleanup EXIT
 
 sh tests/support/tls_certs.sh "$tmp/certs"
 c=$tmp/certs
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/lib.sh" # free_port, cpu_of, nginx_conf_head
 v100=$(head -c 100 /dev/zero | tr '\0' 'v')
 v4k=$(head -c 4096 /dev/zero | tr '\0' 'v')
 v2k=$(head -c 2048 /dev/zero | tr '\0' 'v') # nginx's config takes tokens under 4 KiB
 
 np=$(free_port)
-cat >"$tmp/nginx.conf" <<NGX
-worker_processes 1;
-worker_cpu_affinity 01;
-daemon on;
-pid $tmp/nginx.pid;
-error_log $tmp/nginx.err;
-events { worker_connections 4096; }
-http {
-    access_log off;
+{
+    nginx_conf_head "$tmp"
+    cat <<NGX
     keepalive_requests 1000000;
     server {
         listen 127.0.0.1:$np ssl;
@@ -70,6 +64,7 @@ http {
     }
 }
 NGX
+} >"$tmp/nginx.conf"
 nginx -c "$tmp/nginx.conf" -p "$tmp"
 
 taskset -c 0 "$build/tiercache" --listen 127.0.0.1:0 --listen-tls 127.0.0.1:0 --workers 1 \
@@ -94,15 +89,6 @@ curl -sf --cacert "$c/ca.pem" "https://127.0.0.1:$np/100" >/dev/null
 proto() { timeout 10 openssl s_client -connect "127.0.0.1:$1" -brief </dev/null 2>&1 | awk -F': ' '/^(Protocol version|Ciphersuite)/ {printf "%s ", $2}'; }
 echo "negotiated: nginx $(proto "$np")/ tiercache $(proto "$tp")" >&2
 
-cpu_of() {
-    local sum=0 tck f
-    tck=$(getconf CLK_TCK)
-    for p in "$@"; do
-        f=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null) || continue
-        sum=$((sum + $(echo "$f" | awk '{print $12 + $13}')))
-    done
-    awk -v s="$sum" -v t="$tck" 'BEGIN { printf "%.3f", s / t }'
-}
 ngx_master=$(cat "$tmp/nginx.pid")
 mapfile -t ngx < <(echo "$ngx_master"; pgrep -P "$ngx_master")
 

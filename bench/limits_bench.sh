@@ -36,7 +36,7 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/lib.sh" # free_port, cpu_of, nginx_conf_head
 value=$(head -c 100 /dev/zero | tr '\0' 'v')
 
 start_tc() { # start_tc LOG TIER... ; sets $port
