@@ -385,10 +385,17 @@ Test(issue_15, purge_by_prefix_and_all_reaches_another_server_sharing_redis)
     for (int i = 0; i < 20; i++) {
         snprintf(key, sizeof(key), "p:%02d", i);
         put(&srv_a, key, "{\"value\":\"v\",\"ttl\":1000}");
+    }
+    put(&srv_a, "q:1", "{\"value\":\"keep\",\"ttl\":1000}");
+    /* A's writes publish invalidations; let B receive them before it reads,
+     * or one arriving late drops a copy B has just back-filled (a miss,
+     * not a wrong value, but not what this test sets up). */
+    tc_test_sleep_ms(300);
+    for (int i = 0; i < 20; i++) {
+        snprintf(key, sizeof(key), "p:%02d", i);
         /* B reads it through: its own L1 and L2 now hold copies. */
         cr_assert_eq(get_status(&srv_b, key), 200);
     }
-    put(&srv_a, "q:1", "{\"value\":\"keep\",\"ttl\":1000}");
     cr_assert_eq(get_status(&srv_b, "q:1"), 200);
     tc_test_sleep_ms(200); /* B's back-fills run after its answers */
     cr_assert_eq(peek(l1_b, "p:07"), TC_OK);
@@ -495,6 +502,7 @@ Test(issue_15, purge_by_tag_reaches_every_tier_and_another_server)
                       NULL),
                  200);
     put(&srv_a, "plain", "{\"value\":5}");
+    tc_test_sleep_ms(300); /* A's invalidations reach B before B reads */
     const char *keys[] = {"t1", "t2", "t3", "u1", "plain"};
     for (int i = 0; i < 5; i++) {
         cr_assert_eq(get_status(&srv_b, keys[i]), 200); /* B's L1 and L2 get copies */
@@ -617,6 +625,7 @@ Test(issue_15, soft_purge_is_served_stale_then_refreshed_on_both_servers)
     put(&srv_a, "s:1", "{\"value\":\"old\",\"ttl\":100}");
     put(&srv_a, "s:2", "{\"value\":\"old\",\"ttl\":100}");
     put(&srv_a, "x:1", "{\"value\":\"other\",\"ttl\":100}");
+    tc_test_sleep_ms(300);                        /* A's invalidations reach B before B reads */
     cr_assert_eq(get_status(&srv_b, "s:1"), 200); /* B holds fresh copies */
     tc_test_sleep_ms(200);
     json_t *j;
