@@ -145,6 +145,11 @@ void tc_api_cache_pool_destroy(struct tc_api_cache_pool *pool);
  * written exactly as a single request's value.
  */
 
+/** Appends @p s (@p n bytes) to @p out as a JSON string, copied as it is
+ * when it is plain ASCII. @return TC_OK; TC_EINVAL if it is not valid UTF-8;
+ * TC_ENOMEM. */
+enum tc_status tc_api_json_string(struct tc_buf *out, const char *s, size_t n);
+
 /** Stores the JSON @p value (a client's "value") in @p op: a string as
  * TC_ENC_STRING bytes (with TC_ITEM_F_PLAIN when it needs no escaping),
  * anything else as its compact serialization, TC_ENC_JSON.

@@ -156,20 +156,6 @@ static int check_key(struct tc_worker *w, struct tc_http_req *r, json_t *v, cons
     return 0;
 }
 
-/* Appends the JSON string of @p s (@p n bytes, valid UTF-8) to @p out. */
-static enum tc_status append_string(struct tc_buf *out, const char *s, size_t n)
-{
-    json_t *j = json_stringn(n ? s : "", n);
-    char *text = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
-    json_decref(j);
-    if (text == NULL) {
-        return TC_ENOMEM;
-    }
-    enum tc_status st = tc_buf_append(out, text, strlen(text));
-    free(text);
-    return st;
-}
-
 /* ---- one batch in flight ---------------------------------------------------------------- */
 
 struct batch;
@@ -228,7 +214,7 @@ static void item_outcome(struct batch_item *it, const char *code)
     o->len = 0;
     enum tc_status st = tc_buf_append(o, "{\"key\":", 7);
     if (st == TC_OK) {
-        st = append_string(o, it->key, it->key_len);
+        st = tc_api_json_string(o, it->key, it->key_len);
     }
     if (st == TC_OK && code == NULL) {
         st = tc_buf_append(o, ",\"ok\":true}", 11);

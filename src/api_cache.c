@@ -125,8 +125,7 @@ void tc_api_cache_pool_destroy(struct tc_api_cache_pool *pool)
     free(pool);
 }
 
-/* Appends s as a JSON string; TC_EINVAL if it is not valid UTF-8. */
-static enum tc_status append_json_string(struct tc_buf *out, const char *s, size_t n)
+enum tc_status tc_api_json_string(struct tc_buf *out, const char *s, size_t n)
 {
     if (tc_text_plain_ascii(s, n)) {
         enum tc_status st = tc_buf_append(out, "\"", 1);
@@ -154,7 +153,7 @@ static enum tc_status render_head(const void *key, size_t key_len, struct tc_buf
 {
     enum tc_status st = tc_buf_append(out, "{\"key\":", 7);
     if (st == TC_OK) {
-        st = append_json_string(out, key, key_len);
+        st = tc_api_json_string(out, key, key_len);
     }
     return st == TC_OK ? tc_buf_append(out, ",\"value\":", 9) : st;
 }
@@ -226,7 +225,7 @@ enum tc_status tc_api_cache_render(const void *key, size_t key_len, const struct
     if (hdr->encoding == TC_ENC_STRING) {
         /* Not known to be plain (written before TC_ITEM_F_PLAIN, or needing
          * escapes): scanned and escaped here. */
-        st = append_json_string(out, (const char *)value->data, value->len);
+        st = tc_api_json_string(out, (const char *)value->data, value->len);
         if (st == TC_EINVAL) {
             return TC_ECORRUPT; /* not UTF-8: not what a PUT stores */
         }
