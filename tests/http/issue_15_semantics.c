@@ -271,14 +271,29 @@ Test(issue15, etag_and_last_modified_are_the_same_from_every_tier)
     char other[160];
     snprintf(other, sizeof(other), "shm://%s?size=16M", shm_name2);
     start_on(&srv, other, NULL);
-    for (int i = 0; i < 2; i++) {
+    r = req("GET", "/cache/t", NULL, NULL);
+    cr_assert_eq(r.status, 200);
+    cr_expect_str_eq(r.x_cache_tier, "l2");
+    cr_expect_str_eq(hdr(&r, "etag"), etag, "from l2");
+    cr_expect_str_eq(hdr(&r, "last-modified"), lm, "from l2");
+    tc_test_resp_free(&r);
+    /* The back-fill into L1 follows the answer, and with two workers the
+     * next request may be read by the other worker before it is done: ask
+     * until L1 answers (5 s deadline), then compare that answer's validators. */
+    uint64_t deadline = tc_test_wall_ms() + 5000;
+    for (;;) {
         r = req("GET", "/cache/t", NULL, NULL);
         cr_assert_eq(r.status, 200);
-        cr_expect_str_eq(r.x_cache_tier, i == 0 ? "l2" : "l1", "then back-filled");
-        cr_expect_str_eq(hdr(&r, "etag"), etag, "tier %s", r.x_cache_tier);
-        cr_expect_str_eq(hdr(&r, "last-modified"), lm);
+        if (strcmp(r.x_cache_tier, "l1") == 0 || tc_test_wall_ms() > deadline) {
+            break;
+        }
         tc_test_resp_free(&r);
+        usleep(10 * 1000);
     }
+    cr_expect_str_eq(r.x_cache_tier, "l1", "back-filled within 5 s");
+    cr_expect_str_eq(hdr(&r, "etag"), etag, "from the back-filled l1");
+    cr_expect_str_eq(hdr(&r, "last-modified"), lm, "from the back-filled l1");
+    tc_test_resp_free(&r);
 }
 
 /* ---- item 5: conditional writes -------------------------------------------------------- */
