@@ -79,12 +79,8 @@ static int start_one(struct tc_test_server *s, const char *const *extra)
 
 static void stop_one(struct tc_test_server *s)
 {
-    if (s->pid > 0) {
-        int st = tc_test_server_stop(s, SIGTERM);
-        CHECK(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
-              "server did not exit cleanly (status %d):\n%s", st, s->log);
-        s->pid = 0;
-    }
+    CHECK(tc_test_server_stop_clean(s), "server did not exit cleanly (status %d):\n%s",
+          s->exit_status, s->log);
 }
 
 /* dogpile.NAME from a server's /stats, -1 if unreadable. */

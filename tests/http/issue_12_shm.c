@@ -45,11 +45,8 @@ static void setup(void)
 
 static void teardown(void)
 {
-    if (srv.pid > 0) {
-        int st = tc_test_server_stop(&srv, SIGTERM);
-        cr_expect(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
-                  "server did not exit cleanly (status %d):\n%s", st, srv.log);
-    }
+    cr_expect(tc_test_server_stop_clean(&srv), "server did not exit cleanly (status %d):\n%s",
+              srv.exit_status, srv.log);
     char path[128];
     snprintf(path, sizeof(path), "/dev/shm/%s", name);
     unlink(path);

@@ -46,12 +46,8 @@ static void setup(void)
 
 static void stop(struct tc_test_server *s)
 {
-    if (s->pid > 0) {
-        int st = tc_test_server_stop(s, SIGTERM);
-        cr_expect(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
-                  "server did not exit cleanly (status %d):\n%s", st, s->log);
-        s->pid = 0;
-    }
+    cr_expect(tc_test_server_stop_clean(s), "server did not exit cleanly (status %d):\n%s",
+              s->exit_status, s->log);
 }
 
 static void teardown(void)

@@ -232,12 +232,8 @@ static void start(void)
 
 static void stop(void)
 {
-    if (srv.pid > 0) {
-        int st = tc_test_server_stop(&srv, SIGTERM);
-        cr_expect(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
-                  "server did not exit cleanly (status %d):\n%s", st, srv.log);
-        srv.pid = 0;
-    }
+    cr_expect(tc_test_server_stop_clean(&srv), "server did not exit cleanly (status %d):\n%s",
+              srv.exit_status, srv.log);
     tc_test_origin_stop(&origin);
     tc_redis_server_destroy(redis);
     redis = NULL;

@@ -44,11 +44,8 @@ static void setup(void)
 
 static void stop_server(void)
 {
-    if (srv.pid > 0) {
-        int st = tc_test_server_stop(&srv, SIGTERM);
-        cr_expect(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
-                  "server did not exit cleanly (status %d):\n%s", st, srv.log);
-    }
+    cr_expect(tc_test_server_stop_clean(&srv), "server did not exit cleanly (status %d):\n%s",
+              srv.exit_status, srv.log);
 }
 
 static void teardown(void)

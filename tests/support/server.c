@@ -137,6 +137,16 @@ int tc_test_server_stop(struct tc_test_server *s, int sig)
     return -1;
 }
 
+int tc_test_server_stop_clean(struct tc_test_server *s)
+{
+    s->exit_status = 0;
+    if (s->pid <= 0) {
+        return 1;
+    }
+    s->exit_status = tc_test_server_stop(s, SIGTERM);
+    return s->exit_status >= 0 && WIFEXITED(s->exit_status) && WEXITSTATUS(s->exit_status) == 0;
+}
+
 int tc_test_connect(unsigned port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

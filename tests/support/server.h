@@ -17,6 +17,7 @@ struct tc_test_server {
     int log_fd; /* read end of the server's stderr */
     char log[65536];
     size_t log_len;
+    int exit_status; /* of the last tc_test_server_stop_clean(): waitpid form, -1 on timeout */
 };
 
 /**
@@ -34,6 +35,13 @@ int tc_test_server_start(struct tc_test_server *s, const char *const *args);
 
 /** Sends @p sig and waits up to 10 s; returns the exit status (waitpid form), -1 on timeout. */
 int tc_test_server_stop(struct tc_test_server *s, int sig);
+
+/**
+ * Stops the server with SIGTERM, if it runs. Returns 1 when none ran or it
+ * exited 0 in time, else 0, with the status in s->exit_status and the log in
+ * s->log for the test's message.
+ */
+int tc_test_server_stop_clean(struct tc_test_server *s);
 
 /** Reads whatever the server logged so far into s->log. */
 void tc_test_server_drain_log(struct tc_test_server *s);
