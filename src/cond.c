@@ -4,7 +4,7 @@
 
 #include <string.h>
 #include <time.h>
-#include <xxhash.h>
+#include "shm/xxh.h"
 
 uint64_t tc_cond_etag(const struct tc_item_hdr *h, const void *value, size_t len)
 {

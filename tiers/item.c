@@ -2,7 +2,7 @@
 #include "tiers/item.h"
 
 #include <string.h>
-#include <xxhash.h>
+#include "shm/xxh.h"
 
 /* Where the check starts: it covers every header byte before it. */
 #define TC_ITEM_CHECK_AT TC_ITEM_FIELDS_SIZE
