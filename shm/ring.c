@@ -10,6 +10,8 @@
  * compile to plain moves on x86-64 and arm64, make the race defined, and let
  * TSan reason about it without annotations. Records are 8-byte aligned and
  * the log capacity is a multiple of 8, so a word never straddles the wrap.
+ * One exception outside TSan builds: the bulk copy of a record's bytes on a
+ * read is memcpy (copy_out() says why).
  *
  * The validation protocol (reader side, per hit):
  *
@@ -54,7 +56,7 @@
 /* XXH3_state_t on the stack (a gathered write's checksum without malloc) needs
  * the state's layout, which xxhash only shows under this macro. */
 #define XXH_STATIC_LINKING_ONLY
-#include <xxhash.h>
+#include "shm/xxh.h"
 
 _Static_assert(TC_RING_NCOUNTERS ==
 #define TC_RING_X(name, i) +1
@@ -347,68 +349,63 @@ static void cur_store(struct wcur *c, uint64_t v)
     }
 }
 
-/* Copies n bytes starting at word w of log L (the record's padding makes
- * whole words). The common case does not wrap and runs without the check. */
-static void log_read(struct tc_ring *r, unsigned L, uint64_t w, void *dst, size_t n)
+/*
+ * Copies n bytes that start at byte `at` of a log (no wrap inside). Under
+ * ThreadSanitizer this is the word-atomic copy the header comment describes,
+ * so that the race with a writer stays defined and visible to the tool. In
+ * every other build it is memcpy: a relaxed load and a store per word run at
+ * one word a cycle, a quarter of memcpy's speed, and on a 64 KiB hit that
+ * copy was 13% of the server's time. The bytes are the same; what a torn
+ * copy holds is never used either way, since the caller checks the head and
+ * the checksum over exactly these bytes before it trusts them (the seqlock
+ * read the Linux kernel also does with plain loads). The segment is shared
+ * with other processes, which the C abstract machine does not model anyway;
+ * memcpy is an opaque call over it.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define RING_WORD_COPY 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define RING_WORD_COPY 1
+#endif
+#endif
+static void copy_out(_Atomic uint64_t *log, uint64_t at, uint8_t *d, size_t n)
 {
-    _Atomic uint64_t *log = r->log[L];
-    uint64_t words = r->words[L];
-    uint8_t *d = dst;
-    size_t full = n / 8, tail = n % 8;
-    if (w + full + (tail != 0) <= words) {
-        for (size_t i = 0; i < full; i++) {
-            uint64_t v = atomic_load_explicit(&log[w + i], memory_order_relaxed);
-            memcpy(d + 8 * i, &v, 8);
-        }
-        if (tail != 0) {
-            uint64_t v = atomic_load_explicit(&log[w + full], memory_order_relaxed);
-            memcpy(d + 8 * full, &v, tail);
-        }
-        return;
+#ifdef RING_WORD_COPY
+    uint64_t w = at / 8;
+    size_t off = (size_t)(at % 8);
+    while (n > 0) {
+        uint64_t v = atomic_load_explicit(&log[w++], memory_order_relaxed);
+        size_t take = 8 - off < n ? 8 - off : n;
+        memcpy(d, (const uint8_t *)&v + off, take);
+        d += take;
+        n -= take;
+        off = 0;
     }
-    struct wcur c = {log, words, w};
-    for (size_t i = 0; i < full; i++) {
-        uint64_t v = cur_load(&c);
-        memcpy(d + 8 * i, &v, 8);
-    }
-    if (tail != 0) {
-        uint64_t v = cur_load(&c);
-        memcpy(d + 8 * full, &v, tail);
-    }
+#else
+    memcpy(d, (const uint8_t *)(const void *)log + at, n);
+#endif
 }
 
-/* Copies n bytes starting off bytes past word w of log L. */
+/* Copies n bytes starting off bytes past word w of log L, in at most two
+ * runs (the second from the start of the log when the bytes wrap). */
 static void log_read_at(struct tc_ring *r, unsigned L, uint64_t w, size_t off, void *dst, size_t n)
 {
     if (n == 0) {
         return; /* dst may be NULL for an empty value */
     }
-    w += off / 8;
-    if (w >= r->words[L]) {
-        w -= r->words[L];
+    uint64_t size = r->words[L] * 8;
+    uint64_t at = (w * 8 + off) % size;
+    size_t first = size - at < n ? (size_t)(size - at) : n;
+    copy_out(r->log[L], at, dst, first);
+    if (first < n) {
+        copy_out(r->log[L], 0, (uint8_t *)dst + first, n - first);
     }
-    off %= 8;
-    if (off == 0) {
-        log_read(r, L, w, dst, n);
-        return;
-    }
-    struct wcur c = {r->log[L], r->words[L], w};
-    uint8_t *d = dst;
-    uint64_t v = cur_load(&c);
-    size_t take = 8 - off < n ? 8 - off : n;
-    memcpy(d, (uint8_t *)&v + off, take);
-    d += take;
-    n -= take;
-    while (n >= 8) {
-        v = cur_load(&c);
-        memcpy(d, &v, 8);
-        d += 8;
-        n -= 8;
-    }
-    if (n > 0) {
-        v = cur_load(&c);
-        memcpy(d, &v, n);
-    }
+}
+
+static void log_read(struct tc_ring *r, unsigned L, uint64_t w, void *dst, size_t n)
+{
+    log_read_at(r, L, w, 0, dst, n);
 }
 
 static uint64_t word_add(struct tc_ring *r, unsigned L, uint64_t w, uint64_t n)
