@@ -161,18 +161,19 @@ static enum tc_status render_head(const void *key, size_t key_len, struct tc_buf
 /* ,"ttl":..} */
 static enum tc_status render_ttl(const struct tc_item_hdr *hdr, uint64_t now_ms, struct tc_buf *out)
 {
-    char ttl[48];
-    int n;
+    static const char never[] = ",\"ttl\":null}", stale[] = ",\"ttl\":0,\"stale\":true}";
     uint64_t fresh = tc_item_fresh_until(hdr);
     if (fresh == 0) {
-        n = snprintf(ttl, sizeof(ttl), ",\"ttl\":null}");
-    } else if (fresh <= now_ms) {
-        n = snprintf(ttl, sizeof(ttl), ",\"ttl\":0,\"stale\":true}");
-    } else {
-        uint64_t left = fresh - now_ms;
-        n = snprintf(ttl, sizeof(ttl), ",\"ttl\":%llu}", (unsigned long long)((left + 999) / 1000));
+        return tc_buf_append(out, never, sizeof(never) - 1);
     }
-    return tc_buf_append(out, ttl, (size_t)n);
+    if (fresh <= now_ms) {
+        return tc_buf_append(out, stale, sizeof(stale) - 1);
+    }
+    char ttl[32] = ",\"ttl\":";
+    size_t n = 7;
+    n += tc_text_u64(ttl + n, (fresh - now_ms + 999) / 1000);
+    ttl[n++] = '}';
+    return tc_buf_append(out, ttl, n);
 }
 
 /* 1 if the value is its own JSON text (serialized JSON) or string body
@@ -328,12 +329,7 @@ static void hdrs_add(struct hdrs *h, const char *s, size_t len)
 static void hdrs_u64(struct hdrs *h, uint64_t v)
 {
     char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[sizeof(tmp) - 1 - n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    hdrs_add(h, tmp + sizeof(tmp) - n, n);
+    hdrs_add(h, tmp, tc_text_u64(tmp, v));
 }
 
 /* The HTTP-date of second s, formatted at most once per second in *cache. */

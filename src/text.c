@@ -6,6 +6,20 @@
 #include <string.h>
 #include <strings.h>
 
+size_t tc_text_u64(char *out, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++) {
+        out[i] = tmp[n - 1 - i];
+    }
+    return n;
+}
+
 /*
  * Every cache hit answered as JSON scans its value here, so the scan goes a
  * word at a time with the exact "any byte" tests of Bit Twiddling Hacks
