@@ -5,6 +5,7 @@
 #include "src/clock.h"
 #include "src/cond.h"
 #include "src/log.h"
+#include "src/text.h"
 #include "src/tls.h"
 
 #include <errno.h>
@@ -17,6 +18,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/uio.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,7 +74,8 @@ struct tc_http_conn {
     struct tc_buf out; /* output the socket did not take yet */
     size_t out_off;
     http_parser parser;
-    struct tc_http_req *req; /* being parsed or answered; NULL between requests */
+    struct tc_http_req *req;   /* being parsed or answered; NULL between requests */
+    struct tc_http_req *spare; /* the last one answered, kept for the next (req_recycle) */
     enum conn_state state;
     enum conn_wait wait;
     uint64_t read_deadline_ms;  /* meaningful unless wait == WAIT_NONE */
@@ -390,12 +393,53 @@ const char *tc_http_header(const struct tc_http_req *r, const char *name)
 
 /* ---- requests --------------------------------------------------------------- */
 
+/* A spare request keeps its target and header buffers up to this size; a
+ * body's buffer is never kept (GETs have none, and it may be megabytes). */
+#define REQ_KEEP_BUF ((size_t)4096)
+
 static void req_free(struct tc_http_req *r)
 {
     tc_buf_deinit(&r->body);
     tc_buf_deinit(&r->_target);
     tc_buf_deinit(&r->_hdrs);
     free(r);
+}
+
+/* Keeps the answered request @p r for the connection's next one: on a hit,
+ * its calloc and the three buffers' allocations and frees were a tenth of
+ * the server's instructions (bench/hit_cost.py). A connection holds at most
+ * one spare of at most 2 x REQ_KEEP_BUF bytes of buffers. */
+static void req_park(struct tc_http_conn *c, struct tc_http_req *r)
+{
+    if (c->spare != NULL) {
+        req_free(r);
+        return;
+    }
+    tc_buf_deinit(&r->body);
+    if (r->_target.cap > REQ_KEEP_BUF) {
+        tc_buf_deinit(&r->_target);
+    }
+    if (r->_hdrs.cap > REQ_KEEP_BUF) {
+        tc_buf_deinit(&r->_hdrs);
+    }
+    c->spare = r;
+}
+
+/* A request to parse into: the connection's spare, cleared, or a new one. */
+static struct tc_http_req *req_recycle(struct tc_http_conn *c)
+{
+    struct tc_http_req *r = c->spare;
+    if (r == NULL) {
+        return calloc(1, sizeof(*r));
+    }
+    c->spare = NULL;
+    struct tc_buf target = r->_target, hdrs = r->_hdrs;
+    /* Every member before _hoff; _hoff is read only below _nhdrs. */
+    memset(r, 0, offsetof(struct tc_http_req, _hoff));
+    r->_target = target;
+    r->_hdrs = hdrs;
+    r->_target.len = r->_hdrs.len = 0;
+    return r;
 }
 
 static int fail(struct tc_http_conn *c, int status, const char *msg)
@@ -519,7 +563,7 @@ static int on_message_begin(http_parser *p)
     } else {
         set_wait(c, WAIT_HEADER, c->srv->limits.header_timeout_ms);
     }
-    c->req = calloc(1, sizeof(*c->req));
+    c->req = req_recycle(c);
     if (c->req == NULL) {
         return fail(c, 503, "out of memory");
     }
@@ -784,20 +828,6 @@ static int on_message_complete(http_parser *p)
 
 /* ---- responses -------------------------------------------------------------------- */
 
-static size_t fmt_u64(char *buf, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    for (size_t i = 0; i < n; i++) {
-        buf[i] = tmp[n - 1 - i];
-    }
-    return n;
-}
-
 static void append(char *buf, size_t *n, size_t cap, const char *s, size_t len)
 {
     if (*n + len <= cap) {
@@ -916,7 +946,7 @@ static void write_response(struct tc_http_conn *c, int status, const char *ctype
     const char *reason = tc_http_reason(status);
 
     APPEND_LIT(h, &n, sizeof(h), "HTTP/1.1 ");
-    append(h, &n, sizeof(h), num, fmt_u64(num, (uint64_t)status));
+    append(h, &n, sizeof(h), num, tc_text_u64(num, (uint64_t)status));
     APPEND_LIT(h, &n, sizeof(h), " ");
     append(h, &n, sizeof(h), reason, strlen(reason));
     APPEND_LIT(h, &n, sizeof(h), "\r\nServer: tiercache\r\nDate: ");
@@ -929,7 +959,7 @@ static void write_response(struct tc_http_conn *c, int status, const char *ctype
         len = 0;
     } else {
         APPEND_LIT(h, &n, sizeof(h), "\r\nContent-Length: ");
-        append(h, &n, sizeof(h), num, fmt_u64(num, len));
+        append(h, &n, sizeof(h), num, tc_text_u64(num, len));
         APPEND_LIT(h, &n, sizeof(h), "\r\n");
     }
     if (!keep_alive) {
@@ -1147,7 +1177,7 @@ void tc_http_respond_parts(struct tc_http_req *r, int status, const char *ctype,
     int keep = r->keep_alive && !c->close_after;
     write_response(c, status, ctype, parts, nparts > TC_HTTP_MAX_PARTS ? TC_HTTP_MAX_PARTS : nparts,
                    headers, r->method == TC_HTTP_HEAD, keep);
-    req_free(r);
+    req_park(c, r);
     c->req = NULL;
     c->fresh = 0;
     s->busy--;
@@ -1535,6 +1565,9 @@ static void conn_free(struct tc_http_conn *c)
         } else {
             req_free(c->req);
         }
+    }
+    if (c->spare != NULL) {
+        req_free(c->spare);
     }
     if (c->prev != NULL) {
         c->prev->next = c->next;

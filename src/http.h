@@ -97,9 +97,9 @@ struct tc_http_req {
     struct tc_http_conn *_conn; /* NULL once the connection is gone */
     struct tc_buf _target;      /* target bytes, NUL-terminated */
     struct tc_buf _hdrs;        /* "name\0value\0" pairs, names lower-cased */
-    uint32_t _hoff[TC_HTTP_MAX_HEADERS][2];
     unsigned _nhdrs;
     int _in_value;
+    uint32_t _hoff[TC_HTTP_MAX_HEADERS][2]; /* last: a reused request clears what is before */
 };
 
 /** Returns the value of header @p name (lower case), or NULL. */
