@@ -405,7 +405,9 @@ static void serve_value(struct cache_req *q, const struct tc_rt_result *res, con
         hdrs_add(&h, tc_api_tier_label(res->tier), 2);
         HDRS_LIT(&h, "\r\n");
     }
-    uint64_t etag = tc_cond_etag(res->hdr, res->value->data, res->value->len);
+    /* The shm tier keeps it with the record: no second pass over the value. */
+    uint64_t etag =
+        res->etag ? res->etag : tc_item_etag(res->hdr, res->value->data, res->value->len);
     value_headers(q, &h, res->hdr, etag, res->now_ms);
     int status = q->cond ? read_preconditions(q->r, res->hdr, etag) : 200;
     if (status == 304) {
@@ -846,7 +848,7 @@ static enum tc_status cache_get(struct cache_req *q, const char *key, size_t kle
 static int write_condition(void *arg, const struct tc_item_hdr *hdr, const struct tc_buf *value)
 {
     struct cache_req *q = arg;
-    uint64_t etag = hdr != NULL ? tc_cond_etag(hdr, value->data, value->len) : 0;
+    uint64_t etag = hdr != NULL ? tc_item_etag(hdr, value->data, value->len) : 0;
     const char *im = tc_http_header(q->r, "if-match");
     const char *inm = tc_http_header(q->r, "if-none-match");
     if (im != NULL && !tc_cond_match(im, hdr != NULL, etag, 0)) {
@@ -877,7 +879,7 @@ static enum tc_status cache_write(struct cache_req *q, const char *key, size_t k
             req_free(q);
             return st;
         }
-        q->etag = tc_cond_etag(&op->hdr, op->value.data, op->value.len);
+        q->etag = tc_item_etag(&op->hdr, op->value.data, op->value.len);
     }
     if (!q->is_put) {
         token = NULL; /* a DELETE takes no lease token */

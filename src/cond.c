@@ -4,15 +4,6 @@
 
 #include <string.h>
 #include <time.h>
-#include "shm/xxh.h"
-
-uint64_t tc_cond_etag(const struct tc_item_hdr *h, const void *value, size_t len)
-{
-    /* The encoding is in: the JSON text 1 and the string "1" are two values. */
-    uint8_t enc = h->encoding;
-    uint64_t seed = XXH3_64bits_withSeed(&enc, 1, h->created_ms);
-    return XXH3_64bits_withSeed(len ? value : "", len, seed);
-}
 
 size_t tc_cond_etag_format(uint64_t etag, char out[TC_COND_ETAG_LEN + 1])
 {

@@ -27,13 +27,8 @@
 /** Length of an IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT". */
 #define TC_COND_DATE_LEN 29u
 
-/**
- * The ETag of an item with header @p h and value @p value (@p len bytes):
- * XXH3-64 of the encoding byte then the value, seeded with h->created_ms.
- */
-uint64_t tc_cond_etag(const struct tc_item_hdr *h, const void *value, size_t len);
-
-/** Writes @p etag as a strong ETag ("\"0123456789abcdef\"") and a NUL into
+/** Writes @p etag (tc_item_etag(), tiers/item.h) as a strong ETag ("\"0123456789abcdef\"") and a
+ * NUL into
  * @p out; returns TC_COND_ETAG_LEN. */
 size_t tc_cond_etag_format(uint64_t etag, char out[TC_COND_ETAG_LEN + 1]);
 

@@ -98,6 +98,7 @@ struct tc_rt_result {
     size_t key_len;
     const struct tc_buf *value;    /* HIT, STALE, FILLED */
     const struct tc_item_hdr *hdr; /* HIT, STALE, FILLED, NEGATIVE */
+    uint64_t etag;                 /* HIT, STALE: the value's ETag if the tier kept it, else 0 */
     uint64_t now_ms;               /* the clock the value's TTL and age count from */
     int tier;                      /* HIT, STALE, NEGATIVE: index of the tier that answered */
     int coalesced;                 /* FILLED: another read fetched it */

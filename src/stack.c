@@ -412,6 +412,7 @@ static void get_step(struct tc_stack_op *op, enum tc_status st)
         if (st == TC_OK) {
             op->hit_tier = (int)i;
             op->hdr = op->_req[i].hdr;
+            op->etag = op->_req[i].etag;
             op->local_expire_ms = op->_req[i].local_expire_ms;
             op->status = TC_OK;
             op->_refs++; /* keep op alive through the callback for the back-fill */
@@ -429,6 +430,7 @@ static void get_step(struct tc_stack_op *op, enum tc_status st)
             op->_rejected = 0;
             op->_answered = 0;
             op->hit_tier = -1;
+            op->etag = 0;
             tc_tier_note_corrupt(sc->ctx[i]);
             st = TC_ECORRUPT;
         }

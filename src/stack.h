@@ -58,6 +58,7 @@ struct tc_stack_op {
     /* Out. */
     enum tc_status status; /* TC_OK, TC_ENOTFOUND, TC_ETOOBIG, TC_EUNAVAIL, ... */
     int hit_tier;          /* get: index of the tier that answered, -1 on a miss */
+    uint64_t etag;         /* get: the value's ETag when that tier kept it (tier.h), else 0 */
     uint64_t local_expire_ms;
     unsigned failed_mask; /* set/del: tiers that failed */
     unsigned stored_mask; /* set: tiers that stored */

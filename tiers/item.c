@@ -62,7 +62,7 @@ static uint64_t item_check(const uint8_t *hdr, const void *key, size_t key_len, 
 
 enum tc_status tc_item_hdr_validate(const struct tc_item_hdr *h)
 {
-    if (!encoding_valid(h->encoding) || (h->flags & ~TC_ITEM_F_KNOWN) != 0 ||
+    if (!encoding_valid(h->encoding) || (h->flags & ~(TC_ITEM_F_KNOWN & ~TC_ITEM_F_ETAG)) != 0 ||
         (!(h->flags & TC_ITEM_F_GRACE) && h->grace_s != 0) ||
         (!(h->flags & TC_ITEM_F_ENCRYPTED) && h->key_id != 0)) {
         return TC_EINVAL;
@@ -139,6 +139,36 @@ enum tc_status tc_item_peek(const void *buf, size_t len, struct tc_item_hdr *h)
     return parse(buf, len, h);
 }
 
+uint64_t tc_item_etag(const struct tc_item_hdr *h, const void *value, size_t len)
+{
+    uint8_t enc = h->encoding;
+    uint64_t seed = XXH3_64bits_withSeed(&enc, 1, h->created_ms);
+    return XXH3_64bits_withSeed(len ? value : "", len, seed);
+}
+
+enum tc_status tc_item_encode_guarded(const struct tc_item_hdr *h, const void *value,
+                                      uint8_t out[TC_ITEM_HDR_SIZE])
+{
+    if ((value == NULL && h->value_len != 0) || tc_item_encode_fields(h, out) != TC_OK) {
+        return TC_EINVAL;
+    }
+    out[5] |= TC_ITEM_F_ETAG;
+    put_be64(out + TC_ITEM_CHECK_AT, tc_item_etag(h, value, h->value_len));
+    return TC_OK;
+}
+
+enum tc_status tc_item_decode_guarded(const void *buf, size_t len, struct tc_item_hdr *h,
+                                      uint64_t *etag)
+{
+    enum tc_status st = parse(buf, len, h);
+    *etag = 0;
+    if (st == TC_OK && (h->flags & TC_ITEM_F_ETAG)) {
+        *etag = get_be64((const uint8_t *)buf + TC_ITEM_CHECK_AT);
+        h->flags &= (uint8_t)~TC_ITEM_F_ETAG;
+    }
+    return st;
+}
+
 enum tc_status tc_item_decode(const void *buf, size_t len, const void *key, size_t key_len,
                               struct tc_item_hdr *h)
 {
@@ -147,6 +177,9 @@ enum tc_status tc_item_decode(const void *buf, size_t len, const void *key, size
     enum tc_status st = parse(p, len, &got);
     if (st != TC_OK) {
         return st;
+    }
+    if (got.flags & TC_ITEM_F_ETAG) {
+        return TC_ECORRUPT; /* a guarded store's record has no check to verify */
     }
     /* Last, because it reads every byte: a record whose shape is wrong is
      * refused without hashing a possibly huge value. */

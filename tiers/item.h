@@ -19,7 +19,12 @@
  *         (UTF-8, no control byte, '"' or '\\'), so a reader copies it
  *         without scanning; set only with encoding string. NEGATIVE: the
  *         origin answered 404/410 for this key; the value is empty and
- *         means "no value" until E (negative caching).
+ *         means "no value" until E (negative caching). ETAG: the record is
+ *         kept by a store whose own checksum covers its every byte and is
+ *         checked on every read (the shm ring), and the check slot holds
+ *         the value's ETag (tc_item_etag) instead of the check, so that a
+ *         hit there needs no second pass over the value
+ *         (tc_item_encode_guarded); tc_item_decode refuses such a record.
  *  rsvd   grace in seconds when flg has TC_ITEM_F_GRACE, else zero.
  *  E      authoritative expiry, absolute ms since the Unix epoch; 0 = never.
  *         With a grace period, E is the end of the grace: the value is
@@ -72,9 +77,10 @@ enum tc_item_encoding {
 #define TC_ITEM_F_GRACE      0x04u /* rsvd holds the grace in seconds */
 #define TC_ITEM_F_PLAIN      0x08u /* string value needing no JSON escaping */
 #define TC_ITEM_F_NEGATIVE   0x10u /* the origin has no value for this key */
+#define TC_ITEM_F_ETAG       0x20u /* check slot = ETag; the store guards the bytes */
 #define TC_ITEM_F_KNOWN                                                                            \
     (TC_ITEM_F_ENCRYPTED | TC_ITEM_F_COMPRESSED | TC_ITEM_F_GRACE | TC_ITEM_F_PLAIN |              \
-     TC_ITEM_F_NEGATIVE)
+     TC_ITEM_F_NEGATIVE | TC_ITEM_F_ETAG)
 #define TC_ITEM_GRACE_MAX_S 65535u
 
 /** The decoded header. Plain data; copy freely. */
@@ -144,6 +150,34 @@ enum tc_status tc_item_decode(const void *buf, size_t len, const void *key, size
  * its value out. Same length and format rules as tc_item_decode().
  */
 enum tc_status tc_item_peek(const void *buf, size_t len, struct tc_item_hdr *h);
+
+/**
+ * The value's ETag (issue 15): XXH3-64 of @p value (@p len bytes), seeded
+ * with its encoding and h->created_ms, so that the JSON text 1 and the
+ * string "1" differ and every tier gives one write the same ETag.
+ */
+uint64_t tc_item_etag(const struct tc_item_hdr *h, const void *value, size_t len);
+
+/**
+ * Encodes @p h as tc_item_encode() does, for a store that checks its own
+ * checksum over every byte of a record on every read (the shm ring): with
+ * TC_ITEM_F_ETAG, the check slot holding tc_item_etag() of @p value. One
+ * pass over the value, as tc_item_encode().
+ * @return TC_OK; TC_EINVAL as tc_item_encode(), or if h->flags has
+ *         TC_ITEM_F_ETAG (it is this function's to set).
+ */
+enum tc_status tc_item_encode_guarded(const struct tc_item_hdr *h, const void *value,
+                                      uint8_t out[TC_ITEM_HDR_SIZE]);
+
+/**
+ * Reads a record of such a store, whose bytes the store has verified: fills
+ * @p h (without TC_ITEM_F_ETAG) and *etag with the slot's ETag; a record
+ * written by tc_item_encode() (an older tiercache) has no ETag there and
+ * gives *etag = 0 (unknown: hash the value). Same format rules as
+ * tc_item_peek(), which it is plus the slot.
+ */
+enum tc_status tc_item_decode_guarded(const void *buf, size_t len, struct tc_item_hdr *h,
+                                      uint64_t *etag);
 
 /**
  * Local expiry for a tier with ratio @p ratio (0 < r <= 1) and cap

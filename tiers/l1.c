@@ -5,7 +5,8 @@
  * ABI. Built into libtiercache.so/.a from the same sources the server uses,
  * so the library decodes exactly what the server's shm:// tier writes
  * (tiers/tier_shm.c: a 40-byte item header in front of the value, one
- * gathered write; the ring's local expiry beside it).
+ * gathered write; the ring's local expiry beside it; the header's check
+ * slot holds the value's ETag, tc_item_encode_guarded).
  */
 #include "include/tiercache/l1.h"
 #include "shm/ring.h"
@@ -174,8 +175,10 @@ int tc_l1_get(struct tc_l1 *l, const void *key, size_t klen, void *buf, size_t c
     if (st != TC_OK) {
         return st == TC_ETOOBIG ? TC_L1_ENOTFOUND : (int)st;
     }
-    /* Written by another program, an older format, or damaged: a miss. */
-    if (tc_item_decode(l->scratch, it.value_len, key, klen, &h) != TC_OK ||
+    /* Written by another program, an older format, or damaged: a miss. The
+     * ring's check covered every byte, as for the server's shm tier. */
+    uint64_t etag;
+    if (tc_item_decode_guarded(l->scratch, it.value_len, &h, &etag) != TC_OK ||
         tc_item_expired(h.expire_ms, now)) {
         return TC_L1_ENOTFOUND;
     }
@@ -214,7 +217,7 @@ int tc_l1_set(struct tc_l1 *l, const void *key, size_t klen, const void *value, 
                             .expire_ms = ttl_ms == 0 ? 0 : now + ttl_ms,
                             .value_len = (uint32_t)vlen};
     uint8_t hdr[TC_ITEM_HDR_SIZE];
-    enum tc_status st = tc_item_encode(&h, key, klen, value, hdr);
+    enum tc_status st = tc_item_encode_guarded(&h, value, hdr);
     if (st == TC_OK) {
         struct tc_ring_iov iov[2] = {{hdr, sizeof(hdr)}, {value, vlen}};
         st = tc_ring_setv(l->ctx, key, klen, iov, 2, h.expire_ms, 0, now);

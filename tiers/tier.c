@@ -257,6 +257,7 @@ static enum tc_status open_value(struct tc_tier_ctx *c, struct tc_tier_req *req)
         return TC_ECORRUPT;
     }
     req->out->len = n;
+    req->etag = 0; /* the backend's was over the sealed bytes */
     req->hdr.flags &= (uint8_t)~TC_ITEM_F_ENCRYPTED;
     req->hdr.key_id = 0;
     req->hdr.value_len = (uint32_t)n;
@@ -376,6 +377,7 @@ enum tc_status tc_tier_get(struct tc_tier_ctx *c, struct tc_tier_req *req)
     }
     req->out->len = 0;
     req->local_expire_ms = 0;
+    req->etag = 0;
     return run(req, c->tier->ops->get);
 }
 
@@ -408,6 +410,7 @@ void tc_tier_get_many(struct tc_tier_ctx *c, struct tc_tier_req **reqs, size_t n
             }
             req->out->len = 0;
             req->local_expire_ms = 0;
+            req->etag = 0;
             ok[m++] = req;
         }
         if (m > 0) {
@@ -460,7 +463,8 @@ enum tc_status tc_tier_set(struct tc_tier_ctx *c, struct tc_tier_req *req)
         /* Written already expired: the newest write says "no value". */
         return run(req, t->ops->del);
     }
-    req->hdr.flags &= (uint8_t)~TC_ITEM_F_ENCRYPTED; /* ours to set (tier.h) */
+    /* Ours and the store's to set (tier.h, item.h). */
+    req->hdr.flags &= (uint8_t) ~(TC_ITEM_F_ENCRYPTED | TC_ITEM_F_ETAG);
     req->hdr.key_id = 0;
     if (c->_seal != NULL && (st = seal_value(c, req)) != TC_OK) {
         return finish(req, st);

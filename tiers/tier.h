@@ -56,8 +56,8 @@ struct tc_tier_req;
  * (4: parameters declared as rows, struct tc_tier_param; 5: the tier
  * layer's sealing members in struct tc_tier_req; 6: key listing and
  * published prefix clears, issue 15; 7: counters, rate limits and lock
- * renewal, struct tc_tier_count_req, issue 16). */
-#define TC_TIER_ABI_VERSION 7u
+ * renewal, struct tc_tier_count_req, issue 16; 8: tc_tier_req.etag). */
+#define TC_TIER_ABI_VERSION 8u
 
 /** Capability bits of a backend (struct tc_tier_ops.caps). */
 #define TC_TIER_CAP_PERSISTENT   0x01u /* data survives a restart of the process and host */
@@ -103,6 +103,11 @@ struct tc_tier_req {
 
     /* get: out (decoded header); set: in (encoding, flags, created_ms, E). */
     struct tc_item_hdr hdr;
+
+    /* get: out, the value's ETag (tc_item_etag) when the backend read it
+     * with the record (the shm ring keeps it: tc_item_encode_guarded), so
+     * that the caller need not hash the value; 0 when unknown. */
+    uint64_t etag;
 
     /* set: the local expiry computed from E and the tier's ratio (0 = never);
      * get: out, the local expiry the tier holds for the item (0 = never). */

@@ -24,12 +24,13 @@
  * 40-byte item header (tiers/item.h) travels inside the value bytes, written
  * in front of the payload in one gathered write, so shm/ never depends on
  * tiers/. A get copies header + payload into the caller's buffer, decodes the
- * header, and moves the payload down over it. The header's own check is not
- * hashed again here: the ring's check already covers every byte of the
- * record (header and payload) and is seeded with the key, whose bytes the
- * ring compares, so a second pass over the value (a third of a 4 KiB hit's
- * instructions) would catch nothing more; the header's shape is still
- * checked (tc_item_peek).
+ * header, and moves the payload down over it. The header carries no check
+ * of its own here: the ring's check already covers every byte of the record
+ * (header and payload) and is seeded with the key, whose bytes the ring
+ * compares, so a second pass over the value would catch nothing more. Its
+ * slot holds the value's ETag instead (tc_item_encode_guarded, computed in
+ * the same one pass at write), handed up as tc_tier_req.etag so that a hit
+ * is one pass over the value, not two; the header's shape is still checked.
  *
  * Lossy: the ring may drop an item at any time (FIFO log, lossy index), which
  * is why a slower tier sits behind it.
@@ -293,7 +294,7 @@ static enum tc_status get_finish(struct tc_tier_req *req, enum tc_status st,
         st = TC_ENOTFOUND; /* kept changing under us: a miss is the honest answer */
     }
     if (st == TC_OK) {
-        if (tc_item_peek(out->data, it->value_len, &req->hdr) == TC_OK) {
+        if (tc_item_decode_guarded(out->data, it->value_len, &req->hdr, &req->etag) == TC_OK) {
             memmove(out->data, out->data + TC_ITEM_HDR_SIZE, req->hdr.value_len);
             out->len = req->hdr.value_len;
             req->local_expire_ms = it->expire_ms;
@@ -374,7 +375,7 @@ static enum tc_status shm_set(struct tc_tier_ctx *c, struct tc_tier_req *req)
 {
     struct shm_ctx *sc = (struct shm_ctx *)c;
     uint8_t hdr[TC_ITEM_HDR_SIZE];
-    enum tc_status st = tc_item_encode(&req->hdr, req->key, req->key_len, req->value, hdr);
+    enum tc_status st = tc_item_encode_guarded(&req->hdr, req->value, hdr);
     if (st == TC_OK) {
         struct tc_ring_iov iov[2] = {{hdr, sizeof(hdr)}, {req->value, req->value_len}};
         st = tc_ring_setv(sc->rc, req->key, req->key_len, iov, 2, req->local_expire_ms, 0,

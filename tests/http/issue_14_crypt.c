@@ -236,6 +236,37 @@ Test(crypt_http, sighup_rotation_keeps_every_value_readable)
     expect_no_key_in_log();
 }
 
+/* An L1 that seals its values: the shm record's ETag slot is over the sealed
+ * bytes, so a hit from it must give the plaintext's ETag, the one the PUT
+ * answered (tiers/tier.c drops the backend's). */
+Test(crypt_http, a_sealed_shm_hit_has_the_values_etag)
+{
+    key_new();
+    char l1[128];
+    snprintf(l1, sizeof(l1), "shm://tc-crypt-etag-%d?size=4M&encrypt=on", (int)getpid());
+    const char *args[] = {
+        "--workers", "1", "--tier", l1, "--tier", tier_l2, "--encryption-keys-file", keys, NULL};
+    cr_assert_eq(tc_test_server_start(&srv, args), 0, "did not start:\n%s", srv.log);
+    const char *body = "{\"value\":\"" SECRET "\",\"ttl\":600}";
+    struct tc_test_resp r;
+    cr_assert_eq(tc_test_http(srv.port, "PUT", "/cache/e", "Content-Type: application/json\r\n",
+                              body, strlen(body), &r),
+                 0);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    char etag[64], got[64];
+    cr_assert_eq(tc_test_resp_header(&r, "etag", etag, sizeof(etag)), 0, "no ETag on the PUT");
+    tc_test_resp_free(&r);
+    cr_assert_eq(tc_test_http(srv.port, "GET", "/cache/e", NULL, NULL, 0, &r), 0);
+    cr_assert_str_eq(r.x_cache_tier, "l1");
+    cr_assert_eq(tc_test_resp_header(&r, "etag", got, sizeof(got)), 0);
+    cr_assert_str_eq(got, etag, "the sealed L1's ETag is not the value's");
+    tc_test_resp_free(&r);
+    cr_assert(tc_test_server_stop_clean(&srv), "%s", srv.log);
+    char path[160];
+    snprintf(path, sizeof(path), "/dev/shm/tc-crypt-etag-%d", (int)getpid());
+    unlink(path);
+}
+
 Test(crypt_http, a_readable_keyring_or_encrypt_without_one_refuses_to_start)
 {
     key_new();

@@ -20,18 +20,18 @@ Test(cond, etag_covers_encoding_created_time_and_value)
 {
     struct tc_item_hdr a = {.encoding = TC_ENC_JSON, .created_ms = 1000};
     struct tc_item_hdr b = a;
-    uint64_t e = tc_cond_etag(&a, "1", 1);
-    cr_assert_eq(tc_cond_etag(&b, "1", 1), e, "same item, same ETag");
+    uint64_t e = tc_item_etag(&a, "1", 1);
+    cr_assert_eq(tc_item_etag(&b, "1", 1), e, "same item, same ETag");
     b.expire_ms = 99999; /* not in it: the TTL is not the value */
     b.flags = TC_ITEM_F_GRACE;
-    cr_assert_eq(tc_cond_etag(&b, "1", 1), e);
+    cr_assert_eq(tc_item_etag(&b, "1", 1), e);
     b.encoding = TC_ENC_STRING;
-    cr_assert_neq(tc_cond_etag(&b, "1", 1), e, "the JSON 1 and the string \"1\" differ");
+    cr_assert_neq(tc_item_etag(&b, "1", 1), e, "the JSON 1 and the string \"1\" differ");
     b = a;
     b.created_ms = 1001;
-    cr_assert_neq(tc_cond_etag(&b, "1", 1), e, "a rewrite of the same value is another version");
-    cr_assert_neq(tc_cond_etag(&a, "2", 1), e);
-    cr_assert_neq(tc_cond_etag(&a, NULL, 0), e);
+    cr_assert_neq(tc_item_etag(&b, "1", 1), e, "a rewrite of the same value is another version");
+    cr_assert_neq(tc_item_etag(&a, "2", 1), e);
+    cr_assert_neq(tc_item_etag(&a, NULL, 0), e);
 }
 
 struct match_case {

@@ -108,6 +108,32 @@ Test(item, encode_refuses_unknown_encoding_or_flags)
     cr_assert_eq(tc_item_hdr_validate(&h), TC_OK);
 }
 
+/* The shm ring's records (tc_item_encode_guarded): the check slot holds the
+ * value's ETag, which a read hands back; the flag never leaves the codec. */
+Test(item, guarded_records_carry_the_etag_and_only_there)
+{
+    uint8_t buf[TC_ITEM_HDR_SIZE + 5];
+    struct tc_item_hdr in = {TC_ENC_JSON, TC_ITEM_F_PLAIN, T0, T0 + 60000, 5, 0, 0}, out;
+    cr_assert_eq(tc_item_encode_guarded(&in, "[1,2]", buf), TC_OK);
+    memcpy(buf + TC_ITEM_HDR_SIZE, "[1,2]", 5);
+    uint64_t etag = 1;
+    cr_assert_eq(tc_item_decode_guarded(buf, sizeof(buf), &out, &etag), TC_OK);
+    cr_assert_eq(etag, tc_item_etag(&in, "[1,2]", 5), "the slot is the value's ETag");
+    cr_assert_eq(out.flags, TC_ITEM_F_PLAIN, "the guarded flag is the codec's, not the caller's");
+    cr_assert_eq(out.created_ms, in.created_ms);
+    cr_assert_eq(out.expire_ms, in.expire_ms);
+    /* Not a self-checked record: a tier that verifies checks refuses it. */
+    cr_assert_eq(decode(buf, sizeof(buf), &out), TC_ECORRUPT);
+    /* A record of tc_item_encode (an older writer) reads with no ETag. */
+    make_record(buf, &in, "[1,2]");
+    cr_assert_eq(tc_item_decode_guarded(buf, sizeof(buf), &out, &etag), TC_OK);
+    cr_assert_eq(etag, 0u);
+    /* The flag is not the caller's to set. */
+    in.flags = TC_ITEM_F_ETAG;
+    cr_assert_eq(tc_item_encode(&in, KEY, KLEN, "[1,2]", buf), TC_EINVAL);
+    cr_assert_eq(tc_item_encode_guarded(&in, "[1,2]", buf), TC_EINVAL);
+}
+
 Test(item, grace_round_trips_and_sets_freshness)
 {
     uint8_t b[TC_ITEM_HDR_SIZE];
