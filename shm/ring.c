@@ -748,7 +748,7 @@ static enum tc_status check_key(const void *key, size_t klen)
  * Under the slot's BUSY bit, so that an in-place rewrite cannot slip between
  * our copy and our CAS (the slot value would be the same again: ABA). */
 static void promote(struct tc_ring_ctx *c, const struct wkey *k, _Atomic uint64_t *slot,
-                    const struct found *f, const void *value)
+                    const struct found *f, const void *head, size_t hn, const void *rest)
 {
     struct tc_ring *r = c->ring;
     uint64_t seen = f->slot;
@@ -763,9 +763,9 @@ static void promote(struct tc_ring_ctx *c, const struct wkey *k, _Atomic uint64_
                                                 memory_order_relaxed);
         return;
     }
-    struct tc_ring_iov iov = {value, f->rec.val_len};
-    uint64_t pos =
-        append(r, TC_RING_LOG_MAIN, k, &iov, 1, f->rec.val_len, f->rec.expire_ms, f->rec.flags);
+    struct tc_ring_iov iov[2] = {{head, hn}, {rest, f->rec.val_len - hn}};
+    uint64_t pos = append(r, TC_RING_LOG_MAIN, k, hn ? iov : iov + 1, hn ? 2 : 1, f->rec.val_len,
+                          f->rec.expire_ms, f->rec.flags);
     uint64_t b = seen | TC_RING_SLOT_BUSY;
     uint64_t next = intact(r, TC_RING_LOG_MAIN, pos, head_of(r, TC_RING_LOG_MAIN))
                         ? make_slot(k->tag, TC_RING_LOG_MAIN, pos)
@@ -807,12 +807,29 @@ static int rewrite_in_place(struct tc_ring_ctx *c, const struct wkey *k, _Atomic
     return 1;
 }
 
-/* tc_ring_get() of a checked key whose hash is known. */
+/* The record check over a value copied in two parts (XXH3's streaming
+ * result equals its one-shot one over the same bytes). */
+static uint64_t split_sum(const void *head, size_t hn, const void *rest, size_t n, uint64_t seed)
+{
+    if (hn == 0) {
+        return XXH3_64bits_withSeed(rest, n, seed);
+    }
+    XXH3_state_t st;
+    XXH3_64bits_reset_withSeed(&st, seed);
+    XXH3_64bits_update(&st, head, hn);
+    if (n > 0) {
+        XXH3_64bits_update(&st, rest, n);
+    }
+    return XXH3_64bits_digest(&st);
+}
+
+/* tc_ring_get_split() of a checked key whose hash is known. */
 static enum tc_status get_hashed(struct tc_ring_ctx *c, const void *key, size_t klen, uint64_t hash,
-                                 uint64_t now_ms, void *buf, size_t cap, struct tc_ring_item *item)
+                                 uint64_t now_ms, void *head, size_t head_len, void *buf,
+                                 size_t cap, struct tc_ring_item *item)
 {
     struct tc_ring *r = c->ring;
-    if (buf == NULL && cap > 0) {
+    if ((buf == NULL && cap > 0) || (head == NULL && head_len > 0)) {
         return TC_EINVAL;
     }
     bump(c, C_GETS);
@@ -849,15 +866,17 @@ static enum tc_status get_hashed(struct tc_ring_ctx *c, const void *key, size_t 
             item->expire_ms = f.rec.expire_ms;
             item->flags = f.rec.flags;
         }
-        if (vlen > cap) {
+        size_t hn = vlen < head_len ? vlen : head_len;
+        if (vlen - hn > cap) {
             if (still_intact(r, f.L, f.pos)) {
                 return TC_ETOOBIG;
             }
             break;
         }
-        log_read_at(r, f.L, f.wkey, f.rec.key_len, buf, vlen);
+        log_read_at(r, f.L, f.wkey, f.rec.key_len, head, hn);
+        log_read_at(r, f.L, f.wkey, f.rec.key_len + hn, buf, vlen - hn);
         uint64_t sum =
-            XXH3_64bits_withSeed(buf, vlen, check_seed(k.hash, f.pos, f.rec.w0, f.rec.w1));
+            split_sum(head, hn, buf, vlen - hn, check_seed(k.hash, f.pos, f.rec.w0, f.rec.w1));
         if (!still_intact(r, f.L, f.pos)) {
             bump(c, C_TORN);
             break;
@@ -876,7 +895,7 @@ static enum tc_status get_hashed(struct tc_ring_ctx *c, const void *key, size_t 
         }
         bump(c, C_HITS);
         if (f.L == TC_RING_LOG_SMALL || f.head - f.pos > r->promote_age) {
-            promote(c, &k, &b->slot[i], &f, buf);
+            promote(c, &k, &b->slot[i], &f, head, hn, buf);
         }
         return TC_OK;
     }
@@ -890,11 +909,19 @@ static enum tc_status get_hashed(struct tc_ring_ctx *c, const void *key, size_t 
 enum tc_status tc_ring_get(struct tc_ring_ctx *c, const void *key, size_t klen, uint64_t now_ms,
                            void *buf, size_t cap, struct tc_ring_item *item)
 {
+    return tc_ring_get_split(c, key, klen, now_ms, NULL, 0, buf, cap, item);
+}
+
+enum tc_status tc_ring_get_split(struct tc_ring_ctx *c, const void *key, size_t klen,
+                                 uint64_t now_ms, void *head, size_t head_len, void *buf,
+                                 size_t cap, struct tc_ring_item *item)
+{
     enum tc_status st = check_key(key, klen);
     if (st != TC_OK) {
         return st;
     }
-    return get_hashed(c, key, klen, key_hash(c->ring, key, klen), now_ms, buf, cap, item);
+    return get_hashed(c, key, klen, key_hash(c->ring, key, klen), now_ms, head, head_len, buf, cap,
+                      item);
 }
 
 /* Overlaps the cache misses of a batch of gets in a software pipeline:
@@ -946,9 +973,10 @@ void tc_ring_get_batch(struct tc_ring_ctx *c, size_t n, const struct tc_ring_get
             }
             if (i >= 2 * BATCH_D && i - 2 * BATCH_D < m) {
                 size_t j = i - 2 * BATCH_D;
-                q[j].status[0] = ok[j] ? get_hashed(c, q[j].key, q[j].klen, hash[j], q[j].now_ms,
-                                                    q[j].buf, q[j].cap, q[j].item)
-                                       : check_key(q[j].key, q[j].klen);
+                q[j].status[0] =
+                    ok[j] ? get_hashed(c, q[j].key, q[j].klen, hash[j], q[j].now_ms, q[j].head,
+                                       q[j].head_len, q[j].buf, q[j].cap, q[j].item)
+                          : check_key(q[j].key, q[j].klen);
             }
         }
     }

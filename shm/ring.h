@@ -229,6 +229,20 @@ void tc_ring_ctx_destroy(struct tc_ring_ctx *c);
 enum tc_status tc_ring_get(struct tc_ring_ctx *c, const void *key, size_t klen, uint64_t now_ms,
                            void *buf, size_t cap, struct tc_ring_item *item);
 
+/**
+ * tc_ring_get() with the value's first @p head_len bytes copied to @p head
+ * and the rest to @p buf (@p cap bytes): for a caller whose values start
+ * with a fixed-size header of its own (the shm tier's item header), so that
+ * the payload lands where it is used, without a move after the copy. The
+ * checksum is over exactly the bytes copied, as for tc_ring_get(). A value
+ * shorter than @p head_len is copied whole to @p head (item->value_len says
+ * how long). @return as tc_ring_get(), with TC_ETOOBIG when the rest is
+ * larger than @p cap; TC_EINVAL also for a NULL head with head_len > 0.
+ */
+enum tc_status tc_ring_get_split(struct tc_ring_ctx *c, const void *key, size_t klen,
+                                 uint64_t now_ms, void *head, size_t head_len, void *buf,
+                                 size_t cap, struct tc_ring_item *item);
+
 /** One get of a batch (tc_ring_get_batch). */
 struct tc_ring_getreq {
     const void *key;
@@ -238,6 +252,8 @@ struct tc_ring_getreq {
     struct tc_ring_item *item; /* may be NULL */
     enum tc_status *status;    /* out: what tc_ring_get() would return */
     uint64_t now_ms;
+    void *head;      /* with head_len > 0: as tc_ring_get_split() */
+    size_t head_len; /* 0: as tc_ring_get() */
 };
 
 /**

@@ -157,13 +157,14 @@ enum tc_status tc_item_encode_guarded(const struct tc_item_hdr *h, const void *v
     return TC_OK;
 }
 
-enum tc_status tc_item_decode_guarded(const void *buf, size_t len, struct tc_item_hdr *h,
+enum tc_status tc_item_decode_guarded(const void *hdr, size_t len, struct tc_item_hdr *h,
                                       uint64_t *etag)
 {
-    enum tc_status st = parse(buf, len, h);
+    /* parse() reads the header's bytes only, and none when len is short. */
+    enum tc_status st = parse(hdr, len, h);
     *etag = 0;
     if (st == TC_OK && (h->flags & TC_ITEM_F_ETAG)) {
-        *etag = get_be64((const uint8_t *)buf + TC_ITEM_CHECK_AT);
+        *etag = get_be64((const uint8_t *)hdr + TC_ITEM_CHECK_AT);
         h->flags &= (uint8_t)~TC_ITEM_F_ETAG;
     }
     return st;

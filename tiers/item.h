@@ -170,13 +170,15 @@ enum tc_status tc_item_encode_guarded(const struct tc_item_hdr *h, const void *v
                                       uint8_t out[TC_ITEM_HDR_SIZE]);
 
 /**
- * Reads a record of such a store, whose bytes the store has verified: fills
- * @p h (without TC_ITEM_F_ETAG) and *etag with the slot's ETag; a record
- * written by tc_item_encode() (an older tiercache) has no ETag there and
- * gives *etag = 0 (unknown: hash the value). Same format rules as
- * tc_item_peek(), which it is plus the slot.
+ * Reads a record of such a store, whose bytes the store has verified: @p
+ * hdr is the record's first min(@p len, TC_ITEM_HDR_SIZE) bytes and @p len
+ * the whole record's length (the value need not follow @p hdr in memory;
+ * only the header is read). Fills @p h (without TC_ITEM_F_ETAG) and *etag
+ * with the slot's ETag; a record written by tc_item_encode() (an older
+ * tiercache) has no ETag there and gives *etag = 0 (unknown: hash the
+ * value). Same format rules as tc_item_peek(), which it is plus the slot.
  */
-enum tc_status tc_item_decode_guarded(const void *buf, size_t len, struct tc_item_hdr *h,
+enum tc_status tc_item_decode_guarded(const void *hdr, size_t len, struct tc_item_hdr *h,
                                       uint64_t *etag);
 
 /**

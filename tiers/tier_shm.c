@@ -23,8 +23,8 @@
  * The ring knows keys, value bytes, a local expiry and flag bits only; the
  * 40-byte item header (tiers/item.h) travels inside the value bytes, written
  * in front of the payload in one gathered write, so shm/ never depends on
- * tiers/. A get copies header + payload into the caller's buffer, decodes the
- * header, and moves the payload down over it. The header carries no check
+ * tiers/. A get copies the header aside and the payload straight into the
+ * caller's buffer (tc_ring_get_split), and decodes the header. The header carries no check
  * of its own here: the ring's check already covers every byte of the record
  * (header and payload) and is seeded with the key, whose bytes the ring
  * compares, so a second pass over the value would catch nothing more. Its
@@ -285,17 +285,17 @@ static void shm_ctx_dispose(struct tc_tier_ctx *c)
     free(sc);
 }
 
-/* Turns what the ring copied (header + payload) into the request's answer. */
+/* Turns what the ring copied (the header to @p hb, the payload to
+ * req->out) into the request's answer. */
 static enum tc_status get_finish(struct tc_tier_req *req, enum tc_status st,
-                                 const struct tc_ring_item *it)
+                                 const struct tc_ring_item *it, const uint8_t *hb)
 {
     struct tc_buf *out = req->out;
     if (st == TC_ETOOBIG) {
         st = TC_ENOTFOUND; /* kept changing under us: a miss is the honest answer */
     }
     if (st == TC_OK) {
-        if (tc_item_decode_guarded(out->data, it->value_len, &req->hdr, &req->etag) == TC_OK) {
-            memmove(out->data, out->data + TC_ITEM_HDR_SIZE, req->hdr.value_len);
+        if (tc_item_decode_guarded(hb, it->value_len, &req->hdr, &req->etag) == TC_OK) {
             out->len = req->hdr.value_len;
             req->local_expire_ms = it->expire_ms;
         } else {
@@ -316,25 +316,27 @@ static enum tc_status shm_get(struct tc_tier_ctx *c, struct tc_tier_req *req)
     struct shm_ctx *sc = (struct shm_ctx *)c;
     struct tc_buf *out = req->out;
     struct tc_ring_item it;
+    uint8_t hb[TC_ITEM_HDR_SIZE];
     enum tc_status st = TC_ENOTFOUND;
     /* The value may have grown between the size report and the retry. */
     for (int tries = 0; tries < 4; tries++) {
-        if (out->cap < TC_ITEM_HDR_SIZE + 256 &&
-            tc_buf_reserve(out, TC_ITEM_HDR_SIZE + 256) != TC_OK) {
+        if (out->cap < 256 && tc_buf_reserve(out, 256) != TC_OK) {
             st = TC_ENOMEM;
             break;
         }
-        st = tc_ring_get(sc->rc, req->key, req->key_len, req->now_ms, out->data, out->cap, &it);
+        /* The header apart, the payload straight into out: no move after. */
+        st = tc_ring_get_split(sc->rc, req->key, req->key_len, req->now_ms, hb, sizeof(hb),
+                               out->data, out->cap, &it);
         if (st != TC_ETOOBIG) {
             break;
         }
-        if (tc_buf_reserve(out, it.value_len) != TC_OK) {
+        if (tc_buf_reserve(out, it.value_len - TC_ITEM_HDR_SIZE) != TC_OK) {
             st = TC_ENOMEM;
             break;
         }
         st = TC_ENOTFOUND;
     }
-    return get_finish(req, st, &it);
+    return get_finish(req, st, &it, hb);
 }
 
 /* The batch goes to the ring in one call, so that its cache misses overlap;
@@ -345,16 +347,23 @@ static void shm_get_many(struct tc_tier_ctx *c, struct tc_tier_req **reqs, size_
     struct tc_ring_getreq q[TC_TIER_GET_MANY_MAX];
     struct tc_ring_item it[TC_TIER_GET_MANY_MAX];
     enum tc_status st[TC_TIER_GET_MANY_MAX];
+    uint8_t hb[TC_TIER_GET_MANY_MAX][TC_ITEM_HDR_SIZE];
     size_t idx[TC_TIER_GET_MANY_MAX], m = 0;
     for (size_t i = 0; i < n && i < TC_TIER_GET_MANY_MAX; i++) {
         struct tc_buf *out = reqs[i]->out;
-        if (out->cap < TC_ITEM_HDR_SIZE + 256 &&
-            tc_buf_reserve(out, TC_ITEM_HDR_SIZE + 256) != TC_OK) {
-            get_finish(reqs[i], TC_ENOMEM, NULL);
+        if (out->cap < 256 && tc_buf_reserve(out, 256) != TC_OK) {
+            get_finish(reqs[i], TC_ENOMEM, NULL, NULL);
             continue;
         }
-        q[m] = (struct tc_ring_getreq){reqs[i]->key, reqs[i]->key_len, out->data,      out->cap,
-                                       &it[m],       &st[m],           reqs[i]->now_ms};
+        q[m] = (struct tc_ring_getreq){.key = reqs[i]->key,
+                                       .klen = reqs[i]->key_len,
+                                       .buf = out->data,
+                                       .cap = out->cap,
+                                       .item = &it[m],
+                                       .status = &st[m],
+                                       .now_ms = reqs[i]->now_ms,
+                                       .head = hb[m],
+                                       .head_len = TC_ITEM_HDR_SIZE};
         idx[m++] = i;
     }
     if (m == 0) {
@@ -366,7 +375,7 @@ static void shm_get_many(struct tc_tier_ctx *c, struct tc_tier_req **reqs, size_
         if (st[k] == TC_ETOOBIG) {
             shm_get(c, req);
         } else {
-            get_finish(req, st[k], &it[k]);
+            get_finish(req, st[k], &it[k], hb[k]);
         }
     }
 }

@@ -5,6 +5,7 @@
  * test in its own process, two at a time). The garbage and version tests
  * reach into the segment through shm/ring_layout.h, the published ABI.
  */
+#define _GNU_SOURCE /* memmem */
 #include "shm/ring.h"
 #include "shm/ring_layout.h"
 #include "tests/support/asuser.h"
@@ -600,6 +601,72 @@ Test(ring, garbage_segment_never_crashes)
 
 /* A batch answers exactly as the same gets one by one: hits, misses, bad
  * keys, buffers too small, expired items, across several prefetch waves. */
+/* Flips the first byte of every copy of @p mark in the segment's bytes (a
+ * hit may have promoted the record, leaving an older copy); returns how many. */
+static int flip_all(const char *mark)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/dev/shm/%s", name);
+    int fd = open(path, O_RDWR);
+    cr_assert_geq(fd, 0);
+    struct stat stt;
+    cr_assert_eq(fstat(fd, &stt), 0);
+    uint8_t *m = mmap(NULL, (size_t)stt.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    cr_assert_neq(m, MAP_FAILED);
+    close(fd);
+    int n = 0;
+    size_t ml = strlen(mark);
+    for (uint8_t *p = m; (p = memmem(p, (size_t)stt.st_size - (size_t)(p - m), mark, ml)) != NULL;
+         p += ml) {
+        p[0] ^= 0x20;
+        n++;
+    }
+    munmap(m, (size_t)stt.st_size);
+    return n;
+}
+
+/* tc_ring_get_split: the same bytes as a whole get, each part where asked,
+ * and the checksum still over every byte of both parts. */
+Test(ring, split_get_matches_whole_get_and_checks_both_parts)
+{
+    char v[300];
+    for (size_t i = 0; i < sizeof(v); i++) {
+        v[i] = (char)('a' + i % 26);
+    }
+    memcpy(v, "HEADMARK", 8);
+    memcpy(v + 200, "TAILMARK", 8);
+    uint8_t head[40];
+    static uint8_t rest[512];
+    for (int part = 0; part < 2; part++) {
+        cr_assert_eq(put("k", v, sizeof(v), 0), TC_OK);
+        memset(head, 0, sizeof(head));
+        cr_assert_eq(
+            tc_ring_get_split(ctx, "k", 1, 1000, head, sizeof(head), rest, sizeof(rest), &item),
+            TC_OK);
+        cr_assert_eq(item.value_len, sizeof(v));
+        cr_assert_eq(memcmp(head, v, 40), 0);
+        cr_assert_eq(memcmp(rest, v + 40, sizeof(v) - 40), 0);
+        cr_assert_eq(get_at("k", 1000), TC_OK, "the whole get agrees");
+        cr_assert_eq(memcmp(buf, v, sizeof(v)), 0);
+        /* The rest is larger than the buffer: the size is reported. */
+        cr_assert_eq(tc_ring_get_split(ctx, "k", 1, 1000, head, sizeof(head), rest, 100, &item),
+                     TC_ETOOBIG);
+        cr_assert_eq(item.value_len, sizeof(v));
+        /* A byte changed in the head part, then in the rest: a miss. */
+        cr_assert_geq(flip_all(part == 0 ? "HEADMARK" : "TAILMARK"), 1);
+        cr_assert_eq(
+            tc_ring_get_split(ctx, "k", 1, 1000, head, sizeof(head), rest, sizeof(rest), &item),
+            TC_ENOTFOUND, "a changed byte in part %d was served", part);
+    }
+    /* Shorter than the head: all of it lands there. */
+    cr_assert_eq(put("s", "abc", 3, 0), TC_OK);
+    cr_assert_eq(tc_ring_get_split(ctx, "s", 1, 1000, head, sizeof(head), NULL, 0, &item), TC_OK);
+    cr_assert_eq(item.value_len, 3);
+    cr_assert_eq(memcmp(head, "abc", 3), 0);
+    cr_assert_eq(tc_ring_get_split(ctx, "s", 1, 1000, NULL, 4, rest, sizeof(rest), &item),
+                 TC_EINVAL);
+}
+
 Test(ring, batch_get_matches_single_gets)
 {
     enum { N = 150 };
@@ -624,8 +691,13 @@ Test(ring, batch_get_matches_single_gets)
     }
     for (unsigned i = 0; i < N; i++) {
         const char *k = i == 10 ? "" : i == 11 ? big : keys[i];
-        q[i] = (struct tc_ring_getreq){k,         strlen(k), bufs[i], sizeof(bufs[i]),
-                                       &items[i], &st[i],    2000};
+        q[i] = (struct tc_ring_getreq){.key = k,
+                                       .klen = strlen(k),
+                                       .buf = bufs[i],
+                                       .cap = sizeof(bufs[i]),
+                                       .item = &items[i],
+                                       .status = &st[i],
+                                       .now_ms = 2000};
     }
     tc_ring_get_batch(ctx, N, q);
     for (unsigned i = 0; i < N; i++) {
