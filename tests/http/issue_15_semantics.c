@@ -605,6 +605,9 @@ Test(issue15, an_unknown_member_is_unknown_field_on_every_route)
         {"POST", "/counters/c", "{\"by\":1,\"tll\":5}"},
         {"POST", "/limits/l", "{\"limit\":5,\"window\":1,\"tll\":5}"},
         {"POST", "/locks/m", "{\"ttl\":5,\"tll\":5}"},
+        {"PATCH", "/locks/m", "{\"ttl\":5,\"tll\":5}"},
+        {"DELETE", "/locks/m", "{\"token\":\"t\",\"tll\":5}"},
+        {"PATCH", "/cache/k", "{\"ttl\":5,\"tll\":5}"}, /* a cache lease renewal */
     };
     for (size_t i = 0; i < sizeof(calls) / sizeof(calls[0]); i++) {
         struct tc_test_resp r = req(calls[i][0], calls[i][1], JSON_CT, calls[i][2]);
