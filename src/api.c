@@ -191,3 +191,100 @@ int tc_api_decode_name(struct tc_worker *w, struct tc_http_req *r, const char *r
     *len = n;
     return 0;
 }
+
+/* ---- JSON request bodies -------------------------------------------------------------- */
+
+int tc_api_body_parse(struct tc_worker *w, struct tc_http_req *r, unsigned opts, const char *usage,
+                      json_t **out)
+{
+    *out = NULL;
+    const char *ct = tc_http_header(r, "content-type");
+    if (ct != NULL && tc_text_ctype_is(ct, "application/x-www-form-urlencoded")) {
+        /* curl -d labels the JSON it sends this way. A web page's form can
+         * send this type to any site without asking (no CORS preflight),
+         * so from a browser (Origin) it is refused. */
+        const char *origin = tc_http_header(r, "origin");
+        if (origin != NULL) {
+            tc_api_error(w, r, TC_API_UNSUPPORTED_MEDIA_TYPE, NULL,
+                         "a form-encoded body from a web page (Origin: %.100s) is not accepted: "
+                         "send Content-Type: application/json",
+                         origin);
+            return -1;
+        }
+    } else if (ct != NULL && !tc_text_ctype_is(ct, "application/json")) {
+        tc_api_error(w, r, TC_API_UNSUPPORTED_MEDIA_TYPE, NULL,
+                     "Content-Type '%.100s' is not accepted: send a JSON body like %s", ct, usage);
+        return -1;
+    }
+    if (r->body.len == 0) {
+        if (opts & TC_API_BODY_EMPTY_OK) {
+            return 0;
+        }
+        tc_api_error(w, r, TC_API_EMPTY_BODY, NULL, "empty body: send a JSON body like %s", usage);
+        return -1;
+    }
+    json_error_t err;
+    size_t flags = JSON_REJECT_DUPLICATES | (opts & TC_API_BODY_NUL_OK ? JSON_ALLOW_NUL : 0);
+    json_t *doc = json_loadb((const char *)r->body.data, r->body.len, flags, &err);
+    if (doc == NULL) {
+        tc_api_error(w, r, TC_API_BAD_JSON, NULL, "malformed JSON body: %s (line %d, column %d)",
+                     err.text, err.line, err.column);
+        return -1;
+    }
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        tc_api_error(w, r, TC_API_BAD_JSON, NULL, "the body must be a JSON object like %s", usage);
+        return -1;
+    }
+    *out = doc;
+    return 0;
+}
+
+int tc_api_body_fields(struct tc_worker *w, struct tc_http_req *r, json_t *o,
+                       const char *const *fields, const char *where)
+{
+    char names[256] = "";
+    size_t n = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(o, k, v)
+    {
+        (void)v;
+        size_t i = 0;
+        while (fields[i] != NULL && strcmp(fields[i], k) != 0) {
+            i++;
+        }
+        if (fields[i] == NULL) {
+            /* Every unknown member at once: one round trip to fix them all. */
+            size_t used = strlen(names);
+            snprintf(names + used, sizeof(names) - used, "%s\"%.40s\"", n ? ", " : "", k);
+            n++;
+        }
+    }
+    if (n == 0) {
+        return 0;
+    }
+    char valid[256] = "";
+    for (size_t i = 0; fields[i] != NULL; i++) {
+        size_t used = strlen(valid);
+        snprintf(valid + used, sizeof(valid) - used, "%s%s", i ? ", " : "", fields[i]);
+    }
+    tc_api_error(w, r, TC_API_UNKNOWN_FIELD, NULL, "%s%sunknown field%s %s%s (valid: %s)",
+                 where ? where : "", where ? ": " : "", n > 1 ? "s" : "", names,
+                 where ? "" : " in the JSON body", valid[0] ? valid : "none");
+    return -1;
+}
+
+json_t *tc_api_body_object(struct tc_worker *w, struct tc_http_req *r, const char *const *fields,
+                           const char *usage)
+{
+    json_t *doc;
+    if (tc_api_body_parse(w, r, 0, usage, &doc) != 0) {
+        return NULL;
+    }
+    if (tc_api_body_fields(w, r, doc, fields, NULL) != 0) {
+        json_decref(doc);
+        return NULL;
+    }
+    return doc;
+}

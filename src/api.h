@@ -162,13 +162,46 @@ enum tc_status tc_api_value_from_json(json_t *value, struct tc_stack_op *op);
 int tc_api_parse_ttl(struct tc_worker *w, struct tc_http_req *r, json_t *v, const char *what,
                      uint64_t *ttl_ms);
 
+/*
+ * A JSON request body, read by one rule on every route that takes one
+ * (docs/api.md "Request bodies"); the routes' own cases (PUT's bytes and
+ * text, an empty body meaning "all defaults") stay at the call site.
+ */
+
+/** What tc_api_body_parse() accepts besides a non-empty JSON object. */
+enum tc_api_body_opt {
+    TC_API_BODY_EMPTY_OK = 1 << 0, /* an empty body: no document (all defaults) */
+    TC_API_BODY_NUL_OK = 1 << 1,   /* strings may hold U+0000 (a value stored as it is) */
+};
+
 /**
- * Parses @p r's body as a JSON object whose members are all in @p fields
- * (NULL-terminated); Content-Type may be absent, application/json, or the
- * application/x-www-form-urlencoded that curl -d sends. @p usage: an
- * example body for the messages. Returns the document (the caller's), or
- * NULL once it answered: 415, 400 bad_json (empty, malformed, not an
- * object), 400 bad_request naming an unknown field and the valid ones.
+ * Reads @p r's body as a JSON object into *out (the caller's to
+ * json_decref; NULL for an empty body under TC_API_BODY_EMPTY_OK).
+ * Content-Type may be absent, application/json, or the
+ * application/x-www-form-urlencoded that curl -d sends, the latter not
+ * from a web page (an Origin header): a page's form may post it to any
+ * site with no CORS preflight. @p opts: enum tc_api_body_opt bits;
+ * @p usage: an example body for the messages.
+ * Returns 0; or -1 once it answered: 415 unsupported_media_type, 400
+ * empty_body, 400 bad_json (malformed, a duplicate member, not an object).
+ * Checks the type before the length: an empty form from a page is refused.
+ */
+int tc_api_body_parse(struct tc_worker *w, struct tc_http_req *r, unsigned opts, const char *usage,
+                      json_t **out);
+
+/**
+ * Refuses the members of the JSON object @p o not in @p fields
+ * (NULL-terminated): a misspelt member would otherwise be ignored and its
+ * default used, silently. Answers 400 unknown_field naming each unknown
+ * member and the valid ones, the message prefixed by @p where ("items[3]")
+ * unless NULL. Returns 0 when all are known, -1 once it answered.
+ */
+int tc_api_body_fields(struct tc_worker *w, struct tc_http_req *r, json_t *o,
+                       const char *const *fields, const char *where);
+
+/**
+ * tc_api_body_parse() of a required body, then tc_api_body_fields(): the
+ * document (the caller's), or NULL once it answered.
  */
 json_t *tc_api_body_object(struct tc_worker *w, struct tc_http_req *r, const char *const *fields,
                            const char *usage);

@@ -36,81 +36,6 @@
 
 /* ---- the request body ----------------------------------------------------------------- */
 
-/* Whether @p name is one of the NULL-terminated @p names. */
-static int known_field(const char *name, const char *const *names)
-{
-    for (; *names != NULL; names++) {
-        if (strcmp(name, *names) == 0) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-/* The first member of @p o not in @p names, or NULL. */
-static const char *unknown_field(json_t *o, const char *const *names)
-{
-    const char *k;
-    json_t *v;
-    json_object_foreach(o, k, v)
-    {
-        (void)v;
-        if (!known_field(k, names)) {
-            return k;
-        }
-    }
-    return NULL;
-}
-
-static void list_fields(const char *const *names, char *out, size_t len)
-{
-    size_t used = 0;
-    out[0] = '\0';
-    for (; *names != NULL && used < len; names++) {
-        int n = snprintf(out + used, len - used, "%s\"%s\"", used ? ", " : "", *names);
-        used += n > 0 ? (size_t)n : 0;
-    }
-}
-
-json_t *tc_api_body_object(struct tc_worker *w, struct tc_http_req *r, const char *const *fields,
-                           const char *usage)
-{
-    const char *ct = tc_http_header(r, "content-type");
-    /* curl -d sends form-urlencoded; what it sends is still the JSON typed. */
-    if (ct != NULL && !tc_text_ctype_is(ct, "application/json") &&
-        !tc_text_ctype_is(ct, "application/x-www-form-urlencoded")) {
-        tc_api_error(w, r, TC_API_UNSUPPORTED_MEDIA_TYPE, NULL,
-                     "Content-Type '%s' is not accepted: send a JSON body like %s", ct, usage);
-        return NULL;
-    }
-    if (r->body.len == 0) {
-        tc_api_error(w, r, TC_API_BAD_JSON, NULL, "empty body: send a JSON body like %s", usage);
-        return NULL;
-    }
-    json_error_t err;
-    json_t *doc = json_loadb((const char *)r->body.data, r->body.len, JSON_REJECT_DUPLICATES, &err);
-    if (doc == NULL) {
-        tc_api_error(w, r, TC_API_BAD_JSON, NULL, "malformed JSON body: %s (line %d, column %d)",
-                     err.text, err.line, err.column);
-        return NULL;
-    }
-    if (!json_is_object(doc)) {
-        json_decref(doc);
-        tc_api_error(w, r, TC_API_BAD_JSON, NULL, "the body must be a JSON object like %s", usage);
-        return NULL;
-    }
-    const char *bad = unknown_field(doc, fields);
-    if (bad != NULL) {
-        char valid[128];
-        list_fields(fields, valid, sizeof(valid));
-        tc_api_error(w, r, TC_API_BAD_REQUEST, NULL, "unknown field \"%s\" (valid: %s)", bad,
-                     valid);
-        json_decref(doc);
-        return NULL;
-    }
-    return doc;
-}
-
 /*
  * The array @p name of @p doc, checked against max-batch; NULL when it
  * answered (missing, not an array, too long).
@@ -512,12 +437,9 @@ static int read_set_item(struct batch *b, size_t i, json_t *o, uint64_t now_ms)
                      "items[%zu] must be an object like {\"key\": \"k1\", \"value\": ...}", i);
         return -1;
     }
-    const char *bad = unknown_field(o, set_item_fields);
-    if (bad != NULL) {
-        tc_api_error(w, r, TC_API_BAD_REQUEST, NULL,
-                     "items[%zu]: unknown field \"%s\" (valid: \"key\", \"value\", \"ttl\", "
-                     "\"tags\")",
-                     i, bad);
+    char where[40];
+    snprintf(where, sizeof(where), "items[%zu]", i);
+    if (tc_api_body_fields(w, r, o, set_item_fields, where) != 0) {
         return -1;
     }
     json_t *k = json_object_get(o, "key");

@@ -614,69 +614,25 @@ static int parse_ttl(struct tc_worker *w, struct tc_http_req *r, json_t *v, cons
 }
 
 /* The members a PUT's JSON body may have. */
-static const char *const body_fields[] = {"value", "ttl", "timeout", "tags"};
-#define BODY_FIELDS_HELP "value, ttl, timeout, tags"
-
-/* Refuses a body member that is not one of body_fields: a misspelt "ttl"
- * would otherwise store the value with the default TTL, silently. */
-static int check_body_fields(struct cache_req *q, json_t *doc)
-{
-    const char *name;
-    json_t *member;
-    json_object_foreach(doc, name, member)
-    {
-        size_t i = 0;
-        while (i < sizeof(body_fields) / sizeof(body_fields[0]) && strcmp(name, body_fields[i])) {
-            i++;
-        }
-        if (i == sizeof(body_fields) / sizeof(body_fields[0])) {
-            tc_api_error(q->w, q->r, TC_API_UNKNOWN_FIELD, NULL,
-                         "unknown field \"%.64s\" in the JSON body (valid: " BODY_FIELDS_HELP ")",
-                         name);
-            return -1;
-        }
-    }
-    return 0;
-}
+static const char *const body_fields[] = {"value", "ttl", "timeout", "tags", NULL};
+#define PUT_USAGE                                                                                  \
+    "{\"value\": ..., \"ttl\": 60} (or the value's bytes as application/octet-stream, or a "       \
+    "string as text/plain)"
 
 /* How a PUT's body is read, from its Content-Type (docs/api.md "Request bodies"). */
 enum body_kind { BODY_JSON, BODY_BYTES, BODY_TEXT };
 
-/* -1 when it answered (415). */
-static int body_kind_of(struct cache_req *q, const char *ct, enum body_kind *kind)
+/* PUT's own cases: the value's bytes or text. Anything else is a JSON body,
+ * whose type tc_api_body_parse() checks as on every route (415 there). */
+static enum body_kind body_kind_of(const char *ct)
 {
     if (ct == NULL || tc_text_ctype_is(ct, "application/octet-stream")) {
-        *kind = BODY_BYTES; /* curl -T FILE sends no Content-Type */
-        return 0;
-    }
-    if (tc_text_ctype_is(ct, "application/json")) {
-        *kind = BODY_JSON;
-        return 0;
-    }
-    if (tc_text_ctype_is(ct, "application/x-www-form-urlencoded")) {
-        /* curl -d '{"value":1}' labels JSON this way. A web page's form can
-         * send this type to any site without asking (no CORS preflight),
-         * so from a browser (Origin) it stays refused. */
-        const char *origin = tc_http_header(q->r, "origin");
-        if (origin != NULL) {
-            tc_api_error(q->w, q->r, TC_API_UNSUPPORTED_MEDIA_TYPE, NULL,
-                         "a form-encoded body from a web page (Origin: %.100s) is not accepted: "
-                         "send Content-Type: application/json",
-                         origin);
-            return -1;
-        }
-        *kind = BODY_JSON;
-        return 0;
+        return BODY_BYTES; /* curl -T FILE sends no Content-Type */
     }
     if (strncasecmp(ct, "text/", 5) == 0) {
-        *kind = BODY_TEXT;
-        return 0;
+        return BODY_TEXT;
     }
-    tc_api_error(q->w, q->r, TC_API_UNSUPPORTED_MEDIA_TYPE, NULL,
-                 "Content-Type '%s' is not accepted (use application/json, "
-                 "application/octet-stream or none for bytes, or text/plain for a string)",
-                 ct);
-    return -1;
+    return BODY_JSON;
 }
 
 /* Fills op's value, encoding and TTL from a JSON body; -1 when it answered. */
@@ -685,26 +641,12 @@ static int read_json_body(struct cache_req *q, struct tc_stack_op *op, uint64_t 
 {
     struct tc_worker *w = q->w;
     struct tc_http_req *r = q->r;
-    if (r->body.len == 0) {
-        tc_api_error(w, r, TC_API_EMPTY_BODY, NULL,
-                     "empty body: send a JSON object like {\"value\": ..., \"ttl\": 60}");
+    json_t *doc;
+    /* A stored string may hold U+0000: it comes back as it was written. */
+    if (tc_api_body_parse(w, r, TC_API_BODY_NUL_OK, PUT_USAGE, &doc) != 0) {
         return -1;
     }
-    json_error_t err;
-    json_t *doc = json_loadb((const char *)r->body.data, r->body.len,
-                             JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
-    if (doc == NULL) {
-        tc_api_error(w, r, TC_API_BAD_JSON, NULL, "malformed JSON body: %s (line %d, column %d)",
-                     err.text, err.line, err.column);
-        return -1;
-    }
-    if (!json_is_object(doc)) {
-        json_decref(doc);
-        tc_api_error(w, r, TC_API_BAD_JSON, NULL,
-                     "the body must be a JSON object like {\"value\": ..., \"ttl\": 60}");
-        return -1;
-    }
-    if (check_body_fields(q, doc) != 0) {
+    if (tc_api_body_fields(w, r, doc, body_fields, NULL) != 0) {
         json_decref(doc);
         return -1;
     }
@@ -747,12 +689,9 @@ static int read_put(struct cache_req *q, struct tc_stack_op *op, struct evkeyval
     const char *ct = tc_http_header(r, "content-type");
     uint64_t ttl_ms = conf->default_ttl_ms;
     const char *qttl = tc_api_query(r, "ttl", qs);
-    enum body_kind kind;
+    enum body_kind kind = body_kind_of(ct);
     *st = TC_OK;
     if (qttl != NULL && parse_ttl(w, r, NULL, qttl, "ttl", &ttl_ms) != 0) {
-        return -1;
-    }
-    if (body_kind_of(q, ct, &kind) != 0) {
         return -1;
     }
     if (kind != BODY_JSON && r->body.len == 0 && ct == NULL) {

@@ -30,6 +30,8 @@
 
 #define COUNTERS_PREFIX "/counters/"
 #define LIMITS_PREFIX   "/limits/"
+#define COUNTERS_USAGE  "{\"by\": 1, \"ttl\": 60}"
+#define LIMITS_USAGE    "{\"limit\": 100, \"window\": \"1m\", \"strategy\": \"gcra\"}"
 /* The shm tier's moving-window log (TC_RING_MOVING_MAX, shm/ring.h). */
 #define TC_SHM_MOVING_MAX 1024u
 
@@ -179,59 +181,6 @@ static void run(struct count_call *cc)
 
 /* ---- parsing ------------------------------------------------------------------------------ */
 
-/* Answers 400 naming the members of @p doc not in @p known (NULL-ended);
- * returns -1 then, else 0. */
-static int unknown_fields(struct tc_worker *w, struct tc_http_req *r, json_t *doc,
-                          const char *const *known)
-{
-    char names[256] = "";
-    size_t n = 0;
-    const char *k;
-    json_t *v;
-    json_object_foreach(doc, k, v)
-    {
-        size_t i = 0;
-        while (known[i] != NULL && strcmp(known[i], k) != 0) {
-            i++;
-        }
-        if (known[i] == NULL) {
-            size_t used = strlen(names);
-            snprintf(names + used, sizeof(names) - used, "%s\"%.40s\"", n ? ", " : "", k);
-            n++;
-        }
-    }
-    (void)v;
-    if (n == 0) {
-        return 0;
-    }
-    char valid[256] = "";
-    for (size_t i = 0; known[i] != NULL; i++) {
-        size_t used = strlen(valid);
-        snprintf(valid + used, sizeof(valid) - used, "%s%s", i ? ", " : "", known[i]);
-    }
-    tc_api_error(w, r, TC_API_BAD_REQUEST, NULL, "unknown field%s %s (valid: %s)", n > 1 ? "s" : "",
-                 names, valid);
-    return -1;
-}
-
-/* The body as a JSON object (NULL when empty); -1 once it answered 400. */
-static int body_object(struct tc_worker *w, struct tc_http_req *r, json_t **out)
-{
-    *out = NULL;
-    if (r->body.len == 0) {
-        return 0;
-    }
-    json_error_t err;
-    json_t *doc = json_loadb((const char *)r->body.data, r->body.len, 0, &err);
-    if (!json_is_object(doc)) {
-        json_decref(doc);
-        tc_api_error(w, r, TC_API_BAD_JSON, NULL, "the body must be a JSON object");
-        return -1;
-    }
-    *out = doc;
-    return 0;
-}
-
 /* A call for @p r with the key of its path after @p prefix; NULL when it
  * answered (a bad key) or when the caller must answer *st. */
 static struct count_call *call_new(struct tc_worker *w, struct tc_http_req *r, int limits,
@@ -301,7 +250,8 @@ enum tc_status tc_api_counters(struct tc_worker *w, struct tc_http_req *r)
         return st;
     }
     json_t *doc = NULL;
-    if (body_object(w, r, &doc) != 0) {
+    /* An empty body (curl -X POST) is an add of 1 with no expiry. */
+    if (tc_api_body_parse(w, r, TC_API_BODY_EMPTY_OK, COUNTERS_USAGE, &doc) != 0) {
         free(cc);
         return TC_OK;
     }
@@ -309,7 +259,8 @@ enum tc_status tc_api_counters(struct tc_worker *w, struct tc_http_req *r)
     static const char *const none[] = {NULL};
     /* Read before anything answers: an answer frees r. */
     enum tc_http_method method = r->method;
-    int bad = doc != NULL && unknown_fields(w, r, doc, method == TC_HTTP_POST ? known : none);
+    int bad = doc != NULL &&
+              tc_api_body_fields(w, r, doc, method == TC_HTTP_POST ? known : none, NULL) != 0;
     if (!bad && method == TC_HTTP_POST) {
         int64_t by;
         bad = json_int(w, r, doc, "by", 1, INT64_MIN, INT64_MAX, &by) != 0 ||
@@ -450,8 +401,9 @@ enum tc_status tc_api_limits(struct tc_worker *w, struct tc_http_req *r)
     if (r->method == TC_HTTP_POST) {
         static const char *const known[] = {"limit", "window",  "strategy", "cost",
                                             "burst", "elastic", NULL};
-        bad =
-            body_object(w, r, &doc) != 0 || (doc != NULL && unknown_fields(w, r, doc, known) != 0);
+        /* An empty body reads as {}: limit_params() names what it lacks. */
+        bad = tc_api_body_parse(w, r, TC_API_BODY_EMPTY_OK, LIMITS_USAGE, &doc) != 0 ||
+              (doc != NULL && tc_api_body_fields(w, r, doc, known, NULL) != 0);
         if (!bad && doc != NULL) {
             json_t *s = json_object_get(doc, "strategy");
             if (s != NULL && !json_is_string(s)) {

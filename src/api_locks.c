@@ -195,14 +195,13 @@ enum tc_status tc_api_lease_renew(struct tc_worker *w, struct tc_http_req *r)
     json_t *doc = NULL;
     uint64_t ttl = LOCK_DEFAULT_TTL;
     int bad = 0;
-    if (r->body.len > 0) {
-        doc = json_loadb((const char *)r->body.data, r->body.len, 0, NULL);
-        if (!json_is_object(doc)) {
-            tc_api_error(w, r, TC_API_BAD_JSON, NULL, "the body must be {\"ttl\": s}");
-            bad = 1;
-        } else {
-            bad = tc_api_json_seconds(w, r, doc, "ttl", LOCK_DEFAULT_TTL, LOCK_MAX_TTL, &ttl) != 0;
-        }
+    static const char *const renew_fields[] = {"ttl", NULL};
+    /* No body: the length is X-Cache-Lease's. */
+    if (tc_api_body_parse(w, r, TC_API_BODY_EMPTY_OK, "{\"ttl\": 30}", &doc) != 0) {
+        bad = 1;
+    } else if (doc != NULL) {
+        bad = tc_api_body_fields(w, r, doc, renew_fields, NULL) != 0 ||
+              tc_api_json_seconds(w, r, doc, "ttl", LOCK_DEFAULT_TTL, LOCK_MAX_TTL, &ttl) != 0;
     } else if (ms != NULL) {
         char *end;
         unsigned long long v = strtoull(ms, &end, 10);
@@ -237,17 +236,21 @@ enum tc_status tc_api_locks(struct tc_worker *w, struct tc_http_req *r)
     }
     size_t len = lc->name_len;
 
+    /* The members each method reads; an empty body takes the defaults. */
+    static const char *const post_fields[] = {"ttl", "wait", NULL};
+    static const char *const patch_fields[] = {"ttl", "token", NULL};
+    static const char *const delete_fields[] = {"token", NULL};
+    static const char *const none[] = {NULL};
+    const char *const *fields = r->method == TC_HTTP_POST     ? post_fields
+                                : r->method == TC_HTTP_PATCH  ? patch_fields
+                                : r->method == TC_HTTP_DELETE ? delete_fields
+                                                              : none;
     json_t *doc = NULL;
-    if (r->body.len > 0) {
-        json_error_t err;
-        doc = json_loadb((const char *)r->body.data, r->body.len, 0, &err);
-        if (!json_is_object(doc)) {
-            json_decref(doc);
-            tc_api_error(w, r, TC_API_BAD_JSON, NULL,
-                         "the body must be a JSON object like {\"ttl\": 30, \"wait\": 5}");
-            free(lc);
-            return TC_OK;
-        }
+    if (tc_api_body_parse(w, r, TC_API_BODY_EMPTY_OK, "{\"ttl\": 30, \"wait\": 5}", &doc) != 0 ||
+        (doc != NULL && tc_api_body_fields(w, r, doc, fields, NULL) != 0)) {
+        json_decref(doc);
+        free(lc);
+        return TC_OK;
     }
     if (r->method == TC_HTTP_POST) {
         uint64_t ttl, wait;

@@ -552,6 +552,84 @@ Test(issue15, an_empty_body_says_empty_body)
     cr_expect_eq(status_of("GET", "/cache/e", NULL, NULL, NULL), 200);
 }
 
+/* Every route that reads a JSON body reads it by one rule (src/api.c
+ * tc_api_body_parse): a form-encoded body from a web page is refused on
+ * each of them, not only on PUT; curl -d without an Origin still works. */
+Test(issue15, a_form_from_a_web_page_is_refused_on_every_json_route)
+{
+    start_on(&srv, uri_l1, (const char *const[]){"--allowed-origins", "https://app.example", NULL});
+    cr_expect_eq(status_of("PUT", "/cache/k", JSON_CT, "{\"value\":1}", NULL), 200);
+    static const char *const posts[][2] = {
+        {"/purge", "{\"prefix\":\"k\"}"},
+        {"/batch/set", "{\"items\":[{\"key\":\"f\",\"value\":1}]}"},
+        {"/batch/delete", "{\"keys\":[\"k\"]}"},
+        {"/batch/get", "{\"keys\":[\"k\"]}"},
+        {"/counters/c", "{\"by\":5}"},
+        {"/counters/c", ""}, /* an empty form: still a form from a web page */
+        {"/limits/l", "{\"limit\":1,\"window\":60}"},
+        {"/locks/m", "{\"ttl\":30}"},
+    };
+    for (size_t i = 0; i < sizeof(posts) / sizeof(posts[0]); i++) {
+        cr_expect_eq(status_of("POST", posts[i][0], FORM_CT "Origin: https://app.example\r\n",
+                               posts[i][1], "unsupported_media_type"),
+                     415, "POST %s %s", posts[i][0], posts[i][1]);
+    }
+    /* Nothing was purged, stored, counted, limited or locked. */
+    cr_expect_eq(status_of("GET", "/cache/k", NULL, NULL, NULL), 200);
+    cr_expect_eq(status_of("GET", "/cache/f", NULL, NULL, NULL), 404);
+    struct tc_test_resp r = req("GET", "/counters/c", NULL, NULL);
+    cr_expect(strstr(r.body, "\"value\":0") != NULL, "%s", r.body);
+    tc_test_resp_free(&r);
+    cr_expect_eq(status_of("POST", "/limits/l", JSON_CT, "{\"limit\":1,\"window\":60}", NULL), 200);
+    r = req("GET", "/locks/m", NULL, NULL);
+    cr_expect(strstr(r.body, "\"held\":false") != NULL, "%s", r.body);
+    tc_test_resp_free(&r);
+    /* The same form from curl (no Origin) is read as JSON. */
+    cr_expect_eq(status_of("POST", "/batch/set", FORM_CT, posts[1][1], NULL), 200);
+    cr_expect_eq(status_of("GET", "/cache/f", NULL, NULL, NULL), 200);
+    cr_expect_eq(status_of("POST", "/purge", FORM_CT, posts[0][1], NULL), 200);
+}
+
+/* One error code for a member a route does not know, naming it, on every
+ * route that takes a JSON body (and on each item of a /batch/set). */
+Test(issue15, an_unknown_member_is_unknown_field_on_every_route)
+{
+    start_on(&srv, uri_l1, NULL);
+    static const char *const calls[][3] = {
+        {"PUT", "/cache/k", "{\"value\":1,\"tll\":5}"},
+        {"POST", "/batch/get", "{\"keys\":[\"k\"],\"tll\":5}"},
+        {"POST", "/batch/delete", "{\"keys\":[\"k\"],\"tll\":5}"},
+        {"POST", "/batch/set", "{\"items\":[],\"tll\":5}"},
+        {"POST", "/batch/set", "{\"items\":[{\"key\":\"k\",\"value\":1,\"tll\":5}]}"},
+        {"POST", "/purge", "{\"prefix\":\"k\",\"tll\":5}"},
+        {"POST", "/counters/c", "{\"by\":1,\"tll\":5}"},
+        {"POST", "/limits/l", "{\"limit\":5,\"window\":1,\"tll\":5}"},
+        {"POST", "/locks/m", "{\"ttl\":5,\"tll\":5}"},
+        {"PATCH", "/locks/m", "{\"ttl\":5,\"tll\":5}"},
+        {"DELETE", "/locks/m", "{\"token\":\"t\",\"tll\":5}"},
+        {"PATCH", "/cache/k", "{\"ttl\":5,\"tll\":5}"}, /* a cache lease renewal */
+    };
+    for (size_t i = 0; i < sizeof(calls) / sizeof(calls[0]); i++) {
+        struct tc_test_resp r = req(calls[i][0], calls[i][1], JSON_CT, calls[i][2]);
+        cr_expect_eq(r.status, 400, "%s %s %s: %s", calls[i][0], calls[i][1], calls[i][2], r.body);
+        json_t *j = body_json(&r);
+        const char *code = json_string_value(json_object_get(j, "error"));
+        const char *msg = json_string_value(json_object_get(j, "message"));
+        cr_expect(code != NULL && strcmp(code, "unknown_field") == 0, "%s %s: %s", calls[i][0],
+                  calls[i][1], r.body);
+        cr_expect(msg != NULL && strstr(msg, "\"tll\"") && strstr(msg, "valid:"), "%s %s: %s",
+                  calls[i][0], calls[i][1], r.body);
+        json_decref(j);
+        tc_test_resp_free(&r);
+    }
+    cr_expect_eq(status_of("GET", "/cache/k", NULL, NULL, NULL), 404, "nothing stored");
+    /* An empty body is empty_body wherever a body is needed; counters and
+     * locks take one as "all defaults". */
+    cr_expect_eq(status_of("POST", "/batch/get", JSON_CT, "", "empty_body"), 400);
+    cr_expect_eq(status_of("POST", "/purge", JSON_CT, "", "empty_body"), 400);
+    cr_expect_eq(status_of("POST", "/counters/c", JSON_CT, "", NULL), 200);
+}
+
 Test(issue15, a_two_megabyte_value_is_stored_with_the_defaults)
 {
     start_on(&srv, uri_l1, NULL); /* no --max-value, no max_item: every default */
