@@ -292,6 +292,36 @@ Test(issue15, etag_and_last_modified_are_the_same_from_every_tier)
     tc_test_resp_free(&r);
 }
 
+/* A value past the shm ring's one-block check (1 KiB) is read in two parts
+ * (its header aside, the payload where it is served) with a streamed check:
+ * every read of it, not only the first, is an L1 hit with the same bytes and
+ * ETag. (A stack-allocated XXH3 state left uninitialised once made every
+ * read after the first a corrupt miss.) */
+Test(issue15, a_large_value_is_an_l1_hit_on_every_read)
+{
+    start_on(&srv, uri_l1, NULL);
+    static char body[70000], want[66000];
+    for (int round = 0; round < 2; round++) {
+        size_t n = round == 0 ? 1000 : 65536;
+        memset(want, 'a' + round, n);
+        want[n] = '\0';
+        snprintf(body, sizeof(body), "{\"value\":\"%s\",\"ttl\":300}", want);
+        char etag[64], target[32];
+        snprintf(target, sizeof(target), "/cache/large%d", round);
+        put_json(target, body, etag);
+        for (int i = 0; i < 4; i++) {
+            struct tc_test_resp r = req("GET", target, NULL, NULL);
+            cr_assert_eq(r.status, 200, "%zu bytes, read %d: %d %s", n, i, r.status, r.body);
+            cr_expect_str_eq(r.x_cache_tier, "l1", "%zu bytes, read %d", n, i);
+            cr_expect_str_eq(hdr(&r, "etag"), etag, "%zu bytes, read %d", n, i);
+            json_t *j = body_json(&r);
+            cr_expect_str_eq(json_string_value(json_object_get(j, "value")), want);
+            json_decref(j);
+            tc_test_resp_free(&r);
+        }
+    }
+}
+
 /* ---- item 5: conditional writes -------------------------------------------------------- */
 
 Test(issue15, if_none_match_star_stores_only_when_absent)

@@ -658,6 +658,22 @@ Test(ring, split_get_matches_whole_get_and_checks_both_parts)
             tc_ring_get_split(ctx, "k", 1, 1000, head, sizeof(head), rest, sizeof(rest), &item),
             TC_ENOTFOUND, "a changed byte in part %d was served", part);
     }
+    /* A value past the join size (a streamed check), read several times:
+     * the first hit promotes it out of probation, the next ones read the
+     * promoted copy. */
+    static uint8_t big[65536], got[65536];
+    for (size_t i = 0; i < sizeof(big); i++) {
+        big[i] = (uint8_t)(i * 7 + 3);
+    }
+    cr_assert_eq(tc_ring_set(ctx, "big", 3, big, sizeof(big), 0, 0, 1000), TC_OK);
+    for (int i = 0; i < 3; i++) {
+        memset(got, 0, sizeof(got));
+        cr_assert_eq(tc_ring_get_split(ctx, "big", 3, 1000, head, sizeof(head), got, sizeof(got),
+                                       &item),
+                     TC_OK, "read %d", i);
+        cr_assert_eq(memcmp(head, big, 40), 0);
+        cr_assert_eq(memcmp(got, big + 40, sizeof(big) - 40), 0);
+    }
     /* Shorter than the head: all of it lands there. */
     cr_assert_eq(put("s", "abc", 3, 0), TC_OK);
     cr_assert_eq(tc_ring_get_split(ctx, "s", 1, 1000, head, sizeof(head), NULL, 0, &item), TC_OK);
