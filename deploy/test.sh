@@ -52,6 +52,15 @@ trap 'rm -f "$log"' EXIT
 echo "== test: everything (ASan + UBSan)"
 (cd build-asan && ctest -V --timeout 600) | tee -a "$log"
 
+echo "== test: the hit path as deploy/run.sh builds it (Release, label release)"
+# The sanitizers move the stack and the allocator: a bug that needs -O3's
+# stack reuse (an XXH3 state left uninitialised made every shm read after
+# the first a miss) shows only here. Just the labelled tests and what they run.
+cmake -S . -B build-rel-tests -DCMAKE_BUILD_TYPE=Release -DTC_BUILD_TESTS=ON >/dev/null
+cmake --build build-rel-tests -j"$jobs" --target tiercache tc-test-origin test_ring test_item \
+    issue_15_semantics
+(cd build-rel-tests && ctest -V -L release --timeout 300) | tee -a "$log"
+
 if [ "${TC_SKIP_PACKAGE:-0}" != 1 ] && command -v dpkg-buildpackage >/dev/null; then
     echo "== package: build (Release, no tests), lintian, dpkg -i, systemd-analyze, purge"
     # Installs on this machine's root and removes it again (tests/package/package.sh).
