@@ -143,14 +143,17 @@ static void respond_error(struct tc_http_conn *c, int status, const char *msg);
  * conn_recv and conn_send behave as read(2) and writev(2) (bytes; 0 at EOF;
  * -1 with errno EAGAIN, or another errno when the connection is lost),
  * whichever the connection speaks, so that one state machine serves both
- * and a plain connection pays one branch per call.
+ * and a plain connection pays one branch per call. A plain one uses recv and
+ * sendmsg, not read and writev: those go through the file layer, whose
+ * position lock (fdget_pos) was 2.7% of a 100-byte hit's CPU, for sockets
+ * that have no position.
  */
 static ssize_t conn_recv(struct tc_http_conn *c, void *buf, size_t len)
 {
     ssize_t got;
     if (c->tls == NULL) {
         do {
-            got = read(c->fd, buf, len);
+            got = recv(c->fd, buf, len, 0);
         } while (got < 0 && errno == EINTR);
         return got;
     }
@@ -181,8 +184,9 @@ static ssize_t conn_send(struct tc_http_conn *c, const struct iovec *iov, int n)
 {
     ssize_t w;
     if (c->tls == NULL) {
+        struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
         do {
-            w = writev(c->fd, iov, n);
+            w = sendmsg(c->fd, &m, MSG_NOSIGNAL);
         } while (w < 0 && errno == EINTR);
         return w;
     }
