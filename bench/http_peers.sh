@@ -10,6 +10,7 @@
 #
 #   bench/http_peers.sh [SECONDS] [TIER_URI] [VALUE_BYTES]
 #   TC_BASE_BIN=/path/to/older/tiercache bench/http_peers.sh ...
+#   TC_ROUNDS=N bench/http_peers.sh ...   (N rounds, medians: for a noisy VM)
 #
 # Prints one line per server: requests/s, p99, and the server's CPU seconds
 # over the run (utime + stime of its processes, from /proc), so that the
@@ -133,22 +134,52 @@ echo "GET hit, $vbytes-byte value, wrk -t1 -c64 -d${secs}s, servers on core 0, w
 ngx_master=$(cat "$tmp/nginx.pid")
 mapfile -t ngx < <(echo "$ngx_master"; pgrep -P "$ngx_master")
 mapfile -t vrn < <(pgrep -f "$tmp/varnish")
-run nginx "http://127.0.0.1:$np/" "${ngx[@]}"
-n=$rps ncpu=$cpu
+# One round: nginx, tiercache (and the base build), each for SECS; the order
+# alternates between rounds so that a drift of the machine's speed (other
+# guests on the host) does not favour one side. Per-CPU rates and ratios of
+# each round go to $tmp/rounds.
+round() { # number
+    local order=(nginx tiercache) w
+    [ $(($1 % 2)) -eq 0 ] && order=(tiercache nginx)
+    for w in "${order[@]}"; do
+        if [ "$w" = nginx ]; then
+            run nginx "http://127.0.0.1:$np/" "${ngx[@]}"
+            n=$rps ncpu=$cpu
+        else
+            run tiercache "http://127.0.0.1:$tcp/cache/bench" "$tc_pid"
+            t=$rps tcpu=$cpu
+        fi
+    done
+    b=0 bcpu=0
+    if [ -n "${TC_BASE_BIN:-}" ]; then
+        run tiercache-base "http://127.0.0.1:$basep/cache/bench" "$base_pid"
+        b=$rps bcpu=$cpu
+    fi
+    echo "$n $ncpu $t $tcpu $b $bcpu" >>"$tmp/rounds"
+}
+rounds=${TC_ROUNDS:-1}
+round 1
 run varnish "http://127.0.0.1:$vp/" "${vrn[@]}"
 v=$rps
-run tiercache "http://127.0.0.1:$tcp/cache/bench" "$tc_pid"
-t=$rps tcpu=$cpu
-awk -v t="$t" -v n="$n" -v v="$v" -v tc="$tcpu" -v nc="$ncpu" -v s="$secs" 'BEGIN {
-    printf "tiercache/nginx   = %.2f req/s, %.2f per server CPU-s (target >= 0.8)\n", t / n,
-        (nc > 0 && tc > 0) ? (t / tc) / (n / nc) : 0;
-    printf "tiercache/varnish = %.2f req/s (target >= 1.3)\n", t / v }'
-if [ -n "${TC_BASE_BIN:-}" ]; then
-    run tiercache-base "http://127.0.0.1:$basep/cache/bench" "$base_pid"
-    b=$rps bcpu=$cpu
-    awk -v t="$t" -v b="$b" -v n="$n" -v tc="$tcpu" -v bc="$bcpu" -v nc="$ncpu" 'BEGIN {
-        printf "base/nginx        = %.2f req/s, %.2f per server CPU-s\n", b / n,
-            (nc > 0 && bc > 0) ? (b / bc) / (n / nc) : 0;
-        printf "new/base          = %.2f req/s, %.2f per server CPU-s\n", t / b,
-            (bc > 0 && tc > 0) ? (t / tc) / (b / bc) : 0 }'
-fi
+for r in $(seq 2 "$rounds"); do round "$r"; done
+# Per round: rates per server CPU-second and their ratios; then the median
+# of each ratio over the rounds (the figure to quote on a noisy machine).
+awk -v v="$v" -v rounds="$rounds" -v base="${TC_BASE_BIN:+1}" '
+    function med(a, k,   i, j, x) {
+        for (i = 2; i <= k; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
+        return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2 }
+    { k++; n = $1 / $2; t = $3 / $4; tn[k] = t / n; tr[k] = $3 / $1
+      if (base) { b = $5 / $6; bn[k] = b / n; nb[k] = t / b }
+      if (k == 1) t1 = $3 }
+    END {
+      if (rounds > 1) for (i = 1; i <= k; i++)
+          printf "round %d: tiercache/nginx %.2f per server CPU-s%s\n", i, tn[i],
+              base ? sprintf(", base/nginx %.2f, new/base %.2f", bn[i], nb[i]) : ""
+      m = rounds > 1 ? sprintf(" (median of %d rounds)", k) : ""
+      printf "tiercache/nginx   = %.2f req/s, %.2f per server CPU-s%s (issue 15 target >= 1.0)\n", med(tr, k), med(tn, k), m
+      printf "tiercache/varnish = %.2f req/s (round 1; target >= 1.3)\n", t1 / v
+      if (base) {
+          printf "base/nginx        = %.2f per server CPU-s%s\n", med(bn, k), m
+          printf "new/base          = %.2f per server CPU-s%s\n", med(nb, k), m
+      }
+    }' "$tmp/rounds"
