@@ -8,15 +8,13 @@
 
 size_t tc_text_u64(char *out, uint64_t v)
 {
-    char tmp[20];
-    size_t n = 0;
+    char tmp[20], *p = tmp + sizeof(tmp);
     do {
-        tmp[n++] = (char)('0' + v % 10);
+        *--p = (char)('0' + v % 10);
         v /= 10;
     } while (v != 0);
-    for (size_t i = 0; i < n; i++) {
-        out[i] = tmp[n - 1 - i];
-    }
+    size_t n = (size_t)(tmp + sizeof(tmp) - p);
+    memcpy(out, p, n);
     return n;
 }
 

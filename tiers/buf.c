@@ -52,7 +52,7 @@ enum tc_status tc_buf_set(struct tc_buf *b, const void *p, size_t n)
     return TC_OK;
 }
 
-enum tc_status tc_buf_append(struct tc_buf *b, const void *p, size_t n)
+enum tc_status tc_buf_append_grow(struct tc_buf *b, const void *p, size_t n)
 {
     if (n > SIZE_MAX - b->len) {
         return TC_ENOMEM;
