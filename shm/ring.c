@@ -811,31 +811,42 @@ static int rewrite_in_place(struct tc_ring_ctx *c, const struct wkey *k, _Atomic
     return 1;
 }
 
-/* The record check over a value copied in two parts (XXH3's streaming
- * result equals its one-shot one over the same bytes). Streaming costs
- * some 300 instructions of set-up (the seeded secret, the state), more than
- * a short value's whole hash: a short one is joined in a block first. */
+/*
+ * Copies a record's n value bytes (at byte off past word w of log L), the
+ * first hn of them to head and the rest to buf, and returns the record
+ * check over exactly the bytes copied. A value up to SPLIT_JOIN_MAX is
+ * hashed in one call (XXH3's streaming set-up, its seeded secret and
+ * state, costs more than a short value's whole hash); a longer one is
+ * streamed over its two parts (XXH3's streamed result equals its one-shot
+ * one over the same bytes). Copying and hashing a chunk at a time, to hash
+ * each while in L1, measured slower: 12% of a 64 KiB hit against 9%.
+ */
 #define SPLIT_JOIN_MAX 1024u
-static uint64_t split_sum(const void *head, size_t hn, const void *rest, size_t n, uint64_t seed)
+static uint64_t copy_sum(struct tc_ring *r, unsigned L, uint64_t w, size_t off, uint8_t *head,
+                         size_t hn, uint8_t *buf, size_t n, uint64_t seed)
 {
-    if (hn == 0) {
-        return XXH3_64bits_withSeed(rest, n, seed);
-    }
     if (hn + n <= SPLIT_JOIN_MAX) {
         uint8_t block[SPLIT_JOIN_MAX];
+        log_read_at(r, L, w, off, head, hn);
+        log_read_at(r, L, w, off + hn, buf, n);
+        if (hn == 0) {
+            return XXH3_64bits_withSeed(buf, n, seed);
+        }
         memcpy(block, head, hn);
         if (n > 0) {
-            memcpy(block + hn, rest, n);
+            memcpy(block + hn, buf, n);
         }
         return XXH3_64bits_withSeed(block, hn + n, seed);
     }
     XXH3_state_t st;
     XXH3_INITSTATE(&st); /* as in write_record() */
     XXH3_64bits_reset_withSeed(&st, seed);
-    XXH3_64bits_update(&st, head, hn);
-    if (n > 0) {
-        XXH3_64bits_update(&st, rest, n);
+    log_read_at(r, L, w, off, head, hn);
+    log_read_at(r, L, w, off + hn, buf, n);
+    if (hn > 0) {
+        XXH3_64bits_update(&st, head, hn);
     }
+    XXH3_64bits_update(&st, buf, n);
     return XXH3_64bits_digest(&st);
 }
 
@@ -889,10 +900,8 @@ static enum tc_status get_hashed(struct tc_ring_ctx *c, const void *key, size_t 
             }
             break;
         }
-        log_read_at(r, f.L, f.wkey, f.rec.key_len, head, hn);
-        log_read_at(r, f.L, f.wkey, f.rec.key_len + hn, buf, vlen - hn);
-        uint64_t sum =
-            split_sum(head, hn, buf, vlen - hn, check_seed(k.hash, f.pos, f.rec.w0, f.rec.w1));
+        uint64_t sum = copy_sum(r, f.L, f.wkey, f.rec.key_len, head, hn, buf, vlen - hn,
+                                check_seed(k.hash, f.pos, f.rec.w0, f.rec.w1));
         if (!still_intact(r, f.L, f.pos)) {
             bump(c, C_TORN);
             break;
