@@ -599,8 +599,6 @@ Test(ring, garbage_segment_never_crashes)
     munmap(h, len);
 }
 
-/* A batch answers exactly as the same gets one by one: hits, misses, bad
- * keys, buffers too small, expired items, across several prefetch waves. */
 /* Flips the first byte of every copy of @p mark in the segment's bytes (a
  * hit may have promoted the record, leaving an older copy); returns how many. */
 static int flip_all(const char *mark)
@@ -668,9 +666,9 @@ Test(ring, split_get_matches_whole_get_and_checks_both_parts)
     cr_assert_eq(tc_ring_set(ctx, "big", 3, big, sizeof(big), 0, 0, 1000), TC_OK);
     for (int i = 0; i < 3; i++) {
         memset(got, 0, sizeof(got));
-        cr_assert_eq(tc_ring_get_split(ctx, "big", 3, 1000, head, sizeof(head), got, sizeof(got),
-                                       &item),
-                     TC_OK, "read %d", i);
+        cr_assert_eq(
+            tc_ring_get_split(ctx, "big", 3, 1000, head, sizeof(head), got, sizeof(got), &item),
+            TC_OK, "read %d", i);
         cr_assert_eq(memcmp(head, big, 40), 0);
         cr_assert_eq(memcmp(got, big + 40, sizeof(big) - 40), 0);
     }
@@ -683,6 +681,8 @@ Test(ring, split_get_matches_whole_get_and_checks_both_parts)
                  TC_EINVAL);
 }
 
+/* A batch answers exactly as the same gets one by one: hits, misses, bad
+ * keys, buffers too small, expired items, across several prefetch waves. */
 Test(ring, batch_get_matches_single_gets)
 {
     enum { N = 150 };
