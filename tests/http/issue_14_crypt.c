@@ -25,6 +25,7 @@
 #define SECRET "HTTP-PLAINTEXT-SECRET-4711"
 
 static char dir[256], keys[300], l2[300], tier_l2[400];
+static char shm_path[128]; /* a test's shm segment, removed at teardown even when it fails */
 static struct tc_test_server srv;
 static struct tc_redis_server *redis;
 
@@ -47,6 +48,10 @@ static void teardown(void)
     redis = NULL;
     tc_test_rm_flat_dir(l2);
     tc_test_rm_flat_dir(dir);
+    if (shm_path[0] != '\0') {
+        unlink(shm_path);
+        shm_path[0] = '\0';
+    }
 }
 
 TestSuite(crypt_http, .init = setup, .fini = teardown, .timeout = 120);
@@ -244,6 +249,7 @@ Test(crypt_http, a_sealed_shm_hit_has_the_values_etag)
     key_new();
     char l1[128];
     snprintf(l1, sizeof(l1), "shm://tc-crypt-etag-%d?size=4M&encrypt=on", (int)getpid());
+    snprintf(shm_path, sizeof(shm_path), "/dev/shm/tc-crypt-etag-%d", (int)getpid());
     const char *args[] = {
         "--workers", "1", "--tier", l1, "--tier", tier_l2, "--encryption-keys-file", keys, NULL};
     cr_assert_eq(tc_test_server_start(&srv, args), 0, "did not start:\n%s", srv.log);
@@ -262,9 +268,6 @@ Test(crypt_http, a_sealed_shm_hit_has_the_values_etag)
     cr_assert_str_eq(got, etag, "the sealed L1's ETag is not the value's");
     tc_test_resp_free(&r);
     cr_assert(tc_test_server_stop_clean(&srv), "%s", srv.log);
-    char path[160];
-    snprintf(path, sizeof(path), "/dev/shm/tc-crypt-etag-%d", (int)getpid());
-    unlink(path);
 }
 
 Test(crypt_http, a_readable_keyring_or_encrypt_without_one_refuses_to_start)
