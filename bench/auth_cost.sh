@@ -40,18 +40,14 @@ done >"$tmp/tokens"
 chmod 600 "$tmp/tokens"
 
 value=$(head -c 100 /dev/zero | tr '\0' 'v')
+. "$(dirname "$0")/lib.sh" # wait_port, cpu_of
 start_tc() { # LOG [ARGS...] -> sets $port, appends the pid to pids
     local log=$1
     shift
     taskset -c 0 "$bin" --listen 127.0.0.1:0 --workers 1 --tier 'mem://?size=64M' \
         "$@" 2>"$log" &
     pids+=($!)
-    port=""
-    for _ in $(seq 100); do
-        port=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$log" 2>/dev/null | cut -d: -f2 || true)
-        [ -n "$port" ] && break
-        sleep 0.1
-    done
+    port=$(wait_port "$log" "${pids[-1]}")
     [ -n "$port" ] || { echo "tiercache did not start" >&2; cat "$log" >&2; exit 1; }
 }
 start_tc "$tmp/off.log"
@@ -66,7 +62,6 @@ curl -sf -X PUT -H 'Content-Type: application/json' -H "$auth" \
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$on_port/cache/bench")" = 401 ] ||
     { echo "the server with tokens answered without one" >&2; exit 1; }
 
-. "$(dirname "$0")/lib.sh" # cpu_of
 run() { # NAME PORT PID [WRK ARGS...] -> prints a line, sets $per
     local name=$1 port=$2 pid=$3 c0 c1 out rps cpu
     shift 3

@@ -46,20 +46,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-. "$(dirname "$0")/lib.sh" # free_port, cpu_of, nginx_conf_head
-
-# wait_port LOGFILE PID: the port from a "listening on 127.0.0.1:PORT" line,
-# or nothing once PID has exited or 10 s have passed.
-wait_port() {
-    local p=""
-    for _ in $(seq 100); do
-        p=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$1" 2>/dev/null | head -1 | cut -d: -f2 || true)
-        [ -n "$p" ] && break
-        kill -0 "$2" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "$p"
-}
+. "$(dirname "$0")/lib.sh" # free_port, wait_port, cpu_of, nginx_conf_head
 
 # The origin.
 taskset -c 1 "$build/tests/tc-test-origin" --listen 127.0.0.1:0 --delay-ms "$delay" \

@@ -49,7 +49,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-. "$(dirname "$0")/lib.sh" # free_port, cpu_of, nginx_conf_head
+. "$(dirname "$0")/lib.sh" # free_port, wait_port, cpu_of, nginx_conf_head
 value=$(head -c "$vbytes" /dev/zero | tr '\0' 'v')
 printf '%s' "$value" >"$tmp/body"
 chmod 644 "$tmp/body"
@@ -92,12 +92,7 @@ taskset -c 0 varnishd -a "127.0.0.1:$vp" -f "$tmp/default.vcl" -n "$tmp/varnish"
 start_tc() {
     taskset -c 0 "$1" --listen 127.0.0.1:0 --workers 1 --tier "$2" 2>"$3" &
     pids+=($!)
-    port=""
-    for _ in $(seq 100); do
-        port=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$3" 2>/dev/null | cut -d: -f2 || true)
-        [ -n "$port" ] && break
-        sleep 0.1
-    done
+    port=$(wait_port "$3" "${pids[-1]}")
     [ -n "$port" ] || { echo "tiercache ($1) did not start" >&2; cat "$3" >&2; exit 1; }
     printf '{"value":"%s","ttl":3600}' "$value" >"$tmp/put.json"
     curl -sf -X PUT -H 'Content-Type: application/json' --data-binary "@$tmp/put.json" \

@@ -6,6 +6,19 @@
 # A free TCP port on 127.0.0.1 (the kernel picks it).
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# The port from a "listening on 127.0.0.1:PORT" line of LOGFILE, or nothing
+# once PID has exited or 10 s have passed.
+wait_port() { # LOGFILE PID
+    local p=""
+    for _ in $(seq 100); do
+        p=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$1" 2>/dev/null | head -1 | cut -d: -f2 || true)
+        [ -n "$p" ] && break
+        kill -0 "$2" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "$p"
+}
+
 # CPU seconds (utime + stime, all threads) of the processes given.
 cpu_of() {
     local sum=0 tck f

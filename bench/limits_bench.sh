@@ -36,7 +36,7 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
-. "$(dirname "$0")/lib.sh" # free_port, cpu_of, nginx_conf_head
+. "$(dirname "$0")/lib.sh" # free_port, wait_port, cpu_of, nginx_conf_head
 value=$(head -c 100 /dev/zero | tr '\0' 'v')
 
 start_tc() { # start_tc LOG TIER... ; sets $port
@@ -46,12 +46,7 @@ start_tc() { # start_tc LOG TIER... ; sets $port
     for t in "$@"; do args+=(--tier "$t"); done
     taskset -c 0 "$build/tiercache" --listen 127.0.0.1:0 --workers 1 "${args[@]}" 2>"$log" &
     pids+=($!)
-    port=""
-    for _ in $(seq 100); do
-        port=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$log" 2>/dev/null | cut -d: -f2 || true)
-        [ -n "$port" ] && break
-        sleep 0.1
-    done
+    port=$(wait_port "$log" "${pids[-1]}")
     [ -n "$port" ] || { echo "tiercache did not start" >&2; cat "$log" >&2; exit 1; }
 }
 
