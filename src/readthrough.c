@@ -120,7 +120,7 @@ static void finish_value(struct tc_rt_call *c, enum tc_rt_outcome outcome)
     struct tc_rt_result res = {.outcome = outcome,
                                .value = &op->value,
                                .hdr = &op->hdr,
-                               .etag = outcome == TC_RT_FILLED ? 0 : op->etag,
+                               .etag = op->etag,
                                .now_ms = op->now_ms,
                                .tier = op->hit_tier};
     if (outcome == TC_RT_STALE) {
