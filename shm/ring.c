@@ -853,7 +853,8 @@ static uint64_t copy_sum(struct tc_ring *r, unsigned L, uint64_t w, size_t off, 
 /* tc_ring_get_split() of a checked key whose hash is known. */
 static enum tc_status get_hashed(struct tc_ring_ctx *c, const void *key, size_t klen, uint64_t hash,
                                  uint64_t now_ms, void *head, size_t head_len, void *buf,
-                                 size_t cap, struct tc_ring_item *item)
+                                 size_t cap, struct tc_ring_item *item, struct tc_ring_ident *id,
+                                 int *same)
 {
     struct tc_ring *r = c->ring;
     if ((buf == NULL && cap > 0) || (head == NULL && head_len > 0)) {
@@ -893,6 +894,17 @@ static enum tc_status get_hashed(struct tc_ring_ctx *c, const void *key, size_t 
             item->expire_ms = f.rec.expire_ms;
             item->flags = f.rec.flags;
         }
+        if (id != NULL && id->log == f.L && id->pos == f.pos && id->w0 == f.rec.w0 &&
+            id->w1 == f.rec.w1 && id->check == f.rec.check && f.L != TC_RING_LOG_SMALL &&
+            f.head - f.pos <= r->promote_age && still_intact(r, f.L, f.pos)) {
+            /* The record the caller holds a checked copy of, not lapped:
+             * its bytes are the copy's (its check covers them), whatever
+             * they read as now. One due for promotion takes the copying
+             * path, which moves it. */
+            bump(c, C_HITS);
+            *same = 1;
+            return TC_OK;
+        }
         size_t hn = vlen < head_len ? vlen : head_len;
         if (vlen - hn > cap) {
             if (still_intact(r, f.L, f.pos)) {
@@ -919,6 +931,9 @@ static enum tc_status get_hashed(struct tc_ring_ctx *c, const void *key, size_t 
             continue;
         }
         bump(c, C_HITS);
+        if (id != NULL) {
+            *id = (struct tc_ring_ident){f.pos, f.rec.w0, f.rec.w1, f.rec.check, f.L};
+        }
         if (f.L == TC_RING_LOG_SMALL || f.head - f.pos > r->promote_age) {
             promote(c, &k, &b->slot[i], &f, head, hn, buf);
         }
@@ -946,7 +961,21 @@ enum tc_status tc_ring_get_split(struct tc_ring_ctx *c, const void *key, size_t 
         return st;
     }
     return get_hashed(c, key, klen, key_hash(c->ring, key, klen), now_ms, head, head_len, buf, cap,
-                      item);
+                      item, NULL, NULL);
+}
+
+enum tc_status tc_ring_get_known(struct tc_ring_ctx *c, const void *key, size_t klen,
+                                 uint64_t now_ms, void *head, size_t head_len, void *buf,
+                                 size_t cap, struct tc_ring_item *item, struct tc_ring_ident *id,
+                                 int *same)
+{
+    *same = 0;
+    enum tc_status st = check_key(key, klen);
+    if (st != TC_OK) {
+        return st;
+    }
+    return get_hashed(c, key, klen, key_hash(c->ring, key, klen), now_ms, head, head_len, buf, cap,
+                      item, id, same);
 }
 
 /* Overlaps the cache misses of a batch of gets in a software pipeline:
@@ -1000,7 +1029,7 @@ void tc_ring_get_batch(struct tc_ring_ctx *c, size_t n, const struct tc_ring_get
                 size_t j = i - 2 * BATCH_D;
                 q[j].status[0] =
                     ok[j] ? get_hashed(c, q[j].key, q[j].klen, hash[j], q[j].now_ms, q[j].head,
-                                       q[j].head_len, q[j].buf, q[j].cap, q[j].item)
+                                       q[j].head_len, q[j].buf, q[j].cap, q[j].item, NULL, NULL)
                           : check_key(q[j].key, q[j].klen);
             }
         }

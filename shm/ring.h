@@ -243,6 +243,30 @@ enum tc_status tc_ring_get_split(struct tc_ring_ctx *c, const void *key, size_t 
                                  uint64_t now_ms, void *head, size_t head_len, void *buf,
                                  size_t cap, struct tc_ring_item *item);
 
+/** Who a record is. Two equal identities name the same record, bytes and
+ * all: a position in a log is never reused before the log laps it, and a
+ * record rewritten where it lies gets a new check. */
+struct tc_ring_ident {
+    uint64_t pos, w0, w1, check;
+    unsigned log;
+};
+
+/**
+ * tc_ring_get_split() for a caller that keeps checked copies of values it
+ * read (the shm tier keeps its large ones, so that a hot key is not copied
+ * and hashed out of the segment on every hit). On entry @p id is the
+ * identity of the record the caller holds a copy of (all zero: none). When
+ * the key's live record is that one, neither expired nor due to move,
+ * nothing is copied or hashed and *@p same is 1; item is filled as on any
+ * hit. Otherwise the get copies and checks as tc_ring_get_split() and, on
+ * TC_OK, *@p id becomes the identity of the record copied.
+ * @return as tc_ring_get_split().
+ */
+enum tc_status tc_ring_get_known(struct tc_ring_ctx *c, const void *key, size_t klen,
+                                 uint64_t now_ms, void *head, size_t head_len, void *buf,
+                                 size_t cap, struct tc_ring_item *item, struct tc_ring_ident *id,
+                                 int *same);
+
 /** One get of a batch (tc_ring_get_batch). */
 struct tc_ring_getreq {
     const void *key;
