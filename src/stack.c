@@ -311,8 +311,8 @@ static void op_unref(struct tc_stack_op *op)
         free(op->key);
     }
     if (!sc->closing && sc->nfree < MAX_FREE_OPS) {
-        if (op->value.cap > 16384) {
-            tc_buf_deinit(&op->value); /* keep recycled ops small */
+        if (op->value.cap > 16384 || op->value.block != NULL) {
+            tc_buf_deinit(&op->value); /* keep recycled ops small; a view goes back */
         }
         if (op->tags.cap > 4096) {
             tc_buf_deinit(&op->tags);

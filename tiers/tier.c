@@ -251,7 +251,10 @@ static enum tc_status open_value(struct tc_tier_ctx *c, struct tc_tier_req *req)
     if (!sealed) {
         return c->_seal == NULL ? TC_OK : TC_ECORRUPT;
     }
+    /* Opened in place: a view (a block the tier lends) gets its own copy
+     * first, since no writer may touch a block (tiers/buf.h). */
     if (c->_seal == NULL || tc_item_encode_fields(&req->hdr, fields) != TC_OK ||
+        tc_buf_reserve(req->out, req->out->len) != TC_OK ||
         tc_seal_decrypt(c->_seal, req->hdr.key_id, fields, sizeof(fields), req->key, req->key_len,
                         req->out->data, req->out->len, &n) != TC_OK) {
         return TC_ECORRUPT;

@@ -10,6 +10,7 @@
  * and the key, as a real attacker with write access would force.
  */
 #define _GNU_SOURCE /* memmem */
+#include "shm/ring.h"
 #include "tests/support/clock.h"
 #include "tests/support/lmdb_damage.h"
 #include "tests/support/redis_server.h"
@@ -688,4 +689,30 @@ Test(sealed_redis, no_plaintext_in_redis_and_moved_records_are_refused)
     cr_assert_eq(stat_of("corrupt"), 2);
     free(rec);
     redisFree(rc);
+}
+
+/* A sealed shm value large enough for the tier's hot copies: the copy is
+ * lent to the caller as a view, and opening in place must not decrypt the
+ * tier's copy (the next hit would open plaintext and fail its tag). */
+TestSuite(sealed_shm, .init = setup, .fini = teardown, .timeout = 60);
+
+Test(sealed_shm, hot_copies_of_sealed_values_open_on_every_hit)
+{
+    char uri[256], err[512], name[64];
+    make_ring();
+    snprintf(name, sizeof(name), "tc-seal-test-%ld", (long)getpid());
+    tc_ring_unlink(name, NULL, 0);
+    snprintf(uri, sizeof(uri), "shm://%s?size=4M&encrypt=on", name);
+    cr_assert_eq(open_tier(uri, err, sizeof(err)), TC_OK, "%s", err);
+    static char v[65536];
+    memset(v, 'q', sizeof(v) - 1);
+    memcpy(v + 1000, SECRET, strlen(SECRET));
+    cr_assert_eq(put("big", v, strlen(v)), TC_OK);
+    for (int i = 0; i < 4; i++) {
+        expect_get("big", v);
+    }
+    cr_assert_geq(stat_of("hot_hits"), 2, "the hot copy was not used");
+    cr_assert_eq(stat_of("corrupt"), 0);
+    close_tier();
+    tc_ring_unlink(name, NULL, 0);
 }

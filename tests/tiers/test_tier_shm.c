@@ -7,6 +7,7 @@
  * second uid (a forked child that becomes nobody; skipped where the test
  * does not run as root).
  */
+#define _GNU_SOURCE /* memmem */
 #include "shm/ring.h"
 #include "shm/ring_layout.h"
 #include "tests/support/asuser.h"
@@ -20,6 +21,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char name[64];
@@ -210,5 +212,200 @@ Test(tier_shm, scribbled_segment_is_degraded_and_its_stats_clamped)
     cr_assert_eq(tc_tier_health(t, detail, sizeof(detail)), TC_HEALTH_DEGRADED);
     cr_assert(strstr(detail, "header changed since attach") != NULL, "detail: %s", detail);
     munmap(h, 4u << 20);
+    tc_tier_close(t);
+}
+
+/* ---- hot copies of large values ------------------------------------------------------------- */
+
+static uint8_t bigv[3][65536];
+
+static void big_set(struct tc_tier_ctx *c, const char *k, const uint8_t *v, size_t n)
+{
+    struct tc_tier_req r = {.key = k, .key_len = strlen(k), .value = v, .value_len = n};
+    r.now_ms = 1000;
+    r.hdr.encoding = TC_ENC_BINARY;
+    r.hdr.created_ms = 1000;
+    cr_assert_eq(tc_tier_set(c, &r), TC_OK);
+}
+
+static enum tc_status big_get(struct tc_tier_ctx *c, const char *k, struct tc_buf *out)
+{
+    struct tc_tier_req r = {.key = k, .key_len = strlen(k), .out = out, .now_ms = 1000};
+    return tc_tier_get(c, &r);
+}
+
+static void expect_value(struct tc_tier_ctx *c, const char *k, const uint8_t *v, size_t n,
+                         const char *when)
+{
+    struct tc_buf out = TC_BUF_INIT;
+    cr_assert_eq(big_get(c, k, &out), TC_OK, "%s: %s unreadable", when, k);
+    cr_assert(out.len == n && memcmp(out.data, v, n) == 0, "%s: %s has a wrong value", when, k);
+    tc_buf_deinit(&out);
+}
+
+static uint64_t stat_u(struct tc_tier *t, const char *n)
+{
+    uint64_t v = 0;
+    cr_assert(tc_test_tier_stat(t, n, &v), "no stat %s", n);
+    return v;
+}
+
+/* Another process writes or deletes the key: a child that opens the same
+ * segment through its own tier. */
+static void in_child(int op, const char *k, const uint8_t *v, size_t n)
+{
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        struct tc_tier *t;
+        struct tc_tier_ctx *c;
+        if (tc_tier_open(NULL, uri, &t, err, sizeof(err)) != TC_OK ||
+            tc_tier_ctx_init(t, NULL, &c) != TC_OK) {
+            _exit(2);
+        }
+        struct tc_tier_req r = {.key = k, .key_len = strlen(k), .value = v, .value_len = n};
+        r.now_ms = 1000;
+        r.hdr.encoding = TC_ENC_BINARY;
+        r.hdr.created_ms = 1000;
+        enum tc_status st = op == 0 ? tc_tier_set(c, &r) : tc_tier_del(c, &r);
+        tc_tier_ctx_dispose(c);
+        tc_tier_close(t);
+        _exit(st == TC_OK ? 0 : 1);
+    }
+    int ws = 0;
+    cr_assert_eq(waitpid(pid, &ws, 0), pid);
+    cr_assert(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "the other process failed");
+}
+
+/* Flips a byte of every copy of @p mark in the segment (as a process with
+ * write access that scribbles on values); returns how many. */
+static int scribble(const char *mark)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/%s", name);
+    int fd = shm_open(path, O_RDWR, 0);
+    cr_assert_geq(fd, 0);
+    struct stat stt;
+    cr_assert_eq(fstat(fd, &stt), 0);
+    uint8_t *m = mmap(NULL, (size_t)stt.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    cr_assert_neq(m, MAP_FAILED);
+    int n = 0;
+    size_t ml = strlen(mark);
+    for (uint8_t *p = m; (p = memmem(p, (size_t)stt.st_size - (size_t)(p - m), mark, ml)) != NULL;
+         p += ml) {
+        p[0] ^= 0x20;
+        n++;
+    }
+    munmap(m, (size_t)stt.st_size);
+    return n;
+}
+
+static void fill_values(void)
+{
+    for (int i = 0; i < 3; i++) {
+        for (size_t j = 0; j < sizeof(bigv[i]); j++) {
+            bigv[i][j] = (uint8_t)(j * (unsigned)(7 + i) + (unsigned)i);
+        }
+        memcpy(bigv[i] + 40000, i == 0 ? "MARKZERO" : i == 1 ? "MARKONE_" : "MARKTWO_", 8);
+    }
+}
+
+Test(tier_shm, hot_copies_serve_only_the_live_record)
+{
+    fill_values();
+    struct tc_tier *t;
+    cr_assert_eq(open_uri("", &t), TC_OK, "%s", err);
+    struct tc_tier_ctx *c;
+    cr_assert_eq(tc_tier_ctx_init(t, NULL, &c), TC_OK);
+    big_set(c, "big", bigv[0], sizeof(bigv[0]));
+    for (int i = 0; i < 4; i++) {
+        expect_value(c, "big", bigv[0], sizeof(bigv[0]), "repeated reads");
+    }
+    uint64_t hot = stat_u(t, "hot_hits");
+    cr_assert_geq(hot, 2, "no hit was served from the hot copy");
+    cr_assert_geq(stat_u(t, "hot_bytes"), sizeof(bigv[0]));
+
+    /* Another process writes a new value of the same size, then deletes. */
+    in_child(0, "big", bigv[1], sizeof(bigv[1]));
+    expect_value(c, "big", bigv[1], sizeof(bigv[1]), "after another process's set");
+    cr_assert_eq(stat_u(t, "hot_hits"), hot, "the old copy answered a changed record");
+    in_child(1, "big", NULL, 0);
+    struct tc_buf out = TC_BUF_INIT;
+    cr_assert_eq(big_get(c, "big", &out), TC_ENOTFOUND, "a deleted key was served");
+    cr_assert_eq(out.len, 0);
+
+    /* A value read as a view outlives the copy it was lent from. */
+    big_set(c, "big", bigv[2], sizeof(bigv[2]));
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(big_get(c, "big", &out), TC_OK);
+    }
+    cr_assert_neq(out.block, NULL, "the third read is lent, not copied");
+    tc_tier_ctx_dispose(c);
+    cr_assert(out.len == sizeof(bigv[2]) && memcmp(out.data, bigv[2], out.len) == 0);
+    tc_buf_deinit(&out);
+
+    /* Value bytes scribbled under an unchanged header: the holder of the
+     * checked copy serves it, a ctx without one finds the damage; neither
+     * ever hands out the scribble. */
+    cr_assert_eq(tc_tier_ctx_init(t, NULL, &c), TC_OK);
+    for (int i = 0; i < 3; i++) {
+        expect_value(c, "big", bigv[2], sizeof(bigv[2]), "before the scribble");
+    }
+    cr_assert_geq(scribble("MARKTWO_"), 1);
+    expect_value(c, "big", bigv[2], sizeof(bigv[2]), "the holder after the scribble");
+    struct tc_tier_ctx *c2;
+    cr_assert_eq(tc_tier_ctx_init(t, NULL, &c2), TC_OK);
+    enum tc_status st = big_get(c2, "big", &out);
+    cr_assert_neq(st, TC_OK, "the scribbled record was served");
+    cr_assert_eq(out.len, 0);
+    cr_assert_eq(big_get(c, "big", &out), TC_ENOTFOUND, "found damaged: gone for the holder too");
+    tc_buf_deinit(&out);
+    tc_tier_ctx_dispose(c2);
+    tc_tier_ctx_dispose(c);
+    tc_tier_close(t);
+}
+
+Test(tier_shm, hot_copies_stay_within_their_bytes_and_can_be_turned_off)
+{
+    fill_values();
+    struct tc_tier *t;
+    struct tc_tier_ctx *c;
+    /* 150 KiB: two 64 KiB values fit, a third pushes the least recent out. */
+    cr_assert_eq(open_uri("hot=150K", &t), TC_OK, "%s", err);
+    cr_assert_eq(tc_tier_ctx_init(t, NULL, &c), TC_OK);
+    const char *keys[3] = {"k0", "k1", "k2"};
+    for (int i = 0; i < 3; i++) {
+        big_set(c, keys[i], bigv[i], sizeof(bigv[i]));
+        for (int j = 0; j < 3; j++) {
+            expect_value(c, keys[i], bigv[i], sizeof(bigv[i]), "fill");
+        }
+        cr_assert_leq(stat_u(t, "hot_bytes"), 150u << 10);
+    }
+    uint64_t hot = stat_u(t, "hot_hits");
+    expect_value(c, "k2", bigv[2], sizeof(bigv[2]), "most recent");
+    expect_value(c, "k1", bigv[1], sizeof(bigv[1]), "kept");
+    cr_assert_eq(stat_u(t, "hot_hits"), hot + 2);
+    expect_value(c, "k0", bigv[0], sizeof(bigv[0]), "pushed out: read from the segment");
+    cr_assert_eq(stat_u(t, "hot_hits"), hot + 2, "k0's copy was kept past the budget");
+    /* A value smaller than 16 KiB is never copied aside. */
+    big_set(c, "small", bigv[0], 1000);
+    for (int j = 0; j < 3; j++) {
+        expect_value(c, "small", bigv[0], 1000, "small");
+    }
+    cr_assert_eq(stat_u(t, "hot_hits"), hot + 2);
+    tc_tier_ctx_dispose(c);
+    tc_tier_close(t);
+
+    teardown();
+    cr_assert_eq(open_uri("hot=0", &t), TC_OK, "%s", err);
+    cr_assert_eq(tc_tier_ctx_init(t, NULL, &c), TC_OK);
+    big_set(c, "big", bigv[0], sizeof(bigv[0]));
+    for (int j = 0; j < 4; j++) {
+        expect_value(c, "big", bigv[0], sizeof(bigv[0]), "hot=0");
+    }
+    cr_assert_eq(stat_u(t, "hot_hits"), 0);
+    cr_assert_eq(stat_u(t, "hot_bytes"), 0);
+    tc_tier_ctx_dispose(c);
     tc_tier_close(t);
 }
