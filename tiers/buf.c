@@ -40,10 +40,10 @@ size_t tc_buf_block_len(const struct tc_buf_block *blk)
 
 void tc_buf_block_unref(struct tc_buf_block *blk)
 {
-    /* Release, then acquire by the last: every view's reads happen before
-     * the free, on whichever thread drops the last reference. */
-    if (blk != NULL && atomic_fetch_sub_explicit(&blk->refs, 1, memory_order_release) == 1) {
-        atomic_thread_fence(memory_order_acquire);
+    /* Acquire-release: every view's reads happen before the free, on
+     * whichever thread drops the last reference (no fence: TSan reads
+     * orderings on the atomic, not fences). */
+    if (blk != NULL && atomic_fetch_sub_explicit(&blk->refs, 1, memory_order_acq_rel) == 1) {
         free(blk);
     }
 }
