@@ -14,6 +14,12 @@
  * waits), time to send the headers, time between body reads, idle time and
  * the number of connections. Measured figures: docs/benchmarks.md.
  *
+ * Plain connections are read edge-triggered (EV_ET), as nginx reads them:
+ * epoll reports a socket when bytes arrive, not again on each wait; a read
+ * that fills the read buffer reads again, since no new edge would come for
+ * the bytes it left (src/http.c read_more). TLS connections stay
+ * level-triggered.
+ *
  * http-parser is built without HTTP_PARSER_STRICT on Debian, so it accepts
  * framing that another parser in front of us may read differently (request
  * smuggling). The callbacks refuse those shapes with 400: a header name that
