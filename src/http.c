@@ -95,8 +95,13 @@ struct tc_http_conn {
     uint8_t out_paused;     /* reading stopped until output drains to OUT_PAUSE */
     uint8_t linger;         /* close lingering: the client may still be sending */
     uint8_t rfull; /* the last plain read filled rbuf: the socket may hold more (read_more) */
-    int in_feed;   /* inside feed(): a synchronous reply must not re-enter it */
-    int error;     /* an HTTP status to answer with, set by a parser callback */
+    /* The Host value that last passed the caller's check, and what it passed
+     * (tc_http_host_remember); host_len 0: none. */
+    uint16_t host_len;
+    const void *host_key;
+    char host[TC_HTTP_HOST_MEMO + 1];
+    int in_feed; /* inside feed(): a synchronous reply must not re-enter it */
+    int error;   /* an HTTP status to answer with, set by a parser callback */
     const char *error_msg;
     int close_after; /* close once the current response is written */
     struct tc_http_conn *prev, *next;
@@ -399,6 +404,39 @@ const char *tc_http_header(const struct tc_http_req *r, const char *name)
     return NULL;
 }
 
+const char *tc_http_host(const struct tc_http_req *r)
+{
+    return r->_host != 0 ? (const char *)r->_hdrs.data + r->_hoff[r->_host - 1][1] : NULL;
+}
+
+int tc_http_host_known(const struct tc_http_req *r, const void *key)
+{
+    const struct tc_http_conn *c = r->_conn;
+    if (c == NULL || c->host_len == 0 || c->host_key != key || r->_host == 0) {
+        return 0;
+    }
+    /* Up to the memo's NUL: a longer value differs there, a shorter one
+     * before it; strncmp stops at the request's own NUL. */
+    return strncmp(tc_http_host(r), c->host, (size_t)c->host_len + 1) == 0;
+}
+
+void tc_http_host_remember(struct tc_http_req *r, const void *key)
+{
+    struct tc_http_conn *c = r->_conn;
+    const char *host = tc_http_host(r);
+    if (c == NULL || host == NULL) {
+        return;
+    }
+    size_t n = strnlen(host, TC_HTTP_HOST_MEMO + 1);
+    if (n == 0 || n > TC_HTTP_HOST_MEMO) {
+        c->host_len = 0; /* not kept: each request is checked */
+        return;
+    }
+    memcpy(c->host, host, n + 1);
+    c->host_len = (uint16_t)n;
+    c->host_key = key;
+}
+
 /* ---- requests --------------------------------------------------------------- */
 
 /* A spare request keeps its target and header buffers up to this size; a
@@ -676,7 +714,7 @@ static int is_chunked(const char *v)
 /* Refuses what http-parser accepts but a proxy may frame differently. */
 static int check_framing_headers(struct tc_http_conn *c, const char *cl)
 {
-    const struct tc_http_req *r = c->req;
+    struct tc_http_req *r = c->req;
     unsigned te = 0, host = 0;
     for (unsigned i = 0; i < r->_nhdrs; i++) {
         const char *name = (const char *)r->_hdrs.data + r->_hoff[i][0];
@@ -685,8 +723,11 @@ static int check_framing_headers(struct tc_http_conn *c, const char *cl)
             if (++te > 1 || !is_chunked((const char *)r->_hdrs.data + r->_hoff[i][1])) {
                 return fail_strict(c, "Transfer-Encoding must be exactly chunked, given once");
             }
-        } else if (strcmp(name, "host") == 0 && ++host > 1) {
-            return fail_strict(c, "more than one Host header");
+        } else if (strcmp(name, "host") == 0) {
+            if (++host > 1) {
+                return fail_strict(c, "more than one Host header");
+            }
+            r->_host = i + 1; /* tc_http_host() */
         }
     }
     if (te != 0 && cl != NULL) {

@@ -105,11 +105,36 @@ struct tc_http_req {
     struct tc_buf _hdrs;        /* "name\0value\0" pairs, names lower-cased */
     unsigned _nhdrs;
     int _in_value;
+    unsigned _host;                         /* 1 + the index of the Host header; 0: none */
     uint32_t _hoff[TC_HTTP_MAX_HEADERS][2]; /* last: a reused request clears what is before */
 };
 
 /** Returns the value of header @p name (lower case), or NULL. */
 const char *tc_http_header(const struct tc_http_req *r, const char *name);
+
+/** The Host header's value, or NULL (found while parsing: no lookup). */
+const char *tc_http_host(const struct tc_http_req *r);
+
+/** The longest Host value a connection remembers (tc_http_host_remember). */
+#define TC_HTTP_HOST_MEMO 255
+
+/**
+ * A check of the Host header made once per connection instead of once per
+ * request (src/routes.c: allowed-hosts). 1 when @p r's Host value is, byte
+ * for byte, the one last remembered on the same connection by
+ * tc_http_host_remember() under the same @p key; 0 otherwise: no Host, the
+ * connection is gone, nothing remembered, another value, another key.
+ * @p key names what the value passed: the caller must use a key that
+ * changes whenever the answer for a value could change.
+ */
+int tc_http_host_known(const struct tc_http_req *r, const void *key);
+
+/**
+ * Remembers @p r's Host value on its connection under @p key, replacing
+ * what was remembered; a value longer than TC_HTTP_HOST_MEMO bytes is not
+ * remembered (checked on each request). No-op without a Host or connection.
+ */
+void tc_http_host_remember(struct tc_http_req *r, const void *key);
 
 /** Handles a complete request; must eventually call tc_http_respond() once. */
 typedef void (*tc_http_handler_fn)(struct tc_http_req *r, void *arg);
