@@ -775,7 +775,8 @@ static enum tc_status cache_get(struct cache_req *q, const char *key, size_t kle
         mode = TC_RT_ORIGIN;
         lease_ms = conf->origin_timeout_ms + 1000;
     }
-    enum tc_status st = tc_rt_get(&w->rt, key, klen, mode, lease_ms, accept_value, answer_read, q);
+    enum tc_status st =
+        tc_rt_get(&w->rt, key, klen, mode, lease_ms, r->now_ms, accept_value, answer_read, q);
     if (st != TC_OK) {
         req_free(q);
     }
@@ -801,7 +802,7 @@ static enum tc_status cache_write(struct cache_req *q, const char *key, size_t k
 {
     struct tc_worker *w = q->w;
     struct tc_http_req *r = q->r;
-    struct tc_stack_op *op = tc_stack_op_create(w->sc, key, klen, tc_clock_ms());
+    struct tc_stack_op *op = tc_stack_op_create(w->sc, key, klen, r->now_ms);
     if (op == NULL) {
         req_free(q);
         return TC_ENOMEM;

@@ -127,6 +127,7 @@ struct tc_http_server {
     http_parser_settings settings;
     struct tc_tls *tls;              /* a TLS listener: its context; NULL: plain HTTP */
     uint64_t tls_handshake_ms;       /* tls-handshake-timeout */
+    struct tc_clock clock;           /* this worker's cached clock: one read per request */
     uint64_t date_s;                 /* the second date[] says */
     char date[TC_COND_DATE_LEN + 1]; /* the Date header, formatted once a second */
 };
@@ -966,24 +967,43 @@ static void conn_write(struct tc_http_conn *c, const void *a, size_t alen, const
 }
 
 /* RFC 9110 §6.6.1: a server with a clock sends Date in every response.
- * CLOCK_REALTIME (vDSO, no syscall), not the coarse clock: a Date a few ms
- * behind could name the second before a value's Last-Modified. */
-static const char *http_date(struct tc_http_server *s)
+ * The time is the request's (tc_http_date_ms), from the cached clock, not
+ * the coarse one: a Date a few ms behind could name the second before a
+ * value's Last-Modified, which is clamped to the same time. Formatted once
+ * a second. */
+static const char *http_date(struct tc_http_server *s, uint64_t ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    if ((uint64_t)ts.tv_sec != s->date_s || s->date[0] == '\0') {
-        tc_cond_http_date((uint64_t)ts.tv_sec * 1000u, s->date);
-        s->date_s = (uint64_t)ts.tv_sec;
+    uint64_t sec = ms / 1000u;
+    if (sec != s->date_s || s->date[0] == '\0') {
+        tc_cond_http_date(sec * 1000u, s->date);
+        s->date_s = sec;
     }
     return s->date;
 }
 
+uint64_t tc_http_date_ms(struct tc_http_req *r)
+{
+    struct tc_http_conn *c = r->_conn;
+    if (r->_date_ms != 0) {
+        return r->_date_ms;
+    }
+    r->_date_ms = r->now_ms;
+    if (c != NULL && !c->in_feed) {
+        /* Answered after its dispatch returned (a remote tier, the origin,
+         * a lock wait): now_ms may be seconds old. Never earlier than it, so
+         * that a Last-Modified clamped to now_ms before stays below Date. */
+        tc_clock_read(&c->srv->clock);
+        uint64_t now = tc_clock_wall_ms(&c->srv->clock);
+        r->_date_ms = now > r->now_ms ? now : r->now_ms;
+    }
+    return r->_date_ms;
+}
+
 /* Builds status line and headers in the server's scratch buffer and sends
- * them with the body's parts in one writev. */
+ * them with the body's parts in one writev; @p date_ms is the Date's time. */
 static void write_response(struct tc_http_conn *c, int status, const char *ctype,
                            const struct tc_http_part *parts, size_t nparts, const char *headers,
-                           int head_only, int keep_alive)
+                           int head_only, int keep_alive, uint64_t date_ms)
 {
     size_t len = 0;
     for (size_t i = 0; i < nparts; i++) {
@@ -999,7 +1019,7 @@ static void write_response(struct tc_http_conn *c, int status, const char *ctype
     APPEND_LIT(h, &n, sizeof(h), " ");
     append(h, &n, sizeof(h), reason, strlen(reason));
     APPEND_LIT(h, &n, sizeof(h), "\r\nServer: tiercache\r\nDate: ");
-    append(h, &n, sizeof(h), http_date(c->srv), TC_COND_DATE_LEN);
+    append(h, &n, sizeof(h), http_date(c->srv, date_ms), TC_COND_DATE_LEN);
     APPEND_LIT(h, &n, sizeof(h), "\r\nContent-Type: ");
     append(h, &n, sizeof(h), ctype, strlen(ctype));
     if (status == 304) {
@@ -1225,7 +1245,7 @@ void tc_http_respond_parts(struct tc_http_req *r, int status, const char *ctype,
     struct tc_http_server *s = c->srv;
     int keep = r->keep_alive && !c->close_after;
     write_response(c, status, ctype, parts, nparts > TC_HTTP_MAX_PARTS ? TC_HTTP_MAX_PARTS : nparts,
-                   headers, r->method == TC_HTTP_HEAD, keep);
+                   headers, r->method == TC_HTTP_HEAD, keep, tc_http_date_ms(r));
     req_park(c, r);
     c->req = NULL;
     c->fresh = 0;
@@ -1264,7 +1284,10 @@ static void respond_error(struct tc_http_conn *c, int status, const char *msg)
     /* msg is one of this file's constant strings: no JSON escaping needed. */
     int n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"message\":\"%s\"}", code, msg);
     struct tc_http_part part = {body, (size_t)n};
-    write_response(c, status, "application/json", &part, 1, NULL, 0, 0);
+    /* No request to take the time from (or one being refused): read it. */
+    tc_clock_read(&c->srv->clock);
+    write_response(c, status, "application/json", &part, 1, NULL, 0, 0,
+                   tc_clock_wall_ms(&c->srv->clock));
     body_release(c);
     if (c->req != NULL) {
         req_free(c->req);
@@ -1287,7 +1310,9 @@ static void dispatch(struct tc_http_conn *c)
     }
     r->path = t;
     r->path_len = strlen(t);
-    r->start_ns = tc_clock_ns();
+    /* The request's one clock read: the wall clock is derived from it. */
+    r->start_ns = tc_clock_read(&s->clock);
+    r->now_ms = tc_clock_wall_ms(&s->clock);
     /* The body is complete: it is the handler's now, no longer pending. */
     body_release(c);
     c->wait = WAIT_NONE;
@@ -1795,6 +1820,7 @@ struct tc_http_server *tc_http_server_create(struct event_base *base, int fd,
         return NULL;
     }
     s->base = base;
+    tc_clock_init(&s->clock);
     s->limits = *limits;
     s->handler = handler;
     s->arg = arg;

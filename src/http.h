@@ -91,7 +91,11 @@ struct tc_http_req {
     struct tc_buf body; /* the whole body; owned by the request */
     void *udata;        /* for the handler */
     unsigned tag;       /* for the handler too, 0 at first (src/routes.c: the route's slot) */
-    uint64_t start_ns;  /* when the request was complete */
+    uint64_t start_ns;  /* when the request was complete (CLOCK_MONOTONIC, as tc_clock_ns) */
+    /* The wall clock then, in ms since the epoch, from the worker's cached
+     * clock (src/clock.h: no wall-clock read per request): the "now" of the
+     * request's TTL arithmetic and of its answer's Date (tc_http_date_ms). */
+    uint64_t now_ms;
     /* TC_SCOPE_* bits (src/scope.h) a verified TLS client certificate grants
      * on this connection; 0 when there is none (set by the TLS layer). */
     unsigned peer_scopes;
@@ -106,6 +110,7 @@ struct tc_http_req {
     unsigned _nhdrs;
     int _in_value;
     unsigned _host;                         /* 1 + the index of the Host header; 0: none */
+    uint64_t _date_ms;                      /* the answer's Date, once fixed; 0: not yet */
     uint32_t _hoff[TC_HTTP_MAX_HEADERS][2]; /* last: a reused request clears what is before */
 };
 
@@ -271,6 +276,16 @@ struct tc_http_part {
  */
 void tc_http_respond_parts(struct tc_http_req *r, int status, const char *content_type,
                            const struct tc_http_part *parts, size_t nparts, const char *headers);
+
+/**
+ * The time (wall clock, ms since the epoch) the Date header of @p r's
+ * answer carries, fixed by the first call (tc_http_respond makes one): the
+ * request's now_ms when it is answered within its dispatch, else (answered
+ * later: a remote tier, the origin, a wait) the clock read again, never
+ * earlier than now_ms. A Last-Modified in the same answer must not be later
+ * (RFC 9110 8.8.2.1): clamp it to this.
+ */
+uint64_t tc_http_date_ms(struct tc_http_req *r);
 
 /** The reason phrase for @p status ("Not Found"). */
 const char *tc_http_reason(int status);
