@@ -376,8 +376,8 @@ enum tc_status tc_api_batch_get(struct tc_worker *w, struct tc_http_req *r)
             batch_item_done(b);
             continue;
         }
-        if (tc_rt_get(&w->rt, it->key, it->key_len, mode, lease_ms, get_accept, get_done, it) !=
-            TC_OK) {
+        if (tc_rt_get(&w->rt, it->key, it->key_len, mode, lease_ms, r->now_ms, get_accept, get_done,
+                      it) != TC_OK) {
             item_outcome(it, "unavailable");
             batch_item_done(b);
         }

@@ -356,8 +356,13 @@ static void value_headers(struct cache_req *q, struct hdrs *h, const struct tc_i
     char tag[TC_COND_ETAG_LEN + 1];
     HDRS_LIT(h, "ETag: ");
     hdrs_add(h, tag, tc_cond_etag_format(etag, tag));
+    /* Never later than the answer's Date (RFC 9110 8.8.2.1): a value written
+     * on a clock ahead of this worker's (another process or host) gets the
+     * Date's time instead. */
+    uint64_t date_ms = tc_http_date_ms(q->r);
+    uint64_t lm = hdr->created_ms < date_ms ? hdr->created_ms : date_ms;
     HDRS_LIT(h, "\r\nLast-Modified: ");
-    hdrs_add(h, cached_date(&pool->lm_s, pool->lm, hdr->created_ms), TC_COND_DATE_LEN);
+    hdrs_add(h, cached_date(&pool->lm_s, pool->lm, lm), TC_COND_DATE_LEN);
     if (q->w->srv->conf->cache_control_public) {
         HDRS_LIT(h, "\r\nCache-Control: public, max-age=");
     } else {
@@ -775,7 +780,8 @@ static enum tc_status cache_get(struct cache_req *q, const char *key, size_t kle
         mode = TC_RT_ORIGIN;
         lease_ms = conf->origin_timeout_ms + 1000;
     }
-    enum tc_status st = tc_rt_get(&w->rt, key, klen, mode, lease_ms, accept_value, answer_read, q);
+    enum tc_status st =
+        tc_rt_get(&w->rt, key, klen, mode, lease_ms, r->now_ms, accept_value, answer_read, q);
     if (st != TC_OK) {
         req_free(q);
     }
@@ -801,7 +807,7 @@ static enum tc_status cache_write(struct cache_req *q, const char *key, size_t k
 {
     struct tc_worker *w = q->w;
     struct tc_http_req *r = q->r;
-    struct tc_stack_op *op = tc_stack_op_create(w->sc, key, klen, tc_clock_ms());
+    struct tc_stack_op *op = tc_stack_op_create(w->sc, key, klen, r->now_ms);
     if (op == NULL) {
         req_free(q);
         return TC_ENOMEM;

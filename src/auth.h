@@ -125,7 +125,11 @@ enum tc_auth_result tc_auth_check(struct tc_auth_view *v, const char *authorizat
 /**
  * 1 when the Host header value @p host may be served: it names an entry of
  * allowed-hosts (case-insensitive; an entry without a port takes any port).
- * NULL (no Host, HTTP/1.0) is allowed: browsers always send one.
+ * NULL (no Host, HTTP/1.0) is allowed: browsers always send one. The
+ * answer for a value never changes during @p a's life (allowed-hosts is
+ * read at start; a reload keeps it), so a caller may remember a pass keyed
+ * on @p a (src/routes.c does, per connection). Making allowed-hosts live
+ * would have to change that key.
  */
 int tc_auth_host_allowed(const struct tc_auth *a, const char *host);
 

@@ -14,6 +14,12 @@
  * waits), time to send the headers, time between body reads, idle time and
  * the number of connections. Measured figures: docs/benchmarks.md.
  *
+ * Plain connections are read edge-triggered (EV_ET), as nginx reads them:
+ * epoll reports a socket when bytes arrive, not again on each wait; a read
+ * that fills the read buffer reads again, since no new edge would come for
+ * the bytes it left (src/http.c read_more). TLS connections stay
+ * level-triggered.
+ *
  * http-parser is built without HTTP_PARSER_STRICT on Debian, so it accepts
  * framing that another parser in front of us may read differently (request
  * smuggling). The callbacks refuse those shapes with 400: a header name that
@@ -85,7 +91,11 @@ struct tc_http_req {
     struct tc_buf body; /* the whole body; owned by the request */
     void *udata;        /* for the handler */
     unsigned tag;       /* for the handler too, 0 at first (src/routes.c: the route's slot) */
-    uint64_t start_ns;  /* when the request was complete */
+    uint64_t start_ns;  /* when the request was complete (CLOCK_MONOTONIC, as tc_clock_ns) */
+    /* The wall clock then, in ms since the epoch, from the worker's cached
+     * clock (src/clock.h: no wall-clock read per request): the "now" of the
+     * request's TTL arithmetic and of its answer's Date (tc_http_date_ms). */
+    uint64_t now_ms;
     /* TC_SCOPE_* bits (src/scope.h) a verified TLS client certificate grants
      * on this connection; 0 when there is none (set by the TLS layer). */
     unsigned peer_scopes;
@@ -99,11 +109,37 @@ struct tc_http_req {
     struct tc_buf _hdrs;        /* "name\0value\0" pairs, names lower-cased */
     unsigned _nhdrs;
     int _in_value;
+    unsigned _host;                         /* 1 + the index of the Host header; 0: none */
+    uint64_t _date_ms;                      /* the answer's Date, once fixed; 0: not yet */
     uint32_t _hoff[TC_HTTP_MAX_HEADERS][2]; /* last: a reused request clears what is before */
 };
 
 /** Returns the value of header @p name (lower case), or NULL. */
 const char *tc_http_header(const struct tc_http_req *r, const char *name);
+
+/** The Host header's value, or NULL (found while parsing: no lookup). */
+const char *tc_http_host(const struct tc_http_req *r);
+
+/** The longest Host value a connection remembers (tc_http_host_remember). */
+#define TC_HTTP_HOST_MEMO 255
+
+/**
+ * A check of the Host header made once per connection instead of once per
+ * request (src/routes.c: allowed-hosts). 1 when @p r's Host value is, byte
+ * for byte, the one last remembered on the same connection by
+ * tc_http_host_remember() under the same @p key; 0 otherwise: no Host, the
+ * connection is gone, nothing remembered, another value, another key.
+ * @p key names what the value passed: the caller must use a key that
+ * changes whenever the answer for a value could change.
+ */
+int tc_http_host_known(const struct tc_http_req *r, const void *key);
+
+/**
+ * Remembers @p r's Host value on its connection under @p key, replacing
+ * what was remembered; a value longer than TC_HTTP_HOST_MEMO bytes is not
+ * remembered (checked on each request). No-op without a Host or connection.
+ */
+void tc_http_host_remember(struct tc_http_req *r, const void *key);
 
 /** Handles a complete request; must eventually call tc_http_respond() once. */
 typedef void (*tc_http_handler_fn)(struct tc_http_req *r, void *arg);
@@ -240,6 +276,16 @@ struct tc_http_part {
  */
 void tc_http_respond_parts(struct tc_http_req *r, int status, const char *content_type,
                            const struct tc_http_part *parts, size_t nparts, const char *headers);
+
+/**
+ * The time (wall clock, ms since the epoch) the Date header of @p r's
+ * answer carries, fixed by the first call (tc_http_respond makes one): the
+ * request's now_ms when it is answered within its dispatch, else (answered
+ * later: a remote tier, the origin, a wait) the clock read again, never
+ * earlier than now_ms. A Last-Modified in the same answer must not be later
+ * (RFC 9110 8.8.2.1): clamp it to this.
+ */
+uint64_t tc_http_date_ms(struct tc_http_req *r);
 
 /** The reason phrase for @p status ("Not Found"). */
 const char *tc_http_reason(int status);

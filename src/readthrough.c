@@ -523,10 +523,9 @@ static void lead(struct tc_rt_call *c)
 }
 
 enum tc_status tc_rt_get(struct tc_rt_env *env, const void *key, size_t key_len,
-                         enum tc_rt_mode mode, uint64_t lease_ms, tc_rt_accept_fn accept,
-                         tc_rt_done_fn done, void *arg)
+                         enum tc_rt_mode mode, uint64_t lease_ms, uint64_t now,
+                         tc_rt_accept_fn accept, tc_rt_done_fn done, void *arg)
 {
-    uint64_t now = tc_clock_ms();
     struct tc_rt_call *c = call_create(env, key, key_len);
     if (c == NULL || (c->op = tc_stack_op_create(env->sc, key, key_len, now)) == NULL) {
         if (c != NULL) {

@@ -125,13 +125,15 @@ typedef void (*tc_rt_done_fn)(void *arg, const struct tc_rt_result *res);
 /**
  * Reads @p key (copied) in @p mode. @p lease_ms: the lease a leader takes
  * (lease mode: the client's; origin mode: the fetch's bound); the wait of
- * the others ends lease_ms from now. @p accept may be NULL.
+ * the others ends lease_ms from now. @p accept may be NULL. @p now_ms is
+ * the wall clock (ms since the epoch) the read starts at: the request's
+ * (struct tc_http_req now_ms), so that its answer's times agree with it.
  * @return TC_OK: @p done runs exactly once (maybe before this returns);
  *         TC_ENOMEM: nothing started, @p done never runs.
  */
 enum tc_status tc_rt_get(struct tc_rt_env *env, const void *key, size_t key_len,
-                         enum tc_rt_mode mode, uint64_t lease_ms, tc_rt_accept_fn accept,
-                         tc_rt_done_fn done, void *arg);
+                         enum tc_rt_mode mode, uint64_t lease_ms, uint64_t now_ms,
+                         tc_rt_accept_fn accept, tc_rt_done_fn done, void *arg);
 
 /** What a write came to. */
 enum tc_rt_write_outcome {

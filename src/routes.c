@@ -197,12 +197,19 @@ void tc_routes_handle(struct tc_http_req *r, void *arg)
             break;
         }
     }
-    if (!tc_auth_host_allowed(auth, tc_http_header(r, "host"))) {
-        /* 421, not 403: the server is not authoritative for that name (RFC
-         * 9110 15.5.20); nothing is wrong with the client's credentials. */
-        refuse(w, r, TC_AUTH_FAIL_host, TC_API_MISDIRECTED, NULL,
-               "this server does not answer for that Host (see allowed-hosts)");
-        return;
+    /* A keep-alive connection sends the same Host each time: checked once,
+     * then remembered on the connection. Keyed on the tc_auth, whose host
+     * list is fixed for its life (src/auth.h). */
+    if (!tc_http_host_known(r, auth)) {
+        if (!tc_auth_host_allowed(auth, tc_http_host(r))) {
+            /* 421, not 403: the server is not authoritative for that name
+             * (RFC 9110 15.5.20); nothing is wrong with the client's
+             * credentials. */
+            refuse(w, r, TC_AUTH_FAIL_host, TC_API_MISDIRECTED, NULL,
+                   "this server does not answer for that Host (see allowed-hosts)");
+            return;
+        }
+        tc_http_host_remember(r, auth);
     }
     const char *origin = tc_http_header(r, "origin");
     if (origin != NULL) {

@@ -554,6 +554,71 @@ Test(auth, allowed_hosts_replaces_the_defaults)
     }
 }
 
+/* Hit path: the Host check is made once per keep-alive connection and
+ * remembered there (src/routes.c, tc_http_host_remember). A pass must cover
+ * that exact value only: every other Host on the same connection is
+ * checked again. */
+Test(auth, the_host_remembered_on_a_connection_covers_that_value_only)
+{
+    start((const char *const[]){"--allowed-hosts", "cache.example, api.example:8443", NULL});
+    int fd = tc_test_connect(srv.port);
+    cr_assert_geq(fd, 0);
+    static struct xresp x;
+    char longhost[400];
+    memset(longhost, 'a', sizeof(longhost));
+    snprintf(longhost + 300, sizeof(longhost) - 300, ".cache.example");
+    static const struct {
+        const char *host;
+        int status;
+    } cases[] = {
+        {"cache.example", 200},    {"cache.example", 200},    {"cache.example.evil", 421},
+        {"cache.exampl", 421},     {"cache.example", 200},    {"CACHE.EXAMPLE:80", 200},
+        {"api.example:8444", 421}, {"api.example:8443", 200}, {"api.example:84430", 421},
+        {"localhost", 421},        {"api.example:8443", 200}, {NULL, 421},
+        {"cache.example", 200},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *host = cases[i].host != NULL ? cases[i].host : longhost;
+        char req[600];
+        snprintf(req, sizeof(req), "GET /health HTTP/1.1\r\nHost: %s\r\n\r\n", host);
+        cr_assert_eq(xreq_fd(fd, req, 0, &x), 0, "the connection closed at case %zu", i);
+        cr_expect_eq(x.status, cases[i].status, "case %zu, Host: %.40s -> %d", i, host, x.status);
+    }
+    close(fd);
+}
+
+/* The memo above is keyed on the access-control set, whose host list is
+ * fixed for the life of the process: a reload that drops a host from
+ * allowed-hosts keeps serving it, on open connections as on new ones,
+ * until a restart (docs/operations.md). If allowed-hosts becomes live,
+ * this test fails: the memo's key must then change with the host list. */
+Test(auth, a_reload_dropping_a_host_keeps_it_until_a_restart)
+{
+    char conf[128], text[256];
+    snprintf(conf, sizeof(conf), "%s/tiercache.conf", dir);
+    snprintf(text, sizeof(text), "allowed-hosts = a.example, b.example\n");
+    write_file("tiercache.conf", text, 0600);
+    start((const char *const[]){"--config", conf, "--workers", "1", NULL});
+    int fd = tc_test_connect(srv.port);
+    cr_assert_geq(fd, 0);
+    static struct xresp x;
+    const char *req = "GET /health HTTP/1.1\r\nHost: a.example\r\n\r\n";
+    cr_assert_eq(xreq_fd(fd, req, 0, &x), 0);
+    cr_expect_eq(x.status, 200, "%s", x.head);
+
+    write_file("tiercache.conf", "allowed-hosts = b.example\n", 0600);
+    kill(srv.pid, SIGHUP);
+    cr_assert(log_has("allowed-hosts changed"), "%s", srv.log);
+    cr_assert(log_has("needs a restart"), "%s", srv.log);
+    cr_assert_eq(xreq_fd(fd, req, 0, &x), 0, "the keep-alive connection was dropped");
+    cr_expect_eq(x.status, 200, "a.example on the open connection after the reload: %d", x.status);
+    cr_assert_eq(xreq(req, 0, &x), 0);
+    cr_expect_eq(x.status, 200, "a.example on a new connection after the reload: %d", x.status);
+    cr_assert_eq(xreq("GET /health HTTP/1.1\r\nHost: c.example\r\n\r\n", 0, &x), 0);
+    cr_expect_eq(x.status, 421);
+    close(fd);
+}
+
 Test(auth, a_cross_site_post_cannot_take_a_lock)
 {
     start(NULL); /* the defaults: no origin allowed */

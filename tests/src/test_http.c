@@ -44,6 +44,7 @@ struct seen_req {
     char host[64], x_test[128], expect[32];
     char body[4096];
     size_t body_len;
+    uint64_t body_hash; /* FNV-1a of the whole body */
 };
 
 static struct event_base *base;
@@ -102,6 +103,10 @@ static void handler(struct tc_http_req *r, void *arg)
         copy(s->x_test, sizeof(s->x_test), tc_http_header(r, "x-test"));
         copy(s->expect, sizeof(s->expect), tc_http_header(r, "expect"));
         s->body_len = r->body.len;
+        s->body_hash = 14695981039346656037ull;
+        for (size_t i = 0; i < r->body.len; i++) {
+            s->body_hash = (s->body_hash ^ r->body.data[i]) * 1099511628211ull;
+        }
         if (r->body.len > 0 && r->body.len < sizeof(s->body)) {
             memcpy(s->body, r->body.data, r->body.len);
         }
@@ -554,6 +559,156 @@ Test(http, reading_stops_while_a_large_answer_is_not_taken)
     cr_expect_eq(r.body_len, BIG_LEN);
     r = read_resp(c);
     cr_expect_str_eq(r.body, "/after|-|0");
+    client_close(c);
+}
+
+/* ---- edge-triggered reads ------------------------------------------------------------------
+ *
+ * A plain connection is read edge-triggered: epoll reports it once per
+ * arrival of bytes. The server's read buffer is 64 KiB (rbuf); a read that
+ * fills it must read again, since the bytes it left make no new edge. Each
+ * test below leaves more than 64 KiB in the socket with nothing more to
+ * come; the first two and the lingering one hang (or linger to the idle
+ * bound) without that rule. */
+
+#define RBUF ((size_t)65536)
+
+/* Turns the loop for @p ms, reading nothing. */
+static void turn_for(unsigned ms)
+{
+    uint64_t until = tc_test_mono_ms() + ms;
+    while (tc_test_mono_ms() < until) {
+        turn();
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+Test(http, a_pipelined_burst_larger_than_the_read_buffer_is_all_answered)
+{
+    start(limits());
+    struct client *c = client_new();
+    /* 384 GETs of 512 bytes, three read buffers, sent before the server
+     * reads one byte. The answers to one buffer's worth fit the server's
+     * socket buffer: no write event wakes the connection in between, so
+     * only the read-again rule reaches the rest. */
+    enum { N = 384, LEN = 512 };
+    char *burst = malloc((size_t)N * LEN + 1);
+    cr_assert_not_null(burst);
+    char pad[LEN];
+    memset(pad, 'p', sizeof(pad));
+    size_t len = 0;
+    for (int i = 0; i < N; i++) {
+        /* 22 + 9 + 7 + pad + 2 + 2 = 512 */
+        len += (size_t)snprintf(burst + len, (size_t)N * LEN + 1 - len,
+                                "GET /b/%04d HTTP/1.1\r\nHost: h\r\nX-Pad: %.*s\r\n\r\n", i,
+                                LEN - 42, pad);
+    }
+    cr_assert_eq(len, (size_t)N * LEN);
+    cr_assert_gt(len, 2 * RBUF);
+    send_bytes(c, burst, len);
+    free(burst);
+    for (int i = 0; i < N; i++) {
+        struct resp r;
+        cr_assert(read_resp_within(c, &r, 0, 3000), "answer %d of %d never came", i, N);
+        char want[32];
+        snprintf(want, sizeof(want), "/b/%04d|-|0", i);
+        cr_assert_str_eq(r.body, want, "answer %d out of order", i);
+    }
+    cr_expect_eq(nseen, N);
+    client_close(c);
+}
+
+Test(http, a_large_body_sent_in_pieces_with_pauses_arrives_whole)
+{
+    struct tc_http_limits l = limits();
+    l.max_body = 1 << 20;
+    l.max_pending_body = 4 << 20;
+    start(l);
+    struct client *c = client_new();
+    /* Four pieces of 80 KiB, each more than the read buffer, with the
+     * loop turning (and nothing sent) between them. */
+    enum { PIECE = 80 * 1024, PIECES = 4 };
+    static unsigned char body[PIECE * PIECES];
+    uint64_t hash = 14695981039346656037ull;
+    for (size_t i = 0; i < sizeof(body); i++) {
+        body[i] = (unsigned char)(i % 251);
+        hash = (hash ^ body[i]) * 1099511628211ull;
+    }
+    char head[128];
+    snprintf(head, sizeof(head), "PUT /put HTTP/1.1\r\nHost: h\r\nContent-Length: %zu\r\n\r\n",
+             sizeof(body));
+    send_str(c, head);
+    for (int i = 0; i < PIECES; i++) {
+        send_bytes(c, body + (size_t)i * PIECE, PIECE);
+        turn_for(30);
+    }
+    struct resp r;
+    cr_assert(read_resp_within(c, &r, 0, 3000), "the body never completed");
+    char want[64];
+    snprintf(want, sizeof(want), "/put|-|%zu", sizeof(body));
+    cr_expect_str_eq(r.body, want);
+    cr_expect_eq(seen[0].body_len, sizeof(body));
+    cr_expect_eq(seen[0].body_hash, hash, "the body arrived altered");
+    client_close(c);
+}
+
+Test(http, a_client_that_reads_nothing_until_paused_then_gets_every_answer_in_order)
+{
+    start(limits());
+    struct client *c = client_new();
+    /* A 2 MiB answer first, then 3000 small GETs (over 100 KiB) behind it,
+     * none of the answers read until the server has stopped reading. */
+    enum { N = 3000 };
+    size_t cap = 64 + (size_t)N * 48, len = 0;
+    char *reqs = malloc(cap);
+    cr_assert_not_null(reqs);
+    len += (size_t)snprintf(reqs, cap, "GET /big HTTP/1.1\r\nHost: h\r\n\r\n");
+    for (int i = 0; i < N; i++) {
+        len +=
+            (size_t)snprintf(reqs + len, cap - len, "GET /p/%04d HTTP/1.1\r\nHost: h\r\n\r\n", i);
+    }
+    cr_assert_gt(len, RBUF + RBUF / 2);
+    send_bytes(c, reqs, len);
+    free(reqs);
+    turn_for(50);
+    cr_assert_geq(COUNT(output_paused), 1u, "reading never paused for output");
+    cr_assert_eq(nseen, 1, "requests were parsed while more than 1 MiB of output waited");
+    struct resp r = read_resp(c);
+    cr_expect_eq(r.status, 200);
+    cr_expect_eq(r.body_len, BIG_LEN);
+    for (int i = 0; i < N; i++) {
+        cr_assert(read_resp_within(c, &r, 0, 3000), "answer %d of %d never came", i, N);
+        char want[32];
+        snprintf(want, sizeof(want), "/p/%04d|-|0", i);
+        cr_assert_str_eq(r.body, want, "answer %d out of order", i);
+    }
+    client_close(c);
+}
+
+Test(http, lingering_close_drains_more_than_a_read_buffer_then_closes)
+{
+    struct tc_http_limits l = limits();
+    l.max_body = 1000;
+    start(l);
+    struct client *c = client_new();
+    send_str(c, "PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000\r\n\r\n");
+    struct resp r = read_resp(c);
+    cr_expect_eq(r.status, 413, "%s", r.head);
+    /* The client sends its body anyway, then its FIN: the lingering server
+     * drops it all and closes on the EOF, long before the 2 s it lingers
+     * without a byte (LINGER_IDLE_MS). */
+    static char body[300 * 1024];
+    memset(body, 'x', sizeof(body));
+    send_bytes(c, body, sizeof(body));
+    shutdown(c->fd, SHUT_WR);
+    uint64_t t0 = tc_test_mono_ms();
+    while (atomic_load(&conns) != 0 && tc_test_mono_ms() - t0 < 1000) {
+        turn();
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    cr_expect_eq(atomic_load(&conns), 0u, "the lingering connection did not read to the EOF");
     client_close(c);
 }
 
