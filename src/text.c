@@ -8,13 +8,15 @@
 
 size_t tc_text_u64(char *out, uint64_t v)
 {
-    char tmp[20], *p = tmp + sizeof(tmp);
-    do {
-        *--p = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    size_t n = (size_t)(tmp + sizeof(tmp) - p);
-    memcpy(out, p, n);
+    /* Digits counted first, then written in place from the last: no copy
+     * through a scratch buffer (a call to memcpy for a few bytes). */
+    size_t n = 1;
+    for (uint64_t t = v; t >= 10; t /= 10) {
+        n++;
+    }
+    for (size_t i = n; i-- > 0; v /= 10) {
+        out[i] = (char)('0' + v % 10);
+    }
     return n;
 }
 
