@@ -125,10 +125,11 @@ struct tc_http_server {
     size_t busy;
     struct tc_http_counters counters;
     http_parser_settings settings;
-    struct tc_tls *tls;              /* a TLS listener: its context; NULL: plain HTTP */
-    uint64_t tls_handshake_ms;       /* tls-handshake-timeout */
-    struct tc_clock clock;           /* this worker's cached clock: one read per request */
-    uint64_t date_s;                 /* the second date[] says */
+    struct tc_tls *tls;        /* a TLS listener: its context; NULL: plain HTTP */
+    uint64_t tls_handshake_ms; /* tls-handshake-timeout */
+    struct tc_clock clock;     /* this worker's cached clock: one read per request */
+    int clock_held;  /* 1 while read_cb runs: its one reading of clock serves all it does */
+    uint64_t date_s; /* the second date[] says */
     char date[TC_COND_DATE_LEN + 1]; /* the Date header, formatted once a second */
 };
 
@@ -239,6 +240,14 @@ static uint64_t coarse_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* Monotonic ms for a deadline: inside read_cb its reading of the clock
+ * (the same CLOCK_MONOTONIC base as the coarse clock timer_cb checks
+ * against, a few µs old at most), else the coarse clock. */
+static uint64_t deadline_now_ms(const struct tc_http_server *s)
+{
+    return s->clock_held ? s->clock.mono_ns / 1000000u : coarse_ms();
+}
+
 /* ---- deadlines ------------------------------------------------------------------------ */
 
 /*
@@ -260,7 +269,7 @@ static void timer_arm(struct tc_http_conn *c, uint64_t at, uint64_t now)
 
 static void set_wait(struct tc_http_conn *c, enum conn_wait w, uint64_t timeout_ms)
 {
-    uint64_t now = coarse_ms();
+    uint64_t now = deadline_now_ms(c->srv);
     c->wait = w;
     c->read_deadline_ms = now + timeout_ms;
     timer_arm(c, c->read_deadline_ms, now);
@@ -395,10 +404,14 @@ const char *tc_http_reason(int status)
     return "Unknown";
 }
 
-const char *tc_http_header(const struct tc_http_req *r, const char *name)
+const char *tc_http_header_n(const struct tc_http_req *r, const char *name, size_t n)
 {
     for (unsigned i = 0; i < r->_nhdrs; i++) {
-        if (strcmp((const char *)r->_hdrs.data + r->_hoff[i][0], name) == 0) {
+        /* Once the headers are complete each name is followed by its NUL
+         * and then its value (on_headers_complete), so the value's offset
+         * gives the name's length. */
+        if (r->_hoff[i][1] - r->_hoff[i][0] == n + 1 &&
+            memcmp(r->_hdrs.data + r->_hoff[i][0], name, n) == 0) {
             return (const char *)r->_hdrs.data + r->_hoff[i][1];
         }
     }
@@ -902,7 +915,7 @@ static int output_pending(const struct tc_http_conn *c)
  * for idle-timeout is closed (timer_cb), as nginx's send_timeout. */
 static void touch_write_deadline(struct tc_http_conn *c)
 {
-    uint64_t now = coarse_ms();
+    uint64_t now = deadline_now_ms(c->srv);
     c->write_deadline_ms = now + c->srv->limits.idle_timeout_ms;
     timer_arm(c, c->write_deadline_ms, now);
 }
@@ -1310,8 +1323,10 @@ static void dispatch(struct tc_http_conn *c)
     }
     r->path = t;
     r->path_len = strlen(t);
-    /* The request's one clock read: the wall clock is derived from it. */
-    r->start_ns = tc_clock_read(&s->clock);
+    /* The request's one clock read (read_cb's, when it parsed the request:
+     * the request then counts from the read that brought its bytes): the
+     * wall clock is derived from it. */
+    r->start_ns = s->clock_held ? s->clock.mono_ns : tc_clock_read(&s->clock);
     r->now_ms = tc_clock_wall_ms(&s->clock);
     /* The body is complete: it is the handler's now, no longer pending. */
     body_release(c);
@@ -1534,12 +1549,25 @@ static void tls_handshake_step(struct tc_http_conn *c)
     read_more(c);
 }
 
+static void read_ready(struct tc_http_conn *c);
+
+/* One clock reading per read: the requests parsed from it start then, and
+ * their deadlines count from it (instead of a reading each). */
 static void read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct tc_http_conn *c = arg;
     struct tc_http_server *s = c->srv;
     (void)fd;
     (void)what;
+    tc_clock_read(&s->clock);
+    s->clock_held = 1;
+    read_ready(c); /* may free c, never s */
+    s->clock_held = 0;
+}
+
+static void read_ready(struct tc_http_conn *c)
+{
+    struct tc_http_server *s = c->srv;
     if (c->state == ST_LINGERING) {
         linger_read(c);
         return;

@@ -58,6 +58,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct event_base;
 struct tc_http_server;
@@ -114,8 +115,17 @@ struct tc_http_req {
     uint32_t _hoff[TC_HTTP_MAX_HEADERS][2]; /* last: a reused request clears what is before */
 };
 
-/** Returns the value of header @p name (lower case), or NULL. */
-const char *tc_http_header(const struct tc_http_req *r, const char *name);
+/** tc_http_header() of a name @p n bytes long. */
+const char *tc_http_header_n(const struct tc_http_req *r, const char *name, size_t n);
+
+/** Returns the value of header @p name (lower case), or NULL. Inline so
+ * that a literal name's length is known at compile time: a lookup then
+ * compares lengths before bytes (a hit asks for half a dozen headers that
+ * a plain client never sends). */
+static inline const char *tc_http_header(const struct tc_http_req *r, const char *name)
+{
+    return tc_http_header_n(r, name, strlen(name));
+}
 
 /** The Host header's value, or NULL (found while parsing: no lookup). */
 const char *tc_http_host(const struct tc_http_req *r);
