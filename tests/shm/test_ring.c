@@ -9,6 +9,7 @@
 #include "shm/ring.h"
 #include "shm/ring_layout.h"
 #include "tests/support/asuser.h"
+#include "tests/support/shm_damage.h"
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
@@ -599,27 +600,11 @@ Test(ring, garbage_segment_never_crashes)
     munmap(h, len);
 }
 
-/* Flips the first byte of every copy of @p mark in the segment's bytes (a
- * hit may have promoted the record, leaving an older copy); returns how many. */
+/* Flips a byte of every copy of @p mark in the segment's bytes. */
 static int flip_all(const char *mark)
 {
-    char path[128];
-    snprintf(path, sizeof(path), "/dev/shm/%s", name);
-    int fd = open(path, O_RDWR);
-    cr_assert_geq(fd, 0);
-    struct stat stt;
-    cr_assert_eq(fstat(fd, &stt), 0);
-    uint8_t *m = mmap(NULL, (size_t)stt.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    cr_assert_neq(m, MAP_FAILED);
-    close(fd);
-    int n = 0;
-    size_t ml = strlen(mark);
-    for (uint8_t *p = m; (p = memmem(p, (size_t)stt.st_size - (size_t)(p - m), mark, ml)) != NULL;
-         p += ml) {
-        p[0] ^= 0x20;
-        n++;
-    }
-    munmap(m, (size_t)stt.st_size);
+    int n = tc_test_shm_flip_all(name, mark);
+    cr_assert_geq(n, 0, "segment %s not mapped", name);
     return n;
 }
 
@@ -681,6 +666,15 @@ Test(ring, split_get_matches_whole_get_and_checks_both_parts)
                  TC_EINVAL);
 }
 
+static uint8_t kbig[65536], kgot[65536], khead[40];
+
+/* tc_ring_get_known of @p k at @p now into khead and kgot. */
+static enum tc_status known(const char *k, uint64_t now, struct tc_ring_ident *id, int *same)
+{
+    return tc_ring_get_known(ctx, k, strlen(k), now, khead, sizeof(khead), kgot, sizeof(kgot),
+                             &item, id, same);
+}
+
 /* tc_ring_get_known: a reader that holds a checked copy of a record is
  * told so without a copy, and only while that very record is the live one:
  * a rewrite, a delete, an expiry or a changed header each make it copy (or
@@ -688,101 +682,76 @@ Test(ring, split_get_matches_whole_get_and_checks_both_parts)
  * its checked copy, a reader without one gets a miss, never the scribble. */
 Test(ring, known_record_is_not_copied_again_and_any_change_is)
 {
-    static uint8_t big[65536], got[65536];
-    uint8_t head[40];
-    for (size_t i = 0; i < sizeof(big); i++) {
-        big[i] = (uint8_t)(i * 7 + 3);
+    for (size_t i = 0; i < sizeof(kbig); i++) {
+        kbig[i] = (uint8_t)(i * 7 + 3);
     }
-    memcpy(big + 30000, "TAILMARK", 8);
-    cr_assert_eq(tc_ring_set(ctx, "big", 3, big, sizeof(big), 0, 0, 1000), TC_OK);
+    memcpy(kbig + 30000, "TAILMARK", 8);
+    cr_assert_eq(tc_ring_set(ctx, "big", 3, kbig, sizeof(kbig), 0, 0, 1000), TC_OK);
     struct tc_ring_ident id = {0};
     int same = 1;
     /* The first read copies; one from probation promotes the record, and
      * the next read copies the promoted one: a new record, a new copy. */
-    memset(got, 0, sizeof(got));
-    cr_assert_eq(tc_ring_get_known(ctx, "big", 3, 1000, head, sizeof(head), got, sizeof(got), &item,
-                                   &id, &same),
-                 TC_OK);
+    memset(kgot, 0, sizeof(kgot));
+    cr_assert_eq(known("big", 1000, &id, &same), TC_OK);
     cr_assert_eq(same, 0, "a record not held yet was called the same");
-    cr_assert_eq(memcmp(got, big + 40, sizeof(big) - 40), 0);
+    cr_assert_eq(memcmp(kgot, kbig + 40, sizeof(kbig) - 40), 0);
     if (id.log == TC_RING_LOG_SMALL) {
-        cr_assert_eq(tc_ring_get_known(ctx, "big", 3, 1000, head, sizeof(head), got, sizeof(got),
-                                       &item, &id, &same),
-                     TC_OK);
+        cr_assert_eq(known("big", 1000, &id, &same), TC_OK);
         cr_assert_eq(same, 0, "the promoted record was called the same as its probation copy");
     }
     struct tc_ring_ident held = id;
-    memset(got, 0xee, sizeof(got));
-    memset(head, 0xee, sizeof(head));
-    cr_assert_eq(tc_ring_get_known(ctx, "big", 3, 1000, head, sizeof(head), got, sizeof(got), &item,
-                                   &id, &same),
-                 TC_OK);
+    memset(kgot, 0xee, sizeof(kgot));
+    memset(khead, 0xee, sizeof(khead));
+    cr_assert_eq(known("big", 1000, &id, &same), TC_OK);
     cr_assert_eq(same, 1, "the held record was copied again");
-    cr_assert_eq(item.value_len, sizeof(big));
-    cr_assert(got[0] == 0xee && got[sizeof(got) - 1] == 0xee && head[0] == 0xee,
+    cr_assert_eq(item.value_len, sizeof(kbig));
+    cr_assert(kgot[0] == 0xee && kgot[sizeof(kgot) - 1] == 0xee && khead[0] == 0xee,
               "nothing is copied for the record held");
     cr_assert_eq(memcmp(&id, &held, sizeof(id)), 0);
 
     /* Another identity (a header word differs): copied and checked. */
     struct tc_ring_ident other = held;
     other.check ^= 1;
-    cr_assert_eq(tc_ring_get_known(ctx, "big", 3, 1000, head, sizeof(head), got, sizeof(got), &item,
-                                   &other, &same),
-                 TC_OK);
+    cr_assert_eq(known("big", 1000, &other, &same), TC_OK);
     cr_assert_eq(same, 0);
-    cr_assert_eq(memcmp(got, big + 40, sizeof(big) - 40), 0);
+    cr_assert_eq(memcmp(kgot, kbig + 40, sizeof(kbig) - 40), 0);
     cr_assert_eq(memcmp(&other, &held, sizeof(id)), 0, "the identity of the record copied");
 
     /* Scribbled value bytes under the same header. */
     cr_assert_geq(flip_all("TAILMARK"), 1);
-    cr_assert_eq(tc_ring_get_known(ctx, "big", 3, 1000, head, sizeof(head), got, sizeof(got), &item,
-                                   &id, &same),
-                 TC_OK);
+    cr_assert_eq(known("big", 1000, &id, &same), TC_OK);
     cr_assert_eq(same, 1, "the holder's checked copy stands");
     struct tc_ring_ident none = {0};
-    memset(got, 0, sizeof(got));
-    cr_assert_eq(tc_ring_get_known(ctx, "big", 3, 1000, head, sizeof(head), got, sizeof(got), &item,
-                                   &none, &same),
-                 TC_ENOTFOUND, "a reader without a copy was served the scribble");
+    memset(kgot, 0, sizeof(kgot));
+    cr_assert_eq(known("big", 1000, &none, &same), TC_ENOTFOUND,
+                 "a reader without a copy was served the scribble");
     cr_assert_eq(same, 0);
     /* ...which dropped the record: the holder misses too from now on. */
-    cr_assert_eq(tc_ring_get_known(ctx, "big", 3, 1000, head, sizeof(head), got, sizeof(got), &item,
-                                   &id, &same),
-                 TC_ENOTFOUND);
+    cr_assert_eq(known("big", 1000, &id, &same), TC_ENOTFOUND);
 
     /* A new value of the same size (rewritten in place once promoted), a
      * delete and an expiry: never the held copy. */
-    cr_assert_eq(tc_ring_set(ctx, "big", 3, big, sizeof(big), 0, 0, 1000), TC_OK);
+    cr_assert_eq(tc_ring_set(ctx, "big", 3, kbig, sizeof(kbig), 0, 0, 1000), TC_OK);
     for (int i = 0; i < 3; i++) {
-        cr_assert_eq(tc_ring_get_known(ctx, "big", 3, 1000, head, sizeof(head), got, sizeof(got),
-                                       &item, &id, &same),
-                     TC_OK);
+        cr_assert_eq(known("big", 1000, &id, &same), TC_OK);
     }
     cr_assert_eq(same, 1);
     held = id;
-    big[50000] ^= 1;
-    cr_assert_eq(tc_ring_set(ctx, "big", 3, big, sizeof(big), 0, 0, 1000), TC_OK);
-    cr_assert_eq(tc_ring_get_known(ctx, "big", 3, 1000, head, sizeof(head), got, sizeof(got), &item,
-                                   &id, &same),
-                 TC_OK);
+    kbig[50000] ^= 1;
+    cr_assert_eq(tc_ring_set(ctx, "big", 3, kbig, sizeof(kbig), 0, 0, 1000), TC_OK);
+    cr_assert_eq(known("big", 1000, &id, &same), TC_OK);
     cr_assert_eq(same, 0, "a new value was called the same");
-    cr_assert_eq(memcmp(got, big + 40, sizeof(big) - 40), 0, "the new value");
+    cr_assert_eq(memcmp(kgot, kbig + 40, sizeof(kbig) - 40), 0, "the new value");
     cr_assert_neq(memcmp(&id, &held, sizeof(id)), 0);
     cr_assert_eq(tc_ring_del(ctx, "big", 3, 1000), TC_OK);
-    cr_assert_eq(tc_ring_get_known(ctx, "big", 3, 1000, head, sizeof(head), got, sizeof(got), &item,
-                                   &id, &same),
-                 TC_ENOTFOUND);
+    cr_assert_eq(known("big", 1000, &id, &same), TC_ENOTFOUND);
     cr_assert_eq(same, 0);
-    cr_assert_eq(tc_ring_set(ctx, "exp", 3, big, sizeof(big), 5000, 0, 1000), TC_OK);
+    cr_assert_eq(tc_ring_set(ctx, "exp", 3, kbig, sizeof(kbig), 5000, 0, 1000), TC_OK);
     for (int i = 0; i < 3; i++) {
-        cr_assert_eq(tc_ring_get_known(ctx, "exp", 3, 1000, head, sizeof(head), got, sizeof(got),
-                                       &item, &id, &same),
-                     TC_OK);
+        cr_assert_eq(known("exp", 1000, &id, &same), TC_OK);
     }
     cr_assert_eq(same, 1);
-    cr_assert_eq(tc_ring_get_known(ctx, "exp", 3, 5000, head, sizeof(head), got, sizeof(got), &item,
-                                   &id, &same),
-                 TC_ENOTFOUND, "expired, held or not");
+    cr_assert_eq(known("exp", 5000, &id, &same), TC_ENOTFOUND, "expired, held or not");
 }
 
 /* A batch answers exactly as the same gets one by one: hits, misses, bad

@@ -7,10 +7,10 @@
  * second uid (a forked child that becomes nobody; skipped where the test
  * does not run as root).
  */
-#define _GNU_SOURCE /* memmem */
 #include "shm/ring.h"
 #include "shm/ring_layout.h"
 #include "tests/support/asuser.h"
+#include "tests/support/shm_damage.h"
 #include "tests/support/stats.h"
 #include "tiers/tier.h"
 
@@ -281,23 +281,8 @@ static void in_child(int op, const char *k, const uint8_t *v, size_t n)
  * write access that scribbles on values); returns how many. */
 static int scribble(const char *mark)
 {
-    char path[128];
-    snprintf(path, sizeof(path), "/%s", name);
-    int fd = shm_open(path, O_RDWR, 0);
-    cr_assert_geq(fd, 0);
-    struct stat stt;
-    cr_assert_eq(fstat(fd, &stt), 0);
-    uint8_t *m = mmap(NULL, (size_t)stt.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    close(fd);
-    cr_assert_neq(m, MAP_FAILED);
-    int n = 0;
-    size_t ml = strlen(mark);
-    for (uint8_t *p = m; (p = memmem(p, (size_t)stt.st_size - (size_t)(p - m), mark, ml)) != NULL;
-         p += ml) {
-        p[0] ^= 0x20;
-        n++;
-    }
-    munmap(m, (size_t)stt.st_size);
+    int n = tc_test_shm_flip_all(name, mark);
+    cr_assert_geq(n, 0, "segment %s not mapped", name);
     return n;
 }
 
