@@ -1047,6 +1047,8 @@ enum tier_metric {
     TM_SHM_LOCKS_HELD,
     TM_SHM_STATS_REJECTED,
     TM_SHM_CHECK_FAILURES,
+    TM_SHM_HOT_HITS,
+    TM_SHM_HOT_BYTES,
     TM_LMDB_INDEX,
     TM_LMDB_QUEUED,
     TM_LMDB_READERS,
@@ -1196,6 +1198,11 @@ static const struct metric tier_metrics[TM_N] = {
            "left out of the last snapshot."),
     [TM_SHM_CHECK_FAILURES] = TC("tiercache_shm_check_failures_total",
                                  "Checks by this process that found the segment damaged."),
+    [TM_SHM_HOT_HITS] = TC("tiercache_shm_hot_hits_total",
+                           "Hits answered from a worker's checked copy of a large value, the "
+                           "segment's record unchanged (hot parameter)."),
+    [TM_SHM_HOT_BYTES] = TG("tiercache_shm_hot_bytes", U_BYTES,
+                            "Bytes of large values this process's workers keep checked copies of."),
 
     [TM_LMDB_INDEX] = TG("tiercache_lmdb_index_entries", U_NONE,
                          "Entries of the expiry index (stale ones not yet dropped included)."),
@@ -1351,9 +1358,11 @@ static const struct stat_map shm_map[] = {
     {"lock_slots", TM_SHM_LOCK_SLOTS, PART_VALUE, "segment.lock_slots"},
     {"locks_held", TM_SHM_LOCKS_HELD, PART_VALUE, "segment.locks_held"},
     {"cells_live", TM_SHM_CELLS_LIVE, PART_VALUE, "segment.cells_live"},
-    /* These two are this process's own. */
+    /* These are this process's own. */
     SAME("stats_rejected", TM_SHM_STATS_REJECTED),
     SAME("check_failures", TM_SHM_CHECK_FAILURES),
+    SAME("hot_hits", TM_SHM_HOT_HITS),
+    SAME("hot_bytes", TM_SHM_HOT_BYTES),
     {NULL, -1, PART_VALUE, NULL},
 };
 
