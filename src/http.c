@@ -1413,10 +1413,11 @@ static int finish_feed(struct tc_http_conn *c)
  * ep_item_poll: ~3% of a 100-byte hit's CPU under wrk, ~1.3% in nginx).
  * The rule that keeps this correct: a read that filled rbuf may have left
  * bytes in the socket, so it reads again here; a short read or EAGAIN
- * emptied it, and the next byte is a new edge. Where reading stops (answering, pause_reading,
- * close_when_written) the event is deleted, and event_add re-registers it
- * with epoll_ctl, which reports bytes already waiting (libevent's epoll
- * backend without its changelist: event_base_new() does not enable it).
+ * emptied it, and the next byte is a new edge. Where reading stops
+ * (answering, pause_reading, close_when_written) the event is deleted, and
+ * event_add re-registers it with epoll_ctl, which reports bytes already
+ * waiting (libevent's epoll backend without its changelist:
+ * event_base_new() does not enable it).
  * rfull is kept until the next read, not cleared by a stop, so that a
  * restart reads again even where an event_del and event_add cancel out
  * (the changelist an EVENT_EPOLL_USE_CHANGELIST environment would turn on).

@@ -458,7 +458,10 @@ static enum tc_status shm_get(struct tc_tier_ctx *c, struct tc_tier_req *req)
     }
     /* The value may have grown between the size report and the retry. */
     for (int tries = 0; tries < 4; tries++) {
-        if (out->cap < 256 && tc_buf_reserve(out, 256) != TC_OK) {
+        /* With a hot copy the answer is most likely a view of it: no buffer
+         * yet (a record that changed reports its size, and the retry gets
+         * one). */
+        if (e == NULL && out->cap < 256 && tc_buf_reserve(out, 256) != TC_OK) {
             st = TC_ENOMEM;
             break;
         }
