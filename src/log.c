@@ -34,7 +34,77 @@ int tc_log_level_parse(const char *s)
     return -1;
 }
 
-void tc_log_write(enum tc_log_level level, const char *fmt, ...)
+static atomic_ullong dropped_total;
+/* The call sites that ever dropped a line: pushed once each, never removed
+ * (they are static), walked by tc_log_flush_dropped(). */
+static struct tc_log_limit *_Atomic dropping_sites;
+
+static unsigned long long window_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return ((unsigned long long)ts.tv_sec * 1000 + (unsigned long long)ts.tv_nsec / 1000000) /
+           TC_LOG_WINDOW_MS;
+}
+
+int tc_log_admit(struct tc_log_limit *site, enum tc_log_level level, unsigned long long *dropped)
+{
+    *dropped = 0;
+    if (level != TC_LOG_WARN && level != TC_LOG_NOTICE) {
+        return 1;
+    }
+    unsigned long long now = window_now();
+    unsigned long long w = atomic_load_explicit(&site->window, memory_order_relaxed);
+    if (w != now && atomic_compare_exchange_strong_explicit(
+                        &site->window, &w, now, memory_order_relaxed, memory_order_relaxed)) {
+        /* Whoever moves the window opens it; a racing line may be counted
+         * in the old one, which only errs towards admitting. */
+        atomic_store_explicit(&site->count, 0, memory_order_relaxed);
+    }
+    if (atomic_fetch_add_explicit(&site->count, 1, memory_order_relaxed) >= TC_LOG_BURST) {
+        atomic_fetch_add_explicit(&site->dropped, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&dropped_total, 1, memory_order_relaxed);
+        int no = 0;
+        if (atomic_load_explicit(&site->listed, memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_strong(&site->listed, &no, 1)) {
+            struct tc_log_limit *head = atomic_load(&dropping_sites);
+            do {
+                atomic_store_explicit(&site->next, head, memory_order_relaxed);
+            } while (!atomic_compare_exchange_weak(&dropping_sites, &head, site));
+        }
+        return 0;
+    }
+    *dropped = atomic_exchange_explicit(&site->dropped, 0, memory_order_relaxed);
+    return 1;
+}
+
+void tc_log_flush_dropped(int all)
+{
+    if ((int)TC_LOG_WARN > tc_log_level_current) {
+        return;
+    }
+    unsigned long long now = window_now();
+    for (struct tc_log_limit *site = atomic_load(&dropping_sites); site != NULL;
+         site = atomic_load_explicit(&site->next, memory_order_relaxed)) {
+        if (atomic_load_explicit(&site->dropped, memory_order_relaxed) == 0 ||
+            (!all && atomic_load_explicit(&site->window, memory_order_relaxed) == now)) {
+            continue;
+        }
+        unsigned long long n = atomic_exchange_explicit(&site->dropped, 0, memory_order_relaxed);
+        if (n > 0) {
+            tc_log_write(TC_LOG_WARN, 0, "%llu similar lines dropped at %s:%d", n, site->file,
+                         site->line);
+        }
+    }
+}
+
+unsigned long long tc_log_dropped_total(void)
+{
+    return atomic_load_explicit(&dropped_total, memory_order_relaxed);
+}
+
+static void write_line(enum tc_log_level level, unsigned long long dropped, const char *fmt,
+                       va_list ap)
 {
     char line[1024];
     struct timeval tv;
@@ -44,11 +114,12 @@ void tc_log_write(enum tc_log_level level, const char *fmt, ...)
     int n = (int)strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
     n += snprintf(line + n, sizeof(line) - (size_t)n, ".%03dZ %s [%d] ", (int)(tv.tv_usec / 1000),
                   level_names[level], (int)getpid());
-    va_list ap;
-    va_start(ap, fmt);
     int w = vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
-    va_end(ap);
     size_t len = (size_t)n + (w < 0 ? 0 : (size_t)w);
+    if (dropped > 0 && len < sizeof(line)) {
+        w = snprintf(line + len, sizeof(line) - len, " (%llu similar lines dropped)", dropped);
+        len += w < 0 ? 0 : (size_t)w;
+    }
     if (len >= sizeof(line) - 1) {
         len = sizeof(line) - 2;
     }
@@ -58,6 +129,14 @@ void tc_log_write(enum tc_log_level level, const char *fmt, ...)
     fwrite(line, 1, len, fp);
     fflush(fp);
     pthread_mutex_unlock(&log_lock);
+}
+
+void tc_log_write(enum tc_log_level level, unsigned long long dropped, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    write_line(level, dropped, fmt, ap);
+    va_end(ap);
 }
 
 static FILE *open_append(const char *path)

@@ -30,16 +30,65 @@ enum tc_log_level {
 /* Atomic: a reload changes it while workers log. */
 extern _Atomic int tc_log_level_current;
 
+/*
+ * Lines at WARN and NOTICE are written per request ("one request failed",
+ * "a client sent something wrong"), so a tier that is down under load, or a
+ * client sending garbage on purpose, could otherwise write a line per
+ * request: disk and journal fill, and a worker blocks on a full stderr pipe.
+ * Each tc_log() call site therefore admits at most TC_LOG_BURST lines per
+ * TC_LOG_WINDOW_MS at those two levels; the rest are counted, and the site's
+ * next admitted line (or tc_log_flush_dropped()) says how many it dropped.
+ * CRIT (setup, rare), INFO and
+ * DEBUG (chosen by the operator) are not limited.
+ */
+#define TC_LOG_BURST     10
+#define TC_LOG_WINDOW_MS 1000
+
+/* One call site's admission window, in static storage. */
+struct tc_log_limit {
+    const char *file;
+    int line;
+    _Atomic int listed; /* on the list tc_log_flush_dropped() walks */
+    struct tc_log_limit *_Atomic next;
+    _Atomic unsigned long long window; /* index of the current window, ms / TC_LOG_WINDOW_MS */
+    _Atomic unsigned count;            /* lines admitted in it */
+    _Atomic unsigned long long dropped;
+};
+
 #define tc_log(level, ...)                                                                         \
     do {                                                                                           \
         if ((int)(level) <= tc_log_level_current) {                                                \
-            tc_log_write((level), __VA_ARGS__);                                                    \
+            static struct tc_log_limit tc_log_site_ = {.file = __FILE__, .line = __LINE__};        \
+            unsigned long long tc_log_dropped_ = 0;                                                \
+            if (tc_log_admit(&tc_log_site_, (level), &tc_log_dropped_)) {                          \
+                tc_log_write((level), tc_log_dropped_, __VA_ARGS__);                               \
+            }                                                                                      \
         }                                                                                          \
     } while (0)
 
-/** Writes one line; use tc_log() so that the level is checked first. */
-void tc_log_write(enum tc_log_level level, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+/**
+ * Whether call site @p site may write a line at @p level now; when it may,
+ * *dropped is the number of its lines dropped since its last admitted one.
+ */
+int tc_log_admit(struct tc_log_limit *site, enum tc_log_level level, unsigned long long *dropped);
+
+/**
+ * For each call site that dropped lines in a window now closed (every site
+ * when @p all) and has not said so yet: writes "N similar lines dropped at
+ * FILE:LINE". A site's next admitted line says it too; this is for a flood
+ * that stopped. The server calls it every TC_LOG_WINDOW_MS and at exit.
+ */
+void tc_log_flush_dropped(int all);
+
+/** Lines dropped by every call site's limit since start. */
+unsigned long long tc_log_dropped_total(void);
+
+/**
+ * Writes one line, with " (N similar lines dropped)" appended when @p dropped
+ * > 0; use tc_log() so that the level and the site's limit are checked first.
+ */
+void tc_log_write(enum tc_log_level level, unsigned long long dropped, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /**
  * Sets the level and the log file (NULL: stderr) and, optionally, the access

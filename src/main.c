@@ -77,6 +77,15 @@ static void reload_keyring(struct tc_seal *seal)
            tc_seal_path(seal), n, n == 1 ? "" : "s", (unsigned)ids[n - 1]);
 }
 
+/* Every TC_LOG_WINDOW_MS: the count of lines a flood dropped, once it stopped. */
+static void on_log_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    tc_log_flush_dropped(0);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct main_ctx *m = arg;
@@ -432,7 +441,9 @@ int main(int argc, char **argv)
     notify("READY=1");
 
     struct tc_sweeper *sweeper = tc_sweeper_create(m.base, &srv);
-    if (sweeper == NULL) {
+    struct event *log_ev = event_new(m.base, -1, EV_PERSIST, on_log_tick, NULL);
+    struct timeval log_every = {TC_LOG_WINDOW_MS / 1000, TC_LOG_WINDOW_MS % 1000 * 1000};
+    if (sweeper == NULL || log_ev == NULL || event_add(log_ev, &log_every) != 0) {
         tc_log(TC_LOG_CRIT, "out of memory");
         tc_worker_stop_all(&srv);
     } else {
@@ -441,6 +452,10 @@ int main(int argc, char **argv)
 
     tc_worker_join_all(&srv);
     rc = 0;
+    if (log_ev != NULL) {
+        event_free(log_ev);
+    }
+    tc_log_flush_dropped(1);
     tc_log(TC_LOG_INFO, "stopped");
     tc_sweeper_destroy(sweeper);
 out_stack:

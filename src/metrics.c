@@ -17,6 +17,7 @@
 #include "src/metrics.h"
 #include "src/api.h"
 #include "src/clock.h"
+#include "src/log.h"
 #include "src/routes.h"
 
 #include <dirent.h>
@@ -574,6 +575,11 @@ static void get_workers(struct render *rc, const struct metric *m)
     emit_u(rc, m, rc->srv->nworkers);
 }
 
+static void get_log_dropped(struct render *rc, const struct metric *m)
+{
+    emit_u(rc, m, tc_log_dropped_total());
+}
+
 enum { P_CPU, P_RSS, P_VSIZE, P_FDS, P_MAX_FDS, P_START };
 
 static void get_process(struct render *rc, const struct metric *m)
@@ -858,6 +864,9 @@ static const struct metric rows[] = {
      "uptime_s", NULL, J_VALUE, get_uptime, 0, NULL, NULL},
     {"tiercache_workers", M_GAUGE, U_NONE, "Worker threads serving HTTP.", 0, "workers", NULL,
      J_VALUE, get_workers, 0, NULL, NULL},
+    COUNTER("tiercache_log_lines_dropped_total",
+            "Warn and notice log lines dropped by the limit of 10 a second per call site.",
+            "log_lines_dropped", get_log_dropped, 0),
 
     /* The standard process metrics, as the Prometheus client libraries name them. */
     {"process_cpu_seconds_total", M_COUNTER, U_SECONDS,

@@ -315,7 +315,11 @@ Test(stack, redis_killed_mid_load_degrades_and_recovers)
 {
     /* L1 keeps items only 1 ms, so gets keep reaching Redis. */
     start("mem://?size=8M&max_ttl=1ms", NULL, uri_l3);
-    struct load l = {0};
+    uint64_t began = tc_test_mono_ms();
+    /* Static: an assertion that ends the test while the load thread runs
+     * must not leave it reading a dead stack frame (ASan would report that
+     * instead of the assertion). */
+    static struct load l;
     pthread_t th;
     pthread_create(&th, NULL, load_main, &l);
     tc_test_sleep_ms(500);
@@ -323,7 +327,8 @@ Test(stack, redis_killed_mid_load_degrades_and_recovers)
     tc_test_sleep_ms(1500);
     const char *h = health_status();
     cr_expect_str_eq(h, "degraded", "health while Redis is down");
-    cr_assert_eq(tc_redis_server_restart(redis), 0);
+    cr_assert_eq(tc_redis_server_restart(redis), 0, "redis-server did not come back on port %u",
+                 tc_redis_server_port(redis));
     int healthy = 0;
     for (int i = 0; i < 100 && !healthy; i++) {
         tc_test_sleep_ms(100);
@@ -335,6 +340,36 @@ Test(stack, redis_killed_mid_load_degrades_and_recovers)
     cr_assert_eq(l.fivexx, 0, "%lu answers were 5xx, e.g. %s", l.fivexx, l.why);
     cr_assert_eq(l.other, 0, "%lu requests got no answer", l.other);
     cr_assert_gt(l.gets, 100);
+    /* Every failed write while Redis was down is a warn line at the same
+     * call site: at most 10 a second of them reach the log, and the counter
+     * says how many were dropped. (Before the limit, the lines filled the
+     * stderr pipe and a worker stalled in write(2): /health went unanswered.) */
+    struct tc_test_resp m = http("GET", "/stats", NULL);
+    json_t *j = json_loads(m.body, 0, NULL);
+    json_int_t dropped = json_integer_value(json_object_get(j, "log_lines_dropped"));
+    json_decref(j);
+    tc_test_resp_free(&m);
+    uint64_t ran_ms = tc_test_mono_ms() - began;
+    stop_server();
+    size_t lines = 0;
+    for (const char *at = srv.log; (at = strstr(at, "set failed")) != NULL; at++) {
+        lines++;
+    }
+    cr_expect_gt(lines, 0, "no set failure was logged:\n%s", srv.log);
+    cr_expect_leq(lines, 10 * (ran_ms / 1000 + 2), "%zu set-failure lines in %llu ms:\n%s", lines,
+                  (unsigned long long)ran_ms, srv.log);
+    /* Each drop is told: by the site's next line "(N similar lines dropped)"
+     * or, the flood over, by "N similar lines dropped at FILE:LINE". */
+    long long told = 0;
+    for (const char *at = srv.log; (at = strstr(at, " similar lines dropped")) != NULL; at++) {
+        const char *d = at;
+        while (d > srv.log && d[-1] >= '0' && d[-1] <= '9') {
+            d--;
+        }
+        told += atoll(d);
+    }
+    cr_expect_geq(told, dropped, "%lld lines dropped, %lld told:\n%s", (long long)dropped, told,
+                  srv.log);
 }
 
 /* Two "hosts": two servers with their own segment and LMDB dir, one Redis. */
