@@ -895,15 +895,20 @@ static int on_message_complete(http_parser *p)
 
 /* ---- responses -------------------------------------------------------------------- */
 
-static void append(char *buf, size_t *n, size_t cap, const char *s, size_t len)
-{
-    if (*n + len <= cap) {
-        memcpy(buf + *n, s, len);
-        *n += len;
-    }
-}
+/* For a head sized beforehand (write_response). */
+#define PUT_LIT(buf, n, lit)                                                                       \
+    do {                                                                                           \
+        memcpy((buf) + (n), lit, sizeof(lit) - 1);                                                 \
+        (n) += sizeof(lit) - 1;                                                                    \
+    } while (0)
 
-#define APPEND_LIT(buf, n, cap, lit) append(buf, n, cap, lit, sizeof(lit) - 1)
+/* The common status line and Server, one copy. */
+#define HEAD_200 "HTTP/1.1 200 OK\r\nServer: tiercache\r\nDate: "
+
+/* The head's bytes besides the reason, the content type and the caller's
+ * headers: status line, Server, Date, the header names, Content-Length's
+ * 20 digits, Connection: close, the blank line. */
+#define HEAD_FIXED_MAX 256
 
 static size_t out_pending(const struct tc_http_conn *c)
 {
@@ -1026,39 +1031,54 @@ static void write_response(struct tc_http_conn *c, int status, const char *ctype
     for (size_t i = 0; i < nparts; i++) {
         len += parts[i].len;
     }
-    char h[1024];
-    size_t n = 0;
-    char num[24];
+    /* The head is written straight into the scratch buffer, sized first:
+     * every piece but the caller's headers is bounded here. */
     const char *reason = tc_http_reason(status);
-
-    APPEND_LIT(h, &n, sizeof(h), "HTTP/1.1 ");
-    append(h, &n, sizeof(h), num, tc_text_u64(num, (uint64_t)status));
-    APPEND_LIT(h, &n, sizeof(h), " ");
-    append(h, &n, sizeof(h), reason, strlen(reason));
-    APPEND_LIT(h, &n, sizeof(h), "\r\nServer: tiercache\r\nDate: ");
-    append(h, &n, sizeof(h), http_date(c->srv, date_ms), TC_COND_DATE_LEN);
-    APPEND_LIT(h, &n, sizeof(h), "\r\nContent-Type: ");
-    append(h, &n, sizeof(h), ctype, strlen(ctype));
-    if (status == 304) {
-        /* RFC 9110 §8.6: a 304's Content-Length would have to be the 200's. */
-        APPEND_LIT(h, &n, sizeof(h), "\r\n");
-        len = 0;
-    } else {
-        APPEND_LIT(h, &n, sizeof(h), "\r\nContent-Length: ");
-        append(h, &n, sizeof(h), num, tc_text_u64(num, len));
-        APPEND_LIT(h, &n, sizeof(h), "\r\n");
-    }
-    if (!keep_alive) {
-        APPEND_LIT(h, &n, sizeof(h), "Connection: close\r\n");
-    }
+    size_t reason_len = strlen(reason), ctype_len = strlen(ctype);
+    size_t headers_len = headers != NULL ? strlen(headers) : 0;
     struct tc_buf *sb = &c->srv->scratch;
     sb->len = 0;
-    if (tc_buf_append(sb, h, n) != TC_OK ||
-        (headers != NULL && tc_buf_append(sb, headers, strlen(headers)) != TC_OK) ||
-        tc_buf_append(sb, "\r\n", 2) != TC_OK) {
+    if (tc_buf_reserve(sb, HEAD_FIXED_MAX + reason_len + ctype_len + headers_len) != TC_OK) {
         c->close_after = 1;
         return;
     }
+    char *h = (char *)sb->data;
+    size_t n;
+    if (status == 200) {
+        n = sizeof(HEAD_200) - 1;
+        memcpy(h, HEAD_200, n);
+    } else {
+        n = sizeof("HTTP/1.1 ") - 1;
+        memcpy(h, "HTTP/1.1 ", n);
+        n += tc_text_u64(h + n, (uint64_t)status);
+        h[n++] = ' ';
+        memcpy(h + n, reason, reason_len);
+        n += reason_len;
+        PUT_LIT(h, n, "\r\nServer: tiercache\r\nDate: ");
+    }
+    memcpy(h + n, http_date(c->srv, date_ms), TC_COND_DATE_LEN);
+    n += TC_COND_DATE_LEN;
+    PUT_LIT(h, n, "\r\nContent-Type: ");
+    memcpy(h + n, ctype, ctype_len);
+    n += ctype_len;
+    if (status == 304) {
+        /* RFC 9110 §8.6: a 304's Content-Length would have to be the 200's. */
+        PUT_LIT(h, n, "\r\n");
+        len = 0;
+    } else {
+        PUT_LIT(h, n, "\r\nContent-Length: ");
+        n += tc_text_u64(h + n, len);
+        PUT_LIT(h, n, "\r\n");
+    }
+    if (!keep_alive) {
+        PUT_LIT(h, n, "Connection: close\r\n");
+    }
+    if (headers_len > 0) {
+        memcpy(h + n, headers, headers_len);
+        n += headers_len;
+    }
+    PUT_LIT(h, n, "\r\n");
+    sb->len = n;
     if (head_only || len == 0) {
         conn_write(c, sb->data, sb->len, NULL, 0);
         return;

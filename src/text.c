@@ -6,16 +6,32 @@
 #include <string.h>
 #include <strings.h>
 
+/* "00" to "99": two digits per division (Alexandrescu's digits10/itoa). */
+static const char digit_pairs[201] = "00010203040506070809101112131415161718192021222324"
+                                     "25262728293031323334353637383940414243444546474849"
+                                     "50515253545556575859606162636465666768697071727374"
+                                     "75767778798081828384858687888990919293949596979899";
+
 size_t tc_text_u64(char *out, uint64_t v)
 {
-    /* Digits counted first, then written in place from the last: no copy
-     * through a scratch buffer (a call to memcpy for a few bytes). */
+    /* Digits counted first, then written in place from the last, two per
+     * division: no scratch buffer and no memcpy call for a few bytes. */
     size_t n = 1;
-    for (uint64_t t = v; t >= 10; t /= 10) {
+    for (uint64_t p = 10; n < 20 && v >= p; p *= 10) {
         n++;
     }
-    for (size_t i = n; i-- > 0; v /= 10) {
-        out[i] = (char)('0' + v % 10);
+    size_t i = n;
+    while (v >= 100) {
+        unsigned r = (unsigned)(v % 100);
+        v /= 100;
+        out[--i] = digit_pairs[2 * r + 1];
+        out[--i] = digit_pairs[2 * r];
+    }
+    if (v >= 10) {
+        out[--i] = digit_pairs[2 * v + 1];
+        out[--i] = digit_pairs[2 * v];
+    } else {
+        out[--i] = (char)('0' + v);
     }
     return n;
 }
