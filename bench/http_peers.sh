@@ -13,11 +13,11 @@
 #   TC_ROUNDS=N bench/http_peers.sh ...   (N rounds, medians: for a noisy VM)
 #
 # Prints one line per server: requests/s, p99, and the server's CPU seconds
-# over the run (utime + stime of its processes, from /proc), so that the
-# figure to compare is requests per server CPU-second when wrk, on its one
-# core, is the bottleneck. With TC_BASE_BIN, an older tiercache binary runs
-# the same test in the same run (after the new one, on the same core), for a
-# before/after ratio against the same nginx. Writes nothing outside a temp dir
+# over the run (utime + stime of its processes, from /proc; each also per
+# request), so that the figure to compare is requests per server CPU-second
+# when wrk, on its one core, is the bottleneck. With TC_BASE_BIN, an older
+# tiercache binary runs the same test in the same run (after the new one, on
+# the same core), for a before/after ratio against the same nginx. Writes nothing outside a temp dir
 # (under TMPDIR); TC_BUILD_DIR (default build, as deploy/run.sh) and
 # TC_BENCH_SHM (segment name, default tc-bench-PID) are options. Removes its
 # segments and temp dir on exit, Ctrl-C and kill.
@@ -111,17 +111,20 @@ curl -sf "http://127.0.0.1:$vp/" >/dev/null
 curl -sf "http://127.0.0.1:$vp/" >/dev/null
 
 run() { # name url pids... -> prints a line, sets $rps and $cpu
-    local name=$1 url=$2 out c0 c1 p99
+    local name=$1 url=$2 out c0 c1 p99 req
     shift 2
-    c0=$(cpu_of "$@")
+    c0=$(cpu_split "$@")
     out=$(taskset -c 1 wrk -t1 -c64 -d"${secs}s" --latency "$url")
-    c1=$(cpu_of "$@")
+    c1=$(cpu_split "$@")
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    req=$(echo "$out" | awk '/requests in/ {print $1}')
     p99=$(echo "$out" | awk '$1=="99%" {print $2}')
-    cpu=$(awk -v c0="$c0" -v c1="$c1" 'BEGIN { print c1 - c0 }')
-    awk -v n="$name" -v r="$rps" -v p="$p99" -v cpu="$cpu" -v s="$secs" 'BEGIN {
-        printf "%-14s %10.0f req/s   p99 %-8s server CPU %6.2f s   %9.0f req per CPU-s\n",
-        n, r, p, cpu, (cpu > 0 ? r * s / cpu : 0) }'
+    cpu=$(echo "$c0 $c1" | awk '{ print $3 + $4 - $1 - $2 }')
+    # User and system time per request apart: where the server's CPU goes.
+    echo "$c0 $c1" | awk -v n="$name" -v r="$rps" -v q="$req" -v p="$p99" -v cpu="$cpu" \
+        -v s="$secs" '{
+        printf "%-14s %10.0f req/s   p99 %-8s server CPU %6.2f s   %9.0f req per CPU-s   user %.2f sys %.2f us/req\n",
+        n, r, p, cpu, (cpu > 0 ? r * s / cpu : 0), (q > 0 ? ($3 - $1) / q * 1e6 : 0), (q > 0 ? ($4 - $2) / q * 1e6 : 0) }'
 }
 echo "GET hit, $vbytes-byte value, wrk -t1 -c64 -d${secs}s, servers on core 0, wrk on core 1 (load: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
 # nginx renames its processes ("nginx: worker process"): take the master

@@ -31,6 +31,18 @@ cpu_of() {
     awk -v s="$sum" -v t="$tck" 'BEGIN { printf "%.3f", s / t }'
 }
 
+# User and system CPU seconds of PIDS, summed: "USER SYS".
+cpu_split() {
+    local u=0 s=0 tck f
+    tck=$(getconf CLK_TCK)
+    for p in "$@"; do
+        f=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null) || continue
+        u=$((u + $(echo "$f" | awk '{print $12}')))
+        s=$((s + $(echo "$f" | awk '{print $13}')))
+    done
+    awk -v u="$u" -v s="$s" -v t="$tck" 'BEGIN { printf "%.3f %.3f", u / t, s / t }'
+}
+
 # The start of an nginx.conf for a peer with one worker on core 0, its pid
 # and error log under DIR; the caller writes the rest of the http block
 # and closes it.
