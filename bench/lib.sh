@@ -21,24 +21,18 @@ wait_port() { # LOGFILE PID
 
 # CPU seconds (utime + stime, all threads) of the processes given.
 cpu_of() {
-    local sum=0 tck f
-    tck=$(getconf CLK_TCK)
-    for p in "$@"; do
-        # Fields after the ")" of the command name: utime is 12th, stime 13th.
-        f=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null) || continue
-        sum=$((sum + $(echo "$f" | awk '{print $12 + $13}')))
-    done
-    awk -v s="$sum" -v t="$tck" 'BEGIN { printf "%.3f", s / t }'
+    cpu_split "$@" | awk '{ printf "%.3f", $1 + $2 }'
 }
 
 # User and system CPU seconds of PIDS, summed: "USER SYS".
 cpu_split() {
-    local u=0 s=0 tck f
+    local u=0 s=0 tck f pu ps
     tck=$(getconf CLK_TCK)
     for p in "$@"; do
+        # Fields after the ")" of the command name: utime is 12th, stime 13th.
         f=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null) || continue
-        u=$((u + $(echo "$f" | awk '{print $12}')))
-        s=$((s + $(echo "$f" | awk '{print $13}')))
+        read -r pu ps < <(echo "$f" | awk '{print $12, $13}')
+        u=$((u + pu)) s=$((s + ps))
     done
     awk -v u="$u" -v s="$s" -v t="$tck" 'BEGIN { printf "%.3f %.3f", u / t, s / t }'
 }

@@ -956,12 +956,8 @@ enum tc_status tc_ring_get_split(struct tc_ring_ctx *c, const void *key, size_t 
                                  uint64_t now_ms, void *head, size_t head_len, void *buf,
                                  size_t cap, struct tc_ring_item *item)
 {
-    enum tc_status st = check_key(key, klen);
-    if (st != TC_OK) {
-        return st;
-    }
-    return get_hashed(c, key, klen, key_hash(c->ring, key, klen), now_ms, head, head_len, buf, cap,
-                      item, NULL, NULL);
+    int same; /* stays 0: no identity given */
+    return tc_ring_get_known(c, key, klen, now_ms, head, head_len, buf, cap, item, NULL, &same);
 }
 
 enum tc_status tc_ring_get_known(struct tc_ring_ctx *c, const void *key, size_t klen,

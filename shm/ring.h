@@ -255,7 +255,8 @@ struct tc_ring_ident {
  * tc_ring_get_split() for a caller that keeps checked copies of values it
  * read (the shm tier keeps its large ones, so that a hot key is not copied
  * and hashed out of the segment on every hit). On entry @p id is the
- * identity of the record the caller holds a copy of (all zero: none). When
+ * identity of the record the caller holds a copy of (all zero: none; NULL:
+ * none, and none is returned either: tc_ring_get_split()). When
  * the key's live record is that one, neither expired nor due to move,
  * nothing is copied or hashed and *@p same is 1; item is filled as on any
  * hit. Otherwise the get copies and checks as tc_ring_get_split() and, on
